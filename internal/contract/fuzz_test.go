@@ -1,0 +1,82 @@
+package contract
+
+import (
+	"testing"
+)
+
+func FuzzParseTopic(f *testing.F) {
+	for topic := range contractExamples {
+		f.Add(topic)
+	}
+	f.Add("kaiser//esp/ESP_A1B2C3/system/heartbeat")
+	f.Add("kaiser/god/esp//system/heartbeat")
+	f.Add("kaiser/god/esp/E/sensor/999/data")
+	f.Add("kaiser/broadcast/emergency")
+	f.Fuzz(func(t *testing.T, topic string) {
+		tp, err := ParseTopic(topic)
+		if err != nil {
+			if _, ok := err.(*DecodeError); !ok {
+				t.Fatalf("error without drop reason: %v", err)
+			}
+			return
+		}
+		if !ValidEspID(tp.EspID) || tp.Kind == "" {
+			t.Fatalf("accepted invalid topic %q: %+v", topic, tp)
+		}
+		if IsHubToDevice(topic) {
+			t.Fatalf("parsed a hub-only topic as inbound: %q", topic)
+		}
+	})
+}
+
+// fuzzDecoder runs one decoder over arbitrary payloads: it must never panic
+// and every error must carry a drop reason.
+func fuzzDecoder(f *testing.F, topic string) {
+	tp, err := ParseTopic(topic)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if ex, ok := contractExamples[topic]; ok {
+		f.Add([]byte(ex))
+	}
+	f.Add([]byte(`{"value":nan}`))
+	f.Add([]byte(`{"ts":1e400}`))
+	f.Add([]byte(`{"esp_id":"x","gpio":"5"}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"state":"ON","pwm":300,"ts":1,"type":"pump"}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		if err := Validate(tp, payload); err != nil && !IsDecodeError(err) {
+			t.Fatalf("error without drop reason: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeHeartbeat(f *testing.F)  { fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/system/heartbeat") }
+func FuzzDecodeSensorData(f *testing.F) { fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/sensor/34/data") }
+func FuzzDecodeWill(f *testing.F)       { fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/system/will") }
+func FuzzDecodeActuatorStatus(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/actuator/5/status")
+}
+func FuzzDecodeActuatorResponse(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/actuator/5/response")
+}
+func FuzzDecodeActuatorAlert(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/actuator/5/alert")
+}
+func FuzzDecodeConfigResponse(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/config_response")
+}
+func FuzzDecodeZoneAck(f *testing.F)    { fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/zone/ack") }
+func FuzzDecodeSubzoneAck(f *testing.F) { fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/subzone/ack") }
+func FuzzDecodeDiagnostics(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/system/diagnostics")
+}
+func FuzzDecodeEmergencyResponse(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/actuator/emergency/response")
+}
+func FuzzDecodeEmergencyError(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/actuator/emergency/error")
+}
+func FuzzDecodeSystemCommandResponse(f *testing.F) {
+	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/system/command/response")
+}
