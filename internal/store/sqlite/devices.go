@@ -1,0 +1,152 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/kaiserhub/kaiser/internal/store"
+)
+
+var _ store.Devices = (*Store)(nil)
+
+func ms(t *time.Time) any {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMilli(v.Int64).UTC()
+	return &t
+}
+
+// LoadDevices reads every device record (deleted ones included).
+func (s *Store) LoadDevices(ctx context.Context) ([]store.Device, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, device_id, name, status, kaiser_id, zone_id, zone_name,
+		master_zone_id, hardware_type, ip_address, firmware_version, metadata, last_seen, discovered_at,
+		approved_at, approved_by, rejection_reason, created_at, updated_at FROM devices ORDER BY device_id`)
+	if err != nil {
+		return nil, fmt.Errorf("load devices: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Device
+	for rows.Next() {
+		var d store.Device
+		var meta string
+		var lastSeen, discovered, approved sql.NullInt64
+		var created, updated int64
+		if err := rows.Scan(&d.ID, &d.DeviceID, &d.Name, &d.Status, &d.KaiserID, &d.ZoneID, &d.ZoneName,
+			&d.MasterZoneID, &d.HardwareType, &d.IPAddress, &d.FirmwareVersion, &meta, &lastSeen, &discovered,
+			&approved, &d.ApprovedBy, &d.RejectionReason, &created, &updated); err != nil {
+			return nil, fmt.Errorf("scan device: %w", err)
+		}
+		if err := json.Unmarshal([]byte(meta), &d.Metadata); err != nil {
+			return nil, fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
+		}
+		d.LastSeen, d.DiscoveredAt, d.ApprovedAt = fromMS(lastSeen), fromMS(discovered), fromMS(approved)
+		d.CreatedAt, d.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// SaveDevice queues an upsert of the whole device record.
+func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
+	meta, err := json.Marshal(d.Metadata)
+	if err != nil {
+		return fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
+	}
+	if d.Metadata == nil {
+		meta = []byte("{}")
+	}
+	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO devices (id, device_id, name, status, kaiser_id, zone_id, zone_name,
+			master_zone_id, hardware_type, ip_address, firmware_version, metadata, last_seen, discovered_at,
+			approved_at, approved_by, rejection_reason, created_at, updated_at)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+			ON CONFLICT(device_id) DO UPDATE SET name=excluded.name, status=excluded.status,
+			kaiser_id=excluded.kaiser_id, zone_id=excluded.zone_id, zone_name=excluded.zone_name,
+			master_zone_id=excluded.master_zone_id, hardware_type=excluded.hardware_type,
+			ip_address=excluded.ip_address, firmware_version=excluded.firmware_version,
+			metadata=excluded.metadata, last_seen=excluded.last_seen, discovered_at=excluded.discovered_at,
+			approved_at=excluded.approved_at, approved_by=excluded.approved_by,
+			rejection_reason=excluded.rejection_reason, updated_at=excluded.updated_at`,
+			d.ID, d.DeviceID, d.Name, d.Status, d.KaiserID, d.ZoneID, d.ZoneName, d.MasterZoneID,
+			d.HardwareType, d.IPAddress, d.FirmwareVersion, string(meta), ms(d.LastSeen), ms(d.DiscoveredAt),
+			ms(d.ApprovedAt), d.ApprovedBy, d.RejectionReason, d.CreatedAt.UnixMilli(), d.UpdatedAt.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("save device %s: %w", d.DeviceID, err)
+		}
+		return nil
+	})
+}
+
+// AppendTransition queues a status-transition record.
+func (s *Store) AppendTransition(ctx context.Context, t store.Transition) error {
+	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO device_transitions (device_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)`,
+			t.DeviceID, t.From, t.To, t.Cause, t.At.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("append transition %s: %w", t.DeviceID, err)
+		}
+		return nil
+	})
+}
+
+// AppendHeartbeat queues a heartbeat record.
+func (s *Store) AppendHeartbeat(ctx context.Context, h store.Heartbeat) error {
+	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := tx.Exec(`INSERT INTO device_heartbeats (device_id, received_at, device_time, time_source, uptime, heap_free, rssi, seq)
+			VALUES (?,?,?,?,?,?,?,?)`, h.DeviceID, h.ReceivedAt.UnixMilli(), h.DeviceTime.UnixMilli(), h.TimeSource,
+			h.Uptime, h.HeapFree, h.RSSI, h.Seq)
+		if err != nil {
+			return fmt.Errorf("append heartbeat %s: %w", h.DeviceID, err)
+		}
+		return nil
+	})
+}
+
+// HeartbeatUptimes returns a device's stored heartbeat uptimes in insertion order.
+func (s *Store) HeartbeatUptimes(ctx context.Context, deviceID string) ([]int64, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT uptime FROM device_heartbeats WHERE device_id = ? ORDER BY id`, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var u int64
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// Transitions returns a device's recorded transitions, oldest first.
+func (s *Store) Transitions(ctx context.Context, deviceID string) ([]store.Transition, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT device_id, from_state, to_state, cause, at FROM device_transitions WHERE device_id = ? ORDER BY id`, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Transition
+	for rows.Next() {
+		var t store.Transition
+		var at int64
+		if err := rows.Scan(&t.DeviceID, &t.From, &t.To, &t.Cause, &at); err != nil {
+			return nil, err
+		}
+		t.At = time.UnixMilli(at).UTC()
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}

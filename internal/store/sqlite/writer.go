@@ -1,0 +1,283 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrClosed is returned by writes after the writer has stopped.
+var ErrClosed = errors.New("store writer closed")
+
+// Op is one unit of work run inside a group-commit transaction. It must not
+// block on anything but the database.
+type Op func(ctx context.Context, tx *Tx) error
+
+// Tx is the writer's open transaction; statements are prepared once per
+// connection and reused across batches.
+type Tx struct {
+	ctx   context.Context
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt
+}
+
+// Exec runs a cached prepared statement.
+func (t *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	st, ok := t.stmts[query]
+	if !ok {
+		var err error
+		st, err = t.conn.PrepareContext(t.ctx, query)
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		t.stmts[query] = st
+	}
+	return st.ExecContext(t.ctx, args...)
+}
+
+// QueryRow runs a query inside the write transaction (read-your-writes).
+func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return t.conn.QueryRowContext(t.ctx, query, args...)
+}
+
+// WriterMetrics are the writer's Prometheus instruments.
+type WriterMetrics struct {
+	BatchSize  prometheus.Histogram
+	CommitTime prometheus.Histogram
+	Errors     prometheus.Counter
+	queueDepth func() float64
+}
+
+// NewWriterMetrics registers the writer metrics on reg.
+func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
+	m := &WriterMetrics{
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_store_batch_ops",
+			Help: "Operations committed per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_store_commit_seconds",
+			Help: "Duration of group-commit transactions.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_store_write_errors_total",
+			Help: "Store write operations that failed."}),
+	}
+	reg.MustRegister(m.BatchSize, m.CommitTime, m.Errors)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_store_queue_depth",
+		Help: "Operations waiting for the store writer."}, func() float64 {
+		if m.queueDepth == nil {
+			return 0
+		}
+		return m.queueDepth()
+	}))
+	return m
+}
+
+type request struct {
+	op   Op
+	done chan error // nil for fire-and-forget
+}
+
+// Writer is the single goroutine that owns every SQLite write. Callers queue
+// operations; the writer commits whatever is queued as one transaction.
+type Writer struct {
+	conn      *sql.Conn
+	stmts     map[string]*sql.Stmt
+	queue     chan request
+	mu        sync.RWMutex // guards closed against concurrent Submit/Close
+	closed    bool
+	stopped   chan struct{}
+	batchRows int
+	batchWait time.Duration
+	metrics   *WriterMetrics
+	log       *slog.Logger
+}
+
+func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("writer connection: %w", err)
+	}
+	if opt.BatchRows <= 0 {
+		opt.BatchRows = 2000
+	}
+	if opt.QueueSize <= 0 {
+		opt.QueueSize = 16384
+	}
+	if opt.BatchWait < 0 {
+		opt.BatchWait = 0
+	} else if opt.BatchWait == 0 {
+		opt.BatchWait = time.Millisecond
+	}
+	w := &Writer{conn: conn, stmts: map[string]*sql.Stmt{}, queue: make(chan request, opt.QueueSize),
+		stopped: make(chan struct{}), batchRows: opt.BatchRows, batchWait: opt.BatchWait,
+		metrics: opt.Metrics, log: opt.Logger}
+	if w.metrics != nil {
+		w.metrics.queueDepth = func() float64 { return float64(len(w.queue)) }
+	}
+	go w.run()
+	return w, nil
+}
+
+// Submit queues op without waiting for its commit. When the queue is full it
+// waits for space until ctx ends (backpressure with a deadline).
+func (w *Writer) Submit(ctx context.Context, op Op) error {
+	return w.enqueue(ctx, request{op: op})
+}
+
+// Do queues op and waits for its transaction to commit.
+func (w *Writer) Do(ctx context.Context, op Op) error {
+	done := make(chan error, 1)
+	if err := w.enqueue(ctx, request{op: op, done: done}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
+}
+
+// Flush waits until every operation queued before it is committed.
+func (w *Writer) Flush(ctx context.Context) error {
+	return w.Do(ctx, func(context.Context, *Tx) error { return nil })
+}
+
+func (w *Writer) enqueue(ctx context.Context, r request) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return ErrClosed
+	}
+	select {
+	case w.queue <- r:
+		return nil
+	default:
+	}
+	select {
+	case w.queue <- r:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("store writer queue full: %w", ctx.Err())
+	}
+}
+
+// Close commits everything queued and stops the writer.
+func (w *Writer) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.queue)
+	}
+	w.mu.Unlock()
+	select {
+	case <-w.stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("store writer did not drain: %w", ctx.Err())
+	}
+	for _, st := range w.stmts {
+		st.Close()
+	}
+	return w.conn.Close()
+}
+
+func (w *Writer) run() {
+	defer close(w.stopped)
+	batch := make([]request, 0, w.batchRows)
+	for r := range w.queue {
+		batch = append(batch[:0], r)
+		batch = w.fill(batch)
+		w.commit(batch)
+	}
+}
+
+// fill takes what is already queued, then waits briefly for more so that a
+// burst lands in one transaction.
+func (w *Writer) fill(batch []request) []request {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(batch) < w.batchRows {
+		select {
+		case r, ok := <-w.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if timer == nil {
+			timer = time.NewTimer(w.batchWait)
+		}
+		select {
+		case r, ok := <-w.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-timer.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+func (w *Writer) commit(batch []request) {
+	start := time.Now()
+	ctx := context.Background()
+	err := w.runTx(ctx, batch)
+	if err != nil {
+		// One bad operation must not sink the others: retry each alone.
+		w.log.Warn("group commit failed, retrying operations one by one", "ops", len(batch), "error", err)
+		for i := range batch {
+			w.finish(batch[i], w.runTx(ctx, batch[i:i+1]))
+		}
+	} else {
+		for i := range batch {
+			w.finish(batch[i], nil)
+		}
+	}
+	if w.metrics != nil {
+		w.metrics.BatchSize.Observe(float64(len(batch)))
+		w.metrics.CommitTime.Observe(time.Since(start).Seconds())
+	}
+}
+
+func (w *Writer) finish(r request, err error) {
+	if err != nil {
+		if w.metrics != nil {
+			w.metrics.Errors.Inc()
+		}
+		if r.done == nil {
+			w.log.Error("store write failed", "error", err)
+		}
+	}
+	if r.done != nil {
+		r.done <- err
+	}
+}
+
+func (w *Writer) runTx(ctx context.Context, batch []request) error {
+	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	tx := &Tx{ctx: ctx, conn: w.conn, stmts: w.stmts}
+	for _, r := range batch {
+		if err := r.op(ctx, tx); err != nil {
+			_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+			return err
+		}
+	}
+	if _, err := w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		_, _ = w.conn.ExecContext(ctx, "ROLLBACK")
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
