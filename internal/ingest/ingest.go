@@ -1,0 +1,623 @@
+// Package ingest is the inbound MQTT pipeline (CONTRACT §5.2): broker
+// callbacks route, size-check and enqueue; a fixed pool of workers runs the
+// per-kind handlers with each device's messages strictly in arrival order,
+// bounded queues with a stated overflow policy per kind, a deadline per
+// handler, panic isolation and counted drop reasons.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/contract"
+)
+
+// Message is one inbound device message.
+type Message struct {
+	Topic    contract.Topic
+	RawTopic string
+	Payload  []byte
+	// Retain is the RETAIN bit as delivered; Replay marks a delivery from the
+	// broker's retained store (CONTRACT §5.6), which is what handlers act on.
+	Retain     bool
+	Replay     bool
+	ReceivedAt time.Time
+}
+
+// Handler processes one message. It must honour ctx: the dispatcher cancels
+// it at the handler deadline.
+type Handler func(ctx context.Context, m Message) error
+
+// DropError marks a message deliberately dropped by a handler.
+type DropError struct {
+	Reason string
+	Msg    string
+}
+
+func (e *DropError) Error() string { return e.Reason + ": " + e.Msg }
+
+// DropReason is the metric label.
+func (e *DropError) DropReason() string { return e.Reason }
+
+// Drop returns an error that counts the message as dropped with reason.
+func Drop(reason, msg string) error { return &DropError{Reason: reason, Msg: msg} }
+
+type dropReasoner interface{ DropReason() string }
+
+// Policy is what happens when a device queue is full.
+type Policy int
+
+const (
+	// DropOldest evicts the oldest queued message (telemetry).
+	DropOldest Policy = iota
+	// WaitThenDrop waits up to Config.BlockingWait for space, then drops the new message.
+	WaitThenDrop
+)
+
+// PolicyFor states the overflow policy per kind (CONTRACT §5.2 step 3).
+func PolicyFor(k contract.Kind) Policy {
+	switch k {
+	case contract.KindSensorData, contract.KindDiagnostics, contract.KindNewer:
+		return DropOldest
+	}
+	return WaitThenDrop
+}
+
+// Config sizes the dispatcher; zero values take defaults.
+type Config struct {
+	Workers        int           // fixed worker pool size (default 8)
+	QueueCapacity  int           // per-device queue bound (default 256)
+	MaxDevices     int           // devices with queued work at once (default 20000)
+	HandlerTimeout time.Duration // per-handler deadline (default 5 s)
+	BlockingWait   time.Duration // wait for space for non-telemetry kinds (default 1 s)
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.QueueCapacity <= 0 {
+		c.QueueCapacity = 256
+	}
+	if c.MaxDevices <= 0 {
+		c.MaxDevices = 20000
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 5 * time.Second
+	}
+	if c.BlockingWait <= 0 {
+		c.BlockingWait = time.Second
+	}
+}
+
+// ErrStopped is returned by Submit after Stop.
+var ErrStopped = errors.New("ingest stopped")
+
+type deviceQueue struct {
+	id        string
+	buf       []Message
+	head, n   int
+	scheduled bool          // in the ready queue or being processed
+	space     chan struct{} // signalled when a full queue frees a slot
+}
+
+func (q *deviceQueue) push(m Message) { q.buf[(q.head+q.n)%len(q.buf)] = m; q.n++ }
+
+func (q *deviceQueue) pop() Message {
+	m := q.buf[q.head]
+	q.buf[q.head] = Message{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return m
+}
+
+// slot is one worker's in-flight state, read by the watchdog.
+type slot struct {
+	started  atomic.Int64 // unix nanos of the running handler, 0 when idle
+	detached atomic.Bool
+	device   atomic.Value // string
+}
+
+// Dispatcher routes inbound messages to handlers.
+type Dispatcher struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	handlers map[contract.Kind]Handler
+
+	mu       sync.Mutex
+	devices  map[string]*deviceQueue
+	pending  int // queued + in flight
+	closing  bool
+	stopped  bool
+	drained  chan struct{}
+	ready    chan *deviceQueue
+	counters *deviceCounters
+
+	slotsMu sync.Mutex
+	slots   map[*slot]struct{}
+
+	baseCtx context.Context
+	cancel  context.CancelFunc
+	quit    chan struct{}
+	wg      sync.WaitGroup
+	logLim  *logLimiter
+	now     func() time.Time
+}
+
+// New builds a dispatcher; register handlers, then Start.
+func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
+	cfg.defaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Dispatcher{
+		cfg: cfg, log: log, metrics: metrics, handlers: map[contract.Kind]Handler{},
+		devices: map[string]*deviceQueue{}, drained: make(chan struct{}),
+		ready:    make(chan *deviceQueue, cfg.MaxDevices),
+		counters: newDeviceCounters(cfg.MaxDevices), slots: map[*slot]struct{}{},
+		baseCtx: ctx, cancel: cancel, quit: make(chan struct{}), logLim: newLogLimiter(time.Second),
+		now: time.Now,
+	}
+}
+
+// Handle registers the handler of a kind. Kinds without a handler are
+// accepted and counted as handled (logged and ignored).
+func (d *Dispatcher) Handle(k contract.Kind, h Handler) { d.handlers[k] = h }
+
+// Start launches the worker pool and the deadline watchdog.
+func (d *Dispatcher) Start() {
+	for i := 0; i < d.cfg.Workers; i++ {
+		d.startWorker()
+	}
+	d.wg.Add(1)
+	go d.watchdog()
+}
+
+func (d *Dispatcher) startWorker() {
+	s := &slot{}
+	s.device.Store("")
+	d.slotsMu.Lock()
+	d.slots[s] = struct{}{}
+	d.slotsMu.Unlock()
+	d.wg.Add(1)
+	go d.worker(s)
+}
+
+// Submit routes and enqueues one delivery; it never blocks longer than
+// Config.BlockingWait. It is the only thing a broker callback calls.
+func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool) {
+	now := d.now()
+	t, err := contract.ParseTopic(rawTopic)
+	if err != nil {
+		d.drop(Message{RawTopic: rawTopic, Payload: payload, ReceivedAt: now}, reasonOf(err), err)
+		return
+	}
+	m := Message{Topic: t, RawTopic: rawTopic, Payload: payload, Retain: retain, Replay: replay, ReceivedAt: now}
+	d.counters.received(t.EspID, replay)
+	if d.metrics != nil {
+		d.metrics.Received.WithLabelValues(string(t.Kind)).Inc()
+	}
+	switch {
+	case len(payload) > contract.MaxInboundPayload:
+		d.drop(m, contract.ReasonOversize, fmt.Errorf("payload of %d bytes exceeds %d", len(payload), contract.MaxInboundPayload))
+		return
+	case len(payload) == 0:
+		// A retained-clear: not an error (CONTRACT §5.2 step 2).
+		d.count(m, contract.ReasonEmpty)
+		return
+	}
+	d.enqueue(m)
+}
+
+func (d *Dispatcher) enqueue(m Message) {
+	policy := PolicyFor(m.Topic.Kind)
+	var deadline *time.Timer
+	defer func() {
+		if deadline != nil {
+			deadline.Stop()
+		}
+	}()
+	d.mu.Lock()
+	for {
+		if d.stopped {
+			d.mu.Unlock()
+			d.drop(m, contract.ReasonQueueOverflow, ErrStopped)
+			return
+		}
+		q := d.devices[m.Topic.EspID]
+		if q == nil {
+			if len(d.devices) >= d.cfg.MaxDevices {
+				d.mu.Unlock()
+				d.drop(m, contract.ReasonQueueOverflow, errors.New("too many devices with queued work"))
+				return
+			}
+			q = &deviceQueue{id: m.Topic.EspID, buf: make([]Message, d.cfg.QueueCapacity), space: make(chan struct{}, 1)}
+			d.devices[q.id] = q
+		}
+		if q.n < len(q.buf) {
+			q.push(m)
+			d.pending++
+			if !q.scheduled {
+				q.scheduled = true
+				d.ready <- q // capacity MaxDevices ≥ number of queues: never blocks
+			}
+			d.mu.Unlock()
+			return
+		}
+		if policy == DropOldest {
+			old := q.pop()
+			q.push(m)
+			d.mu.Unlock()
+			d.drop(old, contract.ReasonQueueOverflow, errors.New("device queue full, oldest telemetry dropped"))
+			return
+		}
+		space := q.space
+		d.mu.Unlock()
+		if deadline == nil {
+			deadline = time.NewTimer(d.cfg.BlockingWait)
+		}
+		select {
+		case <-space:
+		case <-deadline.C:
+			d.log.Warn("device queue full, message dropped", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind)
+			d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full for 1 s"))
+			return
+		}
+		d.mu.Lock()
+	}
+}
+
+func (d *Dispatcher) worker(s *slot) {
+	defer d.wg.Done()
+	defer func() {
+		d.slotsMu.Lock()
+		delete(d.slots, s)
+		d.slotsMu.Unlock()
+	}()
+	for {
+		select {
+		case q := <-d.ready:
+			d.process(s, q)
+			if s.detached.Load() {
+				return // a replacement took this worker's place
+			}
+		case <-d.quit:
+			return
+		}
+	}
+}
+
+func (d *Dispatcher) process(s *slot, q *deviceQueue) {
+	d.mu.Lock()
+	wasFull := q.n == len(q.buf)
+	m := q.pop()
+	d.mu.Unlock()
+	if wasFull {
+		select {
+		case q.space <- struct{}{}:
+		default:
+		}
+	}
+	s.device.Store(q.id)
+	s.started.Store(d.now().UnixNano())
+	d.run(m)
+	s.started.Store(0)
+
+	d.mu.Lock()
+	d.pending--
+	if q.n > 0 {
+		d.ready <- q // round-robin: one message per turn keeps devices fair
+	} else {
+		q.scheduled = false
+		delete(d.devices, q.id)
+	}
+	if d.closing && d.pending == 0 {
+		d.signalDrained()
+	}
+	d.mu.Unlock()
+}
+
+// run executes the handler with a deadline, recovering panics.
+func (d *Dispatcher) run(m Message) {
+	h := d.handlers[m.Topic.Kind]
+	if h == nil {
+		d.handled(m)
+		return
+	}
+	ctx, cancel := context.WithTimeout(d.baseCtx, d.cfg.HandlerTimeout)
+	defer cancel()
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &panicError{value: r, stack: debug.Stack()}
+			}
+		}()
+		return h(ctx, m)
+	}()
+	var pe *panicError
+	switch {
+	case errors.As(err, &pe):
+		d.log.Error("handler panic", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind, "panic", fmt.Sprint(pe.value), "stack", string(pe.stack))
+		d.drop(m, contract.ReasonHandlerPanic, err)
+	case ctx.Err() == context.DeadlineExceeded:
+		d.drop(m, contract.ReasonHandlerTimeout, fmt.Errorf("handler exceeded %s: %v", d.cfg.HandlerTimeout, err))
+	case err != nil:
+		if r, ok := err.(dropReasoner); ok || errors.As(err, &r) {
+			d.drop(m, r.DropReason(), err)
+		} else {
+			d.drop(m, contract.ReasonHandlerError, err)
+		}
+	default:
+		d.handled(m)
+	}
+}
+
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+// watchdog detaches workers whose handler ignores its cancelled deadline, so a
+// stuck device holds one goroutine, never a share of the pool. The stuck
+// device keeps its queue (order is preserved) until its handler returns.
+func (d *Dispatcher) watchdog() {
+	defer d.wg.Done()
+	period := d.cfg.HandlerTimeout / 4
+	if period < 10*time.Millisecond {
+		period = 10 * time.Millisecond
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	limit := d.cfg.HandlerTimeout + period
+	for {
+		select {
+		case <-d.quit:
+			return
+		case <-tick.C:
+		}
+		now := d.now().UnixNano()
+		var stuck []*slot
+		d.slotsMu.Lock()
+		for s := range d.slots {
+			if st := s.started.Load(); st != 0 && !s.detached.Load() && time.Duration(now-st) > limit {
+				stuck = append(stuck, s)
+			}
+		}
+		d.slotsMu.Unlock()
+		for _, s := range stuck {
+			s.detached.Store(true)
+			d.log.Error("handler ignores its deadline; worker detached and replaced", "esp_id", s.device.Load(), "after", limit)
+			if d.metrics != nil {
+				d.metrics.Detached.Inc()
+			}
+			d.startWorker()
+		}
+	}
+}
+
+func (d *Dispatcher) signalDrained() {
+	select {
+	case <-d.drained:
+	default:
+		close(d.drained)
+	}
+}
+
+// Stop processes every queued message, then stops the workers. Producers must
+// have stopped (the broker no longer accepts PUBLISH) before Stop is called.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	d.closing = true
+	if d.pending == 0 {
+		d.signalDrained()
+	}
+	d.mu.Unlock()
+	var err error
+	select {
+	case <-d.drained:
+	case <-ctx.Done():
+		err = fmt.Errorf("ingest drain: %d messages unprocessed: %w", d.Pending(), ctx.Err())
+	}
+	d.mu.Lock()
+	d.stopped = true
+	d.mu.Unlock()
+	d.cancel()
+	close(d.quit)
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("ingest workers did not stop: %w", ctx.Err())
+		}
+	}
+	return err
+}
+
+// Pending is the number of queued and in-flight messages.
+func (d *Dispatcher) Pending() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending
+}
+
+func (d *Dispatcher) handled(m Message) {
+	d.counters.processed(m.Topic.EspID)
+	if d.metrics != nil {
+		d.metrics.Handled.WithLabelValues(string(m.Topic.Kind)).Inc()
+		d.metrics.Latency.WithLabelValues(string(m.Topic.Kind)).Observe(d.now().Sub(m.ReceivedAt).Seconds())
+	}
+}
+
+// count records a non-error outcome that is not "handled" (empty payloads).
+func (d *Dispatcher) count(m Message, reason string) {
+	d.counters.dropped(m.Topic.EspID, reason)
+	if d.metrics != nil {
+		d.metrics.Dropped.WithLabelValues(string(m.Topic.Kind), reason).Inc()
+	}
+}
+
+func (d *Dispatcher) drop(m Message, reason string, err error) {
+	d.count(m, reason)
+	if reason == contract.ReasonReplay || reason == contract.ReasonEmpty {
+		return
+	}
+	if d.logLim.allow(reason) {
+		p := m.Payload
+		if len(p) > 200 {
+			p = p[:200]
+		}
+		d.log.Warn("message dropped", "reason", reason, "topic", m.RawTopic, "esp_id", m.Topic.EspID,
+			"error", err, "payload", string(p))
+	}
+}
+
+func reasonOf(err error) string {
+	var r dropReasoner
+	if errors.As(err, &r) {
+		return r.DropReason()
+	}
+	return contract.ReasonHandlerError
+}
+
+// Counters are a device's in-memory ingest counters since start (CONTRACT §5.2).
+type Counters struct {
+	Received  int64            `json:"received"`
+	Processed int64            `json:"processed"`
+	Replays   int64            `json:"replays"`
+	Dropped   map[string]int64 `json:"dropped"`
+}
+
+// DeviceCounters returns a copy of a device's counters.
+func (d *Dispatcher) DeviceCounters(espID string) Counters { return d.counters.get(espID) }
+
+type deviceCounters struct {
+	mu    sync.Mutex
+	max   int
+	byDev map[string]*Counters
+}
+
+func newDeviceCounters(max int) *deviceCounters {
+	return &deviceCounters{max: max, byDev: map[string]*Counters{}}
+}
+
+// entry returns the counters of id; past the bound, unknown ids share one
+// overflow entry so memory stays bounded whatever devices send.
+func (c *deviceCounters) entry(id string) *Counters {
+	e := c.byDev[id]
+	if e == nil {
+		if len(c.byDev) >= c.max {
+			id = "_overflow"
+			if e = c.byDev[id]; e != nil {
+				return e
+			}
+		}
+		e = &Counters{Dropped: map[string]int64{}}
+		c.byDev[id] = e
+	}
+	return e
+}
+
+func (c *deviceCounters) received(id string, replay bool) {
+	c.mu.Lock()
+	e := c.entry(id)
+	e.Received++
+	if replay {
+		e.Replays++
+	}
+	c.mu.Unlock()
+}
+
+func (c *deviceCounters) processed(id string) {
+	c.mu.Lock()
+	c.entry(id).Processed++
+	c.mu.Unlock()
+}
+
+func (c *deviceCounters) dropped(id, reason string) {
+	if id == "" {
+		return
+	}
+	c.mu.Lock()
+	c.entry(id).Dropped[reason]++
+	c.mu.Unlock()
+}
+
+func (c *deviceCounters) get(id string) Counters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byDev[id]
+	out := Counters{Dropped: map[string]int64{}}
+	if e == nil {
+		return out
+	}
+	out.Received, out.Processed, out.Replays = e.Received, e.Processed, e.Replays
+	for k, v := range e.Dropped {
+		out.Dropped[k] = v
+	}
+	return out
+}
+
+// logLimiter lets one drop log line per reason through per period.
+type logLimiter struct {
+	mu     sync.Mutex
+	period time.Duration
+	last   map[string]time.Time
+}
+
+func newLogLimiter(p time.Duration) *logLimiter {
+	return &logLimiter{period: p, last: map[string]time.Time{}}
+}
+
+func (l *logLimiter) allow(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if now.Sub(l.last[key]) < l.period {
+		return false
+	}
+	l.last[key] = now
+	return true
+}
+
+// Metrics are the dispatcher's Prometheus instruments.
+type Metrics struct {
+	Received *prometheus.CounterVec
+	Handled  *prometheus.CounterVec
+	Dropped  *prometheus.CounterVec
+	Latency  *prometheus.HistogramVec
+	Detached prometheus.Counter
+}
+
+// NewMetrics registers the ingest metrics; depth reports queued messages.
+func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
+	m := &Metrics{
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_messages_received_total",
+			Help: "Device messages received, by kind."}, []string{"kind"}),
+		Handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_ingest_messages_handled_total",
+			Help: "Device messages handled successfully, by kind."}, []string{"kind"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_ingest_messages_dropped_total",
+			Help: "Device messages dropped, by kind and reason (CONTRACT §5.2)."}, []string{"kind", "reason"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kaiser_ingest_handler_seconds",
+			Help: "Time from receipt to handled, by kind.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"kind"}),
+		Detached: prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_ingest_workers_detached_total",
+			Help: "Workers replaced because their handler ignored its deadline."}),
+	}
+	reg.MustRegister(m.Received, m.Handled, m.Dropped, m.Latency, m.Detached)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_ingest_queue_depth",
+		Help: "Messages queued or in flight in the ingest pipeline."}, depth))
+	return m
+}
