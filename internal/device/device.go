@@ -1,0 +1,594 @@
+// Package device is the device registry and lifecycle (DOMAIN §1, CONTRACT
+// §5.4–§5.6): auto-registration from heartbeats, approval, liveness by hub
+// receive time, last-will handling, heartbeat acks and metadata, and the
+// registration gate every other inbound message passes.
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/store"
+)
+
+// Statuses (API §6.1).
+const (
+	StatusPending  = "pending_approval"
+	StatusApproved = "approved"
+	StatusOnline   = "online"
+	StatusOffline  = "offline"
+	StatusRejected = "rejected"
+	StatusDeleted  = "deleted"
+	StatusError    = "error"
+	StatusUnknown  = "unknown"
+)
+
+// Errors of the domain operations; the API maps them to codes.
+var (
+	ErrNotFound     = errors.New("device not found")
+	ErrInvalidState = errors.New("operation not allowed in the device's current state")
+	ErrDuplicate    = errors.New("device already exists")
+)
+
+// Publisher is the part of the message bus the domain needs.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// Config tunes the service.
+type Config struct {
+	HeartbeatTimeout time.Duration // default 180 s (CONTRACT L2)
+	DiscoveryPerMin  int           // new devices per 60 s (default 100)
+	DiscoveryPerID   time.Duration // per-id rediscovery spacing (default 300 s)
+	// Stopping reports hub shutdown; wills then come from the hub closing
+	// connections and are not device facts.
+	Stopping func() bool
+}
+
+// Device is a snapshot of one device for callers outside the package.
+type Device struct {
+	store.Device
+	LastHeartbeatAt   *time.Time
+	SubscriptionsLost bool
+	RebootRequired    bool
+}
+
+type entry struct {
+	rec           store.Device
+	lastHeartbeat time.Time // receive time of the last valid live heartbeat (L1)
+	lastUptime    int64
+	hasUptime     bool
+	wills         []time.Time
+	lastPayloads  map[string][]byte // pending/rejected: last payload per topic, for inspection
+}
+
+// Service owns the registry. It is safe for concurrent use; per-device
+// ordering of inbound messages is provided by ingest.
+type Service struct {
+	cfg    Config
+	store  store.Devices
+	bus    Publisher
+	events *event.Bus
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu         sync.Mutex
+	devices    map[string]*entry
+	unknownIDs map[string]time.Time // recently heard unknown ids (bounded)
+	discovered []time.Time          // discovery times in the last minute
+	perID      map[string]time.Time
+}
+
+// New builds the service; call Load before serving traffic.
+func New(cfg Config, st store.Devices, bus Publisher, events *event.Bus, log *slog.Logger) *Service {
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 180 * time.Second
+	}
+	if cfg.DiscoveryPerMin <= 0 {
+		cfg.DiscoveryPerMin = 100
+	}
+	if cfg.DiscoveryPerID <= 0 {
+		cfg.DiscoveryPerID = 300 * time.Second
+	}
+	if cfg.Stopping == nil {
+		cfg.Stopping = func() bool { return false }
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{cfg: cfg, store: st, bus: bus, events: events, log: log, now: time.Now,
+		devices: map[string]*entry{}, unknownIDs: map[string]time.Time{}, perID: map[string]time.Time{}}
+}
+
+// Load reads the registry from the store. Liveness restarts from the load
+// time: a device online before a restart gets a full timeout to heartbeat.
+func (s *Service) Load(ctx context.Context) error {
+	recs, err := s.store.LoadDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("load devices: %w", err)
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		e := &entry{rec: r}
+		if r.Metadata == nil {
+			e.rec.Metadata = map[string]any{}
+		}
+		if u, ok := e.rec.Metadata["last_uptime"].(float64); ok {
+			e.lastUptime, e.hasUptime = int64(u), true
+		}
+		if r.Status == StatusOnline {
+			e.lastHeartbeat = now
+		}
+		s.devices[r.DeviceID] = e
+	}
+	return nil
+}
+
+// Root returns the recorded kaiser root of an approved device (CONTRACT A2, M4).
+func (s *Service) Root(espID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.devices[espID]
+	if e == nil || !isApproved(e.rec.Status) {
+		return "", false
+	}
+	return e.rec.KaiserID, true
+}
+
+func isApproved(status string) bool {
+	switch status {
+	case StatusApproved, StatusOnline, StatusOffline, StatusError, StatusUnknown:
+		return true
+	}
+	return false
+}
+
+// ackStatus is the heartbeat-ack status for a registration status (§5.4).
+func ackStatus(status string) string {
+	switch status {
+	case StatusPending:
+		return "pending_approval"
+	case StatusRejected:
+		return "rejected"
+	}
+	return "online"
+}
+
+// HandleHeartbeat is the ingest handler of `system/heartbeat`.
+func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
+	hb, err := contract.DecodeHeartbeat(m.Topic, m.Payload)
+	if err != nil {
+		return err
+	}
+	if m.Replay {
+		return ingest.Drop(contract.ReasonReplay, "retained heartbeat is not liveness")
+	}
+	now := m.ReceivedAt
+	id := m.Topic.EspID
+	var (
+		evs         []event.Event
+		transitions []store.Transition
+	)
+	s.mu.Lock()
+	e := s.devices[id]
+	if e == nil || e.rec.Status == StatusDeleted {
+		if !s.allowDiscovery(id, now) {
+			s.mu.Unlock()
+			s.ack(ctx, m, StatusPending, hb)
+			return ingest.Drop(contract.ReasonDiscoveryRateLimited, "discovery rate limit reached; device registers on a later heartbeat")
+		}
+		rediscovered := e != nil
+		e = s.register(id, now, e)
+		kind := "device_discovered"
+		if rediscovered {
+			kind = "device_rediscovered"
+		}
+		evs = append(evs, event.Event{Type: kind, Time: now, Data: map[string]any{
+			"esp_id": id, "device_id": id, "discovered_at": now.UTC().Format(time.RFC3339),
+			"hardware_type": hb.HardwareType, "ip_address": hb.WifiIP, "zone_id": hb.ZoneID,
+			"heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI, "sensor_count": hb.SensorCount,
+			"actuator_count": hb.ActuatorCount, "timestamp": now.Unix()}})
+		evs = append(evs, statusEvent(e, "", "discovered", now))
+		transitions = append(transitions, store.Transition{DeviceID: id, From: "", To: StatusPending, Cause: "discovered", At: now})
+	}
+	status := e.rec.Status
+	s.applyHeartbeat(e, m, hb, now)
+	switch {
+	case status == StatusPending:
+		e.rec.Metadata["heartbeat_count"] = toInt(e.rec.Metadata["heartbeat_count"]) + 1
+	case status == StatusRejected:
+	case status != StatusOnline:
+		prev := e.rec.Status
+		e.rec.Status = StatusOnline
+		evs = append(evs, statusEvent(e, prev, "heartbeat", now))
+		transitions = append(transitions, store.Transition{DeviceID: id, From: prev, To: StatusOnline, Cause: "heartbeat", At: now})
+	}
+	if isApproved(e.rec.Status) {
+		evs = append(evs, healthEvent(e, hb, "heartbeat", now))
+	}
+	rec := cloneRecord(e.rec)
+	s.mu.Unlock()
+
+	// The ack goes out before any storage work (CONTRACT G2).
+	s.ack(ctx, m, ackStatus(rec.Status), hb)
+
+	if err := s.store.SaveDevice(ctx, rec); err != nil {
+		return fmt.Errorf("save device %s: %w", id, err)
+	}
+	dt, src := contract.NormaliseTime(hb.TS, now)
+	if err := s.store.AppendHeartbeat(ctx, store.Heartbeat{DeviceID: id, ReceivedAt: now, DeviceTime: dt,
+		TimeSource: string(src), Uptime: hb.Uptime, HeapFree: hb.HeapFree, RSSI: hb.RSSI, Seq: hb.Seq}); err != nil {
+		return fmt.Errorf("store heartbeat %s: %w", id, err)
+	}
+	for _, t := range transitions {
+		if err := s.store.AppendTransition(ctx, t); err != nil {
+			return fmt.Errorf("store transition %s: %w", id, err)
+		}
+	}
+	for _, ev := range evs {
+		s.events.Publish(ev)
+	}
+	return nil
+}
+
+func (s *Service) ack(ctx context.Context, m ingest.Message, status string, hb contract.Heartbeat) {
+	payload, err := contract.Marshal(contract.NewHeartbeatAck(status, false, s.now(), hb.ActiveHandoverEpoch))
+	if err != nil {
+		s.log.Error("encode heartbeat ack", "error", err)
+		return
+	}
+	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, "system/heartbeat/ack")
+	if err := s.bus.Publish(ctx, topic, payload, 1, false); err != nil {
+		s.log.Warn("heartbeat ack not published", "esp_id", m.Topic.EspID, "error", err)
+	}
+}
+
+// allowDiscovery applies the discovery limits (DOMAIN §1.2); s.mu is held.
+func (s *Service) allowDiscovery(id string, now time.Time) bool {
+	cut := now.Add(-time.Minute)
+	i := 0
+	for i < len(s.discovered) && s.discovered[i].Before(cut) {
+		i++
+	}
+	s.discovered = s.discovered[i:]
+	if last, ok := s.perID[id]; ok && now.Sub(last) < s.cfg.DiscoveryPerID {
+		return false
+	}
+	if len(s.discovered) >= s.cfg.DiscoveryPerMin {
+		return false
+	}
+	s.discovered = append(s.discovered, now)
+	s.perID[id] = now
+	if len(s.perID) > 4*s.cfg.DiscoveryPerMin+1024 {
+		for k, t := range s.perID {
+			if now.Sub(t) >= s.cfg.DiscoveryPerID {
+				delete(s.perID, k)
+			}
+		}
+	}
+	return true
+}
+
+// register creates (or revives a deleted) pending record; s.mu is held.
+func (s *Service) register(id string, now time.Time, old *entry) *entry {
+	rec := store.Device{ID: uuid.NewString(), DeviceID: id, Status: StatusPending, KaiserID: "",
+		Metadata: map[string]any{"heartbeat_count": 0}, DiscoveredAt: &now, CreatedAt: now, UpdatedAt: now}
+	if old != nil {
+		rec.ID, rec.CreatedAt = old.rec.ID, old.rec.CreatedAt
+	}
+	e := &entry{rec: rec}
+	s.devices[id] = e
+	delete(s.unknownIDs, id)
+	return e
+}
+
+// applyHeartbeat stores the heartbeat metadata (DOMAIN §1.4); s.mu is held.
+func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) {
+	md := e.rec.Metadata
+	if e.hasUptime && hb.Uptime < e.lastUptime {
+		// Reboot (CONTRACT B1): uptime went backwards.
+		md["last_reboot_at"] = now.UTC().Format(time.RFC3339)
+		md["reboot_count"] = toInt(md["reboot_count"]) + 1
+		delete(md, "subscriptions_lost")
+	}
+	e.lastUptime, e.hasUptime = hb.Uptime, true
+	e.lastHeartbeat = now
+	t := now
+	e.rec.LastSeen = &t
+	e.rec.UpdatedAt = now
+	e.rec.KaiserID = m.Topic.KaiserID // A2: publish under the root of the last live message
+	md["last_heartbeat"] = now.UTC().Format(time.RFC3339Nano)
+	md["last_heap_free"] = hb.HeapFree
+	md["last_wifi_rssi"] = hb.RSSI
+	md["last_uptime"] = hb.Uptime
+	setOpt(md, "last_sensor_count", hb.SensorCount)
+	setOpt(md, "last_actuator_count", hb.ActuatorCount)
+	if hb.SystemState != "" {
+		md["system_state"] = hb.SystemState
+	}
+	md["reported_zone_id"] = hb.ZoneID
+	md["reported_master_zone_id"] = hb.MasterZoneID
+	if hb.ZoneAssigned != nil {
+		md["zone_assigned"] = *hb.ZoneAssigned
+	}
+	for k, v := range map[string]string{"boot_sequence_id": hb.BootSequenceID, "reset_reason": hb.ResetReason, "firmware_version": hb.FirmwareVersion} {
+		if v != "" {
+			md[k] = v
+		}
+	}
+	if hb.TimeValid != nil {
+		md["time_valid"] = *hb.TimeValid
+	}
+	if hb.WifiIP != "" {
+		e.rec.IPAddress = hb.WifiIP
+	}
+	if hb.HardwareType != "" && e.rec.HardwareType == "" {
+		e.rec.HardwareType = hb.HardwareType
+	}
+	if hb.FirmwareVersion != "" {
+		e.rec.FirmwareVersion = hb.FirmwareVersion
+	}
+	// Firmware generation and quirks seen (CONTRACT §2.3), for operators.
+	gen := "baseline"
+	if hb.Seq != nil {
+		gen = "newer"
+	}
+	md["firmware_generation"] = gen
+	quirks, _ := md["quirks_seen"].(map[string]any)
+	if quirks == nil {
+		quirks = map[string]any{}
+	}
+	if m.Topic.KaiserID == "" {
+		quirks["empty_kaiser_id"] = true
+	}
+	if hb.TS == 0 {
+		quirks["ntp_unsynced"] = true
+	}
+	if m.Retain {
+		quirks["retain_bit"] = true
+	}
+	md["quirks_seen"] = quirks
+	dt, src := contract.NormaliseTime(hb.TS, now)
+	if src == contract.SourceDevice {
+		md["clock_skew_seconds"] = dt.Sub(now.Truncate(time.Second)).Seconds()
+	} else {
+		delete(md, "clock_skew_seconds")
+	}
+}
+
+func setOpt(md map[string]any, key string, v *int64) {
+	if v != nil {
+		md[key] = *v
+	}
+}
+
+func toInt(v any) int64 {
+	switch n := v.(type) {
+	case int:
+		return int64(n)
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	}
+	return 0
+}
+
+// HandleWill is the ingest handler of `system/will` (CONTRACT L3).
+func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
+	if _, err := contract.DecodeWill(m.Topic, m.Payload); err != nil {
+		return err
+	}
+	if m.Replay {
+		s.log.Info("retained last will replayed; liveness unchanged", "esp_id", m.Topic.EspID)
+		return ingest.Drop(contract.ReasonReplay, "retained will")
+	}
+	if s.cfg.Stopping() {
+		s.log.Debug("will caused by hub shutdown ignored", "esp_id", m.Topic.EspID)
+		return nil
+	}
+	now := m.ReceivedAt
+	s.mu.Lock()
+	e := s.devices[m.Topic.EspID]
+	if err := s.gateLocked(e, m); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	// Flapping: ≥ 2 LWTs within 300 s (DOMAIN §1.3).
+	cut := now.Add(-300 * time.Second)
+	w := e.wills[:0]
+	for _, t := range e.wills {
+		if t.After(cut) {
+			w = append(w, t)
+		}
+	}
+	e.wills = append(w, now)
+	if len(e.wills) >= 2 {
+		e.rec.Metadata["flapping"] = true
+	}
+	if e.rec.Status != StatusOnline {
+		rec := cloneRecord(e.rec)
+		s.mu.Unlock()
+		return s.store.SaveDevice(ctx, rec)
+	}
+	evs, tr := s.goOffline(e, "lwt", now)
+	rec := cloneRecord(e.rec)
+	s.mu.Unlock()
+	return s.persist(ctx, rec, tr, evs)
+}
+
+// goOffline applies online → offline; s.mu is held.
+func (s *Service) goOffline(e *entry, cause string, now time.Time) ([]event.Event, store.Transition) {
+	prev := e.rec.Status
+	e.rec.Status = StatusOffline
+	e.rec.UpdatedAt = now
+	e.rec.Metadata["offline_reason"] = cause
+	if cause == "heartbeat_timeout" || cause == "lwt" {
+		e.rec.Metadata["went_offline_at"] = now.UTC().Format(time.RFC3339)
+	}
+	evs := []event.Event{statusEvent(e, prev, cause, now), {Type: "esp_health", Time: now, Data: map[string]any{
+		"esp_id": e.rec.DeviceID, "status": StatusOffline, "source": cause, "timestamp": now.Unix(),
+		"heap_free": e.rec.Metadata["last_heap_free"], "wifi_rssi": e.rec.Metadata["last_wifi_rssi"],
+		"uptime": e.rec.Metadata["last_uptime"], "sensor_count": e.rec.Metadata["last_sensor_count"],
+		"actuator_count": e.rec.Metadata["last_actuator_count"]}}}
+	return evs, store.Transition{DeviceID: e.rec.DeviceID, From: prev, To: StatusOffline, Cause: cause, At: now}
+}
+
+func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
+	if err := s.store.SaveDevice(ctx, rec); err != nil {
+		return fmt.Errorf("save device %s: %w", rec.DeviceID, err)
+	}
+	if err := s.store.AppendTransition(ctx, tr); err != nil {
+		return fmt.Errorf("store transition %s: %w", rec.DeviceID, err)
+	}
+	for _, ev := range evs {
+		s.events.Publish(ev)
+	}
+	s.log.Info("device status changed", "esp_id", rec.DeviceID, "from", tr.From, "to", tr.To, "cause", tr.Cause)
+	return nil
+}
+
+// CheckLiveness sets online devices offline whose last live heartbeat is
+// older than the timeout (CONTRACT L2). It is the scheduler's first job.
+func (s *Service) CheckLiveness(ctx context.Context) error {
+	now := s.now()
+	type change struct {
+		rec store.Device
+		tr  store.Transition
+		evs []event.Event
+	}
+	var changes []change
+	s.mu.Lock()
+	for _, e := range s.devices {
+		if e.rec.Status == StatusOnline && now.Sub(e.lastHeartbeat) > s.cfg.HeartbeatTimeout {
+			evs, tr := s.goOffline(e, "heartbeat_timeout", now)
+			changes = append(changes, change{cloneRecord(e.rec), tr, evs})
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range changes {
+		if err := s.persist(ctx, c.rec, c.tr, c.evs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Gate is the registration check of every other inbound kind (CONTRACT
+// §5.2 steps 4–6): the payload is validated, replays and messages of
+// unknown or unapproved devices are dropped. It returns the device's
+// current snapshot for handlers that go on.
+func (s *Service) Gate(_ context.Context, m ingest.Message) (Device, error) {
+	if err := contract.Validate(m.Topic, m.Payload); err != nil {
+		return Device{}, err
+	}
+	if m.Replay {
+		return Device{}, ingest.Drop(contract.ReasonReplay, "retained message")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.devices[m.Topic.EspID]
+	if err := s.gateLocked(e, m); err != nil {
+		return Device{}, err
+	}
+	e.rec.KaiserID = m.Topic.KaiserID
+	return s.snapshot(e), nil
+}
+
+// gateLocked applies the registration check; s.mu is held.
+func (s *Service) gateLocked(e *entry, m ingest.Message) error {
+	if e == nil || e.rec.Status == StatusDeleted {
+		if len(s.unknownIDs) < 10000 {
+			s.unknownIDs[m.Topic.EspID] = m.ReceivedAt
+		}
+		return ingest.Drop(contract.ReasonUnknownDevice, "device is not registered")
+	}
+	if !isApproved(e.rec.Status) {
+		if e.lastPayloads == nil {
+			e.lastPayloads = map[string][]byte{}
+		}
+		if _, ok := e.lastPayloads[m.Topic.Suffix]; ok || len(e.lastPayloads) < 32 {
+			e.lastPayloads[m.Topic.Suffix] = append([]byte(nil), m.Payload...)
+		}
+		return ingest.Drop(contract.ReasonNotApproved, "device is "+e.rec.Status)
+	}
+	return nil
+}
+
+// HandleGated returns an ingest handler that passes the gate and then does
+// nothing more: for kinds whose domain handling comes from other packages.
+func (s *Service) HandleGated() ingest.Handler {
+	return func(ctx context.Context, m ingest.Message) error {
+		_, err := s.Gate(ctx, m)
+		return err
+	}
+}
+
+// UnknownIDs lists ids heard from but not registered (CONTRACT §5.4).
+func (s *Service) UnknownIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.unknownIDs))
+	for id := range s.unknownIDs {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func statusEvent(e *entry, prev, reason string, now time.Time) event.Event {
+	var lastSeen any
+	if e.rec.LastSeen != nil {
+		lastSeen = e.rec.LastSeen.UTC().Format(time.RFC3339Nano)
+	}
+	return event.Event{Type: "device_status", Time: now, Data: map[string]any{
+		"esp_id": e.rec.DeviceID, "device_id": e.rec.DeviceID, "status": e.rec.Status,
+		"previous_status": prev, "reason": reason, "last_seen": lastSeen, "timestamp": now.Unix()}}
+}
+
+func healthEvent(e *entry, hb contract.Heartbeat, source string, now time.Time) event.Event {
+	return event.Event{Type: "esp_health", Time: now, Data: map[string]any{
+		"esp_id": e.rec.DeviceID, "status": e.rec.Status, "heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI,
+		"uptime": hb.Uptime, "sensor_count": hb.SensorCount, "actuator_count": hb.ActuatorCount,
+		"source": source, "timestamp": now.Unix()}}
+}
+
+func cloneRecord(r store.Device) store.Device {
+	md := make(map[string]any, len(r.Metadata))
+	for k, v := range r.Metadata {
+		if m, ok := v.(map[string]any); ok {
+			c := make(map[string]any, len(m))
+			for k2, v2 := range m {
+				c[k2] = v2
+			}
+			v = c
+		}
+		md[k] = v
+	}
+	r.Metadata = md
+	return r
+}
+
+func (s *Service) snapshot(e *entry) Device {
+	d := Device{Device: cloneRecord(e.rec)}
+	if !e.lastHeartbeat.IsZero() {
+		t := e.lastHeartbeat
+		d.LastHeartbeatAt = &t
+	}
+	d.SubscriptionsLost, _ = e.rec.Metadata["subscriptions_lost"].(bool)
+	d.RebootRequired, _ = e.rec.Metadata["reboot_required"].(bool)
+	return d
+}
