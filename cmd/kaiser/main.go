@@ -1,0 +1,164 @@
+// Command kaiser is the hub for ESP32 sensor and actuator fleets. It only
+// parses flags and wires subcommands; the work lives in internal/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/hub"
+	"github.com/kaiserhub/kaiser/internal/observe"
+)
+
+// Set by the build (-ldflags "-X main.version=... -X main.commit=...").
+var (
+	version = "dev"
+	commit  = ""
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `kaiser — control hub for ESP32 sensor and actuator nodes
+
+Usage:
+  kaiser serve [flags]   run the hub (embedded MQTT broker, SQLite, HTTP API)
+  kaiser version         print version and commit
+
+Run "kaiser serve --help" for the flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "kaiser %s (commit %s)\n", version, buildCommit())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "kaiser: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// envFlag is one flag with its KAISER_* variable.
+type envFlag struct {
+	name, env, def, help string
+	value                *string
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	flags := []*envFlag{
+		{name: "data-dir", env: "KAISER_DATA_DIR", def: "./data", help: "directory for the database, logs and secrets"},
+		{name: "http-addr", env: "KAISER_HTTP_ADDR", def: ":8000", help: "HTTP listen address (REST, WebSocket, firmware processing on :8000)"},
+		{name: "mqtt-addr", env: "KAISER_MQTT_ADDR", def: ":1883", help: "embedded MQTT broker listen address"},
+		{name: "kaiser-id", env: "KAISER_KAISER_ID", def: "god", help: "hub id in topics kaiser/{id}/... (1-32 of [A-Za-z0-9_.:-])"},
+		{name: "heartbeat-timeout", env: "KAISER_HEARTBEAT_TIMEOUT", def: "180s", help: "a device without a heartbeat for this long goes offline (>= 1s)"},
+		{name: "log-level", env: "KAISER_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+	}
+	for _, f := range flags {
+		f.value = fs.String(f.name, f.def, f.help+" (env "+f.env+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printServeHelp(stdout, flags)
+			return 0
+		}
+		fmt.Fprintf(stderr, "kaiser serve: %v\n", err)
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range flags {
+		if v, ok := os.LookupEnv(f.env); ok && !set[f.name] {
+			*f.value = v
+		}
+	}
+	cfg, err := buildConfig(flags)
+	if err != nil {
+		fmt.Fprintf(stderr, "kaiser serve: %v\n", err)
+		return 2
+	}
+	cfg.Console = stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := hub.Run(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "kaiser serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func printServeHelp(w io.Writer, flags []*envFlag) {
+	fmt.Fprintln(w, "Usage: kaiser serve [flags]\n\nRuns the hub with an embedded MQTT broker and SQLite; no configuration needed.\nEvery flag can also be set with its environment variable; a flag wins over its variable.\n\nFlags:")
+	for _, f := range flags {
+		fmt.Fprintf(w, "  --%-19s %s\n      %-19s env %s, default %q\n", f.name, f.help, "", f.env, f.def)
+	}
+}
+
+func buildConfig(flags []*envFlag) (hub.Config, error) {
+	v := map[string]string{}
+	src := map[string]string{}
+	for _, f := range flags {
+		v[f.name] = strings.TrimSpace(*f.value)
+		src[f.name] = "--" + f.name + " (" + f.env + ")"
+	}
+	cfg := hub.Config{DataDir: v["data-dir"], HTTPAddr: v["http-addr"], MQTTAddr: v["mqtt-addr"],
+		KaiserID: v["kaiser-id"], Version: version, Commit: buildCommit()}
+	if cfg.DataDir == "" {
+		return cfg, fmt.Errorf("%s: must not be empty", src["data-dir"])
+	}
+	for _, name := range []string{"http-addr", "mqtt-addr"} {
+		if _, port, err := net.SplitHostPort(v[name]); err != nil || port == "" {
+			return cfg, fmt.Errorf("%s: %q is not a host:port address", src[name], v[name])
+		}
+	}
+	if !contract.ValidKaiserID(cfg.KaiserID) {
+		return cfg, fmt.Errorf("%s: %q must be 1-32 characters of [A-Za-z0-9_.:-]", src["kaiser-id"], cfg.KaiserID)
+	}
+	d, err := time.ParseDuration(v["heartbeat-timeout"])
+	if err != nil || d < time.Second {
+		return cfg, fmt.Errorf("%s: %q must be a duration of at least 1s, e.g. 180s", src["heartbeat-timeout"], v["heartbeat-timeout"])
+	}
+	cfg.HeartbeatTimeout = d
+	lvl, err := observe.ParseLevel(v["log-level"])
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %v", src["log-level"], err)
+	}
+	cfg.LogLevel = lvl
+	return cfg, nil
+}

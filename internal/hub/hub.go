@@ -1,0 +1,304 @@
+// Package hub builds every component of the hub, starts them in order and
+// stops them in reverse, draining queues and flushing the writer within a
+// deadline (ARCHITECTURE §8).
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/broker"
+	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/observe"
+	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/store/sqlite"
+)
+
+// Config is the hub's configuration (flags and KAISER_* variables in cmd/kaiser).
+type Config struct {
+	DataDir          string
+	HTTPAddr         string
+	MQTTAddr         string
+	KaiserID         string
+	HeartbeatTimeout time.Duration
+	LogLevel         slog.Level
+	// Console receives readable log lines; nil disables console output.
+	Console io.Writer
+	Version string
+	Commit  string
+
+	// Tuning, mostly for tests and benchmarks; zero values take defaults.
+	Ingest          ingest.Config
+	DiscoveryPerMin int
+	ShutdownTimeout time.Duration
+}
+
+// Hub is a running hub.
+type Hub struct {
+	cfg      Config
+	Log      *slog.Logger
+	logs     *observe.Logs
+	Registry *prometheus.Registry
+	Store    *sqlite.Store
+	Broker   *broker.Embedded
+	Ingest   *ingest.Dispatcher
+	Devices  *device.Service
+	Events   *event.Bus
+	Sched    *schedule.Scheduler
+	API      *api.Server
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+	httpErr chan error
+}
+
+// Start brings the hub up. The HTTP listener opens first (ready = 503) so
+// that devices' processing calls are answered whenever the broker is up;
+// the broker's listener opens last.
+func Start(ctx context.Context, cfg Config) (*Hub, error) {
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	if cfg.KaiserID == "" {
+		cfg.KaiserID = "god"
+	}
+	logs, err := observe.NewLogs(cfg.DataDir, cfg.LogLevel, cfg.Console)
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{cfg: cfg, logs: logs, Log: logs.Logger, Registry: observe.NewRegistry(), Events: event.NewBus(), httpErr: make(chan error, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			h.abort()
+		}
+	}()
+	log := h.Log
+
+	// 1. HTTP listener (not ready yet).
+	h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+	}
+	if _, port, _ := net.SplitHostPort(h.httpLn.Addr().String()); port != "8000" {
+		log.Warn("HTTP port is not 8000: firmware processing calls go to :8000 (CONTRACT H1)", "addr", h.httpLn.Addr().String())
+	}
+
+	// 2. Store.
+	h.Store, err = sqlite.Open(ctx, cfg.DataDir, sqlite.Options{Metrics: sqlite.NewWriterMetrics(h.Registry), Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	// 3. Broker (created; its listener opens at the end).
+	h.Broker, err = broker.NewEmbedded(broker.Config{Addr: cfg.MQTTAddr, Logger: log, Registerer: h.Registry,
+		Roots: func(id string) (string, bool) { return h.Devices.Root(id) }})
+	if err != nil {
+		return nil, err
+	}
+
+	// API server object exists from the start so readiness can be asked.
+	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, Broker: h.Broker, Registry: h.Registry,
+		Logger: log.With("component", "api"), DataDir: cfg.DataDir})
+	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
+
+	// 4. Domain, loaded before any message can arrive.
+	timeout := cfg.HeartbeatTimeout
+	if timeout <= 0 {
+		timeout = 180 * time.Second
+	}
+	if timeout <= 60*time.Second {
+		log.Warn("heartbeat timeout is not longer than the devices' 60 s heartbeat interval; use only in tests", "timeout", timeout)
+	}
+	h.Devices = device.New(device.Config{HeartbeatTimeout: timeout, DiscoveryPerMin: cfg.DiscoveryPerMin,
+		Stopping: h.Broker.Stopping}, h.Store, h.Broker, h.Events, log.With("component", "device"))
+	if err := h.Devices.Load(ctx); err != nil {
+		return nil, err
+	}
+	h.registerDeviceMetrics()
+
+	// 5. Ingest with its handlers, then the in-process subscription.
+	var d *ingest.Dispatcher
+	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
+	d = ingest.New(cfg.Ingest, im, log.With("component", "ingest"))
+	h.Ingest = d
+	d.Handle(contract.KindHeartbeat, h.Devices.HandleHeartbeat)
+	d.Handle(contract.KindWill, h.Devices.HandleWill)
+	for _, k := range contract.InboundKinds {
+		if k != contract.KindHeartbeat && k != contract.KindWill && k != contract.KindNewer {
+			d.Handle(k, h.Devices.HandleGated())
+		}
+	}
+	d.Start()
+	if err := h.Broker.Subscribe(contract.HubSubscriptions, d.Submit); err != nil {
+		return nil, err
+	}
+
+	// 6. Scheduler; liveness is its first job.
+	h.Sched = schedule.New(log.With("component", "schedule"), time.UTC, h.Registry)
+	check := min(10*time.Second, timeout/4)
+	if err := h.Sched.Add(schedule.Job{Name: "liveness_check", Every: check, Run: h.Devices.CheckLiveness}); err != nil {
+		return nil, err
+	}
+	h.Sched.Start(context.Background())
+
+	// 7. Broker listener: devices may connect now.
+	if err := h.Broker.Start(); err != nil {
+		return nil, err
+	}
+	// A retained broadcast stop would stop every baseline device at connect (CONTRACT §5.6).
+	if err := h.Broker.Publish(ctx, contract.BroadcastEmergencyTopic, nil, 1, true); err != nil {
+		log.Warn("clearing retained broadcast emergency failed", "error", err)
+	}
+	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
+	h.API.SetReady(true)
+	ok = true
+	log.Info("kaiser hub ready", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data_dir", cfg.DataDir, "version", cfg.Version)
+	return h, nil
+}
+
+func (h *Hub) publishServerStatus(ctx context.Context, st contract.ServerStatus) {
+	payload, err := contract.Marshal(st)
+	if err == nil {
+		err = h.Broker.Publish(ctx, contract.ServerStatusTopic(h.cfg.KaiserID), payload, 1, true)
+	}
+	if err != nil {
+		h.Log.Warn("server status not published", "error", err)
+	}
+}
+
+func (h *Hub) registerDeviceMetrics() {
+	gauge := func(name, help string, statuses ...string) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			c := h.Devices.Counts()
+			n := 0
+			if len(statuses) == 0 {
+				for _, v := range c {
+					n += v
+				}
+			}
+			for _, s := range statuses {
+				n += c[s]
+			}
+			return float64(n)
+		})
+	}
+	h.Registry.MustRegister(
+		gauge("god_kaiser_esp_total", "Devices known to the hub (deleted excluded)."),
+		gauge("god_kaiser_esp_online", "Devices online.", device.StatusOnline),
+		gauge("god_kaiser_esp_offline", "Devices offline.", device.StatusOffline),
+		gauge("god_kaiser_esp_pending", "Devices waiting for approval.", device.StatusPending),
+		&devicesByState{h.Devices},
+	)
+}
+
+type devicesByState struct{ d *device.Service }
+
+var devicesDesc = prometheus.NewDesc("kaiser_devices", "Devices by state.", []string{"state"}, nil)
+
+func (c *devicesByState) Describe(ch chan<- *prometheus.Desc) { ch <- devicesDesc }
+
+func (c *devicesByState) Collect(ch chan<- prometheus.Metric) {
+	counts := c.d.Counts()
+	for _, st := range []string{device.StatusPending, device.StatusApproved, device.StatusOnline,
+		device.StatusOffline, device.StatusRejected, device.StatusError, device.StatusUnknown} {
+		ch <- prometheus.MustNewConstMetric(devicesDesc, prometheus.GaugeValue, float64(counts[st]), st)
+	}
+}
+
+// HTTPAddr is the bound HTTP address.
+func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
+
+// MQTTAddr is the bound MQTT address.
+func (h *Hub) MQTTAddr() string { return h.Broker.Addr() }
+
+// Stop shuts down in reverse order within cfg.ShutdownTimeout: the broker
+// stops accepting PUBLISH, HTTP drains (3 s grace), the scheduler stops,
+// ingest drains, the writer flushes, the broker says goodbye and closes, the
+// store closes. Everything the broker acknowledged is stored.
+func (h *Hub) Stop(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ShutdownTimeout)
+	defer cancel()
+	log := h.Log
+	var errs []error
+	step := func(name string, err error) {
+		if err != nil {
+			log.Error("shutdown step failed", "step", name, "error", err)
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	log.Info("shutting down")
+	h.API.SetReady(false)
+	step("broker stop accepting", h.Broker.StopAccepting(ctx))
+	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
+	err := h.httpSrv.Shutdown(hctx)
+	hcancel()
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = h.httpSrv.Close()
+	}
+	step("http", err)
+	step("scheduler", h.Sched.Stop(ctx))
+	step("ingest drain", h.Ingest.Stop(ctx))
+	step("store flush", h.Store.Flush(ctx))
+	h.publishServerStatus(ctx, contract.ServerStatus{Status: "offline", Reason: "graceful_shutdown"})
+	step("broker close", h.Broker.Close())
+	step("store close", h.Store.Close(ctx))
+	log.Info("hub stopped", "errors", len(errs))
+	step("logs", h.logs.Close())
+	return errors.Join(errs...)
+}
+
+// abort releases what a failed Start opened.
+func (h *Hub) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout)
+	defer cancel()
+	if h.httpSrv != nil {
+		_ = h.httpSrv.Close()
+	} else if h.httpLn != nil {
+		_ = h.httpLn.Close()
+	}
+	if h.Sched != nil {
+		_ = h.Sched.Stop(ctx)
+	}
+	if h.Ingest != nil {
+		_ = h.Ingest.Stop(ctx)
+	}
+	if h.Broker != nil {
+		_ = h.Broker.Close()
+	}
+	if h.Store != nil {
+		_ = h.Store.Close(ctx)
+	}
+	_ = h.logs.Close()
+}
+
+// Run starts the hub and stops it when ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	h, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-h.httpErr:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.Log.Error("http server failed", "error", err)
+		}
+	}
+	return h.Stop(context.Background())
+}
