@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"gopkg.in/natefinch/lumberjack.v2"
 )
 
 // ParseLevel maps a level name to slog (WARNING and CRITICAL are accepted as aliases).
@@ -36,7 +35,7 @@ func ParseLevel(s string) (slog.Level, error) {
 type Logs struct {
 	Logger *slog.Logger
 	Dir    string
-	file   *lumberjack.Logger
+	file   *rotatingFile
 }
 
 // Close flushes and closes the log file.
@@ -54,7 +53,10 @@ func NewLogs(dataDir string, level slog.Level, console io.Writer) (*Logs, error)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create log dir: %w", err)
 	}
-	file := &lumberjack.Logger{Filename: filepath.Join(dir, "kaiser.log"), MaxSize: 10, MaxBackups: 4}
+	file, err := openRotating(filepath.Join(dir, "kaiser.log"), 10<<20, 4)
+	if err != nil {
+		return nil, err
+	}
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redact}
 	handlers := []slog.Handler{slog.NewJSONHandler(file, opts)}
 	if console != nil {
