@@ -328,4 +328,3 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 	h.e.restored.Inc()
 }
-
