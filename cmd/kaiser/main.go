@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/observe"
@@ -89,6 +90,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		{name: "kaiser-id", env: "KAISER_KAISER_ID", def: "god", help: "hub id in topics kaiser/{id}/... (1-32 of [A-Za-z0-9_.:-])"},
 		{name: "heartbeat-timeout", env: "KAISER_HEARTBEAT_TIMEOUT", def: "180s", help: "a device without a heartbeat for this long goes offline (>= 1s)"},
 		{name: "log-level", env: "KAISER_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+		{name: "jwt-secret-file", env: "KAISER_JWT_SECRET_FILE", def: "", help: "file with the JWT signing secret (>= 32 bytes); the value itself may be given only as KAISER_JWT_SECRET; neither = generated in the data dir"},
 	}
 	for _, f := range flags {
 		f.value = fs.String(f.name, f.def, f.help+" (env "+f.env+")")
@@ -160,5 +162,10 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 		return cfg, fmt.Errorf("%s: %v", src["log-level"], err)
 	}
 	cfg.LogLevel = lvl
+	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
+	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
+	if _, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }

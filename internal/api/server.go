@@ -5,12 +5,16 @@ package api
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +22,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kaiserhub/kaiser/internal/audit"
+	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // Pinger checks the database with a real round trip.
@@ -34,28 +46,59 @@ type BrokerState interface {
 type Deps struct {
 	Version  string
 	Store    Pinger
+	DB       *sql.DB // read pool, for pool statistics
 	Broker   BrokerState
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	DataDir  string
+
+	Auth    *auth.Service
+	Devices *device.Service
+	Audit   *audit.Log
+	Ingest  IngestStats
+	Events  *event.Bus
+	Sched   *schedule.Scheduler
+
+	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
+	CORSOrigins []string
+	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
+	LoginLimit, RefreshLimit int
+	WS                       WSConfig
 }
 
-// Route is one registered route, for the OpenAPI coverage test.
+// IngestStats is what the API reads from the ingest pipeline.
+type IngestStats interface {
+	DeviceCounters(espID string) ingest.Counters
+	Totals() (received int64, last time.Time)
+}
+
+// Route is one registered route with what the OpenAPI document needs.
 type Route struct {
 	Method, Path string
+	MinRole      string // public, viewer, operator, admin, device
+	Summary      string
+	Tag          string
+	Deprecated   bool
 }
 
 // Server holds the routes and readiness.
 type Server struct {
-	deps      Deps
-	mux       *http.ServeMux
-	routes    []Route
-	ready     atomic.Bool
-	startedAt time.Time
-	log       *slog.Logger
-	reqs      *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	mu        sync.Mutex
+	deps       Deps
+	auth       *auth.Service
+	devices    *device.Service
+	audit      *audit.Log
+	loginLim   *auth.Limiter
+	refreshLim *auth.Limiter
+	ws         *wsHub
+	cpu        cpuSampler
+	mux        *http.ServeMux
+	routes     []Route
+	ready      atomic.Bool
+	startedAt  time.Time
+	log        *slog.Logger
+	reqs       *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	mu         sync.Mutex
 }
 
 // New builds the server with the routes of this package.
@@ -63,7 +106,7 @@ func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	s := &Server{deps: d, mux: http.NewServeMux(), startedAt: time.Now(), log: d.Logger,
+	s := &Server{mux: http.NewServeMux(), startedAt: time.Now(), log: d.Logger,
 		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_http_requests_total",
 			Help: "HTTP requests by method, route template and status."}, []string{"method", "route", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "god_kaiser_http_request_duration_seconds",
@@ -74,31 +117,180 @@ func New(d Deps) *Server {
 			Name: "god_kaiser_uptime_seconds", Help: "Seconds since the hub started."},
 			func() float64 { return time.Since(s.startedAt).Seconds() }))
 	}
-	s.Handle("GET", "/api/v1/health/live", s.live)
-	s.Handle("GET", "/api/v1/health/ready", s.readyz)
+	if len(d.CORSOrigins) == 0 {
+		d.CORSOrigins = []string{"http://localhost:3000", "http://localhost:5173"}
+	}
+	if d.LoginLimit <= 0 {
+		d.LoginLimit = 10
+	}
+	if d.RefreshLimit <= 0 {
+		d.RefreshLimit = 60
+	}
+	s.deps = d
+	s.auth, s.devices, s.audit = d.Auth, d.Devices, d.Audit
+	s.loginLim = auth.NewLimiter(d.LoginLimit, time.Minute)
+	s.refreshLim = auth.NewLimiter(d.RefreshLimit, time.Minute)
+
+	s.public("GET", "/api/v1/health/live", "Liveness probe", "health", s.live)
+	s.public("GET", "/api/v1/health/ready", "Readiness probe", "health", s.readyz)
 	if d.Registry != nil {
 		metrics := promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})
-		s.Handle("GET", "/metrics", metrics.ServeHTTP)
-		s.Handle("GET", "/api/v1/health/metrics", metrics.ServeHTTP)
+		s.public("GET", "/metrics", "Prometheus metrics", "health", metrics.ServeHTTP)
+		s.public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", "health", metrics.ServeHTTP)
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, r, http.StatusNotFound, "NOT_FOUND", "route "+r.URL.Path+" not found", nil)
-	})
+	if d.Auth != nil {
+		s.ws = newWSHub(d.WS, d.Events, d.Registry, d.Logger)
+		d.Auth.OnRevoke(s.ws.revoke)
+		s.authRoutes()
+		s.userRoutes()
+		s.deviceRoutes()
+		s.healthRoutes()
+		s.auditRoutes()
+		s.wsRoutes()
+	}
+	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)
+	s.public("GET", "/openapi.json", "OpenAPI document (alias)", "meta", s.openapi)
+	s.public("GET", "/", "Service information", "meta", s.root)
+	s.mux.HandleFunc("/", s.notFound)
 	return s
+}
+
+// notFound answers unknown routes, or 405 when the path exists for other methods.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		WriteError(w, r, http.StatusMethodNotAllowed, "METHOD_NOT_ALLOWED", "method "+r.Method+" not allowed", nil)
+		return
+	}
+	WriteError(w, r, http.StatusNotFound, "NOT_FOUND", "route "+r.URL.Path+" not found", nil)
+}
+
+func (s *Server) root(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		s.notFound(w, r)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"service": "kaiser", "version": s.deps.Version, "status": "online",
+		"mqtt_connected": s.deps.Broker != nil && s.deps.Broker.Connected(), "environment": "production",
+		"docs": "/api/v1/openapi.json", "api_prefix": "/api/v1"})
+}
+
+// Close ends every WebSocket session with 1001 (the hub is going away).
+func (s *Server) Close() {
+	if s.ws != nil {
+		s.ws.closeAll()
+	}
+}
+
+// SetIngest connects the ingest counters once the pipeline exists.
+func (s *Server) SetIngest(i IngestStats) {
+	s.mu.Lock()
+	s.deps.Ingest = i
+	s.mu.Unlock()
 }
 
 // SetReady flips readiness once the store, broker and domain are up.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 
-// Handle registers method+path (a ServeMux pattern path) and its
-// trailing-slash twin; HEAD is served wherever GET is.
-func (s *Server) Handle(method, path string, h http.HandlerFunc) {
+// handle registers a route and its trailing-slash twin; HEAD is served
+// wherever GET is (ServeMux does that for GET patterns).
+func (s *Server) handle(rt Route, h http.HandlerFunc) {
 	s.mu.Lock()
-	s.routes = append(s.routes, Route{Method: method, Path: path})
+	s.routes = append(s.routes, rt)
 	s.mu.Unlock()
-	wrapped := s.instrument(path, h)
-	s.mux.HandleFunc(method+" "+path+"/{$}", wrapped)
-	s.mux.Handle(method+" "+path, wrapped)
+	wrapped := s.instrument(rt.Path, h)
+	if rt.Path == "/" {
+		s.mux.HandleFunc(rt.Method+" /{$}", wrapped)
+		return
+	}
+	s.mux.HandleFunc(rt.Method+" "+rt.Path+"/{$}", wrapped)
+	s.mux.Handle(rt.Method+" "+rt.Path, wrapped)
+}
+
+func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc) {
+	s.handle(Route{Method: method, Path: path, MinRole: "public", Summary: summary, Tag: tag}, h)
+}
+
+// authed is a handler for an authenticated, authorised request.
+type authed func(w http.ResponseWriter, r *http.Request, p auth.Principal)
+
+func (s *Server) protected(method, path, minRole, summary, tag string, h authed) {
+	s.handle(Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: tag}, s.guard(minRole, h))
+}
+
+// guard enforces API §2.3: authentication (401), then the role (403).
+func (s *Server) guard(minRole string, h authed) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
+			return
+		}
+		p, err := s.auth.Authenticate(r.Context(), tok)
+		if err != nil {
+			s.authError(w, r, err)
+			return
+		}
+		if auth.RoleRank(p.User.Role) < auth.RoleRank(minRole) {
+			msg := "Operator or admin privileges required"
+			if minRole == auth.RoleAdmin {
+				msg = "Admin privileges required"
+			}
+			s.audit.Record(r.Context(), store.AuditEntry{EventType: "permission_denied", Severity: "warning", SourceType: "api",
+				SourceID: p.User.Username, Status: "failed", Message: msg, Details: map[string]any{"route": r.Method + " " + r.URL.Path},
+				IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+			WriteError(w, r, http.StatusForbidden, "FORBIDDEN", msg, nil)
+			return
+		}
+		h(w, r, p)
+	}
+}
+
+func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		WriteError(w, r, http.StatusUnauthorized, "TOKEN_EXPIRED", "Token has expired", nil)
+	case errors.Is(err, auth.ErrTokenRevoked):
+		WriteError(w, r, http.StatusUnauthorized, "TOKEN_REVOKED", "Token has been revoked", nil)
+	case errors.Is(err, auth.ErrInvalidToken):
+		WriteError(w, r, http.StatusUnauthorized, "INVALID_TOKEN", "Invalid token", nil)
+	case errors.Is(err, auth.ErrUserDisabled):
+		WriteError(w, r, http.StatusForbidden, "USER_DISABLED", "User account is disabled", nil)
+	default:
+		s.internal(w, r, err)
+	}
+}
+
+// internal logs err with the request id and answers a generic 500.
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("request failed", "request_id", RequestID(r), "path", r.URL.Path, "error", err)
+	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// clientIP is the direct peer's address (X-Forwarded-For is not trusted
+// unless a trusted proxy is configured, which this build does not offer).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // Routes lists the registered routes, sorted.
@@ -126,8 +318,40 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		if s.cors(w, r) {
+			return
+		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// cors sets CORS headers for allowed origins and answers preflights.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || !s.originAllowed(origin) {
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Credentials", "true")
+	h.Set("Access-Control-Expose-Headers", "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+	h.Add("Vary", "Origin")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-ID, X-API-Key")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, o := range s.deps.CORSOrigins {
+		if o == origin {
+			return true
+		}
+	}
+	return false
 }
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
@@ -230,4 +454,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, http.StatusOK, body)
+}
+
+// WSStats reports the live-feed counters.
+func (s *Server) WSStats() map[string]any {
+	if s.ws == nil {
+		return map[string]any{}
+	}
+	return s.ws.stats()
 }

@@ -2,12 +2,14 @@ package device
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
@@ -163,4 +165,83 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 	ev := statusEvent(e, "", "registered", now)
 	s.mu.Unlock()
 	return snap, s.persist(ctx, cloneRecord(rec), store.Transition{DeviceID: reg.DeviceID, To: StatusApproved, Cause: "registered", At: now}, []event.Event{ev})
+}
+
+// Patch is an operator's change to stored device fields (API §6.3 PATCH).
+// Metadata is shallow-merged; a nil value deletes the key.
+type Patch struct {
+	Name, ZoneID, ZoneName *string
+	IsZoneMaster           *bool
+	Capabilities           map[string]any
+	Metadata               map[string]any
+	SetCapabilities        bool
+}
+
+// Update applies a patch to a device that is not deleted.
+func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, error) {
+	now := s.now()
+	s.mu.Lock()
+	e := s.devices[espID]
+	if e == nil || e.rec.Status == StatusDeleted {
+		s.mu.Unlock()
+		return Device{}, ErrNotFound
+	}
+	if p.Name != nil {
+		e.rec.Name = *p.Name
+	}
+	if p.ZoneID != nil {
+		e.rec.ZoneID = *p.ZoneID
+	}
+	if p.ZoneName != nil {
+		e.rec.ZoneName = *p.ZoneName
+	}
+	if p.IsZoneMaster != nil {
+		e.rec.Metadata["is_zone_master"] = *p.IsZoneMaster
+	}
+	if p.SetCapabilities {
+		e.rec.Metadata["capabilities"] = p.Capabilities
+	}
+	for k, v := range p.Metadata {
+		if v == nil {
+			delete(e.rec.Metadata, k)
+		} else {
+			e.rec.Metadata[k] = v
+		}
+	}
+	e.rec.UpdatedAt = now
+	snap := s.snapshot(e)
+	rec := cloneRecord(e.rec)
+	s.mu.Unlock()
+	if err := s.store.SaveDevice(ctx, rec); err != nil {
+		return snap, err
+	}
+	return snap, s.store.Flush(ctx)
+}
+
+// ErrOffline and ErrNotApproved refuse publishing to a device (CONTRACT A5, §5.4).
+var (
+	ErrOffline     = errors.New("device is offline")
+	ErrNotApproved = errors.New("device is not approved")
+)
+
+// FactoryReset publishes `factory_reset` with top-level confirm (CONTRACT
+// §3.2.3, S2) on the device's recorded root. The registration is kept.
+func (s *Service) FactoryReset(ctx context.Context, espID string) error {
+	d, err := s.Get(espID)
+	if err != nil {
+		return err
+	}
+	if !isApproved(d.Status) {
+		return ErrNotApproved
+	}
+	if d.Status != StatusOnline {
+		return ErrOffline
+	}
+	now := s.now()
+	payload, err := contract.Marshal(contract.SystemCommand{Command: "factory_reset", Confirm: true, Timestamp: now.Unix(),
+		CorrelationID: "sys-" + uuid.NewString()[:8]})
+	if err != nil {
+		return err
+	}
+	return s.bus.Publish(ctx, contract.DeviceTopic(d.KaiserID, espID, "system/command"), payload, 1, false)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/audit"
+	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/device"
@@ -39,7 +41,16 @@ type Config struct {
 	Version string
 	Commit  string
 
+	// JWT secret: a file path or a value (API §2.2); neither = generated in DataDir.
+	JWTSecretFile       string
+	JWTSecretFileSource string // how the file was configured, for error messages
+	JWTSecret           string
+	CORSOrigins         []string
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
+	BcryptCost      int
+	LoginLimit      int
+	WS              api.WSConfig
 	Ingest          ingest.Config
 	DiscoveryPerMin int
 	ShutdownTimeout time.Duration
@@ -58,6 +69,11 @@ type Hub struct {
 	Events   *event.Bus
 	Sched    *schedule.Scheduler
 	API      *api.Server
+	Auth     *auth.Service
+	Audit    *audit.Log
+
+	auditStop chan struct{}
+	auditDone chan struct{}
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -87,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}()
 	log := h.Log
 
-	// 1. HTTP listener (not ready yet).
+	// 1. HTTP listener (not ready yet; served once the API exists, below).
 	h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
@@ -109,15 +125,23 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		return nil, err
 	}
 
-	// API server object exists from the start so readiness can be asked.
-	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, Broker: h.Broker, Registry: h.Registry,
-		Logger: log.With("component", "api"), DataDir: cfg.DataDir})
-	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
-
 	// 4. Domain, loaded before any message can arrive.
+	secret, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret)
+	if err != nil {
+		return nil, err
+	}
+	h.Auth, err = auth.New(ctx, auth.Config{Secret: secret, BcryptCost: cfg.BcryptCost}, h.Store)
+	if err != nil {
+		return nil, err
+	}
+	h.Audit = audit.New(h.Store, log.With("component", "audit"), h.Registry)
+	h.auditStop, h.auditDone = make(chan struct{}), make(chan struct{})
+	auditSub := h.Events.Subscribe(4096)
+	go func() {
+		defer close(h.auditDone)
+		defer h.Events.Unsubscribe(auditSub)
+		h.Audit.Watch(auditSub.C, h.auditStop)
+	}()
 	timeout := cfg.HeartbeatTimeout
 	if timeout <= 0 {
 		timeout = 180 * time.Second
@@ -132,6 +156,14 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.registerDeviceMetrics()
 
+	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
+		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
+		Devices: h.Devices, Audit: h.Audit, Events: h.Events, CORSOrigins: cfg.CORSOrigins,
+		LoginLimit: cfg.LoginLimit, WS: cfg.WS})
+	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
 	// 5. Ingest with its handlers, then the in-process subscription.
 	var d *ingest.Dispatcher
 	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
@@ -145,6 +177,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		}
 	}
 	d.Start()
+	h.API.SetIngest(d)
 	if err := h.Broker.Subscribe(contract.HubSubscriptions, d.Submit); err != nil {
 		return nil, err
 	}
@@ -152,10 +185,26 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	// 6. Scheduler; liveness is its first job.
 	h.Sched = schedule.New(log.With("component", "schedule"), time.UTC, h.Registry)
 	check := min(10*time.Second, timeout/4)
-	if err := h.Sched.Add(schedule.Job{Name: "liveness_check", Every: check, Run: h.Devices.CheckLiveness}); err != nil {
-		return nil, err
+	for _, j := range []schedule.Job{
+		{Name: "liveness_check", Every: check, Run: h.Devices.CheckLiveness},
+		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
+		{Name: "audit_retention", Cron: "30 3 * * *", Run: func(ctx context.Context) error {
+			rc, err := h.Audit.GetRetention(ctx)
+			if err != nil || !rc.Enabled {
+				return err
+			}
+			_, err = h.Audit.Cleanup(ctx, false)
+			return err
+		}},
+	} {
+		if err := h.Sched.Add(j); err != nil {
+			return nil, err
+		}
 	}
 	h.Sched.Start(context.Background())
+
+	// The API answers from here on (ready = 503 until the end of Start).
+	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
 
 	// 7. Broker listener: devices may connect now.
 	if err := h.Broker.Start(); err != nil {
@@ -245,6 +294,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	log.Info("shutting down")
 	h.API.SetReady(false)
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
+	h.API.Close()
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
 	err := h.httpSrv.Shutdown(hctx)
 	hcancel()
@@ -254,6 +304,8 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("http", err)
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
+	close(h.auditStop)
+	<-h.auditDone
 	step("store flush", h.Store.Flush(ctx))
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "offline", Reason: "graceful_shutdown"})
 	step("broker close", h.Broker.Close())
@@ -267,10 +319,18 @@ func (h *Hub) Stop(ctx context.Context) error {
 func (h *Hub) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout)
 	defer cancel()
+	if h.API != nil {
+		h.API.Close()
+	}
 	if h.httpSrv != nil {
 		_ = h.httpSrv.Close()
-	} else if h.httpLn != nil {
+	}
+	if h.httpLn != nil {
 		_ = h.httpLn.Close()
+	}
+	if h.auditStop != nil {
+		close(h.auditStop)
+		<-h.auditDone
 	}
 	if h.Sched != nil {
 		_ = h.Sched.Stop(ctx)

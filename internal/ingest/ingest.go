@@ -151,6 +151,9 @@ type Dispatcher struct {
 	wg      sync.WaitGroup
 	logLim  *logLimiter
 	now     func() time.Time
+
+	totalReceived atomic.Int64
+	lastReceived  atomic.Int64
 }
 
 // New builds a dispatcher; register handlers, then Start.
@@ -203,6 +206,8 @@ func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool
 		return
 	}
 	m := Message{Topic: t, RawTopic: rawTopic, Payload: payload, Retain: retain, Replay: replay, ReceivedAt: now}
+	d.totalReceived.Add(1)
+	d.lastReceived.Store(now.UnixNano())
 	d.counters.received(t.EspID, replay)
 	if d.metrics != nil {
 		d.metrics.Received.WithLabelValues(string(t.Kind)).Inc()
@@ -620,4 +625,14 @@ func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_ingest_queue_depth",
 		Help: "Messages queued or in flight in the ingest pipeline."}, depth))
 	return m
+}
+
+// Totals returns the messages received since start and when the last arrived.
+func (d *Dispatcher) Totals() (int64, time.Time) {
+	n := d.totalReceived.Load()
+	last := d.lastReceived.Load()
+	if last == 0 {
+		return n, time.Time{}
+	}
+	return n, time.Unix(0, last)
 }

@@ -65,3 +65,83 @@ type Devices interface {
 	AppendHeartbeat(ctx context.Context, h Heartbeat) error
 	Flush(ctx context.Context) error
 }
+
+// User is a hub account (API §5).
+type User struct {
+	ID           int64
+	Username     string
+	Email        string
+	FullName     string
+	Role         string
+	IsActive     bool
+	PasswordHash string
+	TokenVersion int64
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Errors of user persistence.
+var (
+	ErrDuplicate = errors.New("duplicate")
+	ErrSetupDone = errors.New("a user already exists")
+	ErrLastAdmin = errors.New("change would leave no active admin")
+)
+
+// Users is what the auth service needs from persistence. Writes wait for
+// their commit: account changes must be durable before the reply.
+type Users interface {
+	CreateFirstUser(ctx context.Context, u User) (User, error)
+	CreateUser(ctx context.Context, u User) (User, error)
+	GetUser(ctx context.Context, id int64) (User, error)
+	FindUserByLogin(ctx context.Context, login string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	// UpdateUser and DeleteUser fail with ErrLastAdmin when the change would
+	// leave no active admin; the check runs in the same transaction.
+	UpdateUser(ctx context.Context, u User) error
+	DeleteUser(ctx context.Context, id int64) error
+	CountUsers(ctx context.Context) (int, error)
+	BlacklistToken(ctx context.Context, jti string, expires time.Time) error
+	LoadBlacklist(ctx context.Context, now time.Time) (map[string]time.Time, error)
+	PurgeBlacklist(ctx context.Context, now time.Time) (int64, error)
+}
+
+// AuditEntry is one audit log record (API §14).
+type AuditEntry struct {
+	ID               string         `json:"id"`
+	EventType        string         `json:"event_type"`
+	Severity         string         `json:"severity"`
+	SourceType       string         `json:"source_type"`
+	SourceID         string         `json:"source_id"`
+	Status           string         `json:"status"`
+	Message          string         `json:"message"`
+	Details          map[string]any `json:"details"`
+	ErrorCode        string         `json:"error_code"`
+	ErrorDescription string         `json:"error_description"`
+	IPAddress        string         `json:"ip_address"`
+	UserAgent        string         `json:"user_agent"`
+	CorrelationID    string         `json:"correlation_id"`
+	CreatedAt        time.Time      `json:"created_at"`
+}
+
+// AuditFilter selects audit entries; zero fields do not restrict.
+type AuditFilter struct {
+	EventTypes []string
+	Severities []string
+	SourceType string
+	SourceID   string
+	Status     string
+	ErrorCode  string
+	Start, End time.Time
+	Offset     int
+	Limit      int
+}
+
+// Audit is the audit log's persistence.
+type Audit interface {
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	QueryAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, int, error)
+	AuditCounts(ctx context.Context, since time.Time) (bySeverity, byType map[string]int, oldest, newest *time.Time, err error)
+	DeleteAudit(ctx context.Context, severity string, before time.Time, keepTypes []string, limit int) (int64, error)
+	GetSetting(ctx context.Context, key string) (string, bool, error)
+	PutSetting(ctx context.Context, key, value string) error
+}

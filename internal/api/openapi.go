@@ -1,0 +1,105 @@
+package api
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+)
+
+var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
+
+// openapiDoc builds the OpenAPI 3.1 document from the registered routes, so
+// it can never list a route that is not served or miss one that is.
+func (s *Server) openapiDoc() map[string]any {
+	paths := map[string]any{}
+	for _, rt := range s.Routes() {
+		item, _ := paths[rt.Path].(map[string]any)
+		if item == nil {
+			item = map[string]any{}
+			paths[rt.Path] = item
+		}
+		op := map[string]any{
+			"operationId": operationID(rt),
+			"summary":     rt.Summary,
+			"tags":        []string{rt.Tag},
+			"x-min-role":  rt.MinRole,
+			"responses": map[string]any{
+				"200":     map[string]any{"description": "Success"},
+				"default": map[string]any{"description": "Error", "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}},
+			},
+		}
+		if rt.Deprecated {
+			op["deprecated"] = true
+		}
+		switch rt.MinRole {
+		case "public":
+			op["security"] = []any{}
+		case "device":
+			op["security"] = []any{map[string]any{"deviceKey": []string{}}, map[string]any{}}
+		default:
+			op["security"] = []any{map[string]any{"bearerAuth": []string{}}}
+		}
+		var params []any
+		for _, m := range pathParam.FindAllStringSubmatch(rt.Path, -1) {
+			schema := map[string]any{"type": "string"}
+			switch m[1] {
+			case "esp_id":
+				schema["pattern"] = `^[A-Za-z0-9_-]{1,31}$`
+			case "user_id":
+				schema = map[string]any{"type": "integer", "minimum": 1}
+			case "client_id":
+				schema["pattern"] = `^[A-Za-z0-9_-]{1,64}$`
+			}
+			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": schema})
+		}
+		if rt.Tag == "websocket" {
+			params = append(params, map[string]any{"name": "token", "in": "query", "required": true, "schema": map[string]any{"type": "string"}})
+			op["description"] = "Upgrade to WebSocket. Server frames are JSON {type, timestamp, data}; clients send {action: subscribe|unsubscribe|ping, filters}. Close codes 4000 replaced, 4001 revoked, 4002 slow consumer, 4003 no pong."
+			op["responses"].(map[string]any)["101"] = map[string]any{"description": "Switching Protocols"}
+			delete(op["responses"].(map[string]any), "200")
+		}
+		if params != nil {
+			op["parameters"] = params
+		}
+		if rt.Method == "POST" || rt.Method == "PUT" || rt.Method == "PATCH" {
+			op["requestBody"] = map[string]any{"required": false, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}}
+		}
+		item[strings.ToLower(rt.Method)] = op
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info":    map[string]any{"title": "kaiser hub API", "version": s.deps.Version},
+		"paths":   paths,
+		"components": map[string]any{
+			"securitySchemes": map[string]any{
+				"bearerAuth": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+				"deviceKey":  map[string]any{"type": "apiKey", "in": "header", "name": "X-API-Key"},
+			},
+			"schemas": map[string]any{"Error": map[string]any{
+				"type":     "object",
+				"required": []string{"success", "detail", "error"},
+				"properties": map[string]any{
+					"success": map[string]any{"type": "boolean", "const": false},
+					"detail":  map[string]any{},
+					"error": map[string]any{"type": "object", "required": []string{"code", "message", "details"}, "properties": map[string]any{
+						"code": map[string]any{"type": "string", "pattern": "^[A-Z_]+$"}, "message": map[string]any{"type": "string"},
+						"details": map[string]any{"type": "object"}, "request_id": map[string]any{"type": "string"}}},
+				},
+			}},
+		},
+	}
+}
+
+func operationID(rt Route) string {
+	p := strings.TrimPrefix(rt.Path, "/api/v1")
+	p = pathParam.ReplaceAllString(p, "by_$1")
+	p = strings.NewReplacer("/", "_", "-", "_", ".", "_").Replace(strings.Trim(p, "/"))
+	if p == "" {
+		p = "root"
+	}
+	return strings.ToLower(rt.Method) + "_" + p
+}
+
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, s.openapiDoc())
+}
