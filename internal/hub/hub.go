@@ -216,6 +216,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 	h.API.SetReady(true)
+	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete",
+		"message": "hub started", "timestamp": time.Now().Unix()}})
 	ok = true
 	log.Info("kaiser hub ready", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data_dir", cfg.DataDir, "version", cfg.Version)
 	return h, nil
@@ -293,6 +295,8 @@ func (h *Hub) Stop(ctx context.Context) error {
 	}
 	log.Info("shutting down")
 	h.API.SetReady(false)
+	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "shutdown",
+		"message": "hub is shutting down", "timestamp": time.Now().Unix()}})
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
 	h.API.Close()
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)

@@ -1,0 +1,79 @@
+package hub
+
+import (
+	"context"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// BenchmarkHeartbeatAck measures the heartbeat → ack round trip over real
+// MQTT, without and with a WebSocket client that never reads while events
+// flood the live feed (issue 3: the stalled client must not slow ingest).
+func BenchmarkHeartbeatAck(b *testing.B) {
+	for _, stalled := range []bool{false, true} {
+		name := "baseline"
+		if stalled {
+			name = "stalled_ws_client"
+		}
+		b.Run(name, func(b *testing.B) {
+			t := &testing.T{}
+			h, c := apiHub(t, Config{})
+			defer h.Stop(context.Background())
+			r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW})
+			tok := r.body["tokens"].(map[string]any)["access_token"].(string)
+			stop := make(chan struct{})
+			defer close(stop)
+			if stalled {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				conn, _, err := websocket.Dial(ctx, "ws://"+h.HTTPAddr()+"/api/v1/ws/realtime/stalled?token="+tok, nil)
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer conn.CloseNow()
+				go func() { // a steady flood of live events
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						h.Events.Publish(eventFor(i))
+						if i%100 == 0 {
+							time.Sleep(time.Millisecond)
+						}
+					}
+				}()
+			}
+			dev, err := dial(t, h.MQTTAddr(), "ESP_BENCH1", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dev.subscribe(t, "kaiser/+/esp/ESP_BENCH1/system/heartbeat/ack")
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if err := dev.publish("kaiser/god/esp/ESP_BENCH1/system/heartbeat", heartbeat(61+i), false); err != nil {
+					b.Fatal(err)
+				}
+				select {
+				case <-dev.msgs:
+				case <-time.After(5 * time.Second):
+					b.Fatal("no ack")
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
+			if stalled {
+				b.ReportMetric(float64(h.API.WSStats()["slow_client_disconnects"].(int64)), "slow_disconnects")
+			}
+		})
+	}
+}
