@@ -90,6 +90,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		{name: "kaiser-id", env: "KAISER_KAISER_ID", def: "god", help: "hub id in topics kaiser/{id}/... (1-32 of [A-Za-z0-9_.:-])"},
 		{name: "heartbeat-timeout", env: "KAISER_HEARTBEAT_TIMEOUT", def: "180s", help: "a device without a heartbeat for this long goes offline (>= 1s)"},
 		{name: "log-level", env: "KAISER_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
+		{name: "processed-echo", env: "KAISER_PROCESSED_ECHO", def: "true", help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)"},
 		{name: "jwt-secret-file", env: "KAISER_JWT_SECRET_FILE", def: "", help: "file with the JWT signing secret (>= 32 bytes); the value itself may be given only as KAISER_JWT_SECRET; neither = generated in the data dir"},
 	}
 	for _, f := range flags {
@@ -162,6 +163,13 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 		return cfg, fmt.Errorf("%s: %v", src["log-level"], err)
 	}
 	cfg.LogLevel = lvl
+	switch strings.ToLower(v["processed-echo"]) {
+	case "true", "1":
+	case "false", "0":
+		cfg.NoProcessedEcho = true
+	default:
+		return cfg, fmt.Errorf("%s: %q must be true or false", src["processed-echo"], v["processed-echo"])
+	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
 	if _, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret); err != nil {

@@ -46,6 +46,15 @@ func deviceJSON(d device.Device) map[string]any {
 	}
 }
 
+// deviceOut is the device object with its configured component counts.
+func (s *Server) deviceOut(d device.Device) map[string]any {
+	out := deviceJSON(d)
+	if s.sensors != nil {
+		out["sensor_count"] = len(s.sensors.ByDevice(d.DeviceID))
+	}
+	return out
+}
+
 func pendingJSON(d device.Device) map[string]any {
 	md := d.Metadata
 	return map[string]any{"device_id": d.DeviceID, "discovered_at": ts(d.DiscoveredAt), "last_seen": ts(d.LastSeen),
@@ -68,7 +77,7 @@ func (s *Server) deviceRoutes() {
 	s.protected("POST", "/api/v1/esp/devices", auth.RoleOperator, "Register a device (approved)", "devices", s.registerDevice)
 	s.protected("GET", "/api/v1/esp/devices/pending", auth.RoleViewer, "Devices waiting for approval", "devices", s.pendingDevices)
 	s.protected("GET", "/api/v1/esp/devices/{esp_id}", auth.RoleViewer, "Get a device", "devices", s.withDevice(func(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
-		WriteJSON(w, http.StatusOK, deviceJSON(d))
+		WriteJSON(w, http.StatusOK, s.deviceOut(d))
 	}))
 	s.protected("PATCH", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Update stored device fields", "devices", s.patchDevice)
 	s.protected("DELETE", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Soft-delete a device", "devices", s.withDevice(s.deleteDevice))
@@ -156,7 +165,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Prin
 			(zone != "" && d.ZoneID != zone) || (hw != "" && d.HardwareType != hw) {
 			continue
 		}
-		rows = append(rows, deviceJSON(d))
+		rows = append(rows, s.deviceOut(d))
 	}
 	total := len(rows)
 	from := min((page-1)*size, total)
@@ -243,7 +252,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request, p auth.P
 		return
 	}
 	s.auditDevice(r, p, "device_registered", d.DeviceID, "device registered", nil)
-	WriteJSON(w, http.StatusCreated, deviceJSON(d))
+	WriteJSON(w, http.StatusCreated, s.deviceOut(d))
 }
 
 func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
@@ -288,13 +297,18 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, p auth.Prin
 		s.deviceError(w, r, d.DeviceID, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, deviceJSON(d))
+	WriteJSON(w, http.StatusOK, s.deviceOut(d))
 }
 
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
 	if err := s.devices.Delete(r.Context(), d.DeviceID, p.User.Username); err != nil {
 		s.deviceError(w, r, d.DeviceID, err)
 		return
+	}
+	if s.sensors != nil {
+		if err := s.sensors.DeleteDevice(r.Context(), d.DeviceID); err != nil {
+			s.log.Error("removing sensor configs of a deleted device failed", "esp_id", d.DeviceID, "error", err)
+		}
 	}
 	s.auditDevice(r, p, "device_deleted", d.DeviceID, "device deleted", map[string]any{"previous_status": d.Status})
 	w.WriteHeader(http.StatusNoContent)

@@ -28,7 +28,9 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -58,6 +60,8 @@ type Deps struct {
 	Ingest  IngestStats
 	Events  *event.Bus
 	Sched   *schedule.Scheduler
+	Sensors *sensor.Service
+	Alerts  *notify.Service
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
@@ -90,6 +94,9 @@ type Server struct {
 	loginLim   *auth.Limiter
 	refreshLim *auth.Limiter
 	ws         *wsHub
+	sensors    *sensor.Service
+	alerts     *notify.Service
+	processLim *auth.Limiter
 	cpu        cpuSampler
 	mux        *http.ServeMux
 	routes     []Route
@@ -127,7 +134,8 @@ func New(d Deps) *Server {
 		d.RefreshLimit = 60
 	}
 	s.deps = d
-	s.auth, s.devices, s.audit = d.Auth, d.Devices, d.Audit
+	s.auth, s.devices, s.audit, s.sensors, s.alerts = d.Auth, d.Devices, d.Audit, d.Sensors, d.Alerts
+	s.processLim = auth.NewLimiter(600, time.Minute)
 	s.loginLim = auth.NewLimiter(d.LoginLimit, time.Minute)
 	s.refreshLim = auth.NewLimiter(d.RefreshLimit, time.Minute)
 
@@ -147,6 +155,12 @@ func New(d Deps) *Server {
 		s.healthRoutes()
 		s.auditRoutes()
 		s.wsRoutes()
+		if d.Sensors != nil {
+			s.sensorRoutes()
+		}
+		if d.Alerts != nil {
+			s.notificationRoutes()
+		}
 	}
 	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)
 	s.public("GET", "/openapi.json", "OpenAPI document (alias)", "meta", s.openapi)

@@ -178,7 +178,12 @@ func (h *wsHub) fanout() {
 				conns = append(conns, c)
 			}
 			h.mu.Unlock()
+			owner, owned := e.Data["user_id"].(int64)
 			for _, c := range conns {
+				// Notifications go only to the owning user's connections (API §17.3).
+				if e.Type == "notification" && (!owned || c.key.user != owner) {
+					continue
+				}
 				c.offer(msg, e.Data)
 			}
 		}

@@ -87,6 +87,8 @@ type Service struct {
 	unknownIDs map[string]time.Time // recently heard unknown ids (bounded)
 	discovered []time.Time          // discovery times in the last minute
 	perID      map[string]time.Time
+
+	push *pushes
 }
 
 // New builds the service; call Load before serving traffic.
@@ -204,12 +206,14 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 		transitions = append(transitions, store.Transition{DeviceID: id, From: "", To: StatusPending, Cause: "discovered", At: now})
 	}
 	status := e.rec.Status
-	s.applyHeartbeat(e, m, hb, now)
+	rebooted := s.applyHeartbeat(e, m, hb, now)
+	needPush := false
 	switch {
 	case status == StatusPending:
 		e.rec.Metadata["heartbeat_count"] = toInt(e.rec.Metadata["heartbeat_count"]) + 1
 	case status == StatusRejected:
 	case status != StatusOnline:
+		needPush = true
 		prev := e.rec.Status
 		e.rec.Status = StatusOnline
 		evs = append(evs, statusEvent(e, prev, "heartbeat", now))
@@ -223,6 +227,16 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 
 	// The ack goes out before any storage work (CONTRACT G2).
 	s.ack(ctx, m, ackStatus(rec.Status), hb)
+	if isApproved(rec.Status) && (rebooted || needPush && (status == StatusApproved || s.configAvailable(id))) {
+		// P6/B2: after approval, a reboot, or coming back with an unconfirmed push.
+		trigger := "online"
+		if rebooted {
+			trigger = "reboot"
+		}
+		if _, err := s.PushConfig(ctx, id, trigger); err != nil && !errors.Is(err, ErrOffline) {
+			s.log.Warn("config push failed", "esp_id", id, "error", err)
+		}
+	}
 
 	if err := s.store.SaveDevice(ctx, rec); err != nil {
 		return fmt.Errorf("save device %s: %w", id, err)
@@ -244,7 +258,7 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 }
 
 func (s *Service) ack(ctx context.Context, m ingest.Message, status string, hb contract.Heartbeat) {
-	payload, err := contract.Marshal(contract.NewHeartbeatAck(status, false, s.now(), hb.ActiveHandoverEpoch))
+	payload, err := contract.Marshal(contract.NewHeartbeatAck(status, status == "online" && s.configAvailable(m.Topic.EspID), s.now(), hb.ActiveHandoverEpoch))
 	if err != nil {
 		s.log.Error("encode heartbeat ack", "error", err)
 		return
@@ -295,9 +309,10 @@ func (s *Service) register(id string, now time.Time, old *entry) *entry {
 }
 
 // applyHeartbeat stores the heartbeat metadata (DOMAIN §1.4); s.mu is held.
-func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) {
+func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) (rebooted bool) {
 	md := e.rec.Metadata
 	if e.hasUptime && hb.Uptime < e.lastUptime {
+		rebooted = true
 		// Reboot (CONTRACT B1): uptime went backwards.
 		md["last_reboot_at"] = now.UTC().Format(time.RFC3339)
 		md["reboot_count"] = toInt(md["reboot_count"]) + 1
@@ -366,6 +381,7 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 	} else {
 		delete(md, "clock_skew_seconds")
 	}
+	return rebooted
 }
 
 func setOpt(md map[string]any, key string, v *int64) {
@@ -498,6 +514,13 @@ func (s *Service) Gate(_ context.Context, m ingest.Message) (Device, error) {
 	if m.Replay {
 		return Device{}, ingest.Drop(contract.ReasonReplay, "retained message")
 	}
+	return s.Admit(m)
+}
+
+// Admit is the registration check alone (CONTRACT §5.2 step 6), for
+// handlers that decoded and checked for replay themselves. It records the
+// kaiser root of the live message (A2).
+func (s *Service) Admit(m ingest.Message) (Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.devices[m.Topic.EspID]

@@ -23,8 +23,10 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
@@ -46,6 +48,9 @@ type Config struct {
 	JWTSecretFileSource string // how the file was configured, for error messages
 	JWTSecret           string
 	CORSOrigins         []string
+
+	// NoProcessedEcho disables the processed-value echo (CONTRACT §3.2.11).
+	NoProcessedEcho bool
 
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
@@ -71,6 +76,9 @@ type Hub struct {
 	API      *api.Server
 	Auth     *auth.Service
 	Audit    *audit.Log
+	Sensors  *sensor.Service
+	Alerts   *notify.Service
+	Readings *sqlite.ReadingSink
 
 	auditStop chan struct{}
 	auditDone chan struct{}
@@ -156,10 +164,26 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.registerDeviceMetrics()
 
+	h.Readings = h.Store.NewReadingSink(65536, sqlite.NewSinkMetrics(h.Registry))
+	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_reading_queue_depth",
+		Help: "Readings waiting for the store."}, func() float64 { return float64(h.Readings.Depth()) }))
+	h.Alerts = notify.New(h.Store, h.Events, h.activeUserIDs, log.With("component", "notify"))
+	if err := h.Alerts.Load(ctx); err != nil {
+		return nil, err
+	}
+	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Broker, h.Events, h.Alerts,
+		sensor.Options{ProcessedEcho: !cfg.NoProcessedEcho, Logger: log.With("component", "sensor"), Registerer: h.Registry})
+	if err := h.Sensors.Load(ctx); err != nil {
+		return nil, err
+	}
+	if err := h.Devices.EnablePush(ctx, h.Sensors, h.Store); err != nil {
+		return nil, err
+	}
+
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, Events: h.Events, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, WS: cfg.WS})
+		LoginLimit: cfg.LoginLimit, WS: cfg.WS, Sensors: h.Sensors, Alerts: h.Alerts})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -171,8 +195,12 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.Ingest = d
 	d.Handle(contract.KindHeartbeat, h.Devices.HandleHeartbeat)
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
+	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
+	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
 	for _, k := range contract.InboundKinds {
-		if k != contract.KindHeartbeat && k != contract.KindWill && k != contract.KindNewer {
+		switch k {
+		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData, contract.KindConfigResponse:
+		default:
 			d.Handle(k, h.Devices.HandleGated())
 		}
 	}
@@ -188,6 +216,16 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	for _, j := range []schedule.Job{
 		{Name: "liveness_check", Every: check, Run: h.Devices.CheckLiveness},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
+		{Name: "sensor_health", Every: 60 * time.Second, Run: h.Sensors.CheckStale},
+		{Name: "rollups", Every: 5 * time.Minute, Run: h.Sensors.RepairRollups},
+		{Name: "retention_cleanup", Cron: "15 * * * *", Run: func(ctx context.Context) error {
+			res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())
+			h.Log.Info("raw reading retention", "status", res.Status, "deleted", res.Deleted)
+			return err
+		}},
+		{Name: "rollup_retention", Cron: "0 3 * * *", Run: func(ctx context.Context) error {
+			return h.Sensors.CleanupRollups(ctx, sensor.DefaultRetention())
+		}},
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: func(ctx context.Context) error {
 			rc, err := h.Audit.GetRetention(ctx)
 			if err != nil || !rc.Enabled {
@@ -272,6 +310,21 @@ func (c *devicesByState) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// activeUserIDs lists the users who receive alert notifications.
+func (h *Hub) activeUserIDs(ctx context.Context) ([]int64, error) {
+	us, err := h.Auth.Users(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for _, u := range us {
+		if u.IsActive {
+			ids = append(ids, u.ID)
+		}
+	}
+	return ids, nil
+}
+
 // HTTPAddr is the bound HTTP address.
 func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
 
@@ -308,6 +361,8 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("http", err)
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
+	h.Devices.StopPush()
+	step("readings flush", h.Readings.Close(ctx))
 	close(h.auditStop)
 	<-h.auditDone
 	step("store flush", h.Store.Flush(ctx))
@@ -341,6 +396,12 @@ func (h *Hub) abort() {
 	}
 	if h.Ingest != nil {
 		_ = h.Ingest.Stop(ctx)
+	}
+	if h.Devices != nil {
+		h.Devices.StopPush()
+	}
+	if h.Readings != nil {
+		_ = h.Readings.Close(ctx)
 	}
 	if h.Broker != nil {
 		_ = h.Broker.Close()

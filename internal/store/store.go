@@ -145,3 +145,111 @@ type Audit interface {
 	GetSetting(ctx context.Context, key string) (string, bool, error)
 	PutSetting(ctx context.Context, key, value string) error
 }
+
+// Doc is a domain object persisted as a JSON document under its identity.
+type Doc struct {
+	ID        string
+	EspID     string
+	GPIO      int
+	Kind      string // sensor type, or another discriminator
+	Address   string
+	JSON      []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// SeriesKey identifies a sensor series (DOMAIN §2.2 sensor identity).
+type SeriesKey struct {
+	EspID      string
+	GPIO       int
+	SensorType string
+	Address    string
+}
+
+// Reading is one stored sensor reading.
+type Reading struct {
+	SeriesID    int64
+	TS          int64 // reading time, unix ms
+	Raw         float64
+	Processed   *float64
+	Unit        string
+	Quality     string
+	Mode        string
+	DeviceValue *float64
+	TimeSource  string
+	ReceivedAt  int64 // unix ms
+	Source      string
+	ZoneID      string
+	SubzoneID   string
+}
+
+// Usable reports whether a reading counts for rollups and thresholds.
+func (r Reading) Usable() bool { return r.Quality != "error" }
+
+// RawRow is a reading with its series identity, for queries.
+type RawRow struct {
+	Reading
+	Key SeriesKey
+}
+
+// Bucket is one aggregated time bucket of a series.
+type Bucket struct {
+	Start          int64 // unix ms
+	N, NP          int64
+	SumRaw, SumP   float64
+	MinRaw, MaxRaw *float64
+	MinP, MaxP     *float64
+}
+
+// Alert is one alert lifecycle (DOMAIN §3.3); notifications are its per-user copies.
+type Alert struct {
+	ID             string
+	Key            string
+	Severity       string
+	Category       string
+	Source         string
+	Title          string
+	Body           string
+	Metadata       []byte // JSON
+	Status         string
+	Suppressed     bool
+	Occurrences    int64
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	AcknowledgedAt *time.Time
+	AcknowledgedBy string
+	ResolvedAt     *time.Time
+	ResolvedBy     string
+	// NotifyUsers are users who get a notification copy when it is saved.
+	NotifyUsers []int64
+}
+
+// Notification is a user's copy of an alert.
+type Notification struct {
+	Alert
+	ID      string
+	UserID  int64
+	IsRead  bool
+	ReadAt  *time.Time
+	Channel string
+}
+
+// NotificationFilter selects notifications of one user.
+type NotificationFilter struct {
+	UserID                             int64
+	ID                                 string
+	Severity, Category, Source, Status string
+	IsRead                             *bool
+	Offset, Limit                      int
+}
+
+// RawQuery selects raw readings.
+type RawQuery struct {
+	Series     []int64
+	Start, End int64 // unix ms, [Start, End]
+	Before     int64 // 0 = no cursor
+	Quality    string
+	Source     string
+	Limit      int
+	Asc        bool
+}

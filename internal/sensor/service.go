@@ -1,0 +1,762 @@
+package sensor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/notify"
+	"github.com/kaiserhub/kaiser/internal/store"
+)
+
+// Store is the persistence the sensor domain needs.
+type Store interface {
+	SaveSensorConfig(ctx context.Context, d store.Doc) error
+	DeleteSensorConfig(ctx context.Context, id string) error
+	LoadSensorConfigs(ctx context.Context) ([]store.Doc, error)
+	EnsureSeries(ctx context.Context, k store.SeriesKey) (int64, error)
+	LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, error)
+	LatestReadings(ctx context.Context) ([]store.RawRow, error)
+	QueryReadings(ctx context.Context, q store.RawQuery) ([]store.RawRow, error)
+	Buckets(ctx context.Context, series int64, source string, start, end, width, align int64) ([]store.Bucket, error)
+	CountReadings(ctx context.Context, series int64, before int64) (int64, error)
+	DeleteReadingsBatch(ctx context.Context, series int64, before int64, limit int) (int64, error)
+	DeleteRollupsBefore(ctx context.Context, source string, before int64, limit int) (int64, error)
+	RepairRollups(ctx context.Context, from, to time.Time) error
+}
+
+// Sink receives readings for durable storage.
+type Sink interface {
+	Add(ctx context.Context, r store.Reading) error
+}
+
+// Publisher publishes hub messages (the processed echo).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// Errors of the domain operations.
+var (
+	ErrNotFound        = errors.New("sensor not found")
+	ErrAmbiguous       = errors.New("several sensors on this pin")
+	ErrUnsupportedType = errors.New("no processor for this sensor type")
+	ErrLimit           = errors.New("sensor limit reached")
+)
+
+// Options tunes the service.
+type Options struct {
+	ProcessedEcho bool
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+}
+
+// latest is the newest reading of a series, served from memory.
+type latest struct {
+	key store.SeriesKey
+	r   store.Reading
+}
+
+type seriesState struct {
+	id     int64
+	lastTS int64   // last stored reading time (ms), for hub-timed spacing
+	recent []int64 // recent device-timed reading times (ms), for dedup
+	stale  bool
+}
+
+// Service is the sensor domain.
+type Service struct {
+	store   Store
+	sink    Sink
+	devices *device.Service
+	bus     Publisher
+	events  *event.Bus
+	alerts  *notify.Service
+	log     *slog.Logger
+	opt     Options
+	now     func() time.Time
+
+	mu      sync.RWMutex
+	configs map[string]*Config // by id
+	byKey   map[store.SeriesKey]*Config
+	series  map[store.SeriesKey]*seriesState
+	latest  map[int64]*latest
+
+	processReqs *prometheus.CounterVec
+}
+
+// New builds the service; call Load before serving.
+func New(st Store, sink Sink, devices *device.Service, bus Publisher, events *event.Bus, alerts *notify.Service, opt Options) *Service {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	s := &Service{store: st, sink: sink, devices: devices, bus: bus, events: events, alerts: alerts, log: opt.Logger,
+		opt: opt, now: time.Now, configs: map[string]*Config{}, byKey: map[store.SeriesKey]*Config{}, series: map[store.SeriesKey]*seriesState{}, latest: map[int64]*latest{},
+		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_sensor_process_requests_total",
+			Help: "Firmware processing requests by result."}, []string{"result"})}
+	if opt.Registerer != nil {
+		opt.Registerer.MustRegister(s.processReqs)
+	}
+	return s
+}
+
+// Load reads configs, series and the latest reading per series.
+func (s *Service) Load(ctx context.Context) error {
+	docs, err := s.store.LoadSensorConfigs(ctx)
+	if err != nil {
+		return fmt.Errorf("load sensor configs: %w", err)
+	}
+	series, err := s.store.LoadSeries(ctx)
+	if err != nil {
+		return fmt.Errorf("load series: %w", err)
+	}
+	lat, err := s.store.LatestReadings(ctx)
+	if err != nil {
+		return fmt.Errorf("load latest readings: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range docs {
+		var c Config
+		if err := json.Unmarshal(d.JSON, &c); err != nil {
+			return fmt.Errorf("sensor config %s: %w", d.ID, err)
+		}
+		s.configs[c.ID] = &c
+		s.byKey[keyOf(&c)] = &c
+	}
+	for k, id := range series {
+		s.series[k] = &seriesState{id: id}
+	}
+	for _, r := range lat {
+		s.latest[r.SeriesID] = &latest{key: r.Key, r: r.Reading}
+		if st := s.series[r.Key]; st != nil {
+			st.lastTS = r.TS
+		}
+	}
+	return nil
+}
+
+func keyOf(c *Config) store.SeriesKey {
+	k, _ := NormaliseType(c.SensorType)
+	return store.SeriesKey{EspID: c.EspID, GPIO: c.GPIO, SensorType: k, Address: c.Address()}
+}
+
+// ByDevice returns a device's configs ordered by gpio and type.
+func (s *Service) ByDevice(espID string) []Config {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []Config
+	for _, c := range s.configs {
+		if c.EspID == espID {
+			out = append(out, *c)
+		}
+	}
+	sortConfigs(out)
+	return out
+}
+
+func sortConfigs(cs []Config) {
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].EspID != cs[j].EspID {
+			return cs[i].EspID < cs[j].EspID
+		}
+		if cs[i].GPIO != cs[j].GPIO {
+			return cs[i].GPIO < cs[j].GPIO
+		}
+		return cs[i].SensorType < cs[j].SensorType
+	})
+}
+
+// All returns every config, ordered.
+func (s *Service) All() []Config {
+	s.mu.RLock()
+	out := make([]Config, 0, len(s.configs))
+	for _, c := range s.configs {
+		out = append(out, *c)
+	}
+	s.mu.RUnlock()
+	sortConfigs(out)
+	return out
+}
+
+// ByID returns one config.
+func (s *Service) ByID(id string) (Config, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.configs[id]
+	if c == nil {
+		return Config{}, ErrNotFound
+	}
+	return *c, nil
+}
+
+// Selector picks one of several sensors on a pin (API §7.2).
+type Selector struct {
+	SensorType     string
+	I2CAddress     *int
+	OneWireAddress string
+}
+
+// Find resolves (device, gpio, selector) to one config; candidates are
+// returned with ErrAmbiguous.
+func (s *Service) Find(espID string, gpio int, sel Selector) (Config, []Config, error) {
+	var cands []Config
+	for _, c := range s.ByDevice(espID) {
+		if c.GPIO != gpio {
+			continue
+		}
+		if sel.SensorType != "" {
+			want, _ := NormaliseType(sel.SensorType)
+			if k, _ := NormaliseType(c.SensorType); k != want {
+				continue
+			}
+		}
+		if sel.I2CAddress != nil && (c.I2CAddress == nil || *c.I2CAddress != *sel.I2CAddress) {
+			continue
+		}
+		if sel.OneWireAddress != "" && !strings.EqualFold(c.OneWireAddress, sel.OneWireAddress) {
+			continue
+		}
+		cands = append(cands, c)
+	}
+	switch len(cands) {
+	case 0:
+		return Config{}, nil, ErrNotFound
+	case 1:
+		return cands[0], nil, nil
+	}
+	return Config{}, cands, ErrAmbiguous
+}
+
+// SensorItems is the device's config section for a push (device.ConfigSource).
+// The values of one multi-value sensor share one item.
+func (s *Service) SensorItems(espID string) []contract.SensorConfigItem {
+	seen := map[string]bool{}
+	var out []contract.SensorConfigItem
+	for _, c := range s.ByDevice(espID) {
+		if !c.Enabled {
+			continue
+		}
+		key, _ := NormaliseType(c.SensorType)
+		fam := fmt.Sprintf("%d/%s", c.GPIO, family(key, c.SensorType))
+		if seen[fam] {
+			continue
+		}
+		seen[fam] = true
+		out = append(out, contract.SensorConfigItem{GPIO: c.GPIO, SensorType: wireType(key, c.SensorType),
+			SensorName: truncate(contract.SanitizeText(c.Name), 32), SubzoneID: c.SubzoneID, Active: true, RawMode: true})
+	}
+	return out
+}
+
+func family(key, raw string) string {
+	switch key {
+	case "sht31_temp", "sht31_humidity":
+		return "sht31"
+	case "bmp280_temp", "bmp280_pressure":
+		return "bmp280"
+	}
+	return strings.ToLower(raw)
+}
+
+// wireType is the type the firmware expects in its config.
+func wireType(key, raw string) string {
+	switch key {
+	case "sht31_temp", "sht31_humidity":
+		return "sht31_temp"
+	case "bmp280_temp", "bmp280_pressure":
+		return "bmp280_pressure"
+	}
+	return strings.ToLower(raw)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// Upsert creates or replaces the config with c's identity (API §7.2: on a
+// pin holding one non-bus sensor, that sensor is replaced whatever its type).
+func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) {
+	d, err := s.devices.Get(c.EspID)
+	if err != nil {
+		return c, "", err
+	}
+	key, hasProc := NormaliseType(c.SensorType)
+	c.SensorType = strings.ToLower(strings.TrimSpace(c.SensorType))
+	if c.ProcessingMode == "pi_enhanced" || c.ProcessingMode == "" {
+		if !hasProc {
+			return c, "", fmt.Errorf("%w: %s", ErrUnsupportedType, c.SensorType)
+		}
+	}
+	now := s.now()
+	existing := s.ByDevice(c.EspID)
+	var others []*Config
+	var replace *Config
+	for i := range existing {
+		o := existing[i]
+		okey, _ := NormaliseType(o.SensorType)
+		switch {
+		case o.GPIO == c.GPIO && okey == key && o.Address() == c.Address():
+			replace = &o
+		case o.GPIO == c.GPIO && o.Address() == "" && c.Address() == "" && !sameFamily(okey, key) &&
+			Bus(okey, o.SensorType) != "i2c" && Bus(key, c.SensorType) != "i2c":
+			replace = &o
+		default:
+			others = append(others, &o)
+		}
+	}
+	if replace != nil {
+		c.ID, c.CreatedAt = replace.ID, replace.CreatedAt
+	} else {
+		c.ID, c.CreatedAt = uuid.NewString(), now
+		board := BoardFor(d.HardwareType)
+		limit := 20
+		if board.Name == XIAO.Name {
+			limit = 10
+		}
+		if physical(existing) >= limit && !joinsFamily(existing, &c) {
+			return c, "", fmt.Errorf("%w: %d sensors on %s", ErrLimit, limit, board.Name)
+		}
+	}
+	c.UpdatedAt = now
+	c.ApplyDefaults()
+	warning, err := CheckPin(BoardFor(d.HardwareType), &c, others)
+	if err != nil {
+		return c, "", err
+	}
+	doc, err := json.Marshal(c)
+	if err != nil {
+		return c, "", err
+	}
+	if err := s.store.SaveSensorConfig(ctx, store.Doc{ID: c.ID, EspID: c.EspID, GPIO: c.GPIO, Kind: key, Address: c.Address(),
+		JSON: doc, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}); err != nil {
+		return c, "", err
+	}
+	s.mu.Lock()
+	if old := s.configs[c.ID]; old != nil {
+		delete(s.byKey, keyOf(old))
+	}
+	cp := c
+	s.configs[c.ID] = &cp
+	s.byKey[keyOf(&cp)] = &cp
+	s.mu.Unlock()
+	return c, warning, nil
+}
+
+func physical(cs []Config) int {
+	seen := map[string]bool{}
+	for _, c := range cs {
+		k, _ := NormaliseType(c.SensorType)
+		seen[fmt.Sprintf("%d/%s/%s", c.GPIO, family(k, c.SensorType), c.Address())] = true
+	}
+	return len(seen)
+}
+
+func joinsFamily(cs []Config, c *Config) bool {
+	k, _ := NormaliseType(c.SensorType)
+	for _, o := range cs {
+		ok, _ := NormaliseType(o.SensorType)
+		if o.GPIO == c.GPIO && family(ok, o.SensorType) == family(k, c.SensorType) && o.Address() == c.Address() {
+			return true
+		}
+	}
+	return false
+}
+
+// Delete removes a config.
+func (s *Service) Delete(ctx context.Context, id string) (Config, error) {
+	c, err := s.ByID(id)
+	if err != nil {
+		return c, err
+	}
+	if err := s.store.DeleteSensorConfig(ctx, id); err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	if old := s.configs[id]; old != nil {
+		delete(s.byKey, keyOf(old))
+	}
+	delete(s.configs, id)
+	s.mu.Unlock()
+	return c, nil
+}
+
+// DeleteDevice removes every config of a deleted device.
+func (s *Service) DeleteDevice(ctx context.Context, espID string) error {
+	var errs []error
+	for _, c := range s.ByDevice(espID) {
+		if _, err := s.Delete(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SaveCalibration replaces a sensor's calibration object.
+func (s *Service) SaveCalibration(ctx context.Context, id string, cal map[string]any) (Config, error) {
+	c, err := s.ByID(id)
+	if err != nil {
+		return c, err
+	}
+	c.Calibration = cal
+	c, _, err = s.Upsert(ctx, c)
+	return c, err
+}
+
+// configFor returns the config of a series key; s.mu is held.
+func (s *Service) configFor(k store.SeriesKey) *Config { return s.byKey[k] }
+
+// dataSource classifies a reading (DOMAIN §2.2).
+func dataSource(d contract.SensorData, hw string) string {
+	switch {
+	case d.TestMode:
+		return "test"
+	case d.Source != "":
+		return strings.ToLower(d.Source)
+	case strings.EqualFold(hw, "MOCK_ESP32") || strings.HasPrefix(d.EspID, "MOCK_"):
+		return "mock"
+	case strings.HasPrefix(d.EspID, "TEST_"):
+		return "test"
+	case strings.HasPrefix(d.EspID, "SIM_"):
+		return "simulation"
+	}
+	return "production"
+}
+
+// maxAge drops readings older than a day (DOMAIN §2.2 too_old).
+const maxAge = 86400 * time.Second
+
+// HandleData is the ingest handler of `sensor/{gpio}/data` (CONTRACT §5.7).
+func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
+	d, err := contract.DecodeSensorData(m.Topic, m.Payload)
+	if err != nil {
+		return err
+	}
+	if m.Replay {
+		return ingest.Drop(contract.ReasonReplay, "retained reading")
+	}
+	dev, err := s.devices.Admit(m)
+	if err != nil {
+		return err
+	}
+	now := m.ReceivedAt
+	at, src := contract.NormaliseTime(d.TS, now)
+	if d.TimeValid != nil && !*d.TimeValid {
+		at, src = now, contract.SourceHub
+	}
+	if now.Sub(at) > maxAge {
+		return ingest.Drop(contract.ReasonTooOld, "reading older than 24 h")
+	}
+	key, hasProc := NormaliseType(d.SensorType)
+	addr := ""
+	if d.I2CAddress != nil {
+		addr = fmt.Sprintf("i2c:%d", *d.I2CAddress)
+	} else if d.OneWireAddr != "" {
+		addr = "ow:" + strings.ToUpper(d.OneWireAddr)
+	}
+	sk := store.SeriesKey{EspID: d.EspID, GPIO: d.GPIO, SensorType: key, Address: addr}
+
+	s.mu.Lock()
+	cfg := s.configFor(sk)
+	var cfgCopy *Config
+	if cfg != nil {
+		c := *cfg
+		cfgCopy = &c
+	}
+	st := s.series[sk]
+	s.mu.Unlock()
+	if st == nil {
+		id, err := s.store.EnsureSeries(ctx, sk)
+		if err != nil {
+			return fmt.Errorf("series %v: %w", sk, err)
+		}
+		s.mu.Lock()
+		if st = s.series[sk]; st == nil {
+			st = &seriesState{id: id}
+			s.series[sk] = st
+		}
+		s.mu.Unlock()
+	}
+
+	r := store.Reading{SeriesID: st.id, Raw: float64(d.Raw), Source: dataSource(d, dev.HardwareType), ZoneID: d.ZoneID,
+		SubzoneID: d.SubzoneID, ReceivedAt: now.UnixMilli(), TimeSource: string(src), DeviceValue: d.Value}
+	var res Result
+	processed := false
+	switch {
+	case !d.RawMode:
+		r.Mode, r.Processed, r.Unit, r.Quality = "local", d.Value, d.Unit, d.Quality
+		if r.Processed == nil {
+			r.Processed = &r.Raw
+		}
+	case cfgCopy != nil && cfgCopy.ProcessingMode == "pi_enhanced":
+		r.Mode = "pi_enhanced"
+		if hasProc {
+			res, _ = Process(key, Input{Raw: float64(d.Raw), RawMode: true, Calibration: cfgCopy.Calibration,
+				Params: cfgCopy.Params(), WireType: d.SensorType})
+			r.Processed, r.Unit, r.Quality = res.Value, res.Unit, res.Quality
+			processed = res.Quality != "error"
+		} else {
+			r.Unit, r.Quality = d.Unit, "error"
+		}
+	default:
+		v := float64(d.Raw)
+		r.Mode, r.Processed, r.Unit, r.Quality = "raw", &v, d.Unit, d.Quality
+	}
+	if r.Quality == "" {
+		r.Quality = "unknown"
+	}
+
+	s.mu.Lock()
+	ts := at.UnixMilli()
+	if src == contract.SourceDevice {
+		for _, t := range st.recent {
+			if t == ts {
+				s.mu.Unlock()
+				return ingest.Drop(contract.ReasonDuplicate, "reading with the same device time already stored")
+			}
+		}
+		if len(st.recent) >= 16 {
+			st.recent = st.recent[1:]
+		}
+		st.recent = append(st.recent, ts)
+	} else if ts <= st.lastTS {
+		ts = st.lastTS + 1 // hub-timed readings are never merged: keep keys distinct
+	}
+	if ts > st.lastTS {
+		st.lastTS = ts
+	}
+	r.TS = ts
+	wasStale := st.stale
+	st.stale = false
+	if l := s.latest[st.id]; l == nil || l.r.TS <= ts {
+		s.latest[st.id] = &latest{key: sk, r: r}
+	}
+	s.mu.Unlock()
+
+	if err := s.sink.Add(ctx, r); err != nil {
+		return fmt.Errorf("store reading: %w", err)
+	}
+	if processed && s.opt.ProcessedEcho {
+		s.echo(ctx, m, res, now)
+	}
+	if cfgCopy != nil {
+		if wasStale {
+			s.recovered(ctx, sk, cfgCopy, now)
+		}
+		if age := now.Sub(at); r.Quality != "error" && r.Quality != "suspect" && r.Processed != nil && age <= maxAge {
+			s.evaluate(ctx, sk, cfgCopy, *r.Processed, r.Unit, dev)
+		}
+	}
+	s.events.Publish(event.Event{Type: "sensor_data", Time: now, Data: map[string]any{
+		"esp_id": d.EspID, "gpio": d.GPIO, "sensor_type": key, "value": valueOf(r), "raw_value": r.Raw,
+		"processed_value": r.Processed, "unit": r.Unit, "quality": r.Quality, "processing_mode": r.Mode,
+		"zone_id": d.ZoneID, "subzone_id": d.SubzoneID, "timestamp": ts / 1000}})
+	return nil
+}
+
+func valueOf(r store.Reading) float64 {
+	if r.Processed != nil {
+		return *r.Processed
+	}
+	return r.Raw
+}
+
+// echo publishes the processed value back (CONTRACT §3.2.11, QoS 0).
+func (s *Service) echo(ctx context.Context, m ingest.Message, res Result, now time.Time) {
+	payload, err := contract.Marshal(contract.Processed{ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
+		Unit: res.Unit, Quality: res.Quality, Timestamp: now.Unix()})
+	if err != nil {
+		return
+	}
+	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, fmt.Sprintf("sensor/%d/processed", m.Topic.GPIO))
+	if err := s.bus.Publish(ctx, topic, payload, 0, false); err != nil {
+		s.log.Debug("processed echo not published", "error", err)
+	}
+}
+
+// LatestValue is a series' newest reading for the API.
+type LatestValue struct {
+	Key     store.SeriesKey
+	Reading store.Reading
+	Stale   bool
+}
+
+// Latest returns the newest reading per series, filtered.
+func (s *Service) Latest(espID string, gpio int, sensorType string) []LatestValue {
+	want := ""
+	if sensorType != "" {
+		want, _ = NormaliseType(sensorType)
+	}
+	now := s.now()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []LatestValue
+	for _, l := range s.latest {
+		if (espID != "" && l.key.EspID != espID) || (gpio >= 0 && l.key.GPIO != gpio) || (want != "" && l.key.SensorType != want) {
+			continue
+		}
+		timeout := 180 * time.Second
+		if c := s.configFor(l.key); c != nil && c.TimeoutSeconds > 0 {
+			timeout = time.Duration(c.TimeoutSeconds) * time.Second
+		}
+		out = append(out, LatestValue{Key: l.key, Reading: l.r, Stale: now.Sub(time.UnixMilli(l.r.TS)) > timeout})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Key, out[j].Key
+		if a.EspID != b.EspID {
+			return a.EspID < b.EspID
+		}
+		if a.GPIO != b.GPIO {
+			return a.GPIO < b.GPIO
+		}
+		return a.SensorType < b.SensorType
+	})
+	return out
+}
+
+// LatestOf returns the newest reading of one config, if any.
+func (s *Service) LatestOf(c Config) (store.Reading, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.series[keyOf(&c)]
+	if st == nil {
+		return store.Reading{}, false
+	}
+	l := s.latest[st.id]
+	if l == nil {
+		return store.Reading{}, false
+	}
+	return l.r, true
+}
+
+// SeriesIDs returns the ids of series matching a filter.
+func (s *Service) SeriesIDs(espID string, gpio int, sensorType string) []int64 {
+	want := ""
+	if sensorType != "" {
+		want, _ = NormaliseType(sensorType)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []int64
+	for k, st := range s.series {
+		if (espID == "" || k.EspID == espID) && (gpio < 0 || k.GPIO == gpio) && (want == "" || k.SensorType == want) {
+			out = append(out, st.id)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// SeriesKeyOf returns the identity of a series id.
+func (s *Service) SeriesKeyOf(id int64) (store.SeriesKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for k, st := range s.series {
+		if st.id == id {
+			return k, true
+		}
+	}
+	return store.SeriesKey{}, false
+}
+
+
+// ProcessRequest is the device-facing processing call (CONTRACT §4, API §7.4).
+type ProcessRequest struct {
+	EspID       string
+	GPIO        int
+	SensorType  string
+	Raw         float64
+	RawMode     *bool
+	Calibration map[string]any
+	Params      map[string]any
+	// Trusted is set for a valid user token (or device key): processing
+	// without an approved device.
+	Trusted bool
+}
+
+// ProcessReply is what the firmware gets back.
+type ProcessReply struct {
+	Value   float64
+	Unit    string
+	Quality string
+	Result  string // processed, fallback, error (metric label)
+}
+
+// Fallback is the firmware's own convention for an unprocessed value.
+func Fallback(raw float64, result string) ProcessReply {
+	return ProcessReply{Value: raw, Unit: "raw", Quality: "fair", Result: result}
+}
+
+// Process computes exactly what ingest would compute (DOMAIN §2.1): real
+// processing only for an admitted device with a pi_enhanced config.
+func (s *Service) Process(req ProcessRequest) ProcessReply {
+	raw := req.Raw
+	key, hasProc := NormaliseType(req.SensorType)
+	if key == "ds18b20" && raw >= 1<<31 {
+		raw -= 1 << 32
+	}
+	d, err := s.devices.Get(req.EspID)
+	admitted := req.Trusted || err == nil && d.Status != device.StatusPending && d.Status != device.StatusRejected
+	if !admitted {
+		return s.count(Fallback(raw, "fallback"))
+	}
+	s.mu.RLock()
+	var cfg *Config
+	for _, c := range s.configs {
+		if c.EspID == req.EspID && c.GPIO == req.GPIO {
+			if ck, _ := NormaliseType(c.SensorType); ck == key {
+				cp := *c
+				cfg = &cp
+				break
+			}
+		}
+	}
+	s.mu.RUnlock()
+	if !hasProc || (cfg == nil || cfg.ProcessingMode != "pi_enhanced") && !req.Trusted {
+		return s.count(Fallback(raw, "fallback"))
+	}
+	in := Input{Raw: raw, RawMode: true, Calibration: req.Calibration, Params: req.Params, WireType: strings.ToLower(req.SensorType)}
+	if req.RawMode != nil {
+		in.RawMode = *req.RawMode
+	}
+	if cfg != nil {
+		if in.Calibration == nil {
+			in.Calibration = cfg.Calibration
+		}
+		if in.Params == nil {
+			in.Params = cfg.Params()
+		}
+	}
+	res, _ := Process(key, in)
+	if res.Value == nil || math.Abs(*res.Value) >= 1e9 {
+		return s.count(ProcessReply{Value: raw, Unit: "raw", Quality: "error", Result: "error"})
+	}
+	return s.count(ProcessReply{Value: *res.Value, Unit: res.Unit, Quality: res.Quality, Result: "processed"})
+}
+
+func (s *Service) count(r ProcessReply) ProcessReply {
+	s.processReqs.WithLabelValues(r.Result).Inc()
+	return r
+}
+
+// CountProcess counts a request answered before reaching Process.
+func (s *Service) CountProcess(result string) { s.processReqs.WithLabelValues(result).Inc() }

@@ -1,0 +1,547 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/store"
+)
+
+// Rollup granularities, in milliseconds, and their tables.
+var rollupTables = []struct {
+	table string
+	width int64
+}{{"rollup_1m", 60_000}, {"rollup_1h", 3_600_000}, {"rollup_1d", 86_400_000}}
+
+type rollKey struct {
+	table  int
+	series int64
+	bucket int64
+}
+
+type agg struct {
+	n, nP          int64
+	sumRaw, sumP   float64
+	minRaw, maxRaw float64
+	minP, maxP     float64
+	lastP          float64
+	lastTS         int64
+}
+
+func (a *agg) add(r store.Reading) {
+	if a.n == 0 || r.Raw < a.minRaw {
+		a.minRaw = r.Raw
+	}
+	if a.n == 0 || r.Raw > a.maxRaw {
+		a.maxRaw = r.Raw
+	}
+	a.n++
+	a.sumRaw += r.Raw
+	if r.Processed != nil {
+		p := *r.Processed
+		if a.nP == 0 || p < a.minP {
+			a.minP = p
+		}
+		if a.nP == 0 || p > a.maxP {
+			a.maxP = p
+		}
+		a.nP++
+		a.sumP += p
+		if r.TS >= a.lastTS {
+			a.lastP, a.lastTS = p, r.TS
+		}
+	}
+}
+
+// SinkMetrics are the reading sink's instruments.
+type SinkMetrics struct {
+	Committed prometheus.Counter
+	Latency   prometheus.Histogram
+}
+
+// NewSinkMetrics registers the sink metrics.
+func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
+	m := &SinkMetrics{
+		Committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "god_kaiser_sensor_readings_total", Help: "Sensor readings stored."}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_reading_durable_seconds",
+			Help: "Time from receipt of a reading to its committed row.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+	}
+	reg.MustRegister(m.Committed, m.Latency)
+	return m
+}
+
+// ReadingSink batches readings into multi-row inserts and keeps the
+// rollups up to date in the same transactions. One goroutine owns the
+// batch and the rollup accumulators; producers only send on a bounded
+// channel (backpressure with the caller's deadline).
+type ReadingSink struct {
+	store     *Store
+	ch        chan store.Reading
+	mu        sync.RWMutex // guards closed against Add/Close
+	closed    bool
+	done      chan struct{}
+	rolls     map[rollKey]*agg
+	lastRoll  time.Time
+	metrics   *SinkMetrics
+	committed atomic.Int64
+	added     atomic.Int64 // readings accepted by Add
+	settled   atomic.Int64 // readings whose batch committed or failed
+	maxBatch  int
+	wait      time.Duration
+}
+
+// NewReadingSink starts the sink; capacity bounds the queue.
+func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
+	if capacity <= 0 {
+		capacity = 65536
+	}
+	k := &ReadingSink{store: s, ch: make(chan store.Reading, capacity), done: make(chan struct{}),
+		rolls: map[rollKey]*agg{}, lastRoll: time.Now(), metrics: m, maxBatch: 8192, wait: 5 * time.Millisecond}
+	go k.run()
+	return k
+}
+
+// ErrSinkClosed is returned by Add after Close.
+var ErrSinkClosed = errors.New("reading sink closed")
+
+// Add queues a reading; it waits for space until ctx ends.
+func (k *ReadingSink) Add(ctx context.Context, r store.Reading) error {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.closed {
+		return ErrSinkClosed
+	}
+	select {
+	case k.ch <- r:
+		k.added.Add(1)
+		return nil
+	default:
+	}
+	select {
+	case k.ch <- r:
+		k.added.Add(1)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reading queue full: %w", ctx.Err())
+	}
+}
+
+// Flush waits until every reading added before the call is committed (or
+// failed and logged).
+func (k *ReadingSink) Flush(ctx context.Context) error {
+	target := k.added.Load()
+	for k.settled.Load() < target {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reading flush: %w", ctx.Err())
+		case <-k.done:
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Depth is the number of queued readings.
+func (k *ReadingSink) Depth() int { return len(k.ch) }
+
+// Committed is the number of readings committed so far.
+func (k *ReadingSink) Committed() int64 { return k.committed.Load() }
+
+// Close stores everything queued (rollups included) and stops the sink.
+func (k *ReadingSink) Close(ctx context.Context) error {
+	k.mu.Lock()
+	if !k.closed {
+		k.closed = true
+		close(k.ch)
+	}
+	k.mu.Unlock()
+	select {
+	case <-k.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reading sink did not drain: %w", ctx.Err())
+	}
+}
+
+func (k *ReadingSink) run() {
+	defer close(k.done)
+	batch := make([]store.Reading, 0, k.maxBatch)
+	for r := range k.ch {
+		batch = append(batch[:0], r)
+		timer := time.NewTimer(k.wait)
+	fill:
+		for len(batch) < k.maxBatch {
+			select {
+			case r, ok := <-k.ch:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			case <-timer.C:
+				break fill
+			}
+		}
+		timer.Stop()
+		k.flush(batch, false)
+	}
+	k.flush(nil, true)
+}
+
+func (k *ReadingSink) flush(batch []store.Reading, final bool) {
+	for _, r := range batch {
+		if !r.Usable() {
+			continue
+		}
+		for i, rt := range rollupTables {
+			key := rollKey{i, r.SeriesID, r.TS - r.TS%rt.width}
+			a := k.rolls[key]
+			if a == nil {
+				a = &agg{}
+				k.rolls[key] = a
+			}
+			a.add(r)
+		}
+	}
+	var rolls map[rollKey]*agg
+	if final || time.Since(k.lastRoll) >= time.Second || len(k.rolls) > 20000 {
+		rolls, k.rolls, k.lastRoll = k.rolls, map[rollKey]*agg{}, time.Now()
+	}
+	if len(batch) == 0 && len(rolls) == 0 {
+		return
+	}
+	rows := append([]store.Reading(nil), batch...)
+	err := k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+		if err := insertReadings(tx, rows); err != nil {
+			return err
+		}
+		return upsertRollups(tx, rolls)
+	})
+	k.settled.Add(int64(len(rows)))
+	if err != nil {
+		k.store.log.Error("storing readings failed", "rows", len(rows), "error", err)
+		return
+	}
+	k.committed.Add(int64(len(rows)))
+	if k.metrics != nil {
+		now := time.Now().UnixMilli()
+		k.metrics.Committed.Add(float64(len(rows)))
+		for i := 0; i < len(rows); i += 64 {
+			k.metrics.Latency.Observe(float64(now-rows[i].ReceivedAt) / 1000)
+		}
+	}
+}
+
+const readingCols = 13
+
+var insertChunk = 64
+
+func readingInsert(n int) string {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", readingCols), ",") + ")"
+	return `INSERT OR IGNORE INTO readings (series_id, ts, raw, processed, unit, quality, mode, device_value, time_source,
+		received_at, source, zone_id, subzone_id) VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",")
+}
+
+var (
+	insertMany = readingInsert(insertChunk)
+	insertOne  = readingInsert(1)
+)
+
+func appendReading(args []any, r store.Reading) []any {
+	return append(args, r.SeriesID, r.TS, r.Raw, r.Processed, r.Unit, r.Quality, r.Mode, r.DeviceValue,
+		r.TimeSource, r.ReceivedAt, r.Source, r.ZoneID, r.SubzoneID)
+}
+
+// insertReadings writes rows with multi-row statements: far fewer
+// statement executions than one insert per row in a pure-Go SQLite.
+func insertReadings(tx *Tx, rows []store.Reading) error {
+	args := make([]any, 0, insertChunk*readingCols)
+	i := 0
+	for ; i+insertChunk <= len(rows); i += insertChunk {
+		args = args[:0]
+		for _, r := range rows[i : i+insertChunk] {
+			args = appendReading(args, r)
+		}
+		if _, err := tx.Exec(insertMany, args...); err != nil {
+			return fmt.Errorf("insert readings: %w", err)
+		}
+	}
+	for ; i < len(rows); i++ {
+		if _, err := tx.Exec(insertOne, appendReading(args[:0], rows[i])...); err != nil {
+			return fmt.Errorf("insert reading: %w", err)
+		}
+	}
+	return nil
+}
+
+func nullable(v float64, present bool) any {
+	if !present {
+		return nil
+	}
+	return v
+}
+
+func upsertRollups(tx *Tx, rolls map[rollKey]*agg) error {
+	for key, a := range rolls {
+		t := rollupTables[key.table].table
+		_, err := tx.Exec(`INSERT INTO `+t+` (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(series_id, bucket) DO UPDATE SET
+			n = n + excluded.n, sum_raw = sum_raw + excluded.sum_raw,
+			min_raw = min(COALESCE(min_raw, excluded.min_raw), COALESCE(excluded.min_raw, min_raw)),
+			max_raw = max(COALESCE(max_raw, excluded.max_raw), COALESCE(excluded.max_raw, max_raw)),
+			n_p = n_p + excluded.n_p, sum_p = sum_p + excluded.sum_p,
+			min_p = min(COALESCE(min_p, excluded.min_p), COALESCE(excluded.min_p, min_p)),
+			max_p = max(COALESCE(max_p, excluded.max_p), COALESCE(excluded.max_p, max_p)),
+			last_p = CASE WHEN excluded.last_ts >= last_ts AND excluded.n_p > 0 THEN excluded.last_p ELSE last_p END,
+			last_ts = max(last_ts, excluded.last_ts)`,
+			key.series, key.bucket, a.n, a.sumRaw, nullable(a.minRaw, a.n > 0), nullable(a.maxRaw, a.n > 0),
+			a.nP, a.sumP, nullable(a.minP, a.nP > 0), nullable(a.maxP, a.nP > 0), nullable(a.lastP, a.nP > 0), a.lastTS)
+		if err != nil {
+			return fmt.Errorf("upsert %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// RepairRollups recomputes the 1-minute rollups of [from, to) from raw
+// readings, and the hour and day rollups touching that span from the
+// minute rollups (idempotent; DOMAIN §9 catch-up job).
+func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
+	f, t := from.UnixMilli()-from.UnixMilli()%60_000, to.UnixMilli()-to.UnixMilli()%60_000
+	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		if _, err := tx.Exec(`DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ?`, f, t); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO rollup_1m (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
+			SELECT series_id, ts - ts % 60000, COUNT(*), SUM(raw), MIN(raw), MAX(raw), COUNT(processed), COALESCE(SUM(processed), 0),
+			MIN(processed), MAX(processed),
+			(SELECT r2.processed FROM readings r2 WHERE r2.series_id = r.series_id AND r2.ts >= r.ts - r.ts % 60000
+			   AND r2.ts < r.ts - r.ts % 60000 + 60000 AND r2.quality != 'error' AND r2.processed IS NOT NULL ORDER BY r2.ts DESC LIMIT 1),
+			COALESCE(MAX(CASE WHEN processed IS NOT NULL THEN ts END), 0)
+			FROM readings r WHERE ts >= ? AND ts < ? AND quality != 'error' GROUP BY series_id, ts - ts % 60000`, f, t); err != nil {
+			return fmt.Errorf("rebuild minute rollups: %w", err)
+		}
+		for _, rt := range rollupTables[1:] {
+			lo, hi := f-f%rt.width, t-t%rt.width+rt.width
+			if _, err := tx.Exec(`DELETE FROM `+rt.table+` WHERE bucket >= ? AND bucket < ?`, lo, hi); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(`INSERT INTO `+rt.table+` (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
+				SELECT series_id, bucket - bucket % ?, SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw), SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p),
+				(SELECT m2.last_p FROM rollup_1m m2 WHERE m2.series_id = m.series_id AND m2.bucket >= m.bucket - m.bucket % ?
+				   AND m2.bucket < m.bucket - m.bucket % ? + ? AND m2.n_p > 0 ORDER BY m2.last_ts DESC LIMIT 1), MAX(last_ts)
+				FROM rollup_1m m WHERE bucket >= ? AND bucket < ? GROUP BY series_id, bucket - bucket % ?`,
+				rt.width, rt.width, rt.width, rt.width, lo, hi, rt.width); err != nil {
+				return fmt.Errorf("rebuild %s: %w", rt.table, err)
+			}
+		}
+		return nil
+	})
+}
+
+// EnsureSeries returns the id of a series, creating it.
+func (s *Store) EnsureSeries(ctx context.Context, k store.SeriesKey) (int64, error) {
+	var id int64
+	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO sensor_series (esp_id, gpio, sensor_type, address) VALUES (?,?,?,?)`,
+			k.EspID, k.GPIO, k.SensorType, k.Address); err != nil {
+			return err
+		}
+		return tx.QueryRow(`SELECT id FROM sensor_series WHERE esp_id = ? AND gpio = ? AND sensor_type = ? AND address = ?`,
+			k.EspID, k.GPIO, k.SensorType, k.Address).Scan(&id)
+	})
+	return id, err
+}
+
+// LoadSeries returns every series.
+func (s *Store) LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT id, esp_id, gpio, sensor_type, address FROM sensor_series`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[store.SeriesKey]int64{}
+	for rows.Next() {
+		var k store.SeriesKey
+		var id int64
+		if err := rows.Scan(&id, &k.EspID, &k.GPIO, &k.SensorType, &k.Address); err != nil {
+			return nil, err
+		}
+		out[k] = id
+	}
+	return out, rows.Err()
+}
+
+const readingSelect = `SELECT r.series_id, r.ts, r.raw, r.processed, r.unit, r.quality, r.mode, r.device_value, r.time_source,
+	r.received_at, r.source, r.zone_id, r.subzone_id, s.esp_id, s.gpio, s.sensor_type, s.address
+	FROM readings r JOIN sensor_series s ON s.id = r.series_id`
+
+func scanReadings(rows *sql.Rows) ([]store.RawRow, error) {
+	defer rows.Close()
+	var out []store.RawRow
+	for rows.Next() {
+		var x store.RawRow
+		var p, dv sql.NullFloat64
+		if err := rows.Scan(&x.SeriesID, &x.TS, &x.Raw, &p, &x.Unit, &x.Quality, &x.Mode, &dv, &x.TimeSource,
+			&x.ReceivedAt, &x.Source, &x.ZoneID, &x.SubzoneID, &x.Key.EspID, &x.Key.GPIO, &x.Key.SensorType, &x.Key.Address); err != nil {
+			return nil, err
+		}
+		if p.Valid {
+			v := p.Float64
+			x.Processed = &v
+		}
+		if dv.Valid {
+			v := dv.Float64
+			x.DeviceValue = &v
+		}
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// RawQuery selects raw readings.
+type RawQuery = store.RawQuery
+
+// QueryReadings returns raw rows of the given series, newest first unless Asc.
+func (s *Store) QueryReadings(ctx context.Context, q RawQuery) ([]store.RawRow, error) {
+	var conds []string
+	var args []any
+	if len(q.Series) > 0 {
+		conds = append(conds, "r.series_id IN ("+strings.TrimSuffix(strings.Repeat("?,", len(q.Series)), ",")+")")
+		for _, id := range q.Series {
+			args = append(args, id)
+		}
+	}
+	if q.Start != 0 || q.End != 0 {
+		conds = append(conds, "r.ts >= ? AND r.ts <= ?")
+		args = append(args, q.Start, q.End)
+	}
+	if q.Before != 0 {
+		conds = append(conds, "r.ts < ?")
+		args = append(args, q.Before)
+	}
+	if q.Quality != "" {
+		conds = append(conds, "r.quality = ?")
+		args = append(args, q.Quality)
+	}
+	if q.Source != "" {
+		conds = append(conds, "r.source = ?")
+		args = append(args, q.Source)
+	}
+	where := ""
+	if len(conds) > 0 {
+		where = " WHERE " + strings.Join(conds, " AND ")
+	}
+	order := " ORDER BY r.ts DESC"
+	if q.Asc {
+		order = " ORDER BY r.ts ASC"
+	}
+	rows, err := s.read.QueryContext(ctx, readingSelect+where+order+" LIMIT ?", append(args, q.Limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("query readings: %w", err)
+	}
+	return scanReadings(rows)
+}
+
+// Buckets aggregates a series into buckets of width ms aligned to align
+// (ms), reading the rollup table of granularity source ("raw", "1m", "1h", "1d").
+func (s *Store) Buckets(ctx context.Context, series int64, source string, start, end, width, align int64) ([]store.Bucket, error) {
+	var q string
+	switch source {
+	case "raw":
+		q = `SELECT (ts - ?) / ? AS b, COUNT(*), SUM(raw), MIN(raw), MAX(raw), COUNT(processed), COALESCE(SUM(processed),0),
+			MIN(processed), MAX(processed) FROM readings WHERE series_id = ? AND ts >= ? AND ts < ? AND quality != 'error'
+			GROUP BY b ORDER BY b`
+	case "1m", "1h", "1d":
+		q = `SELECT (bucket - ?) / ? AS b, SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw), SUM(n_p), SUM(sum_p),
+			MIN(min_p), MAX(max_p) FROM rollup_` + source + ` WHERE series_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b`
+	default:
+		return nil, fmt.Errorf("unknown bucket source %q", source)
+	}
+	rows, err := s.read.QueryContext(ctx, q, align, width, series, start, end)
+	if err != nil {
+		return nil, fmt.Errorf("query buckets: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Bucket
+	for rows.Next() {
+		var b store.Bucket
+		var idx int64
+		var minR, maxR, minP, maxP sql.NullFloat64
+		if err := rows.Scan(&idx, &b.N, &b.SumRaw, &minR, &maxR, &b.NP, &b.SumP, &minP, &maxP); err != nil {
+			return nil, err
+		}
+		b.Start = align + idx*width
+		b.MinRaw, b.MaxRaw, b.MinP, b.MaxP = fptr(minR), fptr(maxR), fptr(minP), fptr(maxP)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func fptr(v sql.NullFloat64) *float64 {
+	if !v.Valid {
+		return nil
+	}
+	f := v.Float64
+	return &f
+}
+
+// LatestReadings returns the newest reading of every series.
+func (s *Store) LatestReadings(ctx context.Context) ([]store.RawRow, error) {
+	rows, err := s.read.QueryContext(ctx, readingSelect+` WHERE r.ts = (SELECT MAX(ts) FROM readings WHERE series_id = s.id)`)
+	if err != nil {
+		return nil, err
+	}
+	return scanReadings(rows)
+}
+
+// CountReadings counts rows of a series older than before (0 = all series / no bound).
+func (s *Store) CountReadings(ctx context.Context, series int64, before int64) (int64, error) {
+	q, args := `SELECT COUNT(*) FROM readings WHERE 1=1`, []any{}
+	if series != 0 {
+		q += ` AND series_id = ?`
+		args = append(args, series)
+	}
+	if before != 0 {
+		q += ` AND ts < ?`
+		args = append(args, before)
+	}
+	var n int64
+	err := s.read.QueryRowContext(ctx, q, args...).Scan(&n)
+	return n, err
+}
+
+// DeleteReadingsBatch deletes up to limit oldest rows of a series older than before.
+func (s *Store) DeleteReadingsBatch(ctx context.Context, series int64, before int64, limit int) (int64, error) {
+	var n int64
+	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		res, err := tx.Exec(`DELETE FROM readings WHERE series_id = ? AND ts IN (SELECT ts FROM readings WHERE series_id = ? AND ts < ? ORDER BY ts LIMIT ?)`,
+			series, series, before, limit)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}
+
+// DeleteRollupsBefore deletes rollup rows of a granularity older than before.
+func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before int64, limit int) (int64, error) {
+	var n int64
+	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		res, err := tx.Exec(`DELETE FROM rollup_`+source+` WHERE (series_id, bucket) IN (SELECT series_id, bucket FROM rollup_`+source+` WHERE bucket < ? LIMIT ?)`, before, limit)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}
