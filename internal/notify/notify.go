@@ -46,13 +46,13 @@ var rank = map[string]int{"info": 1, "warning": 2, "critical": 3}
 
 // Service owns the open alerts.
 type Service struct {
-	store   Store
-	events  *event.Bus
-	users   func(ctx context.Context) ([]int64, error)
-	log     *slog.Logger
-	now     func() time.Time
-	dedup   time.Duration // manual-resolve disarm window (alert_dedup_seconds)
-	refire  time.Duration // chatter window after an auto-resolve
+	store  Store
+	events *event.Bus
+	users  func(ctx context.Context) ([]int64, error)
+	log    *slog.Logger
+	now    func() time.Time
+	dedup  time.Duration // manual-resolve disarm window (alert_dedup_seconds)
+	refire time.Duration // chatter window after an auto-resolve
 
 	mu           sync.Mutex
 	open         map[string]*store.Alert

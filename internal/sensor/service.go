@@ -678,7 +678,6 @@ func (s *Service) SeriesKeyOf(id int64) (store.SeriesKey, bool) {
 	return store.SeriesKey{}, false
 }
 
-
 // ProcessRequest is the device-facing processing call (CONTRACT §4, API §7.4).
 type ProcessRequest struct {
 	EspID       string

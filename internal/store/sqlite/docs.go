@@ -84,7 +84,6 @@ func (s *Store) LoadConfigPushes(ctx context.Context) (map[string][]byte, error)
 	return out, rows.Err()
 }
 
-
 // SaveAlert upserts an alert and waits for the commit.
 func (s *Store) SaveAlert(ctx context.Context, a store.Alert) error {
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
@@ -150,7 +149,6 @@ func (s *Store) OpenAlerts(ctx context.Context) ([]store.Alert, error) {
 	}
 	return out, rows.Err()
 }
-
 
 // ListNotifications returns a user's notifications (newest first) and the total.
 func (s *Store) ListNotifications(ctx context.Context, f store.NotificationFilter) ([]store.Notification, int, error) {

@@ -92,8 +92,7 @@ type ReadingSink struct {
 	lastRoll  time.Time
 	metrics   *SinkMetrics
 	committed atomic.Int64
-	added     atomic.Int64 // readings accepted by Add
-	settled   atomic.Int64 // readings whose batch committed or failed
+	flushReq  chan chan struct{}
 	maxBatch  int
 	wait      time.Duration
 }
@@ -104,7 +103,8 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 		capacity = 65536
 	}
 	k := &ReadingSink{store: s, ch: make(chan store.Reading, capacity), done: make(chan struct{}),
-		rolls: map[rollKey]*agg{}, lastRoll: time.Now(), metrics: m, maxBatch: 8192, wait: 5 * time.Millisecond}
+		rolls: map[rollKey]*agg{}, lastRoll: time.Now(), metrics: m, maxBatch: 32768, wait: 5 * time.Millisecond,
+		flushReq: make(chan chan struct{})}
 	go k.run()
 	return k
 }
@@ -121,33 +121,34 @@ func (k *ReadingSink) Add(ctx context.Context, r store.Reading) error {
 	}
 	select {
 	case k.ch <- r:
-		k.added.Add(1)
 		return nil
 	default:
 	}
 	select {
 	case k.ch <- r:
-		k.added.Add(1)
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("reading queue full: %w", ctx.Err())
 	}
 }
 
-// Flush waits until every reading added before the call is committed (or
-// failed and logged).
+// Flush waits until every reading added before the call, and the rollups
+// they change, are committed (or failed and logged).
 func (k *ReadingSink) Flush(ctx context.Context) error {
-	target := k.added.Load()
-	for k.settled.Load() < target {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("reading flush: %w", ctx.Err())
-		case <-k.done:
-			return nil
-		case <-time.After(time.Millisecond):
-		}
+	done := make(chan struct{})
+	select {
+	case k.flushReq <- done:
+	case <-k.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reading flush: %w", ctx.Err())
 	}
-	return nil
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reading flush: %w", ctx.Err())
+	}
 }
 
 // Depth is the number of queued readings.
@@ -175,25 +176,50 @@ func (k *ReadingSink) Close(ctx context.Context) error {
 func (k *ReadingSink) run() {
 	defer close(k.done)
 	batch := make([]store.Reading, 0, k.maxBatch)
-	for r := range k.ch {
-		batch = append(batch[:0], r)
-		timer := time.NewTimer(k.wait)
-	fill:
-		for len(batch) < k.maxBatch {
-			select {
-			case r, ok := <-k.ch:
-				if !ok {
+	for {
+		select {
+		case done := <-k.flushReq:
+			// Everything added before the request is already queued: drain it.
+			for drained := false; !drained; {
+				batch = batch[:0]
+				for len(batch) < k.maxBatch && !drained {
+					select {
+					case r, ok := <-k.ch:
+						if !ok {
+							drained = true
+						} else {
+							batch = append(batch, r)
+						}
+					default:
+						drained = true
+					}
+				}
+				k.flush(batch, drained)
+			}
+			close(done)
+		case r, ok := <-k.ch:
+			if !ok {
+				k.flush(nil, true)
+				return
+			}
+			batch = append(batch[:0], r)
+			timer := time.NewTimer(k.wait)
+		fill:
+			for len(batch) < k.maxBatch {
+				select {
+				case r, ok := <-k.ch:
+					if !ok {
+						break fill
+					}
+					batch = append(batch, r)
+				case <-timer.C:
 					break fill
 				}
-				batch = append(batch, r)
-			case <-timer.C:
-				break fill
 			}
+			timer.Stop()
+			k.flush(batch, false)
 		}
-		timer.Stop()
-		k.flush(batch, false)
 	}
-	k.flush(nil, true)
 }
 
 func (k *ReadingSink) flush(batch []store.Reading, final bool) {
@@ -225,7 +251,6 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 		}
 		return upsertRollups(tx, rolls)
 	})
-	k.settled.Add(int64(len(rows)))
 	if err != nil {
 		k.store.log.Error("storing readings failed", "rows", len(rows), "error", err)
 		return
