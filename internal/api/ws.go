@@ -160,6 +160,12 @@ func (h *wsHub) fanout() {
 		case <-h.stop:
 			return
 		case e := <-h.sub.C:
+			h.mu.Lock()
+			idle := len(h.conns) == 0
+			h.mu.Unlock()
+			if idle {
+				continue // nobody listens: do not pay for the encoding
+			}
 			if e.Data == nil {
 				e.Data = map[string]any{}
 			}

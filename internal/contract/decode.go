@@ -343,6 +343,13 @@ type SensorData struct {
 
 // DecodeSensorData decodes and validates a reading for topic t.
 func DecodeSensorData(t Topic, payload []byte) (SensorData, error) {
+	if s, ok := decodeSensorFast(t, payload); ok {
+		return s, nil
+	}
+	return decodeSensorTolerant(t, payload)
+}
+
+func decodeSensorTolerant(t Topic, payload []byte) (SensorData, error) {
 	var s SensorData
 	d, err := newDecoder(payload)
 	if err != nil {
@@ -793,4 +800,95 @@ func Validate(t Topic, payload []byte) error {
 		err = ErrUnknownTopic
 	}
 	return err
+}
+
+// sensorWire is the typed form of a well-formed reading. Decoding into it
+// is several times cheaper than the generic object; anything it cannot
+// take (wrong types, bad JSON) goes to the tolerant decoder, which reports
+// the precise drop reason.
+type sensorWire struct {
+	EspID      *string  `json:"esp_id"`
+	ZoneID     *string  `json:"zone_id"`
+	SubzoneID  *string  `json:"subzone_id"`
+	GPIO       *float64 `json:"gpio"`
+	SensorType *string  `json:"sensor_type"`
+	Raw        *float64 `json:"raw"`
+	RawValue   *float64 `json:"raw_value"`
+	Value      *float64 `json:"value"`
+	Unit       *string  `json:"unit"`
+	Quality    *string  `json:"quality"`
+	TS         *float64 `json:"ts"`
+	Timestamp  *float64 `json:"timestamp"`
+	RawMode    *bool    `json:"raw_mode"`
+	Source     *string  `json:"_source"`
+	TestMode   *bool    `json:"_test_mode"`
+	Seq        *float64 `json:"seq"`
+	TimeValid  *bool    `json:"time_valid"`
+	I2C        *float64 `json:"i2c_address"`
+	OneWire    *string  `json:"onewire_address"`
+}
+
+func str0(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func intPtr(f *float64) (*int64, bool) {
+	if f == nil {
+		return nil, true
+	}
+	if *f != math.Trunc(*f) || math.Abs(*f) > 1<<53 {
+		return nil, false
+	}
+	i := int64(*f)
+	return &i, true
+}
+
+// decodeSensorFast returns ok=false when the tolerant path must decide.
+func decodeSensorFast(t Topic, payload []byte) (SensorData, bool) {
+	var w sensorWire
+	if json.Unmarshal(payload, &w) != nil {
+		return SensorData{}, false
+	}
+	raw := w.Raw
+	if raw == nil {
+		raw = w.RawValue
+	}
+	ts := w.TS
+	if ts == nil {
+		ts = w.Timestamp
+	}
+	if w.SensorType == nil || raw == nil || ts == nil || *ts != math.Trunc(*ts) {
+		return SensorData{}, false
+	}
+	if (w.EspID != nil && *w.EspID != t.EspID) || (w.GPIO != nil && *w.GPIO != float64(t.GPIO)) {
+		return SensorData{}, false
+	}
+	s := SensorData{EspID: t.EspID, GPIO: t.GPIO, ZoneID: str0(w.ZoneID), SubzoneID: str0(w.SubzoneID),
+		SensorType: strings.ToLower(strings.TrimSpace(*w.SensorType)), Value: w.Value, Unit: str0(w.Unit),
+		Quality: str0(w.Quality), TS: int64(*ts), RawMode: true, Source: str0(w.Source), TimeValid: w.TimeValid,
+		OneWireAddr: str0(w.OneWire)}
+	if s.SensorType == "" || *raw != math.Trunc(*raw) || *raw < -(1<<31) || *raw > math.MaxUint32 {
+		return SensorData{}, false
+	}
+	s.Raw = int64(*raw)
+	if s.Raw >= 1<<31 && strings.Contains(s.SensorType, "ds18b20") {
+		s.Raw -= 1 << 32
+	}
+	if w.RawMode != nil {
+		s.RawMode = *w.RawMode
+	}
+	if w.TestMode != nil {
+		s.TestMode = *w.TestMode
+	}
+	var ok1, ok2 bool
+	if s.Seq, ok1 = intPtr(w.Seq); !ok1 {
+		return SensorData{}, false
+	}
+	if s.I2CAddress, ok2 = intPtr(w.I2C); !ok2 {
+		return SensorData{}, false
+	}
+	return s, true
 }

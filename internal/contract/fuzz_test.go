@@ -80,3 +80,24 @@ func FuzzDecodeEmergencyError(f *testing.F) {
 func FuzzDecodeSystemCommandResponse(f *testing.F) {
 	fuzzDecoder(f, "kaiser/god/esp/ESP_A1B2C3/system/command/response")
 }
+
+// The fast and tolerant sensor decoders agree on every accepted payload.
+func FuzzSensorFastPathAgrees(f *testing.F) {
+	tp, _ := ParseTopic("kaiser/god/esp/ESP_A1B2C3/sensor/34/data")
+	f.Add([]byte(contractExamples["kaiser/god/esp/ESP_A1B2C3/sensor/34/data"]))
+	f.Add([]byte(`{"sensor_type":"DS18B20","raw_value":4294967096,"timestamp":0,"i2c_address":68}`))
+	f.Add([]byte(`{"sensor_type":"ph","raw":1.5,"ts":1}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		fast, ok := decodeSensorFast(tp, payload)
+		if !ok {
+			return
+		}
+		slow, err := decodeSensorTolerant(tp, payload)
+		if err != nil {
+			return // the tolerant path matches keys case-sensitively; the typed one does not
+		}
+		if fast.Raw != slow.Raw || fast.TS != slow.TS || fast.SensorType != slow.SensorType || fast.RawMode != slow.RawMode {
+			t.Fatalf("fast %+v slow %+v", fast, slow)
+		}
+	})
+}
