@@ -36,6 +36,7 @@ const usage = `kaiser — control hub for ESP32 sensor and actuator nodes
 
 Usage:
   kaiser serve [flags]   run the hub (embedded MQTT broker, SQLite, HTTP API)
+  kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser version         print version and commit
 
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "sim":
+		return simCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

@@ -100,13 +100,13 @@ func reading(buf []byte, id string, gpio int, raw int, ts int64) []byte {
 // load drives publishers: rate > 0 paces to that total rate, else as fast
 // as the window allows. inFlight reports published-minus-done.
 type load struct {
-	addr     string
-	ids      []string
-	sensors  int
-	prefix   string
-	seq      atomic.Int64
-	sent     atomic.Int64
-	tsBase   int64
+	addr    string
+	ids     []string
+	sensors int
+	prefix  string
+	seq     atomic.Int64
+	sent    atomic.Int64
+	tsBase  int64
 	// inFlight reports a device's readings published but not yet handled.
 	inFlight func(id string, sent int64) int64
 }

@@ -189,3 +189,5 @@ type sqliteTransition = store.Transition
 func eventFor(i int) event.Event {
 	return event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete", "seq": i, "message": strings.Repeat("x", 4096)}}
 }
+
+type eventT = event.Event

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kaiserhub/kaiser/internal/sim"
+)
+
+func simCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the hub")
+	devices := fs.Int("devices", 10, "number of simulated nodes")
+	sensors := fs.Int("sensors", 2, "sensors per node")
+	sensorType := fs.String("sensor-type", "ph", "sensor type of the simulated sensors")
+	interval := fs.Duration("interval", 5*time.Second, "measurement cycle (the firmware measures every 5 s)")
+	speed := fs.Float64("speed", 1, "time acceleration: simulated seconds per real second")
+	quirks := fs.String("quirks", "default", "firmware quirks: "+sim.DefaultQuirks+", ntp-zero; none; all")
+	pattern := fs.String("pattern", "random", "value pattern: constant, random, drift")
+	base := fs.Float64("base", 2048, "base raw value (device units, e.g. ADC counts)")
+	rangeV := fs.Float64("range", 50, "pattern range around the base")
+	bootLog := fs.String("boot-log", "", "directory for each node's serial log")
+	seed := fs.Int64("seed", 1, "seed for reproducible ids and values")
+	duration := fs.Duration("duration", 0, "stop after this long (0 = until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	q, err := sim.ParseQuirks(*quirks)
+	if err != nil {
+		fmt.Fprintf(stderr, "kaiser sim: --quirks: %v\n", err)
+		return 2
+	}
+	addr := strings.TrimPrefix(*brokerURL, "tcp://")
+	if *bootLog != "" {
+		if err := os.MkdirAll(*bootLog, 0o755); err != nil {
+			fmt.Fprintf(stderr, "kaiser sim: --boot-log: %v\n", err)
+			return 2
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	clock := sim.NewClock(*speed)
+	nodes := make([]*sim.Node, *devices)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		id := fmt.Sprintf("ESP_%06X", (uint32(*seed)*2654435761+uint32(i)*40503)&0xFFFFFF)
+		var specs []sim.SensorSpec
+		for s := 0; s < *sensors; s++ {
+			specs = append(specs, sim.SensorSpec{GPIO: []int{32, 33, 34, 35, 36, 39}[s%6], Type: *sensorType, Base: *base, Pattern: *pattern, Range: *rangeV})
+		}
+		cfg := sim.NodeConfig{EspID: id, Broker: addr, Quirks: q, Sensors: specs, Interval: *interval, Clock: clock, Seed: *seed + int64(i)}
+		if *bootLog != "" {
+			f, err := os.Create(filepath.Join(*bootLog, id+".log"))
+			if err != nil {
+				fmt.Fprintf(stderr, "kaiser sim: %v\n", err)
+				return 1
+			}
+			defer f.Close()
+			cfg.BootLog = f
+		}
+		nodes[i] = sim.NewNode(cfg)
+		wg.Add(1)
+		go func(n *sim.Node) { defer wg.Done(); _ = n.Run(ctx) }(nodes[i])
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+		}
+		var sent, recv, errs int64
+		for _, n := range nodes {
+			sent += n.Stats.Sent.Load()
+			recv += n.Stats.Received.Load()
+			errs += n.Stats.Errors.Load()
+		}
+		fmt.Fprintf(stdout, "\rnodes %d  sent %d  received %d  errors %d   ", len(nodes), sent, recv, errs)
+	}
+	wg.Wait()
+	fmt.Fprintln(stdout)
+	return 0
+}
