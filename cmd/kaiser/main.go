@@ -38,6 +38,7 @@ Usage:
   kaiser serve [flags]   run the hub (embedded MQTT broker, SQLite, HTTP API)
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
+  kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
   kaiser version         print version and commit
 
 Run "kaiser serve --help" for the flags.
@@ -53,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "sim":
 		return simCmd(args[1:], stdout, stderr)
+	case "soak":
+		return soakCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":

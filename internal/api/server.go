@@ -63,6 +63,8 @@ type Deps struct {
 	Sensors *sensor.Service
 	Alerts  *notify.Service
 
+	// MQTTAddr is the broker address simulated devices connect to.
+	MQTTAddr func() string
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
@@ -97,6 +99,7 @@ type Server struct {
 	sensors    *sensor.Service
 	alerts     *notify.Service
 	processLim *auth.Limiter
+	mocks      *mocks
 	cpu        cpuSampler
 	mux        *http.ServeMux
 	routes     []Route
@@ -160,6 +163,9 @@ func New(d Deps) *Server {
 		}
 		if d.Alerts != nil {
 			s.notificationRoutes()
+		}
+		if d.Sensors != nil {
+			s.mockRoutes()
 		}
 	}
 	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)

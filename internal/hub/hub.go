@@ -183,7 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, Events: h.Events, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, WS: cfg.WS, Sensors: h.Sensors, Alerts: h.Alerts})
+		LoginLimit: cfg.LoginLimit, WS: cfg.WS, Sensors: h.Sensors, Alerts: h.Alerts,
+		MQTTAddr: func() string { return h.Broker.Addr() }})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -253,6 +254,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		log.Warn("clearing retained broadcast emergency failed", "error", err)
 	}
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
+	h.API.ResumeMocks()
 	h.API.SetReady(true)
 	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete",
 		"message": "hub started", "timestamp": time.Now().Unix()}})
@@ -351,6 +353,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "shutdown",
 		"message": "hub is shutting down", "timestamp": time.Now().Unix()}})
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
+	h.API.StopMocks()
 	h.API.Close()
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
 	err := h.httpSrv.Shutdown(hctx)
@@ -379,6 +382,7 @@ func (h *Hub) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout)
 	defer cancel()
 	if h.API != nil {
+		h.API.StopMocks()
 		h.API.Close()
 	}
 	if h.httpSrv != nil {

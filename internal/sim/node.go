@@ -86,11 +86,15 @@ func (c *Clock) Real(d time.Duration) time.Duration { return time.Duration(float
 
 // SensorSpec is one simulated sensor (DOMAIN §10.2).
 type SensorSpec struct {
-	GPIO    int
-	Type    string
-	Base    float64
-	Pattern string // constant, random, drift
-	Range   float64
+	GPIO     int
+	Type     string
+	Base     float64
+	Pattern  string // constant, random, drift
+	Range    float64
+	Interval time.Duration // 0 = the node's measurement cycle
+	Unit     string
+	Quality  string
+	RawMode  *bool // nil = true
 }
 
 // NodeConfig configures one simulated node.
@@ -135,6 +139,10 @@ type Node struct {
 	values     map[int]float64
 	dir        map[int]float64
 	inbox      chan [2]string
+	ctl        chan func()
+	override   map[int]float64
+	nextRead   map[int]time.Duration
+	state      string
 	Stats      Stats
 	killed     atomic.Bool
 	paused     atomic.Bool
@@ -156,7 +164,8 @@ func NewNode(cfg NodeConfig) *Node {
 		cfg.StatusEvery = 30 * time.Second
 	}
 	n := &Node{cfg: cfg, rng: rand.New(rand.NewSource(cfg.Seed)), actuators: map[int]*actuator{}, values: map[int]float64{},
-		dir: map[int]float64{}, inbox: make(chan [2]string, 256), stopped: make(chan struct{})}
+		dir: map[int]float64{}, inbox: make(chan [2]string, 256), stopped: make(chan struct{}), ctl: make(chan func(), 16),
+		override: map[int]float64{}, nextRead: map[int]time.Duration{}, state: "OPERATIONAL"}
 	if !cfg.Quirks.EmptyKaiserID {
 		n.kaiser = "god"
 	}
@@ -242,6 +251,8 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		case m := <-n.inbox:
 			n.handle(m[0], []byte(m[1]))
+		case f := <-n.ctl:
+			f()
 		case <-tick.C:
 		}
 		if n.killed.Load() {
@@ -273,9 +284,17 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		if up >= nextRead {
 			for _, s := range n.cfg.Sensors {
-				n.reading(s)
+				if s.Interval == 0 {
+					n.reading(s)
+				}
 			}
 			nextRead = up + n.cfg.Interval
+		}
+		for _, s := range n.cfg.Sensors {
+			if s.Interval > 0 && up >= n.nextRead[s.GPIO] {
+				n.reading(s)
+				n.nextRead[s.GPIO] = up + s.Interval
+			}
 		}
 		if up >= nextStatus {
 			for _, a := range n.sortedActuators() {
@@ -380,14 +399,22 @@ func (n *Node) publishJSON(suffix string, v map[string]any, qos1, bufferable boo
 	n.send(n.topic(suffix), b, qos1, bufferable)
 }
 
-func (n *Node) heartbeat() {
-	n.publishJSON("system/heartbeat", map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "master_zone_id": "",
+func (n *Node) heartbeat() map[string]any {
+	hb := map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "master_zone_id": "",
 		"zone_assigned": false, "ts": n.unix(), "uptime": int64(n.uptime().Seconds()), "heap_free": 180000 + n.rng.Intn(10000),
-		"wifi_rssi": -70 + n.rng.Intn(20), "sensor_count": len(n.cfg.Sensors), "actuator_count": len(n.actuators)}, false, false)
+		"wifi_rssi": -70 + n.rng.Intn(20), "sensor_count": len(n.cfg.Sensors), "actuator_count": len(n.actuators)}
+	if n.cfg.Quirks.Seq {
+		hb["state"] = n.state // newer firmware and mocks report their system state
+	}
+	n.publishJSON("system/heartbeat", hb, false, false)
+	return hb
 }
 
 // value advances a sensor's pattern (DOMAIN §10.2).
 func (n *Node) value(s SensorSpec) float64 {
+	if o, ok := n.override[s.GPIO]; ok {
+		return o // a manual override wins over the pattern
+	}
 	v := s.Base
 	switch s.Pattern {
 	case "random":
@@ -407,8 +434,18 @@ func (n *Node) value(s SensorSpec) float64 {
 // unit "raw", quality "fair" (CONTRACT §4.4).
 func (n *Node) reading(s SensorSpec) {
 	raw := n.value(s)
-	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"","subzone_id":"","gpio":%d,"sensor_type":"%s","raw":%d,"value":%.2f,"unit":"raw","quality":"fair","ts":%d,"raw_mode":true`,
-		n.cfg.EspID, s.GPIO, s.Type, int64(raw), raw, n.unix())
+	unit, quality, rawMode := "raw", "fair", true
+	if s.RawMode != nil {
+		rawMode = *s.RawMode
+	}
+	if s.Unit != "" {
+		unit = s.Unit
+	}
+	if s.Quality != "" {
+		quality = s.Quality
+	}
+	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"","subzone_id":"","gpio":%d,"sensor_type":"%s","raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
+		n.cfg.EspID, s.GPIO, s.Type, int64(raw), raw, unit, quality, n.unix(), rawMode)
 	if n.cfg.Quirks.Seq {
 		payload += fmt.Sprintf(`,"seq":%d`, n.Stats.Sent.Load()+1)
 	}
@@ -657,6 +694,49 @@ func (n *Node) handleCommand(topic string, payload []byte) {
 		n.status(a)
 	}
 }
+
+// Do runs f on the node's goroutine and waits for it (false if the node stopped).
+func (n *Node) Do(f func()) bool {
+	done := make(chan struct{})
+	select {
+	case n.ctl <- func() { f(); close(done) }:
+	case <-n.stopped:
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	case <-n.stopped:
+		return false
+	}
+}
+
+// SetOverride fixes a sensor's value (publish: send one reading now).
+func (n *Node) SetOverride(gpio int, v float64, publish bool) bool {
+	return n.Do(func() {
+		n.override[gpio] = v
+		if publish {
+			for _, s := range n.cfg.Sensors {
+				if s.GPIO == gpio {
+					n.reading(s)
+				}
+			}
+		}
+	})
+}
+
+// ClearOverride returns a sensor to its pattern.
+func (n *Node) ClearOverride(gpio int) bool { return n.Do(func() { delete(n.override, gpio) }) }
+
+// HeartbeatNow publishes one heartbeat and returns its payload.
+func (n *Node) HeartbeatNow() (map[string]any, bool) {
+	var hb map[string]any
+	ok := n.Do(func() { hb = n.heartbeat() })
+	return hb, ok
+}
+
+// SetState sets the reported system state.
+func (n *Node) SetState(s string) bool { return n.Do(func() { n.state = s }) }
 
 // Pause keeps the connection but stops publishing (a hung main loop);
 // Resume continues.

@@ -1,0 +1,54 @@
+package hub
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kaiserhub/kaiser/internal/device"
+)
+
+// A mock device runs inside the hub over the real broker: created approved,
+// online at its first heartbeat, readings flow, an override is published at
+// once, stopping takes it offline (its last will), deleting removes it.
+func TestMockDeviceLifecycle(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	admin, operator, _ := setupUsers(t, c)
+	events := h.Events.Subscribe(1024)
+	defer h.Events.Unsubscribe(events)
+	body := map[string]any{"esp_id": "MOCK_7F3A91C2", "auto_heartbeat": true, "heartbeat_interval_seconds": 5,
+		"sensors": []any{map[string]any{"gpio": 34, "sensor_type": "ph", "raw_value": 2048, "interval_seconds": 1}}}
+	if r := c.do("POST", "/api/v1/debug/mock-esp", operator, body); r.status != 403 {
+		t.Fatalf("operator: %d", r.status)
+	}
+	r := c.do("POST", "/api/v1/debug/mock-esp", admin, body)
+	if r.status != 201 || r.body["hardware_type"] != "MOCK_ESP32" {
+		t.Fatalf("create: %d %s", r.status, r.raw)
+	}
+	awaitEvent(t, events, 5*time.Second, statusIs("MOCK_7F3A91C2", device.StatusOnline, "heartbeat"))
+	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
+		return e.Type == "sensor_data" && e.Data["esp_id"] == "MOCK_7F3A91C2" && e.Data["raw_value"] == 2048.0
+	})
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/34/value", admin, map[string]any{"raw_value": 1000}); r.status != 200 {
+		t.Fatalf("override: %s", r.raw)
+	}
+	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
+		return e.Type == "sensor_data" && e.Data["esp_id"] == "MOCK_7F3A91C2" && e.Data["raw_value"] == 1000.0
+	})
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/heartbeat", admin, nil); r.status != 200 || r.body["message_published"] != true {
+		t.Fatalf("heartbeat: %s", r.raw)
+	}
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/simulation/stop", admin, nil); r.status != 200 {
+		t.Fatalf("stop: %s", r.raw)
+	}
+	awaitEvent(t, events, 5*time.Second, statusIs("MOCK_7F3A91C2", device.StatusOffline, "lwt"))
+	if r := c.do("GET", "/api/v1/debug/mock-esp", admin, nil); r.body["total"] != 1.0 {
+		t.Fatalf("list: %s", r.raw)
+	}
+	if r := c.do("DELETE", "/api/v1/debug/mock-esp/MOCK_7F3A91C2", admin, nil); r.status != 204 {
+		t.Fatalf("delete: %d", r.status)
+	}
+	if r := c.do("GET", "/api/v1/debug/mock-esp/MOCK_7F3A91C2", admin, nil); r.status != 404 {
+		t.Fatalf("after delete: %d", r.status)
+	}
+}
