@@ -131,11 +131,6 @@ func newWSHub(cfg WSConfig, events *event.Bus, reg *prometheus.Registry, log *sl
 				func() float64 { return float64(h.slow.Load()) }),
 		)
 	}
-	if events != nil {
-		h.sub = events.Subscribe(cfg.EventBuffer)
-		h.wg.Add(1)
-		go h.fanout()
-	}
 	return h
 }
 
@@ -153,13 +148,33 @@ func envelope(typ string, at time.Time, data map[string]any) []byte {
 	return b
 }
 
-func (h *wsHub) fanout() {
+// attach subscribes to the event stream when the first connection opens;
+// with no connection the hub costs the producers nothing. h.mu is held.
+func (h *wsHub) attach() {
+	if h.sub != nil || h.events == nil {
+		return
+	}
+	h.sub = h.events.Subscribe(h.cfg.EventBuffer)
+	h.wg.Add(1)
+	go h.fanout(h.sub)
+}
+
+// detach unsubscribes when the last connection closes. h.mu is held.
+func (h *wsHub) detach() {
+	if h.sub == nil || len(h.conns) > 0 {
+		return
+	}
+	h.events.Unsubscribe(h.sub)
+	h.sub = nil
+}
+
+func (h *wsHub) fanout(sub *event.Subscription) {
 	defer h.wg.Done()
 	for {
 		select {
 		case <-h.stop:
 			return
-		case e := <-h.sub.C:
+		case e := <-sub.C:
 			h.mu.Lock()
 			idle := len(h.conns) == 0
 			h.mu.Unlock()
@@ -237,6 +252,7 @@ func (h *wsHub) closeAll() {
 	close(h.stop)
 	if h.sub != nil {
 		h.events.Unsubscribe(h.sub)
+		h.sub = nil
 	}
 	for _, c := range all {
 		c.shut(closeGoingAway, "hub shutting down")
@@ -300,19 +316,24 @@ func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, http.StatusConflict, "LIMIT_EXCEEDED", "too many WebSocket connections for this user", nil)
 		return
 	}
-	h.mu.Unlock()
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
-	if err != nil {
-		return
-	}
-	c.SetReadLimit(64 << 10)
-	conn := &wsConn{hub: h, c: c, key: key, jti: p.Claims.ID, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	// Register before the upgrade: the client may act as soon as it sees the
+	// 101, and events from then on must already reach its queue.
+	conn := &wsConn{hub: h, key: key, jti: p.Claims.ID, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		tokens: float64(max(h.cfg.Rate, 1)), last: time.Now()}
-	h.mu.Lock()
-	if old = h.conns[key]; old != nil {
+	if old != nil {
 		defer old.shut(closeReplaced, "replaced by a newer connection")
 	}
 	h.conns[key] = conn
+	h.attach()
+	h.mu.Unlock()
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		conn.shut(websocket.StatusInternalError, "")
+		return
+	}
+	c.SetReadLimit(64 << 10)
+	h.mu.Lock()
+	conn.c = c
 	h.wg.Add(3)
 	h.mu.Unlock()
 	go conn.writer()
@@ -433,9 +454,15 @@ func (c *wsConn) shut(code websocket.StatusCode, reason string) {
 		if h.conns[c.key] == c {
 			delete(h.conns, c.key)
 		}
-		h.wg.Add(1)
+		h.detach()
+		ws := c.c
+		if ws != nil {
+			h.wg.Add(1)
+		}
 		h.mu.Unlock()
-		go c.writeClose(code, reason)
+		if ws != nil {
+			go c.writeClose(code, reason)
+		}
 	})
 }
 

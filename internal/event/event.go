@@ -30,16 +30,24 @@ func NewBus() *Bus { return &Bus{subs: map[*Subscription]struct{}{}} }
 type Subscription struct {
 	C       <-chan Event
 	ch      chan Event
+	types   map[string]bool // nil = every type
 	dropped atomic.Int64
 }
 
 // Dropped counts events this subscriber missed because its inbox was full.
 func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 
-// Subscribe returns a subscription with an inbox of size buffer.
-func (b *Bus) Subscribe(buffer int) *Subscription {
+// Subscribe returns a subscription with an inbox of size buffer; with
+// types it receives only those event types.
+func (b *Bus) Subscribe(buffer int, types ...string) *Subscription {
 	ch := make(chan Event, buffer)
 	s := &Subscription{C: ch, ch: ch}
+	if len(types) > 0 {
+		s.types = map[string]bool{}
+		for _, t := range types {
+			s.types[t] = true
+		}
+	}
 	b.mu.Lock()
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
@@ -53,6 +61,19 @@ func (b *Bus) Unsubscribe(s *Subscription) {
 	b.mu.Unlock()
 }
 
+// Wants reports whether any subscriber takes events of type t, so hot
+// paths can skip building events nobody receives.
+func (b *Bus) Wants(t string) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for s := range b.subs {
+		if s.types == nil || s.types[t] {
+			return true
+		}
+	}
+	return false
+}
+
 // Publish delivers e to every subscriber without blocking.
 func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
@@ -61,6 +82,9 @@ func (b *Bus) Publish(e Event) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for s := range b.subs {
+		if s.types != nil && !s.types[e.Type] {
+			continue
+		}
 		select {
 		case s.ch <- e:
 		default:

@@ -144,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.Audit = audit.New(h.Store, log.With("component", "audit"), h.Registry)
 	h.auditStop, h.auditDone = make(chan struct{}), make(chan struct{})
-	auditSub := h.Events.Subscribe(4096)
+	auditSub := h.Events.Subscribe(4096, "device_discovered", "device_rediscovered", "device_status")
 	go func() {
 		defer close(h.auditDone)
 		defer h.Events.Unsubscribe(auditSub)

@@ -566,6 +566,9 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 			s.evaluate(ctx, sk, cfgCopy, *r.Processed, r.Unit, dev)
 		}
 	}
+	if !s.events.Wants("sensor_data") {
+		return nil
+	}
 	s.events.Publish(event.Event{Type: "sensor_data", Time: now, Data: map[string]any{
 		"esp_id": d.EspID, "gpio": d.GPIO, "sensor_type": key, "value": valueOf(r), "raw_value": r.Raw,
 		"processed_value": r.Processed, "unit": r.Unit, "quality": r.Quality, "processing_mode": r.Mode,
