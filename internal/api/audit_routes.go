@@ -169,10 +169,7 @@ func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.
 		s.internal(w, r, err)
 		return
 	}
-	total := 0
-	for _, n := range bySev {
-		total += n
-	}
+	total := sum(bySev)
 	rc, _ := s.audit.GetRetention(r.Context())
 	pending, err := s.audit.Cleanup(r.Context(), true)
 	if err != nil {
@@ -196,10 +193,7 @@ func (s *Server) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.P
 		s.internal(w, r, err)
 		return
 	}
-	total := 0
-	for _, n := range bySev {
-		total += n
-	}
+	total := sum(bySev)
 	errs := bySev["error"] + bySev["critical"]
 	rate := 0.0
 	if total > 0 {
@@ -284,4 +278,12 @@ func (s *Server) auditCleanup(w http.ResponseWriter, r *http.Request, p auth.Pri
 		Message: "audit cleanup", Details: map[string]any{"deleted_count": res.DeletedCount, "dry_run": dry}, IPAddress: clientIP(r), CorrelationID: RequestID(r)})
 	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "deleted_count": res.DeletedCount, "deleted_by_severity": res.DeletedBySeverity,
 		"duration_ms": res.DurationMS, "dry_run": res.DryRun, "errors": res.Errors})
+}
+
+func sum(m map[string]int) int {
+	t := 0
+	for _, n := range m {
+		t += n
+	}
+	return t
 }

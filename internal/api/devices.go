@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -82,8 +83,10 @@ func (s *Server) deviceRoutes() {
 	s.protected("PATCH", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Update stored device fields", "devices", s.patchDevice)
 	s.protected("DELETE", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Soft-delete a device", "devices", s.withDevice(s.deleteDevice))
 	s.protected("POST", "/api/v1/esp/devices/{esp_id}/approve", auth.RoleOperator, "Approve a pending or rejected device", "devices", s.approveDevice)
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/reject", auth.RoleOperator, "Reject a pending device", "devices", s.rejectDevice)
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/set-pending", auth.RoleOperator, "Return a device to pending approval", "devices", s.setPendingDevice)
+	s.protected("POST", "/api/v1/esp/devices/{esp_id}/reject", auth.RoleOperator, "Reject a pending device", "devices",
+		s.reasonTransition(true, "device_rejected", "device rejected", device.StatusRejected, s.devices.Reject))
+	s.protected("POST", "/api/v1/esp/devices/{esp_id}/set-pending", auth.RoleOperator, "Return a device to pending approval", "devices",
+		s.reasonTransition(false, "device_set_pending", "device set to pending approval", device.StatusPending, s.devices.SetPending))
 	s.protected("POST", "/api/v1/esp/devices/{esp_id}/restart", auth.RoleOperator, "Not supported by any firmware (409)", "devices", s.withDevice(s.restartDevice))
 	s.protected("POST", "/api/v1/esp/devices/{esp_id}/reset", auth.RoleOperator, "Factory-reset a device", "devices", s.resetDevice)
 	s.protected("GET", "/api/v1/esp/devices/{esp_id}/health", auth.RoleViewer, "A device's health and ingest counters", "devices", s.withDevice(s.deviceHealth))
@@ -117,6 +120,18 @@ func (s *Server) deviceFromPath(w http.ResponseWriter, r *http.Request) (device.
 		return d, false
 	}
 	return d, true
+}
+
+// knownDevice answers 404 for an optional device filter naming an unknown device.
+func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request, esp string) bool {
+	if esp == "" {
+		return true
+	}
+	if _, err := s.devices.Get(esp); err != nil {
+		s.deviceError(w, r, esp, err)
+		return false
+	}
+	return true
 }
 
 func (s *Server) deviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
@@ -340,52 +355,40 @@ func (s *Server) approveDevice(w http.ResponseWriter, r *http.Request, p auth.Pr
 		"status": device.StatusApproved, "approved_by": d.ApprovedBy, "approved_at": ts(d.ApprovedAt)})
 }
 
-func (s *Server) rejectDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
+// reasonTransition is the shared shape of reject and set-pending: a reason
+// in the body, a domain transition, an audit entry and a small reply.
+func (s *Server) reasonTransition(required bool, event, msg, status string,
+	apply func(ctx context.Context, id, actor, reason string) (device.Device, error)) authed {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+		b, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		min := 0
+		if required {
+			min = 1
+		}
+		reason, _ := b.str("reason", required, min, 500, nil)
+		if b.done(w, r) {
+			return
+		}
+		d, ok := s.deviceFromPath(w, r)
+		if !ok {
+			return
+		}
+		prev := d.Status
+		d, err := apply(r.Context(), d.DeviceID, p.User.Username, reason)
+		if err != nil {
+			s.deviceError(w, r, r.PathValue("esp_id"), err)
+			return
+		}
+		s.auditDevice(r, p, event, d.DeviceID, msg, map[string]any{"previous_status": prev, "reason": reason})
+		out := map[string]any{"success": true, "message": msg, "device_id": d.DeviceID, "status": status}
+		if status == device.StatusRejected {
+			out["rejection_reason"] = reason
+		}
+		WriteJSON(w, http.StatusOK, out)
 	}
-	reason, _ := b.str("reason", true, 1, 500, nil)
-	if b.done(w, r) {
-		return
-	}
-	d, ok := s.deviceFromPath(w, r)
-	if !ok {
-		return
-	}
-	prev := d.Status
-	d, err := s.devices.Reject(r.Context(), d.DeviceID, p.User.Username, reason)
-	if err != nil {
-		s.deviceError(w, r, r.PathValue("esp_id"), err)
-		return
-	}
-	s.auditDevice(r, p, "device_rejected", d.DeviceID, "device rejected", map[string]any{"previous_status": prev, "reason": reason})
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "device rejected", "device_id": d.DeviceID,
-		"status": device.StatusRejected, "rejection_reason": reason})
-}
-
-func (s *Server) setPendingDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	reason, _ := b.str("reason", false, 0, 500, nil)
-	if b.done(w, r) {
-		return
-	}
-	d, ok := s.deviceFromPath(w, r)
-	if !ok {
-		return
-	}
-	prev := d.Status
-	d, err := s.devices.SetPending(r.Context(), d.DeviceID, p.User.Username, reason)
-	if err != nil {
-		s.deviceError(w, r, r.PathValue("esp_id"), err)
-		return
-	}
-	s.auditDevice(r, p, "device_set_pending", d.DeviceID, "device set pending", map[string]any{"previous_status": prev, "reason": reason})
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "device set to pending approval", "device_id": d.DeviceID,
-		"status": device.StatusPending})
 }
 
 func (s *Server) restartDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {

@@ -56,6 +56,7 @@ type mocks struct {
 
 func (s *Server) mockRoutes() {
 	s.mocks = &mocks{running: map[string]*mockRun{}, limit: 100}
+	defer s.mockMoreRoutes()
 	p := "/api/v1/debug/mock-esp"
 	s.protected("POST", p, auth.RoleAdmin, "Create a simulated device", "debug", s.createMock)
 	s.protected("GET", p, auth.RoleAdmin, "List simulated devices", "debug", s.listMocks)
@@ -194,9 +195,7 @@ func (s *Server) startMock(def mockDef) {
 	}
 	var specs []sim.SensorSpec
 	for _, ms := range def.Sensors {
-		rm := ms.RawMode
-		specs = append(specs, sim.SensorSpec{GPIO: ms.GPIO, Type: ms.SensorType, Base: ms.RawValue, Pattern: ms.Pattern,
-			Range: ms.VariationRange, Interval: time.Duration(ms.IntervalSecs) * time.Second, Unit: ms.Unit, Quality: ms.Quality, RawMode: &rm})
+		specs = append(specs, specOf(ms))
 	}
 	hb := time.Duration(def.HeartbeatSecs) * time.Second
 	if !def.AutoHeartbeat {
@@ -272,34 +271,8 @@ func (s *Server) createMock(w http.ResponseWriter, r *http.Request, p auth.Princ
 		}
 		for _, it := range list {
 			m, _ := it.(map[string]any)
-			sb := &body{m: m}
-			ms := mockSensor{Quality: "good", RawMode: true, IntervalSecs: 30, Pattern: "constant"}
-			if g, ok := sb.integer("gpio", true, 0, 39); ok {
-				ms.GPIO = int(g)
-			}
-			ms.SensorType, _ = sb.str("sensor_type", true, 1, 50, nil)
-			ms.Name, _ = sb.str("name", false, 0, 100, nil)
-			if v, ok := sb.number("raw_value", false, -1e9, 1e9); ok {
-				ms.RawValue = v
-			}
-			ms.Unit, _ = sb.str("unit", false, 0, 20, nil)
-			if q, ok := sb.str("quality", false, 1, 20, nil); ok {
-				ms.Quality = q
-			}
-			ms.RawMode = sb.boolean("raw_mode", true)
-			if v, ok := sb.integer("interval_seconds", false, 1, 3600); ok {
-				ms.IntervalSecs = int(v)
-			}
-			if pat, ok := sb.str("variation_pattern", false, 1, 10, nil); ok {
-				if pat != "constant" && pat != "random" && pat != "drift" {
-					sb.fail("variation_pattern", "must be constant, random or drift", "enum")
-				}
-				ms.Pattern = pat
-			}
-			if v, ok := sb.number("variation_range", false, 0, 1e9); ok {
-				ms.VariationRange = v
-			}
-			for _, e := range sb.errs {
+			ms, errs := readMockSensor(m)
+			for _, e := range errs {
 				b.errs = append(b.errs, fieldError{Loc: append([]any{"body", "sensors"}, e.Loc[1:]...), Msg: e.Msg, Type: e.Type})
 			}
 			def.Sensors = append(def.Sensors, ms)
@@ -365,4 +338,235 @@ func (s *Server) mockJSON(d device.Device, def mockDef) map[string]any {
 		"uptime": md["last_uptime"], "last_heartbeat": md["last_heartbeat"], "created_at": tsv(d.CreatedAt),
 		"connected": s.mockNode(d.DeviceID) != nil, "hardware_type": "MOCK_ESP32", "status": d.Status,
 		"heartbeat_interval_seconds": strconv.Itoa(def.HeartbeatSecs)}
+}
+
+// readMockSensor validates a MockSensor object (API §16.1).
+func readMockSensor(m map[string]any) (mockSensor, []fieldError) {
+	sb := &body{m: m}
+	if m == nil {
+		sb.m = map[string]any{}
+	}
+	ms := mockSensor{Quality: "good", RawMode: true, IntervalSecs: 30, Pattern: "constant"}
+	if g, ok := sb.integer("gpio", true, 0, 39); ok {
+		ms.GPIO = int(g)
+	}
+	ms.SensorType, _ = sb.str("sensor_type", true, 1, 50, nil)
+	ms.Name, _ = sb.str("name", false, 0, 100, nil)
+	if v, ok := sb.number("raw_value", false, -1e9, 1e9); ok {
+		ms.RawValue = v
+	}
+	ms.Unit, _ = sb.str("unit", false, 0, 20, nil)
+	if q, ok := sb.str("quality", false, 1, 20, nil); ok {
+		ms.Quality = q
+	}
+	ms.RawMode = sb.boolean("raw_mode", true)
+	if v, ok := sb.integer("interval_seconds", false, 1, 3600); ok {
+		ms.IntervalSecs = int(v)
+	}
+	if pat, ok := sb.str("variation_pattern", false, 1, 10, nil); ok {
+		if pat != "constant" && pat != "random" && pat != "drift" {
+			sb.fail("variation_pattern", "must be constant, random or drift", "enum")
+		}
+		ms.Pattern = pat
+	}
+	if v, ok := sb.number("variation_range", false, 0, 1e9); ok {
+		ms.VariationRange = v
+	}
+	return ms, sb.errs
+}
+
+func specOf(ms mockSensor) sim.SensorSpec {
+	rm := ms.RawMode
+	return sim.SensorSpec{GPIO: ms.GPIO, Type: ms.SensorType, Base: ms.RawValue, Pattern: ms.Pattern, Range: ms.VariationRange,
+		Interval: time.Duration(ms.IntervalSecs) * time.Second, Unit: ms.Unit, Quality: ms.Quality, RawMode: &rm}
+}
+
+// saveDef persists a changed mock definition in the device metadata.
+func (s *Server) saveDef(ctx context.Context, def mockDef) error {
+	var cfg map[string]any
+	raw, _ := json.Marshal(def)
+	_ = json.Unmarshal(raw, &cfg)
+	_, err := s.devices.Update(ctx, def.EspID, device.Patch{Metadata: map[string]any{"simulation_config": cfg}})
+	return err
+}
+
+// mockCommand answers the API §16.1 CommandResponse.
+func mockCommand(w http.ResponseWriter, r *http.Request, id, command string, ok bool, result any) {
+	if !ok {
+		WriteError(w, r, http.StatusConflict, "SIMULATION_NOT_RUNNING", "start the simulation first", nil)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "esp_id": id, "command": command, "result": result})
+}
+
+func (s *Server) mockMoreRoutes() {
+	p := "/api/v1/debug/mock-esp/{esp_id}"
+	s.protected("POST", p+"/sensors", auth.RoleAdmin, "Add a simulated sensor", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, def mockDef) {
+		b, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		ms, errs := readMockSensor(b.m)
+		if len(errs) > 0 {
+			writeValidation(w, r, errs)
+			return
+		}
+		if _, _, err := s.sensors.Upsert(r.Context(), sensor.Config{EspID: d.DeviceID, GPIO: ms.GPIO, SensorType: ms.SensorType,
+			Name: ms.Name, Enabled: true, ProcessingMode: "raw"}); err != nil && s.sensorError(w, r, err) {
+			return
+		}
+		kept := def.Sensors[:0]
+		for _, x := range def.Sensors {
+			if x.GPIO != ms.GPIO {
+				kept = append(kept, x)
+			}
+		}
+		def.Sensors = append(kept, ms)
+		if err := s.saveDef(r.Context(), def); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		if n := s.mockNode(d.DeviceID); n != nil {
+			n.AddSensor(specOf(ms))
+		}
+		mockCommand(w, r, d.DeviceID, "add_sensor", true, map[string]any{"gpio": ms.GPIO})
+	}))
+	s.protected("DELETE", p+"/sensors/{gpio}", auth.RoleAdmin, "Remove a simulated sensor", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, def mockDef) {
+		g, ok := gpioFromPath(w, r)
+		if !ok {
+			return
+		}
+		kept := def.Sensors[:0]
+		for _, x := range def.Sensors {
+			if x.GPIO != g {
+				kept = append(kept, x)
+			}
+		}
+		def.Sensors = kept
+		if err := s.saveDef(r.Context(), def); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		for _, c := range s.sensors.ByDevice(d.DeviceID) {
+			if c.GPIO == g {
+				_, _ = s.sensors.Delete(r.Context(), c.ID)
+			}
+		}
+		if n := s.mockNode(d.DeviceID); n != nil {
+			n.RemoveSensor(g)
+		}
+		mockCommand(w, r, d.DeviceID, "remove_sensor", true, map[string]any{"gpio": g})
+	}))
+	s.protected("POST", p+"/sensors/batch", auth.RoleAdmin, "Override several sensor values", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+		b, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		publish := b.boolean("publish", true)
+		vals, _ := b.object("values")
+		if len(vals) < 1 || len(vals) > 40 {
+			b.fail("values", "1-40 entries of gpio → number", "value_error")
+		}
+		parsed := map[int]float64{}
+		for k, v := range vals {
+			g, err := strconv.Atoi(k)
+			f, isNum := v.(float64)
+			if err != nil || g < 0 || g > 39 || !isNum {
+				b.fail("values", "keys are GPIO numbers 0-39 and values numbers", "value_error")
+				break
+			}
+			parsed[g] = f
+		}
+		if b.done(w, r) {
+			return
+		}
+		n := s.mockNode(d.DeviceID)
+		ok = n != nil
+		for g, v := range parsed {
+			ok = ok && n.SetOverride(g, v, publish)
+		}
+		mockCommand(w, r, d.DeviceID, "set_sensor_values", ok, map[string]any{"count": len(parsed)})
+	}))
+	s.protected("POST", p+"/actuators", auth.RoleAdmin, "Add a simulated actuator", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+		b, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		g, _ := b.integer("gpio", true, 0, 39)
+		typ := "relay"
+		if t, ok := b.str("actuator_type", false, 1, 20, nil); ok {
+			if !contains([]string{"relay", "pump", "valve", "pwm", "digital", "servo"}, t) {
+				b.fail("actuator_type", "must be relay, pump, valve, pwm, digital or servo", "enum")
+			}
+			typ = t
+		}
+		state := b.boolean("state", false)
+		pwm, _ := b.number("pwm_value", false, 0, 1)
+		if b.done(w, r) {
+			return
+		}
+		n := s.mockNode(d.DeviceID)
+		mockCommand(w, r, d.DeviceID, "add_actuator", n != nil && n.SetActuator(int(g), typ, state, pwm, true), map[string]any{"gpio": g})
+	}))
+	s.protected("POST", p+"/actuators/{gpio}", auth.RoleAdmin, "Set a simulated actuator's state (publishes its status)", "debug",
+		s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+			b, ok := readBody(w, r)
+			if !ok {
+				return
+			}
+			state := b.boolean("state", false)
+			pwm, _ := b.number("pwm_value", false, 0, 1)
+			publish := b.boolean("publish", true)
+			if b.done(w, r) {
+				return
+			}
+			g, ok := gpioFromPath(w, r)
+			if !ok {
+				return
+			}
+			n := s.mockNode(d.DeviceID)
+			mockCommand(w, r, d.DeviceID, "set_actuator", n != nil && n.SetActuator(g, "", state, pwm, publish), map[string]any{"gpio": g, "state": state})
+		}))
+	s.protected("POST", p+"/auto-heartbeat", auth.RoleAdmin, "Switch automatic heartbeats", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, def mockDef) {
+		q := &query{r: r}
+		enabled := q.boolean("enabled", true)
+		interval := q.integer("interval_seconds", 60, 5, 300)
+		if q.done(w, r) {
+			return
+		}
+		def.AutoHeartbeat, def.HeartbeatSecs = enabled, interval
+		if err := s.saveDef(r.Context(), def); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		n := s.mockNode(d.DeviceID)
+		mockCommand(w, r, d.DeviceID, "auto_heartbeat", n != nil && n.SetHeartbeat(enabled, time.Duration(interval)*time.Second),
+			map[string]any{"enabled": enabled, "interval_seconds": interval})
+	}))
+	for name, stop := range map[string]bool{"emergency-stop": true, "clear-emergency": false} {
+		name, stop := name, stop
+		s.protected("POST", p+"/"+name, auth.RoleAdmin, "The mock's own emergency state (not the hub's latch)", "debug",
+			s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+				n := s.mockNode(d.DeviceID)
+				mockCommand(w, r, d.DeviceID, name, n != nil && n.EmergencyStop(stop), nil)
+			}))
+	}
+	s.protected("GET", p+"/messages", auth.RoleAdmin, "The mock's last messages", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+		q := &query{r: r}
+		limit := q.integer("limit", 100, 1, 500)
+		if q.done(w, r) {
+			return
+		}
+		msgs := []sim.Message{}
+		if n := s.mockNode(d.DeviceID); n != nil {
+			msgs = append(msgs, n.Messages(limit)...)
+		}
+		WriteJSON(w, http.StatusOK, map[string]any{"success": true, "messages": msgs, "total": len(msgs)})
+	}))
+	s.protected("DELETE", p+"/messages", auth.RoleAdmin, "Clear the mock's message log", "debug", s.withMock(func(w http.ResponseWriter, r *http.Request, d device.Device, _ mockDef) {
+		if n := s.mockNode(d.DeviceID); n != nil {
+			n.ClearMessages()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
 }

@@ -100,11 +100,8 @@ func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Prin
 	if q.done(w, r) {
 		return
 	}
-	if esp != "" {
-		if _, err := s.devices.Get(esp); err != nil {
-			s.deviceError(w, r, esp, err)
-			return
-		}
+	if !s.knownDevice(w, r, esp) {
+		return
 	}
 	var rows []map[string]any
 	for _, c := range s.sensors.All() {
@@ -376,11 +373,8 @@ func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if q.done(w, r) {
 		return
 	}
-	if hq.EspID != "" {
-		if _, err := s.devices.Get(hq.EspID); err != nil {
-			s.deviceError(w, r, hq.EspID, err)
-			return
-		}
+	if !s.knownDevice(w, r, hq.EspID) {
+		return
 	}
 	h, err := s.sensors.Query(r.Context(), hq)
 	if err != nil {
@@ -423,11 +417,8 @@ func (s *Server) latestData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if q.done(w, r) {
 		return
 	}
-	if esp != "" {
-		if _, err := s.devices.Get(esp); err != nil {
-			s.deviceError(w, r, esp, err)
-			return
-		}
+	if !s.knownDevice(w, r, esp) {
+		return
 	}
 	now := time.Now()
 	out := []map[string]any{}

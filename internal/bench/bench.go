@@ -56,9 +56,24 @@ type IngestResult struct {
 	Latency           []Percentiles `json:"latency"`
 }
 
-func quietHub(ctx context.Context, dir string) (*hub.Hub, error) {
-	return hub.Start(ctx, hub.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", LogLevel: slog.LevelWarn,
-		NoProcessedEcho: true, DiscoveryPerMin: 100000})
+// tempHub starts an in-process hub in a temporary data directory; stop
+// stops it and removes the directory.
+func tempHub(ctx context.Context, cfg hub.Config) (h *hub.Hub, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "kaiser-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.DataDir, cfg.HTTPAddr, cfg.MQTTAddr = dir, "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.LogLevel == 0 {
+		cfg.LogLevel = slog.LevelWarn
+	}
+	cfg.NoProcessedEcho, cfg.DiscoveryPerMin = true, 100000
+	h, err = hub.Start(ctx, cfg)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return h, func() { _ = h.Stop(context.Background()); os.RemoveAll(dir) }, nil
 }
 
 // Provision registers approved devices with pi_enhanced pH sensors on
@@ -189,16 +204,11 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		}
 	}
 	res := IngestResult{Scenario: "ingest", Devices: cfg.Devices, SensorsPerDevice: cfg.Sensors}
-	dir, err := os.MkdirTemp("", "kaiser-bench-")
+	h, stop, err := tempHub(ctx, hub.Config{})
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	h, err := quietHub(ctx, dir)
-	if err != nil {
-		return res, err
-	}
-	defer h.Stop(context.Background())
+	defer stop()
 	ids, err := Provision(ctx, h, cfg.Devices, cfg.Sensors, "BENCH_")
 	if err != nil {
 		return res, err

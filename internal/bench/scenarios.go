@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,17 +93,12 @@ func heartbeatRTT(addr string, devices int, d time.Duration) (Percentiles, float
 // bare broker with an inline subscriber that publishes an ack at once.
 func Heartbeat(ctx context.Context, devices int, d time.Duration) (RoundTrip, error) {
 	res := RoundTrip{Scenario: "heartbeat", Devices: devices}
-	dir, err := os.MkdirTemp("", "kaiser-bench-")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-	h, err := quietHub(ctx, dir)
+	h, stop, err := tempHub(ctx, hub.Config{})
 	if err != nil {
 		return res, err
 	}
 	res.Ours, res.OursPS, err = heartbeatRTT(h.MQTTAddr(), devices, d)
-	_ = h.Stop(context.Background())
+	stop()
 	if err != nil {
 		return res, err
 	}
@@ -134,17 +128,11 @@ func Heartbeat(ctx context.Context, devices int, d time.Duration) (RoundTrip, er
 // broker. The WebSocket rate limit is off so capacity is measured.
 func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (RoundTrip, error) {
 	res := RoundTrip{Scenario: "fanout", Devices: clients}
-	dir, err := os.MkdirTemp("", "kaiser-bench-")
+	h, stop, err := tempHub(ctx, hub.Config{BcryptCost: 4, WS: api.WSConfig{Rate: -1, QueueMax: 100000}})
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	h, err := hub.Start(ctx, hub.Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", LogLevel: slog.LevelWarn,
-		NoProcessedEcho: true, BcryptCost: 4, WS: api.WSConfig{Rate: -1, QueueMax: 100000}})
-	if err != nil {
-		return res, err
-	}
-	defer h.Stop(context.Background())
+	defer stop()
 	if _, err := Provision(ctx, h, 10, 1, "FAN_"); err != nil {
 		return res, err
 	}

@@ -218,13 +218,7 @@ func waitIngestIdle(t *testing.T, h *Hub) {
 
 func flushReadings(t *testing.T, h *Hub) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.Ingest.Pending() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("ingest did not drain")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitIngestIdle(t, h)
 	if err := h.Readings.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -143,6 +143,9 @@ type Node struct {
 	override   map[int]float64
 	nextRead   map[int]time.Duration
 	state      string
+	nextHB     time.Duration
+	logMu      sync.Mutex
+	messages   []Message
 	Stats      Stats
 	killed     atomic.Bool
 	paused     atomic.Bool
@@ -237,7 +240,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.phases()
 	tick := time.NewTicker(max(n.cfg.Clock.Real(100*time.Millisecond), time.Millisecond))
 	defer tick.Stop()
-	nextHB := n.cfg.HeartbeatEvery
+	n.nextHB = n.cfg.HeartbeatEvery
 	if !n.cfg.Quirks.LateFirstHeartbeat {
 		n.heartbeat() // newer firmware: bootstrap heartbeat at connect
 	}
@@ -278,9 +281,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if up >= nextHB {
+		if up >= n.nextHB {
 			n.heartbeat()
-			nextHB = up + n.cfg.HeartbeatEvery
+			n.nextHB = up + n.cfg.HeartbeatEvery
 		}
 		if up >= nextRead {
 			for _, s := range n.cfg.Sensors {
@@ -392,6 +395,43 @@ func (n *Node) send(topic string, payload []byte, qos1, bufferable bool) {
 		return
 	}
 	n.Stats.Sent.Add(1)
+	n.record(topic, payload, "out")
+}
+
+// Message is one entry of the node's message log (the last 500).
+type Message struct {
+	Topic     string    `json:"topic"`
+	Payload   string    `json:"payload"`
+	Timestamp time.Time `json:"timestamp"`
+	QoS       int       `json:"qos"`
+	Direction string    `json:"direction"`
+}
+
+func (n *Node) record(topic string, payload []byte, dir string) {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	if len(n.messages) >= 500 {
+		n.messages = n.messages[1:]
+	}
+	n.messages = append(n.messages, Message{Topic: topic, Payload: string(payload), Timestamp: time.Now().UTC(), Direction: dir})
+}
+
+// Messages returns the newest messages first, at most limit.
+func (n *Node) Messages(limit int) []Message {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	var out []Message
+	for i := len(n.messages) - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, n.messages[i])
+	}
+	return out
+}
+
+// ClearMessages empties the message log.
+func (n *Node) ClearMessages() {
+	n.logMu.Lock()
+	n.messages = nil
+	n.logMu.Unlock()
 }
 
 func (n *Node) publishJSON(suffix string, v map[string]any, qos1, bufferable bool) {
@@ -473,6 +513,7 @@ func (n *Node) sortedActuators() []*actuator {
 
 // handle reacts to a hub message (CONTRACT §6.3).
 func (n *Node) handle(topic string, payload []byte) {
+	n.record(topic, payload, "in")
 	n.logf("INFO", "MQTT message received: %s", topic)
 	switch {
 	case strings.HasSuffix(topic, "/config"):
@@ -518,6 +559,25 @@ func (n *Node) handle(topic string, payload []byte) {
 		n.banner("║          FACTORY RESET via MQTT        ║")
 		n.publishJSON("system/command/response", map[string]any{"status": "factory_reset_initiated", "esp_id": n.cfg.EspID}, true, true)
 		time.AfterFunc(n.cfg.Clock.Real(3*time.Second), n.kill)
+	case strings.HasSuffix(topic, "/subzone/assign"):
+		n.banner("║      SUBZONE ASSIGNMENT RECEIVED       ║")
+		var z map[string]any
+		ack := map[string]any{"esp_id": n.cfg.EspID, "timestamp": int64(n.uptime().Seconds())}
+		id, _ := z["subzone_id"].(string)
+		switch {
+		case json.Unmarshal(payload, &z) != nil:
+			ack["status"], ack["subzone_id"], ack["error_code"], ack["message"] = "error", "", 2506, "JSON parse failed"
+		default:
+			id, _ = z["subzone_id"].(string)
+			if id == "" || len(id) > 32 {
+				ack["status"], ack["subzone_id"], ack["error_code"], ack["message"] = "error", id, 2506, "subzone_id is required"
+			} else {
+				ack["status"], ack["subzone_id"] = "subzone_assigned", id
+			}
+		}
+		n.publishJSON("subzone/ack", ack, true, true)
+	case strings.HasSuffix(topic, "/subzone/remove"):
+		n.banner("║       SUBZONE REMOVAL RECEIVED         ║") // baseline: no ack
 	case strings.HasSuffix(topic, "/actuator/emergency"):
 		n.logf("ERROR", "Invalid actuator command topic: %s", topic) // Q5
 	}
@@ -733,6 +793,74 @@ func (n *Node) HeartbeatNow() (map[string]any, bool) {
 	var hb map[string]any
 	ok := n.Do(func() { hb = n.heartbeat() })
 	return hb, ok
+}
+
+// AddSensor adds or replaces a simulated sensor.
+func (n *Node) AddSensor(sp SensorSpec) bool {
+	return n.Do(func() {
+		n.removeSensor(sp.GPIO)
+		n.cfg.Sensors = append(n.cfg.Sensors, sp)
+		n.values[sp.GPIO], n.dir[sp.GPIO] = sp.Base, 1
+	})
+}
+
+// RemoveSensor removes a simulated sensor.
+func (n *Node) RemoveSensor(gpio int) bool {
+	return n.Do(func() { n.removeSensor(gpio); delete(n.override, gpio) })
+}
+
+// SetActuator creates or sets a simulated actuator and publishes its status.
+func (n *Node) SetActuator(gpio int, typ string, on bool, value float64, publish bool) bool {
+	return n.Do(func() {
+		a := n.actuators[gpio]
+		if a == nil {
+			a = &actuator{gpio: gpio, typ: typ}
+			n.actuators[gpio] = a
+		}
+		if typ != "" {
+			a.typ = typ
+		}
+		a.on, a.pwm = on, int(math.Round(value*255))
+		if on && a.pwm == 0 {
+			a.pwm = 255
+		}
+		if publish {
+			n.status(a)
+		}
+	})
+}
+
+// SetHeartbeat switches automatic heartbeats (interval in simulated time).
+func (n *Node) SetHeartbeat(enabled bool, every time.Duration) bool {
+	return n.Do(func() {
+		if !enabled {
+			n.cfg.HeartbeatEvery = 1 << 62
+		} else {
+			n.cfg.HeartbeatEvery = every
+		}
+		n.nextHB = n.uptime() + n.cfg.HeartbeatEvery
+	})
+}
+
+// EmergencyStop latches every actuator of the node itself (not the hub's
+// latch): outputs off, one emergency_stop alert each; clear unlatches.
+func (n *Node) EmergencyStop(stop bool) bool {
+	return n.Do(func() {
+		for _, a := range n.sortedActuators() {
+			a.latched = stop
+			if stop {
+				a.on, a.pwm = false, 0
+				n.publishJSON(fmt.Sprintf("actuator/%d/alert", a.gpio), map[string]any{"esp_id": n.cfg.EspID, "zone_id": "",
+					"ts": n.unix(), "gpio": a.gpio, "alert_type": "emergency_stop", "message": "Actuator stopped"}, true, true)
+			}
+			n.status(a)
+		}
+		if stop {
+			n.state = "SAFE_MODE"
+		} else {
+			n.state = "OPERATIONAL"
+		}
+	})
 }
 
 // SetState sets the reported system state.
