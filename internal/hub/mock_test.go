@@ -38,6 +38,34 @@ func TestMockDeviceLifecycle(t *testing.T) {
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/heartbeat", admin, nil); r.status != 200 || r.body["message_published"] != true {
 		t.Fatalf("heartbeat: %s", r.raw)
 	}
+	// More sensors, batch overrides, an actuator, the message log.
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors", admin, map[string]any{"gpio": 35, "sensor_type": "ec",
+		"raw_value": 1500, "interval_seconds": 1}); r.status != 200 {
+		t.Fatalf("add sensor: %s", r.raw)
+	}
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/batch", admin, map[string]any{"values": map[string]any{"34": 1111, "35": 2222}}); r.status != 200 {
+		t.Fatalf("batch: %s", r.raw)
+	}
+	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
+		return e.Type == "sensor_data" && e.Data["gpio"] == 35 && e.Data["raw_value"] == 2222.0
+	})
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/actuators", admin, map[string]any{"gpio": 5, "actuator_type": "pump", "state": true}); r.status != 200 {
+		t.Fatalf("actuator: %s", r.raw)
+	}
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/emergency-stop", admin, nil); r.status != 200 {
+		t.Fatalf("emergency: %s", r.raw)
+	}
+	r = c.do("GET", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/messages?limit=500", admin, nil)
+	seen := map[string]bool{}
+	for _, m := range r.body["messages"].([]any) {
+		seen[m.(map[string]any)["topic"].(string)] = true
+	}
+	for _, topic := range []string{"kaiser/god/esp/MOCK_7F3A91C2/actuator/5/status", "kaiser/god/esp/MOCK_7F3A91C2/actuator/5/alert",
+		"kaiser/god/esp/MOCK_7F3A91C2/sensor/35/data", "kaiser/god/esp/MOCK_7F3A91C2/system/heartbeat"} {
+		if !seen[topic] {
+			t.Fatalf("message log lacks %s: %s", topic, r.raw)
+		}
+	}
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/simulation/stop", admin, nil); r.status != 200 {
 		t.Fatalf("stop: %s", r.raw)
 	}
