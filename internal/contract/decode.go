@@ -849,7 +849,7 @@ func intPtr(f *float64) (*int64, bool) {
 // decodeSensorFast returns ok=false when the tolerant path must decide.
 func decodeSensorFast(t Topic, payload []byte) (SensorData, bool) {
 	var w sensorWire
-	if json.Unmarshal(payload, &w) != nil {
+	if !scanSensorWire(payload, &w) {
 		return SensorData{}, false
 	}
 	raw := w.Raw

@@ -87,6 +87,9 @@ func FuzzSensorFastPathAgrees(f *testing.F) {
 	f.Add([]byte(contractExamples["kaiser/god/esp/ESP_A1B2C3/sensor/34/data"]))
 	f.Add([]byte(`{"sensor_type":"DS18B20","raw_value":4294967096,"timestamp":0,"i2c_address":68}`))
 	f.Add([]byte(`{"sensor_type":"ph","raw":1.5,"ts":1}`))
+	f.Add([]byte(`{"sensor_type":"ph","raw":01,"ts":1}`))
+	f.Add([]byte(`{"sensor_type":"ph","RAW":1,"raw":2,"ts":1,"unit":"°C","x":null}`))
+	f.Add([]byte(` {"sensor_type":"p\"h","raw":1,"ts":1e3} `))
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		fast, ok := decodeSensorFast(tp, payload)
 		if !ok {
@@ -94,9 +97,10 @@ func FuzzSensorFastPathAgrees(f *testing.F) {
 		}
 		slow, err := decodeSensorTolerant(tp, payload)
 		if err != nil {
-			return // the tolerant path matches keys case-sensitively; the typed one does not
+			t.Fatalf("fast path accepted what the full decoder rejects (%v): %q", err, payload)
 		}
-		if fast.Raw != slow.Raw || fast.TS != slow.TS || fast.SensorType != slow.SensorType || fast.RawMode != slow.RawMode {
+		if fast.Raw != slow.Raw || fast.TS != slow.TS || fast.SensorType != slow.SensorType || fast.RawMode != slow.RawMode ||
+			fast.Unit != slow.Unit || fast.Quality != slow.Quality || fast.ZoneID != slow.ZoneID || (fast.Value == nil) != (slow.Value == nil) {
 			t.Fatalf("fast %+v slow %+v", fast, slow)
 		}
 	})
