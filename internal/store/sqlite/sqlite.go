@@ -41,8 +41,11 @@ type Store struct {
 	path   string
 	write  *sql.DB
 	read   *sql.DB
+	ckpt   *sql.DB
 	writer *Writer
 	log    *slog.Logger
+	stopCk chan struct{}
+	ckDone chan struct{}
 }
 
 // Open opens (creating if needed) the database file in dir, applies pending
@@ -57,10 +60,11 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	path := filepath.Join(dir, "kaiser.db")
 	dsn := func(extra string) string {
 		q := url.Values{}
-		// A 64 MiB page cache holds the tail pages of thousands of series; fewer
-		// checkpoints mean each hot page is copied to the database file less often.
+		// A 64 MiB page cache holds the tail pages of thousands of series.
+		// Checkpoints run in their own goroutine (checkpointer), not inside
+		// the writer's commits, so commits never wait for them.
 		for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(on)",
-			"cache_size(-65536)", "wal_autocheckpoint(10000)"} {
+			"cache_size(-65536)", "wal_autocheckpoint(0)"} {
 			q.Add("_pragma", p)
 		}
 		if extra != "" {
@@ -92,10 +96,53 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		return nil, err
 	}
 	s.writer = w
+	s.ckpt, err = sql.Open("sqlite", dsn(""))
+	if err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	s.ckpt.SetMaxOpenConns(1)
+	s.stopCk, s.ckDone = make(chan struct{}), make(chan struct{})
+	go s.checkpointer()
 	return s, nil
 }
 
+// checkpointer copies WAL pages into the database file every second with a
+// PASSIVE checkpoint, which never blocks the writer or readers. When the WAL
+// has grown past 64 MiB anyway (readers pinned old pages), a RESTART
+// checkpoint, which waits for readers, brings it back.
+func (s *Store) checkpointer() {
+	defer close(s.ckDone)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCk:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var busy, logFrames, done int
+		err := s.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+		if err == nil && logFrames > 16384 {
+			err = s.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &logFrames, &done)
+		}
+		cancel()
+		if err != nil {
+			s.log.Warn("wal checkpoint failed", "error", err)
+		}
+	}
+}
+
 func (s *Store) closeDBs() {
+	if s.stopCk != nil {
+		close(s.stopCk)
+		<-s.ckDone
+		s.stopCk = nil
+	}
+	if s.ckpt != nil {
+		s.ckpt.Close()
+	}
 	s.read.Close()
 	s.write.Close()
 }
