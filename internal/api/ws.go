@@ -101,10 +101,11 @@ type wsKey struct {
 // wsHub fans events out to WebSocket connections. Producers never wait:
 // each connection has its own bounded queue and writer goroutine.
 type wsHub struct {
-	cfg    WSConfig
-	log    *slog.Logger
-	events *event.Bus
-	sub    *event.Subscription
+	cfg     WSConfig
+	log     *slog.Logger
+	events  *event.Bus
+	sub     *event.Subscription
+	subDone chan struct{} // closed when sub is detached
 
 	mu     sync.Mutex
 	conns  map[wsKey]*wsConn
@@ -155,8 +156,9 @@ func (h *wsHub) attach() {
 		return
 	}
 	h.sub = h.events.Subscribe(h.cfg.EventBuffer)
+	h.subDone = make(chan struct{})
 	h.wg.Add(1)
-	go h.fanout(h.sub)
+	go h.fanout(h.sub, h.subDone)
 }
 
 // detach unsubscribes when the last connection closes. h.mu is held.
@@ -165,14 +167,17 @@ func (h *wsHub) detach() {
 		return
 	}
 	h.events.Unsubscribe(h.sub)
-	h.sub = nil
+	close(h.subDone) // its fan-out goroutine ends with it
+	h.sub, h.subDone = nil, nil
 }
 
-func (h *wsHub) fanout(sub *event.Subscription) {
+func (h *wsHub) fanout(sub *event.Subscription, done <-chan struct{}) {
 	defer h.wg.Done()
 	for {
 		select {
 		case <-h.stop:
+			return
+		case <-done:
 			return
 		case e := <-sub.C:
 			h.mu.Lock()
@@ -248,12 +253,12 @@ func (h *wsHub) closeAll() {
 	for _, c := range h.conns {
 		all = append(all, c)
 	}
-	h.mu.Unlock()
-	close(h.stop)
 	if h.sub != nil {
 		h.events.Unsubscribe(h.sub)
-		h.sub = nil
+		h.sub, h.subDone = nil, nil
 	}
+	h.mu.Unlock()
+	close(h.stop)
 	for _, c := range all {
 		c.shut(closeGoingAway, "hub shutting down")
 	}

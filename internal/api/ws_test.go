@@ -1,8 +1,15 @@
 package api
 
 import (
+	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kaiserhub/kaiser/internal/event"
 )
 
 // State messages with the same key replace the queued one in place; event
@@ -39,4 +46,28 @@ func TestWSQueueCoalescesStateMessages(t *testing.T) {
 	if m, _ := c.next(); m != nil {
 		t.Fatalf("filtered message queued: %s", m.data)
 	}
+}
+
+// The hub subscribes to the event stream only while connections exist; each
+// detach must end its fan-out goroutine, or goroutines grow with every
+// connect/disconnect cycle.
+func TestWSAttachDetachLeavesNoGoroutine(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	h := newWSHub(WSConfig{}, event.NewBus(), nil, slog.New(slog.DiscardHandler))
+	before := runtime.NumGoroutine()
+	for i := 0; i < 100; i++ {
+		h.mu.Lock()
+		h.attach()
+		h.detach()
+		h.mu.Unlock()
+	}
+	// While the hub keeps running, the detached fan-outs must be gone.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before+1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+1 {
+		t.Fatalf("%d goroutines after 100 attach/detach cycles, %d before", n, before)
+	}
+	h.closeAll()
 }
