@@ -348,18 +348,10 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if !ok {
 		return
 	}
-	var patch auth.UserPatch
-	if v, ok := b.str("email", false, 3, 100, emailPattern); ok {
-		patch.Email = &v
-	}
-	if v, ok := b.str("full_name", false, 0, 100, nil); ok {
-		patch.FullName = &v
-	}
-	if v, ok := b.str("role", false, 1, 20, nil); ok {
-		if auth.RoleRank(v) == 0 {
-			b.fail("role", "must be one of admin, operator, viewer", "enum")
-		}
-		patch.Role = &v
+	patch := auth.UserPatch{Email: b.optStr("email", 3, 100, emailPattern), FullName: b.optStr("full_name", 0, 100, nil),
+		Role: b.optStr("role", 1, 20, nil)}
+	if patch.Role != nil && auth.RoleRank(*patch.Role) == 0 {
+		b.fail("role", "must be one of admin, operator, viewer", "enum")
 	}
 	if b.has("is_active") {
 		v := b.boolean("is_active", true)

@@ -182,14 +182,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Prin
 		}
 		rows = append(rows, s.deviceOut(d))
 	}
-	total := len(rows)
-	from := min((page-1)*size, total)
-	to := min(from+size, total)
-	data := rows[from:to]
-	if data == nil {
-		data = []map[string]any{}
-	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": data, "pagination": pagination(page, size, total)})
+	writePage(w, rows, page, size)
 }
 
 func contains(list []string, v string) bool {
@@ -275,16 +268,8 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if !ok {
 		return
 	}
-	var patch device.Patch
-	if v, ok := b.str("name", false, 0, 100, nil); ok {
-		patch.Name = &v
-	}
-	if v, ok := b.str("zone_id", false, 0, 32, nil); ok {
-		patch.ZoneID = &v
-	}
-	if v, ok := b.str("zone_name", false, 0, 100, nil); ok {
-		patch.ZoneName = &v
-	}
+	patch := device.Patch{Name: b.optStr("name", 0, 100, nil), ZoneID: b.optStr("zone_id", 0, 32, nil),
+		ZoneName: b.optStr("zone_name", 0, 100, nil)}
 	if b.has("is_zone_master") {
 		v := b.boolean("is_zone_master", false)
 		patch.IsZoneMaster = &v

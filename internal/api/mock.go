@@ -281,7 +281,10 @@ func (s *Server) createMock(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if b.done(w, r) {
 		return
 	}
-	if len(s.mocks.running) >= s.mocks.limit {
+	s.mocks.mu.Lock()
+	full := len(s.mocks.running) >= s.mocks.limit
+	s.mocks.mu.Unlock()
+	if full {
 		WriteError(w, r, http.StatusConflict, "LIMIT_EXCEEDED", "mock device limit reached", nil)
 		return
 	}
@@ -337,7 +340,7 @@ func (s *Server) mockJSON(d device.Device, def mockDef) map[string]any {
 		"actuators": []any{}, "auto_heartbeat": def.AutoHeartbeat, "heap_free": md["last_heap_free"], "wifi_rssi": md["last_wifi_rssi"],
 		"uptime": md["last_uptime"], "last_heartbeat": md["last_heartbeat"], "created_at": tsv(d.CreatedAt),
 		"connected": s.mockNode(d.DeviceID) != nil, "hardware_type": "MOCK_ESP32", "status": d.Status,
-		"heartbeat_interval_seconds": strconv.Itoa(def.HeartbeatSecs)}
+		"heartbeat_interval_seconds": def.HeartbeatSecs}
 }
 
 // readMockSensor validates a MockSensor object (API §16.1).

@@ -321,6 +321,26 @@ func pathError(w http.ResponseWriter, r *http.Request, name, msg string) {
 	writeValidation(w, r, []fieldError{{Loc: []any{"path", name}, Msg: msg, Type: "string_pattern_mismatch"}})
 }
 
+// writePage answers one page of rows filtered in memory (API §1.7): a page
+// past the end is empty with correct meta, never 404.
+func writePage(w http.ResponseWriter, rows []map[string]any, page, size int) {
+	total := len(rows)
+	from, to := min((page-1)*size, total), min(page*size, total)
+	data := rows[from:to]
+	if data == nil {
+		data = []map[string]any{}
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": data, "pagination": pagination(page, size, total)})
+}
+
+// optStr reads an optional string for a partial update: nil when absent.
+func (b *body) optStr(name string, min, max int, pattern *regexp.Regexp) *string {
+	if v, ok := b.str(name, false, min, max, pattern); ok {
+		return &v
+	}
+	return nil
+}
+
 // pagination is the meta object of API §1.7.
 func pagination(page, size, total int) map[string]any {
 	pages := (total + size - 1) / size

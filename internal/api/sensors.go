@@ -110,13 +110,7 @@ func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Prin
 		}
 		rows = append(rows, s.sensorJSON(c))
 	}
-	total := len(rows)
-	from, to := min((page-1)*size, total), min(page*size, total)
-	data := rows[from:to]
-	if data == nil {
-		data = []map[string]any{}
-	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": data, "pagination": pagination(page, size, total)})
+	writePage(w, rows, page, size)
 }
 
 func selector(q *query) sensor.Selector {

@@ -357,11 +357,7 @@ func (d *Dispatcher) run(m Message) {
 	case ctx.Err() == context.DeadlineExceeded:
 		d.drop(m, contract.ReasonHandlerTimeout, fmt.Errorf("handler exceeded %s: %v", d.cfg.HandlerTimeout, err))
 	case err != nil:
-		if r, ok := err.(dropReasoner); ok || errors.As(err, &r) {
-			d.drop(m, r.DropReason(), err)
-		} else {
-			d.drop(m, contract.ReasonHandlerError, err)
-		}
+		d.drop(m, reasonOf(err), err)
 	default:
 		d.handled(m)
 	}

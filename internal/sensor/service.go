@@ -723,14 +723,10 @@ func (s *Service) Process(req ProcessRequest) ProcessReply {
 	}
 	s.mu.RLock()
 	var cfg *Config
-	for _, c := range s.configs {
-		if c.EspID == req.EspID && c.GPIO == req.GPIO {
-			if ck, _ := NormaliseType(c.SensorType); ck == key {
-				cp := *c
-				cfg = &cp
-				break
-			}
-		}
+	// The firmware's call carries no bus address: the plain sensor identity.
+	if c := s.byKey[store.SeriesKey{EspID: req.EspID, GPIO: req.GPIO, SensorType: key}]; c != nil {
+		cp := *c
+		cfg = &cp
 	}
 	s.mu.RUnlock()
 	if !hasProc || (cfg == nil || cfg.ProcessingMode != "pi_enhanced") && !req.Trusted {

@@ -563,17 +563,12 @@ func (n *Node) handle(topic string, payload []byte) {
 		n.banner("║      SUBZONE ASSIGNMENT RECEIVED       ║")
 		var z map[string]any
 		ack := map[string]any{"esp_id": n.cfg.EspID, "timestamp": int64(n.uptime().Seconds())}
-		id, _ := z["subzone_id"].(string)
-		switch {
-		case json.Unmarshal(payload, &z) != nil:
+		if err := json.Unmarshal(payload, &z); err != nil {
 			ack["status"], ack["subzone_id"], ack["error_code"], ack["message"] = "error", "", 2506, "JSON parse failed"
-		default:
-			id, _ = z["subzone_id"].(string)
-			if id == "" || len(id) > 32 {
-				ack["status"], ack["subzone_id"], ack["error_code"], ack["message"] = "error", id, 2506, "subzone_id is required"
-			} else {
-				ack["status"], ack["subzone_id"] = "subzone_assigned", id
-			}
+		} else if id, _ := z["subzone_id"].(string); id == "" || len(id) > 32 {
+			ack["status"], ack["subzone_id"], ack["error_code"], ack["message"] = "error", id, 2506, "subzone_id is required"
+		} else {
+			ack["status"], ack["subzone_id"] = "subzone_assigned", id
 		}
 		n.publishJSON("subzone/ack", ack, true, true)
 	case strings.HasSuffix(topic, "/subzone/remove"):
