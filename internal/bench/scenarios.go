@@ -54,7 +54,6 @@ func heartbeatRTT(addr string, devices int, d time.Duration) (Percentiles, float
 		if err := w.Subscribe("kaiser/god/esp/" + id + "/system/heartbeat/ack"); err != nil {
 			return Percentiles{}, 0, err
 		}
-		time.Sleep(20 * time.Millisecond) // SUBACK is not awaited by the lean client
 		wg.Add(1)
 		go func(w *sim.Wire) {
 			defer wg.Done()
@@ -203,10 +202,11 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 		if err != nil {
 			return res, err
 		}
-		_ = w.Subscribe("kaiser/+/esp/+/sensor/+/data")
+		if err := w.Subscribe("kaiser/+/esp/+/sensor/+/data"); err != nil {
+			return res, err
+		}
 		subs = append(subs, w)
 	}
-	time.Sleep(50 * time.Millisecond)
 	start = time.Now()
 	bsent, err := publish(b.Addr())
 	if err != nil {

@@ -27,6 +27,7 @@ type Wire struct {
 	done    chan struct{}
 	readErr error
 	pid     uint16
+	subacks chan struct{}
 }
 
 // WireOptions configure a connection.
@@ -102,7 +103,8 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		return nil, fmt.Errorf("connection refused (code %d)", ack[3])
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	c := &Wire{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), onMsg: o.OnMessage, done: make(chan struct{})}
+	c := &Wire{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), onMsg: o.OnMessage, done: make(chan struct{}),
+		subacks: make(chan struct{}, 16)}
 	go c.read()
 	go c.keepAlive(time.Duration(o.KeepAlive) * time.Second / 2)
 	return c, nil
@@ -136,8 +138,23 @@ func (c *Wire) Flush() error {
 	return c.w.Flush()
 }
 
-// Subscribe subscribes at QoS 0 (no wait for SUBACK).
+// Subscribe subscribes at QoS 0 and waits for the SUBACK, so messages
+// published after it returns are delivered.
 func (c *Wire) Subscribe(filters ...string) error {
+	if err := c.sendSubscribe(filters); err != nil {
+		return err
+	}
+	select {
+	case <-c.subacks:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	case <-time.After(5 * time.Second):
+		return errors.New("no SUBACK within 5 s")
+	}
+}
+
+func (c *Wire) sendSubscribe(filters []string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pid++
@@ -206,6 +223,13 @@ func (c *Wire) read() {
 		if _, err := io.ReadFull(r, body); err != nil {
 			c.readErr = err
 			return
+		}
+		if h>>4 == 9 { // SUBACK
+			select {
+			case c.subacks <- struct{}{}:
+			default:
+			}
+			continue
 		}
 		if h>>4 == 3 && c.onMsg != nil && len(body) >= 2 {
 			tl := int(binary.BigEndian.Uint16(body))
