@@ -113,11 +113,7 @@ func (s *Server) mockRoutes() {
 			return
 		}
 		n := s.mockNode(d.DeviceID)
-		if n == nil || !n.SetOverride(g, v, publish) {
-			WriteError(w, r, http.StatusConflict, "SIMULATION_NOT_RUNNING", "start the simulation first", nil)
-			return
-		}
-		WriteJSON(w, http.StatusOK, map[string]any{"success": true, "esp_id": d.DeviceID, "command": "set_sensor_value", "result": map[string]any{"gpio": g, "raw_value": v}})
+		mockCommand(w, r, d.DeviceID, "set_sensor_value", n != nil && n.SetOverride(g, v, publish), map[string]any{"gpio": g, "raw_value": v})
 	})
 	s.protected("POST", p+"/{esp_id}/sensors/{gpio}/value", auth.RoleAdmin, "Override a simulated sensor's value", "debug", setValue)
 	s.protected("POST", p+"/{esp_id}/sensors/{gpio}", auth.RoleAdmin, "Override a simulated sensor's value (alias)", "debug", setValue)

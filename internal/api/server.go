@@ -249,14 +249,8 @@ func (s *Server) protected(method, path, minRole, summary, tag string, h authed)
 // guard enforces API §2.3: authentication (401), then the role (403).
 func (s *Server) guard(minRole string, h authed) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok := bearer(r)
-		if tok == "" {
-			WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
-			return
-		}
-		p, err := s.auth.Authenticate(r.Context(), tok)
-		if err != nil {
-			s.authError(w, r, err)
+		p, ok := s.authenticate(w, r, bearer(r))
+		if !ok {
 			return
 		}
 		if auth.RoleRank(p.User.Role) < auth.RoleRank(minRole) {
@@ -272,6 +266,20 @@ func (s *Server) guard(minRole string, h authed) http.HandlerFunc {
 		}
 		h(w, r, p)
 	}
+}
+
+// authenticate validates an access token (API §2.3), answering 401/403 itself.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, tok string) (auth.Principal, bool) {
+	if tok == "" {
+		WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
+		return auth.Principal{}, false
+	}
+	p, err := s.auth.Authenticate(r.Context(), tok)
+	if err != nil {
+		s.authError(w, r, err)
+		return p, false
+	}
+	return p, true
 }
 
 func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {

@@ -283,13 +283,8 @@ func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 	if tok == "" {
 		tok = bearer(r)
 	}
-	if tok == "" {
-		WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
-		return
-	}
-	p, err := s.auth.Authenticate(r.Context(), tok)
-	if err != nil {
-		s.authError(w, r, err)
+	p, ok := s.authenticate(w, r, tok)
+	if !ok {
 		return
 	}
 	clientID := r.PathValue("client_id")
