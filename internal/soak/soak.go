@@ -96,15 +96,29 @@ type player struct {
 	wake      chan struct{}
 }
 
-// Run plays the traffic and reconciles.
+// soakPins are the GPIOs the simulated sensors sit on, in order of use.
+var soakPins = []int{32, 33, 34, 35, 36, 39, 25, 26, 27, 14}
+
+// run is one soak in progress: the hub under test, its simulated fleet and
+// what has been measured so far.
+type run struct {
+	cfg     Config
+	h       *hub.Hub
+	players []*player
+	start   time.Time
+	samples []Sample
+}
+
+// Run plays the traffic and reconciles: start a hub, connect the fleet,
+// play while sampling, let the hub store what is in flight, then count
+// what each device published against what was stored.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg.defaults()
-	say := func(format string, a ...any) {
-		if cfg.Console != nil {
-			fmt.Fprintf(cfg.Console, format+"\n", a...)
-		}
+	res := Result{
+		LossByDevice: map[string]int64{},
+		Errors:       map[string]int64{},
+		Growth:       map[string]float64{},
 	}
-	res := Result{LossByDevice: map[string]int64{}, Errors: map[string]int64{}, Growth: map[string]float64{}}
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "kaiser-soak-")
 		if err != nil {
@@ -113,163 +127,277 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer os.RemoveAll(dir)
 		cfg.DataDir = dir
 	}
-	h, err := hub.Start(ctx, hub.Config{DataDir: cfg.DataDir, HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0",
-		LogLevel: slog.LevelWarn, DiscoveryPerMin: 100000, HeartbeatTimeout: 180 * time.Second})
-	if err != nil {
+
+	r := &run{cfg: cfg}
+	if err := r.startHub(ctx); err != nil {
 		return res, err
 	}
 	stopped := false
 	defer func() {
 		if !stopped {
-			_ = h.Stop(context.Background())
+			_ = r.h.Stop(context.Background())
 		}
 	}()
-	pins := []int{32, 33, 34, 35, 36, 39, 25, 26, 27, 14}
-	players := make([]*player, cfg.Devices)
-	for i := range players {
-		id := fmt.Sprintf("SOAK_%06X", i)
-		if _, err := h.Devices.Register(ctx, device.Registration{DeviceID: id, HardwareType: "ESP32_WROOM"}, "soak"); err != nil {
-			return res, err
-		}
-		for s := 0; s < cfg.Sensors; s++ {
-			if _, _, err := h.Sensors.Upsert(ctx, sensor.Config{EspID: id, GPIO: pins[s%len(pins)], SensorType: "ph", Enabled: true}); err != nil {
-				return res, err
-			}
-		}
-		p := &player{id: id, wake: make(chan struct{}, 1)}
-		will := []byte(`{"status":"offline","reason":"unexpected_disconnect","timestamp":0}`)
-		p.wire, err = sim.DialWire(h.MQTTAddr(), sim.WireOptions{ClientID: id, WillTopic: "kaiser/god/esp/" + id + "/system/will",
-			WillPayload: will, WillQoS: 1, WillRetain: true, OnMessage: func(string, []byte) {
-				p.echoed.Add(1)
-				select {
-				case p.wake <- struct{}{}:
-				default:
-				}
-			}})
-		if err != nil {
-			return res, err
-		}
-		if err := p.wire.Subscribe("kaiser/god/esp/" + id + "/sensor/+/processed"); err != nil {
-			return res, err
-		}
-		players[i] = p
+
+	if err := r.connectFleet(ctx); err != nil {
+		return res, err
 	}
-	steps := int64(cfg.Simulated / cfg.Interval)
-	start := time.Now()
-	simStart := start.Unix()
-	say("soak: %d devices × %d sensors, interval %s, simulated %s = %d readings", cfg.Devices, cfg.Sensors, cfg.Interval,
-		cfg.Simulated, steps*int64(cfg.Devices*cfg.Sensors))
+
+	r.start = time.Now()
+	r.playAndSample(ctx)
+
+	res.Published = r.published()
+	if err := r.drain(ctx, res.Published); err != nil {
+		return res, err
+	}
+	res.Wall = time.Since(r.start)
+
+	if err := r.reconcile(ctx, &res); err != nil {
+		return res, err
+	}
+
+	stopped = true
+	if err := r.h.Stop(context.Background()); err != nil {
+		res.Errors["shutdown"]++
+	}
+
+	r.verdict(&res)
+	return res, r.writeOutputs()
+}
+
+func (r *run) say(format string, a ...any) {
+	if r.cfg.Console != nil {
+		fmt.Fprintf(r.cfg.Console, format+"\n", a...)
+	}
+}
+
+func (r *run) startHub(ctx context.Context) error {
+	h, err := hub.Start(ctx, hub.Config{
+		DataDir:          r.cfg.DataDir,
+		HTTPAddr:         "127.0.0.1:0",
+		MQTTAddr:         "127.0.0.1:0",
+		LogLevel:         slog.LevelWarn,
+		DiscoveryPerMin:  100000,
+		HeartbeatTimeout: 180 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	r.h = h
+	return nil
+}
+
+// connectFleet registers every device with its sensors and connects it as
+// a firmware-like client that counts its processed echoes.
+func (r *run) connectFleet(ctx context.Context) error {
+	r.players = make([]*player, r.cfg.Devices)
+	for i := range r.players {
+		id := fmt.Sprintf("SOAK_%06X", i)
+		if err := r.register(ctx, id); err != nil {
+			return err
+		}
+		p, err := r.connect(id)
+		if err != nil {
+			return err
+		}
+		r.players[i] = p
+	}
+	return nil
+}
+
+func (r *run) register(ctx context.Context, id string) error {
+	reg := device.Registration{DeviceID: id, HardwareType: "ESP32_WROOM"}
+	if _, err := r.h.Devices.Register(ctx, reg, "soak"); err != nil {
+		return err
+	}
+	for s := 0; s < r.cfg.Sensors; s++ {
+		c := sensor.Config{
+			EspID:      id,
+			GPIO:       soakPins[s%len(soakPins)],
+			SensorType: "ph",
+			Enabled:    true,
+		}
+		if _, _, err := r.h.Sensors.Upsert(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *run) connect(id string) (*player, error) {
+	p := &player{id: id, wake: make(chan struct{}, 1)}
+	onEcho := func(string, []byte) {
+		p.echoed.Add(1)
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	var err error
+	p.wire, err = sim.DialWire(r.h.MQTTAddr(), sim.WireOptions{
+		ClientID:    id,
+		WillTopic:   "kaiser/god/esp/" + id + "/system/will",
+		WillPayload: []byte(`{"status":"offline","reason":"unexpected_disconnect","timestamp":0}`),
+		WillQoS:     1,
+		WillRetain:  true,
+		OnMessage:   onEcho,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.wire.Subscribe("kaiser/god/esp/" + id + "/sensor/+/processed"); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// playAndSample runs every device's traffic and the resource sampler until
+// the simulated span is played or the wall-clock limit is reached.
+func (r *run) playAndSample(ctx context.Context) {
+	steps := int64(r.cfg.Simulated / r.cfg.Interval)
+	r.say("soak: %d devices × %d sensors, interval %s, simulated %s = %d readings",
+		r.cfg.Devices, r.cfg.Sensors, r.cfg.Interval, r.cfg.Simulated, steps*int64(r.cfg.Devices*r.cfg.Sensors))
 
 	pctx, stopPlay := context.WithCancel(ctx)
-	if cfg.MaxWall > 0 {
-		pctx, stopPlay = context.WithTimeout(ctx, cfg.MaxWall)
+	if r.cfg.MaxWall > 0 {
+		pctx, stopPlay = context.WithTimeout(ctx, r.cfg.MaxWall)
 	}
 	defer stopPlay()
+
 	var wg sync.WaitGroup
-	hbEvery := int64(60 * time.Second / cfg.Interval)
-	for _, p := range players {
+	for _, p := range r.players {
 		wg.Add(1)
 		go func(p *player) {
 			defer wg.Done()
-			buf := make([]byte, 0, 256)
-			for k := int64(0); k < steps && pctx.Err() == nil; k++ {
-				simTS := simStart + int64(time.Duration(k)*cfg.Interval/time.Second)
-				if k%hbEvery == 0 {
-					hb := fmt.Sprintf(`{"esp_id":"%s","zone_id":"","master_zone_id":"","zone_assigned":false,"ts":%d,"uptime":%d,"heap_free":187432,"wifi_rssi":-61,"sensor_count":%d,"actuator_count":0}`,
-						p.id, simTS, 60+k*int64(cfg.Interval/time.Second), cfg.Sensors)
-					_ = p.wire.Publish("kaiser/god/esp/"+p.id+"/system/heartbeat", []byte(hb), false)
-				}
-				for s := 0; s < cfg.Sensors; s++ {
-					for p.published.Load()-p.echoed.Load() >= int64(cfg.Window) {
-						_ = p.wire.Flush()
-						select {
-						case <-p.wake:
-						case <-time.After(5 * time.Second):
-						case <-pctx.Done():
-							return
-						}
-					}
-					buf = append(buf[:0], `{"esp_id":"`...)
-					buf = append(buf, p.id...)
-					buf = append(buf, `","zone_id":"","subzone_id":"","gpio":`...)
-					buf = strconv.AppendInt(buf, int64(pins[s%len(pins)]), 10)
-					buf = append(buf, `,"sensor_type":"ph","raw":`...)
-					buf = strconv.AppendInt(buf, 1800+(k*7+int64(s)*13)%600, 10)
-					buf = append(buf, `,"value":0.00,"unit":"raw","quality":"fair","ts":`...)
-					buf = strconv.AppendInt(buf, simTS, 10)
-					buf = append(buf, `,"raw_mode":true}`...)
-					if err := p.wire.Publish(fmt.Sprintf("kaiser/god/esp/%s/sensor/%d/data", p.id, pins[s%len(pins)]), buf, true); err != nil {
-						return
-					}
-					p.published.Add(1)
-				}
-				if k%4 == 0 {
-					_ = p.wire.Flush()
-				}
-			}
-			_ = p.wire.Flush()
+			r.play(pctx, p, steps)
 		}(p)
 	}
 
-	// Sampler.
-	var samples []Sample
-	var sampMu sync.Mutex
 	sampDone := make(chan struct{})
-	published := func() int64 {
-		var n int64
-		for _, p := range players {
-			n += p.published.Load()
-		}
-		return n
-	}
 	go func() {
 		defer close(sampDone)
-		t := time.NewTicker(cfg.SampleEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-t.C:
-			}
-			s := sample(start)
-			s.Published, s.Stored = published(), h.Readings.Committed()
-			sampMu.Lock()
-			samples = append(samples, s)
-			sampMu.Unlock()
-			say("  %6.0fs  published %d  stored %d  goroutines %d  heap %.1f MB  rss %.1f MB  fds %d",
-				s.At.Seconds(), s.Published, s.Stored, s.Goroutines, s.HeapMB, s.RSSMB, s.FDs)
-		}
+		r.sampleUntil(pctx)
 	}()
-	playersDone := make(chan struct{})
-	go func() { wg.Wait(); close(playersDone) }()
-	select {
-	case <-playersDone:
-	case <-pctx.Done():
-		<-playersDone
-	}
+
+	wg.Wait()
 	stopPlay()
 	<-sampDone
+}
 
-	// Let the hub store everything in flight, then reconcile.
-	res.Published = published()
+// play publishes one device's heartbeats and readings in simulated time,
+// never more than Window readings ahead of the hub's echoes.
+func (r *run) play(ctx context.Context, p *player, steps int64) {
+	simStart := r.start.Unix()
+	hbEvery := int64(60 * time.Second / r.cfg.Interval)
+	buf := make([]byte, 0, 256)
+	for k := int64(0); k < steps && ctx.Err() == nil; k++ {
+		simTS := simStart + int64(time.Duration(k)*r.cfg.Interval/time.Second)
+		if k%hbEvery == 0 {
+			uptime := 60 + k*int64(r.cfg.Interval/time.Second)
+			_ = p.wire.Publish("kaiser/god/esp/"+p.id+"/system/heartbeat", heartbeat(p.id, simTS, uptime, r.cfg.Sensors), false)
+		}
+		for s := 0; s < r.cfg.Sensors; s++ {
+			if !r.waitForWindow(ctx, p) {
+				return
+			}
+			pin := soakPins[s%len(soakPins)]
+			buf = reading(buf[:0], p.id, pin, 1800+(k*7+int64(s)*13)%600, simTS)
+			if err := p.wire.Publish(fmt.Sprintf("kaiser/god/esp/%s/sensor/%d/data", p.id, pin), buf, true); err != nil {
+				return
+			}
+			p.published.Add(1)
+		}
+		if k%4 == 0 {
+			_ = p.wire.Flush()
+		}
+	}
+	_ = p.wire.Flush()
+}
+
+// waitForWindow blocks while the device has Window readings in flight; it
+// reports false when the play is over.
+func (r *run) waitForWindow(ctx context.Context, p *player) bool {
+	for p.published.Load()-p.echoed.Load() >= int64(r.cfg.Window) {
+		_ = p.wire.Flush()
+		select {
+		case <-p.wake:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func heartbeat(id string, ts, uptime int64, sensors int) []byte {
+	return fmt.Appendf(nil, `{"esp_id":"%s","zone_id":"","master_zone_id":"","zone_assigned":false,`+
+		`"ts":%d,"uptime":%d,"heap_free":187432,"wifi_rssi":-61,"sensor_count":%d,"actuator_count":0}`,
+		id, ts, uptime, sensors)
+}
+
+// reading appends the baseline firmware's raw-mode reading to buf without
+// fmt, because it is the soak's hot loop.
+func reading(buf []byte, id string, gpio int, raw, ts int64) []byte {
+	buf = append(buf, `{"esp_id":"`...)
+	buf = append(buf, id...)
+	buf = append(buf, `","zone_id":"","subzone_id":"","gpio":`...)
+	buf = strconv.AppendInt(buf, int64(gpio), 10)
+	buf = append(buf, `,"sensor_type":"ph","raw":`...)
+	buf = strconv.AppendInt(buf, raw, 10)
+	buf = append(buf, `,"value":0.00,"unit":"raw","quality":"fair","ts":`...)
+	buf = strconv.AppendInt(buf, ts, 10)
+	return append(buf, `,"raw_mode":true}`...)
+}
+
+func (r *run) published() int64 {
+	var n int64
+	for _, p := range r.players {
+		n += p.published.Load()
+	}
+	return n
+}
+
+// sampleUntil records the process's resources every SampleEvery; only
+// this goroutine appends to r.samples until playAndSample returns.
+func (r *run) sampleUntil(ctx context.Context) {
+	t := time.NewTicker(r.cfg.SampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := sample(r.start)
+		s.Published, s.Stored = r.published(), r.h.Readings.Committed()
+		r.samples = append(r.samples, s)
+		r.say("  %6.0fs  published %d  stored %d  goroutines %d  heap %.1f MB  rss %.1f MB  fds %d",
+			s.At.Seconds(), s.Published, s.Stored, s.Goroutines, s.HeapMB, s.RSSMB, s.FDs)
+	}
+}
+
+// drain lets the hub store everything in flight (bounded by two minutes;
+// a reading still missing then counts as lost).
+func (r *run) drain(ctx context.Context, published int64) error {
 	deadline := time.Now().Add(2 * time.Minute)
-	for h.Readings.Committed() < res.Published && time.Now().Before(deadline) {
+	for r.h.Readings.Committed() < published && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	for h.Ingest.Pending() > 0 && time.Now().Before(deadline) {
+	for r.h.Ingest.Pending() > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := h.Readings.Flush(ctx); err != nil {
-		return res, err
-	}
-	res.Wall = time.Since(start)
-	for _, p := range players {
+	return r.h.Readings.Flush(ctx)
+}
+
+// reconcile counts each device's stored readings against its published
+// ones and collects every drop reason the hub recorded.
+func (r *run) reconcile(ctx context.Context, res *Result) error {
+	for _, p := range r.players {
 		var stored int64
-		for _, id := range h.Sensors.SeriesIDs(p.id, -1, "") {
-			n, err := h.Store.CountReadings(ctx, id, 0)
+		for _, id := range r.h.Sensors.SeriesIDs(p.id, -1, "") {
+			n, err := r.h.Store.CountReadings(ctx, id, 0)
 			if err != nil {
-				return res, err
+				return err
 			}
 			stored += n
 		}
@@ -277,39 +405,43 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if lost := p.published.Load() - stored; lost != 0 {
 			res.LossByDevice[p.id] = lost
 		}
-		for reason, n := range h.Ingest.DeviceCounters(p.id).Dropped {
+		for reason, n := range r.h.Ingest.DeviceCounters(p.id).Dropped {
 			if reason != contract.ReasonEmpty {
 				res.Errors[reason] += n
 			}
 		}
 		p.wire.Kill()
 	}
-	stopped = true
-	if err := h.Stop(context.Background()); err != nil {
-		res.Errors["shutdown"]++
-	}
+	return nil
+}
+
+// verdict fails the soak on any loss, any error or resource growth.
+func (r *run) verdict(res *Result) {
 	res.Lost = res.Published - res.Stored
-	res.Samples = samples
-	res.SimulatedSpan = time.Duration(res.Published/int64(cfg.Devices*cfg.Sensors)) * cfg.Interval
+	res.Samples = r.samples
+	res.SimulatedSpan = time.Duration(res.Published/int64(r.cfg.Devices*r.cfg.Sensors)) * r.cfg.Interval
 	res.ReadingsPerSec = float64(res.Published) / res.Wall.Seconds()
-	res.Growth = growth(samples)
+	res.Growth = growth(r.samples)
 	res.Pass = res.Lost == 0 && len(res.Errors) == 0
 	for _, name := range GatedResources {
 		if res.Growth[name] > 0.10 {
 			res.Pass = false
 		}
 	}
-	if cfg.CSV != "" {
-		if err := writeCSV(cfg.CSV, samples); err != nil {
-			return res, err
+}
+
+func (r *run) writeOutputs() error {
+	if r.cfg.CSV != "" {
+		if err := writeCSV(r.cfg.CSV, r.samples); err != nil {
+			return err
 		}
 	}
-	if cfg.PNG != "" {
-		if err := plotPNG(cfg.PNG, samples); err != nil {
-			return res, err
+	if r.cfg.PNG != "" {
+		if err := plotPNG(r.cfg.PNG, r.samples); err != nil {
+			return err
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // GatedResources fail the soak when they grow by more than 10 % after
