@@ -290,18 +290,27 @@ var (
 	ErrNotApproved = errors.New("device is not approved")
 )
 
+// online returns a device the hub may publish to: approved and online.
+func (s *Service) online(espID string) (Device, error) {
+	d, err := s.Get(espID)
+	if err != nil {
+		return Device{}, err
+	}
+	if !isApproved(d.Status) {
+		return Device{}, ErrNotApproved
+	}
+	if d.Status != StatusOnline {
+		return Device{}, ErrOffline
+	}
+	return d, nil
+}
+
 // FactoryReset publishes `factory_reset` with top-level confirm (CONTRACT
 // §3.2.3, S2) on the device's recorded root. The registration is kept.
 func (s *Service) FactoryReset(ctx context.Context, espID string) error {
-	d, err := s.Get(espID)
+	d, err := s.online(espID)
 	if err != nil {
 		return err
-	}
-	if !isApproved(d.Status) {
-		return ErrNotApproved
-	}
-	if d.Status != StatusOnline {
-		return ErrOffline
 	}
 
 	payload, err := contract.Marshal(contract.SystemCommand{
