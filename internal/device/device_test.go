@@ -727,7 +727,8 @@ func TestRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Status != StatusApproved || d.KaiserID != "god" || d.ApprovedBy != "admin" || d.Metadata["mac_address"] != "AA:BB" {
+	if d.Status != StatusApproved || d.KaiserID != "god" || d.ApprovedBy != "admin" ||
+		d.Metadata["mac_address"] != "AA:BB" {
 		t.Errorf("registered %+v", d.Device)
 	}
 	if got := changes(h.events()); !slices.Equal(got, []string{"→approved (registered)"}) {

@@ -29,10 +29,17 @@ type reply struct {
 	status, section, code, message string
 }
 
-func ok(section string) reply { return reply{status: "success", section: section, message: "Configured"} }
+func ok(section string) reply {
+	return reply{status: "success", section: section, message: "Configured"}
+}
 
 func failure(section, code, message string) reply {
-	return reply{status: "error", section: section, code: code, message: message}
+	return reply{
+		status:  "error",
+		section: section,
+		code:    code,
+		message: message,
+	}
 }
 
 func (h *harness) respond(r reply) error {
