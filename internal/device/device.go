@@ -231,9 +231,9 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 	return nil
 }
 
-// beat is what one heartbeat did to the registry, carried from the locked
+// beatOutcome is what one heartbeat did to the registry, carried from the locked
 // step to the ack, the config push and the storage.
-type beat struct {
+type beatOutcome struct {
 	rec         store.Device // the record after the heartbeat
 	from        string       // status before the heartbeat; pending after a discovery
 	rebooted    bool
@@ -243,7 +243,7 @@ type beat struct {
 }
 
 // changed records e's status change from prev.
-func (b *beat) changed(e *entry, prev, cause string, now time.Time) {
+func (b *beatOutcome) changed(e *entry, prev, cause string, now time.Time) {
 	b.events = append(b.events, statusEvent(e, prev, cause, now))
 	b.transitions = append(b.transitions, e.transitionFrom(prev, cause, now))
 }
@@ -263,9 +263,9 @@ func decodeLiveHeartbeat(m ingest.Message) (contract.Heartbeat, error) {
 // applyBeat looks the device up, registering it when new or deleted,
 // records the heartbeat and makes the status change it causes. It reports
 // false when the discovery limits turn a new device away.
-func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beat, bool) {
+func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcome, bool) {
 	now := m.ReceivedAt
-	var b beat
+	var b beatOutcome
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -291,7 +291,7 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beat, bool
 
 // discover registers an unknown or deleted device as pending if the
 // discovery limits allow it; s.mu is held.
-func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now time.Time, b *beat) (*entry, bool) {
+func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now time.Time, b *beatOutcome) (*entry, bool) {
 	if !s.allowDiscovery(id, now) {
 		return nil, false
 	}
@@ -317,7 +317,7 @@ func discoveryEvent(kind, id string, hb contract.Heartbeat, now time.Time) event
 // settle applies the heartbeat's status change (DOMAIN §1.1): a pending
 // device counts its heartbeats, a rejected one stays rejected, an approved
 // one that is not online goes online; s.mu is held.
-func (b *beat) settle(e *entry, now time.Time) {
+func (b *beatOutcome) settle(e *entry, now time.Time) {
 	switch b.from {
 	case StatusPending:
 		e.rec.Metadata["heartbeat_count"] = toInt(e.rec.Metadata["heartbeat_count"]) + 1
@@ -331,7 +331,7 @@ func (b *beat) settle(e *entry, now time.Time) {
 
 // pushAfterBeat sends the config after approval, after a reboot, or when
 // the device comes back with a push it has not confirmed (CONTRACT P6, B2).
-func (s *Service) pushAfterBeat(ctx context.Context, b beat) {
+func (s *Service) pushAfterBeat(ctx context.Context, b beatOutcome) {
 	id := b.rec.DeviceID
 	var trigger string
 	switch {
@@ -351,7 +351,7 @@ func (s *Service) pushAfterBeat(ctx context.Context, b beat) {
 }
 
 // storeBeat persists the record, the heartbeat and the transitions.
-func (s *Service) storeBeat(ctx context.Context, b beat, hb contract.Heartbeat, now time.Time) error {
+func (s *Service) storeBeat(ctx context.Context, b beatOutcome, hb contract.Heartbeat, now time.Time) error {
 	id := b.rec.DeviceID
 	if err := s.store.SaveDevice(ctx, b.rec); err != nil {
 		return fmt.Errorf("save device %s: %w", id, err)
