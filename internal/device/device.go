@@ -45,11 +45,33 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 }
 
+// Defaults of Config.
+const (
+	defaultHeartbeatTimeout = 180 * time.Second // CONTRACT L2
+	defaultDiscoveryPerMin  = 100
+	defaultDiscoveryPerID   = 300 * time.Second
+)
+
+// Bounds of the registry's own bookkeeping.
+const (
+	// flapWindow and flapWills: this many last wills within the window mark
+	// a device as flapping (DOMAIN §1.3).
+	flapWindow = 300 * time.Second
+	flapWills  = 2
+
+	// maxUnknownIDs bounds the ids remembered from unregistered senders.
+	maxUnknownIDs = 10000
+
+	// maxHeldTopics bounds the topics whose last payload is kept per
+	// pending or rejected device.
+	maxHeldTopics = 32
+)
+
 // Config tunes the service.
 type Config struct {
-	HeartbeatTimeout time.Duration // default 180 s (CONTRACT L2)
-	DiscoveryPerMin  int           // new devices per 60 s (default 100)
-	DiscoveryPerID   time.Duration // per-id rediscovery spacing (default 300 s)
+	HeartbeatTimeout time.Duration // default defaultHeartbeatTimeout
+	DiscoveryPerMin  int           // new devices per 60 s (default defaultDiscoveryPerMin)
+	DiscoveryPerID   time.Duration // per-id rediscovery spacing (default defaultDiscoveryPerID)
 	// Stopping reports hub shutdown; wills then come from the hub closing
 	// connections and are not device facts.
 	Stopping func() bool
@@ -94,13 +116,13 @@ type Service struct {
 // New builds the service; call Load before serving traffic.
 func New(cfg Config, st store.Devices, bus Publisher, events *event.Bus, log *slog.Logger) *Service {
 	if cfg.HeartbeatTimeout <= 0 {
-		cfg.HeartbeatTimeout = 180 * time.Second
+		cfg.HeartbeatTimeout = defaultHeartbeatTimeout
 	}
 	if cfg.DiscoveryPerMin <= 0 {
-		cfg.DiscoveryPerMin = 100
+		cfg.DiscoveryPerMin = defaultDiscoveryPerMin
 	}
 	if cfg.DiscoveryPerID <= 0 {
-		cfg.DiscoveryPerID = 300 * time.Second
+		cfg.DiscoveryPerID = defaultDiscoveryPerID
 	}
 	if cfg.Stopping == nil {
 		cfg.Stopping = func() bool { return false }
@@ -108,8 +130,18 @@ func New(cfg Config, st store.Devices, bus Publisher, events *event.Bus, log *sl
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{cfg: cfg, store: st, bus: bus, events: events, log: log, now: time.Now,
-		devices: map[string]*entry{}, unknownIDs: map[string]time.Time{}, perID: map[string]time.Time{}}
+
+	return &Service{
+		cfg:        cfg,
+		store:      st,
+		bus:        bus,
+		events:     events,
+		log:        log,
+		now:        time.Now,
+		devices:    map[string]*entry{},
+		unknownIDs: map[string]time.Time{},
+		perID:      map[string]time.Time{},
+	}
 }
 
 // Load reads the registry from the store. Liveness restarts from the load
@@ -120,6 +152,7 @@ func (s *Service) Load(ctx context.Context) error {
 		return fmt.Errorf("load devices: %w", err)
 	}
 	now := s.now()
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range recs {
@@ -149,6 +182,11 @@ func (s *Service) Root(espID string) (string, bool) {
 	return e.rec.KaiserID, true
 }
 
+// isGone reports a device the registry does not know or has deleted.
+func isGone(e *entry) bool {
+	return e == nil || e.rec.Status == StatusDeleted
+}
+
 func isApproved(status string) bool {
 	switch status {
 	case StatusApproved, StatusOnline, StatusOffline, StatusError, StatusUnknown:
@@ -170,99 +208,192 @@ func ackStatus(status string) string {
 
 // HandleHeartbeat is the ingest handler of `system/heartbeat`.
 func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
-	hb, err := contract.DecodeHeartbeat(m.Topic, m.Payload)
+	hb, err := decodeLiveHeartbeat(m)
 	if err != nil {
 		return err
 	}
-	if m.Replay {
-		return ingest.Drop(contract.ReasonReplay, "retained heartbeat is not liveness")
+
+	beat, admitted := s.applyBeat(m, hb)
+	if !admitted {
+		s.ack(ctx, m, StatusPending, hb)
+		return ingest.Drop(contract.ReasonDiscoveryRateLimited,
+			"discovery rate limit reached; device registers on a later heartbeat")
 	}
-	now := m.ReceivedAt
-	id := m.Topic.EspID
-	var (
-		evs         []event.Event
-		transitions []store.Transition
-	)
-	s.mu.Lock()
-	e := s.devices[id]
-	if e == nil || e.rec.Status == StatusDeleted {
-		if !s.allowDiscovery(id, now) {
-			s.mu.Unlock()
-			s.ack(ctx, m, StatusPending, hb)
-			return ingest.Drop(contract.ReasonDiscoveryRateLimited, "discovery rate limit reached; device registers on a later heartbeat")
-		}
-		rediscovered := e != nil
-		e = s.register(id, now, e)
-		kind := "device_discovered"
-		if rediscovered {
-			kind = "device_rediscovered"
-		}
-		evs = append(evs, event.Event{Type: kind, Time: now, Data: map[string]any{
-			"esp_id": id, "device_id": id, "discovered_at": now.UTC().Format(time.RFC3339),
-			"hardware_type": hb.HardwareType, "ip_address": hb.WifiIP, "zone_id": hb.ZoneID,
-			"heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI, "sensor_count": hb.SensorCount,
-			"actuator_count": hb.ActuatorCount, "timestamp": now.Unix()}})
-		evs = append(evs, statusEvent(e, "", "discovered", now))
-		transitions = append(transitions, store.Transition{DeviceID: id, From: "", To: StatusPending, Cause: "discovered", At: now})
-	}
-	status := e.rec.Status
-	rebooted := s.applyHeartbeat(e, m, hb, now)
-	needPush := false
-	switch {
-	case status == StatusPending:
-		e.rec.Metadata["heartbeat_count"] = toInt(e.rec.Metadata["heartbeat_count"]) + 1
-	case status == StatusRejected:
-	case status != StatusOnline:
-		needPush = true
-		prev := e.rec.Status
-		e.rec.Status = StatusOnline
-		evs = append(evs, statusEvent(e, prev, "heartbeat", now))
-		transitions = append(transitions, store.Transition{DeviceID: id, From: prev, To: StatusOnline, Cause: "heartbeat", At: now})
-	}
-	if isApproved(e.rec.Status) {
-		evs = append(evs, healthEvent(e, hb, "heartbeat", now))
-	}
-	rec := cloneRecord(e.rec)
-	s.mu.Unlock()
 
 	// The ack goes out before any storage work (CONTRACT G2).
-	s.ack(ctx, m, ackStatus(rec.Status), hb)
-	if isApproved(rec.Status) && (rebooted || needPush && (status == StatusApproved || s.configAvailable(id))) {
-		// P6/B2: after approval, a reboot, or coming back with an unconfirmed push.
-		trigger := "online"
-		if rebooted {
-			trigger = "reboot"
-		}
-		if _, err := s.PushConfig(ctx, id, trigger); err != nil && !errors.Is(err, ErrOffline) {
-			s.log.Warn("config push failed", "esp_id", id, "error", err)
+	s.ack(ctx, m, ackStatus(beat.rec.Status), hb)
+	s.pushAfterBeat(ctx, beat)
+
+	if err := s.storeBeat(ctx, beat, hb, m.ReceivedAt); err != nil {
+		return err
+	}
+	s.publish(beat.events)
+	return nil
+}
+
+// beatOutcome is what one heartbeat did to the registry, carried from the locked
+// step to the ack, the config push and the storage.
+type beatOutcome struct {
+	rec         store.Device // the record after the heartbeat
+	from        string       // status before the heartbeat; pending after a discovery
+	rebooted    bool
+	cameOnline  bool
+	events      []event.Event
+	transitions []store.Transition
+}
+
+// changed records e's status change from prev.
+func (b *beatOutcome) changed(e *entry, prev, cause string, now time.Time) {
+	b.events = append(b.events, statusEvent(e, prev, cause, now))
+	b.transitions = append(b.transitions, e.transitionFrom(prev, cause, now))
+}
+
+// decodeLiveHeartbeat validates a heartbeat; a retained one is not liveness.
+func decodeLiveHeartbeat(m ingest.Message) (contract.Heartbeat, error) {
+	hb, err := contract.DecodeHeartbeat(m.Topic, m.Payload)
+	if err != nil {
+		return hb, err
+	}
+	if m.Replay {
+		return hb, ingest.Drop(contract.ReasonReplay, "retained heartbeat is not liveness")
+	}
+	return hb, nil
+}
+
+// applyBeat looks the device up, registering it when new or deleted,
+// records the heartbeat and makes the status change it causes. It reports
+// false when the discovery limits turn a new device away.
+func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcome, bool) {
+	now := m.ReceivedAt
+	var b beatOutcome
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	e := s.devices[m.Topic.EspID]
+	if isGone(e) {
+		var ok bool
+		if e, ok = s.discover(m.Topic.EspID, e, hb, now, &b); !ok {
+			return b, false
 		}
 	}
 
-	if err := s.store.SaveDevice(ctx, rec); err != nil {
+	b.from = e.rec.Status
+	b.rebooted = s.applyHeartbeat(e, m, hb, now)
+	b.settle(e, now)
+	if isApproved(e.rec.Status) {
+		b.events = append(b.events, healthEvent(e, hb, "heartbeat", now))
+	}
+
+	b.rec = cloneRecord(e.rec)
+	return b, true
+}
+
+// discover registers an unknown or deleted device as pending if the
+// discovery limits allow it; s.mu is held.
+func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now time.Time, b *beatOutcome) (*entry, bool) {
+	if !s.allowDiscovery(id, now) {
+		return nil, false
+	}
+
+	e := s.register(id, now, old)
+	kind := "device_discovered"
+	if old != nil {
+		kind = "device_rediscovered"
+	}
+	b.events = append(b.events, discoveryEvent(kind, id, hb, now))
+	b.changed(e, "", "discovered", now)
+	return e, true
+}
+
+func discoveryEvent(kind, id string, hb contract.Heartbeat, now time.Time) event.Event {
+	return event.Event{Type: kind, Time: now, Data: map[string]any{
+		"esp_id": id, "device_id": id, "discovered_at": now.UTC().Format(time.RFC3339),
+		"hardware_type": hb.HardwareType, "ip_address": hb.WifiIP, "zone_id": hb.ZoneID,
+		"heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI, "sensor_count": hb.SensorCount,
+		"actuator_count": hb.ActuatorCount, "timestamp": now.Unix()}}
+}
+
+// settle applies the heartbeat's status change (DOMAIN §1.1): a pending
+// device counts its heartbeats, a rejected one stays rejected, an approved
+// one that is not online goes online; s.mu is held.
+func (b *beatOutcome) settle(e *entry, now time.Time) {
+	switch b.from {
+	case StatusPending:
+		e.rec.Metadata["heartbeat_count"] = toInt(e.rec.Metadata["heartbeat_count"]) + 1
+	case StatusRejected, StatusOnline:
+	default:
+		e.rec.Status = StatusOnline
+		b.cameOnline = true
+		b.changed(e, b.from, "heartbeat", now)
+	}
+}
+
+// pushAfterBeat sends the config after approval, after a reboot, or when
+// the device comes back with a push it has not confirmed (CONTRACT P6, B2).
+func (s *Service) pushAfterBeat(ctx context.Context, b beatOutcome) {
+	id := b.rec.DeviceID
+	var trigger string
+	switch {
+	case !isApproved(b.rec.Status):
+		return
+	case b.rebooted:
+		trigger = "reboot"
+	case b.cameOnline && (b.from == StatusApproved || s.configAvailable(id)):
+		trigger = "online"
+	default:
+		return
+	}
+
+	if _, err := s.PushConfig(ctx, id, trigger); err != nil && !errors.Is(err, ErrOffline) {
+		s.log.Warn("config push failed", "esp_id", id, "error", err)
+	}
+}
+
+// storeBeat persists the record, the heartbeat and the transitions.
+func (s *Service) storeBeat(ctx context.Context, b beatOutcome, hb contract.Heartbeat, now time.Time) error {
+	id := b.rec.DeviceID
+	if err := s.store.SaveDevice(ctx, b.rec); err != nil {
 		return fmt.Errorf("save device %s: %w", id, err)
 	}
+
 	dt, src := contract.NormaliseTime(hb.TS, now)
-	if err := s.store.AppendHeartbeat(ctx, store.Heartbeat{DeviceID: id, ReceivedAt: now, DeviceTime: dt,
-		TimeSource: string(src), Uptime: hb.Uptime, HeapFree: hb.HeapFree, RSSI: hb.RSSI, Seq: hb.Seq}); err != nil {
+	h := store.Heartbeat{
+		DeviceID:   id,
+		ReceivedAt: now,
+		DeviceTime: dt,
+		TimeSource: string(src),
+		Uptime:     hb.Uptime,
+		HeapFree:   hb.HeapFree,
+		RSSI:       hb.RSSI,
+		Seq:        hb.Seq,
+	}
+	if err := s.store.AppendHeartbeat(ctx, h); err != nil {
 		return fmt.Errorf("store heartbeat %s: %w", id, err)
 	}
-	for _, t := range transitions {
+
+	for _, t := range b.transitions {
 		if err := s.store.AppendTransition(ctx, t); err != nil {
 			return fmt.Errorf("store transition %s: %w", id, err)
 		}
 	}
-	for _, ev := range evs {
-		s.events.Publish(ev)
-	}
 	return nil
 }
 
+func (s *Service) publish(evs []event.Event) {
+	for _, ev := range evs {
+		s.events.Publish(ev)
+	}
+}
+
 func (s *Service) ack(ctx context.Context, m ingest.Message, status string, hb contract.Heartbeat) {
-	payload, err := contract.Marshal(contract.NewHeartbeatAck(status, status == "online" && s.configAvailable(m.Topic.EspID), s.now(), hb.ActiveHandoverEpoch))
+	configAvailable := status == "online" && s.configAvailable(m.Topic.EspID)
+	payload, err := contract.Marshal(contract.NewHeartbeatAck(status, configAvailable, s.now(), hb.ActiveHandoverEpoch))
 	if err != nil {
 		s.log.Error("encode heartbeat ack", "error", err)
 		return
 	}
+
 	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, "system/heartbeat/ack")
 	if err := s.bus.Publish(ctx, topic, payload, 1, false); err != nil {
 		s.log.Warn("heartbeat ack not published", "esp_id", m.Topic.EspID, "error", err)
@@ -277,12 +408,14 @@ func (s *Service) allowDiscovery(id string, now time.Time) bool {
 		i++
 	}
 	s.discovered = s.discovered[i:]
+
 	if last, ok := s.perID[id]; ok && now.Sub(last) < s.cfg.DiscoveryPerID {
 		return false
 	}
 	if len(s.discovered) >= s.cfg.DiscoveryPerMin {
 		return false
 	}
+
 	s.discovered = append(s.discovered, now)
 	s.perID[id] = now
 	if len(s.perID) > 4*s.cfg.DiscoveryPerMin+1024 {
@@ -297,8 +430,16 @@ func (s *Service) allowDiscovery(id string, now time.Time) bool {
 
 // register creates (or revives a deleted) pending record; s.mu is held.
 func (s *Service) register(id string, now time.Time, old *entry) *entry {
-	rec := store.Device{ID: uuid.NewString(), DeviceID: id, Status: StatusPending, KaiserID: "",
-		Metadata: map[string]any{"heartbeat_count": 0}, DiscoveredAt: &now, CreatedAt: now, UpdatedAt: now}
+	rec := store.Device{
+		ID:           uuid.NewString(),
+		DeviceID:     id,
+		Status:       StatusPending,
+		KaiserID:     "",
+		Metadata:     map[string]any{"heartbeat_count": 0},
+		DiscoveredAt: &now,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}
 	if old != nil {
 		rec.ID, rec.CreatedAt = old.rec.ID, old.rec.CreatedAt
 	}
@@ -310,20 +451,40 @@ func (s *Service) register(id string, now time.Time, old *entry) *entry {
 
 // applyHeartbeat stores the heartbeat metadata (DOMAIN §1.4); s.mu is held.
 func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) (rebooted bool) {
-	md := e.rec.Metadata
-	if e.hasUptime && hb.Uptime < e.lastUptime {
-		rebooted = true
-		// Reboot (CONTRACT B1): uptime went backwards.
-		md["last_reboot_at"] = now.UTC().Format(time.RFC3339)
-		md["reboot_count"] = toInt(md["reboot_count"]) + 1
-		delete(md, "subscriptions_lost")
+	rebooted = noteReboot(e, hb, now)
+	noteLiveness(e, m, hb, now)
+	noteReported(e.rec.Metadata, hb, now)
+	noteIdentity(&e.rec, hb)
+	noteFirmware(e.rec.Metadata, m, hb)
+	noteClock(e.rec.Metadata, hb, now)
+	return rebooted
+}
+
+// noteReboot detects a reboot (CONTRACT B1): uptime went backwards.
+func noteReboot(e *entry, hb contract.Heartbeat, now time.Time) bool {
+	if !e.hasUptime || hb.Uptime >= e.lastUptime {
+		return false
 	}
+
+	md := e.rec.Metadata
+	md["last_reboot_at"] = now.UTC().Format(time.RFC3339)
+	md["reboot_count"] = toInt(md["reboot_count"]) + 1
+	delete(md, "subscriptions_lost")
+	return true
+}
+
+// noteLiveness records the hub receive time as liveness (CONTRACT L1).
+func noteLiveness(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) {
 	e.lastUptime, e.hasUptime = hb.Uptime, true
 	e.lastHeartbeat = now
 	t := now
 	e.rec.LastSeen = &t
 	e.rec.UpdatedAt = now
 	e.rec.KaiserID = m.Topic.KaiserID // A2: publish under the root of the last live message
+}
+
+// noteReported keeps what the device reported about itself.
+func noteReported(md map[string]any, hb contract.Heartbeat, now time.Time) {
 	md["last_heartbeat"] = now.UTC().Format(time.RFC3339Nano)
 	md["last_heap_free"] = hb.HeapFree
 	md["last_wifi_rssi"] = hb.RSSI
@@ -333,12 +494,19 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 	if hb.SystemState != "" {
 		md["system_state"] = hb.SystemState
 	}
+
 	md["reported_zone_id"] = hb.ZoneID
 	md["reported_master_zone_id"] = hb.MasterZoneID
 	if hb.ZoneAssigned != nil {
 		md["zone_assigned"] = *hb.ZoneAssigned
 	}
-	for k, v := range map[string]string{"boot_sequence_id": hb.BootSequenceID, "reset_reason": hb.ResetReason, "firmware_version": hb.FirmwareVersion} {
+
+	optional := map[string]string{
+		"boot_sequence_id": hb.BootSequenceID,
+		"reset_reason":     hb.ResetReason,
+		"firmware_version": hb.FirmwareVersion,
+	}
+	for k, v := range optional {
 		if v != "" {
 			md[k] = v
 		}
@@ -346,21 +514,31 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 	if hb.TimeValid != nil {
 		md["time_valid"] = *hb.TimeValid
 	}
+}
+
+// noteIdentity updates the record's address, hardware and firmware; the
+// hardware type is kept once known.
+func noteIdentity(rec *store.Device, hb contract.Heartbeat) {
 	if hb.WifiIP != "" {
-		e.rec.IPAddress = hb.WifiIP
+		rec.IPAddress = hb.WifiIP
 	}
-	if hb.HardwareType != "" && e.rec.HardwareType == "" {
-		e.rec.HardwareType = hb.HardwareType
+	if hb.HardwareType != "" && rec.HardwareType == "" {
+		rec.HardwareType = hb.HardwareType
 	}
 	if hb.FirmwareVersion != "" {
-		e.rec.FirmwareVersion = hb.FirmwareVersion
+		rec.FirmwareVersion = hb.FirmwareVersion
 	}
-	// Firmware generation and quirks seen (CONTRACT §2.3), for operators.
+}
+
+// noteFirmware keeps the firmware generation and the quirks seen
+// (CONTRACT §2.3), for operators.
+func noteFirmware(md map[string]any, m ingest.Message, hb contract.Heartbeat) {
 	gen := "baseline"
 	if hb.Seq != nil {
 		gen = "newer"
 	}
 	md["firmware_generation"] = gen
+
 	quirks, _ := md["quirks_seen"].(map[string]any)
 	if quirks == nil {
 		quirks = map[string]any{}
@@ -375,13 +553,16 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 		quirks["retain_bit"] = true
 	}
 	md["quirks_seen"] = quirks
+}
+
+// noteClock keeps the device's clock skew while its time is usable.
+func noteClock(md map[string]any, hb contract.Heartbeat, now time.Time) {
 	dt, src := contract.NormaliseTime(hb.TS, now)
 	if src == contract.SourceDevice {
 		md["clock_skew_seconds"] = dt.Sub(now.Truncate(time.Second)).Seconds()
 	} else {
 		delete(md, "clock_skew_seconds")
 	}
-	return rebooted
 }
 
 func setOpt(md map[string]any, key string, v *int64) {
@@ -415,6 +596,7 @@ func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
 		s.log.Debug("will caused by hub shutdown ignored", "esp_id", m.Topic.EspID)
 		return nil
 	}
+
 	now := m.ReceivedAt
 	s.mu.Lock()
 	e := s.devices[m.Topic.EspID]
@@ -422,27 +604,35 @@ func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
 		s.mu.Unlock()
 		return err
 	}
-	// Flapping: ≥ 2 LWTs within 300 s (DOMAIN §1.3).
-	cut := now.Add(-300 * time.Second)
+
+	noteWill(e, now)
+	if e.rec.Status != StatusOnline {
+		rec := cloneRecord(e.rec)
+		s.mu.Unlock()
+		return s.store.SaveDevice(ctx, rec)
+	}
+
+	evs, tr := s.goOffline(e, "lwt", now)
+	rec := cloneRecord(e.rec)
+	s.mu.Unlock()
+	return s.persist(ctx, rec, tr, evs)
+}
+
+// noteWill marks a device flapping that sent flapWills last wills within
+// flapWindow (DOMAIN §1.3); s.mu is held.
+func noteWill(e *entry, now time.Time) {
+	cut := now.Add(-flapWindow)
 	w := e.wills[:0]
 	for _, t := range e.wills {
 		if t.After(cut) {
 			w = append(w, t)
 		}
 	}
+
 	e.wills = append(w, now)
-	if len(e.wills) >= 2 {
+	if len(e.wills) >= flapWills {
 		e.rec.Metadata["flapping"] = true
 	}
-	if e.rec.Status != StatusOnline {
-		rec := cloneRecord(e.rec)
-		s.mu.Unlock()
-		return s.store.SaveDevice(ctx, rec)
-	}
-	evs, tr := s.goOffline(e, "lwt", now)
-	rec := cloneRecord(e.rec)
-	s.mu.Unlock()
-	return s.persist(ctx, rec, tr, evs)
 }
 
 // goOffline applies online → offline; s.mu is held.
@@ -459,7 +649,18 @@ func (s *Service) goOffline(e *entry, cause string, now time.Time) ([]event.Even
 		"heap_free": e.rec.Metadata["last_heap_free"], "wifi_rssi": e.rec.Metadata["last_wifi_rssi"],
 		"uptime": e.rec.Metadata["last_uptime"], "sensor_count": e.rec.Metadata["last_sensor_count"],
 		"actuator_count": e.rec.Metadata["last_actuator_count"]}}}
-	return evs, store.Transition{DeviceID: e.rec.DeviceID, From: prev, To: StatusOffline, Cause: cause, At: now}
+	return evs, e.transitionFrom(prev, cause, now)
+}
+
+// transitionFrom is the record of e's change from prev to its current status.
+func (e *entry) transitionFrom(prev, cause string, at time.Time) store.Transition {
+	return store.Transition{
+		DeviceID: e.rec.DeviceID,
+		From:     prev,
+		To:       e.rec.Status,
+		Cause:    cause,
+		At:       at,
+	}
 }
 
 func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
@@ -469,9 +670,8 @@ func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transi
 	if err := s.store.AppendTransition(ctx, tr); err != nil {
 		return fmt.Errorf("store transition %s: %w", rec.DeviceID, err)
 	}
-	for _, ev := range evs {
-		s.events.Publish(ev)
-	}
+
+	s.publish(evs)
 	s.log.Info("device status changed", "esp_id", rec.DeviceID, "from", tr.From, "to", tr.To, "cause", tr.Cause)
 	return nil
 }
@@ -486,6 +686,7 @@ func (s *Service) CheckLiveness(ctx context.Context) error {
 		evs []event.Event
 	}
 	var changes []change
+
 	s.mu.Lock()
 	for _, e := range s.devices {
 		if e.rec.Status == StatusOnline && now.Sub(e.lastHeartbeat) > s.cfg.HeartbeatTimeout {
@@ -494,6 +695,7 @@ func (s *Service) CheckLiveness(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+
 	var errs []error
 	for _, c := range changes {
 		if err := s.persist(ctx, c.rec, c.tr, c.evs); err != nil {
@@ -533,8 +735,8 @@ func (s *Service) Admit(m ingest.Message) (Device, error) {
 
 // gateLocked applies the registration check; s.mu is held.
 func (s *Service) gateLocked(e *entry, m ingest.Message) error {
-	if e == nil || e.rec.Status == StatusDeleted {
-		if len(s.unknownIDs) < 10000 {
+	if isGone(e) {
+		if len(s.unknownIDs) < maxUnknownIDs {
 			s.unknownIDs[m.Topic.EspID] = m.ReceivedAt
 		}
 		return ingest.Drop(contract.ReasonUnknownDevice, "device is not registered")
@@ -543,7 +745,7 @@ func (s *Service) gateLocked(e *entry, m ingest.Message) error {
 		if e.lastPayloads == nil {
 			e.lastPayloads = map[string][]byte{}
 		}
-		if _, ok := e.lastPayloads[m.Topic.Suffix]; ok || len(e.lastPayloads) < 32 {
+		if _, ok := e.lastPayloads[m.Topic.Suffix]; ok || len(e.lastPayloads) < maxHeldTopics {
 			e.lastPayloads[m.Topic.Suffix] = append([]byte(nil), m.Payload...)
 		}
 		return ingest.Drop(contract.ReasonNotApproved, "device is "+e.rec.Status)

@@ -14,13 +14,22 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
+// lookup finds a device that is not deleted; s.mu is held.
+func (s *Service) lookup(espID string) (*entry, error) {
+	e := s.devices[espID]
+	if isGone(e) {
+		return nil, ErrNotFound
+	}
+	return e, nil
+}
+
 // Get returns a device that is not deleted.
 func (s *Service) Get(espID string) (Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.devices[espID]
-	if e == nil || e.rec.Status == StatusDeleted {
-		return Device{}, ErrNotFound
+	e, err := s.lookup(espID)
+	if err != nil {
+		return Device{}, err
 	}
 	return s.snapshot(e), nil
 }
@@ -52,80 +61,112 @@ func (s *Service) Counts() map[string]int {
 	return c
 }
 
-// transition changes a device's status under the lock if allowed(from)
-// holds, then persists and emits the events.
-func (s *Service) transition(ctx context.Context, espID string, allowed func(string) bool, to, cause string,
-	mutate func(r *store.Device, now time.Time), extra func(d Device, now time.Time) []event.Event) (Device, error) {
+// statusChange is an operator's status change of one device.
+type statusChange struct {
+	allowed func(from string) bool
+	to      string
+	cause   string
+	// mutate and events are optional: further record changes under the
+	// lock, and events beside the device_status one.
+	mutate func(r *store.Device, now time.Time)
+	events func(d Device, now time.Time) []event.Event
+}
+
+// transition applies c under the lock if c.allowed holds for the device's
+// status, then persists and emits the events.
+func (s *Service) transition(ctx context.Context, espID string, c statusChange) (Device, error) {
 	now := s.now()
 	s.mu.Lock()
-	e := s.devices[espID]
-	if e == nil || e.rec.Status == StatusDeleted {
+	e, err := s.lookup(espID)
+	if err != nil {
 		s.mu.Unlock()
-		return Device{}, ErrNotFound
+		return Device{}, err
 	}
 	prev := e.rec.Status
-	if !allowed(prev) {
+	if !c.allowed(prev) {
 		s.mu.Unlock()
 		return Device{}, fmt.Errorf("%w: device %s is %s", ErrInvalidState, espID, prev)
 	}
-	e.rec.Status = to
+
+	e.rec.Status = c.to
 	e.rec.UpdatedAt = now
-	if mutate != nil {
-		mutate(&e.rec, now)
+	if c.mutate != nil {
+		c.mutate(&e.rec, now)
 	}
+
 	snap := s.snapshot(e)
-	evs := []event.Event{statusEvent(e, prev, cause, now)}
-	if extra != nil {
-		evs = append(evs, extra(snap, now)...)
+	evs := []event.Event{statusEvent(e, prev, c.cause, now)}
+	if c.events != nil {
+		evs = append(evs, c.events(snap, now)...)
 	}
 	rec := cloneRecord(e.rec)
+	tr := e.transitionFrom(prev, c.cause, now)
 	s.mu.Unlock()
-	return snap, s.persist(ctx, rec, store.Transition{DeviceID: espID, From: prev, To: to, Cause: cause, At: now}, evs)
+
+	return snap, s.persist(ctx, rec, tr, evs)
 }
 
 // Approve moves a pending or rejected device to approved; it goes online with
 // its next heartbeat, whose ack then says "online".
 func (s *Service) Approve(ctx context.Context, espID, actor, name string) (Device, error) {
-	return s.transition(ctx, espID, func(st string) bool { return st == StatusPending || st == StatusRejected },
-		StatusApproved, "approved", func(r *store.Device, now time.Time) {
+	return s.transition(ctx, espID, statusChange{
+		allowed: func(st string) bool { return st == StatusPending || st == StatusRejected },
+		to:      StatusApproved,
+		cause:   "approved",
+		mutate: func(r *store.Device, now time.Time) {
 			r.ApprovedAt, r.ApprovedBy, r.RejectionReason = &now, actor, ""
 			if name != "" {
 				r.Name = name
 			}
-		}, func(d Device, now time.Time) []event.Event {
+		},
+		events: func(d Device, now time.Time) []event.Event {
 			return []event.Event{{Type: "device_approved", Time: now, Data: map[string]any{
 				"device_id": d.DeviceID, "approved_by": actor, "approved_at": now.UTC().Format(time.RFC3339), "status": StatusApproved}}}
-		})
+		},
+	})
 }
 
 // Reject moves a pending device to rejected.
 func (s *Service) Reject(ctx context.Context, espID, actor, reason string) (Device, error) {
-	return s.transition(ctx, espID, func(st string) bool { return st == StatusPending },
-		StatusRejected, "rejected", func(r *store.Device, now time.Time) {
+	return s.transition(ctx, espID, statusChange{
+		allowed: func(st string) bool { return st == StatusPending },
+		to:      StatusRejected,
+		cause:   "rejected",
+		mutate: func(r *store.Device, now time.Time) {
 			r.RejectionReason = reason
 			r.Metadata["last_rejection_at"] = now.UTC().Format(time.RFC3339)
 			r.Metadata["rejected_by"] = actor
-		}, func(d Device, now time.Time) []event.Event {
+		},
+		events: func(d Device, now time.Time) []event.Event {
 			return []event.Event{{Type: "device_rejected", Time: now, Data: map[string]any{
 				"device_id": d.DeviceID, "rejection_reason": reason, "rejected_at": now.UTC().Format(time.RFC3339), "cooldown_until": nil}}}
-		})
+		},
+	})
 }
 
 // SetPending returns an approved, online, offline or rejected device to pending.
 func (s *Service) SetPending(ctx context.Context, espID, actor, reason string) (Device, error) {
-	return s.transition(ctx, espID, func(st string) bool { return st != StatusPending },
-		StatusPending, "set_pending", func(r *store.Device, _ time.Time) {
+	return s.transition(ctx, espID, statusChange{
+		allowed: func(st string) bool { return st != StatusPending },
+		to:      StatusPending,
+		cause:   "set_pending",
+		mutate: func(r *store.Device, _ time.Time) {
 			r.Metadata["set_pending_by"] = actor
 			if reason != "" {
 				r.Metadata["set_pending_reason"] = reason
 			}
-		}, nil)
+		},
+	})
 }
 
 // Delete soft-deletes a device; a later heartbeat rediscovers it.
 func (s *Service) Delete(ctx context.Context, espID, actor string) error {
-	_, err := s.transition(ctx, espID, func(string) bool { return true }, StatusDeleted, "deleted",
-		func(r *store.Device, _ time.Time) { r.Metadata["deleted_by"] = actor }, nil)
+	_, err := s.transition(ctx, espID, statusChange{
+		allowed: func(string) bool { return true },
+		to:      StatusDeleted,
+		cause:   "deleted",
+		mutate:  func(r *store.Device, _ time.Time) { r.Metadata["deleted_by"] = actor },
+	})
 	return err
 }
 
@@ -142,14 +183,42 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 	now := s.now()
 	s.mu.Lock()
 	old := s.devices[reg.DeviceID]
-	if old != nil && old.rec.Status != StatusDeleted {
+	if !isGone(old) {
 		s.mu.Unlock()
 		return Device{}, ErrDuplicate
 	}
-	rec := store.Device{ID: uuid.NewString(), DeviceID: reg.DeviceID, Name: reg.Name, Status: StatusApproved,
-		KaiserID: "god", ZoneID: reg.ZoneID, ZoneName: reg.ZoneName, HardwareType: reg.HardwareType,
-		IPAddress: reg.IPAddress, FirmwareVersion: reg.FirmwareVersion, Metadata: map[string]any{},
-		ApprovedAt: &now, ApprovedBy: actor, CreatedAt: now, UpdatedAt: now}
+
+	e := &entry{rec: registered(reg, actor, old, now)}
+	s.devices[reg.DeviceID] = e
+	snap := s.snapshot(e)
+	ev := statusEvent(e, "", "registered", now)
+	rec := cloneRecord(e.rec)
+	tr := e.transitionFrom("", "registered", now)
+	s.mu.Unlock()
+
+	return snap, s.persist(ctx, rec, tr, []event.Event{ev})
+}
+
+// registered is the approved record of a pre-registration; a deleted
+// device keeps its identity.
+func registered(reg Registration, actor string, old *entry, now time.Time) store.Device {
+	rec := store.Device{
+		ID:              uuid.NewString(),
+		DeviceID:        reg.DeviceID,
+		Name:            reg.Name,
+		Status:          StatusApproved,
+		KaiserID:        "god",
+		ZoneID:          reg.ZoneID,
+		ZoneName:        reg.ZoneName,
+		HardwareType:    reg.HardwareType,
+		IPAddress:       reg.IPAddress,
+		FirmwareVersion: reg.FirmwareVersion,
+		Metadata:        map[string]any{},
+		ApprovedAt:      &now,
+		ApprovedBy:      actor,
+		CreatedAt:       now,
+		UpdatedAt:       now,
+	}
 	if old != nil {
 		rec.ID, rec.CreatedAt = old.rec.ID, old.rec.CreatedAt
 	}
@@ -159,12 +228,7 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 	if reg.Capabilities != nil {
 		rec.Metadata["capabilities"] = reg.Capabilities
 	}
-	e := &entry{rec: rec}
-	s.devices[reg.DeviceID] = e
-	snap := s.snapshot(e)
-	ev := statusEvent(e, "", "registered", now)
-	s.mu.Unlock()
-	return snap, s.persist(ctx, cloneRecord(rec), store.Transition{DeviceID: reg.DeviceID, To: StatusApproved, Cause: "registered", At: now}, []event.Event{ev})
+	return rec
 }
 
 // Patch is an operator's change to stored device fields (API §6.3 PATCH).
@@ -181,11 +245,12 @@ type Patch struct {
 func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, error) {
 	now := s.now()
 	s.mu.Lock()
-	e := s.devices[espID]
-	if e == nil || e.rec.Status == StatusDeleted {
+	e, err := s.lookup(espID)
+	if err != nil {
 		s.mu.Unlock()
-		return Device{}, ErrNotFound
+		return Device{}, err
 	}
+
 	if p.Name != nil {
 		e.rec.Name = *p.Name
 	}
@@ -212,6 +277,7 @@ func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, er
 	snap := s.snapshot(e)
 	rec := cloneRecord(e.rec)
 	s.mu.Unlock()
+
 	if err := s.store.SaveDevice(ctx, rec); err != nil {
 		return snap, err
 	}
@@ -224,24 +290,39 @@ var (
 	ErrNotApproved = errors.New("device is not approved")
 )
 
+// online returns a device the hub may publish to: approved and online.
+func (s *Service) online(espID string) (Device, error) {
+	d, err := s.Get(espID)
+	if err != nil {
+		return Device{}, err
+	}
+	if !isApproved(d.Status) {
+		return Device{}, ErrNotApproved
+	}
+	if d.Status != StatusOnline {
+		return Device{}, ErrOffline
+	}
+	return d, nil
+}
+
 // FactoryReset publishes `factory_reset` with top-level confirm (CONTRACT
 // §3.2.3, S2) on the device's recorded root. The registration is kept.
 func (s *Service) FactoryReset(ctx context.Context, espID string) error {
-	d, err := s.Get(espID)
+	d, err := s.online(espID)
 	if err != nil {
 		return err
 	}
-	if !isApproved(d.Status) {
-		return ErrNotApproved
-	}
-	if d.Status != StatusOnline {
-		return ErrOffline
-	}
-	now := s.now()
-	payload, err := contract.Marshal(contract.SystemCommand{Command: "factory_reset", Confirm: true, Timestamp: now.Unix(),
-		CorrelationID: "sys-" + uuid.NewString()[:8]})
+
+	payload, err := contract.Marshal(contract.SystemCommand{
+		Command:       "factory_reset",
+		Confirm:       true,
+		Timestamp:     s.now().Unix(),
+		CorrelationID: "sys-" + uuid.NewString()[:8],
+	})
 	if err != nil {
 		return err
 	}
-	return s.bus.Publish(ctx, contract.DeviceTopic(d.KaiserID, espID, "system/command"), payload, 1, false)
+
+	topic := contract.DeviceTopic(d.KaiserID, espID, "system/command")
+	return s.bus.Publish(ctx, topic, payload, 1, false)
 }

@@ -28,6 +28,21 @@ type PushStore interface {
 	LoadConfigPushes(ctx context.Context) (map[string][]byte, error)
 }
 
+// Timing and sizes of a push (CONTRACT P3, §1.6).
+const (
+	// pushTimeout ends a push whose sections did not all answer.
+	pushTimeout = 15 * time.Second
+	// errorGrace is the wait after a section's first error for the trailing item errors.
+	errorGrace = 2 * time.Second
+
+	// wroomPacketLimit is the whole-packet budget of an ESP32 dev board.
+	wroomPacketLimit = 2048
+	// mockPacketLimit is the budget of simulated devices: large enough to never split.
+	mockPacketLimit = 1 << 20
+	// configParsePool is the firmware's JSON pool for one `config` payload.
+	configParsePool = 4096
+)
+
 // ErrConfigTooLarge refuses an item that cannot fit the device's limits alone (P5).
 var ErrConfigTooLarge = errors.New("config item too large for the device")
 
@@ -91,9 +106,39 @@ type pushes struct {
 	stopped bool
 }
 
+// armLocked (re)starts p's timer to run settle after d, unless the pushes
+// are stopped; ps.mu is held. Running timers are counted in wg so that
+// StopPush can wait for them.
+func (ps *pushes) armLocked(p *Push, d time.Duration, settle func()) {
+	if ps.stopped {
+		return
+	}
+
+	ps.disarmLocked(p)
+	ps.wg.Add(1)
+	p.timer = time.AfterFunc(d, func() {
+		defer ps.wg.Done()
+		settle()
+	})
+}
+
+// disarmLocked stops p's timer if it has not fired; ps.mu is held.
+func (ps *pushes) disarmLocked(p *Push) {
+	if p != nil && p.timer != nil && p.timer.Stop() {
+		ps.wg.Done()
+	}
+}
+
 // EnablePush connects the config source and the push store.
 func (s *Service) EnablePush(ctx context.Context, src ConfigSource, st PushStore) error {
-	p := &pushes{byID: map[string]*Push{}, source: src, store: st, timeout: 15 * time.Second, grace: 2 * time.Second}
+	p := &pushes{
+		byID:    map[string]*Push{},
+		source:  src,
+		store:   st,
+		timeout: pushTimeout,
+		grace:   errorGrace,
+	}
+
 	docs, err := st.LoadConfigPushes(ctx)
 	if err != nil {
 		return fmt.Errorf("load config pushes: %w", err)
@@ -119,9 +164,7 @@ func (s *Service) StopPush() {
 	s.push.mu.Lock()
 	s.push.stopped = true
 	for _, p := range s.push.byID {
-		if p.timer != nil && p.timer.Stop() {
-			s.push.wg.Done()
-		}
+		s.push.disarmLocked(p)
 	}
 	s.push.mu.Unlock()
 	s.push.wg.Wait()
@@ -147,9 +190,9 @@ func (s *Service) LastPush(espID string) *Push {
 func packetLimit(hw string) int {
 	switch strings.ToUpper(hw) {
 	case "ESP32_WROOM", "ESP32_WROOM_32", "ESP32_WROOM32":
-		return 2048
+		return wroomPacketLimit
 	case "MOCK_ESP32":
-		return 1 << 20
+		return mockPacketLimit
 	}
 	return contract.MaxDevicePacket
 }
@@ -161,33 +204,12 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 	if s.push == nil {
 		return "", errors.New("config push not enabled")
 	}
-	d, err := s.Get(espID)
+	d, err := s.online(espID)
 	if err != nil {
 		return "", err
 	}
-	if !isApproved(d.Status) {
-		return "", ErrNotApproved
-	}
-	if d.Status != StatusOnline {
-		return "", ErrOffline
-	}
-	sensors := s.push.source.SensorItems(espID)
-	s.push.mu.Lock()
-	prev := s.push.byID[espID]
-	s.push.mu.Unlock()
-	// P1: removals are items of the previous push that are gone now.
-	if prev != nil {
-		have := map[string]bool{}
-		for _, it := range sensors {
-			have[fmt.Sprintf("%d/%s", it.GPIO, it.SensorType)] = true
-		}
-		for _, it := range prev.Sensors {
-			if it.Active && !have[fmt.Sprintf("%d/%s", it.GPIO, it.SensorType)] {
-				it.Active = false
-				sensors = append(sensors, it)
-			}
-		}
-	}
+
+	sensors := s.push.withRemovals(espID, s.push.source.SensorItems(espID))
 	now := s.now()
 	corr := "cfg-" + uuid.NewString()[:18]
 	topic := contract.DeviceTopic(d.KaiserID, espID, "config")
@@ -195,9 +217,58 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 	if err != nil {
 		return "", err
 	}
-	push := &Push{CorrelationID: corr, Status: PushPending, Trigger: trigger, SentAt: now, Parts: len(parts),
-		Sections: map[string]string{}, Expected: map[string]int{}, Successes: map[string]int{},
-		Sensors: activeOnly(sensors), firstErr: map[string]time.Time{}}
+
+	push := newPush(corr, trigger, now, parts, sensors)
+	if len(push.Sections) == 0 {
+		return "", nil // nothing to configure
+	}
+	if err := s.publishParts(ctx, topic, parts); err != nil {
+		return "", err
+	}
+
+	s.track(ctx, espID, push)
+	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
+	return corr, nil
+}
+
+// withRemovals adds, inactive, the items of the previous push that are
+// gone now (P1).
+func (ps *pushes) withRemovals(espID string, sensors []contract.SensorConfigItem) []contract.SensorConfigItem {
+	ps.mu.Lock()
+	prev := ps.byID[espID]
+	ps.mu.Unlock()
+	if prev == nil {
+		return sensors
+	}
+
+	have := map[string]bool{}
+	for _, it := range sensors {
+		have[fmt.Sprintf("%d/%s", it.GPIO, it.SensorType)] = true
+	}
+	for _, it := range prev.Sensors {
+		if it.Active && !have[fmt.Sprintf("%d/%s", it.GPIO, it.SensorType)] {
+			it.Active = false
+			sensors = append(sensors, it)
+		}
+	}
+	return sensors
+}
+
+// newPush is the pending push of parts: each section a part carries
+// expects one success per part.
+func newPush(corr, trigger string, now time.Time, parts []contract.Config, sensors []contract.SensorConfigItem) *Push {
+	push := &Push{
+		CorrelationID: corr,
+		Status:        PushPending,
+		Trigger:       trigger,
+		SentAt:        now,
+		Parts:         len(parts),
+		Sections:      map[string]string{},
+		Expected:      map[string]int{},
+		Successes:     map[string]int{},
+		Sensors:       activeOnly(sensors),
+		firstErr:      map[string]time.Time{},
+	}
 	for _, part := range parts {
 		if len(part.Sensors) > 0 {
 			push.Expected["sensor"]++
@@ -208,34 +279,36 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 			push.Sections["actuator"] = PushPending
 		}
 	}
-	if len(push.Sections) == 0 {
-		return "", nil // nothing to configure
-	}
+	return push
+}
+
+func (s *Service) publishParts(ctx context.Context, topic string, parts []contract.Config) error {
 	for _, part := range parts {
 		payload, err := contract.MarshalConfig(part)
 		if err != nil {
-			return "", err
+			return err
 		}
 		if err := s.bus.Publish(ctx, topic, payload, 1, false); err != nil {
-			return "", fmt.Errorf("publish config: %w", err)
+			return fmt.Errorf("publish config: %w", err)
 		}
 	}
+	return nil
+}
+
+// track makes push the device's current one, replacing any earlier push
+// (P3: one at a time), starts its timeout and saves it.
+func (s *Service) track(ctx context.Context, espID string, push *Push) {
+	corr := push.CorrelationID
+
 	s.push.mu.Lock()
-	if old := s.push.byID[espID]; old != nil && old.timer != nil && old.timer.Stop() {
-		s.push.wg.Done()
-	}
+	s.push.disarmLocked(s.push.byID[espID])
 	s.push.byID[espID] = push
-	if !s.push.stopped {
-		s.push.wg.Add(1)
-		push.timer = time.AfterFunc(s.push.timeout, func() {
-			defer s.push.wg.Done()
-			s.finishPush(context.Background(), espID, corr, true)
-		})
-	}
+	s.push.armLocked(push, s.push.timeout, func() {
+		s.finishPush(context.Background(), espID, corr, true)
+	})
 	s.push.mu.Unlock()
+
 	s.savePush(ctx, espID, push)
-	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
-	return corr, nil
 }
 
 func activeOnly(items []contract.SensorConfigItem) []contract.SensorConfigItem {
@@ -248,12 +321,16 @@ func activeOnly(items []contract.SensorConfigItem) []contract.SensorConfigItem {
 	return out
 }
 
-// splitConfig packs items into as few messages as fit the limit (C7, P5).
-func splitConfig(sensors []contract.SensorConfigItem, topic string, limit int, now time.Time, corr string) ([]contract.Config, error) {
+// splitConfig packs items into as few messages as fit the limit (C7, P5);
+// the parts after the first carry the correlation id with a part suffix.
+func splitConfig(
+	sensors []contract.SensorConfigItem, topic string, limit int, now time.Time, corr string,
+) ([]contract.Config, error) {
 	fits := func(c contract.Config) bool {
 		b, err := contract.MarshalConfig(c)
-		return err == nil && contract.FitsPacket(topic, b, limit) && len(b) <= 4096
+		return err == nil && contract.FitsPacket(topic, b, limit) && len(b) <= configParsePool
 	}
+
 	var parts []contract.Config
 	cur := contract.Config{Timestamp: now.Unix(), CorrelationID: corr}
 	for _, it := range sensors {
@@ -267,11 +344,16 @@ func splitConfig(sensors []contract.SensorConfigItem, topic string, limit int, n
 			return nil, fmt.Errorf("%w: sensor on GPIO %d", ErrConfigTooLarge, it.GPIO)
 		}
 		parts = append(parts, cur)
-		cur = contract.Config{Timestamp: now.Unix(), CorrelationID: fmt.Sprintf("%s-%d", corr, len(parts)), Sensors: []contract.SensorConfigItem{it}}
+		cur = contract.Config{
+			Timestamp:     now.Unix(),
+			CorrelationID: fmt.Sprintf("%s-%d", corr, len(parts)),
+			Sensors:       []contract.SensorConfigItem{it},
+		}
 		if !fits(cur) {
 			return nil, fmt.Errorf("%w: sensor on GPIO %d", ErrConfigTooLarge, it.GPIO)
 		}
 	}
+
 	if len(cur.Sensors) > 0 || len(cur.Actuators) > 0 {
 		parts = append(parts, cur)
 	}
@@ -305,44 +387,16 @@ func (s *Service) HandleConfigResponse(ctx context.Context, m ingest.Message) er
 	if s.push == nil {
 		return nil
 	}
+
 	id := m.Topic.EspID
-	s.push.mu.Lock()
-	p := s.push.byID[id]
-	if p == nil || p.Status != PushPending {
-		s.push.mu.Unlock()
+	r, ok := s.push.record(id, cr, m.ReceivedAt)
+	if !ok {
 		s.log.Info("config_response without a pending push", "esp_id", id, "status", cr.Status, "type", cr.Type)
 		return nil
 	}
-	section := cr.Type
-	expected := p.Expected[section] == 0 && cr.Status == "error" && cr.ErrorCode == "MISSING_FIELD" &&
-		(strings.Contains(cr.Message, "array is empty") || strings.Contains(cr.Message, "missing '"+section+"s' array"))
-	if !expected {
-		if cr.Status == "success" {
-			p.Successes[section]++
-			if p.Successes[section] >= p.Expected[section] && p.Sections[section] == PushPending {
-				p.Sections[section] = PushApplied
-			}
-		} else {
-			p.Sections[section] = PushFailed
-			p.Failures = append(p.Failures, FailedItem{Section: section, ErrorCode: cr.ErrorCode, Message: cr.Message, Item: cr.FailedItem})
-			if _, ok := p.firstErr[section]; !ok {
-				p.firstErr[section] = m.ReceivedAt
-			}
-		}
-	}
-	done := true
-	var lastErr time.Time
-	for _, st := range p.Sections {
-		done = done && st != PushPending
-	}
-	for _, t := range p.firstErr {
-		if t.After(lastErr) {
-			lastErr = t
-		}
-	}
-	corr := p.CorrelationID
-	s.push.mu.Unlock()
-	if !expected {
+
+	section, corr := cr.Type, r.corr
+	if r.counted {
 		status := "success"
 		if cr.Status != "success" {
 			status = "failed"
@@ -352,27 +406,106 @@ func (s *Service) HandleConfigResponse(ctx context.Context, m ingest.Message) er
 			"error_code": nilIfEmpty(cr.ErrorCode), "error_description": nilIfEmpty(cr.Message),
 			"failed_item": rawOrNil(cr.FailedItem), "correlation_id": corr, "timestamp": m.ReceivedAt.Unix()}})
 	}
-	if done {
-		if lastErr.IsZero() {
-			s.finishPush(ctx, id, corr, false)
-		} else {
-			// Trailing item errors may follow the first one (P3: 2 s).
-			wait := time.Until(lastErr.Add(s.push.grace))
-			s.push.mu.Lock()
-			if !s.push.stopped {
-				if p.timer != nil && p.timer.Stop() {
-					s.push.wg.Done()
-				}
-				s.push.wg.Add(1)
-				p.timer = time.AfterFunc(wait, func() {
-					defer s.push.wg.Done()
-					s.finishPush(context.Background(), id, corr, false)
-				})
-			}
-			s.push.mu.Unlock()
-		}
+
+	if r.done {
+		s.settleAnswered(ctx, id, r)
 	}
 	return nil
+}
+
+// response is what one config_response did to the device's pending push.
+type response struct {
+	push *Push
+	corr string
+	// counted is false for the notice of a section the push had no items for.
+	counted bool
+	// done: no section is pending any more.
+	done bool
+	// lastErr is the latest first-error time over the failed sections; zero if none failed.
+	lastErr time.Time
+}
+
+// record applies cr to the device's pending push; false if there is none.
+func (ps *pushes) record(espID string, cr contract.ConfigResponse, at time.Time) (response, bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+
+	p := ps.byID[espID]
+	if p == nil || p.Status != PushPending {
+		return response{}, false
+	}
+
+	r := response{
+		push:    p,
+		corr:    p.CorrelationID,
+		counted: !emptySectionNotice(p, cr),
+	}
+	if r.counted {
+		p.count(cr, at)
+	}
+
+	r.done = true
+	for _, st := range p.Sections {
+		r.done = r.done && st != PushPending
+	}
+	for _, t := range p.firstErr {
+		if t.After(r.lastErr) {
+			r.lastErr = t
+		}
+	}
+	return r, true
+}
+
+// emptySectionNotice tells the device's MISSING_FIELD about a section the
+// push had no items for: the combined config always carries both arrays
+// (P2), so it is no failure.
+func emptySectionNotice(p *Push, cr contract.ConfigResponse) bool {
+	section := cr.Type
+	if p.Expected[section] != 0 || cr.Status != "error" || cr.ErrorCode != "MISSING_FIELD" {
+		return false
+	}
+	return strings.Contains(cr.Message, "array is empty") ||
+		strings.Contains(cr.Message, "missing '"+section+"s' array")
+}
+
+// count adds one section result; a section is applied with one success
+// per part that carried it and failed with its first error.
+func (p *Push) count(cr contract.ConfigResponse, at time.Time) {
+	section := cr.Type
+	if cr.Status == "success" {
+		p.Successes[section]++
+		if p.Successes[section] >= p.Expected[section] && p.Sections[section] == PushPending {
+			p.Sections[section] = PushApplied
+		}
+		return
+	}
+
+	p.Sections[section] = PushFailed
+	p.Failures = append(p.Failures, FailedItem{
+		Section:   section,
+		ErrorCode: cr.ErrorCode,
+		Message:   cr.Message,
+		Item:      cr.FailedItem,
+	})
+	if _, ok := p.firstErr[section]; !ok {
+		p.firstErr[section] = at
+	}
+}
+
+// settleAnswered settles a push whose sections have all answered: at once
+// without errors, else after the grace for trailing item errors (P3: 2 s).
+func (s *Service) settleAnswered(ctx context.Context, espID string, r response) {
+	if r.lastErr.IsZero() {
+		s.finishPush(ctx, espID, r.corr, false)
+		return
+	}
+
+	wait := time.Until(r.lastErr.Add(s.push.grace))
+	s.push.mu.Lock()
+	s.push.armLocked(r.push, wait, func() {
+		s.finishPush(context.Background(), espID, r.corr, false)
+	})
+	s.push.mu.Unlock()
 }
 
 func nilIfEmpty(s string) any {
@@ -400,6 +533,7 @@ func (s *Service) finishPush(ctx context.Context, espID, corr string, timeout bo
 		s.push.mu.Unlock()
 		return
 	}
+
 	status := PushApplied
 	for sec, st := range p.Sections {
 		switch {
