@@ -357,8 +357,9 @@ func TestCleanupFallsBackToTheDefaultDays(t *testing.T) {
 	}
 	day := 24 * time.Hour
 	for _, age := range []time.Duration{4 * day, 6 * day} {
-		f.log.Record(ctx, store.AuditEntry{EventType: "login_success", CreatedAt: f.clock.Now().Add(-age)})
-		f.log.Record(ctx, store.AuditEntry{EventType: "device_offline", Severity: "warning", CreatedAt: f.clock.Now().Add(-age)})
+		at := f.clock.Now().Add(-age)
+		f.log.Record(ctx, store.AuditEntry{EventType: "login_success", CreatedAt: at})
+		f.log.Record(ctx, store.AuditEntry{EventType: "device_offline", Severity: "warning", CreatedAt: at})
 	}
 
 	res, err := f.log.Cleanup(ctx, false)
@@ -441,7 +442,12 @@ func TestWatchRecordsDeviceLifecycle(t *testing.T) {
 			wantSev:  "warning",
 			wantSrc:  "system",
 		},
-		{name: "came online", typ: "device_status", espID: "ESP_000004", fields: map[string]any{"status": "online"}},
+		{
+			name:   "came online",
+			typ:    "device_status",
+			espID:  "ESP_000004",
+			fields: map[string]any{"status": "online"},
+		},
 		{name: "other event", typ: "sensor_data", espID: "ESP_000005"},
 	}
 

@@ -324,15 +324,55 @@ func TestLogin(t *testing.T) {
 		wantID   int64
 		wantErr  error
 	}{
-		{name: "username", login: "vera", password: userPassword, wantID: viewer.ID},
-		{name: "email", login: "vera@example.org", password: userPassword, wantID: viewer.ID},
-		{name: "email in other case", login: "VERA@example.org", password: userPassword, wantID: viewer.ID},
-		{name: "surrounding blanks", login: "  vera\t", password: userPassword, wantID: viewer.ID},
-		{name: "wrong password", login: "vera", password: adminPassword, wantErr: ErrInvalidCredentials},
-		{name: "unknown user", login: "nobody", password: userPassword, wantErr: ErrInvalidCredentials},
-		{name: "disabled user", login: "dora", password: userPassword, wantErr: ErrUserDisabled},
+		{
+			name:     "username",
+			login:    "vera",
+			password: userPassword,
+			wantID:   viewer.ID,
+		},
+		{
+			name:     "email",
+			login:    "vera@example.org",
+			password: userPassword,
+			wantID:   viewer.ID,
+		},
+		{
+			name:     "email in other case",
+			login:    "VERA@example.org",
+			password: userPassword,
+			wantID:   viewer.ID,
+		},
+		{
+			name:     "surrounding blanks",
+			login:    "  vera\t",
+			password: userPassword,
+			wantID:   viewer.ID,
+		},
+		{
+			name:     "wrong password",
+			login:    "vera",
+			password: adminPassword,
+			wantErr:  ErrInvalidCredentials,
+		},
+		{
+			name:     "unknown user",
+			login:    "nobody",
+			password: userPassword,
+			wantErr:  ErrInvalidCredentials,
+		},
+		{
+			name:     "disabled user",
+			login:    "dora",
+			password: userPassword,
+			wantErr:  ErrUserDisabled,
+		},
 		// A wrong password must not reveal that the account exists but is disabled.
-		{name: "disabled user, wrong password", login: "dora", password: "nope", wantErr: ErrInvalidCredentials},
+		{
+			name:     "disabled user, wrong password",
+			login:    "dora",
+			password: "nope",
+			wantErr:  ErrInvalidCredentials,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -849,7 +889,11 @@ func TestSetPassword(t *testing.T) {
 		wantErr error
 	}{
 		{name: "self-service with the current password", current: str(userPassword)},
-		{name: "self-service with a wrong current password", current: str("Wrong-pass1"), wantErr: ErrInvalidCurrentPwd},
+		{
+			name:    "self-service with a wrong current password",
+			current: str("Wrong-pass1"),
+			wantErr: ErrInvalidCurrentPwd,
+		},
 		{name: "admin reset", current: nil},
 	}
 	for _, tt := range tests {

@@ -21,16 +21,61 @@ func TestLimiterSlidingWindow(t *testing.T) {
 		remaining int
 		retry     time.Duration
 	}{
-		{at: 0, key: "10.0.0.1", ok: true, remaining: 2},
-		{at: 10 * time.Second, key: "10.0.0.1", ok: true, remaining: 1},
-		{at: 20 * time.Second, key: "10.0.0.1", ok: true, remaining: 0},
-		{at: 30 * time.Second, key: "10.0.0.1", ok: false, retry: 30 * time.Second},
-		{at: 30 * time.Second, key: "10.0.0.2", ok: true, remaining: 2},
-		{at: 59 * time.Second, key: "10.0.0.1", ok: false, retry: time.Second},
+		{
+			at:        0,
+			key:       "10.0.0.1",
+			ok:        true,
+			remaining: 2,
+		},
+		{
+			at:        10 * time.Second,
+			key:       "10.0.0.1",
+			ok:        true,
+			remaining: 1,
+		},
+		{
+			at:        20 * time.Second,
+			key:       "10.0.0.1",
+			ok:        true,
+			remaining: 0,
+		},
+		{
+			at:    30 * time.Second,
+			key:   "10.0.0.1",
+			ok:    false,
+			retry: 30 * time.Second,
+		},
+		{
+			at:        30 * time.Second,
+			key:       "10.0.0.2",
+			ok:        true,
+			remaining: 2,
+		},
+		{
+			at:    59 * time.Second,
+			key:   "10.0.0.1",
+			ok:    false,
+			retry: time.Second,
+		},
 		// The first request leaves the window exactly one window later.
-		{at: 60 * time.Second, key: "10.0.0.1", ok: true, remaining: 0},
-		{at: 61 * time.Second, key: "10.0.0.1", ok: false, retry: 9 * time.Second},
-		{at: 5 * time.Minute, key: "10.0.0.1", ok: true, remaining: 2},
+		{
+			at:        60 * time.Second,
+			key:       "10.0.0.1",
+			ok:        true,
+			remaining: 0,
+		},
+		{
+			at:    61 * time.Second,
+			key:   "10.0.0.1",
+			ok:    false,
+			retry: 9 * time.Second,
+		},
+		{
+			at:        5 * time.Minute,
+			key:       "10.0.0.1",
+			ok:        true,
+			remaining: 2,
+		},
 	}
 	for _, st := range steps {
 		t.Run(st.key+"@"+st.at.String(), func(t *testing.T) {

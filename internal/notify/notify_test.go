@@ -193,9 +193,16 @@ func wantNotices(t *testing.T, got []notice, alertID, action, status string, use
 	}
 	for i, u := range users {
 		n := got[i]
-		if n.UserID != u || n.ID != copyID(alertID, u) || n.Action != action || n.Status != status || n.CorrelationID != key {
-			t.Fatalf("event %d = %+v, want user %d, id %s, action %s, status %s, correlation id %s",
-				i, n, u, copyID(alertID, u), action, status, key)
+		want := notice{
+			UserID:        u,
+			ID:            copyID(alertID, u),
+			Action:        action,
+			Status:        status,
+			CorrelationID: key,
+		}
+		if n.UserID != want.UserID || n.ID != want.ID || n.Action != want.Action || n.Status != want.Status ||
+			n.CorrelationID != want.CorrelationID {
+			t.Fatalf("event %d = %+v, want %+v", i, n, want)
 		}
 	}
 }
@@ -356,7 +363,8 @@ func TestClearAutoResolves(t *testing.T) {
 	}
 	for _, u := range []int64{1, 2} {
 		a := f.only(t, u).Alert
-		if a.Status != "resolved" || a.ResolvedBy != "system" || a.ResolvedAt == nil || !a.ResolvedAt.Equal(f.clock.Now()) {
+		resolvedNow := a.ResolvedAt != nil && a.ResolvedAt.Equal(f.clock.Now())
+		if a.Status != "resolved" || a.ResolvedBy != "system" || !resolvedNow {
 			t.Fatalf("user %d's copy after clear: %+v", u, a)
 		}
 	}
@@ -642,10 +650,34 @@ func TestMarkRead(t *testing.T) {
 		wantMarked int64
 		wantUnread map[int64]int
 	}{
-		{name: "one copy", user: 1, id: copyID(alertID, 1), wantMarked: 1, wantUnread: map[int64]int{1: 1, 2: 2}},
-		{name: "the same copy again", user: 1, id: copyID(alertID, 1), wantMarked: 0, wantUnread: map[int64]int{1: 1, 2: 2}},
-		{name: "another user's copy", user: 1, id: copyID(alertID, 2), wantMarked: 0, wantUnread: map[int64]int{1: 1, 2: 2}},
-		{name: "all of a user", user: 2, id: "", wantMarked: 2, wantUnread: map[int64]int{1: 1, 2: 0}},
+		{
+			name:       "one copy",
+			user:       1,
+			id:         copyID(alertID, 1),
+			wantMarked: 1,
+			wantUnread: map[int64]int{1: 1, 2: 2},
+		},
+		{
+			name:       "the same copy again",
+			user:       1,
+			id:         copyID(alertID, 1),
+			wantMarked: 0,
+			wantUnread: map[int64]int{1: 1, 2: 2},
+		},
+		{
+			name:       "another user's copy",
+			user:       1,
+			id:         copyID(alertID, 2),
+			wantMarked: 0,
+			wantUnread: map[int64]int{1: 1, 2: 2},
+		},
+		{
+			name:       "all of a user",
+			user:       2,
+			id:         "",
+			wantMarked: 2,
+			wantUnread: map[int64]int{1: 1, 2: 0},
+		},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

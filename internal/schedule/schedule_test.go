@@ -49,7 +49,7 @@ func TestJobsNeverOverlapAndMissedRunsCoalesce(t *testing.T) {
 		s := New(quiet, nil, prometheus.NewRegistry())
 		var running, maxRunning, runs atomic.Int32
 		release := make(chan struct{})
-		err := s.Add(Job{Name: "slow", Every: time.Minute, Timeout: time.Hour, Run: func(ctx context.Context) error {
+		slow := func(ctx context.Context) error {
 			n := running.Add(1)
 			defer running.Add(-1)
 			if n > maxRunning.Load() {
@@ -59,7 +59,13 @@ func TestJobsNeverOverlapAndMissedRunsCoalesce(t *testing.T) {
 				<-release // the first run outlasts many intervals
 			}
 			return nil
-		}})
+		}
+		err := s.Add(Job{
+			Name:    "slow",
+			Every:   time.Minute,
+			Timeout: time.Hour,
+			Run:     slow,
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +152,12 @@ func TestStats(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				reg := prometheus.NewRegistry()
 				s := New(quiet, nil, reg)
-				err := s.Add(Job{Name: "job", Every: time.Minute, Timeout: tt.timeout, Run: tt.run})
+				err := s.Add(Job{
+					Name:    "job",
+					Every:   time.Minute,
+					Timeout: tt.timeout,
+					Run:     tt.run,
+				})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -278,10 +289,30 @@ func TestLateRunIsSkipped(t *testing.T) {
 			wantRuns    int32
 			wantSkipped int64
 		}{
-			{name: "late inside the limit", jump: MaxLateness, wantRuns: 1, wantSkipped: 0},
-			{name: "later than the limit", jump: MaxLateness + time.Second, wantRuns: 1, wantSkipped: 1},
-			{name: "on time", jump: 0, wantRuns: 2, wantSkipped: 1},
-			{name: "clock stepped back", jump: -5 * time.Minute, wantRuns: 3, wantSkipped: 1},
+			{
+				name:        "late inside the limit",
+				jump:        MaxLateness,
+				wantRuns:    1,
+				wantSkipped: 0,
+			},
+			{
+				name:        "later than the limit",
+				jump:        MaxLateness + time.Second,
+				wantRuns:    1,
+				wantSkipped: 1,
+			},
+			{
+				name:        "on time",
+				jump:        0,
+				wantRuns:    2,
+				wantSkipped: 1,
+			},
+			{
+				name:        "clock stepped back",
+				jump:        -5 * time.Minute,
+				wantRuns:    3,
+				wantSkipped: 1,
+			},
 		}
 		for _, step := range steps {
 			jump.Add(int64(step.jump))
