@@ -251,11 +251,16 @@ func (s *Service) issue(u store.User, remember bool) (Tokens, error) {
 	return Tokens{AccessToken: a, RefreshToken: r, TokenType: "bearer", ExpiresIn: int64(ttl / time.Second)}, nil
 }
 
-// parse verifies signature, algorithm (HS256 only), expiry (60 s leeway) and type.
+// parse verifies signature, algorithm (HS256 only), expiry (60 s leeway) and
+// type. Expiry is judged by the service clock, the one that issued the token.
 func (s *Service) parse(token, typ string) (*Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return s.cfg.Secret, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(60*time.Second), jwt.WithIssuedAt(), jwt.WithExpirationRequired())
+		jwt.WithValidMethods([]string{"HS256"}),
+		jwt.WithLeeway(60*time.Second),
+		jwt.WithIssuedAt(),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.now))
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, ErrTokenExpired

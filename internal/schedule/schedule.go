@@ -59,6 +59,7 @@ type Scheduler struct {
 	mu      sync.Mutex
 	jobs    map[string]*job
 	started bool
+	ctx     context.Context // the loops' context, kept so a job added after Start gets its loop too
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	now     func() time.Time
@@ -129,6 +130,10 @@ func (s *Scheduler) Add(j Job) error {
 		return fmt.Errorf("job %s already registered", j.Name)
 	}
 	s.jobs[j.Name] = jb
+	if s.started {
+		s.wg.Add(1)
+		go s.loop(s.ctx, jb)
+	}
 	return nil
 }
 
@@ -136,7 +141,8 @@ func (s *Scheduler) Add(j Job) error {
 func (s *Scheduler) Start(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ctx, s.cancel = context.WithCancel(ctx)
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	ctx = s.ctx
 	s.started = true
 	for _, j := range s.jobs {
 		s.wg.Add(1)
@@ -198,7 +204,9 @@ func (s *Scheduler) loop(ctx context.Context, j *job) {
 		j.stats.NextRun = next
 		j.mu.Unlock()
 		s.next.WithLabelValues(j.Name).Set(float64(next.Unix()))
-		timer := time.NewTimer(time.Until(next))
+		// The wait is measured on the scheduler's clock, the one next and
+		// the lateness check below are read from.
+		timer := time.NewTimer(next.Sub(s.now()))
 		select {
 		case <-ctx.Done():
 			timer.Stop()

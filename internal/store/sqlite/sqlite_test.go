@@ -7,8 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/kaiserhub/kaiser/internal/store"
 )
+
+// A closed store must leave no writer, checkpointer or pool goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T, dir string) *Store {
 	t.Helper()
