@@ -81,6 +81,17 @@ func (s *Service) Load(ctx context.Context) error {
 	return nil
 }
 
+// withRefire returns a copy of md marked as a re-fire; the caller's map
+// is left alone (it may be shared, or nil).
+func withRefire(md map[string]any) map[string]any {
+	out := make(map[string]any, len(md)+1)
+	for k, v := range md {
+		out[k] = v
+	}
+	out["refire"] = true
+	return out
+}
+
 // Raise reports a breach of spec.Key (DOMAIN §3.3): a new alert, an update
 // of the open one, or nothing while the key is disarmed by a manual resolve.
 func (s *Service) Raise(ctx context.Context, spec Spec) error {
@@ -96,14 +107,27 @@ func (s *Service) Raise(ctx context.Context, spec Spec) error {
 	a := s.open[spec.Key]
 	route := false
 	if a == nil {
-		md, _ := json.Marshal(spec.Metadata)
-		a = &store.Alert{ID: uuid.NewString(), Key: spec.Key, Severity: spec.Severity, Category: spec.Category,
-			Source: spec.Source, Title: spec.Title, Body: spec.Body, Metadata: md, Status: "active",
-			Suppressed: spec.Suppressed, Occurrences: 1, CreatedAt: now, UpdatedAt: now}
+		metadata := spec.Metadata
 		if t, ok := s.autoResolved[spec.Key]; ok && now.Sub(t) < s.refire {
 			// Chatter protection: email and webhook would be skipped; the
 			// WebSocket still fires (no other channels exist yet).
-			spec.Metadata["refire"] = true
+			metadata = withRefire(metadata)
+		}
+		md, _ := json.Marshal(metadata)
+		a = &store.Alert{
+			ID:          uuid.NewString(),
+			Key:         spec.Key,
+			Severity:    spec.Severity,
+			Category:    spec.Category,
+			Source:      spec.Source,
+			Title:       spec.Title,
+			Body:        spec.Body,
+			Metadata:    md,
+			Status:      "active",
+			Suppressed:  spec.Suppressed,
+			Occurrences: 1,
+			CreatedAt:   now,
+			UpdatedAt:   now,
 		}
 		s.open[spec.Key] = a
 		route = true

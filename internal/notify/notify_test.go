@@ -382,11 +382,12 @@ func TestClearAutoResolves(t *testing.T) {
 
 func TestBreachAfterAutoResolveIsANewAlert(t *testing.T) {
 	tests := []struct {
-		name  string
-		after time.Duration
+		name   string
+		after  time.Duration
+		refire bool
 	}{
-		{name: "inside the chatter window", after: time.Minute},
-		{name: "after the chatter window", after: 31 * time.Minute},
+		{name: "inside the chatter window", after: time.Minute, refire: true},
+		{name: "after the chatter window", after: 31 * time.Minute, refire: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,6 +413,14 @@ func TestBreachAfterAutoResolveIsANewAlert(t *testing.T) {
 			}
 			// Chatter protection skips only email and webhook; the WebSocket still fires.
 			wantNotices(t, f.notices(t), second.ID, "new", "active", 1)
+
+			var md map[string]any
+			if err := json.Unmarshal(second.Metadata, &md); err != nil {
+				t.Fatalf("metadata %s: %v", second.Metadata, err)
+			}
+			if got := md["refire"] == true; got != tt.refire {
+				t.Fatalf("stored metadata %s: refire %v, want %v", second.Metadata, got, tt.refire)
+			}
 		})
 	}
 }
