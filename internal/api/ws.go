@@ -77,18 +77,29 @@ const (
 	closeFlood                            = websocket.StatusPolicyViolation
 )
 
-// stateKeys gives the coalescing key of state messages (API §17.5).
-var stateKeys = map[string][]string{
-	"sensor_data":     {"esp_id", "gpio", "sensor_type"},
-	"sensor_health":   {"esp_id", "gpio", "sensor_type"},
-	"esp_health":      {"esp_id"},
-	"device_status":   {"esp_id"},
-	"actuator_status": {"esp_id", "gpio"},
-	"command_status":  {"command_id"},
+// stateful is the payload of a state message (API §17.4): a newer one of
+// the same type and subject replaces a queued one.
+type stateful interface {
+	Subject() string
+}
+
+// addressed is a payload for one user only (notifications, API §17.3).
+type addressed interface {
+	Recipient() int64
+}
+
+// deviceScoped and sensorScoped are payloads the esp_ids and sensor_types
+// filters look at; payloads without them pass those filters.
+type deviceScoped interface {
+	Device() string
+}
+
+type sensorScoped interface {
+	Sensor() string
 }
 
 type outMsg struct {
-	typ  string
+	typ  event.Type
 	key  string
 	data []byte
 }
@@ -143,9 +154,16 @@ func (h *wsHub) stats() map[string]any {
 		"messages_coalesced": h.coalesced.Load(), "slow_client_disconnects": h.slow.Load()}
 }
 
-// envelope builds the API §17.2 frame.
-func envelope(typ string, at time.Time, data map[string]any) []byte {
-	b, _ := json.Marshal(map[string]any{"type": typ, "timestamp": at.Unix(), "data": data})
+// frame is the API §17.2 envelope; the field order keeps the bytes the
+// map-based encoding produced (keys sorted).
+type frame struct {
+	Data      any        `json:"data"`
+	Timestamp int64      `json:"timestamp"`
+	Type      event.Type `json:"type"`
+}
+
+func envelope(typ event.Type, at time.Time, data any) []byte {
+	b, _ := json.Marshal(frame{Data: data, Timestamp: at.Unix(), Type: typ})
 	return b
 }
 
@@ -186,17 +204,13 @@ func (h *wsHub) fanout(sub *event.Subscription, done <-chan struct{}) {
 			if idle {
 				continue // nobody listens: do not pay for the encoding
 			}
+			var data any = e.Data
 			if e.Data == nil {
-				e.Data = map[string]any{}
+				data = struct{}{}
 			}
-			msg := &outMsg{typ: e.Type, data: envelope(e.Type, e.Time, e.Data)}
-			if keys, ok := stateKeys[e.Type]; ok {
-				var sb strings.Builder
-				for _, k := range keys {
-					sb.WriteString(toString(e.Data[k]))
-					sb.WriteByte('|')
-				}
-				msg.key = e.Type + ":" + sb.String()
+			msg := &outMsg{typ: e.Type(), data: envelope(e.Type(), e.Time, data)}
+			if st, ok := e.Data.(stateful); ok {
+				msg.key = string(e.Type()) + ":" + st.Subject()
 			}
 			h.mu.Lock()
 			conns := make([]*wsConn, 0, len(h.conns))
@@ -204,27 +218,16 @@ func (h *wsHub) fanout(sub *event.Subscription, done <-chan struct{}) {
 				conns = append(conns, c)
 			}
 			h.mu.Unlock()
-			owner, owned := e.Data["user_id"].(int64)
+			to, owned := e.Data.(addressed)
 			for _, c := range conns {
 				// Notifications go only to the owning user's connections (API §17.3).
-				if e.Type == "notification" && (!owned || c.key.user != owner) {
+				if owned && c.key.user != to.Recipient() {
 					continue
 				}
 				c.offer(msg, e.Data)
 			}
 		}
 	}
-}
-
-func toString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case nil:
-		return ""
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 // revoke closes the sessions of a user (all, or those opened with jti) with 4001.
@@ -352,28 +355,20 @@ type filters struct {
 	SensorTypes []string `json:"sensor_types"`
 }
 
-func (f filters) match(typ string, data map[string]any) bool {
-	if len(f.Types) > 0 && !contains(f.Types, typ) {
+func (f filters) match(typ event.Type, data event.Payload) bool {
+	if len(f.Types) > 0 && !contains(f.Types, string(typ)) {
 		return false
 	}
-	if len(f.EspIDs) > 0 {
-		id, ok := data["esp_id"].(string)
-		if !ok {
-			id, ok = data["device_id"].(string)
-		}
-		if ok && !contains(f.EspIDs, id) {
-			return false
-		}
+	if d, ok := data.(deviceScoped); ok && len(f.EspIDs) > 0 && !contains(f.EspIDs, d.Device()) {
+		return false
 	}
-	if len(f.SensorTypes) > 0 {
-		if st, ok := data["sensor_type"].(string); ok {
-			found := false
-			for _, x := range f.SensorTypes {
-				found = found || strings.EqualFold(x, st)
-			}
-			if !found {
-				return false
-			}
+	if s, ok := data.(sensorScoped); ok && len(f.SensorTypes) > 0 {
+		found := false
+		for _, x := range f.SensorTypes {
+			found = found || strings.EqualFold(x, s.Sensor())
+		}
+		if !found {
+			return false
 		}
 	}
 	return true
@@ -398,14 +393,14 @@ type wsConn struct {
 }
 
 // offer hands a message over without blocking (filters apply first).
-func (c *wsConn) offer(m *outMsg, data map[string]any) {
+func (c *wsConn) offer(m *outMsg, data event.Payload) {
 	c.mu.Lock()
 	if !c.filter.match(m.typ, data) {
 		c.mu.Unlock()
 		return
 	}
 	switch {
-	case m.typ == "emergency":
+	case m.typ == event.TypeEmergency:
 		c.priority = append(c.priority, m)
 	case m.key != "" && c.byKey[m.key] != nil:
 		// Replace in place: it keeps its position and takes the newer content.
@@ -431,7 +426,7 @@ func (c *wsConn) offer(m *outMsg, data map[string]any) {
 	c.signal()
 }
 
-func (c *wsConn) control(typ string, data map[string]any) {
+func (c *wsConn) control(typ event.Type, data any) {
 	c.mu.Lock()
 	c.priority = append(c.priority, &outMsg{typ: typ, data: envelope(typ, time.Now(), data)})
 	c.mu.Unlock()

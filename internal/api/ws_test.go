@@ -18,8 +18,8 @@ func TestWSQueueCoalescesStateMessages(t *testing.T) {
 	h := &wsHub{cfg: WSConfig{}}
 	h.cfg.defaults()
 	c := &wsConn{hub: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	msg := func(typ, key, body string) *outMsg { return &outMsg{typ: typ, key: key, data: []byte(body)} }
-	data := map[string]any{"esp_id": "E1", "gpio": 34, "sensor_type": "ph"}
+	msg := func(typ event.Type, key, body string) *outMsg { return &outMsg{typ: typ, key: key, data: []byte(body)} }
+	data := event.SensorData{EspID: "E1", GPIO: 34, SensorType: "ph"}
 	c.offer(msg("sensor_data", "k1", "v1"), data)
 	c.offer(msg("system_event", "", "e1"), data)
 	c.offer(msg("sensor_data", "k1", "v2"), data)

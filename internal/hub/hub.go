@@ -144,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.Audit = audit.New(h.Store, log.With("component", "audit"), h.Registry)
 	h.auditStop, h.auditDone = make(chan struct{}), make(chan struct{})
-	auditSub := h.Events.Subscribe(4096, "device_discovered", "device_rediscovered", "device_status")
+	auditSub := h.Events.Subscribe(4096, event.TypeDeviceDiscovered, event.TypeDeviceRediscovered, event.TypeDeviceStatus)
 	go func() {
 		defer close(h.auditDone)
 		defer h.Events.Unsubscribe(auditSub)
@@ -256,8 +256,11 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 	h.API.ResumeMocks()
 	h.API.SetReady(true)
-	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete",
-		"message": "hub started", "timestamp": time.Now().Unix()}})
+	h.Events.Publish(event.Event{Data: event.SystemEvent{
+		Event:     "startup_complete",
+		Message:   "hub started",
+		Timestamp: time.Now().Unix(),
+	}})
 	ok = true
 	log.Info("kaiser hub ready", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data_dir", cfg.DataDir, "version", cfg.Version)
 	return h, nil
@@ -350,8 +353,11 @@ func (h *Hub) Stop(ctx context.Context) error {
 	}
 	log.Info("shutting down")
 	h.API.SetReady(false)
-	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "shutdown",
-		"message": "hub is shutting down", "timestamp": time.Now().Unix()}})
+	h.Events.Publish(event.Event{Data: event.SystemEvent{
+		Event:     "shutdown",
+		Message:   "hub is shutting down",
+		Timestamp: time.Now().Unix(),
+	}})
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
 	h.API.StopMocks()
 	h.API.Close()
