@@ -23,6 +23,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/live"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
@@ -182,8 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
-		Devices: h.Devices, Audit: h.Audit, Events: h.Events, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, WS: cfg.WS, Sensors: h.Sensors, Alerts: h.Alerts,
+		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
+		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts,
 		MQTTAddr: func() string { return h.Broker.Addr() }})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
