@@ -155,7 +155,7 @@ func (f *Feed) register(reg prometheus.Registerer) {
 	)
 }
 
-// Stats are the feed's counters (API §16 health detail).
+// Stats are the feed's figures for GET /health/detailed (API §13).
 type Stats struct {
 	ActiveConnections     int
 	MessagesSent          int64
