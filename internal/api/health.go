@@ -121,7 +121,7 @@ func (s *Server) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.P
 	components = append(components, component("mqtt", connected, "embedded broker"))
 	wsStats := map[string]any{"active_connections": 0, "total_messages_sent": 0, "messages_coalesced": 0, "slow_client_disconnects": 0}
 	if s.ws != nil {
-		wsStats = s.ws.stats()
+		wsStats = s.WSStats()
 	}
 	sys := map[string]any{"cpu_percent": nil, "memory_percent": nil, "memory_used_mb": nil, "memory_total_mb": nil,
 		"disk_percent": nil, "disk_free_gb": nil, "goroutines": runtime.NumGoroutine()}

@@ -26,7 +26,6 @@ import (
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
-	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/schedule"
@@ -58,7 +57,6 @@ type Deps struct {
 	Devices *device.Service
 	Audit   *audit.Log
 	Ingest  IngestStats
-	Events  *event.Bus
 	Sched   *schedule.Scheduler
 	Sensors *sensor.Service
 	Alerts  *notify.Service
@@ -69,7 +67,8 @@ type Deps struct {
 	CORSOrigins []string
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
 	LoginLimit, RefreshLimit int
-	WS                       WSConfig
+	// Live serves the WebSocket route; without it there is none.
+	Live LiveFeed
 }
 
 // IngestStats is what the API reads from the ingest pipeline.
@@ -95,7 +94,7 @@ type Server struct {
 	audit      *audit.Log
 	loginLim   *auth.Limiter
 	refreshLim *auth.Limiter
-	ws         *wsHub
+	ws         LiveFeed
 	sensors    *sensor.Service
 	alerts     *notify.Service
 	processLim *auth.Limiter
@@ -150,14 +149,18 @@ func New(d Deps) *Server {
 		s.public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", "health", metrics.ServeHTTP)
 	}
 	if d.Auth != nil {
-		s.ws = newWSHub(d.WS, d.Events, d.Registry, d.Logger)
-		d.Auth.OnRevoke(s.ws.revoke)
+		if d.Live != nil {
+			s.ws = d.Live
+			d.Auth.OnRevoke(d.Live.Revoke)
+		}
 		s.authRoutes()
 		s.userRoutes()
 		s.deviceRoutes()
 		s.healthRoutes()
 		s.auditRoutes()
-		s.wsRoutes()
+		if s.ws != nil {
+			s.wsRoutes()
+		}
 		if d.Sensors != nil {
 			s.sensorRoutes()
 		}
@@ -206,7 +209,7 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 // Close ends every WebSocket session with 1001 (the hub is going away).
 func (s *Server) Close() {
 	if s.ws != nil {
-		s.ws.closeAll()
+		s.ws.Close()
 	}
 }
 
@@ -489,5 +492,11 @@ func (s *Server) WSStats() map[string]any {
 	if s.ws == nil {
 		return map[string]any{}
 	}
-	return s.ws.stats()
+	st := s.ws.Stats()
+	return map[string]any{
+		"active_connections":      st.ActiveConnections,
+		"total_messages_sent":     st.MessagesSent,
+		"messages_coalesced":      st.MessagesCoalesced,
+		"slow_client_disconnects": st.SlowClientDisconnects,
+	}
 }

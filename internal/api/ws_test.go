@@ -1,73 +1,231 @@
 package api
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
-	"runtime"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/live"
+	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
-// State messages with the same key replace the queued one in place; event
-// messages are never coalesced; emergencies jump the queue.
-func TestWSQueueCoalescesStateMessages(t *testing.T) {
-	h := &wsHub{cfg: WSConfig{}}
-	h.cfg.defaults()
-	c := &wsConn{hub: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	msg := func(typ, key, body string) *outMsg { return &outMsg{typ: typ, key: key, data: []byte(body)} }
-	data := map[string]any{"esp_id": "E1", "gpio": 34, "sensor_type": "ph"}
-	c.offer(msg("sensor_data", "k1", "v1"), data)
-	c.offer(msg("system_event", "", "e1"), data)
-	c.offer(msg("sensor_data", "k1", "v2"), data)
-	c.offer(msg("sensor_data", "k2", "w1"), data)
-	c.offer(msg("sensor_data", "k1", "v3"), data)
-	c.offer(msg("emergency", "", "stop"), data)
-	var got []string
-	for {
-		m, _ := c.next()
-		if m == nil {
-			break
-		}
-		got = append(got, string(m.data))
+type feedSession struct {
+	user              int64
+	clientID, tokenID string
+}
+
+// fakeFeed records what the handshake hands over; an accepted request is
+// answered 204 in place of an upgrade.
+type fakeFeed struct {
+	mu       sync.Mutex
+	refusal  error // returned by Accept
+	answered int   // with refusal: the status Accept wrote itself, like a failed upgrade
+	accepted []feedSession
+	revoked  []feedSession
+	closed   bool
+}
+
+var _ LiveFeed = (*fakeFeed)(nil)
+
+func (f *fakeFeed) Accept(w http.ResponseWriter, _ *http.Request, userID int64, clientID, tokenID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.accepted = append(f.accepted, feedSession{user: userID, clientID: clientID, tokenID: tokenID})
+	if f.answered != 0 {
+		w.WriteHeader(f.answered)
 	}
-	if strings.Join(got, ",") != "stop,v3,e1,w1" {
-		t.Fatalf("order %v", got)
+	if f.refusal != nil {
+		return f.refusal
 	}
-	if h.coalesced.Load() != 2 {
-		t.Fatalf("coalesced %d", h.coalesced.Load())
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (f *fakeFeed) Revoke(userID int64, tokenID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revoked = append(f.revoked, feedSession{user: userID, tokenID: tokenID})
+}
+
+func (f *fakeFeed) Stats() live.Stats {
+	return live.Stats{ActiveConnections: 2, MessagesSent: 30, MessagesCoalesced: 4, SlowClientDisconnects: 1}
+}
+
+func (f *fakeFeed) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
+
+type wsFixture struct {
+	server *Server
+	http   *httptest.Server
+	feed   *fakeFeed
+	auth   *auth.Service
+	admin  auth.Principal
+	token  string
+}
+
+func newWSFixture(t *testing.T) *wsFixture {
+	t.Helper()
+	ctx := context.Background()
+	discard := slog.New(slog.DiscardHandler)
+	st, err := sqlite.Open(ctx, t.TempDir(), sqlite.Options{Logger: discard})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Filters apply before queueing: a filtered-out message costs nothing.
-	c.filter = filters{EspIDs: []string{"E2"}}
-	c.offer(msg("sensor_data", "k9", "x"), data)
-	if m, _ := c.next(); m != nil {
-		t.Fatalf("filtered message queued: %s", m.data)
+	t.Cleanup(func() { _ = st.Close(ctx) })
+
+	a, err := auth.New(ctx, auth.Config{Secret: bytes.Repeat([]byte("s"), 32), BcryptCost: 4}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tokens, err := a.Setup(ctx, auth.NewUser{Username: "admin", Email: "admin@example.org", Password: "Admin-pass-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := a.Authenticate(ctx, tokens.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	feed := &fakeFeed{}
+	s := New(Deps{Auth: a, Live: feed, Logger: discard, CORSOrigins: []string{"http://localhost:5173"}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return &wsFixture{server: s, http: srv, feed: feed, auth: a, admin: admin, token: tokens.AccessToken}
+}
+
+// handshake sends the handshake request and returns the status and the error code of API §1.5 ("" without one).
+func (fx *wsFixture) handshake(t *testing.T, clientID, query string, header http.Header) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", fx.http.URL+"/api/v1/ws/realtime/"+clientID+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+
+	var body struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body.Error.Code
+}
+
+func TestWSHandshakeChecksBeforeTheFeed(t *testing.T) {
+	fx := newWSFixture(t)
+	bearer := http.Header{"Authorization": {"Bearer " + fx.token}}
+	origin := func(o string) http.Header { return http.Header{"Origin": {o}} }
+	tests := []struct {
+		name       string
+		clientID   string
+		query      string
+		header     http.Header
+		wantStatus int
+		wantCode   string
+	}{
+		{"token in the query", "dash", "?token=" + fx.token, nil, http.StatusNoContent, ""},
+		{"token as bearer", "dash", "", bearer, http.StatusNoContent, ""},
+		{"allowed origin", "dash", "?token=" + fx.token, origin("http://localhost:5173"), http.StatusNoContent, ""},
+		{"same origin", "dash", "?token=" + fx.token, origin(fx.http.URL), http.StatusNoContent, ""},
+		{"foreign origin", "dash", "?token=" + fx.token, origin("http://evil.example"), 403, "ORIGIN_NOT_ALLOWED"},
+		{"no token", "dash", "", nil, 401, "NOT_AUTHENTICATED"},
+		{"invalid token", "dash", "?token=not-a-jwt", nil, 401, "INVALID_TOKEN"},
+		{"client id with a dot", "dash.v2", "?token=" + fx.token, nil, 422, "VALIDATION_ERROR"},
+		{"client id too long", strings.Repeat("c", 65), "?token=" + fx.token, nil, 422, "VALIDATION_ERROR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx.feed.accepted = nil
+
+			status, code := fx.handshake(t, tt.clientID, tt.query, tt.header)
+
+			if status != tt.wantStatus || code != tt.wantCode {
+				t.Fatalf("status %d %q, want %d %q", status, code, tt.wantStatus, tt.wantCode)
+			}
+			handed := len(fx.feed.accepted) > 0
+			if handed != (tt.wantStatus == http.StatusNoContent) {
+				t.Fatalf("handed to the feed: %v (%+v)", handed, fx.feed.accepted)
+			}
+			want := feedSession{user: fx.admin.User.ID, clientID: tt.clientID, tokenID: fx.admin.Claims.ID}
+			if handed && fx.feed.accepted[0] != want {
+				t.Fatalf("handed %+v, want %+v", fx.feed.accepted[0], want)
+			}
+		})
 	}
 }
 
-// The hub subscribes to the event stream only while connections exist; each
-// detach must end its fan-out goroutine, or goroutines grow with every
-// connect/disconnect cycle.
-func TestWSAttachDetachLeavesNoGoroutine(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	h := newWSHub(WSConfig{}, event.NewBus(), nil, slog.New(slog.DiscardHandler))
-	before := runtime.NumGoroutine()
-	for i := 0; i < 100; i++ {
-		h.mu.Lock()
-		h.attach()
-		h.detach()
-		h.mu.Unlock()
+func TestWSHandshakeAnswersTheFeedsRefusals(t *testing.T) {
+	fx := newWSFixture(t)
+	tests := []struct {
+		name       string
+		refusal    error
+		answered   int
+		wantStatus int
+		wantCode   string
+	}{
+		{"stopping", live.ErrStopping, 0, 503, "SERVICE_UNAVAILABLE"},
+		{"total limit", live.ErrTooManyConnections, 0, 503, "TOO_MANY_CONNECTIONS"},
+		{"user limit", live.ErrUserLimit, 0, 409, "LIMIT_EXCEEDED"},
+		{"wrapped refusal", fmt.Errorf("admit: %w", live.ErrUserLimit), 0, 409, "LIMIT_EXCEEDED"},
+		{"failed upgrade answered by the feed", errors.New("websocket: bad handshake"), 426, 426, ""},
 	}
-	// While the hub keeps running, the detached fan-outs must be gone.
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before+1 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx.feed.refusal, fx.feed.answered = tt.refusal, tt.answered
+			status, code := fx.handshake(t, "dash", "?token="+fx.token, nil)
+			if status != tt.wantStatus || code != tt.wantCode {
+				t.Fatalf("status %d %q, want %d %q", status, code, tt.wantStatus, tt.wantCode)
+			}
+		})
 	}
-	if n := runtime.NumGoroutine(); n > before+1 {
-		t.Fatalf("%d goroutines after 100 attach/detach cycles, %d before", n, before)
+}
+
+func TestWSRevocationShutdownAndStatsReachTheFeed(t *testing.T) {
+	fx := newWSFixture(t)
+
+	if _, err := fx.auth.Logout(context.Background(), fx.admin, "", true); err != nil {
+		t.Fatal(err)
 	}
-	h.closeAll()
+	// The session's token, then every session of the user (token_version).
+	want := []feedSession{{user: fx.admin.User.ID, tokenID: fx.admin.Claims.ID}, {user: fx.admin.User.ID}}
+	if len(fx.feed.revoked) != 2 || fx.feed.revoked[0] != want[0] || fx.feed.revoked[1] != want[1] {
+		t.Fatalf("revoked %+v, want %+v", fx.feed.revoked, want)
+	}
+
+	stats := fx.server.WSStats()
+	wantStats := map[string]any{
+		"active_connections":      2,
+		"total_messages_sent":     int64(30),
+		"messages_coalesced":      int64(4),
+		"slow_client_disconnects": int64(1),
+	}
+	for k, v := range wantStats {
+		if stats[k] != v {
+			t.Errorf("WSStats()[%q] = %#v, want %#v", k, stats[k], v)
+		}
+	}
+
+	fx.server.Close()
+	if !fx.feed.closed {
+		t.Fatal("Close did not close the live feed")
+	}
 }

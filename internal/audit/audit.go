@@ -180,15 +180,29 @@ func (l *Log) Watch(sub <-chan event.Event, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case e := <-sub:
-			id, _ := e.Data["esp_id"].(string)
-			switch {
-			case e.Type == "device_discovered" || e.Type == "device_rediscovered":
-				l.Record(context.Background(), store.AuditEntry{EventType: e.Type, SourceType: "mqtt", SourceID: id,
-					Message: "device announced itself by heartbeat", Details: map[string]any{"esp_id": id}, CreatedAt: e.Time.UTC()})
-			case e.Type == "device_status" && e.Data["status"] == "offline":
-				l.Record(context.Background(), store.AuditEntry{EventType: "device_offline", Severity: "warning", SourceType: "system",
-					SourceID: id, Message: "device went offline", Details: map[string]any{"esp_id": id, "reason": e.Data["reason"],
-						"previous_status": e.Data["previous_status"]}, CreatedAt: e.Time.UTC()})
+			switch d := e.Data.(type) {
+			case event.DeviceDiscovered:
+				l.Record(context.Background(), store.AuditEntry{
+					EventType:  string(e.Type()),
+					SourceType: "mqtt",
+					SourceID:   d.EspID,
+					Message:    "device announced itself by heartbeat",
+					Details:    map[string]any{"esp_id": d.EspID},
+					CreatedAt:  e.Time.UTC(),
+				})
+			case event.DeviceStatus:
+				if d.Status != "offline" {
+					continue
+				}
+				l.Record(context.Background(), store.AuditEntry{
+					EventType:  "device_offline",
+					Severity:   "warning",
+					SourceType: "system",
+					SourceID:   d.EspID,
+					Message:    "device went offline",
+					Details:    map[string]any{"esp_id": d.EspID, "reason": d.Reason, "previous_status": d.PreviousStatus},
+					CreatedAt:  e.Time.UTC(),
+				})
 			}
 		}
 	}

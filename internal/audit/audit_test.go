@@ -396,11 +396,31 @@ func TestCounts(t *testing.T) {
 // deviceEvent builds the device events the watcher reads; the one place that
 // knows their payload shape.
 func deviceEvent(typ, espID string, at time.Time, fields map[string]any) event.Event {
-	data := map[string]any{"esp_id": espID}
-	for k, v := range fields {
-		data[k] = v
+	str := func(k string) string {
+		v, _ := fields[k].(string)
+		return v
 	}
-	return event.Event{Type: typ, Time: at, Data: data}
+
+	var data event.Payload
+	switch typ {
+	case "device_discovered", "device_rediscovered":
+		data = event.DeviceDiscovered{
+			Rediscovered: typ == "device_rediscovered",
+			EspID:        espID,
+			DeviceID:     espID,
+		}
+	case "device_status":
+		data = event.DeviceStatus{
+			EspID:          espID,
+			DeviceID:       espID,
+			Status:         str("status"),
+			PreviousStatus: str("previous_status"),
+			Reason:         str("reason"),
+		}
+	default:
+		data = event.SensorData{EspID: espID}
+	}
+	return event.Event{Time: at, Data: data}
 }
 
 func TestWatchRecordsDeviceLifecycle(t *testing.T) {

@@ -297,21 +297,26 @@ func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now tim
 	}
 
 	e := s.register(id, now, old)
-	kind := "device_discovered"
-	if old != nil {
-		kind = "device_rediscovered"
-	}
-	b.events = append(b.events, discoveryEvent(kind, id, hb, now))
+	b.events = append(b.events, discoveryEvent(old != nil, id, hb, now))
 	b.changed(e, "", "discovered", now)
 	return e, true
 }
 
-func discoveryEvent(kind, id string, hb contract.Heartbeat, now time.Time) event.Event {
-	return event.Event{Type: kind, Time: now, Data: map[string]any{
-		"esp_id": id, "device_id": id, "discovered_at": now.UTC().Format(time.RFC3339),
-		"hardware_type": hb.HardwareType, "ip_address": hb.WifiIP, "zone_id": hb.ZoneID,
-		"heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI, "sensor_count": hb.SensorCount,
-		"actuator_count": hb.ActuatorCount, "timestamp": now.Unix()}}
+func discoveryEvent(rediscovered bool, id string, hb contract.Heartbeat, now time.Time) event.Event {
+	return event.Event{Time: now, Data: event.DeviceDiscovered{
+		Rediscovered:  rediscovered,
+		EspID:         id,
+		DeviceID:      id,
+		DiscoveredAt:  now.UTC().Format(time.RFC3339),
+		HardwareType:  hb.HardwareType,
+		IPAddress:     hb.WifiIP,
+		ZoneID:        hb.ZoneID,
+		HeapFree:      hb.HeapFree,
+		WifiRSSI:      hb.RSSI,
+		SensorCount:   hb.SensorCount,
+		ActuatorCount: hb.ActuatorCount,
+		Timestamp:     now.Unix(),
+	}}
 }
 
 // settle applies the heartbeat's status change (DOMAIN §1.1): a pending
@@ -644,11 +649,18 @@ func (s *Service) goOffline(e *entry, cause string, now time.Time) ([]event.Even
 	if cause == "heartbeat_timeout" || cause == "lwt" {
 		e.rec.Metadata["went_offline_at"] = now.UTC().Format(time.RFC3339)
 	}
-	evs := []event.Event{statusEvent(e, prev, cause, now), {Type: "esp_health", Time: now, Data: map[string]any{
-		"esp_id": e.rec.DeviceID, "status": StatusOffline, "source": cause, "timestamp": now.Unix(),
-		"heap_free": e.rec.Metadata["last_heap_free"], "wifi_rssi": e.rec.Metadata["last_wifi_rssi"],
-		"uptime": e.rec.Metadata["last_uptime"], "sensor_count": e.rec.Metadata["last_sensor_count"],
-		"actuator_count": e.rec.Metadata["last_actuator_count"]}}}
+	md := e.rec.Metadata
+	evs := []event.Event{statusEvent(e, prev, cause, now), {Time: now, Data: event.EspHealth{
+		EspID:         e.rec.DeviceID,
+		Status:        StatusOffline,
+		HeapFree:      md["last_heap_free"],
+		WifiRSSI:      md["last_wifi_rssi"],
+		Uptime:        md["last_uptime"],
+		SensorCount:   md["last_sensor_count"],
+		ActuatorCount: md["last_actuator_count"],
+		Source:        cause,
+		Timestamp:     now.Unix(),
+	}}}
 	return evs, e.transitionFrom(prev, cause, now)
 }
 
@@ -775,20 +787,34 @@ func (s *Service) UnknownIDs() []string {
 }
 
 func statusEvent(e *entry, prev, reason string, now time.Time) event.Event {
-	var lastSeen any
+	var lastSeen *string
 	if e.rec.LastSeen != nil {
-		lastSeen = e.rec.LastSeen.UTC().Format(time.RFC3339Nano)
+		s := e.rec.LastSeen.UTC().Format(time.RFC3339Nano)
+		lastSeen = &s
 	}
-	return event.Event{Type: "device_status", Time: now, Data: map[string]any{
-		"esp_id": e.rec.DeviceID, "device_id": e.rec.DeviceID, "status": e.rec.Status,
-		"previous_status": prev, "reason": reason, "last_seen": lastSeen, "timestamp": now.Unix()}}
+	return event.Event{Time: now, Data: event.DeviceStatus{
+		EspID:          e.rec.DeviceID,
+		DeviceID:       e.rec.DeviceID,
+		Status:         e.rec.Status,
+		PreviousStatus: prev,
+		Reason:         reason,
+		LastSeen:       lastSeen,
+		Timestamp:      now.Unix(),
+	}}
 }
 
 func healthEvent(e *entry, hb contract.Heartbeat, source string, now time.Time) event.Event {
-	return event.Event{Type: "esp_health", Time: now, Data: map[string]any{
-		"esp_id": e.rec.DeviceID, "status": e.rec.Status, "heap_free": hb.HeapFree, "wifi_rssi": hb.RSSI,
-		"uptime": hb.Uptime, "sensor_count": hb.SensorCount, "actuator_count": hb.ActuatorCount,
-		"source": source, "timestamp": now.Unix()}}
+	return event.Event{Time: now, Data: event.EspHealth{
+		EspID:         e.rec.DeviceID,
+		Status:        e.rec.Status,
+		HeapFree:      hb.HeapFree,
+		WifiRSSI:      hb.RSSI,
+		Uptime:        hb.Uptime,
+		SensorCount:   hb.SensorCount,
+		ActuatorCount: hb.ActuatorCount,
+		Source:        source,
+		Timestamp:     now.Unix(),
+	}}
 }
 
 func cloneRecord(r store.Device) store.Device {

@@ -333,7 +333,7 @@ func (h *harness) events() []event.Event {
 func ofType(evs []event.Event, typ string) []event.Event {
 	var out []event.Event
 	for _, e := range evs {
-		if e.Type == typ {
+		if string(e.Type()) == typ {
 			out = append(out, e)
 		}
 	}

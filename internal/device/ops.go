@@ -120,8 +120,12 @@ func (s *Service) Approve(ctx context.Context, espID, actor, name string) (Devic
 			}
 		},
 		events: func(d Device, now time.Time) []event.Event {
-			return []event.Event{{Type: "device_approved", Time: now, Data: map[string]any{
-				"device_id": d.DeviceID, "approved_by": actor, "approved_at": now.UTC().Format(time.RFC3339), "status": StatusApproved}}}
+			return []event.Event{{Time: now, Data: event.DeviceApproved{
+				DeviceID:   d.DeviceID,
+				ApprovedBy: actor,
+				ApprovedAt: now.UTC().Format(time.RFC3339),
+				Status:     StatusApproved,
+			}}}
 		},
 	})
 }
@@ -138,8 +142,11 @@ func (s *Service) Reject(ctx context.Context, espID, actor, reason string) (Devi
 			r.Metadata["rejected_by"] = actor
 		},
 		events: func(d Device, now time.Time) []event.Event {
-			return []event.Event{{Type: "device_rejected", Time: now, Data: map[string]any{
-				"device_id": d.DeviceID, "rejection_reason": reason, "rejected_at": now.UTC().Format(time.RFC3339), "cooldown_until": nil}}}
+			return []event.Event{{Time: now, Data: event.DeviceRejected{
+				DeviceID:        d.DeviceID,
+				RejectionReason: reason,
+				RejectedAt:      now.UTC().Format(time.RFC3339),
+			}}}
 		},
 	})
 }

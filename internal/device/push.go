@@ -401,10 +401,18 @@ func (s *Service) HandleConfigResponse(ctx context.Context, m ingest.Message) er
 		if cr.Status != "success" {
 			status = "failed"
 		}
-		s.events.Publish(event.Event{Type: "config_response", Time: m.ReceivedAt, Data: map[string]any{
-			"esp_id": id, "config_type": section, "status": status, "count": cr.Count, "message": cr.Message,
-			"error_code": nilIfEmpty(cr.ErrorCode), "error_description": nilIfEmpty(cr.Message),
-			"failed_item": rawOrNil(cr.FailedItem), "correlation_id": corr, "timestamp": m.ReceivedAt.Unix()}})
+		s.events.Publish(event.Event{Time: m.ReceivedAt, Data: event.ConfigResponse{
+			EspID:            id,
+			ConfigType:       section,
+			Status:           status,
+			Count:            cr.Count,
+			Message:          cr.Message,
+			ErrorCode:        nilIfEmpty(cr.ErrorCode),
+			ErrorDescription: nilIfEmpty(cr.Message),
+			FailedItem:       rawOrNil(cr.FailedItem),
+			CorrelationID:    corr,
+			Timestamp:        m.ReceivedAt.Unix(),
+		}})
 	}
 
 	if r.done {
@@ -508,11 +516,11 @@ func (s *Service) settleAnswered(ctx context.Context, espID string, r response) 
 	s.push.mu.Unlock()
 }
 
-func nilIfEmpty(s string) any {
+func nilIfEmpty(s string) *string {
 	if s == "" {
 		return nil
 	}
-	return s
+	return &s
 }
 
 func rawOrNil(b json.RawMessage) any {

@@ -1,7 +1,10 @@
 // Package event is the hub's internal live-event stream: domain packages
-// publish device and system events, consumers (the WebSocket hub, tests)
-// subscribe. Publishing never blocks; a subscriber that falls behind loses
-// events, and the loss is counted.
+// publish typed device, sensor and system events, consumers (the WebSocket
+// live feed, the audit log, tests) subscribe. Publishing never blocks; a
+// subscriber that falls behind loses events, and the loss is counted.
+//
+// Every event type is a Type constant with one payload struct whose JSON is
+// the `data` object of the WebSocket envelope (API §17.5).
 package event
 
 import (
@@ -10,11 +13,47 @@ import (
 	"time"
 )
 
-// Event is one live event; Type and Data follow API §17.5.
+// Type names a kind of event; the values are the wire names of API §17.5.
+type Type string
+
+// The event types. The actuator, command and emergency types have no
+// emitter yet; the live feed already treats them by name (coalescing,
+// priority), so the names exist before their payloads.
+const (
+	TypeSensorData         Type = "sensor_data"
+	TypeSensorHealth       Type = "sensor_health"
+	TypeEspHealth          Type = "esp_health"
+	TypeDeviceStatus       Type = "device_status"
+	TypeDeviceDiscovered   Type = "device_discovered"
+	TypeDeviceRediscovered Type = "device_rediscovered"
+	TypeDeviceApproved     Type = "device_approved"
+	TypeDeviceRejected     Type = "device_rejected"
+	TypeConfigResponse     Type = "config_response"
+	TypeNotification       Type = "notification"
+	TypeSystemEvent        Type = "system_event"
+	TypeActuatorStatus     Type = "actuator_status"
+	TypeCommandStatus      Type = "command_status"
+	TypeEmergency          Type = "emergency"
+)
+
+// Payload is the typed content of an event; its type follows from it, so an
+// event cannot carry the payload of another type.
+type Payload interface {
+	EventType() Type
+}
+
+// Event is one live event.
 type Event struct {
-	Type string
 	Time time.Time
-	Data map[string]any
+	Data Payload
+}
+
+// Type is the type of e's payload ("" without one).
+func (e Event) Type() Type {
+	if e.Data == nil {
+		return ""
+	}
+	return e.Data.EventType()
 }
 
 // Bus fans events out to subscribers.
@@ -30,24 +69,27 @@ func NewBus() *Bus { return &Bus{subs: map[*Subscription]struct{}{}} }
 type Subscription struct {
 	C       <-chan Event
 	ch      chan Event
-	types   map[string]bool // nil = every type
+	types   map[Type]bool // nil = every type
 	dropped atomic.Int64
 }
 
 // Dropped counts events this subscriber missed because its inbox was full.
 func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 
+func (s *Subscription) takes(t Type) bool { return s.types == nil || s.types[t] }
+
 // Subscribe returns a subscription with an inbox of size buffer; with
 // types it receives only those event types.
-func (b *Bus) Subscribe(buffer int, types ...string) *Subscription {
+func (b *Bus) Subscribe(buffer int, types ...Type) *Subscription {
 	ch := make(chan Event, buffer)
 	s := &Subscription{C: ch, ch: ch}
 	if len(types) > 0 {
-		s.types = map[string]bool{}
+		s.types = map[Type]bool{}
 		for _, t := range types {
 			s.types[t] = true
 		}
 	}
+
 	b.mu.Lock()
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
@@ -63,11 +105,11 @@ func (b *Bus) Unsubscribe(s *Subscription) {
 
 // Wants reports whether any subscriber takes events of type t, so hot
 // paths can skip building events nobody receives.
-func (b *Bus) Wants(t string) bool {
+func (b *Bus) Wants(t Type) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for s := range b.subs {
-		if s.types == nil || s.types[t] {
+		if s.takes(t) {
 			return true
 		}
 	}
@@ -79,10 +121,12 @@ func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	t := e.Type()
+
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for s := range b.subs {
-		if s.types != nil && !s.types[e.Type] {
+		if !s.takes(t) {
 			continue
 		}
 		select {

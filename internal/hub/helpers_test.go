@@ -159,8 +159,8 @@ func awaitEvent(t *testing.T, sub *event.Subscription, timeout time.Duration, pr
 
 func statusIs(id, status, reason string) func(event.Event) bool {
 	return func(e event.Event) bool {
-		return e.Type == "device_status" && e.Data["esp_id"] == id && e.Data["status"] == status &&
-			(reason == "" || e.Data["reason"] == reason)
+		d, ok := e.Data.(event.DeviceStatus)
+		return ok && d.EspID == id && d.Status == status && (reason == "" || d.Reason == reason)
 	}
 }
 
@@ -186,8 +186,23 @@ func metricLine(body, prefix string) string {
 
 type sqliteTransition = store.Transition
 
+// seqEvent is a system_event with a sequence number the WebSocket tests wait for.
+type seqEvent struct {
+	Event   string `json:"event"`
+	Seq     int    `json:"seq"`
+	Message string `json:"message"`
+}
+
+func (seqEvent) EventType() event.Type { return event.TypeSystemEvent }
+
 func eventFor(i int) event.Event {
-	return event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete", "seq": i, "message": strings.Repeat("x", 4096)}}
+	return event.Event{Data: seqEvent{Event: "startup_complete", Seq: i, Message: strings.Repeat("x", 4096)}}
+}
+
+// sensorData returns e's payload when e is a sensor_data event.
+func sensorData(e event.Event) (event.SensorData, bool) {
+	d, ok := e.Data.(event.SensorData)
+	return d, ok
 }
 
 type eventT = event.Event

@@ -23,6 +23,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/live"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
@@ -144,7 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	}
 	h.Audit = audit.New(h.Store, log.With("component", "audit"), h.Registry)
 	h.auditStop, h.auditDone = make(chan struct{}), make(chan struct{})
-	auditSub := h.Events.Subscribe(4096, "device_discovered", "device_rediscovered", "device_status")
+	auditSub := h.Events.Subscribe(4096, event.TypeDeviceDiscovered, event.TypeDeviceRediscovered, event.TypeDeviceStatus)
 	go func() {
 		defer close(h.auditDone)
 		defer h.Events.Unsubscribe(auditSub)
@@ -182,8 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
-		Devices: h.Devices, Audit: h.Audit, Events: h.Events, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, WS: cfg.WS, Sensors: h.Sensors, Alerts: h.Alerts,
+		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
+		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts,
 		MQTTAddr: func() string { return h.Broker.Addr() }})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
@@ -256,8 +257,11 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 	h.API.ResumeMocks()
 	h.API.SetReady(true)
-	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "startup_complete",
-		"message": "hub started", "timestamp": time.Now().Unix()}})
+	h.Events.Publish(event.Event{Data: event.SystemEvent{
+		Event:     "startup_complete",
+		Message:   "hub started",
+		Timestamp: time.Now().Unix(),
+	}})
 	ok = true
 	log.Info("kaiser hub ready", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data_dir", cfg.DataDir, "version", cfg.Version)
 	return h, nil
@@ -350,8 +354,11 @@ func (h *Hub) Stop(ctx context.Context) error {
 	}
 	log.Info("shutting down")
 	h.API.SetReady(false)
-	h.Events.Publish(event.Event{Type: "system_event", Data: map[string]any{"event": "shutdown",
-		"message": "hub is shutting down", "timestamp": time.Now().Unix()}})
+	h.Events.Publish(event.Event{Data: event.SystemEvent{
+		Event:     "shutdown",
+		Message:   "hub is shutting down",
+		Timestamp: time.Now().Unix(),
+	}})
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
 	h.API.StopMocks()
 	h.API.Close()

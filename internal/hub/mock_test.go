@@ -27,13 +27,15 @@ func TestMockDeviceLifecycle(t *testing.T) {
 	}
 	awaitEvent(t, events, 5*time.Second, statusIs("MOCK_7F3A91C2", device.StatusOnline, "heartbeat"))
 	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
-		return e.Type == "sensor_data" && e.Data["esp_id"] == "MOCK_7F3A91C2" && e.Data["raw_value"] == 2048.0
+		d, ok := sensorData(e)
+		return ok && d.EspID == "MOCK_7F3A91C2" && d.RawValue == 2048.0
 	})
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/34/value", admin, map[string]any{"raw_value": 1000}); r.status != 200 {
 		t.Fatalf("override: %s", r.raw)
 	}
 	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
-		return e.Type == "sensor_data" && e.Data["esp_id"] == "MOCK_7F3A91C2" && e.Data["raw_value"] == 1000.0
+		d, ok := sensorData(e)
+		return ok && d.EspID == "MOCK_7F3A91C2" && d.RawValue == 1000.0
 	})
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/heartbeat", admin, nil); r.status != 200 || r.body["message_published"] != true {
 		t.Fatalf("heartbeat: %s", r.raw)
@@ -47,7 +49,8 @@ func TestMockDeviceLifecycle(t *testing.T) {
 		t.Fatalf("batch: %s", r.raw)
 	}
 	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
-		return e.Type == "sensor_data" && e.Data["gpio"] == 35 && e.Data["raw_value"] == 2222.0
+		d, ok := sensorData(e)
+		return ok && d.GPIO == 35 && d.RawValue == 2222.0
 	})
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/actuators", admin, map[string]any{"gpio": 5, "actuator_type": "pump", "state": true}); r.status != 200 {
 		t.Fatalf("actuator: %s", r.raw)

@@ -62,7 +62,10 @@ func TestSimulatedNodeLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitEvent(t, events, 5*time.Second, statusIs("ESP_5A11E0", device.StatusOnline, "heartbeat"))
-	awaitEvent(t, events, 5*time.Second, func(e eventT) bool { return e.Type == "sensor_data" && e.Data["esp_id"] == "ESP_5A11E0" })
+	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
+		d, ok := sensorData(e)
+		return ok && d.EspID == "ESP_5A11E0"
+	})
 	if d, _ := h.Devices.Get("ESP_5A11E0"); d.KaiserID != "" {
 		t.Fatalf("baseline node publishes on kaiser//: root %q", d.KaiserID)
 	}
@@ -104,7 +107,10 @@ func TestSimulatedNodeAllQuirks(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitEvent(t, events, 5*time.Second, statusIs("ESP_A11000", device.StatusOnline, ""))
-	awaitEvent(t, events, 5*time.Second, func(e eventT) bool { return e.Type == "sensor_data" && e.Data["esp_id"] == "ESP_A11000" })
+	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
+		d, ok := sensorData(e)
+		return ok && d.EspID == "ESP_A11000"
+	})
 	waitIngestIdle(t, h)
 	if err := h.Readings.Flush(context.Background()); err != nil {
 		t.Fatal(err)

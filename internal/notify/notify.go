@@ -247,7 +247,7 @@ func (s *Service) MarkRead(ctx context.Context, userID int64, id string) (int64,
 }
 
 // emit sends a `notification` event per user copy (owner-only delivery is
-// enforced by the WebSocket hub through data.user_id).
+// enforced by the live feed through the payload's Recipient).
 func (s *Service) emit(a store.Alert, action string) {
 	users := a.NotifyUsers
 	if users == nil {
@@ -260,9 +260,19 @@ func (s *Service) emit(a store.Alert, action string) {
 	var md map[string]any
 	_ = json.Unmarshal(a.Metadata, &md)
 	for _, u := range users {
-		s.events.Publish(event.Event{Type: "notification", Time: a.UpdatedAt, Data: map[string]any{
-			"user_id": u, "id": fmt.Sprintf("%s-%d", a.ID, u), "action": action, "severity": a.Severity, "category": a.Category,
-			"title": a.Title, "message": a.Body, "source": a.Source, "status": a.Status, "is_read": false,
-			"correlation_id": a.Key, "metadata": md, "timestamp": a.UpdatedAt.Unix()}})
+		s.events.Publish(event.Event{Time: a.UpdatedAt, Data: event.Notification{
+			UserID:        u,
+			ID:            fmt.Sprintf("%s-%d", a.ID, u),
+			Action:        action,
+			Severity:      a.Severity,
+			Category:      a.Category,
+			Title:         a.Title,
+			Message:       a.Body,
+			Source:        a.Source,
+			Status:        a.Status,
+			CorrelationID: a.Key,
+			Metadata:      md,
+			Timestamp:     a.UpdatedAt.Unix(),
+		}})
 	}
 }

@@ -36,28 +36,18 @@ type notice struct {
 // notificationOf is the one place that knows the event's payload shape.
 func notificationOf(t *testing.T, e event.Event) notice {
 	t.Helper()
-	if e.Type != "notification" {
-		t.Fatalf("event type %q, want notification", e.Type)
-	}
-	str := func(k string) string {
-		s, ok := e.Data[k].(string)
-		if !ok {
-			t.Fatalf("notification event field %s is %T, want string", k, e.Data[k])
-		}
-		return s
-	}
-	uid, ok := e.Data["user_id"].(int64)
+	n, ok := e.Data.(event.Notification)
 	if !ok {
-		t.Fatalf("notification event user_id is %T, want int64", e.Data["user_id"])
+		t.Fatalf("event type %q (%T), want notification", e.Type(), e.Data)
 	}
 	return notice{
-		UserID:        uid,
-		ID:            str("id"),
-		Action:        str("action"),
-		Severity:      str("severity"),
-		Status:        str("status"),
-		Title:         str("title"),
-		CorrelationID: str("correlation_id"),
+		UserID:        n.UserID,
+		ID:            n.ID,
+		Action:        n.Action,
+		Severity:      n.Severity,
+		Status:        n.Status,
+		Title:         n.Title,
+		CorrelationID: n.CorrelationID,
 		Time:          e.Time,
 	}
 }

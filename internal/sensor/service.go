@@ -566,13 +566,23 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 			s.evaluate(ctx, sk, cfgCopy, *r.Processed, r.Unit, dev)
 		}
 	}
-	if !s.events.Wants("sensor_data") {
+	if !s.events.Wants(event.TypeSensorData) {
 		return nil
 	}
-	s.events.Publish(event.Event{Type: "sensor_data", Time: now, Data: map[string]any{
-		"esp_id": d.EspID, "gpio": d.GPIO, "sensor_type": key, "value": valueOf(r), "raw_value": r.Raw,
-		"processed_value": r.Processed, "unit": r.Unit, "quality": r.Quality, "processing_mode": r.Mode,
-		"zone_id": d.ZoneID, "subzone_id": d.SubzoneID, "timestamp": ts / 1000}})
+	s.events.Publish(event.Event{Time: now, Data: event.SensorData{
+		EspID:          d.EspID,
+		GPIO:           d.GPIO,
+		SensorType:     key,
+		Value:          valueOf(r),
+		RawValue:       r.Raw,
+		ProcessedValue: r.Processed,
+		Unit:           r.Unit,
+		Quality:        r.Quality,
+		ProcessingMode: r.Mode,
+		ZoneID:         d.ZoneID,
+		SubzoneID:      d.SubzoneID,
+		Timestamp:      ts / 1000,
+	}})
 	return nil
 }
 

@@ -164,13 +164,21 @@ func (s *Service) CheckStale(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, h := range hits {
-		var lastAt any
+		var lastAt *string
 		if h.last != nil {
-			lastAt = h.last.UTC().Format(time.RFC3339)
+			at := h.last.UTC().Format(time.RFC3339)
+			lastAt = &at
 		}
-		s.events.Publish(event.Event{Type: "sensor_health", Time: now, Data: map[string]any{"esp_id": h.k.EspID,
-			"gpio": h.k.GPIO, "sensor_type": h.k.SensorType, "status": "stale", "reason": h.reason,
-			"last_reading_at": lastAt, "timeout_seconds": h.c.TimeoutSeconds, "timestamp": now.Unix()}})
+		s.events.Publish(event.Event{Time: now, Data: event.SensorHealth{
+			EspID:          h.k.EspID,
+			GPIO:           h.k.GPIO,
+			SensorType:     h.k.SensorType,
+			Status:         "stale",
+			Reason:         &h.reason,
+			LastReadingAt:  lastAt,
+			TimeoutSeconds: h.c.TimeoutSeconds,
+			Timestamp:      now.Unix(),
+		}})
 		if s.alerts != nil {
 			if err := s.alerts.Raise(ctx, notify.Spec{Key: alertKey("stale", h.k), Severity: "warning", Category: "data_quality",
 				Source: "sensor_threshold", Title: "Sensor stale", Body: fmt.Sprintf("no reading from %s GPIO %d (%s) for more than %d s",
@@ -185,9 +193,16 @@ func (s *Service) CheckStale(ctx context.Context) error {
 
 // recovered clears the stale mark when a reading arrives.
 func (s *Service) recovered(ctx context.Context, k store.SeriesKey, c *Config, now time.Time) {
-	s.events.Publish(event.Event{Type: "sensor_health", Time: now, Data: map[string]any{"esp_id": k.EspID, "gpio": k.GPIO,
-		"sensor_type": k.SensorType, "status": "ok", "reason": nil, "last_reading_at": now.UTC().Format(time.RFC3339),
-		"timeout_seconds": c.TimeoutSeconds, "timestamp": now.Unix()}})
+	lastAt := now.UTC().Format(time.RFC3339)
+	s.events.Publish(event.Event{Time: now, Data: event.SensorHealth{
+		EspID:          k.EspID,
+		GPIO:           k.GPIO,
+		SensorType:     k.SensorType,
+		Status:         "ok",
+		LastReadingAt:  &lastAt,
+		TimeoutSeconds: c.TimeoutSeconds,
+		Timestamp:      now.Unix(),
+	}})
 	if s.alerts != nil {
 		if err := s.alerts.Clear(ctx, alertKey("stale", k)); err != nil {
 			s.log.Error("resolving stale alert failed", "error", err)

@@ -1,0 +1,231 @@
+package live
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/kaiserhub/kaiser/internal/event"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// queueOnly is a connection without a socket: offer and next alone.
+func queueOnly(cfg Config) *conn {
+	f := New(cfg, nil, nil)
+	return &conn{feed: f, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func drain(c *conn) []string {
+	var got []string
+	for {
+		m, _ := c.next()
+		if m == nil {
+			return got
+		}
+		got = append(got, string(m.data))
+	}
+}
+
+// State messages with the same key replace the queued one in place; event
+// messages are never coalesced; emergencies jump the queue.
+func TestQueueCoalescesStateMessages(t *testing.T) {
+	c := queueOnly(Config{})
+	msg := func(typ event.Type, key, body string) *outMsg { return &outMsg{typ: typ, key: key, data: []byte(body)} }
+	data := event.SensorData{EspID: "E1", GPIO: 34, SensorType: "ph"}
+
+	c.offer(msg(event.TypeSensorData, "k1", "v1"), data)
+	c.offer(msg(event.TypeSystemEvent, "", "e1"), data)
+	c.offer(msg(event.TypeSensorData, "k1", "v2"), data)
+	c.offer(msg(event.TypeSensorData, "k2", "w1"), data)
+	c.offer(msg(event.TypeSensorData, "k1", "v3"), data)
+	c.offer(msg(event.TypeEmergency, "", "stop"), data)
+
+	if got := strings.Join(drain(c), ","); got != "stop,v3,e1,w1" {
+		t.Fatalf("order %v", got)
+	}
+	if n := c.feed.coalesced.Load(); n != 2 {
+		t.Fatalf("coalesced %d", n)
+	}
+
+	// Once sent, a key queues anew instead of replacing the sent message.
+	c.offer(msg(event.TypeSensorData, "k1", "v4"), data)
+	if got := strings.Join(drain(c), ","); got != "v4" {
+		t.Fatalf("after drain %v", got)
+	}
+
+	// Filters apply before queueing: a filtered-out message costs nothing.
+	c.filter = filters{EspIDs: []string{"E2"}}
+	c.offer(msg(event.TypeSensorData, "k9", "x"), data)
+	if got := drain(c); len(got) != 0 {
+		t.Fatalf("filtered message queued: %v", got)
+	}
+}
+
+func TestQueueOverflowShutsTheConnection(t *testing.T) {
+	c := queueOnly(Config{QueueMax: 2})
+	for i := range 3 {
+		c.offer(&outMsg{typ: event.TypeSystemEvent, data: []byte{byte('a' + i)}}, nil)
+	}
+
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("a third message over a bound of 2 left the connection open")
+	}
+	if n := c.feed.slow.Load(); n != 1 {
+		t.Fatalf("slow disconnects %d", n)
+	}
+}
+
+// Exactly the state messages of API §17.4 coalesce; every other event is
+// delivered one by one.
+func TestOnlyStateMessagesHaveASubject(t *testing.T) {
+	tests := []struct {
+		payload event.Payload
+		state   bool
+	}{
+		{event.SensorData{}, true},
+		{event.SensorHealth{}, true},
+		{event.EspHealth{}, true},
+		{event.DeviceStatus{}, true},
+		{event.DeviceDiscovered{}, false},
+		{event.DeviceApproved{}, false},
+		{event.DeviceRejected{}, false},
+		{event.ConfigResponse{}, false},
+		{event.Notification{}, false},
+		{event.SystemEvent{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.payload.EventType()), func(t *testing.T) {
+			if _, ok := tt.payload.(stateful); ok != tt.state {
+				t.Fatalf("stateful = %v, want %v", ok, tt.state)
+			}
+		})
+	}
+}
+
+func TestFilterMatch(t *testing.T) {
+	ph := event.SensorData{EspID: "ESP_1", GPIO: 34, SensorType: "ph"}
+	approved := event.DeviceApproved{DeviceID: "ESP_2"}
+	system := event.SystemEvent{Event: "startup_complete"}
+	tests := []struct {
+		name   string
+		filter filters
+		data   event.Payload
+		want   bool
+	}{
+		{"no filter", filters{}, ph, true},
+		{"type listed", filters{Types: []string{"esp_health", "sensor_data"}}, ph, true},
+		{"type not listed", filters{Types: []string{"esp_health"}}, ph, false},
+		{"esp_id listed", filters{EspIDs: []string{"ESP_1"}}, ph, true},
+		{"esp_id not listed", filters{EspIDs: []string{"ESP_9"}}, ph, false},
+		{"esp_id compared exactly", filters{EspIDs: []string{"esp_1"}}, ph, false},
+		{"device_id when there is no esp_id", filters{EspIDs: []string{"ESP_2"}}, approved, true},
+		{"device_id not listed", filters{EspIDs: []string{"ESP_1"}}, approved, false},
+		{"no device passes esp_ids", filters{EspIDs: []string{"ESP_1"}}, system, true},
+		{"sensor type case-insensitive", filters{SensorTypes: []string{"PH"}}, ph, true},
+		{"sensor type not listed", filters{SensorTypes: []string{"ec"}}, ph, false},
+		{"no sensor passes sensor_types", filters{SensorTypes: []string{"ec"}}, approved, true},
+		{
+			name:   "every dimension must pass",
+			filter: filters{Types: []string{"sensor_data"}, EspIDs: []string{"ESP_1"}, SensorTypes: []string{"ec"}},
+			data:   ph,
+			want:   false,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.filter.match(tt.data.EventType(), tt.data); got != tt.want {
+				t.Fatalf("match = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFiltersWithout(t *testing.T) {
+	f := filters{Types: []string{"sensor_data", "esp_health"}, EspIDs: []string{"E1", "E2"}}
+	got := f.without(filters{Types: []string{"esp_health"}, EspIDs: []string{"E1", "E2"}})
+	if strings.Join(got.Types, ",") != "sensor_data" || got.EspIDs != nil || got.SensorTypes != nil {
+		t.Fatalf("without: %+v", got)
+	}
+}
+
+// The envelope of API §17.2, byte for byte as the map-based encoding wrote it.
+func TestEnvelope(t *testing.T) {
+	at := int64(1767600000)
+	tests := []struct {
+		name string
+		data any
+		want string
+	}{
+		{
+			name: "system_event",
+			data: event.SystemEvent{Event: "startup_complete", Message: "hub started", Timestamp: at},
+			want: `{"data":{"event":"startup_complete","message":"hub started","timestamp":1767600000},` +
+				`"timestamp":1767600000,"type":"system_event"}`,
+		},
+		{name: "empty", data: struct{}{}, want: `{"data":{},"timestamp":1767600000,"type":"pong"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			typ := "pong"
+			if p, ok := tt.data.(event.Payload); ok {
+				typ = string(p.EventType())
+			}
+			if got := string(envelope(typ, time.Unix(at, 0), tt.data)); got != tt.want {
+				t.Fatalf("envelope\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetricNames(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	New(Config{}, event.NewBus(), reg)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	got := map[string]bool{}
+	for _, mf := range families {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{
+		"god_kaiser_ws_connections",
+		"god_kaiser_ws_messages_sent_total",
+		"god_kaiser_ws_messages_coalesced_total",
+		"god_kaiser_ws_slow_client_disconnects_total",
+	} {
+		if !got[name] {
+			t.Errorf("metric %s not registered (have %v)", name, got)
+		}
+	}
+}
+
+// The feed subscribes to the event stream only while connections exist;
+// each detach must end its fan-out goroutine, or goroutines grow with every
+// connect/disconnect cycle.
+func TestAttachDetachLeavesNoGoroutine(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	f := New(Config{}, event.NewBus(), nil)
+	defer f.Close()
+
+	for range 100 {
+		f.mu.Lock()
+		f.attach()
+		f.detach()
+		f.mu.Unlock()
+	}
+
+	// While the feed keeps running, the detached fan-outs must be gone.
+	if err := goleak.Find(ignore); err != nil {
+		t.Fatalf("after 100 attach/detach cycles: %v", err)
+	}
+}
