@@ -201,15 +201,8 @@ func CheckPin(b Board, c *Config, others []*Config) (warning string, err error) 
 	return warning, nil
 }
 
+// sameFamily reports whether two processor keys are different values of
+// one multi-value sensor.
 func sameFamily(a, b string) bool {
-	fam := func(k string) string {
-		switch k {
-		case "sht31_temp", "sht31_humidity":
-			return "sht31"
-		case "bmp280_temp", "bmp280_pressure":
-			return "bmp280"
-		}
-		return k
-	}
-	return fam(a) == fam(b) && a != b
+	return family(a, a) == family(b, b) && a != b
 }
