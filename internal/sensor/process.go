@@ -72,8 +72,19 @@ func AliasesOf(key string) []string {
 }
 
 // Units per processor (default unit), for /sensors/types.
-var DefaultUnit = map[string]string{"ph": "pH", "ec": "µS/cm", "ds18b20": "°C", "sht31_temp": "°C", "sht31_humidity": "%RH",
-	"bmp280_pressure": "hPa", "bmp280_temp": "°C", "moisture": "%", "light": "lux", "co2": "ppm", "flow": "L/min"}
+var DefaultUnit = map[string]string{
+	"ph":              "pH",
+	"ec":              "µS/cm",
+	"ds18b20":         "°C",
+	"sht31_temp":      "°C",
+	"sht31_humidity":  "%RH",
+	"bmp280_pressure": "hPa",
+	"bmp280_temp":     "°C",
+	"moisture":        "%",
+	"light":           "lux",
+	"co2":             "ppm",
+	"flow":            "L/min",
+}
 
 // Process runs the processor of key; ok is false when there is none.
 func Process(key string, in Input) (Result, bool) {
@@ -160,7 +171,12 @@ func fail(unit string, m *meta, msg string, code int) Result {
 }
 
 func ok(v float64, unit, quality string, m *meta) Result {
-	return Result{Value: &v, Unit: unit, Quality: quality, Metadata: m.m}
+	return Result{
+		Value:    &v,
+		Unit:     unit,
+		Quality:  quality,
+		Metadata: m.m,
+	}
 }
 
 // linear is a two-point calibration (pH, EC); calibrated is false unless

@@ -33,15 +33,30 @@ type band struct {
 }
 
 func within(lo, hi float64, quality string) band {
-	return band{test: inside, lo: lo, hi: hi, quality: quality}
+	return band{
+		test:    inside,
+		lo:      lo,
+		hi:      hi,
+		quality: quality,
+	}
 }
 
 func beyond(lo, hi float64, quality string) band {
-	return band{test: outside, lo: lo, hi: hi, quality: quality}
+	return band{
+		test:    outside,
+		lo:      lo,
+		hi:      hi,
+		quality: quality,
+	}
 }
 
 func below(hi float64, quality string) band {
-	return band{test: under, lo: math.Inf(-1), hi: hi, quality: quality}
+	return band{
+		test:    under,
+		lo:      math.Inf(-1),
+		hi:      hi,
+		quality: quality,
+	}
 }
 
 func exactly(v float64, quality string) band { return within(v, v, quality) }
