@@ -156,6 +156,7 @@ func TestActuatorStateAndLevel(t *testing.T) {
 		{"missing state", head + `"pwm":1}`, ReasonMissingField},
 		{"value as fraction", head + `"state":"on","value":1.0}`, "on fraction 1"},
 		{"value on the device scale", head + `"state":"on","value":200}`, "on pwm 200"},
+		{"integer one is on the device scale", head + `"state":"on","value":1}`, "on pwm 1"},
 		{"neither pwm nor value", head + `"state":"on"}`, ReasonMissingField},
 		{"pwm above 255", head + `"state":"on","pwm":256}`, ReasonWrongType},
 		{"value not a level", head + `"state":"on","value":2.5}`, ReasonWrongType},
