@@ -77,7 +77,12 @@ func TestIsHubToDevice(t *testing.T) {
 			t.Errorf("%s should be hub-only", tp)
 		}
 	}
-	for _, tp := range []string{"kaiser/god/esp/E/system/heartbeat", "kaiser/god/esp/E/sensor/34/data", "kaiser/god/esp/E/actuator/emergency/response"} {
+	device := []string{
+		"kaiser/god/esp/E/system/heartbeat",
+		"kaiser/god/esp/E/sensor/34/data",
+		"kaiser/god/esp/E/actuator/emergency/response",
+	}
+	for _, tp := range device {
 		if IsHubToDevice(tp) {
 			t.Errorf("%s should be device-writable", tp)
 		}
@@ -116,7 +121,8 @@ func TestContractExamplesDecode(t *testing.T) {
 func TestDecodedValues(t *testing.T) {
 	tp, _ := ParseTopic("kaiser/god/esp/ESP_A1B2C3/system/heartbeat")
 	h, err := DecodeHeartbeat(tp, []byte(contractExamples["kaiser/god/esp/ESP_A1B2C3/system/heartbeat"]))
-	if err != nil || h.Uptime != 3600 || h.HeapFree != 187432 || h.RSSI != -61 || *h.SensorCount != 2 || h.ZoneID != "greenhouse_1" || h.Seq != nil {
+	if err != nil || h.Uptime != 3600 || h.HeapFree != 187432 || h.RSSI != -61 || *h.SensorCount != 2 ||
+		h.ZoneID != "greenhouse_1" || h.Seq != nil {
 		t.Fatalf("heartbeat: %+v %v", h, err)
 	}
 	// Aliases: free_heap, active_sensors; integral float accepted as integer.
@@ -223,10 +229,25 @@ func TestEncodeExamples(t *testing.T) {
 		}
 	}
 	cfg := Config{
-		Sensors: []SensorConfigItem{{GPIO: 34, SensorType: "ph", SensorName: "pH bed north", SubzoneID: "bed_north", Active: true, RawMode: true}},
-		Actuators: []ActuatorConfigItem{{GPIO: 5, ActuatorType: "pump", ActuatorName: "Irrigation pump", SubzoneID: "bed_north", Active: true,
-			AuxGPIO: 255, Critical: true}},
-		Timestamp: 1767600930, CorrelationID: "cfg-7f3a91c2-0007",
+		Sensors: []SensorConfigItem{{
+			GPIO:       34,
+			SensorType: "ph",
+			SensorName: "pH bed north",
+			SubzoneID:  "bed_north",
+			Active:     true,
+			RawMode:    true,
+		}},
+		Actuators: []ActuatorConfigItem{{
+			GPIO:         5,
+			ActuatorType: "pump",
+			ActuatorName: "Irrigation pump",
+			SubzoneID:    "bed_north",
+			Active:       true,
+			AuxGPIO:      255,
+			Critical:     true,
+		}},
+		Timestamp:     1767600930,
+		CorrelationID: "cfg-7f3a91c2-0007",
 	}
 	b, _ := MarshalConfig(cfg)
 	want := `{"sensors":[{"gpio":34,"sensor_type":"ph","sensor_name":"pH bed north","subzone_id":"bed_north","active":true,"raw_mode":true}],"actuators":[{"gpio":5,"actuator_type":"pump","actuator_name":"Irrigation pump","subzone_id":"bed_north","active":true,"aux_gpio":255,"critical":true,"inverted_logic":false,"default_state":false,"default_pwm":0}],"timestamp":1767600930,"correlation_id":"cfg-7f3a91c2-0007"}`
@@ -274,7 +295,8 @@ func TestSanitizeAndFit(t *testing.T) {
 	if got := SanitizeText("a\"b\\c\nd"); got != "abcd" {
 		t.Fatalf("sanitize: %q", got)
 	}
-	if !FitsPacket(strings.Repeat("t", 17), make([]byte, 1000), 1024) || FitsPacket(strings.Repeat("t", 18), make([]byte, 1000), 1024) {
+	payload := make([]byte, 1000)
+	if !FitsPacket(strings.Repeat("t", 17), payload, 1024) || FitsPacket(strings.Repeat("t", 18), payload, 1024) {
 		t.Fatal("packet budget is topic+payload+7")
 	}
 	b := NewBroadcastEmergency(strings.Repeat("x", 40), strings.Repeat("y", 40), time.Now())
@@ -285,11 +307,17 @@ func TestSanitizeAndFit(t *testing.T) {
 
 func TestDeviceSubscriptions(t *testing.T) {
 	subs := DeviceSubscriptions("", "ESP_A1B2C3")
-	if len(subs) != 8 || subs[0] != "kaiser//esp/ESP_A1B2C3/system/command" || subs[5] != "kaiser/god/esp/ESP_A1B2C3/zone/assign" {
+	if len(subs) != 8 || subs[0] != "kaiser//esp/ESP_A1B2C3/system/command" ||
+		subs[5] != "kaiser/god/esp/ESP_A1B2C3/zone/assign" {
 		t.Fatalf("subs: %v", subs)
 	}
 	for _, f := range HubSubscriptions {
-		for _, own := range []string{"kaiser/god/esp/E/config", "kaiser/god/esp/E/actuator/5/command", "kaiser/god/esp/E/system/heartbeat/ack"} {
+		hubOwn := []string{
+			"kaiser/god/esp/E/config",
+			"kaiser/god/esp/E/actuator/5/command",
+			"kaiser/god/esp/E/system/heartbeat/ack",
+		}
+		for _, own := range hubOwn {
 			if topicMatches(f, own) {
 				t.Errorf("hub filter %s matches its own publication %s", f, own)
 			}

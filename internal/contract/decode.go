@@ -90,76 +90,71 @@ func wrongType(key, want string) error {
 	return &DecodeError{Reason: ReasonWrongType, Field: key, Msg: "must be " + want}
 }
 
-func (o object) str(required bool, keys ...string) (string, bool, error) {
-	k, v, ok := o.lookup(keys)
-	if !ok {
-		if required {
-			return "", false, missing(k)
-		}
-		return "", false, nil
-	}
-	s, isStr := v.(string)
-	if !isStr {
-		return "", false, wrongType(k, "a string")
-	}
-	return s, true, nil
+// scalar is what a JSON field is read as: string, integer, number or boolean.
+type scalar interface {
+	string | int64 | float64 | bool
 }
 
-// integer accepts JSON integers and integral floats (CONTRACT §5.2 step 5).
-func (o object) integer(required bool, keys ...string) (int64, bool, error) {
-	k, v, ok := o.lookup(keys)
-	if !ok {
-		if required {
-			return 0, false, missing(k)
-		}
-		return 0, false, nil
+// convert reads one present value as T, or names what the field must be.
+// The type parameter says which JSON kind the field has.
+func convert[T scalar](key string, v any) (T, error) {
+	var out T
+	var err error
+	switch p := any(&out).(type) {
+	case *string:
+		*p, err = asString(key, v)
+	case *int64:
+		*p, err = asInteger(key, v)
+	case *float64:
+		*p, err = asNumber(key, v)
+	case *bool:
+		*p, err = asBool(key, v)
 	}
-	n, isNum := v.(json.Number)
-	if !isNum {
-		return 0, false, wrongType(k, "an integer")
+	return out, err
+}
+
+func asString(key string, v any) (string, error) {
+	s, ok := v.(string)
+	if !ok {
+		return "", wrongType(key, "a string")
+	}
+	return s, nil
+}
+
+// asInteger accepts JSON integers and integral floats (CONTRACT §5.2 step 5).
+func asInteger(key string, v any) (int64, error) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, wrongType(key, "an integer")
 	}
 	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
-		return i, true, nil
+		return i, nil
 	}
 	f, err := strconv.ParseFloat(string(n), 64)
 	if err != nil || math.IsInf(f, 0) || f != math.Trunc(f) || math.Abs(f) > 1<<62 {
-		return 0, false, wrongType(k, "an integer")
+		return 0, wrongType(key, "an integer")
 	}
-	return int64(f), true, nil
+	return int64(f), nil
 }
 
-func (o object) number(required bool, keys ...string) (float64, bool, error) {
-	k, v, ok := o.lookup(keys)
+func asNumber(key string, v any) (float64, error) {
+	n, ok := v.(json.Number)
 	if !ok {
-		if required {
-			return 0, false, missing(k)
-		}
-		return 0, false, nil
-	}
-	n, isNum := v.(json.Number)
-	if !isNum {
-		return 0, false, wrongType(k, "a number")
+		return 0, wrongType(key, "a number")
 	}
 	f, err := strconv.ParseFloat(string(n), 64)
 	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return 0, false, wrongType(k, "a finite number")
+		return 0, wrongType(key, "a finite number")
 	}
-	return f, true, nil
+	return f, nil
 }
 
-func (o object) boolean(required bool, keys ...string) (bool, bool, error) {
-	k, v, ok := o.lookup(keys)
+func asBool(key string, v any) (bool, error) {
+	b, ok := v.(bool)
 	if !ok {
-		if required {
-			return false, false, missing(k)
-		}
-		return false, false, nil
+		return false, wrongType(key, "a boolean")
 	}
-	b, isBool := v.(bool)
-	if !isBool {
-		return false, false, wrongType(k, "a boolean")
-	}
-	return b, true, nil
+	return b, nil
 }
 
 // decoder collects the first error so decoders read as a list of fields.
@@ -168,112 +163,88 @@ type decoder struct {
 	err error
 }
 
-func (d *decoder) str(required bool, keys ...string) string {
+// field reads the first present of keys (aliases in priority order) as T;
+// present is false when none is there. Once the decoder holds an error it
+// reads nothing more, so the first error is the one reported.
+func field[T scalar](d *decoder, need bool, keys ...string) (v T, present bool) {
 	if d.err != nil {
-		return ""
+		return v, false
 	}
-	s, _, err := d.o.str(required, keys...)
-	d.err = err
-	return s
+	k, raw, ok := d.o.lookup(keys)
+	if !ok {
+		if need {
+			d.err = missing(k)
+		}
+		return v, false
+	}
+	v, d.err = convert[T](k, raw)
+	return v, d.err == nil
 }
 
-func (d *decoder) optInt(keys ...string) *int64 {
-	if d.err != nil {
-		return nil
-	}
-	i, ok, err := d.o.integer(false, keys...)
-	d.err = err
+// required reads a field that must be present.
+func required[T scalar](d *decoder, keys ...string) T {
+	v, _ := field[T](d, true, keys...)
+	return v
+}
+
+// requiredIf reads a field that must be present when need holds; absent, it
+// is the zero value.
+func requiredIf[T scalar](d *decoder, need bool, keys ...string) T {
+	v, _ := field[T](d, need, keys...)
+	return v
+}
+
+// optional reads a field that may be absent or null (nil then).
+func optional[T scalar](d *decoder, keys ...string) *T {
+	v, ok := field[T](d, false, keys...)
 	if !ok {
 		return nil
 	}
-	return &i
+	return &v
 }
 
-func (d *decoder) reqInt(keys ...string) int64 {
-	if d.err != nil {
-		return 0
-	}
-	i, _, err := d.o.integer(true, keys...)
-	d.err = err
-	return i
-}
-
-func (d *decoder) optNum(keys ...string) *float64 {
-	if d.err != nil {
-		return nil
-	}
-	f, ok, err := d.o.number(false, keys...)
-	d.err = err
-	if !ok {
-		return nil
-	}
-	return &f
-}
-
-func (d *decoder) reqNum(keys ...string) float64 {
-	if d.err != nil {
-		return 0
-	}
-	f, _, err := d.o.number(true, keys...)
-	d.err = err
-	return f
-}
-
-func (d *decoder) optBool(keys ...string) *bool {
-	if d.err != nil {
-		return nil
-	}
-	b, ok, err := d.o.boolean(false, keys...)
-	d.err = err
-	if !ok {
-		return nil
-	}
-	return &b
-}
-
-func (d *decoder) reqBool(keys ...string) bool {
-	if d.err != nil {
-		return false
-	}
-	b, _, err := d.o.boolean(true, keys...)
-	d.err = err
-	return b
+// text reads an optional string; absent is "".
+func (d *decoder) text(keys ...string) string {
+	v, _ := field[string](d, false, keys...)
+	return v
 }
 
 // matchIDs enforces the §3 rule: esp_id and gpio in the payload, if present,
 // equal the topic's values.
 func (d *decoder) matchIDs(t Topic, espRequired, gpioRequired bool) {
-	if d.err != nil {
-		return
-	}
-	esp, ok, err := d.o.str(espRequired, "esp_id")
-	if err != nil {
-		d.err = err
-		return
-	}
+	esp, ok := field[string](d, espRequired, "esp_id")
 	if ok && esp != t.EspID {
-		d.err = &DecodeError{Reason: ReasonIDMismatch, Field: "esp_id", Msg: fmt.Sprintf("payload %q differs from topic %q", esp, t.EspID)}
+		d.err = &DecodeError{
+			Reason: ReasonIDMismatch,
+			Field:  "esp_id",
+			Msg:    fmt.Sprintf("payload %q differs from topic %q", esp, t.EspID),
+		}
 		return
 	}
 	if t.GPIO < 0 {
 		return
 	}
-	g, ok, err := d.o.integer(gpioRequired, "gpio")
-	if err != nil {
-		d.err = err
-		return
-	}
+	g, ok := field[int64](d, gpioRequired, "gpio")
 	if ok && g != int64(t.GPIO) {
-		d.err = &DecodeError{Reason: ReasonIDMismatch, Field: "gpio", Msg: fmt.Sprintf("payload %d differs from topic %d", g, t.GPIO)}
+		d.err = &DecodeError{
+			Reason: ReasonIDMismatch,
+			Field:  "gpio",
+			Msg:    fmt.Sprintf("payload %d differs from topic %d", g, t.GPIO),
+		}
 	}
 }
 
-func newDecoder(payload []byte) (*decoder, error) {
+// decode parses payload and lets fill read the fields; the result carries
+// the decoder's first error.
+func decode[T any](payload []byte, fill func(d *decoder) T) (T, error) {
 	o, err := parseObject(payload)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
-	return &decoder{o: o}, nil
+	d := &decoder{o: o}
+	v := fill(d)
+	return v, d.err
 }
 
 // Heartbeat is `system/heartbeat` (CONTRACT §3.1.2).
@@ -293,32 +264,29 @@ type Heartbeat struct {
 
 // DecodeHeartbeat decodes and validates a heartbeat for topic t.
 func DecodeHeartbeat(t Topic, payload []byte) (Heartbeat, error) {
-	var h Heartbeat
-	d, err := newDecoder(payload)
-	if err != nil {
-		return h, err
-	}
-	d.matchIDs(t, false, false)
-	h.EspID = t.EspID
-	h.ZoneID = d.str(false, "zone_id")
-	h.MasterZoneID = d.str(false, "master_zone_id")
-	h.ZoneAssigned = d.optBool("zone_assigned")
-	h.TS = d.reqInt("ts")
-	h.Uptime = d.reqInt("uptime")
-	h.HeapFree = d.reqInt("heap_free", "free_heap")
-	h.RSSI = d.reqInt("wifi_rssi")
-	h.SensorCount = d.optInt("sensor_count", "active_sensors")
-	h.ActuatorCount = d.optInt("actuator_count", "active_actuators")
-	h.Seq = d.optInt("seq")
-	h.SystemState = d.str(false, "system_state", "state")
-	h.BootSequenceID = d.str(false, "boot_sequence_id")
-	h.ResetReason = d.str(false, "reset_reason")
-	h.FirmwareVersion = d.str(false, "firmware_version")
-	h.WifiIP = d.str(false, "wifi_ip")
-	h.HardwareType = d.str(false, "hardware_type")
-	h.TimeValid = d.optBool("time_valid")
-	h.ActiveHandoverEpoch = d.optInt("active_handover_epoch")
-	return h, d.err
+	return decode(payload, func(d *decoder) (h Heartbeat) {
+		d.matchIDs(t, false, false)
+		h.EspID = t.EspID
+		h.ZoneID = d.text("zone_id")
+		h.MasterZoneID = d.text("master_zone_id")
+		h.ZoneAssigned = optional[bool](d, "zone_assigned")
+		h.TS = required[int64](d, "ts")
+		h.Uptime = required[int64](d, "uptime")
+		h.HeapFree = required[int64](d, "heap_free", "free_heap")
+		h.RSSI = required[int64](d, "wifi_rssi")
+		h.SensorCount = optional[int64](d, "sensor_count", "active_sensors")
+		h.ActuatorCount = optional[int64](d, "actuator_count", "active_actuators")
+		h.Seq = optional[int64](d, "seq")
+		h.SystemState = d.text("system_state", "state")
+		h.BootSequenceID = d.text("boot_sequence_id")
+		h.ResetReason = d.text("reset_reason")
+		h.FirmwareVersion = d.text("firmware_version")
+		h.WifiIP = d.text("wifi_ip")
+		h.HardwareType = d.text("hardware_type")
+		h.TimeValid = optional[bool](d, "time_valid")
+		h.ActiveHandoverEpoch = optional[int64](d, "active_handover_epoch")
+		return h
+	})
 }
 
 // SensorData is `sensor/{gpio}/data` (CONTRACT §3.1.1).
@@ -350,47 +318,72 @@ func DecodeSensorData(t Topic, payload []byte) (SensorData, error) {
 }
 
 func decodeSensorTolerant(t Topic, payload []byte) (SensorData, error) {
-	var s SensorData
-	d, err := newDecoder(payload)
-	if err != nil {
-		return s, err
-	}
-	d.matchIDs(t, false, false)
-	s.EspID, s.GPIO = t.EspID, t.GPIO
-	s.ZoneID = d.str(false, "zone_id")
-	s.SubzoneID = d.str(false, "subzone_id")
-	s.SensorType = strings.ToLower(strings.TrimSpace(d.str(true, "sensor_type")))
-	if d.err == nil && s.SensorType == "" {
-		d.err = &DecodeError{Reason: ReasonMissingField, Field: "sensor_type", Msg: "must not be empty"}
-	}
-	raw := d.reqNum("raw", "raw_value")
-	if d.err == nil {
-		if raw != math.Trunc(raw) || raw < -(1<<31) || raw > math.MaxUint32 {
-			d.err = wrongType("raw", "an integer 0..4294967295")
-		} else {
-			s.Raw = int64(raw)
-			if s.Raw >= 1<<31 && strings.Contains(s.SensorType, "ds18b20") {
-				s.Raw -= 1 << 32
-			}
+	return decode(payload, func(d *decoder) (s SensorData) {
+		d.matchIDs(t, false, false)
+		s.EspID, s.GPIO = t.EspID, t.GPIO
+		s.ZoneID = d.text("zone_id")
+		s.SubzoneID = d.text("subzone_id")
+		s.SensorType = sensorType(d)
+		s.Raw = rawWordField(d, s.SensorType)
+		s.Value = optional[float64](d, "value")
+		s.Unit = d.text("unit")
+		s.Quality = d.text("quality")
+		s.TS = required[int64](d, "ts", "timestamp")
+
+		s.RawMode = true
+		if b := optional[bool](d, "raw_mode"); b != nil {
+			s.RawMode = *b
+		}
+		s.Source = d.text("_source")
+		if b := optional[bool](d, "_test_mode"); b != nil {
+			s.TestMode = *b
+		}
+
+		s.Seq = optional[int64](d, "seq")
+		s.TimeValid = optional[bool](d, "time_valid")
+		s.I2CAddress = optional[int64](d, "i2c_address")
+		s.OneWireAddr = d.text("onewire_address")
+		return s
+	})
+}
+
+// sensorType reads the lower-cased wire type, which must not be empty.
+func sensorType(d *decoder) string {
+	st := strings.ToLower(strings.TrimSpace(required[string](d, "sensor_type")))
+	if d.err == nil && st == "" {
+		d.err = &DecodeError{
+			Reason: ReasonMissingField,
+			Field:  "sensor_type",
+			Msg:    "must not be empty",
 		}
 	}
-	s.Value = d.optNum("value")
-	s.Unit = d.str(false, "unit")
-	s.Quality = d.str(false, "quality")
-	s.TS = d.reqInt("ts", "timestamp")
-	s.RawMode = true
-	if b := d.optBool("raw_mode"); b != nil {
-		s.RawMode = *b
+	return st
+}
+
+// rawWordField reads `raw` (alias `raw_value`) as a raw word.
+func rawWordField(d *decoder, sensorType string) int64 {
+	raw := required[float64](d, "raw", "raw_value")
+	if d.err != nil {
+		return 0
 	}
-	s.Source = d.str(false, "_source")
-	if b := d.optBool("_test_mode"); b != nil {
-		s.TestMode = *b
+	w, ok := rawWord(raw, sensorType)
+	if !ok {
+		d.err = wrongType("raw", "an integer 0..4294967295")
 	}
-	s.Seq = d.optInt("seq")
-	s.TimeValid = d.optBool("time_valid")
-	s.I2CAddress = d.optInt("i2c_address")
-	s.OneWireAddr = d.str(false, "onewire_address")
-	return s, d.err
+	return w
+}
+
+// rawWord checks that raw is a 32-bit word; a DS18B20 sends negative
+// temperatures as their unsigned two's complement, which is corrected here.
+func rawWord(raw float64, sensorType string) (int64, bool) {
+	if raw != math.Trunc(raw) || raw < -(1<<31) || raw > math.MaxUint32 {
+		return 0, false
+	}
+	w := int64(raw)
+	if w >= 1<<31 && strings.Contains(sensorType, "ds18b20") {
+		w -= 1 << 32
+	}
+	return w, true
 }
 
 // Will is the Last Will `system/will` (CONTRACT §3.1.9).
@@ -401,17 +394,14 @@ type Will struct {
 
 // DecodeWill decodes a last-will payload.
 func DecodeWill(t Topic, payload []byte) (Will, error) {
-	var w Will
-	d, err := newDecoder(payload)
-	if err != nil {
-		return w, err
-	}
-	w.Status = d.str(true, "status")
-	w.Reason = d.str(false, "reason")
-	if ts := d.optInt("timestamp"); ts != nil {
-		w.Timestamp = *ts
-	}
-	return w, d.err
+	return decode(payload, func(d *decoder) (w Will) {
+		w.Status = required[string](d, "status")
+		w.Reason = d.text("reason")
+		if ts := optional[int64](d, "timestamp"); ts != nil {
+			w.Timestamp = *ts
+		}
+		return w
+	})
 }
 
 // ActuatorStatus is `actuator/{gpio}/status` (CONTRACT §3.1.3).
@@ -435,63 +425,73 @@ type ActuatorStatus struct {
 
 // DecodeActuatorStatus decodes an actuator status.
 func DecodeActuatorStatus(t Topic, payload []byte) (ActuatorStatus, error) {
-	var a ActuatorStatus
-	d, err := newDecoder(payload)
-	if err != nil {
-		return a, err
-	}
-	d.matchIDs(t, false, false)
-	a.EspID, a.GPIO = t.EspID, t.GPIO
-	a.ZoneID = d.str(false, "zone_id")
-	a.SubzoneID = d.str(false, "subzone_id")
-	a.TS = d.reqInt("ts")
-	a.Type = d.str(true, "type", "actuator_type")
-	if d.err == nil {
-		switch v := d.o["state"].(type) {
-		case nil:
-			d.err = missing("state")
-		case bool:
-			a.State = map[bool]string{true: "on", false: "off"}[v]
-		case string:
-			switch s := strings.ToLower(v); s {
-			case "on", "off", "pwm", "error", "unknown":
-				a.State = s
-			default:
-				d.err = wrongType("state", "a boolean or on/off/pwm/error/unknown")
-			}
-		default:
-			d.err = wrongType("state", "a boolean")
+	return decode(payload, func(d *decoder) (a ActuatorStatus) {
+		d.matchIDs(t, false, false)
+		a.EspID, a.GPIO = t.EspID, t.GPIO
+		a.ZoneID = d.text("zone_id")
+		a.SubzoneID = d.text("subzone_id")
+		a.TS = required[int64](d, "ts")
+		a.Type = required[string](d, "type", "actuator_type")
+		a.State = actuatorState(d)
+		a.PWM, a.ValueFraction = actuatorLevel(d)
+
+		a.RuntimeMS = optional[int64](d, "runtime_ms")
+		a.Emergency = d.text("emergency")
+		if a.Emergency == "" {
+			a.Emergency = "normal"
 		}
+		a.LastCommand = d.text("last_command", "command")
+		a.Error = d.text("error")
+		a.Seq = optional[int64](d, "seq")
+		return a
+	})
+}
+
+// actuatorState reads `state`, a boolean or one of the state words.
+func actuatorState(d *decoder) string {
+	if d.err != nil {
+		return ""
 	}
-	a.PWM = d.optInt("pwm")
-	if a.PWM == nil && d.err == nil {
-		// Mocks send `value` instead of `pwm`: on the 0–1 scale when written
-		// with a decimal point, else on the device's 0–255 scale.
-		v := d.reqNum("value")
+	switch v := d.o["state"].(type) {
+	case nil:
+		d.err = missing("state")
+	case bool:
+		return map[bool]string{true: "on", false: "off"}[v]
+	case string:
+		switch s := strings.ToLower(v); s {
+		case "on", "off", "pwm", "error", "unknown":
+			return s
+		}
+		d.err = wrongType("state", "a boolean or on/off/pwm/error/unknown")
+	default:
+		d.err = wrongType("state", "a boolean")
+	}
+	return ""
+}
+
+// actuatorLevel reads `pwm` (0–255). Mocks send `value` instead: on the
+// 0–1 scale when written with a decimal point (fraction), else on the
+// device's 0–255 scale.
+func actuatorLevel(d *decoder) (pwm *int64, fraction *float64) {
+	pwm = optional[int64](d, "pwm")
+	if pwm == nil && d.err == nil {
+		v := required[float64](d, "value")
 		switch {
 		case d.err != nil:
 			d.err = missing("pwm")
 		case isFraction(d.o["value"]) && v >= 0 && v <= 1:
-			a.ValueFraction = &v
+			fraction = &v
 		case v == math.Trunc(v):
 			p := int64(v)
-			a.PWM = &p
+			pwm = &p
 		default:
 			d.err = wrongType("value", "0-1 or an integer 0-255")
 		}
 	}
-	if a.PWM != nil && (*a.PWM < 0 || *a.PWM > 255) {
+	if pwm != nil && (*pwm < 0 || *pwm > 255) {
 		d.err = wrongType("pwm", "an integer 0-255")
 	}
-	a.RuntimeMS = d.optInt("runtime_ms")
-	a.Emergency = d.str(false, "emergency")
-	if a.Emergency == "" {
-		a.Emergency = "normal"
-	}
-	a.LastCommand = d.str(false, "last_command", "command")
-	a.Error = d.str(false, "error")
-	a.Seq = d.optInt("seq")
-	return a, d.err
+	return pwm, fraction
 }
 
 // isFraction reports whether a json.Number was written with a decimal point
@@ -517,23 +517,20 @@ type ActuatorResponse struct {
 
 // DecodeActuatorResponse decodes a command response.
 func DecodeActuatorResponse(t Topic, payload []byte) (ActuatorResponse, error) {
-	var r ActuatorResponse
-	d, err := newDecoder(payload)
-	if err != nil {
-		return r, err
-	}
-	d.matchIDs(t, true, true)
-	r.EspID, r.GPIO = t.EspID, t.GPIO
-	r.ZoneID = d.str(false, "zone_id")
-	r.TS = int64(d.reqNum("ts"))
-	r.Command = d.str(true, "command")
-	r.Value = d.optNum("value")
-	r.Duration = d.optInt("duration")
-	r.Success = d.reqBool("success")
-	r.Message = d.str(false, "message")
-	r.CorrelationID = d.str(false, "correlation_id")
-	r.Seq = d.optInt("seq")
-	return r, d.err
+	return decode(payload, func(d *decoder) (r ActuatorResponse) {
+		d.matchIDs(t, true, true)
+		r.EspID, r.GPIO = t.EspID, t.GPIO
+		r.ZoneID = d.text("zone_id")
+		r.TS = int64(required[float64](d, "ts"))
+		r.Command = required[string](d, "command")
+		r.Value = optional[float64](d, "value")
+		r.Duration = optional[int64](d, "duration")
+		r.Success = required[bool](d, "success")
+		r.Message = d.text("message")
+		r.CorrelationID = d.text("correlation_id")
+		r.Seq = optional[int64](d, "seq")
+		return r
+	})
 }
 
 // ActuatorAlert is `actuator/{gpio}/alert` (CONTRACT §3.1.5).
@@ -548,19 +545,16 @@ type ActuatorAlert struct {
 
 // DecodeActuatorAlert decodes an actuator alert.
 func DecodeActuatorAlert(t Topic, payload []byte) (ActuatorAlert, error) {
-	var a ActuatorAlert
-	d, err := newDecoder(payload)
-	if err != nil {
-		return a, err
-	}
-	d.matchIDs(t, true, true)
-	a.EspID, a.GPIO = t.EspID, t.GPIO
-	a.ZoneID = d.str(false, "zone_id")
-	a.TS = int64(d.reqNum("ts"))
-	a.AlertType = d.str(true, "alert_type", "type")
-	a.Message = d.str(false, "message")
-	a.Seq = d.optInt("seq")
-	return a, d.err
+	return decode(payload, func(d *decoder) (a ActuatorAlert) {
+		d.matchIDs(t, true, true)
+		a.EspID, a.GPIO = t.EspID, t.GPIO
+		a.ZoneID = d.text("zone_id")
+		a.TS = int64(required[float64](d, "ts"))
+		a.AlertType = required[string](d, "alert_type", "type")
+		a.Message = d.text("message")
+		a.Seq = optional[int64](d, "seq")
+		return a
+	})
 }
 
 // ConfigResponse is `config_response` (CONTRACT §3.1.6).
@@ -577,33 +571,30 @@ type ConfigResponse struct {
 
 // DecodeConfigResponse decodes a config result.
 func DecodeConfigResponse(t Topic, payload []byte) (ConfigResponse, error) {
-	var c ConfigResponse
-	d, err := newDecoder(payload)
-	if err != nil {
-		return c, err
-	}
-	d.matchIDs(t, false, false)
-	c.Status = d.str(true, "status")
-	if c.Status == "failed" {
-		c.Status = "error"
-	}
-	c.Type = d.str(true, "type", "config_type")
-	if n := d.optInt("count"); n != nil {
-		c.Count = *n
-	}
-	c.Message = d.str(false, "message")
-	c.ErrorCode = d.str(false, "error_code")
-	if d.err == nil && c.Status == "error" && c.ErrorCode == "" {
-		d.err = missing("error_code")
-	}
-	if fi, ok := d.o["failed_item"]; ok && fi != nil && d.err == nil {
-		if b, err := json.Marshal(fi); err == nil {
-			c.FailedItem = b
+	return decode(payload, func(d *decoder) (c ConfigResponse) {
+		d.matchIDs(t, false, false)
+		c.Status = required[string](d, "status")
+		if c.Status == "failed" {
+			c.Status = "error"
 		}
-	}
-	c.CorrelationID = d.str(false, "correlation_id")
-	c.Seq = d.optInt("seq")
-	return c, d.err
+		c.Type = required[string](d, "type", "config_type")
+		if n := optional[int64](d, "count"); n != nil {
+			c.Count = *n
+		}
+		c.Message = d.text("message")
+		c.ErrorCode = d.text("error_code")
+		if d.err == nil && c.Status == "error" && c.ErrorCode == "" {
+			d.err = missing("error_code")
+		}
+		if fi, ok := d.o["failed_item"]; ok && fi != nil && d.err == nil {
+			if b, err := json.Marshal(fi); err == nil {
+				c.FailedItem = b
+			}
+		}
+		c.CorrelationID = d.text("correlation_id")
+		c.Seq = optional[int64](d, "seq")
+		return c
+	})
 }
 
 // ZoneAck is `zone/ack` (CONTRACT §3.1.7).
@@ -616,22 +607,19 @@ type ZoneAck struct {
 
 // DecodeZoneAck decodes a zone acknowledgement.
 func DecodeZoneAck(t Topic, payload []byte) (ZoneAck, error) {
-	var z ZoneAck
-	d, err := newDecoder(payload)
-	if err != nil {
-		return z, err
-	}
-	d.matchIDs(t, false, false)
-	z.Status = d.str(true, "status")
-	success := z.Status == "zone_assigned"
-	z.ZoneID = d.str(success, "zone_id")
-	z.MasterZoneID = d.str(false, "master_zone_id")
-	z.TS = int64(d.reqNum("ts"))
-	z.Message = d.str(z.Status == "error", "message")
-	z.CorrelationID = d.str(false, "correlation_id")
-	z.Reason = d.str(false, "reason_code")
-	z.Seq = d.optInt("seq")
-	return z, d.err
+	return decode(payload, func(d *decoder) (z ZoneAck) {
+		d.matchIDs(t, false, false)
+		z.Status = required[string](d, "status")
+		success := z.Status == "zone_assigned"
+		z.ZoneID = requiredIf[string](d, success, "zone_id")
+		z.MasterZoneID = d.text("master_zone_id")
+		z.TS = int64(required[float64](d, "ts"))
+		z.Message = requiredIf[string](d, z.Status == "error", "message")
+		z.CorrelationID = d.text("correlation_id")
+		z.Reason = d.text("reason_code")
+		z.Seq = optional[int64](d, "seq")
+		return z
+	})
 }
 
 // SubzoneAck is `subzone/ack` (CONTRACT §3.1.8).
@@ -647,32 +635,29 @@ type SubzoneAck struct {
 
 // DecodeSubzoneAck decodes a subzone acknowledgement.
 func DecodeSubzoneAck(t Topic, payload []byte) (SubzoneAck, error) {
-	var s SubzoneAck
-	d, err := newDecoder(payload)
-	if err != nil {
-		return s, err
-	}
-	d.matchIDs(t, true, false)
-	s.Status = d.str(true, "status")
-	if d.err == nil {
-		if _, ok := d.o["subzone_id"]; !ok {
-			d.err = missing("subzone_id")
+	return decode(payload, func(d *decoder) (s SubzoneAck) {
+		d.matchIDs(t, true, false)
+		s.Status = required[string](d, "status")
+		if d.err == nil {
+			if _, ok := d.o["subzone_id"]; !ok {
+				d.err = missing("subzone_id")
+			}
 		}
-	}
-	s.SubzoneID = d.str(false, "subzone_id")
-	s.Timestamp = d.reqInt("timestamp", "ts")
-	isErr := s.Status == "error"
-	if isErr && d.err == nil {
-		s.ErrorCode = d.optInt("error_code")
-		if s.ErrorCode == nil && d.err == nil {
-			d.err = missing("error_code")
+		s.SubzoneID = d.text("subzone_id")
+		s.Timestamp = required[int64](d, "timestamp", "ts")
+		isErr := s.Status == "error"
+		if isErr && d.err == nil {
+			s.ErrorCode = optional[int64](d, "error_code")
+			if s.ErrorCode == nil && d.err == nil {
+				d.err = missing("error_code")
+			}
 		}
-	}
-	s.Message = d.str(isErr, "message")
-	s.ReasonCode = d.str(false, "reason_code")
-	s.CorrelationID = d.str(false, "correlation_id")
-	s.Seq = d.optInt("seq")
-	return s, d.err
+		s.Message = requiredIf[string](d, isErr, "message")
+		s.ReasonCode = d.text("reason_code")
+		s.CorrelationID = d.text("correlation_id")
+		s.Seq = optional[int64](d, "seq")
+		return s
+	})
 }
 
 // Diagnostics is `system/diagnostics` (CONTRACT §3.1.10); TS is uptime.
@@ -687,25 +672,22 @@ type Diagnostics struct {
 
 // DecodeDiagnostics decodes a health snapshot.
 func DecodeDiagnostics(t Topic, payload []byte) (Diagnostics, error) {
-	var g Diagnostics
-	d, err := newDecoder(payload)
-	if err != nil {
-		return g, err
-	}
-	d.matchIDs(t, true, false)
-	g.UptimeTS = d.optInt("ts")
-	g.HeapFree = d.optInt("heap_free")
-	g.HeapMinFree = d.optInt("heap_min_free")
-	g.HeapFragmentation = d.optInt("heap_fragmentation")
-	g.UptimeSeconds = d.optInt("uptime_seconds")
-	g.ErrorCount = d.optInt("error_count")
-	g.WifiConnected = d.optBool("wifi_connected")
-	g.MQTTConnected = d.optBool("mqtt_connected")
-	g.RSSI = d.optInt("wifi_rssi")
-	g.SensorCount = d.optInt("sensor_count")
-	g.ActuatorCount = d.optInt("actuator_count")
-	g.SystemState = d.str(false, "system_state")
-	return g, d.err
+	return decode(payload, func(d *decoder) (g Diagnostics) {
+		d.matchIDs(t, true, false)
+		g.UptimeTS = optional[int64](d, "ts")
+		g.HeapFree = optional[int64](d, "heap_free")
+		g.HeapMinFree = optional[int64](d, "heap_min_free")
+		g.HeapFragmentation = optional[int64](d, "heap_fragmentation")
+		g.UptimeSeconds = optional[int64](d, "uptime_seconds")
+		g.ErrorCount = optional[int64](d, "error_count")
+		g.WifiConnected = optional[bool](d, "wifi_connected")
+		g.MQTTConnected = optional[bool](d, "mqtt_connected")
+		g.RSSI = optional[int64](d, "wifi_rssi")
+		g.SensorCount = optional[int64](d, "sensor_count")
+		g.ActuatorCount = optional[int64](d, "actuator_count")
+		g.SystemState = d.text("system_state")
+		return g
+	})
 }
 
 // EmergencyReply is `actuator/emergency/response` or `/error`, or
@@ -722,45 +704,36 @@ type EmergencyReply struct {
 
 // DecodeEmergencyResponse decodes `actuator/emergency/response`.
 func DecodeEmergencyResponse(t Topic, payload []byte) (EmergencyReply, error) {
-	var r EmergencyReply
-	d, err := newDecoder(payload)
-	if err != nil {
-		return r, err
-	}
-	d.matchIDs(t, false, false)
-	r.Status = d.str(true, "status")
-	r.Timestamp = d.optInt("timestamp")
-	r.Message = d.str(false, "message")
-	return r, d.err
+	return decode(payload, func(d *decoder) (r EmergencyReply) {
+		d.matchIDs(t, false, false)
+		r.Status = required[string](d, "status")
+		r.Timestamp = optional[int64](d, "timestamp")
+		r.Message = d.text("message")
+		return r
+	})
 }
 
 // DecodeEmergencyError decodes `actuator/emergency/error`.
 func DecodeEmergencyError(t Topic, payload []byte) (EmergencyReply, error) {
-	var r EmergencyReply
-	d, err := newDecoder(payload)
-	if err != nil {
-		return r, err
-	}
-	d.matchIDs(t, false, false)
-	r.Error = d.str(true, "error")
-	r.Message = d.str(false, "message")
-	return r, d.err
+	return decode(payload, func(d *decoder) (r EmergencyReply) {
+		d.matchIDs(t, false, false)
+		r.Error = required[string](d, "error")
+		r.Message = d.text("message")
+		return r
+	})
 }
 
 // DecodeSystemCommandResponse decodes `system/command/response`.
 func DecodeSystemCommandResponse(t Topic, payload []byte) (EmergencyReply, error) {
-	var r EmergencyReply
-	d, err := newDecoder(payload)
-	if err != nil {
-		return r, err
-	}
-	d.matchIDs(t, false, false)
-	r.Status = d.str(true, "status")
-	r.EspID = t.EspID
-	r.Command = d.str(false, "command")
-	r.Success = d.optBool("success")
-	r.Message = d.str(false, "error", "message")
-	return r, d.err
+	return decode(payload, func(d *decoder) (r EmergencyReply) {
+		d.matchIDs(t, false, false)
+		r.Status = required[string](d, "status")
+		r.EspID = t.EspID
+		r.Command = d.text("command")
+		r.Success = optional[bool](d, "success")
+		r.Message = d.text("error", "message")
+		return r
+	})
 }
 
 // Validate decodes payload with the decoder for t.Kind and discards the
@@ -866,16 +839,25 @@ func decodeSensorFast(t Topic, payload []byte) (SensorData, bool) {
 	if (w.EspID != nil && *w.EspID != t.EspID) || (w.GPIO != nil && *w.GPIO != float64(t.GPIO)) {
 		return SensorData{}, false
 	}
-	s := SensorData{EspID: t.EspID, GPIO: t.GPIO, ZoneID: str0(w.ZoneID), SubzoneID: str0(w.SubzoneID),
-		SensorType: strings.ToLower(strings.TrimSpace(*w.SensorType)), Value: w.Value, Unit: str0(w.Unit),
-		Quality: str0(w.Quality), TS: int64(*ts), RawMode: true, Source: str0(w.Source), TimeValid: w.TimeValid,
-		OneWireAddr: str0(w.OneWire)}
-	if s.SensorType == "" || *raw != math.Trunc(*raw) || *raw < -(1<<31) || *raw > math.MaxUint32 {
-		return SensorData{}, false
+
+	s := SensorData{
+		EspID:       t.EspID,
+		GPIO:        t.GPIO,
+		ZoneID:      str0(w.ZoneID),
+		SubzoneID:   str0(w.SubzoneID),
+		SensorType:  strings.ToLower(strings.TrimSpace(*w.SensorType)),
+		Value:       w.Value,
+		Unit:        str0(w.Unit),
+		Quality:     str0(w.Quality),
+		TS:          int64(*ts),
+		RawMode:     true,
+		Source:      str0(w.Source),
+		TimeValid:   w.TimeValid,
+		OneWireAddr: str0(w.OneWire),
 	}
-	s.Raw = int64(*raw)
-	if s.Raw >= 1<<31 && strings.Contains(s.SensorType, "ds18b20") {
-		s.Raw -= 1 << 32
+	var rawOK bool
+	if s.Raw, rawOK = rawWord(*raw, s.SensorType); s.SensorType == "" || !rawOK {
+		return SensorData{}, false
 	}
 	if w.RawMode != nil {
 		s.RawMode = *w.RawMode

@@ -60,8 +60,14 @@ func NewHeartbeatAck(status string, configAvailable bool, now time.Time, epoch *
 	if epoch != nil && *epoch > 0 {
 		e = *epoch
 	}
-	return HeartbeatAck{Status: status, ConfigAvailable: configAvailable, ServerTime: now.Unix(),
-		HandoverEpoch: e, AckType: "heartbeat", ContractVersion: 2}
+	return HeartbeatAck{
+		Status:          status,
+		ConfigAvailable: configAvailable,
+		ServerTime:      now.Unix(),
+		HandoverEpoch:   e,
+		AckType:         "heartbeat",
+		ContractVersion: 2,
+	}
 }
 
 // ActuatorCommand is `actuator/{gpio}/command` (CONTRACT §3.2.1).
@@ -74,9 +80,16 @@ type ActuatorCommand struct {
 }
 
 // NewActuatorCommand builds a command with the value rounded to 3 places (K2).
-func NewActuatorCommand(command string, value float64, duration int64, now time.Time, correlationID string) ActuatorCommand {
-	return ActuatorCommand{Command: command, Value: Decimal{V: value, Places: 3}, Duration: duration,
-		Timestamp: now.Unix(), CorrelationID: correlationID}
+func NewActuatorCommand(
+	command string, value float64, duration int64, now time.Time, correlationID string,
+) ActuatorCommand {
+	return ActuatorCommand{
+		Command:       command,
+		Value:         Decimal{V: value, Places: 3},
+		Duration:      duration,
+		Timestamp:     now.Unix(),
+		CorrelationID: correlationID,
+	}
 }
 
 // SensorConfigItem is one element of `config.sensors` (CONTRACT §3.2.2).
@@ -179,8 +192,12 @@ type BroadcastEmergency struct {
 
 // NewBroadcastEmergency builds the global stop with the length limits of §3.2.9.
 func NewBroadcastEmergency(reason, issuedBy string, now time.Time) BroadcastEmergency {
-	return BroadcastEmergency{Command: "emergency_stop", Reason: truncate(SanitizeText(reason), 24),
-		IssuedBy: truncate(SanitizeText(issuedBy), 16), Timestamp: now.UTC().Format("2006-01-02T15:04:05Z")}
+	return BroadcastEmergency{
+		Command:   "emergency_stop",
+		Reason:    truncate(SanitizeText(reason), 24),
+		IssuedBy:  truncate(SanitizeText(issuedBy), 16),
+		Timestamp: now.UTC().Format("2006-01-02T15:04:05Z"),
+	}
 }
 
 // Processed is `sensor/{gpio}/processed` (CONTRACT §3.2.11).

@@ -99,8 +99,10 @@ func FuzzSensorFastPathAgrees(f *testing.F) {
 		if err != nil {
 			t.Fatalf("fast path accepted what the full decoder rejects (%v): %q", err, payload)
 		}
-		if fast.Raw != slow.Raw || fast.TS != slow.TS || fast.SensorType != slow.SensorType || fast.RawMode != slow.RawMode ||
-			fast.Unit != slow.Unit || fast.Quality != slow.Quality || fast.ZoneID != slow.ZoneID || (fast.Value == nil) != (slow.Value == nil) {
+		same := fast.Raw == slow.Raw && fast.TS == slow.TS && fast.SensorType == slow.SensorType &&
+			fast.RawMode == slow.RawMode && fast.Unit == slow.Unit && fast.Quality == slow.Quality &&
+			fast.ZoneID == slow.ZoneID && (fast.Value == nil) == (slow.Value == nil)
+		if !same {
 			t.Fatalf("fast %+v slow %+v", fast, slow)
 		}
 	})

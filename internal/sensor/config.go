@@ -116,11 +116,26 @@ func set(pins ...int) map[int]bool {
 
 // Boards by hardware type; unknown boards use WROOM rules (DOMAIN §1.5).
 var (
-	WROOM = Board{Name: "ESP32_WROOM", Max: 39, NotBonded: set(20, 24, 28, 29, 30, 31),
-		Reserved: set(0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12), InputOnly: set(34, 35, 36, 39), I2C: set(21, 22),
-		ADC1: set(32, 33, 34, 35, 36, 39), ADC2: set(4, 13, 14, 15, 25, 26, 27)}
-	XIAO = Board{Name: "XIAO_ESP32_C3", Max: 21, NotBonded: set(), Reserved: set(18, 19), InputOnly: set(),
-		I2C: set(4, 5), ADC1: set(0, 1, 2, 3, 4), ADC2: set(5)}
+	WROOM = Board{
+		Name:      "ESP32_WROOM",
+		Max:       39,
+		NotBonded: set(20, 24, 28, 29, 30, 31),
+		Reserved:  set(0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12),
+		InputOnly: set(34, 35, 36, 39),
+		I2C:       set(21, 22),
+		ADC1:      set(32, 33, 34, 35, 36, 39),
+		ADC2:      set(4, 13, 14, 15, 25, 26, 27),
+	}
+	XIAO = Board{
+		Name:      "XIAO_ESP32_C3",
+		Max:       21,
+		NotBonded: set(),
+		Reserved:  set(18, 19),
+		InputOnly: set(),
+		I2C:       set(4, 5),
+		ADC1:      set(0, 1, 2, 3, 4),
+		ADC2:      set(5),
+	}
 )
 
 // BoardFor maps a hardware type to its rules.
@@ -164,52 +179,68 @@ var ErrPin = errors.New("gpio not usable")
 // CheckPin validates a sensor's pin on a board (DOMAIN §8.2); others are
 // the other sensors of the device. It returns an advisory warning.
 func CheckPin(b Board, c *Config, others []*Config) (warning string, err error) {
-	g := c.GPIO
 	key, _ := NormaliseType(c.SensorType)
 	bus := Bus(key, strings.ToLower(c.SensorType))
-	switch {
-	case g < 0 || g > b.Max:
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is outside the %s range 0-%d", g, b.Name, b.Max)}
-	case b.NotBonded[g]:
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is not bonded on %s", g, b.Name)}
-	case b.Reserved[g]:
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is reserved by the system on %s", g, b.Name)}
-	case bus == "onewire" && b.InputOnly[g]:
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is input-only and cannot drive a OneWire bus", g)}
-	case b.I2C[g] && bus != "i2c":
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is an I2C bus pin; only I2C sensors may use it", g)}
-	case bus == "analog" && !b.ADC1[g] && !b.ADC2[g]:
-		return "", &PinError{Type: "system", Msg: fmt.Sprintf("GPIO %d is not ADC-capable", g)}
+	if msg := b.refuses(c.GPIO, bus); msg != "" {
+		return "", &PinError{Type: "system", Msg: msg}
 	}
-	for _, o := range others {
-		if o.ID == c.ID || o.GPIO != g {
-			continue
+	if o := pinHolder(c, key, bus, others); o != nil {
+		return "", &PinError{
+			Conflict: true,
+			Type:     "sensor",
+			Msg:      fmt.Sprintf("GPIO %d is already used by sensor %s", c.GPIO, o.SensorType),
 		}
-		okey, _ := NormaliseType(o.SensorType)
-		obus := Bus(okey, strings.ToLower(o.SensorType))
-		if bus == "i2c" && obus == "i2c" && (c.Address() != o.Address() || okey != key) {
-			continue // several I2C sensors share the bus pins
-		}
-		if sameFamily(key, okey) && c.Address() == o.Address() {
-			continue // the values of one multi-value sensor
-		}
-		return "", &PinError{Conflict: true, Type: "sensor", Msg: fmt.Sprintf("GPIO %d is already used by sensor %s", g, o.SensorType)}
 	}
-	if bus == "analog" && b.ADC2[g] {
+
+	if bus == "analog" && b.ADC2[c.GPIO] {
 		warning = "ADC2 is unusable while WiFi is on; use 32-36 or 39"
 	}
 	return warning, nil
 }
 
-func sameFamily(a, b string) bool {
-	fam := func(k string) string {
-		switch k {
-		case "sht31_temp", "sht31_humidity":
-			return "sht31"
-		case "bmp280_temp", "bmp280_pressure":
-			return "bmp280"
-		}
-		return k
+// refuses says why the board cannot give pin g to a sensor on bus; "" when
+// it can.
+func (b Board) refuses(g int, bus string) string {
+	switch {
+	case g < 0 || g > b.Max:
+		return fmt.Sprintf("GPIO %d is outside the %s range 0-%d", g, b.Name, b.Max)
+	case b.NotBonded[g]:
+		return fmt.Sprintf("GPIO %d is not bonded on %s", g, b.Name)
+	case b.Reserved[g]:
+		return fmt.Sprintf("GPIO %d is reserved by the system on %s", g, b.Name)
+	case bus == "onewire" && b.InputOnly[g]:
+		return fmt.Sprintf("GPIO %d is input-only and cannot drive a OneWire bus", g)
+	case b.I2C[g] && bus != "i2c":
+		return fmt.Sprintf("GPIO %d is an I2C bus pin; only I2C sensors may use it", g)
+	case bus == "analog" && !b.ADC1[g] && !b.ADC2[g]:
+		return fmt.Sprintf("GPIO %d is not ADC-capable", g)
 	}
-	return fam(a) == fam(b) && a != b
+	return ""
+}
+
+// pinHolder is another sensor that holds c's pin, if any. I2C sensors of
+// other addresses or types share the bus pins, and the values of one
+// multi-value sensor share its pin.
+func pinHolder(c *Config, key, bus string, others []*Config) *Config {
+	for _, o := range others {
+		if o.ID == c.ID || o.GPIO != c.GPIO {
+			continue
+		}
+		okey, _ := NormaliseType(o.SensorType)
+		obus := Bus(okey, strings.ToLower(o.SensorType))
+		if bus == "i2c" && obus == "i2c" && (c.Address() != o.Address() || okey != key) {
+			continue
+		}
+		if sameFamily(key, okey) && c.Address() == o.Address() {
+			continue
+		}
+		return o
+	}
+	return nil
+}
+
+// sameFamily reports whether two processor keys are different values of
+// one multi-value sensor.
+func sameFamily(a, b string) bool {
+	return family(a, a) == family(b, b) && a != b
 }

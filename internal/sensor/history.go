@@ -86,6 +86,7 @@ func (s *Service) Query(ctx context.Context, q HistoryQuery) (History, error) {
 	if err != nil {
 		return History{}, err
 	}
+
 	if q.Buckets > 0 {
 		w := (end - start) / int64(q.Buckets)
 		if w < 1 {
@@ -94,24 +95,41 @@ func (s *Service) Query(ctx context.Context, q HistoryQuery) (History, error) {
 		return s.buckets(ctx, ids, start, end, w, start, q.Limit, "buckets")
 	}
 	if width == -1 {
-		limit := int64(q.Limit)
-		width = 86400
-		for _, st := range standard {
-			if (end-start)/(st.sec*1000) <= limit {
-				width = st.sec
-				break
-			}
-		}
+		width = autoWidth(end-start, int64(q.Limit))
 	}
 	if width > 0 {
 		w := width * 1000
 		return s.buckets(ctx, ids, start-start%w, end, w, 0, q.Limit, q.Resolution)
 	}
+	return s.rawHistory(ctx, ids, q)
+}
+
+// autoWidth is the finest standard resolution (seconds) that fits span
+// (ms) into limit buckets; a day when none does.
+func autoWidth(span, limit int64) int64 {
+	for _, st := range standard {
+		if span/(st.sec*1000) <= limit {
+			return st.sec
+		}
+	}
+	return 86400
+}
+
+// rawHistory pages through the raw readings, newest first unless q.Asc.
+func (s *Service) rawHistory(ctx context.Context, ids []int64, q HistoryQuery) (History, error) {
 	h := History{Resolution: "raw"}
 	if len(ids) == 0 {
 		return h, nil
 	}
-	rq := store.RawQuery{Series: ids, Start: start, End: end, Quality: q.Quality, Source: q.Source, Limit: q.Limit + 1, Asc: q.Asc}
+	rq := store.RawQuery{
+		Series:  ids,
+		Start:   q.Start.UnixMilli(),
+		End:     q.End.UnixMilli(),
+		Quality: q.Quality,
+		Source:  q.Source,
+		Limit:   q.Limit + 1,
+		Asc:     q.Asc,
+	}
 	if !q.Before.IsZero() {
 		rq.Before = q.Before.UnixMilli()
 	}
@@ -119,6 +137,7 @@ func (s *Service) Query(ctx context.Context, q HistoryQuery) (History, error) {
 	if err != nil {
 		return h, err
 	}
+
 	if len(rows) > q.Limit {
 		rows = rows[:q.Limit]
 		h.HasMore = true
@@ -133,10 +152,23 @@ func (s *Service) Query(ctx context.Context, q HistoryQuery) (History, error) {
 
 // RawRowJSON is the API §7.3 raw row.
 func RawRowJSON(r store.RawRow) Row {
-	return Row{"timestamp": time.UnixMilli(r.TS).UTC().Format("2006-01-02T15:04:05.000Z"), "esp_id": r.Key.EspID,
-		"gpio": r.Key.GPIO, "sensor_type": r.Key.SensorType, "raw_value": r.Raw, "processed_value": r.Processed,
-		"unit": r.Unit, "quality": r.Quality, "processing_mode": r.Mode, "zone_id": nilEmpty(r.ZoneID), "subzone_id": nilEmpty(r.SubzoneID)}
+	return Row{
+		"timestamp":       rowTime(r.TS),
+		"esp_id":          r.Key.EspID,
+		"gpio":            r.Key.GPIO,
+		"sensor_type":     r.Key.SensorType,
+		"raw_value":       r.Raw,
+		"processed_value": r.Processed,
+		"unit":            r.Unit,
+		"quality":         r.Quality,
+		"processing_mode": r.Mode,
+		"zone_id":         nilEmpty(r.ZoneID),
+		"subzone_id":      nilEmpty(r.SubzoneID),
+	}
 }
+
+// rowTime is a row's timestamp: UTC with milliseconds (API §7.3).
+func rowTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
 
 func nilEmpty(s string) any {
 	if s == "" {
@@ -145,7 +177,11 @@ func nilEmpty(s string) any {
 	return s
 }
 
-func (s *Service) buckets(ctx context.Context, ids []int64, start, end, w, align int64, limit int, name string) (History, error) {
+// buckets aggregates each series into buckets of w ms from start (aligned
+// to align when not 0), keeping the newest limit buckets per series.
+func (s *Service) buckets(
+	ctx context.Context, ids []int64, start, end, w, align int64, limit int, name string,
+) (History, error) {
 	h := History{Resolution: name, BucketSeconds: w / 1000}
 	src := source(w)
 	if align != 0 && src != "raw" {
@@ -169,22 +205,35 @@ func (s *Service) buckets(ctx context.Context, ids []int64, start, end, w, align
 			unit = r.Unit
 		}
 		for _, b := range bs {
-			if b.N == 0 {
-				continue
+			if b.N > 0 {
+				h.Rows = append(h.Rows, bucketRow(key, unit, b))
 			}
-			row := Row{"timestamp": time.UnixMilli(b.Start).UTC().Format("2006-01-02T15:04:05.000Z"), "esp_id": key.EspID,
-				"gpio": key.GPIO, "sensor_type": key.SensorType, "unit": unit, "raw_value": b.SumRaw / float64(b.N),
-				"processed_value": nil, "sample_count": b.N, "quality": "aggregated"}
-			if b.NP > 0 {
-				avg := b.SumP / float64(b.NP)
-				row["processed_value"], row["avg_value"], row["min_value"], row["max_value"] = avg, avg, b.MinP, b.MaxP
-			} else {
-				row["avg_value"], row["min_value"], row["max_value"] = b.SumRaw/float64(b.N), b.MinRaw, b.MaxRaw
-			}
-			h.Rows = append(h.Rows, row)
 		}
 	}
 	return h, nil
+}
+
+// bucketRow is the API §7.3 aggregated row: averages of the processed
+// values when the bucket has any, else of the raw values.
+func bucketRow(key store.SeriesKey, unit string, b store.Bucket) Row {
+	row := Row{
+		"timestamp":       rowTime(b.Start),
+		"esp_id":          key.EspID,
+		"gpio":            key.GPIO,
+		"sensor_type":     key.SensorType,
+		"unit":            unit,
+		"raw_value":       b.SumRaw / float64(b.N),
+		"processed_value": nil,
+		"sample_count":    b.N,
+		"quality":         "aggregated",
+	}
+	if b.NP > 0 {
+		avg := b.SumP / float64(b.NP)
+		row["processed_value"], row["avg_value"], row["min_value"], row["max_value"] = avg, avg, b.MinP, b.MaxP
+	} else {
+		row["avg_value"], row["min_value"], row["max_value"] = b.SumRaw/float64(b.N), b.MinRaw, b.MaxRaw
+	}
+	return row
 }
 
 func (s *Service) latestByID(id int64) (store.Reading, bool) {
@@ -215,7 +264,14 @@ type Retention struct {
 
 // DefaultRetention is DOMAIN §9.1's default.
 func DefaultRetention() Retention {
-	return Retention{DefaultDays: 30, MaxRowsPerRun: 1_000_000, BatchSize: 5000, MaxBatches: 200, MinuteRollupDay: 90, HourRollupDays: 365}
+	return Retention{
+		DefaultDays:     30,
+		MaxRowsPerRun:   1_000_000,
+		BatchSize:       5000,
+		MaxBatches:      200,
+		MinuteRollupDay: 90,
+		HourRollupDays:  365,
+	}
 }
 
 // CleanupReadings deletes raw readings older than each sensor's retention,
@@ -227,36 +283,11 @@ func (s *Service) CleanupReadings(ctx context.Context, r Retention) (RetentionRe
 	if err != nil {
 		return RetentionResult{}, err
 	}
-	type target struct {
-		id     int64
-		cutoff int64
-		count  int64
+	targets, due, err := s.retentionTargets(ctx, r.DefaultDays, now)
+	if err != nil {
+		return RetentionResult{}, err
 	}
-	var targets []target
-	var due int64
-	s.mu.RLock()
-	series := make(map[store.SeriesKey]int64, len(s.series))
-	for k, st := range s.series {
-		series[k] = st.id
-	}
-	s.mu.RUnlock()
-	for k, id := range series {
-		days := r.DefaultDays
-		s.mu.RLock()
-		if c := s.configFor(k); c != nil && c.RetentionDays != nil && *c.RetentionDays > 0 {
-			days = *c.RetentionDays
-		}
-		s.mu.RUnlock()
-		cutoff := now.Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
-		n, err := s.store.CountReadings(ctx, id, cutoff)
-		if err != nil {
-			return RetentionResult{}, err
-		}
-		if n > 0 {
-			targets = append(targets, target{id, cutoff, n})
-			due += n
-		}
-	}
+
 	switch {
 	case due == 0:
 		return RetentionResult{Status: "nothing_to_delete"}, nil
@@ -269,17 +300,64 @@ func (s *Service) CleanupReadings(ctx context.Context, r Retention) (RetentionRe
 	if due*10 > total {
 		s.log.Warn("retention deletes more than 10 % of the readings", "due", due, "total", total)
 	}
+
+	deleted, err := s.deleteExpired(ctx, targets, r)
+	if err != nil {
+		return RetentionResult{Status: "partial", Deleted: deleted}, err
+	}
+	status := "success"
+	if deleted < due {
+		status = "partial"
+	}
+	return RetentionResult{Status: status, Deleted: deleted}, nil
+}
+
+// expired is a series' rows past its retention.
+type expired struct {
+	series int64
+	cutoff int64 // ms: rows before it are due
+}
+
+// retentionTargets counts each series' rows past its sensor's retention
+// (defaultDays without one); due is their sum.
+func (s *Service) retentionTargets(ctx context.Context, defaultDays int, now time.Time) ([]expired, int64, error) {
+	s.mu.RLock()
+	days := make(map[int64]int, len(s.series))
+	for k, st := range s.series {
+		days[st.id] = defaultDays
+		if c := s.configFor(k); c != nil && c.RetentionDays != nil && *c.RetentionDays > 0 {
+			days[st.id] = *c.RetentionDays
+		}
+	}
+	s.mu.RUnlock()
+
+	var targets []expired
+	var due int64
+	for id, d := range days {
+		cutoff := now.Add(-time.Duration(d) * 24 * time.Hour).UnixMilli()
+		n, err := s.store.CountReadings(ctx, id, cutoff)
+		if err != nil {
+			return nil, 0, err
+		}
+		if n > 0 {
+			targets = append(targets, expired{series: id, cutoff: cutoff})
+			due += n
+		}
+	}
+	return targets, due, nil
+}
+
+// deleteExpired deletes the targets' rows in batches, within the run's
+// row and batch caps.
+func (s *Service) deleteExpired(ctx context.Context, targets []expired, r Retention) (int64, error) {
 	var deleted int64
 	batches := 0
 	for _, t := range targets {
 		for deleted < r.MaxRowsPerRun && batches < r.MaxBatches {
-			limit := int64(r.BatchSize)
-			if left := r.MaxRowsPerRun - deleted; left < limit {
-				limit = left
-			}
-			n, err := s.store.DeleteReadingsBatch(ctx, t.id, t.cutoff, int(limit))
+			limit := min(int64(r.BatchSize), r.MaxRowsPerRun-deleted)
+			n, err := s.store.DeleteReadingsBatch(ctx, t.series, t.cutoff, int(limit))
 			if err != nil {
-				return RetentionResult{Status: "partial", Deleted: deleted}, err
+				return deleted, err
 			}
 			deleted += n
 			batches++
@@ -288,11 +366,7 @@ func (s *Service) CleanupReadings(ctx context.Context, r Retention) (RetentionRe
 			}
 		}
 	}
-	status := "success"
-	if deleted < due {
-		status = "partial"
-	}
-	return RetentionResult{Status: status, Deleted: deleted}, nil
+	return deleted, nil
 }
 
 // CleanupRollups deletes minute and hour rollups past their retention.

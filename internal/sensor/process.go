@@ -72,8 +72,19 @@ func AliasesOf(key string) []string {
 }
 
 // Units per processor (default unit), for /sensors/types.
-var DefaultUnit = map[string]string{"ph": "pH", "ec": "µS/cm", "ds18b20": "°C", "sht31_temp": "°C", "sht31_humidity": "%RH",
-	"bmp280_pressure": "hPa", "bmp280_temp": "°C", "moisture": "%", "light": "lux", "co2": "ppm", "flow": "L/min"}
+var DefaultUnit = map[string]string{
+	"ph":              "pH",
+	"ec":              "µS/cm",
+	"ds18b20":         "°C",
+	"sht31_temp":      "°C",
+	"sht31_humidity":  "%RH",
+	"bmp280_pressure": "hPa",
+	"bmp280_temp":     "°C",
+	"moisture":        "%",
+	"light":           "lux",
+	"co2":             "ppm",
+	"flow":            "L/min",
+}
 
 // Process runs the processor of key; ok is false when there is none.
 func Process(key string, in Input) (Result, bool) {
@@ -160,7 +171,20 @@ func fail(unit string, m *meta, msg string, code int) Result {
 }
 
 func ok(v float64, unit, quality string, m *meta) Result {
-	return Result{Value: &v, Unit: unit, Quality: quality, Metadata: m.m}
+	return Result{
+		Value:    &v,
+		Unit:     unit,
+		Quality:  quality,
+		Metadata: m.m,
+	}
+}
+
+// linear is a two-point calibration (pH, EC); calibrated is false unless
+// both slope and offset are set.
+func linear(cal map[string]any) (slope, offset float64, calibrated bool) {
+	slope, hasSlope := num(cal, "slope")
+	offset, hasOffset := num(cal, "offset")
+	return slope, offset, hasSlope && hasOffset
 }
 
 func processPH(in Input) Result {
@@ -176,9 +200,7 @@ func processPH(in Input) Result {
 		m.warn("raw value above 4000")
 	}
 	v := raw / 4095 * 3.3
-	slope, hasS := num(in.Calibration, "slope")
-	offset, hasO := num(in.Calibration, "offset")
-	calibrated := hasS && hasO
+	slope, offset, calibrated := linear(in.Calibration)
 	var ph float64
 	if calibrated {
 		ph = clamp(slope*v+offset, 0, 14)
@@ -189,17 +211,8 @@ func processPH(in Input) Result {
 		ph = clamp(ph+(t-25)*0.003*(7-ph), 0, 14)
 	}
 	ph = round(ph, places(in, 2))
-	q := "poor"
-	switch {
-	case ph < 0 || ph > 14:
-		q = "error"
-	case calibrated && ph >= 3 && ph <= 11:
-		q = "good"
-	case calibrated || (ph >= 4 && ph <= 10):
-		q = "fair"
-	}
 	m.m["voltage"] = round(v, 6)
-	return ok(ph, "pH", q, m)
+	return ok(ph, "pH", phQuality.gradeCalibrated(ph, calibrated), m)
 }
 
 func processEC(in Input) Result {
@@ -227,9 +240,7 @@ func processEC(in Input) Result {
 		m.warn("raw value near the ADC maximum")
 	}
 	v := raw / maxRaw * vref
-	slope, hasS := num(in.Calibration, "slope")
-	offset, hasO := num(in.Calibration, "offset")
-	calibrated := hasS && hasO
+	slope, offset, calibrated := linear(in.Calibration)
 	var ec float64
 	if calibrated {
 		ec = clamp(slope*v+offset, 0, 20000)
@@ -241,15 +252,7 @@ func processEC(in Input) Result {
 			ec = clamp(ec/f, 0, 20000)
 		}
 	}
-	q := "poor"
-	switch {
-	case ec < 0 || ec > 20000:
-		q = "error"
-	case calibrated && ec >= 100 && ec <= 15000:
-		q = "good"
-	case calibrated || (ec >= 100 && ec <= 15000):
-		q = "fair"
-	}
+	q := ecQuality.gradeCalibrated(ec, calibrated)
 	out := ec
 	switch strParam(in.Params, "unit", "us_cm") {
 	case "ms_cm":
@@ -262,18 +265,42 @@ func processEC(in Input) Result {
 	return ok(round(out, places(in, 1)), unit, q, m)
 }
 
+// tempSpec is one temperature sensor's column of DOMAIN §2.5.
 type tempSpec struct {
 	validLo, validHi float64
 	warnLo, warnHi   float64
-	goodLo, goodHi   float64
+	quality          ladder
 	places           int
 	kelvin           bool
 }
 
 var tempSpecs = map[string]tempSpec{
-	"ds18b20":     {-55, 125, -10, 85, -10, 85, 2, true},
-	"sht31_temp":  {-40, 125, 0, 65, 0, 65, 1, false},
-	"bmp280_temp": {-40, 85, -20, math.Inf(1), -20, 85, 2, true},
+	"ds18b20": {
+		validLo: -55,
+		validHi: 125,
+		warnLo:  -10,
+		warnHi:  85,
+		quality: temperatureQuality(-55, 125, -10, 85),
+		places:  2,
+		kelvin:  true,
+	},
+	"sht31_temp": {
+		validLo: -40,
+		validHi: 125,
+		warnLo:  0,
+		warnHi:  65,
+		quality: temperatureQuality(-40, 125, 0, 65),
+		places:  1,
+	},
+	"bmp280_temp": {
+		validLo: -40,
+		validHi: 85,
+		warnLo:  -20,
+		warnHi:  math.Inf(1),
+		quality: temperatureQuality(-40, 85, -20, 85),
+		places:  2,
+		kelvin:  true,
+	},
 }
 
 func processTemperature(key string, in Input) Result {
@@ -308,13 +335,7 @@ func processTemperature(key string, in Input) Result {
 	if off, has := num(in.Calibration, "offset"); has {
 		c += off
 	}
-	q := "fair"
-	switch {
-	case c < sp.validLo || c > sp.validHi:
-		q = "error"
-	case c >= sp.goodLo && c <= sp.goodHi:
-		q = "good"
-	}
+	q := sp.quality.grade(c)
 	out, unit := c, "°C"
 	switch strParam(in.Params, "unit", "celsius") {
 	case "fahrenheit":
@@ -356,14 +377,7 @@ func processHumidity(in Input) Result {
 		m.warn("condensation risk above 95 %")
 		m.m["condensation_warning"] = true
 	}
-	q := "fair"
-	switch {
-	case h < 5 || h > 95:
-		q = "poor"
-	case h >= 20 && h <= 80:
-		q = "good"
-	}
-	return ok(h, "%RH", q, m)
+	return ok(h, "%RH", humidityQuality.grade(h), m)
 }
 
 func processPressure(in Input) Result {
@@ -383,13 +397,7 @@ func processPressure(in Input) Result {
 			p = clamp(p/math.Pow(f, 5.255), 300, 1100)
 		}
 	}
-	q := "fair"
-	switch {
-	case p < 300 || p > 1100:
-		q = "error"
-	case p >= 950 && p <= 1050:
-		q = "good"
-	}
+	q := pressureQuality.grade(p)
 	out, unit := p, "hPa"
 	switch strParam(in.Params, "unit", "hpa") {
 	case "pa":
@@ -427,14 +435,7 @@ func processMoisture(in Input) Result {
 		pct = 100 - pct
 	}
 	pct = round(clamp(pct, 0, 100), places(in, 1))
-	q := "fair"
-	switch {
-	case pct < 10 || pct > 95:
-		q = "poor"
-	case pct >= 20 && pct <= 80:
-		q = "good"
-	}
-	return ok(pct, "%", q, m)
+	return ok(pct, "%", moistureQuality.grade(pct), m)
 }
 
 func model(in Input, def string) string {
@@ -463,18 +464,7 @@ func processLight(in Input) Result {
 		m.m["sensor_model"] = s
 	}
 	v = round(v, places(in, 0))
-	q := "bad"
-	switch {
-	case v < 50:
-		q = "poor"
-	case v < 200:
-		q = "fair"
-	case v < 1000:
-		q = "good"
-	case v < 100000:
-		q = "excellent"
-	}
-	return ok(v, "lux", q, m)
+	return ok(v, "lux", lightQuality.grade(v), m)
 }
 
 func processCO2(in Input) Result {
@@ -512,18 +502,7 @@ func processCO2(in Input) Result {
 		}
 	}
 	v = round(v, places(in, 0))
-	q := "bad"
-	switch {
-	case v < 400:
-		q = "excellent"
-	case v < 1000:
-		q = "good"
-	case v < 1500:
-		q = "fair"
-	case v < 2000:
-		q = "poor"
-	}
-	return ok(v, "ppm", q, m)
+	return ok(v, "ppm", co2Quality.grade(v), m)
 }
 
 func processFlow(in Input) Result {
@@ -561,18 +540,5 @@ func processFlow(in Input) Result {
 	if lpm > 20 {
 		m.warn("flow above 20 L/min")
 	}
-	q := "fair"
-	switch {
-	case lpm == 0:
-		q = "good"
-	case lpm < 0.1:
-		q = "fair"
-	case lpm < 1:
-		q = "good"
-	case lpm < 10:
-		q = "excellent"
-	case lpm < 20:
-		q = "good"
-	}
-	return ok(lpm, "L/min", q, m)
+	return ok(lpm, "L/min", flowQuality.grade(lpm), m)
 }

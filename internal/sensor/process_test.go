@@ -112,8 +112,16 @@ func TestProcessorVectors(t *testing.T) {
 func formatF(f float64) string { return fmtFloat(f) }
 
 func TestNormaliseType(t *testing.T) {
-	for in, want := range map[string]string{"PH_SENSOR": "ph", "temperature_ds18b20": "ds18b20", "mhz19_co2": "co2",
-		"scd30_co2": "co2", "bme280_humidity": "sht31_humidity", "soil_moisture": "moisture", "yfs201": "flow"} {
+	aliases := map[string]string{
+		"PH_SENSOR":           "ph",
+		"temperature_ds18b20": "ds18b20",
+		"mhz19_co2":           "co2",
+		"scd30_co2":           "co2",
+		"bme280_humidity":     "sht31_humidity",
+		"soil_moisture":       "moisture",
+		"yfs201":              "flow",
+	}
+	for in, want := range aliases {
 		if got, ok := NormaliseType(in); !ok || got != want {
 			t.Errorf("%s → %s %v", in, got, ok)
 		}
@@ -137,7 +145,8 @@ func TestCalibrationVectors(t *testing.T) {
 		}
 	}
 	c, err = Calibrate("ec", []Point{{500, 1413}, {3000, 12880}}, now)
-	if err != nil || c["adc_type"] != "12bit" || math.Abs(c["slope"].(float64)-5691.8018) > 0.001 || math.Abs(c["offset"].(float64)+880.40) > 0.01 {
+	if err != nil || c["adc_type"] != "12bit" || math.Abs(c["slope"].(float64)-5691.8018) > 0.001 ||
+		math.Abs(c["offset"].(float64)+880.40) > 0.01 {
 		t.Fatalf("CAL2: %v %v", c, err)
 	}
 	if r, _ := Process("ec", Input{Raw: 1200, RawMode: true, Calibration: c}); *r.Value != 4623.8 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,7 +33,9 @@ type Store interface {
 	LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, error)
 	LatestReadings(ctx context.Context) ([]store.RawRow, error)
 	QueryReadings(ctx context.Context, q store.RawQuery) ([]store.RawRow, error)
-	Buckets(ctx context.Context, series int64, source string, start, end, width, align int64) ([]store.Bucket, error)
+	Buckets(
+		ctx context.Context, series int64, source string, start, end, width, align int64,
+	) ([]store.Bucket, error)
 	CountReadings(ctx context.Context, series int64, before int64) (int64, error)
 	DeleteReadingsBatch(ctx context.Context, series int64, before int64, limit int) (int64, error)
 	DeleteRollupsBefore(ctx context.Context, source string, before int64, limit int) (int64, error)
@@ -48,6 +51,25 @@ type Sink interface {
 type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 }
+
+// Devices is what the sensor domain asks of the device registry.
+type Devices interface {
+	Get(espID string) (device.Device, error)
+	// Admit returns the device of an inbound message, or the drop error
+	// when the device may not send data.
+	Admit(m ingest.Message) (device.Device, error)
+}
+
+// Alerts opens and resolves the alerts of thresholds and stale sensors.
+type Alerts interface {
+	Raise(ctx context.Context, spec notify.Spec) error
+	Clear(ctx context.Context, key string) error
+}
+
+var (
+	_ Devices = (*device.Service)(nil)
+	_ Alerts  = (*notify.Service)(nil)
+)
 
 // Errors of the domain operations.
 var (
@@ -81,10 +103,10 @@ type seriesState struct {
 type Service struct {
 	store   Store
 	sink    Sink
-	devices *device.Service
+	devices Devices
 	bus     Publisher
 	events  *event.Bus
-	alerts  *notify.Service
+	alerts  Alerts // nil: no alerts
 	log     *slog.Logger
 	opt     Options
 	now     func() time.Time
@@ -98,15 +120,32 @@ type Service struct {
 	processReqs *prometheus.CounterVec
 }
 
-// New builds the service; call Load before serving.
-func New(st Store, sink Sink, devices *device.Service, bus Publisher, events *event.Bus, alerts *notify.Service, opt Options) *Service {
+// New builds the service; call Load before serving. alerts may be nil.
+func New(
+	st Store, sink Sink, devices Devices, bus Publisher, events *event.Bus, alerts Alerts, opt Options,
+) *Service {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	s := &Service{store: st, sink: sink, devices: devices, bus: bus, events: events, alerts: alerts, log: opt.Logger,
-		opt: opt, now: time.Now, configs: map[string]*Config{}, byKey: map[store.SeriesKey]*Config{}, series: map[store.SeriesKey]*seriesState{}, latest: map[int64]*latest{},
-		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_sensor_process_requests_total",
-			Help: "Firmware processing requests by result."}, []string{"result"})}
+	s := &Service{
+		store:   st,
+		sink:    sink,
+		devices: devices,
+		bus:     bus,
+		events:  events,
+		alerts:  alerts,
+		log:     opt.Logger,
+		opt:     opt,
+		now:     time.Now,
+		configs: map[string]*Config{},
+		byKey:   map[store.SeriesKey]*Config{},
+		series:  map[store.SeriesKey]*seriesState{},
+		latest:  map[int64]*latest{},
+		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "god_kaiser_sensor_process_requests_total",
+			Help: "Firmware processing requests by result.",
+		}, []string{"result"}),
+	}
 	if opt.Registerer != nil {
 		opt.Registerer.MustRegister(s.processReqs)
 	}
@@ -127,6 +166,7 @@ func (s *Service) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load latest readings: %w", err)
 	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, d := range docs {
@@ -137,9 +177,11 @@ func (s *Service) Load(ctx context.Context) error {
 		s.configs[c.ID] = &c
 		s.byKey[keyOf(&c)] = &c
 	}
+
 	for k, id := range series {
 		s.series[k] = &seriesState{id: id}
 	}
+
 	for _, r := range lat {
 		s.latest[r.SeriesID] = &latest{key: r.Key, r: r.Reading}
 		if st := s.series[r.Key]; st != nil {
@@ -151,7 +193,12 @@ func (s *Service) Load(ctx context.Context) error {
 
 func keyOf(c *Config) store.SeriesKey {
 	k, _ := NormaliseType(c.SensorType)
-	return store.SeriesKey{EspID: c.EspID, GPIO: c.GPIO, SensorType: k, Address: c.Address()}
+	return store.SeriesKey{
+		EspID:      c.EspID,
+		GPIO:       c.GPIO,
+		SensorType: k,
+		Address:    c.Address(),
+	}
 }
 
 // ByDevice returns a device's configs ordered by gpio and type.
@@ -210,28 +257,30 @@ type Selector struct {
 	OneWireAddress string
 }
 
+// matches reports whether c fits every part of the selector that is set.
+func (sel Selector) matches(c Config) bool {
+	if sel.SensorType != "" {
+		want, _ := NormaliseType(sel.SensorType)
+		if k, _ := NormaliseType(c.SensorType); k != want {
+			return false
+		}
+	}
+	if sel.I2CAddress != nil && (c.I2CAddress == nil || *c.I2CAddress != *sel.I2CAddress) {
+		return false
+	}
+	return sel.OneWireAddress == "" || strings.EqualFold(c.OneWireAddress, sel.OneWireAddress)
+}
+
 // Find resolves (device, gpio, selector) to one config; candidates are
 // returned with ErrAmbiguous.
 func (s *Service) Find(espID string, gpio int, sel Selector) (Config, []Config, error) {
 	var cands []Config
 	for _, c := range s.ByDevice(espID) {
-		if c.GPIO != gpio {
-			continue
+		if c.GPIO == gpio && sel.matches(c) {
+			cands = append(cands, c)
 		}
-		if sel.SensorType != "" {
-			want, _ := NormaliseType(sel.SensorType)
-			if k, _ := NormaliseType(c.SensorType); k != want {
-				continue
-			}
-		}
-		if sel.I2CAddress != nil && (c.I2CAddress == nil || *c.I2CAddress != *sel.I2CAddress) {
-			continue
-		}
-		if sel.OneWireAddress != "" && !strings.EqualFold(c.OneWireAddress, sel.OneWireAddress) {
-			continue
-		}
-		cands = append(cands, c)
 	}
+
 	switch len(cands) {
 	case 0:
 		return Config{}, nil, ErrNotFound
@@ -256,29 +305,39 @@ func (s *Service) SensorItems(espID string) []contract.SensorConfigItem {
 			continue
 		}
 		seen[fam] = true
-		out = append(out, contract.SensorConfigItem{GPIO: c.GPIO, SensorType: wireType(key, c.SensorType),
-			SensorName: truncate(contract.SanitizeText(c.Name), 32), SubzoneID: c.SubzoneID, Active: true, RawMode: true})
+		out = append(out, contract.SensorConfigItem{
+			GPIO:       c.GPIO,
+			SensorType: wireType(key, c.SensorType),
+			SensorName: truncate(contract.SanitizeText(c.Name), 32),
+			SubzoneID:  c.SubzoneID,
+			Active:     true,
+			RawMode:    true,
+		})
 	}
 	return out
 }
 
+// multiValue lists the processor keys that are values of one multi-value
+// sensor: the sensor's family, and the type the firmware is configured with.
+var multiValue = map[string]struct{ family, wire string }{
+	"sht31_temp":      {"sht31", "sht31_temp"},
+	"sht31_humidity":  {"sht31", "sht31_temp"},
+	"bmp280_temp":     {"bmp280", "bmp280_pressure"},
+	"bmp280_pressure": {"bmp280", "bmp280_pressure"},
+}
+
+// family is the physical sensor a type belongs to (raw is the configured type).
 func family(key, raw string) string {
-	switch key {
-	case "sht31_temp", "sht31_humidity":
-		return "sht31"
-	case "bmp280_temp", "bmp280_pressure":
-		return "bmp280"
+	if mv, ok := multiValue[key]; ok {
+		return mv.family
 	}
 	return strings.ToLower(raw)
 }
 
 // wireType is the type the firmware expects in its config.
 func wireType(key, raw string) string {
-	switch key {
-	case "sht31_temp", "sht31_humidity":
-		return "sht31_temp"
-	case "bmp280_temp", "bmp280_pressure":
-		return "bmp280_pressure"
+	if mv, ok := multiValue[key]; ok {
+		return mv.wire
 	}
 	return strings.ToLower(raw)
 }
@@ -300,66 +359,118 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) 
 	if err != nil {
 		return c, "", err
 	}
-	key, hasProc := NormaliseType(c.SensorType)
-	c.SensorType = strings.ToLower(strings.TrimSpace(c.SensorType))
-	if c.ProcessingMode == "pi_enhanced" || c.ProcessingMode == "" {
-		if !hasProc {
-			return c, "", fmt.Errorf("%w: %s", ErrUnsupportedType, c.SensorType)
-		}
+	key, err := acceptType(&c)
+	if err != nil {
+		return c, "", err
 	}
+
 	now := s.now()
 	existing := s.ByDevice(c.EspID)
-	var others []*Config
-	var replace *Config
-	for i := range existing {
-		o := existing[i]
-		okey, _ := NormaliseType(o.SensorType)
-		switch {
-		case o.GPIO == c.GPIO && okey == key && o.Address() == c.Address():
-			replace = &o
-		case o.GPIO == c.GPIO && o.Address() == "" && c.Address() == "" && !sameFamily(okey, key) &&
-			Bus(okey, o.SensorType) != "i2c" && Bus(key, c.SensorType) != "i2c":
-			replace = &o
-		default:
-			others = append(others, &o)
-		}
-	}
+	replace, others := onPin(existing, &c, key)
 	if replace != nil {
 		c.ID, c.CreatedAt = replace.ID, replace.CreatedAt
 	} else {
 		c.ID, c.CreatedAt = uuid.NewString(), now
-		board := BoardFor(d.HardwareType)
-		limit := 20
-		if board.Name == XIAO.Name {
-			limit = 10
-		}
-		if physical(existing) >= limit && !joinsFamily(existing, &c) {
-			return c, "", fmt.Errorf("%w: %d sensors on %s", ErrLimit, limit, board.Name)
+		if err := checkLimit(BoardFor(d.HardwareType), existing, &c); err != nil {
+			return c, "", err
 		}
 	}
 	c.UpdatedAt = now
 	c.ApplyDefaults()
+
 	warning, err := CheckPin(BoardFor(d.HardwareType), &c, others)
 	if err != nil {
 		return c, "", err
 	}
+	if err := s.save(ctx, c, key); err != nil {
+		return c, "", err
+	}
+	return c, warning, nil
+}
+
+// acceptType lower-cases c's type and returns its processor key; a
+// processed sensor needs a processor.
+func acceptType(c *Config) (string, error) {
+	key, hasProc := NormaliseType(c.SensorType)
+	c.SensorType = strings.ToLower(strings.TrimSpace(c.SensorType))
+	processed := c.ProcessingMode == "pi_enhanced" || c.ProcessingMode == ""
+	if processed && !hasProc {
+		return key, fmt.Errorf("%w: %s", ErrUnsupportedType, c.SensorType)
+	}
+	return key, nil
+}
+
+// onPin finds the config c replaces among a device's configs (same
+// identity, or the one non-bus sensor on its pin) and returns the others.
+func onPin(existing []Config, c *Config, key string) (replace *Config, others []*Config) {
+	for i := range existing {
+		o := existing[i]
+		okey, _ := NormaliseType(o.SensorType)
+		sameIdentity := o.GPIO == c.GPIO && okey == key && o.Address() == c.Address()
+		plainPin := o.GPIO == c.GPIO && o.Address() == "" && c.Address() == "" && !sameFamily(okey, key) &&
+			Bus(okey, o.SensorType) != "i2c" && Bus(key, c.SensorType) != "i2c"
+		if sameIdentity || plainPin {
+			replace = &o
+		} else {
+			others = append(others, &o)
+		}
+	}
+	return replace, others
+}
+
+// Sensors per device (DOMAIN §1.5); the values of one multi-value sensor
+// count once.
+const (
+	maxSensors     = 20
+	maxSensorsXIAO = 10
+)
+
+// checkLimit refuses a new physical sensor beyond the board's limit.
+func checkLimit(board Board, existing []Config, c *Config) error {
+	limit := maxSensors
+	if board.Name == XIAO.Name {
+		limit = maxSensorsXIAO
+	}
+	if physical(existing) >= limit && !joinsFamily(existing, c) {
+		return fmt.Errorf("%w: %d sensors on %s", ErrLimit, limit, board.Name)
+	}
+	return nil
+}
+
+// save persists c and caches it under its id and series key.
+func (s *Service) save(ctx context.Context, c Config, key string) error {
 	doc, err := json.Marshal(c)
 	if err != nil {
-		return c, "", err
+		return err
 	}
-	if err := s.store.SaveSensorConfig(ctx, store.Doc{ID: c.ID, EspID: c.EspID, GPIO: c.GPIO, Kind: key, Address: c.Address(),
-		JSON: doc, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}); err != nil {
-		return c, "", err
+	err = s.store.SaveSensorConfig(ctx, store.Doc{
+		ID:        c.ID,
+		EspID:     c.EspID,
+		GPIO:      c.GPIO,
+		Kind:      key,
+		Address:   c.Address(),
+		JSON:      doc,
+		CreatedAt: c.CreatedAt,
+		UpdatedAt: c.UpdatedAt,
+	})
+	if err != nil {
+		return err
 	}
+
 	s.mu.Lock()
-	if old := s.configs[c.ID]; old != nil {
+	defer s.mu.Unlock()
+	s.forget(c.ID)
+	s.configs[c.ID] = &c
+	s.byKey[keyOf(&c)] = &c
+	return nil
+}
+
+// forget drops a config from the caches; s.mu is held.
+func (s *Service) forget(id string) {
+	if old := s.configs[id]; old != nil {
 		delete(s.byKey, keyOf(old))
 	}
-	cp := c
-	s.configs[c.ID] = &cp
-	s.byKey[keyOf(&cp)] = &cp
-	s.mu.Unlock()
-	return c, warning, nil
+	delete(s.configs, id)
 }
 
 func physical(cs []Config) int {
@@ -392,10 +503,7 @@ func (s *Service) Delete(ctx context.Context, id string) (Config, error) {
 		return c, err
 	}
 	s.mu.Lock()
-	if old := s.configs[id]; old != nil {
-		delete(s.byKey, keyOf(old))
-	}
-	delete(s.configs, id)
+	s.forget(id)
 	s.mu.Unlock()
 	return c, nil
 }
@@ -447,76 +555,167 @@ const maxAge = 86400 * time.Second
 
 // HandleData is the ingest handler of `sensor/{gpio}/data` (CONTRACT §5.7).
 func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
-	d, err := contract.DecodeSensorData(m.Topic, m.Payload)
+	in, err := s.receive(m)
 	if err != nil {
 		return err
 	}
+	st, err := s.identify(ctx, &in)
+	if err != nil {
+		return err
+	}
+
+	r := in.reading(st.id)
+	res, processed := processReading(&r, in)
+	wasStale, err := s.dedup(st, in.key, &r, in.at, in.src)
+	if err != nil {
+		return err
+	}
+	if err := s.sink.Add(ctx, r); err != nil {
+		return fmt.Errorf("store reading: %w", err)
+	}
+
+	if processed && s.opt.ProcessedEcho {
+		s.echo(ctx, m, res, in.now)
+	}
+	s.checkThresholds(ctx, in, r, wasStale)
+	s.publishData(in.data, in.procKey, r, r.TS, in.now)
+	return nil
+}
+
+// incoming is one reading on its way through HandleData.
+type incoming struct {
+	data    contract.SensorData
+	dev     device.Device
+	now     time.Time // received
+	at      time.Time // measured: device time, or the hub's
+	src     contract.TimeSource
+	procKey string // processor key, or the lower-cased type
+	hasProc bool
+	key     store.SeriesKey
+	cfg     *Config // a copy; nil for a sensor without a config
+}
+
+// receive decodes a reading from an admitted device and dates it; replays
+// and readings older than a day are dropped (DOMAIN §2.2).
+func (s *Service) receive(m ingest.Message) (incoming, error) {
+	d, err := contract.DecodeSensorData(m.Topic, m.Payload)
+	if err != nil {
+		return incoming{}, err
+	}
 	if m.Replay {
-		return ingest.Drop(contract.ReasonReplay, "retained reading")
+		return incoming{}, ingest.Drop(contract.ReasonReplay, "retained reading")
 	}
 	dev, err := s.devices.Admit(m)
 	if err != nil {
-		return err
+		return incoming{}, err
 	}
+
 	now := m.ReceivedAt
 	at, src := contract.NormaliseTime(d.TS, now)
 	if d.TimeValid != nil && !*d.TimeValid {
 		at, src = now, contract.SourceHub
 	}
 	if now.Sub(at) > maxAge {
-		return ingest.Drop(contract.ReasonTooOld, "reading older than 24 h")
+		return incoming{}, ingest.Drop(contract.ReasonTooOld, "reading older than 24 h")
 	}
-	key, hasProc := NormaliseType(d.SensorType)
+
+	procKey, hasProc := NormaliseType(d.SensorType)
+	return incoming{
+		data:    d,
+		dev:     dev,
+		now:     now,
+		at:      at,
+		src:     src,
+		procKey: procKey,
+		hasProc: hasProc,
+		key:     readingKey(d, procKey),
+	}, nil
+}
+
+// readingKey is the series identity of a reading: device, pin, type and
+// bus address.
+func readingKey(d contract.SensorData, procKey string) store.SeriesKey {
 	addr := ""
 	if d.I2CAddress != nil {
 		addr = fmt.Sprintf("i2c:%d", *d.I2CAddress)
 	} else if d.OneWireAddr != "" {
 		addr = "ow:" + strings.ToUpper(d.OneWireAddr)
 	}
-	sk := store.SeriesKey{EspID: d.EspID, GPIO: d.GPIO, SensorType: key, Address: addr}
+	return store.SeriesKey{
+		EspID:      d.EspID,
+		GPIO:       d.GPIO,
+		SensorType: procKey,
+		Address:    addr,
+	}
+}
 
+// identify finds the reading's config (a copy, so that processing needs no
+// lock) and its series, creating the series on its first reading.
+func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, error) {
 	s.mu.Lock()
-	cfg := s.configFor(sk)
-	var cfgCopy *Config
-	if cfg != nil {
+	if cfg := s.configFor(in.key); cfg != nil {
 		c := *cfg
-		cfgCopy = &c
+		in.cfg = &c
 	}
-	st := s.series[sk]
+	st := s.series[in.key]
 	s.mu.Unlock()
-	if st == nil {
-		id, err := s.store.EnsureSeries(ctx, sk)
-		if err != nil {
-			return fmt.Errorf("series %v: %w", sk, err)
-		}
-		s.mu.Lock()
-		if st = s.series[sk]; st == nil {
-			st = &seriesState{id: id}
-			s.series[sk] = st
-		}
-		s.mu.Unlock()
+	if st != nil {
+		return st, nil
 	}
 
-	r := store.Reading{SeriesID: st.id, Raw: float64(d.Raw), Source: dataSource(d, dev.HardwareType), ZoneID: d.ZoneID,
-		SubzoneID: d.SubzoneID, ReceivedAt: now.UnixMilli(), TimeSource: string(src), DeviceValue: d.Value}
-	var res Result
-	processed := false
+	id, err := s.store.EnsureSeries(ctx, in.key)
+	if err != nil {
+		return nil, fmt.Errorf("series %v: %w", in.key, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st = s.series[in.key]; st == nil {
+		st = &seriesState{id: id}
+		s.series[in.key] = st
+	}
+	return st, nil
+}
+
+// reading is the stored row before processing and timing.
+func (in incoming) reading(series int64) store.Reading {
+	return store.Reading{
+		SeriesID:    series,
+		Raw:         float64(in.data.Raw),
+		Source:      dataSource(in.data, in.dev.HardwareType),
+		ZoneID:      in.data.ZoneID,
+		SubzoneID:   in.data.SubzoneID,
+		ReceivedAt:  in.now.UnixMilli(),
+		TimeSource:  string(in.src),
+		DeviceValue: in.data.Value,
+	}
+}
+
+// processReading fills the reading's mode, value, unit and quality (DOMAIN §2.1):
+// the device's own value, the processor's for a pi_enhanced config, else
+// the raw value. processed reports a successful pi_enhanced result.
+func processReading(r *store.Reading, in incoming) (res Result, processed bool) {
+	d, cfg := in.data, in.cfg
 	switch {
 	case !d.RawMode:
 		r.Mode, r.Processed, r.Unit, r.Quality = "local", d.Value, d.Unit, d.Quality
 		if r.Processed == nil {
 			r.Processed = &r.Raw
 		}
-	case cfgCopy != nil && cfgCopy.ProcessingMode == "pi_enhanced":
+	case cfg != nil && cfg.ProcessingMode == "pi_enhanced":
 		r.Mode = "pi_enhanced"
-		if hasProc {
-			res, _ = Process(key, Input{Raw: float64(d.Raw), RawMode: true, Calibration: cfgCopy.Calibration,
-				Params: cfgCopy.Params(), WireType: d.SensorType})
-			r.Processed, r.Unit, r.Quality = res.Value, res.Unit, res.Quality
-			processed = res.Quality != "error"
-		} else {
+		if !in.hasProc {
 			r.Unit, r.Quality = d.Unit, "error"
+			break
 		}
+		res, _ = Process(in.procKey, Input{
+			Raw:         float64(d.Raw),
+			RawMode:     true,
+			Calibration: cfg.Calibration,
+			Params:      cfg.Params(),
+			WireType:    d.SensorType,
+		})
+		r.Processed, r.Unit, r.Quality = res.Value, res.Unit, res.Quality
+		processed = res.Quality != "error"
 	default:
 		v := float64(d.Raw)
 		r.Mode, r.Processed, r.Unit, r.Quality = "raw", &v, d.Unit, d.Quality
@@ -524,50 +723,69 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 	if r.Quality == "" {
 		r.Quality = "unknown"
 	}
+	return res, processed
+}
 
+// recentDeviceTimes is how many device times per series dedup remembers.
+const recentDeviceTimes = 16
+
+// dedup gives r its time key in the series (DOMAIN §2.2): a device-timed
+// reading whose time was seen recently is a duplicate; hub-timed readings
+// are never merged, each gets a distinct key. It makes r the series'
+// latest reading and clears its stale mark, reporting whether it was set.
+func (s *Service) dedup(
+	st *seriesState, key store.SeriesKey, r *store.Reading, at time.Time, src contract.TimeSource,
+) (wasStale bool, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+
 	ts := at.UnixMilli()
 	if src == contract.SourceDevice {
-		for _, t := range st.recent {
-			if t == ts {
-				s.mu.Unlock()
-				return ingest.Drop(contract.ReasonDuplicate, "reading with the same device time already stored")
-			}
+		if slices.Contains(st.recent, ts) {
+			return false, ingest.Drop(contract.ReasonDuplicate, "reading with the same device time already stored")
 		}
-		if len(st.recent) >= 16 {
+		if len(st.recent) >= recentDeviceTimes {
 			st.recent = st.recent[1:]
 		}
 		st.recent = append(st.recent, ts)
 	} else if ts <= st.lastTS {
-		ts = st.lastTS + 1 // hub-timed readings are never merged: keep keys distinct
+		ts = st.lastTS + 1
 	}
 	if ts > st.lastTS {
 		st.lastTS = ts
 	}
 	r.TS = ts
-	wasStale := st.stale
-	st.stale = false
-	if l := s.latest[st.id]; l == nil || l.r.TS <= ts {
-		s.latest[st.id] = &latest{key: sk, r: r}
-	}
-	s.mu.Unlock()
 
-	if err := s.sink.Add(ctx, r); err != nil {
-		return fmt.Errorf("store reading: %w", err)
+	wasStale, st.stale = st.stale, false
+	if l := s.latest[st.id]; l == nil || l.r.TS <= ts {
+		s.latest[st.id] = &latest{key: key, r: *r}
 	}
-	if processed && s.opt.ProcessedEcho {
-		s.echo(ctx, m, res, now)
+	return wasStale, nil
+}
+
+// checkThresholds resolves a stale mark and evaluates the thresholds of a
+// configured sensor's usable reading (DOMAIN §3).
+func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Reading, wasStale bool) {
+	if in.cfg == nil {
+		return
 	}
-	if cfgCopy != nil {
-		if wasStale {
-			s.recovered(ctx, sk, cfgCopy, now)
-		}
-		if age := now.Sub(at); r.Quality != "error" && r.Quality != "suspect" && r.Processed != nil && age <= maxAge {
-			s.evaluate(ctx, sk, cfgCopy, *r.Processed, r.Unit, dev)
-		}
+	if wasStale {
+		s.recovered(ctx, in.key, in.cfg, in.now)
 	}
+	if usable(r) {
+		s.evaluate(ctx, in.key, in.cfg, *r.Processed, r.Unit, in.dev)
+	}
+}
+
+// usable is DOMAIN §2.2's test: a reading logic and thresholds may act on.
+func usable(r store.Reading) bool {
+	return r.Quality != "error" && r.Quality != "suspect" && r.Processed != nil
+}
+
+// publishData emits the live `sensor_data` event, when anyone listens.
+func (s *Service) publishData(d contract.SensorData, key string, r store.Reading, ts int64, now time.Time) {
 	if !s.events.Wants(event.TypeSensorData) {
-		return nil
+		return
 	}
 	s.events.Publish(event.Event{Time: now, Data: event.SensorData{
 		EspID:          d.EspID,
@@ -583,7 +801,6 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 		SubzoneID:      d.SubzoneID,
 		Timestamp:      ts / 1000,
 	}})
-	return nil
 }
 
 func valueOf(r store.Reading) float64 {
@@ -595,11 +812,16 @@ func valueOf(r store.Reading) float64 {
 
 // echo publishes the processed value back (CONTRACT §3.2.11, QoS 0).
 func (s *Service) echo(ctx context.Context, m ingest.Message, res Result, now time.Time) {
-	payload, err := contract.Marshal(contract.Processed{ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
-		Unit: res.Unit, Quality: res.Quality, Timestamp: now.Unix()})
+	payload, err := contract.Marshal(contract.Processed{
+		ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
+		Unit:           res.Unit,
+		Quality:        res.Quality,
+		Timestamp:      now.Unix(),
+	})
 	if err != nil {
 		return
 	}
+
 	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, fmt.Sprintf("sensor/%d/processed", m.Topic.GPIO))
 	if err := s.bus.Publish(ctx, topic, payload, 0, false); err != nil {
 		s.log.Debug("processed echo not published", "error", err)
@@ -613,25 +835,53 @@ type LatestValue struct {
 	Stale   bool
 }
 
+// seriesFilter selects series by device, pin (-1 = any) and type; empty
+// strings match any.
+type seriesFilter struct {
+	espID      string
+	gpio       int
+	sensorType string // normalised
+}
+
+func newSeriesFilter(espID string, gpio int, sensorType string) seriesFilter {
+	f := seriesFilter{espID: espID, gpio: gpio}
+	if sensorType != "" {
+		f.sensorType, _ = NormaliseType(sensorType)
+	}
+	return f
+}
+
+func (f seriesFilter) matches(k store.SeriesKey) bool {
+	return (f.espID == "" || k.EspID == f.espID) &&
+		(f.gpio < 0 || k.GPIO == f.gpio) &&
+		(f.sensorType == "" || k.SensorType == f.sensorType)
+}
+
+// defaultStaleAfter is when a reading counts as stale for a sensor without
+// its own timeout.
+const defaultStaleAfter = 180 * time.Second
+
 // Latest returns the newest reading per series, filtered.
 func (s *Service) Latest(espID string, gpio int, sensorType string) []LatestValue {
-	want := ""
-	if sensorType != "" {
-		want, _ = NormaliseType(sensorType)
-	}
+	f := newSeriesFilter(espID, gpio, sensorType)
 	now := s.now()
+
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []LatestValue
 	for _, l := range s.latest {
-		if (espID != "" && l.key.EspID != espID) || (gpio >= 0 && l.key.GPIO != gpio) || (want != "" && l.key.SensorType != want) {
+		if !f.matches(l.key) {
 			continue
 		}
-		timeout := 180 * time.Second
+		timeout := defaultStaleAfter
 		if c := s.configFor(l.key); c != nil && c.TimeoutSeconds > 0 {
 			timeout = time.Duration(c.TimeoutSeconds) * time.Second
 		}
-		out = append(out, LatestValue{Key: l.key, Reading: l.r, Stale: now.Sub(time.UnixMilli(l.r.TS)) > timeout})
+		out = append(out, LatestValue{
+			Key:     l.key,
+			Reading: l.r,
+			Stale:   now.Sub(time.UnixMilli(l.r.TS)) > timeout,
+		})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i].Key, out[j].Key
@@ -663,15 +913,13 @@ func (s *Service) LatestOf(c Config) (store.Reading, bool) {
 
 // SeriesIDs returns the ids of series matching a filter.
 func (s *Service) SeriesIDs(espID string, gpio int, sensorType string) []int64 {
-	want := ""
-	if sensorType != "" {
-		want, _ = NormaliseType(sensorType)
-	}
+	f := newSeriesFilter(espID, gpio, sensorType)
+
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []int64
 	for k, st := range s.series {
-		if (espID == "" || k.EspID == espID) && (gpio < 0 || k.GPIO == gpio) && (want == "" || k.SensorType == want) {
+		if f.matches(k) {
 			out = append(out, st.id)
 		}
 	}
@@ -715,50 +963,92 @@ type ProcessReply struct {
 
 // Fallback is the firmware's own convention for an unprocessed value.
 func Fallback(raw float64, result string) ProcessReply {
-	return ProcessReply{Value: raw, Unit: "raw", Quality: "fair", Result: result}
+	return ProcessReply{
+		Value:   raw,
+		Unit:    "raw",
+		Quality: "fair",
+		Result:  result,
+	}
 }
 
 // Process computes exactly what ingest would compute (DOMAIN §2.1): real
 // processing only for an admitted device with a pi_enhanced config.
 func (s *Service) Process(req ProcessRequest) ProcessReply {
-	raw := req.Raw
 	key, hasProc := NormaliseType(req.SensorType)
+	raw := req.Raw
 	if key == "ds18b20" && raw >= 1<<31 {
 		raw -= 1 << 32
 	}
-	d, err := s.devices.Get(req.EspID)
-	admitted := req.Trusted || err == nil && d.Status != device.StatusPending && d.Status != device.StatusRejected
-	if !admitted {
+	if !s.admitted(req) {
 		return s.count(Fallback(raw, "fallback"))
 	}
-	s.mu.RLock()
-	var cfg *Config
-	// The firmware's call carries no bus address: the plain sensor identity.
-	if c := s.byKey[store.SeriesKey{EspID: req.EspID, GPIO: req.GPIO, SensorType: key}]; c != nil {
-		cp := *c
-		cfg = &cp
-	}
-	s.mu.RUnlock()
+	cfg := s.plainConfig(req.EspID, req.GPIO, key)
 	if !hasProc || (cfg == nil || cfg.ProcessingMode != "pi_enhanced") && !req.Trusted {
 		return s.count(Fallback(raw, "fallback"))
 	}
-	in := Input{Raw: raw, RawMode: true, Calibration: req.Calibration, Params: req.Params, WireType: strings.ToLower(req.SensorType)}
+
+	res, _ := Process(key, processInput(req, raw, cfg))
+	if res.Value == nil || math.Abs(*res.Value) >= 1e9 {
+		return s.count(ProcessReply{
+			Value:   raw,
+			Unit:    "raw",
+			Quality: "error",
+			Result:  "error",
+		})
+	}
+	return s.count(ProcessReply{
+		Value:   *res.Value,
+		Unit:    res.Unit,
+		Quality: res.Quality,
+		Result:  "processed",
+	})
+}
+
+// admitted: a trusted caller, or a device that is neither pending nor rejected.
+func (s *Service) admitted(req ProcessRequest) bool {
+	if req.Trusted {
+		return true
+	}
+	d, err := s.devices.Get(req.EspID)
+	return err == nil && d.Status != device.StatusPending && d.Status != device.StatusRejected
+}
+
+// plainConfig is a copy of the config of the sensor without a bus address:
+// the firmware's processing call carries none.
+func (s *Service) plainConfig(espID string, gpio int, key string) *Config {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.byKey[store.SeriesKey{EspID: espID, GPIO: gpio, SensorType: key}]
+	if c == nil {
+		return nil
+	}
+	cp := *c
+	return &cp
+}
+
+// processInput is the processor input of a request; calibration and params
+// the request leaves out come from the config.
+func processInput(req ProcessRequest, raw float64, cfg *Config) Input {
+	in := Input{
+		Raw:         raw,
+		RawMode:     true,
+		Calibration: req.Calibration,
+		Params:      req.Params,
+		WireType:    strings.ToLower(req.SensorType),
+	}
 	if req.RawMode != nil {
 		in.RawMode = *req.RawMode
 	}
-	if cfg != nil {
-		if in.Calibration == nil {
-			in.Calibration = cfg.Calibration
-		}
-		if in.Params == nil {
-			in.Params = cfg.Params()
-		}
+	if cfg == nil {
+		return in
 	}
-	res, _ := Process(key, in)
-	if res.Value == nil || math.Abs(*res.Value) >= 1e9 {
-		return s.count(ProcessReply{Value: raw, Unit: "raw", Quality: "error", Result: "error"})
+	if in.Calibration == nil {
+		in.Calibration = cfg.Calibration
 	}
-	return s.count(ProcessReply{Value: *res.Value, Unit: res.Unit, Quality: res.Quality, Result: "processed"})
+	if in.Params == nil {
+		in.Params = cfg.Params()
+	}
+	return in
 }
 
 func (s *Service) count(r ProcessReply) ProcessReply {

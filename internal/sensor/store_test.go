@@ -7,25 +7,42 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/store"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
 // fill stores n readings of one series, one every step, ending at end.
-func fill(t testing.TB, st *sqlite.Store, sink *sqlite.ReadingSink, series int64, n int, step time.Duration, end time.Time) {
+func fill(
+	t testing.TB, st *sqlite.Store, sink *sqlite.ReadingSink, series int64, n int, step time.Duration, end time.Time,
+) {
 	t.Helper()
 	ctx := context.Background()
 	start := end.Add(-time.Duration(n) * step)
 	for i := 0; i < n; i++ {
 		at := start.Add(time.Duration(i) * step)
-		v := 6 + float64(i%100)/100
-		if err := sink.Add(ctx, store.Reading{SeriesID: series, TS: at.UnixMilli(), Raw: float64(2000 + i%100), Processed: &v,
-			Unit: "pH", Quality: "good", Mode: "pi_enhanced", TimeSource: "device", ReceivedAt: at.UnixMilli(), Source: "production"}); err != nil {
+		if err := sink.Add(ctx, phReading(series, at, float64(2000+i%100), 6+float64(i%100)/100, at)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := sink.Flush(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// phReading is a processed pH reading taken at and received at received.
+func phReading(series int64, at time.Time, raw, value float64, received time.Time) store.Reading {
+	return store.Reading{
+		SeriesID:   series,
+		TS:         at.UnixMilli(),
+		Raw:        raw,
+		Processed:  &value,
+		Unit:       "pH",
+		Quality:    "good",
+		Mode:       "pi_enhanced",
+		TimeSource: "device",
+		ReceivedAt: received.UnixMilli(),
+		Source:     "production",
 	}
 }
 
@@ -114,7 +131,8 @@ func TestRollupsMatchRepair(t *testing.T) {
 	}
 	after, _ := st.Buckets(ctx, id, "1m", end.Add(-time.Hour).UnixMilli(), end.UnixMilli(), 600_000, 0)
 	for i := range before {
-		if before[i].N != 120 || before[i].N != after[i].N || fmt.Sprintf("%.6f", before[i].SumP) != fmt.Sprintf("%.6f", after[i].SumP) {
+		sameSum := fmt.Sprintf("%.6f", before[i].SumP) == fmt.Sprintf("%.6f", after[i].SumP)
+		if before[i].N != 120 || before[i].N != after[i].N || !sameSum {
 			t.Fatalf("bucket %d: live %+v repaired %+v", i, before[i], after[i])
 		}
 	}
@@ -134,7 +152,15 @@ func BenchmarkHistory500Buckets(b *testing.B) {
 		b.Fatal(err)
 	}
 	n, _ := st.CountReadings(ctx, id, 0)
-	q := HistoryQuery{EspID: key.EspID, GPIO: 34, SensorType: "ph", Start: end.Add(-30 * 24 * time.Hour), End: end, Buckets: 500, Limit: 10000}
+	q := HistoryQuery{
+		EspID:      key.EspID,
+		GPIO:       34,
+		SensorType: "ph",
+		Start:      end.Add(-30 * 24 * time.Hour),
+		End:        end,
+		Buckets:    500,
+		Limit:      10000,
+	}
 	b.ResetTimer()
 	for b.Loop() {
 		h, err := svc.Query(ctx, q)
@@ -157,11 +183,10 @@ func BenchmarkWriter(b *testing.B) {
 	for i := range ids {
 		ids[i], _ = st.EnsureSeries(ctx, store.SeriesKey{EspID: fmt.Sprintf("ESP_%06X", i), GPIO: 34, SensorType: "ph"})
 	}
-	base := time.Now().Add(-48 * time.Hour).UnixMilli()
+	base := time.Now().Add(-48 * time.Hour)
 	add := func(i int) {
-		v := 6.5
-		_ = sink.Add(ctx, store.Reading{SeriesID: ids[i%series], TS: base + int64(i/series)*5000, Raw: 2048, Processed: &v,
-			Unit: "pH", Quality: "good", Mode: "pi_enhanced", TimeSource: "device", ReceivedAt: time.Now().UnixMilli(), Source: "production"})
+		at := base.Add(time.Duration(i/series) * 5 * time.Second)
+		_ = sink.Add(ctx, phReading(ids[i%series], at, 2048, 6.5, time.Now()))
 	}
 	for i := 0; i < 1_000_000; i++ {
 		add(i)
@@ -176,4 +201,42 @@ func BenchmarkWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rows/s")
+}
+
+// A sensor's own retention_days overrides the default, and a run stops at
+// its row cap even inside a batch.
+func TestRetentionPerSensorAndCap(t *testing.T) {
+	st, sink, svc := newStoreService(t)
+	defer closeStore(t, st, sink)
+	ctx := context.Background()
+	svc.devices = &memDevices{byID: map[string]device.Device{esp: {}}}
+	now := time.Now()
+	keep := store.SeriesKey{EspID: esp, GPIO: 34, SensorType: "ph"}
+	drop := store.SeriesKey{EspID: esp, GPIO: 35, SensorType: "ph"}
+	keepID, _ := st.EnsureSeries(ctx, keep)
+	dropID, _ := st.EnsureSeries(ctx, drop)
+	fill(t, st, sink, keepID, 20, time.Minute, now.Add(-40*24*time.Hour))
+	fill(t, st, sink, dropID, 20, time.Minute, now.Add(-40*24*time.Hour))
+	if err := svc.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.Upsert(ctx, Config{EspID: esp, GPIO: 34, SensorType: "ph", RetentionDays: ptr(50)}); err != nil {
+		t.Fatal(err)
+	}
+
+	r := DefaultRetention()
+	r.Force, r.BatchSize, r.MaxRowsPerRun = true, 10, 15
+	res, err := svc.CleanupReadings(ctx, r)
+	if err != nil || res.Status != "partial" || res.Deleted != 15 {
+		t.Fatalf("capped run: %+v %v", res, err)
+	}
+	res, err = svc.CleanupReadings(ctx, r)
+	if err != nil || res.Status != "success" || res.Deleted != 5 {
+		t.Fatalf("second run: %+v %v", res, err)
+	}
+	kept, _ := st.CountReadings(ctx, keepID, 0)
+	left, _ := st.CountReadings(ctx, dropID, 0)
+	if kept != 20 || left != 0 {
+		t.Fatalf("kept %d rows of the 50-day sensor, %d of the default one", kept, left)
+	}
 }

@@ -30,13 +30,22 @@ func fnum(m map[string]any, keys ...string) *float64 {
 // when any value is set, else the config's thresholds.
 func EffectiveBands(c *Config) Bands {
 	if ct, ok := c.AlertConfig["custom_thresholds"].(map[string]any); ok {
-		b := Bands{fnum(ct, "critical_min", "critical_low"), fnum(ct, "critical_max", "critical_high"),
-			fnum(ct, "warning_min", "warning_low"), fnum(ct, "warning_max", "warning_high")}
+		b := Bands{
+			CriticalMin: fnum(ct, "critical_min", "critical_low"),
+			CriticalMax: fnum(ct, "critical_max", "critical_high"),
+			WarningMin:  fnum(ct, "warning_min", "warning_low"),
+			WarningMax:  fnum(ct, "warning_max", "warning_high"),
+		}
 		if b.CriticalMin != nil || b.CriticalMax != nil || b.WarningMin != nil || b.WarningMax != nil {
 			return b
 		}
 	}
-	return Bands{c.ThresholdMin, c.ThresholdMax, c.WarningMin, c.WarningMax}
+	return Bands{
+		CriticalMin: c.ThresholdMin,
+		CriticalMax: c.ThresholdMax,
+		WarningMin:  c.WarningMin,
+		WarningMax:  c.WarningMax,
+	}
 }
 
 // Severity classifies v (bounds exclusive: equal is inside).
@@ -75,7 +84,9 @@ func suppressed(ac map[string]any, now time.Time) bool {
 }
 
 // evaluate checks a usable reading against the bands (DOMAIN §3.2–3.3).
-func (s *Service) evaluate(ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev device.Device) {
+func (s *Service) evaluate(
+	ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev device.Device,
+) {
 	if s.alerts == nil {
 		return
 	}
@@ -91,78 +102,53 @@ func (s *Service) evaluate(ctx context.Context, k store.SeriesKey, c *Config, v 
 	if o, ok := c.AlertConfig["severity_override"].(string); ok && o != "" {
 		sev = o
 	}
-	now := s.now()
+
+	name := c.Name
+	if name == "" {
+		name = fmt.Sprintf("%s GPIO %d", k.SensorType, k.GPIO)
+	}
+	err := s.alerts.Raise(ctx, notify.Spec{
+		Key:      key,
+		Severity: sev,
+		Category: "data_quality",
+		Source:   "sensor_threshold",
+		Title:    fmt.Sprintf("%s %s threshold exceeded", strings.ToUpper(sev[:1])+sev[1:], name),
+		Body:     fmt.Sprintf("%s on %s reads %g %s, outside its %s band", name, k.EspID, v, unit, sev),
+		Metadata: map[string]any{
+			"esp_id":      k.EspID,
+			"gpio":        k.GPIO,
+			"sensor_type": k.SensorType,
+			"value":       v,
+			"thresholds": map[string]any{
+				"critical_min": bands.CriticalMin,
+				"critical_max": bands.CriticalMax,
+				"warning_min":  bands.WarningMin,
+				"warning_max":  bands.WarningMax,
+			},
+		},
+		Suppressed: alertsSuppressed(c, dev, s.now()),
+	})
+	if err != nil {
+		s.log.Error("raising threshold alert failed", "key", key, "error", err)
+	}
+}
+
+// alertsSuppressed applies the sensor's alert_config and, unless it stops
+// propagation, the device's (DOMAIN §3.5).
+func alertsSuppressed(c *Config, dev device.Device, now time.Time) bool {
 	devAC, _ := dev.Metadata["alert_config"].(map[string]any)
 	sup := suppressed(c.AlertConfig, now)
 	if prop, ok := devAC["propagate_to_children"].(bool); !ok || prop {
 		sup = sup || suppressed(devAC, now)
 	}
-	name := c.Name
-	if name == "" {
-		name = fmt.Sprintf("%s GPIO %d", k.SensorType, k.GPIO)
-	}
-	err := s.alerts.Raise(ctx, notify.Spec{Key: key, Severity: sev, Category: "data_quality", Source: "sensor_threshold",
-		Title: fmt.Sprintf("%s %s threshold exceeded", strings.ToUpper(sev[:1])+sev[1:], name),
-		Body:  fmt.Sprintf("%s on %s reads %g %s, outside its %s band", name, k.EspID, v, unit, sev),
-		Metadata: map[string]any{"esp_id": k.EspID, "gpio": k.GPIO, "sensor_type": k.SensorType, "value": v,
-			"thresholds": map[string]any{"critical_min": bands.CriticalMin, "critical_max": bands.CriticalMax,
-				"warning_min": bands.WarningMin, "warning_max": bands.WarningMax}},
-		Suppressed: sup})
-	if err != nil {
-		s.log.Error("raising threshold alert failed", "key", key, "error", err)
-	}
+	return sup
 }
 
 // CheckStale marks continuous sensors without a recent reading as stale
 // (DOMAIN §3.6); it is a scheduled job.
 func (s *Service) CheckStale(ctx context.Context) error {
 	now := s.now()
-	type hit struct {
-		k      store.SeriesKey
-		c      Config
-		last   *time.Time
-		reason string
-	}
-	var hits []hit
-	online := map[string]bool{}
-	for _, c := range s.All() {
-		if _, seen := online[c.EspID]; !seen {
-			d, err := s.devices.Get(c.EspID)
-			online[c.EspID] = err == nil && d.Status == device.StatusOnline
-		}
-	}
-	s.mu.Lock()
-	for _, c := range s.configs {
-		if !c.Enabled || c.OperatingMode != "continuous" || c.TimeoutSeconds <= 0 || !online[c.EspID] {
-			continue
-		}
-		k := keyOf(c)
-		st := s.series[k]
-		timeout := time.Duration(c.TimeoutSeconds) * time.Second
-		var last *time.Time
-		reason := "no_data"
-		if st != nil {
-			if l := s.latest[st.id]; l != nil {
-				t := time.UnixMilli(l.r.ReceivedAt)
-				last, reason = &t, "timeout_exceeded"
-			}
-		}
-		if last != nil && now.Sub(*last) <= timeout || last == nil && now.Sub(c.CreatedAt) <= timeout {
-			continue
-		}
-		if st == nil {
-			st = &seriesState{id: -1}
-		}
-		if st.stale {
-			continue
-		}
-		st.stale = true
-		if st.id >= 0 {
-			s.series[k] = st
-		}
-		hits = append(hits, hit{k, *c, last, reason})
-	}
-	s.mu.Unlock()
+	hits := s.markStale(s.onlineDevices(), now)
 	for _, h := range hits {
 		var lastAt *string
 		if h.last != nil {
@@ -179,16 +165,110 @@ func (s *Service) CheckStale(ctx context.Context) error {
 			TimeoutSeconds: h.c.TimeoutSeconds,
 			Timestamp:      now.Unix(),
 		}})
-		if s.alerts != nil {
-			if err := s.alerts.Raise(ctx, notify.Spec{Key: alertKey("stale", h.k), Severity: "warning", Category: "data_quality",
-				Source: "sensor_threshold", Title: "Sensor stale", Body: fmt.Sprintf("no reading from %s GPIO %d (%s) for more than %d s",
-					h.k.EspID, h.k.GPIO, h.k.SensorType, h.c.TimeoutSeconds),
-				Metadata: map[string]any{"esp_id": h.k.EspID, "gpio": h.k.GPIO, "sensor_type": h.k.SensorType, "reason": h.reason}}); err != nil {
-				s.log.Error("raising stale alert failed", "error", err)
-			}
-		}
+		s.raiseStale(ctx, h)
 	}
 	return nil
+}
+
+// staleHit is a sensor CheckStale has just marked stale.
+type staleHit struct {
+	k      store.SeriesKey
+	c      Config
+	last   *time.Time // receive time of its latest reading; nil: none
+	reason string     // no_data or timeout_exceeded
+}
+
+// onlineDevices tells, per device with a sensor config, whether it is online.
+func (s *Service) onlineDevices() map[string]bool {
+	online := map[string]bool{}
+	for _, c := range s.All() {
+		if _, seen := online[c.EspID]; !seen {
+			d, err := s.devices.Get(c.EspID)
+			online[c.EspID] = err == nil && d.Status == device.StatusOnline
+		}
+	}
+	return online
+}
+
+// markStale marks the enabled continuous sensors of online devices whose
+// latest reading (or, without one, whose config) is older than their
+// timeout, and returns those not marked before.
+func (s *Service) markStale(online map[string]bool, now time.Time) []staleHit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var hits []staleHit
+	for _, c := range s.configs {
+		if !c.Enabled || c.OperatingMode != "continuous" || c.TimeoutSeconds <= 0 || !online[c.EspID] {
+			continue
+		}
+		k := keyOf(c)
+		st := s.series[k]
+		last := s.lastReceived(st)
+		since := c.CreatedAt
+		if last != nil {
+			since = *last
+		}
+		if now.Sub(since) <= time.Duration(c.TimeoutSeconds)*time.Second {
+			continue
+		}
+
+		if st == nil {
+			st = &seriesState{id: -1}
+		}
+		if st.stale {
+			continue
+		}
+		st.stale = true
+		reason := "no_data"
+		if last != nil {
+			reason = "timeout_exceeded"
+		}
+		hits = append(hits, staleHit{
+			k:      k,
+			c:      *c,
+			last:   last,
+			reason: reason,
+		})
+	}
+	return hits
+}
+
+// lastReceived is when the series' latest reading arrived; s.mu is held.
+func (s *Service) lastReceived(st *seriesState) *time.Time {
+	if st == nil {
+		return nil
+	}
+	l := s.latest[st.id]
+	if l == nil {
+		return nil
+	}
+	t := time.UnixMilli(l.r.ReceivedAt)
+	return &t
+}
+
+// raiseStale opens the stale alert of a sensor (DOMAIN §3.6).
+func (s *Service) raiseStale(ctx context.Context, h staleHit) {
+	if s.alerts == nil {
+		return
+	}
+	err := s.alerts.Raise(ctx, notify.Spec{
+		Key:      alertKey("stale", h.k),
+		Severity: "warning",
+		Category: "data_quality",
+		Source:   "sensor_threshold",
+		Title:    "Sensor stale",
+		Body: fmt.Sprintf("no reading from %s GPIO %d (%s) for more than %d s",
+			h.k.EspID, h.k.GPIO, h.k.SensorType, h.c.TimeoutSeconds),
+		Metadata: map[string]any{
+			"esp_id":      h.k.EspID,
+			"gpio":        h.k.GPIO,
+			"sensor_type": h.k.SensorType,
+			"reason":      h.reason,
+		},
+	})
+	if err != nil {
+		s.log.Error("raising stale alert failed", "error", err)
+	}
 }
 
 // recovered clears the stale mark when a reading arrives.
