@@ -2,16 +2,20 @@ package api
 
 import (
 	"net/http"
+	"reflect"
 	"regexp"
 	"strings"
 )
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
 
-// openapiDoc builds the OpenAPI 3.1 document from the registered routes, so
-// it can never list a route that is not served or miss one that is.
+// openapiDoc builds the OpenAPI 3.1 document from the registered routes and
+// their body types, so it can never list a route that is not served, miss
+// one that is, or describe a body other than the one decoded or written.
 func (s *Server) openapiDoc() map[string]any {
 	paths := map[string]any{}
+	bodies := newSchemas()
+	bodies.components["Error"] = errorSchema()
 	for _, rt := range s.Routes() {
 		item, _ := paths[rt.Path].(map[string]any)
 		if item == nil {
@@ -62,7 +66,14 @@ func (s *Server) openapiDoc() map[string]any {
 			op["parameters"] = params
 		}
 		if rt.Method == "POST" || rt.Method == "PUT" || rt.Method == "PATCH" {
-			op["requestBody"] = map[string]any{"required": false, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}}
+			schema := map[string]any{"type": "object"}
+			if rt.Request != nil {
+				schema = bodies.of(reflect.TypeOf(rt.Request), nil, true)
+			}
+			op["requestBody"] = map[string]any{"required": false, "content": jsonContent(schema)}
+		}
+		if ok, isMap := op["responses"].(map[string]any)["200"].(map[string]any); isMap && rt.Response != nil {
+			ok["content"] = jsonContent(bodies.of(reflect.TypeOf(rt.Response), nil, false))
 		}
 		item[strings.ToLower(rt.Method)] = op
 	}
@@ -75,17 +86,34 @@ func (s *Server) openapiDoc() map[string]any {
 				"bearerAuth": map[string]any{"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
 				"deviceKey":  map[string]any{"type": "apiKey", "in": "header", "name": "X-API-Key"},
 			},
-			"schemas": map[string]any{"Error": map[string]any{
+			"schemas": bodies.components,
+		},
+	}
+}
+
+func jsonContent(schema map[string]any) map[string]any {
+	return map[string]any{"application/json": map[string]any{"schema": schema}}
+}
+
+// errorSchema is API §1.5; detail is a string, or the field errors on 422.
+func errorSchema() map[string]any {
+	str := map[string]any{"type": "string"}
+	return map[string]any{
+		"type":     "object",
+		"required": []string{"success", "detail", "error"},
+		"properties": map[string]any{
+			"success": map[string]any{"type": "boolean", "const": false},
+			"detail":  map[string]any{},
+			"error": map[string]any{
 				"type":     "object",
-				"required": []string{"success", "detail", "error"},
+				"required": []string{"code", "message", "details"},
 				"properties": map[string]any{
-					"success": map[string]any{"type": "boolean", "const": false},
-					"detail":  map[string]any{},
-					"error": map[string]any{"type": "object", "required": []string{"code", "message", "details"}, "properties": map[string]any{
-						"code": map[string]any{"type": "string", "pattern": "^[A-Z_]+$"}, "message": map[string]any{"type": "string"},
-						"details": map[string]any{"type": "object"}, "request_id": map[string]any{"type": "string"}}},
+					"code":       map[string]any{"type": "string", "pattern": "^[A-Z_]+$"},
+					"message":    str,
+					"details":    map[string]any{"type": "object"},
+					"request_id": str,
 				},
-			}},
+			},
 		},
 	}
 }
