@@ -151,9 +151,6 @@ func (b *Body) Failed(name string) bool {
 	return false
 }
 
-// Has reports whether the body names the field (null included).
-func (b *Body) Has(name string) bool { _, ok := b.m[name]; return ok }
-
 // Keys are the body's field names, for rules about unknown fields.
 func (b *Body) Keys() []string {
 	keys := make([]string, 0, len(b.m))
