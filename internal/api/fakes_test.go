@@ -636,7 +636,9 @@ func (fakeIngest) DeviceCounters(string) ingest.Counters {
 	return ingest.Counters{Received: 7, Processed: 7, Dropped: map[string]int64{}}
 }
 
-func (fakeIngest) Totals() (int64, time.Time) { return 42, time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC) }
+func (fakeIngest) Totals() (int64, time.Time) {
+	return 42, time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+}
 
 // fixture is a server over fakes.
 type fixture struct {
