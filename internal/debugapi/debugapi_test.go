@@ -222,9 +222,11 @@ func (n *fakeNode) SetOverride(g int, v float64, publish bool) bool {
 	return n.record("override %d=%g publish=%v", g, v, publish)
 }
 
-func (n *fakeNode) ClearOverride(g int) bool       { return n.record("clear %d", g) }
-func (n *fakeNode) AddSensor(sp sim.SensorSpec) bool { return n.record("add sensor %d %s", sp.GPIO, sp.Type) }
-func (n *fakeNode) RemoveSensor(g int) bool          { return n.record("remove sensor %d", g) }
+func (n *fakeNode) ClearOverride(g int) bool { return n.record("clear %d", g) }
+func (n *fakeNode) AddSensor(sp sim.SensorSpec) bool {
+	return n.record("add sensor %d %s", sp.GPIO, sp.Type)
+}
+func (n *fakeNode) RemoveSensor(g int) bool { return n.record("remove sensor %d", g) }
 
 func (n *fakeNode) SetActuator(g int, typ string, on bool, v float64, publish bool) bool {
 	return n.record("actuator %d %s on=%v %g publish=%v", g, typ, on, v, publish)
