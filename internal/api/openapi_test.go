@@ -69,6 +69,10 @@ func TestOpenAPIDocumentsRoutesAndBodies(t *testing.T) {
 	if _, ok := schemas["Error"]; !ok {
 		t.Fatal("no Error schema")
 	}
+	ws := paths["/api/v1/ws/realtime/{client_id}"].(map[string]any)["get"].(map[string]any)
+	if _, ok := ws["responses"].(map[string]any)["101"]; !ok || len(ws["parameters"].([]any)) != 2 {
+		t.Fatalf("websocket operation: %v", ws)
+	}
 }
 
 func TestOperationIDs(t *testing.T) {

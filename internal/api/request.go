@@ -46,7 +46,8 @@ func newBody(m map[string]any, prefix ...any) *Body {
 // and returns false then. An absent body is an empty object.
 func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
 	if !jsonContentType(r.Header.Get("Content-Type")) {
-		WriteError(w, r, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json", nil)
+		WriteError(w, r, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE",
+			"Content-Type must be application/json", nil)
 		return nil, false
 	}
 

@@ -563,7 +563,12 @@ func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if h.BucketSeconds > 0 {
 		out.Aggregation = &historyAggregation{BucketSeconds: h.BucketSeconds, Functions: []string{"avg", "min", "max"}}
 	}
-	out.TimeRange = historyRange{Start: Timestamp(hq.Start), End: Timestamp(hq.End), HasMore: h.HasMore, NextCursor: out.NextCursor}
+	out.TimeRange = historyRange{
+		Start:      Timestamp(hq.Start),
+		End:        Timestamp(hq.End),
+		HasMore:    h.HasMore,
+		NextCursor: out.NextCursor,
+	}
 	WriteJSON(w, http.StatusOK, out)
 }
 
@@ -765,7 +770,8 @@ func (s *Server) saveCalibration(w http.ResponseWriter, r *http.Request, p auth.
 		return false
 	}
 	_, _ = s.pushAfterChange(r.Context(), req.EspID)
-	s.auditConfig(r, p, "sensor calibrated", map[string]any{"esp_id": req.EspID, "gpio": req.GPIO, "method": cal["method"]})
+	s.auditConfig(r, p, "sensor calibrated",
+		map[string]any{"esp_id": req.EspID, "gpio": req.GPIO, "method": cal["method"]})
 	return true
 }
 

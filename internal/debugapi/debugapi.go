@@ -1,7 +1,7 @@
 // Package debugapi serves the admin-only debug routes of API §16 under
 // /api/v1/debug: mock devices, which the simulator of internal/sim runs
 // inside the hub over the real broker (API §16.1), and the scheduler's
-// per-job statistics (GET /debug/maintenance/status). The hub registers
+// jobs (their statistics, and running one now). The hub registers
 // these routes on the HTTP server, so that the HTTP API itself never
 // imports the simulator.
 package debugapi
@@ -48,18 +48,19 @@ type sensors interface {
 
 var _ sensors = (*sensor.Service)(nil)
 
-// jobStats are the scheduler's per-job statistics.
-type jobStats interface {
+// jobs is the scheduler as the maintenance routes see it.
+type jobs interface {
 	Stats() []schedule.Stats
+	Trigger(name string) error
 }
 
-var _ jobStats = (*schedule.Scheduler)(nil)
+var _ jobs = (*schedule.Scheduler)(nil)
 
 // Deps are what the debug routes need from the hub.
 type Deps struct {
 	Devices devices
 	Sensors sensors
-	Jobs    jobStats
+	Jobs    jobs
 	// MQTTAddr is the broker address mock devices connect to, asked at each start.
 	MQTTAddr func() string
 	// MaxMocks is the number of mock devices that may run at once (API §16.1; default 100).
@@ -71,7 +72,7 @@ type Debug struct {
 	srv     server
 	devices devices
 	sensors sensors
-	jobs    jobStats
+	jobs    jobs
 	mocks   *runner
 }
 

@@ -183,6 +183,15 @@ type fakeJobs []schedule.Stats
 
 func (j fakeJobs) Stats() []schedule.Stats { return j }
 
+func (j fakeJobs) Trigger(name string) error {
+	for _, st := range j {
+		if st.Name == name {
+			return nil
+		}
+	}
+	return errors.New("unknown job")
+}
+
 // fakeNode runs until its context ends and records what it was told.
 type fakeNode struct {
 	cfg     sim.NodeConfig
@@ -256,7 +265,7 @@ type fixture struct {
 	nodes map[string]*fakeNode
 }
 
-func newFixture(t *testing.T, jobs jobStats) *fixture {
+func newFixture(t *testing.T, jobs jobs) *fixture {
 	t.Helper()
 	f := &fixture{
 		devices: &fakeDevices{devices: map[string]device.Device{}},
@@ -326,7 +335,7 @@ func (f *fixture) create(t *testing.T, body map[string]any) reply {
 
 func TestEveryDebugRouteIsForAdmins(t *testing.T) {
 	f := newFixture(t, nil)
-	if len(f.srv.routes) != 22 {
+	if len(f.srv.routes) != 23 {
 		t.Fatalf("%d routes", len(f.srv.routes))
 	}
 	for _, rt := range f.srv.routes {
@@ -644,5 +653,16 @@ func TestMaintenanceStatus(t *testing.T) {
 	if r := none.do(t, "GET", "/api/v1/debug/maintenance/status", nil); r.body["service_running"] != false ||
 		len(r.body["jobs"].([]any)) != 0 {
 		t.Fatalf("no scheduler: %s", r.raw)
+	}
+}
+
+func TestTriggerJob(t *testing.T) {
+	f := newFixture(t, fakeJobs{{Name: "rollups"}})
+	r := f.do(t, "POST", "/api/v1/debug/maintenance/trigger/rollups", nil)
+	if r.status != 200 || r.body["job_id"] != "rollups" || r.body["triggered"] != true {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	if r := f.do(t, "POST", "/api/v1/debug/maintenance/trigger/nope", nil); r.status != 400 || r.code() != "BAD_REQUEST" {
+		t.Fatalf("unknown job: %d %s", r.status, r.raw)
 	}
 }

@@ -41,9 +41,18 @@ type maintenanceStatus struct {
 	Jobs           []jobStatus `json:"jobs"`
 }
 
+type triggerResponse struct {
+	Success   bool   `json:"success"`
+	JobID     string `json:"job_id"`
+	Triggered bool   `json:"triggered"`
+	Message   string `json:"message"`
+}
+
 func (d *Debug) maintenanceRoutes() {
-	d.admin("GET", "/api/v1/debug/maintenance/status", "The scheduler's jobs and their last and next runs",
-		d.maintenanceStatus, nil, maintenanceStatus{})
+	const base = "/api/v1/debug/maintenance"
+	d.admin("GET", base+"/status", "The scheduler's jobs and their last and next runs", d.maintenanceStatus,
+		nil, maintenanceStatus{})
+	d.admin("POST", base+"/trigger/{job_name}", "Run a scheduled job now", d.triggerJob, nil, triggerResponse{})
 }
 
 func (d *Debug) maintenanceStatus(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
@@ -57,4 +66,19 @@ func (d *Debug) maintenanceStatus(w http.ResponseWriter, _ *http.Request, _ auth
 		}
 	}
 	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// triggerJob runs a job now; a trigger while it runs coalesces (DOMAIN §9).
+func (d *Debug) triggerJob(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	name := r.PathValue("job_name")
+	if d.jobs == nil || d.jobs.Trigger(name) != nil {
+		api.WriteError(w, r, http.StatusBadRequest, "BAD_REQUEST", "unknown job '"+name+"'", map[string]any{"job_id": name})
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, triggerResponse{
+		Success:   true,
+		JobID:     name,
+		Triggered: true,
+		Message:   "job " + name + " triggered",
+	})
 }

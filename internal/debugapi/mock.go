@@ -567,7 +567,8 @@ func (d *Debug) autoHeartbeat(w http.ResponseWriter, r *http.Request, dev device
 	}
 	n := d.mocks.node(dev.DeviceID)
 	ok := n != nil && n.SetHeartbeat(enabled, time.Duration(interval)*time.Second)
-	commandReply(w, r, dev.DeviceID, "auto_heartbeat", ok, map[string]any{"enabled": enabled, "interval_seconds": interval})
+	commandReply(w, r, dev.DeviceID, "auto_heartbeat", ok,
+		map[string]any{"enabled": enabled, "interval_seconds": interval})
 }
 
 // emergency sets the mock's own emergency state; the hub's latch is not involved.
