@@ -1,7 +1,9 @@
 package api
 
 import (
+	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,120 +12,322 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-var auditEventTypes = []map[string]string{
-	{"value": "login_success", "description": "Successful login", "category": "auth"},
-	{"value": "login_failed", "description": "Failed login", "category": "auth"},
-	{"value": "setup_completed", "description": "First admin created", "category": "auth"},
-	{"value": "logout", "description": "Logout", "category": "auth"},
-	{"value": "user_created", "description": "User created", "category": "users"},
-	{"value": "user_updated", "description": "User updated", "category": "users"},
-	{"value": "user_deleted", "description": "User deleted", "category": "users"},
-	{"value": "password_changed", "description": "Own password changed", "category": "users"},
-	{"value": "password_reset", "description": "Password reset by an admin", "category": "users"},
-	{"value": "device_registered", "description": "Device registered by an operator", "category": "devices"},
-	{"value": "device_discovered", "description": "Unknown device announced itself", "category": "devices"},
-	{"value": "device_rediscovered", "description": "Deleted device announced itself again", "category": "devices"},
-	{"value": "device_approved", "description": "Device approved", "category": "devices"},
-	{"value": "device_rejected", "description": "Device rejected", "category": "devices"},
-	{"value": "device_set_pending", "description": "Device returned to pending", "category": "devices"},
-	{"value": "device_deleted", "description": "Device deleted", "category": "devices"},
-	{"value": "device_offline", "description": "Device went offline", "category": "devices"},
-	{"value": "device_restart_requested", "description": "Restart requested (not supported)", "category": "devices"},
-	{"value": "device_factory_reset", "description": "Factory reset sent", "category": "devices"},
-	{"value": "rate_limit_exceeded", "description": "Auth rate limit exceeded", "category": "security"},
-	{"value": "permission_denied", "description": "Role too low for a route", "category": "security"},
-	{"value": "retention_config_updated", "description": "Audit retention changed", "category": "audit"},
-	{"value": "audit_cleanup", "description": "Audit cleanup ran", "category": "audit"},
+// auditLog is what the HTTP layer needs from the audit log.
+type auditLog interface {
+	Record(ctx context.Context, e store.AuditEntry)
+	Query(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, int, error)
+	Counts(ctx context.Context, since time.Time) (map[string]int, map[string]int, *time.Time, *time.Time, error)
+	GetRetention(ctx context.Context) (audit.Retention, error)
+	PutRetention(ctx context.Context, r audit.Retention) error
+	Cleanup(ctx context.Context, dryRun bool) (audit.CleanupResult, error)
 }
 
-func (s *Server) auditRoutes() {
-	s.protected("GET", "/api/v1/audit", auth.RoleViewer, "Query the audit log", "audit", s.listAudit)
-	s.protected("GET", "/api/v1/audit/errors", auth.RoleViewer, "Recent error and critical entries", "audit", s.auditErrors)
-	s.protected("GET", "/api/v1/audit/esp/{esp_id}/config-history", auth.RoleViewer, "Config-related entries of a device", "audit", s.auditConfigHistory)
-	s.protected("GET", "/api/v1/audit/statistics", auth.RoleViewer, "Audit statistics", "audit", s.auditStatistics)
-	s.protected("GET", "/api/v1/audit/error-rate", auth.RoleViewer, "Share of error entries", "audit", s.auditErrorRate)
-	s.protected("GET", "/api/v1/audit/retention/config", auth.RoleViewer, "Audit retention configuration", "audit", func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-		rc, err := s.audit.GetRetention(r.Context())
-		if err != nil {
-			s.internal(w, r, err)
-			return
-		}
-		WriteJSON(w, http.StatusOK, retentionJSON(rc))
-	})
-	s.protected("PUT", "/api/v1/audit/retention/config", auth.RoleAdmin, "Change audit retention", "audit", s.putRetention)
-	s.protected("POST", "/api/v1/audit/retention/cleanup", auth.RoleAdmin, "Run the audit cleanup now", "audit", s.auditCleanup)
-	s.protected("GET", "/api/v1/audit/event-types", auth.RoleViewer, "Audit event types", "audit", func(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-		WriteJSON(w, http.StatusOK, auditEventTypes)
-	})
-	s.protected("GET", "/api/v1/audit/severities", auth.RoleViewer, "Audit severities", "audit", func(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-		WriteJSON(w, http.StatusOK, []map[string]string{
-			{"value": "info", "description": "Informational", "color": "#2196f3"},
-			{"value": "warning", "description": "Needs attention", "color": "#ff9800"},
-			{"value": "error", "description": "Failure", "color": "#f44336"},
-			{"value": "critical", "description": "Safety-relevant failure", "color": "#9c27b0"}})
-	})
-	s.protected("GET", "/api/v1/audit/source-types", auth.RoleViewer, "Audit source types", "audit", func(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-		WriteJSON(w, http.StatusOK, []string{"user", "esp32", "system", "api", "mqtt", "scheduler"})
-	})
+var _ auditLog = (*audit.Log)(nil)
+
+// auditEventType is one entry of the event-type enumeration.
+type auditEventType struct {
+	Value       string `json:"value"`
+	Description string `json:"description"`
+	Category    string `json:"category"`
 }
 
-func entryJSON(e store.AuditEntry) map[string]any {
-	return map[string]any{"id": e.ID, "event_type": e.EventType, "severity": e.Severity, "source_type": e.SourceType,
-		"source_id": e.SourceID, "status": e.Status, "message": e.Message, "details": e.Details, "error_code": nullStr(e.ErrorCode),
-		"error_description": nullStr(e.ErrorDescription), "ip_address": nullStr(e.IPAddress), "user_agent": nullStr(e.UserAgent),
-		"correlation_id": nullStr(e.CorrelationID), "created_at": tsv(e.CreatedAt)}
+var auditEventTypes = []auditEventType{
+	{"login_success", "Successful login", "auth"},
+	{"login_failed", "Failed login", "auth"},
+	{"setup_completed", "First admin created", "auth"},
+	{"logout", "Logout", "auth"},
+	{"user_created", "User created", "users"},
+	{"user_updated", "User updated", "users"},
+	{"user_deleted", "User deleted", "users"},
+	{"password_changed", "Own password changed", "users"},
+	{"password_reset", "Password reset by an admin", "users"},
+	{"device_registered", "Device registered by an operator", "devices"},
+	{"device_discovered", "Unknown device announced itself", "devices"},
+	{"device_rediscovered", "Deleted device announced itself again", "devices"},
+	{"device_approved", "Device approved", "devices"},
+	{"device_rejected", "Device rejected", "devices"},
+	{"device_set_pending", "Device returned to pending", "devices"},
+	{"device_deleted", "Device deleted", "devices"},
+	{"device_offline", "Device went offline", "devices"},
+	{"device_restart_requested", "Restart requested (not supported)", "devices"},
+	{"device_factory_reset", "Factory reset sent", "devices"},
+	{"rate_limit_exceeded", "Auth rate limit exceeded", "security"},
+	{"permission_denied", "Role too low for a route", "security"},
+	{"retention_config_updated", "Audit retention changed", "audit"},
+	{"audit_cleanup", "Audit cleanup ran", "audit"},
 }
 
-func entriesJSON(es []store.AuditEntry) []map[string]any {
-	out := make([]map[string]any, 0, len(es))
+// auditSeverity is one entry of the severity enumeration.
+type auditSeverity struct {
+	Value       string `json:"value"`
+	Description string `json:"description"`
+	Color       string `json:"color"`
+}
+
+var auditSeverities = []auditSeverity{
+	{"info", "Informational", "#2196f3"},
+	{"warning", "Needs attention", "#ff9800"},
+	{"error", "Failure", "#f44336"},
+	{"critical", "Safety-relevant failure", "#9c27b0"},
+}
+
+var auditSourceTypes = []string{"user", "esp32", "system", "api", "mqtt", "scheduler"}
+
+// auditEntry is an audit log entry (API §14).
+type auditEntry struct {
+	ID               string         `json:"id"`
+	EventType        string         `json:"event_type"`
+	Severity         string         `json:"severity"`
+	SourceType       string         `json:"source_type"`
+	SourceID         string         `json:"source_id"`
+	Status           string         `json:"status"`
+	Message          string         `json:"message"`
+	Details          map[string]any `json:"details"`
+	ErrorCode        *string        `json:"error_code"`
+	ErrorDescription *string        `json:"error_description"`
+	IPAddress        *string        `json:"ip_address"`
+	UserAgent        *string        `json:"user_agent"`
+	CorrelationID    *string        `json:"correlation_id"`
+	CreatedAt        *string        `json:"created_at"`
+}
+
+func entryJSON(e store.AuditEntry) auditEntry {
+	return auditEntry{
+		ID:               e.ID,
+		EventType:        e.EventType,
+		Severity:         e.Severity,
+		SourceType:       e.SourceType,
+		SourceID:         e.SourceID,
+		Status:           e.Status,
+		Message:          e.Message,
+		Details:          e.Details,
+		ErrorCode:        NullString(e.ErrorCode),
+		ErrorDescription: NullString(e.ErrorDescription),
+		IPAddress:        NullString(e.IPAddress),
+		UserAgent:        NullString(e.UserAgent),
+		CorrelationID:    NullString(e.CorrelationID),
+		CreatedAt:        Timestamp(e.CreatedAt),
+	}
+}
+
+func entriesJSON(es []store.AuditEntry) []auditEntry {
+	out := make([]auditEntry, 0, len(es))
 	for _, e := range es {
 		out = append(out, entryJSON(e))
 	}
 	return out
 }
 
+// auditPage is the audit list with the reference's own paging fields (API §1.4).
+type auditPage struct {
+	Success    bool         `json:"success"`
+	Data       []auditEntry `json:"data"`
+	Total      int          `json:"total"`
+	Page       int          `json:"page"`
+	PageSize   int          `json:"page_size"`
+	TotalPages int          `json:"total_pages"`
+	Pagination pageMeta     `json:"pagination"`
+}
+
+type auditStatistics struct {
+	Success                  bool              `json:"success"`
+	TotalCount               int               `json:"total_count"`
+	CountBySeverity          map[string]int    `json:"count_by_severity"`
+	CountByEventType         map[string]int    `json:"count_by_event_type"`
+	OldestEntry              *string           `json:"oldest_entry"`
+	NewestEntry              *string           `json:"newest_entry"`
+	StorageEstimateMB        float64           `json:"storage_estimate_mb"`
+	PendingCleanupCount      int64             `json:"pending_cleanup_count"`
+	PendingCleanupBySeverity map[string]int64  `json:"pending_cleanup_by_severity"`
+	RetentionConfig          retentionResponse `json:"retention_config"`
+}
+
+type auditErrorRate struct {
+	Success          bool    `json:"success"`
+	PeriodHours      int     `json:"period_hours"`
+	TotalEvents      int     `json:"total_events"`
+	ErrorEvents      int     `json:"error_events"`
+	ErrorRatePercent float64 `json:"error_rate_percent"`
+}
+
+type retentionResponse struct {
+	Success                bool           `json:"success"`
+	Enabled                bool           `json:"enabled"`
+	DefaultDays            int            `json:"default_days"`
+	SeverityDays           map[string]int `json:"severity_days"`
+	MaxRecords             int            `json:"max_records"`
+	BatchSize              int            `json:"batch_size"`
+	PreserveEmergencyStops bool           `json:"preserve_emergency_stops"`
+	LastCleanup            *string        `json:"last_cleanup"`
+}
+
+func retentionJSON(rc audit.Retention) retentionResponse {
+	return retentionResponse{
+		Success:                true,
+		Enabled:                rc.Enabled,
+		DefaultDays:            rc.DefaultDays,
+		SeverityDays:           rc.SeverityDays,
+		MaxRecords:             rc.MaxRecords,
+		BatchSize:              rc.BatchSize,
+		PreserveEmergencyStops: rc.PreserveEmergencyStops,
+		LastCleanup:            ts(rc.LastCleanup),
+	}
+}
+
+// retentionRequest changes the named retention settings; absent or null keeps a setting.
+type retentionRequest struct {
+	Enabled                *bool          `json:"enabled"`
+	DefaultDays            *int           `json:"default_days" api:"min=1,max=3650"`
+	SeverityDays           map[string]any `json:"severity_days"`
+	MaxRecords             *int           `json:"max_records" api:"min=0,max=1099511627776"`
+	BatchSize              *int           `json:"batch_size" api:"min=100,max=10000"`
+	PreserveEmergencyStops *bool          `json:"preserve_emergency_stops"`
+
+	days map[string]int // SeverityDays, checked
+}
+
+var auditSeverityNames = []string{"info", "warning", "error", "critical"}
+
+func (q *retentionRequest) Validate(b *Body) {
+	q.days = map[string]int{}
+	for k, v := range q.SeverityDays {
+		f, isNum := v.(float64)
+		if !slices.Contains(auditSeverityNames, k) || !isNum || f < 1 || f > 3650 || f != float64(int(f)) {
+			b.Fail("severity_days", "keys info/warning/error/critical with integers 1-3650", "value_error")
+			continue
+		}
+		q.days[k] = int(f)
+	}
+}
+
+// apply is rc with the request's changes.
+func (q *retentionRequest) apply(rc audit.Retention) audit.Retention {
+	set := func(dst *int, v *int) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	if q.Enabled != nil {
+		rc.Enabled = *q.Enabled
+	}
+	set(&rc.DefaultDays, q.DefaultDays)
+	if q.SeverityDays != nil {
+		days := map[string]int{}
+		for k, v := range rc.SeverityDays {
+			days[k] = v
+		}
+		for k, v := range q.days {
+			days[k] = v
+		}
+		rc.SeverityDays = days
+	}
+	set(&rc.MaxRecords, q.MaxRecords)
+	set(&rc.BatchSize, q.BatchSize)
+	if q.PreserveEmergencyStops != nil {
+		rc.PreserveEmergencyStops = *q.PreserveEmergencyStops
+	}
+	return rc
+}
+
+type cleanupResponse struct {
+	Success           bool             `json:"success"`
+	DeletedCount      int64            `json:"deleted_count"`
+	DeletedBySeverity map[string]int64 `json:"deleted_by_severity"`
+	DurationMS        int64            `json:"duration_ms"`
+	DryRun            bool             `json:"dry_run"`
+	Errors            []string         `json:"errors"`
+}
+
+func (s *Server) auditRoutes() {
+	const (
+		base   = "/api/v1/audit"
+		viewer = auth.RoleViewer
+		admin  = auth.RoleAdmin
+	)
+	s.protected("GET", base, viewer, "Query the audit log", "audit", s.listAudit, returns(auditPage{}))
+	s.protected("GET", base+"/errors", viewer, "Recent error and critical entries", "audit", s.auditErrors,
+		returns([]auditEntry{}))
+	s.protected("GET", base+"/esp/{esp_id}/config-history", viewer, "Config-related entries of a device", "audit",
+		s.auditConfigHistory, returns([]auditEntry{}))
+	s.protected("GET", base+"/statistics", viewer, "Audit statistics", "audit", s.auditStatistics,
+		returns(auditStatistics{}))
+	s.protected("GET", base+"/error-rate", viewer, "Share of error entries", "audit", s.auditErrorRate,
+		returns(auditErrorRate{}))
+	s.protected("GET", base+"/retention/config", viewer, "Audit retention configuration", "audit", s.getRetention,
+		returns(retentionResponse{}))
+	s.protected("PUT", base+"/retention/config", admin, "Change audit retention", "audit", s.putRetention,
+		accepts(retentionRequest{}), returns(retentionResponse{}))
+	s.protected("POST", base+"/retention/cleanup", admin, "Run the audit cleanup now", "audit", s.auditCleanup,
+		returns(cleanupResponse{}))
+	s.protected("GET", base+"/event-types", viewer, "Audit event types", "audit", fixedReply(auditEventTypes),
+		returns(auditEventTypes))
+	s.protected("GET", base+"/severities", viewer, "Audit severities", "audit", fixedReply(auditSeverities),
+		returns(auditSeverities))
+	s.protected("GET", base+"/source-types", viewer, "Audit source types", "audit", fixedReply(auditSourceTypes),
+		returns(auditSourceTypes))
+}
+
+// fixedReply answers the same body to everyone allowed to ask.
+func fixedReply(body any) Authed {
+	return func(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+		WriteJSON(w, http.StatusOK, body)
+	}
+}
+
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	f := store.AuditFilter{SourceType: q.str("source_type", 20), SourceID: q.str("source_id", 100),
-		Status: q.str("status", 20), ErrorCode: q.str("error_code", 100), Start: q.time("start_time"), End: q.time("end_time")}
-	if et := q.str("event_type", 100); et != "" {
+	q := NewQuery(r)
+	f := store.AuditFilter{
+		SourceType: q.Str("source_type", 20),
+		SourceID:   q.Str("source_id", 100),
+		Status:     q.Str("status", 20),
+		ErrorCode:  q.Str("error_code", 100),
+		Start:      q.Time("start_time"),
+		End:        q.Time("end_time"),
+	}
+	if et := q.Str("event_type", 100); et != "" {
 		f.EventTypes = strings.Split(et, ",")
 	}
-	if sev := q.str("severity", 20); sev != "" {
+	if sev := q.Str("severity", 20); sev != "" {
 		f.Severities = []string{sev}
 	}
-	if h := q.integer("hours", 0, 1, 720); h > 0 {
+	if h := q.Int("hours", 0, 1, 720); h > 0 {
 		f.Start = time.Now().Add(-time.Duration(h) * time.Hour)
 	}
-	page := q.integer("page", 1, 1, 1<<30)
-	size := q.integer("page_size", 50, 1, 500)
-	if q.done(w, r) {
+	page := q.Int("page", 1, 1, 1<<30)
+	size := q.Int("page_size", 50, 1, 500)
+	if q.Done(w, r) {
 		return
 	}
+
 	f.Offset, f.Limit = (page-1)*size, size
 	es, total, err := s.audit.Query(r.Context(), f)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": entriesJSON(es), "total": total, "page": page,
-		"page_size": size, "total_pages": (total + size - 1) / size, "pagination": pagination(page, size, total)})
+	WriteJSON(w, http.StatusOK, auditPage{
+		Success:    true,
+		Data:       entriesJSON(es),
+		Total:      total,
+		Page:       page,
+		PageSize:   size,
+		TotalPages: (total + size - 1) / size,
+		Pagination: pagination(page, size, total),
+	})
 }
 
 func (s *Server) auditErrors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	hours := q.integer("hours", 24, 1, 168)
-	limit := q.integer("limit", 100, 1, 500)
-	if q.done(w, r) {
+	q := NewQuery(r)
+	hours := q.Int("hours", 24, 1, 168)
+	limit := q.Int("limit", 100, 1, 500)
+	if q.Done(w, r) {
 		return
 	}
-	es, _, err := s.audit.Query(r.Context(), store.AuditFilter{Severities: []string{"error", "critical"},
-		Start: time.Now().Add(-time.Duration(hours) * time.Hour), Limit: limit})
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, entriesJSON(es))
+	s.writeEntries(w, r, store.AuditFilter{
+		Severities: []string{"error", "critical"},
+		Start:      time.Now().Add(-time.Duration(hours) * time.Hour),
+		Limit:      limit,
+	})
 }
 
 func (s *Server) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
@@ -132,152 +336,155 @@ func (s *Server) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ au
 		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
 		return
 	}
-	q := &query{r: r}
-	limit := q.integer("limit", 50, 1, 200)
-	if q.done(w, r) {
+	q := NewQuery(r)
+	limit := q.Int("limit", 50, 1, 200)
+	if q.Done(w, r) {
 		return
 	}
-	es, _, err := s.audit.Query(r.Context(), store.AuditFilter{EventTypes: []string{"config_published", "config_response", "config_failed"},
-		SourceID: id, Limit: limit})
+	s.writeEntries(w, r, store.AuditFilter{
+		EventTypes: []string{"config_published", "config_response", "config_failed"},
+		SourceID:   id,
+		Limit:      limit,
+	})
+}
+
+// writeEntries answers the entries f selects as a bare array (API §1.4).
+func (s *Server) writeEntries(w http.ResponseWriter, r *http.Request, f store.AuditFilter) {
+	es, _, err := s.audit.Query(r.Context(), f)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
 	WriteJSON(w, http.StatusOK, entriesJSON(es))
 }
 
-func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	rng := q.str("time_range", 8)
-	since := time.Time{}
-	switch rng {
+// since is the start of a statistics time range; zero for all.
+func since(q *Query) time.Time {
+	switch rng := q.Str("time_range", 8); rng {
 	case "", "all":
 	case "24h":
-		since = time.Now().Add(-24 * time.Hour)
+		return time.Now().Add(-24 * time.Hour)
 	case "7d":
-		since = time.Now().Add(-7 * 24 * time.Hour)
+		return time.Now().Add(-7 * 24 * time.Hour)
 	case "30d":
-		since = time.Now().Add(-30 * 24 * time.Hour)
+		return time.Now().Add(-30 * 24 * time.Hour)
 	default:
-		q.fail("time_range", "must be 24h, 7d, 30d or all", "enum")
+		q.Fail("time_range", "must be 24h, 7d, 30d or all", "enum")
 	}
-	if q.done(w, r) {
+	return time.Time{}
+}
+
+func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := NewQuery(r)
+	from := since(q)
+	if q.Done(w, r) {
 		return
 	}
-	bySev, byType, oldest, newest, err := s.audit.Counts(r.Context(), since)
+	bySev, byType, oldest, newest, err := s.audit.Counts(r.Context(), from)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	total := sum(bySev)
 	rc, _ := s.audit.GetRetention(r.Context())
 	pending, err := s.audit.Cleanup(r.Context(), true)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "total_count": total, "count_by_severity": bySev,
-		"count_by_event_type": byType, "oldest_entry": ts(oldest), "newest_entry": ts(newest),
-		"storage_estimate_mb": float64(total) * 400 / (1 << 20), "pending_cleanup_count": pending.DeletedCount,
-		"pending_cleanup_by_severity": pending.DeletedBySeverity, "retention_config": retentionJSON(rc)})
+
+	total := sum(bySev)
+	WriteJSON(w, http.StatusOK, auditStatistics{
+		Success:                  true,
+		TotalCount:               total,
+		CountBySeverity:          bySev,
+		CountByEventType:         byType,
+		OldestEntry:              ts(oldest),
+		NewestEntry:              ts(newest),
+		StorageEstimateMB:        float64(total) * 400 / (1 << 20),
+		PendingCleanupCount:      pending.DeletedCount,
+		PendingCleanupBySeverity: pending.DeletedBySeverity,
+		RetentionConfig:          retentionJSON(rc),
+	})
 }
 
 func (s *Server) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	hours := q.integer("hours", 24, 1, 168)
-	if q.done(w, r) {
+	q := NewQuery(r)
+	hours := q.Int("hours", 24, 1, 168)
+	if q.Done(w, r) {
 		return
 	}
 	bySev, _, _, _, err := s.audit.Counts(r.Context(), time.Now().Add(-time.Duration(hours)*time.Hour))
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
+
 	total := sum(bySev)
 	errs := bySev["error"] + bySev["critical"]
 	rate := 0.0
 	if total > 0 {
 		rate = float64(errs) * 100 / float64(total)
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "period_hours": hours, "total_events": total,
-		"error_events": errs, "error_rate_percent": rate})
+	WriteJSON(w, http.StatusOK, auditErrorRate{
+		Success:          true,
+		PeriodHours:      hours,
+		TotalEvents:      total,
+		ErrorEvents:      errs,
+		ErrorRatePercent: rate,
+	})
 }
 
-func retentionJSON(rc audit.Retention) map[string]any {
-	return map[string]any{"success": true, "enabled": rc.Enabled, "default_days": rc.DefaultDays, "severity_days": rc.SeverityDays,
-		"max_records": rc.MaxRecords, "batch_size": rc.BatchSize, "preserve_emergency_stops": rc.PreserveEmergencyStops,
-		"last_cleanup": ts(rc.LastCleanup)}
+func (s *Server) getRetention(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	rc, err := s.audit.GetRetention(r.Context())
+	if err != nil {
+		s.Internal(w, r, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, retentionJSON(rc))
 }
 
 func (s *Server) putRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
+	var req retentionRequest
+	if !Decode(w, r, &req) {
 		return
 	}
-	rc, err := s.audit.GetRetention(r.Context())
+	old, err := s.audit.GetRetention(r.Context())
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	old := rc
-	if b.has("enabled") {
-		rc.Enabled = b.boolean("enabled", rc.Enabled)
-	}
-	if v, ok := b.integer("default_days", false, 1, 3650); ok {
-		rc.DefaultDays = int(v)
-	}
-	if sd, ok := b.object("severity_days"); ok {
-		days := map[string]int{}
-		for k, v := range rc.SeverityDays {
-			days[k] = v
-		}
-		for k, v := range sd {
-			f, isNum := v.(float64)
-			if !contains([]string{"info", "warning", "error", "critical"}, k) || !isNum || f < 1 || f > 3650 || f != float64(int(f)) {
-				b.fail("severity_days", "keys info/warning/error/critical with integers 1-3650", "value_error")
-				continue
-			}
-			days[k] = int(f)
-		}
-		rc.SeverityDays = days
-	}
-	if v, ok := b.integer("max_records", false, 0, 1<<40); ok {
-		rc.MaxRecords = int(v)
-	}
-	if v, ok := b.integer("batch_size", false, 100, 10000); ok {
-		rc.BatchSize = int(v)
-	}
-	if b.has("preserve_emergency_stops") {
-		rc.PreserveEmergencyStops = b.boolean("preserve_emergency_stops", true)
-	}
-	if b.done(w, r) {
-		return
-	}
+
+	rc := req.apply(old)
 	if err := s.audit.PutRetention(r.Context(), rc); err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: "retention_config_updated", SourceType: "user", SourceID: p.User.Username,
-		Message: "audit retention changed", Details: map[string]any{"old": retentionJSON(old), "new": retentionJSON(rc)},
-		IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+	s.auditUser(r, p.User.Username, "retention_config_updated", "audit retention changed",
+		map[string]any{"old": retentionJSON(old), "new": retentionJSON(rc)})
 	WriteJSON(w, http.StatusOK, retentionJSON(rc))
 }
 
 func (s *Server) auditCleanup(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	q := &query{r: r}
-	dry := q.boolean("dry_run", false)
-	if q.done(w, r) {
+	q := NewQuery(r)
+	dry := q.Bool("dry_run", false)
+	if q.Done(w, r) {
 		return
 	}
 	res, err := s.audit.Cleanup(r.Context(), dry)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: "audit_cleanup", SourceType: "user", SourceID: p.User.Username,
-		Message: "audit cleanup", Details: map[string]any{"deleted_count": res.DeletedCount, "dry_run": dry}, IPAddress: clientIP(r), CorrelationID: RequestID(r)})
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "deleted_count": res.DeletedCount, "deleted_by_severity": res.DeletedBySeverity,
-		"duration_ms": res.DurationMS, "dry_run": res.DryRun, "errors": res.Errors})
+	s.auditUser(r, p.User.Username, "audit_cleanup", "audit cleanup",
+		map[string]any{"deleted_count": res.DeletedCount, "dry_run": dry})
+	WriteJSON(w, http.StatusOK, cleanupResponse{
+		Success:           true,
+		DeletedCount:      res.DeletedCount,
+		DeletedBySeverity: res.DeletedBySeverity,
+		DurationMS:        res.DurationMS,
+		DryRun:            res.DryRun,
+		Errors:            res.Errors,
+	})
 }
 
 func sum(m map[string]int) int {

@@ -7,12 +7,31 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
+
+// deviceService is what the HTTP layer needs from the device registry.
+type deviceService interface {
+	Get(espID string) (device.Device, error)
+	List() []device.Device
+	Register(ctx context.Context, reg device.Registration, actor string) (device.Device, error)
+	Update(ctx context.Context, espID string, p device.Patch) (device.Device, error)
+	Delete(ctx context.Context, espID, actor string) error
+	Approve(ctx context.Context, espID, actor, name string) (device.Device, error)
+	Reject(ctx context.Context, espID, actor, reason string) (device.Device, error)
+	SetPending(ctx context.Context, espID, actor, reason string) (device.Device, error)
+	FactoryReset(ctx context.Context, espID string) error
+	PushConfig(ctx context.Context, espID, trigger string) (string, error)
+	LastPush(espID string) *device.Push
+}
+
+var _ deviceService = (*device.Service)(nil)
 
 var (
 	espIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)
@@ -21,7 +40,39 @@ var (
 		device.StatusRejected, device.StatusError, device.StatusUnknown}
 )
 
-func deviceJSON(d device.Device) map[string]any {
+// deviceResponse is the device object (API §4).
+type deviceResponse struct {
+	ID                       string         `json:"id"`
+	DeviceID                 string         `json:"device_id"`
+	Name                     *string        `json:"name"`
+	ZoneID                   *string        `json:"zone_id"`
+	ZoneName                 *string        `json:"zone_name"`
+	MasterZoneID             *string        `json:"master_zone_id"`
+	KaiserID                 string         `json:"kaiser_id"`
+	IsZoneMaster             bool           `json:"is_zone_master"`
+	IPAddress                *string        `json:"ip_address"`
+	MACAddress               *string        `json:"mac_address"`
+	FirmwareVersion          *string        `json:"firmware_version"`
+	HardwareType             *string        `json:"hardware_type"`
+	Capabilities             map[string]any `json:"capabilities"`
+	Metadata                 map[string]any `json:"metadata"`
+	Status                   string         `json:"status"`
+	LastSeen                 *string        `json:"last_seen"`
+	SubscriptionsLost        bool           `json:"subscriptions_lost"`
+	RebootRequired           bool           `json:"reboot_required"`
+	SensorCount              int            `json:"sensor_count"`
+	ActuatorCount            int            `json:"actuator_count"`
+	AutoHeartbeat            bool           `json:"auto_heartbeat"`
+	HeartbeatIntervalSeconds *int           `json:"heartbeat_interval_seconds"`
+	DiscoveredAt             *string        `json:"discovered_at"`
+	ApprovedAt               *string        `json:"approved_at"`
+	ApprovedBy               *string        `json:"approved_by"`
+	RejectionReason          *string        `json:"rejection_reason"`
+	CreatedAt                *string        `json:"created_at"`
+	UpdatedAt                *string        `json:"updated_at"`
+}
+
+func deviceJSON(d device.Device) deviceResponse {
 	md := d.Metadata
 	meta := map[string]any{}
 	for k, v := range md {
@@ -35,80 +86,288 @@ func deviceJSON(d device.Device) map[string]any {
 	}
 	isMaster, _ := md["is_zone_master"].(bool)
 	mac, _ := md["mac_address"].(string)
-	return map[string]any{
-		"id": d.ID, "device_id": d.DeviceID, "name": nullStr(d.Name), "zone_id": nullStr(d.ZoneID), "zone_name": nullStr(d.ZoneName),
-		"master_zone_id": nullStr(d.MasterZoneID), "kaiser_id": d.KaiserID, "is_zone_master": isMaster,
-		"ip_address": nullStr(d.IPAddress), "mac_address": nullStr(mac), "firmware_version": nullStr(d.FirmwareVersion),
-		"hardware_type": nullStr(d.HardwareType), "capabilities": caps, "metadata": meta, "status": d.Status,
-		"last_seen": ts(d.LastSeen), "subscriptions_lost": d.SubscriptionsLost, "reboot_required": d.RebootRequired,
-		"sensor_count": 0, "actuator_count": 0, "auto_heartbeat": false, "heartbeat_interval_seconds": nil,
-		"discovered_at": ts(d.DiscoveredAt), "approved_at": ts(d.ApprovedAt), "approved_by": nullStr(d.ApprovedBy),
-		"rejection_reason": nullStr(d.RejectionReason), "created_at": tsv(d.CreatedAt), "updated_at": tsv(d.UpdatedAt),
+	return deviceResponse{
+		ID:                d.ID,
+		DeviceID:          d.DeviceID,
+		Name:              NullString(d.Name),
+		ZoneID:            NullString(d.ZoneID),
+		ZoneName:          NullString(d.ZoneName),
+		MasterZoneID:      NullString(d.MasterZoneID),
+		KaiserID:          d.KaiserID,
+		IsZoneMaster:      isMaster,
+		IPAddress:         NullString(d.IPAddress),
+		MACAddress:        NullString(mac),
+		FirmwareVersion:   NullString(d.FirmwareVersion),
+		HardwareType:      NullString(d.HardwareType),
+		Capabilities:      caps,
+		Metadata:          meta,
+		Status:            d.Status,
+		LastSeen:          ts(d.LastSeen),
+		SubscriptionsLost: d.SubscriptionsLost,
+		RebootRequired:    d.RebootRequired,
+		DiscoveredAt:      ts(d.DiscoveredAt),
+		ApprovedAt:        ts(d.ApprovedAt),
+		ApprovedBy:        NullString(d.ApprovedBy),
+		RejectionReason:   NullString(d.RejectionReason),
+		CreatedAt:         Timestamp(d.CreatedAt),
+		UpdatedAt:         Timestamp(d.UpdatedAt),
 	}
 }
 
 // deviceOut is the device object with its configured component counts.
-func (s *Server) deviceOut(d device.Device) map[string]any {
+func (s *Server) deviceOut(d device.Device) deviceResponse {
 	out := deviceJSON(d)
 	if s.sensors != nil {
-		out["sensor_count"] = len(s.sensors.ByDevice(d.DeviceID))
+		out.SensorCount = len(s.sensors.ByDevice(d.DeviceID))
 	}
 	return out
 }
 
-func pendingJSON(d device.Device) map[string]any {
+// pendingDevice is a device waiting for approval with what its heartbeats told.
+type pendingDevice struct {
+	DeviceID       string  `json:"device_id"`
+	DiscoveredAt   *string `json:"discovered_at"`
+	LastSeen       *string `json:"last_seen"`
+	IPAddress      *string `json:"ip_address"`
+	ZoneID         *string `json:"zone_id"`
+	HeapFree       any     `json:"heap_free"`
+	WifiRSSI       any     `json:"wifi_rssi"`
+	SensorCount    any     `json:"sensor_count"`
+	ActuatorCount  any     `json:"actuator_count"`
+	HeartbeatCount any     `json:"heartbeat_count"`
+	HardwareType   *string `json:"hardware_type"`
+}
+
+func pendingJSON(d device.Device) pendingDevice {
 	md := d.Metadata
-	return map[string]any{"device_id": d.DeviceID, "discovered_at": ts(d.DiscoveredAt), "last_seen": ts(d.LastSeen),
-		"ip_address": nullStr(d.IPAddress), "zone_id": nullStr(str(md["reported_zone_id"])), "heap_free": md["last_heap_free"],
-		"wifi_rssi": md["last_wifi_rssi"], "sensor_count": md["last_sensor_count"], "actuator_count": md["last_actuator_count"],
-		"heartbeat_count": md["heartbeat_count"], "hardware_type": nullStr(d.HardwareType)}
-}
-
-func nullStr(s string) any {
-	if s == "" {
-		return nil
+	zone, _ := md["reported_zone_id"].(string)
+	return pendingDevice{
+		DeviceID:       d.DeviceID,
+		DiscoveredAt:   ts(d.DiscoveredAt),
+		LastSeen:       ts(d.LastSeen),
+		IPAddress:      NullString(d.IPAddress),
+		ZoneID:         NullString(zone),
+		HeapFree:       md["last_heap_free"],
+		WifiRSSI:       md["last_wifi_rssi"],
+		SensorCount:    md["last_sensor_count"],
+		ActuatorCount:  md["last_actuator_count"],
+		HeartbeatCount: md["heartbeat_count"],
+		HardwareType:   NullString(d.HardwareType),
 	}
-	return s
 }
 
-func str(v any) string { s, _ := v.(string); return s }
+type pendingList struct {
+	Success bool            `json:"success"`
+	Devices []pendingDevice `json:"devices"`
+	Count   int             `json:"count"`
+}
+
+type discoveryResponse struct {
+	Success         bool            `json:"success"`
+	DiscoveredCount int             `json:"discovered_count"`
+	NewCount        int             `json:"new_count"`
+	Devices         []pendingDevice `json:"devices"`
+	ScanDurationMS  int             `json:"scan_duration_ms"`
+}
+
+type registerDeviceRequest struct {
+	DeviceID        string         `json:"device_id" api:"required,min=1,max=31,pattern=esp_id"`
+	Name            string         `json:"name" api:"max=100"`
+	ZoneID          string         `json:"zone_id" api:"max=32"`
+	ZoneName        string         `json:"zone_name" api:"max=100"`
+	IPAddress       string         `json:"ip_address" api:"max=45"`
+	MACAddress      string         `json:"mac_address" api:"max=17,pattern=mac"`
+	FirmwareVersion string         `json:"firmware_version" api:"max=50"`
+	HardwareType    string         `json:"hardware_type" api:"max=50"`
+	Capabilities    map[string]any `json:"capabilities"`
+	IsZoneMaster    bool           `json:"is_zone_master"`
+}
+
+func (q *registerDeviceRequest) Validate(b *Body) {
+	if q.IPAddress != "" && net.ParseIP(q.IPAddress) == nil {
+		b.Fail("ip_address", "must be an IPv4 or IPv6 address", "value_error")
+	}
+}
+
+func (q *registerDeviceRequest) registration() device.Registration {
+	fw := q.FirmwareVersion
+	if fw == "" {
+		fw = "unknown"
+	}
+	return device.Registration{
+		DeviceID:        q.DeviceID,
+		Name:            q.Name,
+		ZoneID:          q.ZoneID,
+		ZoneName:        q.ZoneName,
+		IPAddress:       q.IPAddress,
+		MACAddress:      q.MACAddress,
+		FirmwareVersion: fw,
+		HardwareType:    q.HardwareType,
+		Capabilities:    q.Capabilities,
+	}
+}
+
+// patchDeviceRequest changes only what it names (API §1.2 partial updates).
+type patchDeviceRequest struct {
+	Name         *string        `json:"name" api:"max=100"`
+	ZoneID       *string        `json:"zone_id" api:"max=32"`
+	ZoneName     *string        `json:"zone_name" api:"max=100"`
+	IsZoneMaster Field[bool]    `json:"is_zone_master"`
+	Capabilities map[string]any `json:"capabilities"`
+	Metadata     map[string]any `json:"metadata"`
+}
+
+func (q *patchDeviceRequest) Validate(b *Body) {
+	if _, ok := q.Metadata["capabilities"]; ok {
+		b.Fail("metadata", "capabilities are set with the capabilities field", "value_error")
+	}
+}
+
+func (q *patchDeviceRequest) patch() device.Patch {
+	p := device.Patch{
+		Name:            q.Name,
+		ZoneID:          q.ZoneID,
+		ZoneName:        q.ZoneName,
+		Capabilities:    q.Capabilities,
+		SetCapabilities: q.Capabilities != nil,
+		Metadata:        q.Metadata,
+	}
+	if q.IsZoneMaster.Present {
+		// An explicit null clears the flag.
+		v := q.IsZoneMaster.Or(false)
+		p.IsZoneMaster = &v
+	}
+	return p
+}
+
+type approveRequest struct {
+	Name     string `json:"name" api:"max=100"`
+	ZoneID   string `json:"zone_id" api:"max=32"`
+	ZoneName string `json:"zone_name" api:"max=100"`
+}
+
+type approveResponse struct {
+	Success    bool    `json:"success"`
+	Message    string  `json:"message"`
+	DeviceID   string  `json:"device_id"`
+	Status     string  `json:"status"`
+	ApprovedBy string  `json:"approved_by"`
+	ApprovedAt *string `json:"approved_at"`
+}
+
+// reasonRequest is a body with a reason, shared by reject and set-pending.
+type reasonRequest interface{ reason() string }
+
+type rejectRequest struct {
+	Reason string `json:"reason" api:"required,min=1,max=500"`
+}
+
+func (q rejectRequest) reason() string { return q.Reason }
+
+type setPendingRequest struct {
+	Reason string `json:"reason" api:"max=500"`
+}
+
+func (q setPendingRequest) reason() string { return q.Reason }
+
+type transitionResponse struct {
+	Success         bool    `json:"success"`
+	Message         string  `json:"message"`
+	DeviceID        string  `json:"device_id"`
+	Status          string  `json:"status"`
+	RejectionReason *string `json:"rejection_reason,omitempty"`
+}
+
+type resetRequest struct {
+	Confirm      bool `json:"confirm"`
+	PreserveWifi bool `json:"preserve_wifi"`
+}
+
+func (q *resetRequest) Validate(b *Body) {
+	if q.PreserveWifi {
+		b.Fail("preserve_wifi", "a factory reset always erases Wi-Fi", "value_error")
+	}
+}
+
+type commandSent struct {
+	Success     bool   `json:"success"`
+	Message     string `json:"message"`
+	DeviceID    string `json:"device_id"`
+	Command     string `json:"command"`
+	CommandSent bool   `json:"command_sent"`
+}
+
+// deviceMetrics are the last heartbeat's values as the device reported them.
+type deviceMetrics struct {
+	Uptime        any `json:"uptime"`
+	HeapFree      any `json:"heap_free"`
+	WifiRSSI      any `json:"wifi_rssi"`
+	SensorCount   any `json:"sensor_count"`
+	ActuatorCount any `json:"actuator_count"`
+	Timestamp     any `json:"timestamp"`
+}
+
+type deviceHealthResponse struct {
+	Success         bool             `json:"success"`
+	DeviceID        string           `json:"device_id"`
+	Status          string           `json:"status"`
+	Metrics         *deviceMetrics   `json:"metrics"`
+	LastSeen        *string          `json:"last_seen"`
+	UptimeFormatted string           `json:"uptime_formatted"`
+	Counters        *ingest.Counters `json:"counters"`
+}
 
 func (s *Server) deviceRoutes() {
-	s.protected("GET", "/api/v1/esp/devices", auth.RoleViewer, "List devices", "devices", s.listDevices)
-	s.protected("POST", "/api/v1/esp/devices", auth.RoleOperator, "Register a device (approved)", "devices", s.registerDevice)
-	s.protected("GET", "/api/v1/esp/devices/pending", auth.RoleViewer, "Devices waiting for approval", "devices", s.pendingDevices)
-	s.protected("GET", "/api/v1/esp/devices/{esp_id}", auth.RoleViewer, "Get a device", "devices", s.withDevice(func(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
-		WriteJSON(w, http.StatusOK, s.deviceOut(d))
-	}))
-	s.protected("PATCH", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Update stored device fields", "devices", s.patchDevice)
-	s.protected("DELETE", "/api/v1/esp/devices/{esp_id}", auth.RoleOperator, "Soft-delete a device", "devices", s.withDevice(s.deleteDevice))
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/approve", auth.RoleOperator, "Approve a pending or rejected device", "devices", s.approveDevice)
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/reject", auth.RoleOperator, "Reject a pending device", "devices",
-		s.reasonTransition(true, "device_rejected", "device rejected", device.StatusRejected, s.devices.Reject))
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/set-pending", auth.RoleOperator, "Return a device to pending approval", "devices",
-		s.reasonTransition(false, "device_set_pending", "device set to pending approval", device.StatusPending, s.devices.SetPending))
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/restart", auth.RoleOperator, "Not supported by any firmware (409)", "devices", s.withDevice(s.restartDevice))
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/reset", auth.RoleOperator, "Factory-reset a device", "devices", s.resetDevice)
-	s.protected("GET", "/api/v1/esp/devices/{esp_id}/health", auth.RoleViewer, "A device's health and ingest counters", "devices", s.withDevice(s.deviceHealth))
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/assign_kaiser", auth.RoleOperator, "Not provided (moving the root leaves baseline devices deaf)", "devices",
-		func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-			WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED", "moving a device to another kaiser root leaves baseline firmware deaf until it reboots", nil)
-		})
-	s.protected("GET", "/api/v1/esp/discovery", auth.RoleViewer, "Recently discovered devices", "devices", s.discovery)
+	const (
+		list = "/api/v1/esp/devices"
+		one  = list + "/{esp_id}"
+	)
+	s.protected("GET", list, auth.RoleViewer, "List devices", "devices", s.listDevices,
+		returns(pageOf[deviceResponse]{}))
+	s.protected("POST", list, auth.RoleOperator, "Register a device (approved)", "devices", s.registerDevice,
+		accepts(registerDeviceRequest{}), returns(deviceResponse{}))
+	s.protected("GET", list+"/pending", auth.RoleViewer, "Devices waiting for approval", "devices", s.pendingDevices,
+		returns(pendingList{}))
+	s.protected("GET", one, auth.RoleViewer, "Get a device", "devices", s.WithDevice(s.getDevice),
+		returns(deviceResponse{}))
+	s.protected("PATCH", one, auth.RoleOperator, "Update stored device fields", "devices", s.patchDevice,
+		accepts(patchDeviceRequest{}), returns(deviceResponse{}))
+	s.protected("DELETE", one, auth.RoleOperator, "Soft-delete a device", "devices", s.WithDevice(s.deleteDevice))
+	s.protected("POST", one+"/approve", auth.RoleOperator, "Approve a pending or rejected device", "devices",
+		s.approveDevice, accepts(approveRequest{}), returns(approveResponse{}))
+	s.protected("POST", one+"/reject", auth.RoleOperator, "Reject a pending device", "devices",
+		reasonTransition[rejectRequest](s, "device_rejected", "device rejected", device.StatusRejected, s.devices.Reject),
+		accepts(rejectRequest{}), returns(transitionResponse{}))
+	s.protected("POST", one+"/set-pending", auth.RoleOperator, "Return a device to pending approval", "devices",
+		reasonTransition[setPendingRequest](s, "device_set_pending", "device set to pending approval",
+			device.StatusPending, s.devices.SetPending),
+		accepts(setPendingRequest{}), returns(transitionResponse{}))
+	s.protected("POST", one+"/restart", auth.RoleOperator, "Not supported by any firmware (409)", "devices",
+		s.WithDevice(s.restartDevice))
+	s.protected("POST", one+"/reset", auth.RoleOperator, "Factory-reset a device", "devices", s.resetDevice,
+		accepts(resetRequest{}), returns(commandSent{}))
+	s.protected("GET", one+"/health", auth.RoleViewer, "A device's health and ingest counters", "devices",
+		s.WithDevice(s.deviceHealth), returns(deviceHealthResponse{}))
+	s.protected("POST", one+"/assign_kaiser", auth.RoleOperator,
+		"Not provided (moving the root leaves baseline devices deaf)", "devices", s.assignKaiser)
+	s.protected("GET", "/api/v1/esp/discovery", auth.RoleViewer, "Recently discovered devices", "devices", s.discovery,
+		returns(discoveryResponse{}))
 }
 
-type deviceHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device)
+// DeviceHandler is a handler for a route whose {esp_id} names an existing device.
+type DeviceHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device)
 
-// withDevice validates the esp_id path parameter (422) and loads the device (404).
-func (s *Server) withDevice(h deviceHandler) authed {
+// WithDevice validates the esp_id path parameter (422) and loads the device (404).
+func (s *Server) WithDevice(h DeviceHandler) Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		if d, ok := s.deviceFromPath(w, r); ok {
+		if d, ok := s.DeviceFromPath(w, r); ok {
 			h(w, r, p, d)
 		}
 	}
 }
 
-func (s *Server) deviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
+// DeviceFromPath loads the device the {esp_id} path parameter names, answering 422 or 404 itself.
+func (s *Server) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
 	id := r.PathValue("esp_id")
 	if !espIDPattern.MatchString(id) {
 		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
@@ -116,7 +375,7 @@ func (s *Server) deviceFromPath(w http.ResponseWriter, r *http.Request) (device.
 	}
 	d, err := s.devices.Get(id)
 	if err != nil {
-		s.deviceError(w, r, id, err)
+		s.DeviceError(w, r, id, err)
 		return d, false
 	}
 	return d, true
@@ -128,26 +387,29 @@ func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request, esp string)
 		return true
 	}
 	if _, err := s.devices.Get(esp); err != nil {
-		s.deviceError(w, r, esp, err)
+		s.DeviceError(w, r, esp, err)
 		return false
 	}
 	return true
 }
 
-func (s *Server) deviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
+// DeviceError answers a device domain error with its API code (API §1.6).
+func (s *Server) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
+	details := map[string]any{"esp_id": id}
 	switch {
 	case errors.Is(err, device.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND", fmt.Sprintf("ESP device '%s' not found", id), map[string]any{"esp_id": id})
+		WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND", fmt.Sprintf("ESP device '%s' not found", id), details)
 	case errors.Is(err, device.ErrInvalidState):
-		WriteError(w, r, http.StatusConflict, "INVALID_STATE", err.Error(), map[string]any{"esp_id": id})
+		WriteError(w, r, http.StatusConflict, "INVALID_STATE", err.Error(), details)
 	case errors.Is(err, device.ErrDuplicate):
-		WriteError(w, r, http.StatusConflict, "DUPLICATE_ESP", fmt.Sprintf("ESP device '%s' already exists", id), map[string]any{"esp_id": id})
+		WriteError(w, r, http.StatusConflict, "DUPLICATE_ESP", fmt.Sprintf("ESP device '%s' already exists", id), details)
 	case errors.Is(err, device.ErrNotApproved):
-		WriteError(w, r, http.StatusConflict, "DEVICE_NOT_APPROVED", fmt.Sprintf("ESP device '%s' is not approved", id), map[string]any{"esp_id": id})
+		WriteError(w, r, http.StatusConflict, "DEVICE_NOT_APPROVED", fmt.Sprintf("ESP device '%s' is not approved", id),
+			details)
 	case errors.Is(err, device.ErrOffline):
-		WriteError(w, r, http.StatusConflict, "DEVICE_OFFLINE", fmt.Sprintf("ESP device '%s' is offline", id), map[string]any{"esp_id": id})
+		WriteError(w, r, http.StatusConflict, "DEVICE_OFFLINE", fmt.Sprintf("ESP device '%s' is offline", id), details)
 	default:
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 	}
 }
 
@@ -157,24 +419,33 @@ func (s *Server) auditDevice(r *http.Request, p auth.Principal, event, id, msg s
 	}
 	details["actor"] = p.User.Username
 	details["esp_id"] = id
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: event, SourceType: "user", SourceID: p.User.Username,
-		Message: msg, Details: details, IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+	s.audit.Record(r.Context(), store.AuditEntry{
+		EventType:     event,
+		SourceType:    "user",
+		SourceID:      p.User.Username,
+		Message:       msg,
+		Details:       details,
+		IPAddress:     clientIP(r),
+		CorrelationID: RequestID(r),
+	})
 }
 
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	zone := q.str("zone_id", 32)
-	status := q.str("status", 32)
-	hw := q.str("hardware_type", 50)
-	page := q.integer("page", 1, 1, 1<<30)
-	size := q.integer("page_size", 20, 1, 100)
-	if status != "" && !contains(statuses, status) {
-		q.fail("status", "must be one of the device statuses", "enum")
+	q := NewQuery(r)
+	zone := q.Str("zone_id", 32)
+	status := q.Str("status", 32)
+	hw := q.Str("hardware_type", 50)
+	page := q.Int("page", 1, 1, 1<<30)
+	size := q.Int("page_size", 20, 1, 100)
+	if status != "" && !slices.Contains(statuses, status) {
+		q.Fail("status", "must be one of the device statuses", "enum")
 	}
-	if q.done(w, r) {
+	if q.Done(w, r) {
 		return
 	}
-	var rows []map[string]any
+
+	// Pending devices have their own list unless asked for by status.
+	var rows []deviceResponse
 	for _, d := range s.devices.List() {
 		if (status == "" && d.Status == device.StatusPending) || (status != "" && d.Status != status) ||
 			(zone != "" && d.ZoneID != zone) || (hw != "" && d.HardwareType != hw) {
@@ -185,27 +456,22 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Prin
 	writePage(w, rows, page, size)
 }
 
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
+func (s *Server) getDevice(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
+	WriteJSON(w, http.StatusOK, s.deviceOut(d))
 }
 
 func (s *Server) pendingDevices(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	out := []map[string]any{}
+	out := []pendingDevice{}
 	for _, d := range s.devices.List() {
 		if d.Status == device.StatusPending {
 			out = append(out, pendingJSON(d))
 		}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "devices": out, "count": len(out)})
+	WriteJSON(w, http.StatusOK, pendingList{Success: true, Devices: out, Count: len(out)})
 }
 
 func (s *Server) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	out := []map[string]any{}
+	out := []pendingDevice{}
 	fresh := 0
 	for _, d := range s.devices.List() {
 		if d.Status != device.StatusPending {
@@ -216,85 +482,56 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 			fresh++
 		}
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "discovered_count": len(out), "new_count": fresh, "devices": out, "scan_duration_ms": 0})
+	WriteJSON(w, http.StatusOK, discoveryResponse{
+		Success:         true,
+		DiscoveredCount: len(out),
+		NewCount:        fresh,
+		Devices:         out,
+	})
 }
 
 func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
+	var req registerDeviceRequest
+	if !Decode(w, r, &req) {
 		return
 	}
-	var reg device.Registration
-	reg.DeviceID, _ = b.str("device_id", true, 1, 31, espIDPattern)
-	reg.Name, _ = b.str("name", false, 0, 100, nil)
-	reg.ZoneID, _ = b.str("zone_id", false, 0, 32, nil)
-	reg.ZoneName, _ = b.str("zone_name", false, 0, 100, nil)
-	if ip, ok := b.str("ip_address", false, 0, 45, nil); ok && ip != "" {
-		if net.ParseIP(ip) == nil {
-			b.fail("ip_address", "must be an IPv4 or IPv6 address", "value_error")
-		}
-		reg.IPAddress = ip
-	}
-	reg.MACAddress, _ = b.str("mac_address", false, 0, 17, macPattern)
-	reg.FirmwareVersion, _ = b.str("firmware_version", false, 0, 50, nil)
-	if reg.FirmwareVersion == "" {
-		reg.FirmwareVersion = "unknown"
-	}
-	reg.HardwareType, _ = b.str("hardware_type", false, 0, 50, nil)
-	reg.Capabilities, _ = b.object("capabilities")
-	b.boolean("is_zone_master", false)
-	if b.done(w, r) {
+	if mac := req.MACAddress; mac != "" && s.macTaken(mac) {
+		WriteError(w, r, http.StatusConflict, "DUPLICATE", "MAC address already registered",
+			map[string]any{"mac_address": mac})
 		return
 	}
-	if reg.MACAddress != "" {
-		for _, d := range s.devices.List() {
-			if m, _ := d.Metadata["mac_address"].(string); m != "" && m == reg.MACAddress {
-				WriteError(w, r, http.StatusConflict, "DUPLICATE", "MAC address already registered", map[string]any{"mac_address": m})
-				return
-			}
-		}
-	}
-	d, err := s.devices.Register(r.Context(), reg, p.User.Username)
+
+	d, err := s.devices.Register(r.Context(), req.registration(), p.User.Username)
 	if err != nil {
-		s.deviceError(w, r, reg.DeviceID, err)
+		s.DeviceError(w, r, req.DeviceID, err)
 		return
 	}
 	s.auditDevice(r, p, "device_registered", d.DeviceID, "device registered", nil)
 	WriteJSON(w, http.StatusCreated, s.deviceOut(d))
 }
 
-func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	patch := device.Patch{Name: b.optStr("name", 0, 100, nil), ZoneID: b.optStr("zone_id", 0, 32, nil),
-		ZoneName: b.optStr("zone_name", 0, 100, nil)}
-	if b.has("is_zone_master") {
-		v := b.boolean("is_zone_master", false)
-		patch.IsZoneMaster = &v
-	}
-	if c, ok := b.object("capabilities"); ok {
-		patch.Capabilities, patch.SetCapabilities = c, true
-	}
-	if m, ok := b.object("metadata"); ok {
-		for k := range m {
-			if k == "capabilities" {
-				b.fail("metadata", "capabilities are set with the capabilities field", "value_error")
-			}
+func (s *Server) macTaken(mac string) bool {
+	for _, d := range s.devices.List() {
+		if m, _ := d.Metadata["mac_address"].(string); m == mac {
+			return true
 		}
-		patch.Metadata = m
 	}
-	if b.done(w, r) {
+	return false
+}
+
+func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	var req patchDeviceRequest
+	if !Decode(w, r, &req) {
 		return
 	}
-	d, ok := s.deviceFromPath(w, r)
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
-	d, err := s.devices.Update(r.Context(), d.DeviceID, patch)
+
+	d, err := s.devices.Update(r.Context(), d.DeviceID, req.patch())
 	if err != nil {
-		s.deviceError(w, r, d.DeviceID, err)
+		s.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
 	WriteJSON(w, http.StatusOK, s.deviceOut(d))
@@ -302,7 +539,7 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, p auth.Prin
 
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
 	if err := s.devices.Delete(r.Context(), d.DeviceID, p.User.Username); err != nil {
-		s.deviceError(w, r, d.DeviceID, err)
+		s.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
 	if s.sensors != nil {
@@ -315,62 +552,57 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Pri
 }
 
 func (s *Server) approveDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
+	var req approveRequest
+	if !Decode(w, r, &req) {
+		return
+	}
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
-	name, _ := b.str("name", false, 0, 100, nil)
-	b.str("zone_id", false, 0, 32, nil)
-	b.str("zone_name", false, 0, 100, nil)
-	if b.done(w, r) {
-		return
-	}
-	d, ok := s.deviceFromPath(w, r)
-	if !ok {
-		return
-	}
+
 	prev := d.Status
-	d, err := s.devices.Approve(r.Context(), d.DeviceID, p.User.Username, name)
+	d, err := s.devices.Approve(r.Context(), d.DeviceID, p.User.Username, req.Name)
 	if err != nil {
-		s.deviceError(w, r, r.PathValue("esp_id"), err)
+		s.DeviceError(w, r, r.PathValue("esp_id"), err)
 		return
 	}
 	s.auditDevice(r, p, "device_approved", d.DeviceID, "device approved", map[string]any{"previous_status": prev})
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "device approved", "device_id": d.DeviceID,
-		"status": device.StatusApproved, "approved_by": d.ApprovedBy, "approved_at": ts(d.ApprovedAt)})
+	WriteJSON(w, http.StatusOK, approveResponse{
+		Success:    true,
+		Message:    "device approved",
+		DeviceID:   d.DeviceID,
+		Status:     device.StatusApproved,
+		ApprovedBy: d.ApprovedBy,
+		ApprovedAt: ts(d.ApprovedAt),
+	})
 }
 
 // reasonTransition is the shared shape of reject and set-pending: a reason
 // in the body, a domain transition, an audit entry and a small reply.
-func (s *Server) reasonTransition(required bool, event, msg, status string,
-	apply func(ctx context.Context, id, actor, reason string) (device.Device, error)) authed {
+func reasonTransition[T reasonRequest](s *Server, event, msg, status string,
+	apply func(ctx context.Context, id, actor, reason string) (device.Device, error)) Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		b, ok := readBody(w, r)
+		var req T
+		if !Decode(w, r, &req) {
+			return
+		}
+		d, ok := s.DeviceFromPath(w, r)
 		if !ok {
 			return
 		}
-		min := 0
-		if required {
-			min = 1
-		}
-		reason, _ := b.str("reason", required, min, 500, nil)
-		if b.done(w, r) {
-			return
-		}
-		d, ok := s.deviceFromPath(w, r)
-		if !ok {
-			return
-		}
-		prev := d.Status
+
+		prev, reason := d.Status, req.reason()
 		d, err := apply(r.Context(), d.DeviceID, p.User.Username, reason)
 		if err != nil {
-			s.deviceError(w, r, r.PathValue("esp_id"), err)
+			s.DeviceError(w, r, r.PathValue("esp_id"), err)
 			return
 		}
 		s.auditDevice(r, p, event, d.DeviceID, msg, map[string]any{"previous_status": prev, "reason": reason})
-		out := map[string]any{"success": true, "message": msg, "device_id": d.DeviceID, "status": status}
+
+		out := transitionResponse{Success: true, Message: msg, DeviceID: d.DeviceID, Status: status}
 		if status == device.StatusRejected {
-			out["rejection_reason"] = reason
+			out.RejectionReason = &reason
 		}
 		WriteJSON(w, http.StatusOK, out)
 	}
@@ -379,58 +611,73 @@ func (s *Server) reasonTransition(required bool, event, msg, status string,
 func (s *Server) restartDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
 	s.auditDevice(r, p, "device_restart_requested", d.DeviceID, "restart requested; not supported by firmware",
 		map[string]any{"command_sent": false, "outcome": "not_supported"})
-	WriteError(w, r, http.StatusConflict, "NOT_SUPPORTED_BY_FIRMWARE", "no firmware version has a reboot command; nothing was sent",
-		map[string]any{"esp_id": d.DeviceID})
+	WriteError(w, r, http.StatusConflict, "NOT_SUPPORTED_BY_FIRMWARE",
+		"no firmware version has a reboot command; nothing was sent", map[string]any{"esp_id": d.DeviceID})
+}
+
+func (s *Server) assignKaiser(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED",
+		"moving a device to another kaiser root leaves baseline firmware deaf until it reboots", nil)
 }
 
 func (s *Server) resetDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
+	var req resetRequest
+	if !Decode(w, r, &req) {
+		return
+	}
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
-	confirm := b.boolean("confirm", false)
-	if b.boolean("preserve_wifi", false) {
-		b.fail("preserve_wifi", "a factory reset always erases Wi-Fi", "value_error")
-	}
-	if b.done(w, r) {
-		return
-	}
-	d, ok := s.deviceFromPath(w, r)
-	if !ok {
-		return
-	}
-	if !confirm {
+	if !req.Confirm {
 		WriteError(w, r, http.StatusBadRequest, "CONFIRMATION_REQUIRED", "factory reset requires confirm: true", nil)
 		return
 	}
+
 	err := s.devices.FactoryReset(r.Context(), d.DeviceID)
 	if errors.Is(err, device.ErrNotApproved) || errors.Is(err, device.ErrOffline) {
-		s.deviceError(w, r, d.DeviceID, err)
+		s.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
 	sent := err == nil
 	s.auditDevice(r, p, "device_factory_reset", d.DeviceID, "factory reset", map[string]any{"command_sent": sent})
-	if err != nil {
+	if !sent {
 		WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "the broker did not accept the command", nil)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "factory reset sent", "device_id": d.DeviceID,
-		"command": "factory_reset", "command_sent": true})
+	WriteJSON(w, http.StatusOK, commandSent{
+		Success:     true,
+		Message:     "factory reset sent",
+		DeviceID:    d.DeviceID,
+		Command:     "factory_reset",
+		CommandSent: true,
+	})
 }
 
 func (s *Server) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
 	md := d.Metadata
-	var metrics any
+	out := deviceHealthResponse{
+		Success:         true,
+		DeviceID:        d.DeviceID,
+		Status:          d.Status,
+		LastSeen:        ts(d.LastSeen),
+		UptimeFormatted: formatUptime(toSeconds(md["last_uptime"])),
+	}
 	if _, ok := md["last_uptime"]; ok {
-		metrics = map[string]any{"uptime": md["last_uptime"], "heap_free": md["last_heap_free"], "wifi_rssi": md["last_wifi_rssi"],
-			"sensor_count": md["last_sensor_count"], "actuator_count": md["last_actuator_count"], "timestamp": md["last_heartbeat"]}
+		out.Metrics = &deviceMetrics{
+			Uptime:        md["last_uptime"],
+			HeapFree:      md["last_heap_free"],
+			WifiRSSI:      md["last_wifi_rssi"],
+			SensorCount:   md["last_sensor_count"],
+			ActuatorCount: md["last_actuator_count"],
+			Timestamp:     md["last_heartbeat"],
+		}
 	}
-	var counters any
-	if s.deps.Ingest != nil {
-		counters = s.deps.Ingest.DeviceCounters(d.DeviceID)
+	if in := s.ingest(); in != nil {
+		c := in.DeviceCounters(d.DeviceID)
+		out.Counters = &c
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "device_id": d.DeviceID, "status": d.Status, "metrics": metrics,
-		"last_seen": ts(d.LastSeen), "uptime_formatted": formatUptime(toSeconds(md["last_uptime"])), "counters": counters})
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func toSeconds(v any) int64 {

@@ -17,16 +17,27 @@ import (
 )
 
 func (s *Server) healthRoutes() {
-	s.public("GET", "/api/v1/health", "Overall health", "health", s.health)
-	s.protected("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", "health", s.healthESP)
-	s.protected("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", "health", s.healthDetailed)
+	s.public("GET", "/api/v1/health", "Overall health", "health", s.health, returns(healthResponse{}))
+	s.protected("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", "health", s.healthESP,
+		returns(fleetHealth{}))
+	s.protected("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", "health",
+		s.healthDetailed, returns(detailedHealth{}))
+}
+
+type healthResponse struct {
+	Success       bool   `json:"success"`
+	Status        string `json:"status"`
+	Version       string `json:"version"`
+	Environment   string `json:"environment"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	Timestamp     int64  `json:"timestamp"`
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	status := "healthy"
-	if s.deps.Broker == nil || !s.deps.Broker.Connected() {
+	if !s.brokerConnected() {
 		status = "degraded"
 	}
 	if dp, ok := diskPercent(s.deps.DataDir); ok && dp > 90 {
@@ -38,137 +49,274 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	if s.deps.Store == nil || s.deps.Store.Ping(ctx) != nil {
 		status = "unhealthy"
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "status": status, "version": s.deps.Version,
-		"environment": "production", "uptime_seconds": int64(time.Since(s.startedAt).Seconds()), "timestamp": time.Now().Unix()})
+	WriteJSON(w, http.StatusOK, healthResponse{
+		Success:       true,
+		Status:        status,
+		Version:       s.deps.Version,
+		Environment:   "production",
+		UptimeSeconds: int64(time.Since(s.startedAt).Seconds()),
+		Timestamp:     time.Now().Unix(),
+	})
+}
+
+// deviceHealthRow is one device of the fleet summary, as its heartbeats told.
+type deviceHealthRow struct {
+	DeviceID          string  `json:"device_id"`
+	Name              *string `json:"name"`
+	Status            string  `json:"status"`
+	LastSeen          *string `json:"last_seen"`
+	UptimeSeconds     any     `json:"uptime_seconds"`
+	HeapFree          any     `json:"heap_free"`
+	WifiRSSI          any     `json:"wifi_rssi"`
+	SensorCount       any     `json:"sensor_count"`
+	ActuatorCount     any     `json:"actuator_count"`
+	SubscriptionsLost bool    `json:"subscriptions_lost"`
+}
+
+type fleetHealth struct {
+	Success        bool              `json:"success"`
+	TotalDevices   int               `json:"total_devices"`
+	OnlineCount    int               `json:"online_count"`
+	OfflineCount   int               `json:"offline_count"`
+	ErrorCount     int               `json:"error_count"`
+	UnknownCount   int               `json:"unknown_count"`
+	PendingCount   int               `json:"pending_count"`
+	TotalSensors   int               `json:"total_sensors"`
+	TotalActuators int               `json:"total_actuators"`
+	AvgHeapFree    *float64          `json:"avg_heap_free"`
+	AvgWifiRSSI    *float64          `json:"avg_wifi_rssi"`
+	Devices        []deviceHealthRow `json:"devices"`
+}
+
+// mean accumulates an average that is null without samples.
+type mean struct{ sum, n float64 }
+
+func (m *mean) add(v any, ok bool) {
+	if ok {
+		m.sum += float64(toSeconds(v))
+		m.n++
+	}
+}
+
+func (m mean) value() *float64 {
+	if m.n == 0 {
+		return nil
+	}
+	v := m.sum / m.n
+	return &v
 }
 
 func (s *Server) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	var total, online, offline, errCount, unknown, pending int
-	var heapSum, rssiSum, heapN, rssiN float64
-	devices := []map[string]any{}
+	out := fleetHealth{Success: true, Devices: []deviceHealthRow{}}
+	var heap, rssi mean
 	for _, d := range s.devices.List() {
-		switch d.Status {
-		case device.StatusPending, device.StatusRejected:
-			if d.Status == device.StatusPending {
-				pending++
-			}
+		if !out.count(d.Status) {
 			continue
-		case device.StatusOnline:
-			online++
-		case device.StatusOffline:
-			offline++
-		case device.StatusError:
-			errCount++
-		case device.StatusUnknown:
-			unknown++
 		}
-		total++
 		md := d.Metadata
-		if v, ok := md["last_heap_free"]; ok {
-			heapSum += float64(toSeconds(v))
-			heapN++
-		}
-		if v, ok := md["last_wifi_rssi"]; ok {
-			rssiSum += float64(toSeconds(v))
-			rssiN++
-		}
-		devices = append(devices, map[string]any{"device_id": d.DeviceID, "name": nullStr(d.Name), "status": d.Status,
-			"last_seen": ts(d.LastSeen), "uptime_seconds": md["last_uptime"], "heap_free": md["last_heap_free"],
-			"wifi_rssi": md["last_wifi_rssi"], "sensor_count": md["last_sensor_count"], "actuator_count": md["last_actuator_count"],
-			"subscriptions_lost": d.SubscriptionsLost})
+		v, ok := md["last_heap_free"]
+		heap.add(v, ok)
+		v, ok = md["last_wifi_rssi"]
+		rssi.add(v, ok)
+		out.Devices = append(out.Devices, deviceHealthRow{
+			DeviceID:          d.DeviceID,
+			Name:              NullString(d.Name),
+			Status:            d.Status,
+			LastSeen:          ts(d.LastSeen),
+			UptimeSeconds:     md["last_uptime"],
+			HeapFree:          md["last_heap_free"],
+			WifiRSSI:          md["last_wifi_rssi"],
+			SensorCount:       md["last_sensor_count"],
+			ActuatorCount:     md["last_actuator_count"],
+			SubscriptionsLost: d.SubscriptionsLost,
+		})
 	}
-	avg := func(sum, n float64) any {
-		if n == 0 {
-			return nil
-		}
-		return sum / n
+	out.AvgHeapFree, out.AvgWifiRSSI = heap.value(), rssi.value()
+	WriteJSON(w, http.StatusOK, out)
+}
+
+// count adds a device in status to the counters and reports whether it
+// belongs to the fleet (pending and rejected devices do not).
+func (f *fleetHealth) count(status string) bool {
+	switch status {
+	case device.StatusPending:
+		f.PendingCount++
+		return false
+	case device.StatusRejected:
+		return false
+	case device.StatusOnline:
+		f.OnlineCount++
+	case device.StatusOffline:
+		f.OfflineCount++
+	case device.StatusError:
+		f.ErrorCount++
+	case device.StatusUnknown:
+		f.UnknownCount++
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "total_devices": total, "online_count": online,
-		"offline_count": offline, "error_count": errCount, "unknown_count": unknown, "pending_count": pending,
-		"total_sensors": 0, "total_actuators": 0, "avg_heap_free": avg(heapSum, heapN), "avg_wifi_rssi": avg(rssiSum, rssiN),
-		"devices": devices})
+	f.TotalDevices++
+	return true
+}
+
+type databaseHealth struct {
+	Connected    bool    `json:"connected"`
+	DatabaseType string  `json:"database_type"`
+	LatencyMS    float64 `json:"latency_ms"`
+	PoolSize     *int    `json:"pool_size"`
+	PoolInUse    *int    `json:"pool_in_use"`
+	PoolIdle     *int    `json:"pool_idle"`
+}
+
+type brokerHealth struct {
+	Connected         bool    `json:"connected"`
+	BrokerHost        string  `json:"broker_host"`
+	BrokerPort        *int    `json:"broker_port"`
+	Subscriptions     int     `json:"subscriptions"`
+	MessagesReceived  int64   `json:"messages_received"`
+	MessagesPublished *int64  `json:"messages_published"`
+	PublishFailures   *int64  `json:"publish_failures"`
+	LastMessageAt     *string `json:"last_message_at"`
+	OfflineBufferSize int     `json:"offline_buffer_size"`
+}
+
+type systemHealth struct {
+	CPUPercent    *float64 `json:"cpu_percent"`
+	MemoryPercent *float64 `json:"memory_percent"`
+	MemoryUsedMB  *float64 `json:"memory_used_mb"`
+	MemoryTotalMB *float64 `json:"memory_total_mb"`
+	DiskPercent   *float64 `json:"disk_percent"`
+	DiskFreeGB    *float64 `json:"disk_free_gb"`
+	Goroutines    int      `json:"goroutines"`
+}
+
+type componentHealth struct {
+	Name    string `json:"name"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+type detailedHealth struct {
+	Success         bool              `json:"success"`
+	Status          string            `json:"status"`
+	Version         string            `json:"version"`
+	Environment     string            `json:"environment"`
+	UptimeSeconds   int64             `json:"uptime_seconds"`
+	UptimeFormatted string            `json:"uptime_formatted"`
+	Timestamp       int64             `json:"timestamp"`
+	Database        databaseHealth    `json:"database"`
+	MQTT            brokerHealth      `json:"mqtt"`
+	WebSocket       map[string]any    `json:"websocket"`
+	System          systemHealth      `json:"system"`
+	Components      []componentHealth `json:"components"`
+	Warnings        []string          `json:"warnings"`
 }
 
 func (s *Server) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	up := int64(time.Since(s.startedAt).Seconds())
+	out := detailedHealth{
+		Success:         true,
+		Status:          "healthy",
+		Version:         s.deps.Version,
+		Environment:     "production",
+		UptimeSeconds:   up,
+		UptimeFormatted: formatUptime(up),
+		Timestamp:       time.Now().Unix(),
+		Database:        s.databaseHealth(r.Context()),
+		MQTT:            s.brokerHealth(),
+		WebSocket:       s.wsHealth(),
+		Warnings:        []string{},
+	}
+	out.System = s.systemHealth(&out.Warnings)
+	out.Components = []componentHealth{
+		component("database", out.Database.Connected, "sqlite"),
+		component("mqtt", out.MQTT.Connected, "embedded broker"),
+	}
+	if !out.MQTT.Connected {
+		out.Status = "degraded"
+		out.Warnings = append(out.Warnings, "MQTT broker not connected")
+	}
+	if !out.Database.Connected {
+		out.Status = "unhealthy"
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) databaseHealth(ctx context.Context) databaseHealth {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var warnings []string
-	components := []map[string]any{}
 	start := time.Now()
-	dbErr := s.deps.Store.Ping(ctx)
-	latency := float64(time.Since(start).Microseconds()) / 1000
-	db := map[string]any{"connected": dbErr == nil, "database_type": "sqlite", "latency_ms": latency,
-		"pool_size": nil, "pool_in_use": nil, "pool_idle": nil}
+	err := s.deps.Store.Ping(ctx)
+	db := databaseHealth{
+		Connected:    err == nil,
+		DatabaseType: "sqlite",
+		LatencyMS:    float64(time.Since(start).Microseconds()) / 1000,
+	}
 	if s.deps.DB != nil {
 		st := s.deps.DB.Stats()
-		db["pool_size"], db["pool_in_use"], db["pool_idle"] = st.MaxOpenConnections, st.InUse, st.Idle
+		db.PoolSize, db.PoolInUse, db.PoolIdle = &st.MaxOpenConnections, &st.InUse, &st.Idle
 	}
-	components = append(components, component("database", dbErr == nil, "sqlite"))
-	connected := s.deps.Broker != nil && s.deps.Broker.Connected()
-	var received int64
-	var last any
-	if s.deps.Ingest != nil {
-		n, t := s.deps.Ingest.Totals()
-		received = n
-		if !t.IsZero() {
-			last = tsv(t)
+	return db
+}
+
+func (s *Server) brokerHealth() brokerHealth {
+	mq := brokerHealth{
+		Connected:     s.brokerConnected(),
+		BrokerHost:    "embedded",
+		Subscriptions: len(contract.HubSubscriptions),
+	}
+	if in := s.ingest(); in != nil {
+		n, last := in.Totals()
+		mq.MessagesReceived = n
+		if !last.IsZero() {
+			mq.LastMessageAt = Timestamp(last)
 		}
 	}
-	published, failures := s.publishCounts()
-	mq := map[string]any{"connected": connected, "broker_host": "embedded", "broker_port": nil,
-		"subscriptions": len(contract.HubSubscriptions), "messages_received": received, "messages_published": published,
-		"publish_failures": failures, "last_message_at": last, "offline_buffer_size": 0}
-	components = append(components, component("mqtt", connected, "embedded broker"))
-	wsStats := map[string]any{"active_connections": 0, "total_messages_sent": 0, "messages_coalesced": 0, "slow_client_disconnects": 0}
-	if s.ws != nil {
-		wsStats = s.WSStats()
+	mq.MessagesPublished, mq.PublishFailures = s.publishCounts()
+	return mq
+}
+
+func (s *Server) wsHealth() map[string]any {
+	if s.ws == nil {
+		return map[string]any{
+			"active_connections":      0,
+			"total_messages_sent":     0,
+			"messages_coalesced":      0,
+			"slow_client_disconnects": 0,
+		}
 	}
-	sys := map[string]any{"cpu_percent": nil, "memory_percent": nil, "memory_used_mb": nil, "memory_total_mb": nil,
-		"disk_percent": nil, "disk_free_gb": nil, "goroutines": runtime.NumGoroutine()}
+	return s.WSStats()
+}
+
+// systemHealth measures the host, adding a warning for each resource above 90 %.
+func (s *Server) systemHealth(warnings *[]string) systemHealth {
+	sys := systemHealth{Goroutines: runtime.NumGoroutine()}
 	if m, ok := memory(); ok {
-		sys["memory_percent"], sys["memory_used_mb"], sys["memory_total_mb"] = m.percent, m.usedMB, m.totalMB
+		sys.MemoryPercent, sys.MemoryUsedMB, sys.MemoryTotalMB = &m.percent, &m.usedMB, &m.totalMB
 		if m.percent > 90 {
-			warnings = append(warnings, "memory use above 90 %")
+			*warnings = append(*warnings, "memory use above 90 %")
 		}
 	}
 	if dp, ok := diskPercent(s.deps.DataDir); ok {
-		sys["disk_percent"] = dp
-		sys["disk_free_gb"] = diskFreeGB(s.deps.DataDir)
+		sys.DiskPercent, sys.DiskFreeGB = &dp, diskFreeGB(s.deps.DataDir)
 		if dp > 90 {
-			warnings = append(warnings, "disk use above 90 %")
+			*warnings = append(*warnings, "disk use above 90 %")
 		}
 	}
 	if cpu, ok := s.cpu.percent(); ok {
-		sys["cpu_percent"] = cpu
+		sys.CPUPercent = &cpu
 	}
-	status := "healthy"
-	if !connected {
-		status = "degraded"
-		warnings = append(warnings, "MQTT broker not connected")
-	}
-	if dbErr != nil {
-		status = "unhealthy"
-	}
-	if warnings == nil {
-		warnings = []string{}
-	}
-	up := time.Since(s.startedAt)
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "status": status, "version": s.deps.Version,
-		"environment": "production", "uptime_seconds": int64(up.Seconds()), "uptime_formatted": formatUptime(int64(up.Seconds())),
-		"timestamp": time.Now().Unix(), "database": db, "mqtt": mq, "websocket": wsStats, "system": sys,
-		"components": components, "warnings": warnings})
+	return sys
 }
 
-func component(name string, ok bool, msg string) map[string]any {
+func component(name string, ok bool, msg string) componentHealth {
 	st := "healthy"
 	if !ok {
 		st = "unhealthy"
 	}
-	return map[string]any{"name": name, "status": st, "message": msg}
+	return componentHealth{Name: name, Status: st, Message: msg}
 }
 
 // publishCounts sums the hub's publish counters from the metrics registry.
-func (s *Server) publishCounts() (any, any) {
+func (s *Server) publishCounts() (*int64, *int64) {
 	if s.deps.Registry == nil {
 		return nil, nil
 	}
@@ -187,7 +335,8 @@ func (s *Server) publishCounts() (any, any) {
 			}
 		}
 	}
-	return int64(pub), int64(fail)
+	p, f := int64(pub), int64(fail)
+	return &p, &f
 }
 
 type memInfo struct {
@@ -226,10 +375,11 @@ func diskPercent(dir string) (float64, bool) {
 	return (1 - float64(st.Bavail)/float64(st.Blocks)) * 100, true
 }
 
-func diskFreeGB(dir string) any {
+func diskFreeGB(dir string) *float64 {
 	var st syscall.Statfs_t
 	if syscall.Statfs(dir, &st) != nil {
 		return nil
 	}
-	return float64(st.Bavail) * float64(st.Bsize) / (1 << 30)
+	gb := float64(st.Bavail) * float64(st.Bsize) / (1 << 30)
+	return &gb
 }

@@ -24,35 +24,46 @@ type fieldError struct {
 	Type string `json:"type"`
 }
 
-// body is a decoded JSON object body with a validation error list.
-type body struct {
-	m    map[string]any
-	errs []fieldError
+// Body is a decoded JSON object body with the field errors found in it so
+// far; every error of a request is reported together (API §1.5).
+type Body struct {
+	m      map[string]any
+	errs   []fieldError
+	prefix []any // where this object sits: ["body"] or ["body", "sensors", 2]
+}
+
+func newBody(m map[string]any, prefix ...any) *Body {
+	if m == nil {
+		m = map[string]any{}
+	}
+	if len(prefix) == 0 {
+		prefix = []any{"body"}
+	}
+	return &Body{m: m, prefix: prefix}
 }
 
 // readBody decodes a JSON object body. It answers 415, 413 or 422 itself
 // and returns false then. An absent body is an empty object.
-func readBody(w http.ResponseWriter, r *http.Request) (*body, bool) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || !(mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
-			WriteError(w, r, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json", nil)
-			return nil, false
-		}
+func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
+	if !jsonContentType(r.Header.Get("Content-Type")) {
+		WriteError(w, r, http.StatusUnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE",
+			"Content-Type must be application/json", nil)
+		return nil, false
 	}
+
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			WriteError(w, r, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", "request body larger than 1 MiB", nil)
-			return nil, false
-		}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		WriteError(w, r, http.StatusRequestEntityTooLarge, "PAYLOAD_TOO_LARGE", "request body larger than 1 MiB", nil)
+		return nil, false
+	case err != nil:
 		WriteError(w, r, http.StatusBadRequest, "BAD_REQUEST", "could not read request body", nil)
 		return nil, false
 	}
-	b := &body{m: map[string]any{}}
+
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return b, true
+		return newBody(nil), true
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -66,18 +77,53 @@ func readBody(w http.ResponseWriter, r *http.Request) (*body, bool) {
 		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "body must be a JSON object", Type: "type_error"}})
 		return nil, false
 	}
-	b.m = m
-	return b, true
+	return newBody(m), true
+}
+
+// jsonContentType accepts application/json, application/*+json and no type at all (API §1.2).
+func jsonContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
+}
+
+// validationBody is the 422 of API §1.5: detail is the list of field errors.
+type validationBody struct {
+	Success bool            `json:"success"`
+	Detail  []fieldError    `json:"detail"`
+	Error   validationError `json:"error"`
+}
+
+type validationError struct {
+	Code      string            `json:"code"`
+	Message   string            `json:"message"`
+	Details   validationDetails `json:"details"`
+	RequestID string            `json:"request_id"`
+}
+
+type validationDetails struct {
+	Errors []fieldError `json:"errors"`
 }
 
 func writeValidation(w http.ResponseWriter, r *http.Request, errs []fieldError) {
-	WriteJSON(w, http.StatusUnprocessableEntity, map[string]any{"success": false, "detail": errs,
-		"error": map[string]any{"code": "VALIDATION_ERROR", "message": "request validation failed",
-			"details": map[string]any{"errors": errs}, "request_id": RequestID(r)}})
+	WriteJSON(w, http.StatusUnprocessableEntity, validationBody{
+		Detail: errs,
+		Error: validationError{
+			Code:      "VALIDATION_ERROR",
+			Message:   "request validation failed",
+			Details:   validationDetails{Errors: errs},
+			RequestID: RequestID(r),
+		},
+	})
 }
 
-// done writes the 422 if any field failed and reports whether it did.
-func (b *body) done(w http.ResponseWriter, r *http.Request) bool {
+// Done writes the 422 if any field failed and reports whether it did.
+func (b *Body) Done(w http.ResponseWriter, r *http.Request) bool {
 	if len(b.errs) == 0 {
 		return false
 	}
@@ -85,139 +131,153 @@ func (b *body) done(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-func (b *body) fail(name, msg, typ string) {
-	b.errs = append(b.errs, fieldError{Loc: []any{"body", name}, Msg: msg, Type: typ})
+// Fail records a field error; name is the field's JSON name.
+func (b *Body) Fail(name, msg, typ string) {
+	b.failAt(name, violation{msg: msg, typ: typ})
 }
 
-func (b *body) has(name string) bool { _, ok := b.m[name]; return ok }
+func (b *Body) failAt(name any, v violation) {
+	loc := append(append([]any(nil), b.prefix...), name)
+	b.errs = append(b.errs, fieldError{Loc: loc, Msg: v.msg, Type: v.typ})
+}
 
-// isNull reports an explicit JSON null.
-func (b *body) isNull(name string) bool { v, ok := b.m[name]; return ok && v == nil }
-
-// str reads a string field, trimmed, with length bounds; ok is false when absent or invalid.
-func (b *body) str(name string, required bool, min, max int, pattern *regexp.Regexp) (string, bool) {
-	v, present := b.m[name]
-	if !present || v == nil {
-		if required {
-			b.fail(name, "field required", "missing")
+// Failed reports whether the named field already has an error, so that a
+// cross-field rule does not pile a second complaint on a missing value.
+func (b *Body) Failed(name string) bool {
+	for _, e := range b.errs {
+		if len(e.Loc) == len(b.prefix)+1 && e.Loc[len(b.prefix)] == name {
+			return true
 		}
-		return "", false
 	}
-	s, isStr := v.(string)
-	if !isStr {
-		b.fail(name, "must be a string", "type_error")
-		return "", false
-	}
-	s = strings.TrimSpace(s)
-	switch {
-	case len(s) < min:
-		b.fail(name, "must have at least "+strconv.Itoa(min)+" characters", "string_too_short")
-		return "", false
-	case max > 0 && len(s) > max:
-		b.fail(name, "must have at most "+strconv.Itoa(max)+" characters", "string_too_long")
-		return "", false
-	case pattern != nil && !pattern.MatchString(s):
-		b.fail(name, "must match "+pattern.String(), "string_pattern_mismatch")
-		return "", false
-	}
-	return s, true
+	return false
 }
 
-// boolean reads a bool field with a default.
-func (b *body) boolean(name string, def bool) bool {
-	v, present := b.m[name]
-	if !present || v == nil {
-		return def
+// Keys are the body's field names, for rules about unknown fields.
+func (b *Body) Keys() []string {
+	keys := make([]string, 0, len(b.m))
+	for k := range b.m {
+		keys = append(keys, k)
 	}
+	return keys
+}
+
+// violation is what a value did wrong, before it is placed in the body.
+type violation struct {
+	msg, typ string
+}
+
+var (
+	errNotString  = &violation{"must be a string", "type_error"}
+	errNotBool    = &violation{"must be a boolean", "type_error"}
+	errNotNumber  = &violation{"must be a number", "type_error"}
+	errNotFinite  = &violation{"must be a finite number", "type_error"}
+	errNotInteger = &violation{"must be an integer", "type_error"}
+	errNotObject  = &violation{"must be an object", "type_error"}
+	errNotArray   = &violation{"must be an array", "type_error"}
+	errMissing    = violation{"field required", "missing"}
+)
+
+// stringRules bound a string field: byte length (max 0 = none) and a pattern.
+type stringRules struct {
+	min, max int
+	pattern  *regexp.Regexp
+	raw      bool // keep surrounding whitespace (passwords)
+}
+
+func asString(v any, rules stringRules) (string, *violation) {
+	s, ok := v.(string)
+	if !ok {
+		return "", errNotString
+	}
+	if !rules.raw {
+		s = strings.TrimSpace(s)
+	}
+	switch {
+	case len(s) < rules.min:
+		return "", &violation{"must have at least " + strconv.Itoa(rules.min) + " characters", "string_too_short"}
+	case rules.max > 0 && len(s) > rules.max:
+		return "", &violation{"must have at most " + strconv.Itoa(rules.max) + " characters", "string_too_long"}
+	case rules.pattern != nil && !rules.pattern.MatchString(s):
+		return "", &violation{"must match " + rules.pattern.String(), "string_pattern_mismatch"}
+	}
+	return s, nil
+}
+
+func asBool(v any) (bool, *violation) {
 	x, ok := v.(bool)
 	if !ok {
-		b.fail(name, "must be a boolean", "type_error")
-		return def
+		return false, errNotBool
 	}
-	return x
+	return x, nil
 }
 
-// number reads a finite number within [min, max].
-func (b *body) number(name string, required bool, min, max float64) (float64, bool) {
-	v, present := b.m[name]
-	if !present || v == nil {
-		if required {
-			b.fail(name, "field required", "missing")
-		}
-		return 0, false
-	}
+// asNumber reads a finite JSON number within [min, max].
+func asNumber(v any, min, max float64) (float64, *violation) {
 	n, ok := v.(json.Number)
 	if !ok {
-		b.fail(name, "must be a number", "type_error")
-		return 0, false
+		return 0, errNotNumber
 	}
 	f, err := n.Float64()
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		b.fail(name, "must be a finite number", "type_error")
-		return 0, false
+		return 0, errNotFinite
 	}
 	if f < min {
-		b.fail(name, "must be ≥ "+strconv.FormatFloat(min, 'g', -1, 64), "greater_than_equal")
-		return 0, false
+		return 0, &violation{"must be ≥ " + strconv.FormatFloat(min, 'g', -1, 64), "greater_than_equal"}
 	}
 	if f > max {
-		b.fail(name, "must be ≤ "+strconv.FormatFloat(max, 'g', -1, 64), "less_than_equal")
-		return 0, false
+		return 0, &violation{"must be ≤ " + strconv.FormatFloat(max, 'g', -1, 64), "less_than_equal"}
 	}
-	return f, true
+	return f, nil
 }
 
-// integer reads an integer (integral floats accepted, API §1.2).
-func (b *body) integer(name string, required bool, min, max int64) (int64, bool) {
-	f, ok := b.number(name, required, float64(min), float64(max))
-	if !ok {
-		return 0, false
+// asInteger accepts integral floats such as 34.0 (API §1.2).
+func asInteger(v any, min, max float64) (int64, *violation) {
+	f, bad := asNumber(v, min, max)
+	if bad != nil {
+		return 0, bad
 	}
 	if f != math.Trunc(f) {
-		b.fail(name, "must be an integer", "type_error")
-		return 0, false
+		return 0, errNotInteger
 	}
-	return int64(f), true
+	return int64(f), nil
 }
 
-// object reads a free-form object (≤ 16 KiB serialised, ≤ 10 levels).
-func (b *body) object(name string) (map[string]any, bool) {
-	v, present := b.m[name]
-	if !present || v == nil {
-		return nil, false
-	}
+// Free-form objects are bounded (API §1.2).
+const (
+	maxObjectBytes = 16 << 10
+	maxObjectDepth = 10
+)
+
+// asObject reads a free-form object and turns its numbers into float64 for storage.
+func asObject(v any) (map[string]any, *violation) {
 	m, ok := v.(map[string]any)
 	if !ok {
-		b.fail(name, "must be an object", "type_error")
-		return nil, false
+		return nil, errNotObject
 	}
-	if raw, _ := json.Marshal(m); len(raw) > 16<<10 {
-		b.fail(name, "must be at most 16 KiB", "value_error")
-		return nil, false
+	if raw, _ := json.Marshal(m); len(raw) > maxObjectBytes {
+		return nil, &violation{"must be at most 16 KiB", "value_error"}
 	}
-	if depth(m) > 10 {
-		b.fail(name, "must be at most 10 levels deep", "value_error")
-		return nil, false
+	if depth(m) > maxObjectDepth {
+		return nil, &violation{"must be at most 10 levels deep", "value_error"}
 	}
-	return normaliseNumbers(m).(map[string]any), true
+	return normaliseNumbers(m).(map[string]any), nil
 }
 
 func depth(v any) int {
+	d := 0
 	switch x := v.(type) {
 	case map[string]any:
-		d := 0
 		for _, c := range x {
 			d = max(d, depth(c))
 		}
-		return d + 1
 	case []any:
-		d := 0
 		for _, c := range x {
 			d = max(d, depth(c))
 		}
-		return d + 1
+	default:
+		return 0
 	}
-	return 0
+	return d + 1
 }
 
 // normaliseNumbers turns json.Number into float64 for storage.
@@ -238,47 +298,55 @@ func normaliseNumbers(v any) any {
 	return v
 }
 
-// query helpers collect errors the same way for query parameters.
-type query struct {
+// Query reads query parameters, collecting errors like Body does.
+type Query struct {
 	r    *http.Request
 	errs []fieldError
 }
 
-func (q *query) fail(name, msg, typ string) {
+// NewQuery reads r's query parameters.
+func NewQuery(r *http.Request) *Query { return &Query{r: r} }
+
+// Fail records a parameter error.
+func (q *Query) Fail(name, msg, typ string) {
 	q.errs = append(q.errs, fieldError{Loc: []any{"query", name}, Msg: msg, Type: typ})
 }
 
-func (q *query) str(name string, max int) string {
+// Set reports whether the parameter is given (non-empty).
+func (q *Query) Set(name string) bool { return q.r.URL.Query().Get(name) != "" }
+
+// Str reads a trimmed string of at most max bytes (0 = no limit).
+func (q *Query) Str(name string, max int) string {
 	v := strings.TrimSpace(q.r.URL.Query().Get(name))
 	if max > 0 && len(v) > max {
-		q.fail(name, "too long", "string_too_long")
+		q.Fail(name, "too long", "string_too_long")
 		return ""
 	}
 	return v
 }
 
-func (q *query) integer(name string, def, min, max int) int {
+// Int reads an integer within [min, max], def when absent or invalid.
+func (q *Query) Int(name string, def, min, max int) int {
 	v := q.r.URL.Query().Get(name)
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil {
-		q.fail(name, "must be an integer", "type_error")
-		return def
+	switch {
+	case err != nil:
+		q.Fail(name, "must be an integer", "type_error")
+	case n < min:
+		q.Fail(name, "must be ≥ "+strconv.Itoa(min), "greater_than_equal")
+	case n > max:
+		q.Fail(name, "must be ≤ "+strconv.Itoa(max), "less_than_equal")
+	default:
+		return n
 	}
-	if n < min {
-		q.fail(name, "must be ≥ "+strconv.Itoa(min), "greater_than_equal")
-		return def
-	}
-	if n > max {
-		q.fail(name, "must be ≤ "+strconv.Itoa(max), "less_than_equal")
-		return def
-	}
-	return n
+	return def
 }
 
-func (q *query) boolean(name string, def bool) bool {
+// Bool reads true/false/1/0, case-insensitive (API §1.2).
+func (q *Query) Bool(name string, def bool) bool {
 	switch strings.ToLower(q.r.URL.Query().Get(name)) {
 	case "":
 		return def
@@ -287,11 +355,12 @@ func (q *query) boolean(name string, def bool) bool {
 	case "false", "0":
 		return false
 	}
-	q.fail(name, "must be a boolean", "type_error")
+	q.Fail(name, "must be a boolean", "type_error")
 	return def
 }
 
-func (q *query) time(name string) time.Time {
+// Time reads an ISO 8601 datetime or unix seconds; zero when absent.
+func (q *Query) Time(name string) time.Time {
 	v := q.r.URL.Query().Get(name)
 	if v == "" {
 		return time.Time{}
@@ -304,11 +373,12 @@ func (q *query) time(name string) time.Time {
 			return t.UTC()
 		}
 	}
-	q.fail(name, "must be an ISO 8601 datetime or unix seconds", "datetime_parsing")
+	q.Fail(name, "must be an ISO 8601 datetime or unix seconds", "datetime_parsing")
 	return time.Time{}
 }
 
-func (q *query) done(w http.ResponseWriter, r *http.Request) bool {
+// Done writes the 422 if any parameter failed and reports whether it did.
+func (q *Query) Done(w http.ResponseWriter, r *http.Request) bool {
 	if len(q.errs) == 0 {
 		return false
 	}
@@ -321,38 +391,76 @@ func pathError(w http.ResponseWriter, r *http.Request, name, msg string) {
 	writeValidation(w, r, []fieldError{{Loc: []any{"path", name}, Msg: msg, Type: "string_pattern_mismatch"}})
 }
 
+// PathGPIO reads the {gpio} path parameter (0-39), answering 422 itself.
+func PathGPIO(w http.ResponseWriter, r *http.Request) (int, bool) {
+	g, err := strconv.Atoi(r.PathValue("gpio"))
+	if err != nil || g < 0 || g > 39 {
+		pathError(w, r, "gpio", "must be an integer 0-39")
+		return 0, false
+	}
+	return g, true
+}
+
+// pageMeta is the pagination object of API §1.7.
+type pageMeta struct {
+	Page       int  `json:"page"`
+	PageSize   int  `json:"page_size"`
+	TotalItems int  `json:"total_items"`
+	TotalPages int  `json:"total_pages"`
+	HasNext    bool `json:"has_next"`
+	HasPrev    bool `json:"has_prev"`
+}
+
+func pagination(page, size, total int) pageMeta {
+	pages := (total + size - 1) / size
+	return pageMeta{
+		Page:       page,
+		PageSize:   size,
+		TotalItems: total,
+		TotalPages: pages,
+		HasNext:    page < pages,
+		HasPrev:    page > 1,
+	}
+}
+
+// pageOf is a paginated list (API §1.4).
+type pageOf[T any] struct {
+	Success    bool     `json:"success"`
+	Data       []T      `json:"data"`
+	Pagination pageMeta `json:"pagination"`
+}
+
+func newPage[T any](data []T, page, size, total int) pageOf[T] {
+	if data == nil {
+		data = []T{}
+	}
+	return pageOf[T]{Success: true, Data: data, Pagination: pagination(page, size, total)}
+}
+
 // writePage answers one page of rows filtered in memory (API §1.7): a page
 // past the end is empty with correct meta, never 404.
-func writePage(w http.ResponseWriter, rows []map[string]any, page, size int) {
+func writePage[T any](w http.ResponseWriter, rows []T, page, size int) {
 	total := len(rows)
 	from, to := min((page-1)*size, total), min(page*size, total)
-	data := rows[from:to]
-	if data == nil {
-		data = []map[string]any{}
-	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": data, "pagination": pagination(page, size, total)})
+	WriteJSON(w, http.StatusOK, newPage(rows[from:to], page, size, total))
 }
 
-// optStr reads an optional string for a partial update: nil when absent.
-func (b *body) optStr(name string, min, max int, pattern *regexp.Regexp) *string {
-	if v, ok := b.str(name, false, min, max, pattern); ok {
-		return &v
-	}
-	return nil
-}
-
-// pagination is the meta object of API §1.7.
-func pagination(page, size, total int) map[string]any {
-	pages := (total + size - 1) / size
-	return map[string]any{"page": page, "page_size": size, "total_items": total, "total_pages": pages,
-		"has_next": page < pages, "has_prev": page > 1}
-}
-
-func ts(t *time.Time) any {
+// ts formats t as API §1.3 wants it (RFC 3339, UTC, milliseconds); nil for no time.
+func ts(t *time.Time) *string {
 	if t == nil || t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+	s := t.UTC().Format("2006-01-02T15:04:05.000Z")
+	return &s
 }
 
-func tsv(t time.Time) any { return ts(&t) }
+// Timestamp is t as a response timestamp (API §1.3); nil for the zero time.
+func Timestamp(t time.Time) *string { return ts(&t) }
+
+// NullString is s, or nil (JSON null) for the empty string.
+func NullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

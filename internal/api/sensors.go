@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,58 +16,155 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
+// sensorService is what the HTTP layer needs from the sensor domain.
+type sensorService interface {
+	ByDevice(espID string) []sensor.Config
+	All() []sensor.Config
+	ByID(id string) (sensor.Config, error)
+	Find(espID string, gpio int, sel sensor.Selector) (sensor.Config, []sensor.Config, error)
+	Upsert(ctx context.Context, c sensor.Config) (sensor.Config, string, error)
+	Delete(ctx context.Context, id string) (sensor.Config, error)
+	DeleteDevice(ctx context.Context, espID string) error
+	SaveCalibration(ctx context.Context, id string, cal map[string]any) (sensor.Config, error)
+	Query(ctx context.Context, q sensor.HistoryQuery) (sensor.History, error)
+	Latest(espID string, gpio int, sensorType string) []sensor.LatestValue
+	LatestOf(c sensor.Config) (store.Reading, bool)
+	Process(req sensor.ProcessRequest) sensor.ProcessReply
+	CountProcess(result string)
+}
+
+var _ sensorService = (*sensor.Service)(nil)
+
 var (
 	uuidPattern    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	onewirePattern = regexp.MustCompile(`^[0-9A-Fa-f]{16}$`)
 	subzonePattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 )
 
-func (s *Server) sensorJSON(c sensor.Config) map[string]any {
-	var devUUID any
-	if d, err := s.devices.Get(c.EspID); err == nil {
-		devUUID = d.ID
+// sensorResponse is the sensor config object (API §7) with its latest
+// reading and the state of the last config push.
+type sensorResponse struct {
+	ID                 string         `json:"id"`
+	EspID              *string        `json:"esp_id"` // the device's UUID
+	EspDeviceID        string         `json:"esp_device_id"`
+	GPIO               int            `json:"gpio"`
+	SensorType         string         `json:"sensor_type"`
+	Name               *string        `json:"name"`
+	Enabled            bool           `json:"enabled"`
+	IntervalMS         int            `json:"interval_ms"`
+	ProcessingMode     string         `json:"processing_mode"`
+	Calibration        map[string]any `json:"calibration"`
+	ThresholdMin       *float64       `json:"threshold_min"`
+	ThresholdMax       *float64       `json:"threshold_max"`
+	WarningMin         *float64       `json:"warning_min"`
+	WarningMax         *float64       `json:"warning_max"`
+	Metadata           map[string]any `json:"metadata"`
+	I2CAddress         *int           `json:"i2c_address"`
+	OneWireAddress     *string        `json:"onewire_address"`
+	OperatingMode      string         `json:"operating_mode"`
+	TimeoutSeconds     int            `json:"timeout_seconds"`
+	FreshnessHours     *float64       `json:"measurement_freshness_hours"`
+	AlertConfig        map[string]any `json:"alert_config"`
+	SubzoneID          *string        `json:"subzone_id"`
+	RetentionDays      *int           `json:"retention_days"`
+	LatestValue        *float64       `json:"latest_value"`
+	LatestQuality      *string        `json:"latest_quality"`
+	LatestTimestamp    *string        `json:"latest_timestamp"`
+	ConfigSent         bool           `json:"config_sent"`
+	ConfigStatus       *string        `json:"config_status"`
+	ConfigErrorCode    *string        `json:"config_error_code"`
+	ConfigErrorMessage *string        `json:"config_error_message"`
+	CreatedAt          *string        `json:"created_at"`
+	UpdatedAt          *string        `json:"updated_at"`
+	Warnings           []string       `json:"warnings,omitempty"`
+}
+
+func (s *Server) sensorJSON(c sensor.Config) sensorResponse {
+	out := sensorResponse{
+		ID:             c.ID,
+		EspDeviceID:    c.EspID,
+		GPIO:           c.GPIO,
+		SensorType:     c.SensorType,
+		Name:           NullString(c.Name),
+		Enabled:        c.Enabled,
+		IntervalMS:     c.IntervalMS,
+		ProcessingMode: c.ProcessingMode,
+		Calibration:    c.Calibration,
+		ThresholdMin:   c.ThresholdMin,
+		ThresholdMax:   c.ThresholdMax,
+		WarningMin:     c.WarningMin,
+		WarningMax:     c.WarningMax,
+		Metadata:       c.Metadata,
+		I2CAddress:     c.I2CAddress,
+		OneWireAddress: NullString(c.OneWireAddress),
+		OperatingMode:  c.OperatingMode,
+		TimeoutSeconds: c.TimeoutSeconds,
+		FreshnessHours: c.FreshnessHours,
+		AlertConfig:    c.AlertConfig,
+		SubzoneID:      NullString(c.SubzoneID),
+		RetentionDays:  c.RetentionDays,
+		CreatedAt:      Timestamp(c.CreatedAt),
+		UpdatedAt:      Timestamp(c.UpdatedAt),
 	}
-	out := map[string]any{"id": c.ID, "esp_id": devUUID, "esp_device_id": c.EspID, "gpio": c.GPIO, "sensor_type": c.SensorType,
-		"name": nullStr(c.Name), "enabled": c.Enabled, "interval_ms": c.IntervalMS, "processing_mode": c.ProcessingMode,
-		"calibration": c.Calibration, "threshold_min": c.ThresholdMin, "threshold_max": c.ThresholdMax,
-		"warning_min": c.WarningMin, "warning_max": c.WarningMax, "metadata": c.Metadata, "i2c_address": c.I2CAddress,
-		"onewire_address": nullStr(c.OneWireAddress), "operating_mode": c.OperatingMode, "timeout_seconds": c.TimeoutSeconds,
-		"measurement_freshness_hours": c.FreshnessHours, "alert_config": c.AlertConfig, "subzone_id": nullStr(c.SubzoneID),
-		"retention_days": c.RetentionDays, "latest_value": nil, "latest_quality": nil, "latest_timestamp": nil,
-		"config_sent": false, "config_status": nil, "config_error_code": nil, "config_error_message": nil,
-		"created_at": tsv(c.CreatedAt), "updated_at": tsv(c.UpdatedAt)}
+	if d, err := s.devices.Get(c.EspID); err == nil {
+		out.EspID = &d.ID
+	}
 	if r, ok := s.sensors.LatestOf(c); ok {
-		v := r.Raw
-		if r.Processed != nil {
-			v = *r.Processed
-		}
-		out["latest_value"], out["latest_quality"], out["latest_timestamp"] = v, r.Quality, tsv(time.UnixMilli(r.TS))
+		v := readingValue(r)
+		out.LatestValue, out.LatestQuality, out.LatestTimestamp = &v, &r.Quality, Timestamp(time.UnixMilli(r.TS))
 	}
 	if p := s.devices.LastPush(c.EspID); p != nil {
-		out["config_sent"] = !p.SentAt.Before(c.UpdatedAt)
-		out["config_status"], out["config_error_code"], out["config_error_message"] = p.Status, nullStr(p.ErrorCode()), nullStr(p.ErrorMessage())
+		out.ConfigSent = !p.SentAt.Before(c.UpdatedAt)
+		out.ConfigStatus = &p.Status
+		out.ConfigErrorCode, out.ConfigErrorMessage = NullString(p.ErrorCode()), NullString(p.ErrorMessage())
 	}
 	return out
 }
 
+// readingValue is the processed value where there is one, else the raw value.
+func readingValue(r store.Reading) float64 {
+	if r.Processed != nil {
+		return *r.Processed
+	}
+	return r.Raw
+}
+
 func (s *Server) sensorRoutes() {
-	s.protected("GET", "/api/v1/sensors", auth.RoleViewer, "List sensor configs", "sensors", s.listSensors)
-	s.protected("GET", "/api/v1/sensors/{esp_id}/{gpio}", auth.RoleViewer, "Get a sensor config", "sensors", s.getSensor)
-	s.protected("POST", "/api/v1/sensors/{esp_id}/{gpio}", auth.RoleOperator, "Create or replace a sensor config and push the device config", "sensors", s.upsertSensor)
-	s.protected("DELETE", "/api/v1/sensors/{esp_id}/{gpio}", auth.RoleOperator, "Delete a sensor config", "sensors", s.deleteSensor)
-	s.protected("GET", "/api/v1/sensors/config/{config_id}", auth.RoleViewer, "Get a sensor config by id", "sensors", s.sensorByID(false))
-	s.protected("DELETE", "/api/v1/sensors/config/{config_id}", auth.RoleOperator, "Delete a sensor config by id", "sensors", s.sensorByID(true))
-	s.protected("GET", "/api/v1/sensors/data", auth.RoleViewer, "Sensor history with server-side downsampling", "sensors", s.sensorData)
-	s.protected("GET", "/api/v1/sensors/data/latest", auth.RoleViewer, "Latest value per sensor", "sensors", s.latestData)
-	s.protected("GET", "/api/v1/sensors/types", auth.RoleViewer, "Processors and their types", "sensors", s.sensorTypes)
-	s.public("GET", "/api/v1/sensors/health", "Processing subsystem status", "sensors", func(w http.ResponseWriter, _ *http.Request) {
-		WriteJSON(w, http.StatusOK, map[string]any{"success": true, "status": "healthy", "processors_loaded": len(sensor.ProcessorKeys),
-			"sensor_types": sensor.ProcessorKeys})
-	})
-	s.protected("POST", "/api/v1/sensors/calibrate", auth.RoleOperator, "Compute (and store) a calibration", "sensors", s.calibrate)
-	s.handle(Route{Method: "POST", Path: "/api/v1/sensors/process", MinRole: "device", Tag: "sensors",
-		Summary: "Firmware processing call (compact reply parsed by substring search)"}, s.process)
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/config", auth.RoleOperator, "Re-send the device's combined config", "devices", s.resendConfig)
+	const (
+		one    = "/api/v1/sensors/{esp_id}/{gpio}"
+		byID   = "/api/v1/sensors/config/{config_id}"
+		viewer = auth.RoleViewer
+		op     = auth.RoleOperator
+	)
+	s.protected("GET", "/api/v1/sensors", viewer, "List sensor configs", "sensors", s.listSensors,
+		returns(pageOf[sensorResponse]{}))
+	s.protected("GET", one, viewer, "Get a sensor config", "sensors", s.getSensor, returns(sensorResponse{}))
+	s.protected("POST", one, op, "Create or replace a sensor config and push the device config", "sensors",
+		s.upsertSensor, accepts(upsertSensorRequest{}), returns(sensorResponse{}))
+	s.protected("DELETE", one, op, "Delete a sensor config", "sensors", s.deleteSensor, returns(sensorResponse{}))
+	s.protected("GET", byID, viewer, "Get a sensor config by id", "sensors", s.sensorByID(false),
+		returns(sensorResponse{}))
+	s.protected("DELETE", byID, op, "Delete a sensor config by id", "sensors", s.sensorByID(true),
+		returns(sensorResponse{}))
+	s.protected("GET", "/api/v1/sensors/data", viewer, "Sensor history with server-side downsampling", "sensors",
+		s.sensorData, returns(historyResponse{}))
+	s.protected("GET", "/api/v1/sensors/data/latest", viewer, "Latest value per sensor", "sensors", s.latestData,
+		returns(latestResponse{}))
+	s.protected("GET", "/api/v1/sensors/types", viewer, "Processors and their types", "sensors", s.sensorTypes,
+		returns(sensorTypesResponse{}))
+	s.public("GET", "/api/v1/sensors/health", "Processing subsystem status", "sensors", s.sensorHealth,
+		returns(processingHealth{}))
+	s.protected("POST", "/api/v1/sensors/calibrate", op, "Compute (and store) a calibration", "sensors", s.calibrate,
+		accepts(calibrateRequest{}), returns(calibrateResponse{}))
+	s.handle(Route{
+		Method:  "POST",
+		Path:    "/api/v1/sensors/process",
+		MinRole: "device",
+		Tag:     "sensors",
+		Summary: "Firmware processing call (compact reply parsed by substring search)",
+	}, s.process)
+	s.protected("POST", "/api/v1/esp/devices/{esp_id}/config", op, "Re-send the device's combined config", "devices",
+		s.resendConfig, returns(resendResponse{}))
 }
 
 func (s *Server) pushAfterChange(ctx context.Context, espID string) (bool, error) {
@@ -80,30 +176,19 @@ func (s *Server) pushAfterChange(ctx context.Context, espID string) (bool, error
 	return corr != "", err
 }
 
-func gpioFromPath(w http.ResponseWriter, r *http.Request) (int, bool) {
-	g, err := strconv.Atoi(r.PathValue("gpio"))
-	if err != nil || g < 0 || g > 39 {
-		pathError(w, r, "gpio", "must be an integer 0-39")
-		return 0, false
-	}
-	return g, true
-}
-
 func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	esp := q.str("esp_id", 31)
-	typ := strings.ToLower(q.str("sensor_type", 50))
-	enabledSet := r.URL.Query().Get("enabled") != ""
-	enabled := q.boolean("enabled", true)
-	page := q.integer("page", 1, 1, 1<<30)
-	size := q.integer("page_size", 20, 1, 100)
-	if q.done(w, r) {
+	q := NewQuery(r)
+	esp := q.Str("esp_id", 31)
+	typ := strings.ToLower(q.Str("sensor_type", 50))
+	enabledSet := q.Set("enabled")
+	enabled := q.Bool("enabled", true)
+	page := q.Int("page", 1, 1, 1<<30)
+	size := q.Int("page_size", 20, 1, 100)
+	if q.Done(w, r) || !s.knownDevice(w, r, esp) {
 		return
 	}
-	if !s.knownDevice(w, r, esp) {
-		return
-	}
-	var rows []map[string]any
+
+	var rows []sensorResponse
 	for _, c := range s.sensors.All() {
 		if (esp != "" && c.EspID != esp) || (typ != "" && c.SensorType != typ) || (enabledSet && c.Enabled != enabled) {
 			continue
@@ -113,38 +198,53 @@ func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Prin
 	writePage(w, rows, page, size)
 }
 
-func selector(q *query) sensor.Selector {
-	sel := sensor.Selector{SensorType: q.str("sensor_type", 50), OneWireAddress: q.str("onewire_address", 16)}
-	if v := q.r.URL.Query().Get("i2c_address"); v != "" {
-		n := q.integer("i2c_address", 0, 8, 119)
+func selector(q *Query) sensor.Selector {
+	sel := sensor.Selector{SensorType: q.Str("sensor_type", 50), OneWireAddress: q.Str("onewire_address", 16)}
+	if q.Set("i2c_address") {
+		n := q.Int("i2c_address", 0, 8, 119)
 		sel.I2CAddress = &n
 	}
 	return sel
 }
 
+// sensorCandidate is one of several sensors on a pin (409 AMBIGUOUS_SENSOR).
+type sensorCandidate struct {
+	ID             string  `json:"id"`
+	SensorType     string  `json:"sensor_type"`
+	I2CAddress     *int    `json:"i2c_address"`
+	OneWireAddress *string `json:"onewire_address"`
+}
+
 // findSensor resolves the path's sensor (422, 404, 409 AMBIGUOUS_SENSOR).
 func (s *Server) findSensor(w http.ResponseWriter, r *http.Request) (sensor.Config, bool) {
-	d, ok := s.deviceFromPath(w, r)
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return sensor.Config{}, false
 	}
-	g, ok := gpioFromPath(w, r)
+	g, ok := PathGPIO(w, r)
 	if !ok {
 		return sensor.Config{}, false
 	}
-	q := &query{r: r}
+	q := NewQuery(r)
 	sel := selector(q)
-	if q.done(w, r) {
+	if q.Done(w, r) {
 		return sensor.Config{}, false
 	}
+
 	c, cands, err := s.sensors.Find(d.DeviceID, g, sel)
 	switch {
 	case errors.Is(err, sensor.ErrAmbiguous):
-		var list []map[string]any
+		var list []sensorCandidate
 		for _, c := range cands {
-			list = append(list, map[string]any{"id": c.ID, "sensor_type": c.SensorType, "i2c_address": c.I2CAddress, "onewire_address": nullStr(c.OneWireAddress)})
+			list = append(list, sensorCandidate{
+				ID:             c.ID,
+				SensorType:     c.SensorType,
+				I2CAddress:     c.I2CAddress,
+				OneWireAddress: NullString(c.OneWireAddress),
+			})
 		}
-		WriteError(w, r, http.StatusConflict, "AMBIGUOUS_SENSOR", "several sensors on this pin; select one with sensor_type, i2c_address or onewire_address",
+		WriteError(w, r, http.StatusConflict, "AMBIGUOUS_SENSOR",
+			"several sensors on this pin; select one with sensor_type, i2c_address or onewire_address",
 			map[string]any{"candidates": list})
 		return c, false
 	case err != nil:
@@ -160,89 +260,110 @@ func (s *Server) getSensor(w http.ResponseWriter, r *http.Request, _ auth.Princi
 	}
 }
 
-func optNum(b *body, name string) *float64 {
-	if v, ok := b.number(name, false, -1e12, 1e12); ok {
-		return &v
+// upsertSensorRequest is a whole sensor config (API §7.2); esp_id and gpio
+// may repeat the path's values.
+type upsertSensorRequest struct {
+	SensorType     string         `json:"sensor_type" api:"required,min=1,max=50"`
+	Name           string         `json:"name" api:"max=100"`
+	Enabled        bool           `json:"enabled" api:"default=true"`
+	IntervalMS     int            `json:"interval_ms" api:"min=1000,max=300000"`
+	ProcessingMode string         `json:"processing_mode" api:"min=1,max=20,enum=pi_enhanced|local|raw"`
+	Calibration    map[string]any `json:"calibration"`
+	ThresholdMin   *float64       `json:"threshold_min" api:"min=-1e12,max=1e12"`
+	ThresholdMax   *float64       `json:"threshold_max" api:"min=-1e12,max=1e12"`
+	WarningMin     *float64       `json:"warning_min" api:"min=-1e12,max=1e12"`
+	WarningMax     *float64       `json:"warning_max" api:"min=-1e12,max=1e12"`
+	Metadata       map[string]any `json:"metadata"`
+	I2CAddress     *int           `json:"i2c_address" api:"min=8,max=119"`
+	OneWireAddress string         `json:"onewire_address" api:"min=16,max=16,pattern=onewire"`
+	OperatingMode  string         `json:"operating_mode" api:"min=1,max=20,enum=continuous|on_demand"`
+	TimeoutSeconds int            `json:"timeout_seconds" api:"min=0,max=86400"`
+	FreshnessHours *float64       `json:"measurement_freshness_hours" api:"min=0,max=8760"`
+	AlertConfig    map[string]any `json:"alert_config"`
+	RetentionDays  *int           `json:"retention_days" api:"min=1,max=3650"`
+	SubzoneID      string         `json:"subzone_id" api:"max=32"`
+	EspID          string         `json:"esp_id" api:"min=1,max=31"`
+	GPIO           *int           `json:"gpio" api:"min=0,max=255"`
+}
+
+func (q *upsertSensorRequest) Validate(b *Body) {
+	if deviceBoundTextInvalid(q.Name) {
+		b.Fail("name", "must not contain quotes, backslashes or control characters (it is sent to the device)",
+			"value_error")
 	}
-	return nil
+	if q.ThresholdMin != nil && q.ThresholdMax != nil && *q.ThresholdMin > *q.ThresholdMax {
+		b.Fail("threshold_min", "must not exceed threshold_max", "value_error")
+	}
+	if q.WarningMin != nil && q.WarningMax != nil && *q.WarningMin > *q.WarningMax {
+		b.Fail("warning_min", "must not exceed warning_max", "value_error")
+	}
+	if q.SubzoneID != "" && !subzonePattern.MatchString(q.SubzoneID) {
+		b.Fail("subzone_id", "must be 1-32 characters of [A-Za-z0-9_]", "string_pattern_mismatch")
+	}
+}
+
+// deviceBoundTextInvalid is text the firmware cannot carry (API §1.2).
+func deviceBoundTextInvalid(s string) bool {
+	return strings.ContainsAny(s, "\"\\") || strings.IndexFunc(s, func(r rune) bool { return r < 0x20 }) >= 0
+}
+
+// matchesPath adds errors for esp_id and gpio that disagree with the path.
+func (q *upsertSensorRequest) matchesPath(b *Body, r *http.Request) {
+	if q.EspID != "" && q.EspID != r.PathValue("esp_id") {
+		b.Fail("esp_id", "must equal the path's esp_id", "value_error")
+	}
+	if q.GPIO != nil && strconv.Itoa(*q.GPIO) != r.PathValue("gpio") {
+		b.Fail("gpio", "must equal the path's gpio", "value_error")
+	}
+}
+
+func (q *upsertSensorRequest) config(espID string, gpio int) sensor.Config {
+	return sensor.Config{
+		EspID:          espID,
+		GPIO:           gpio,
+		SensorType:     q.SensorType,
+		Name:           q.Name,
+		Enabled:        q.Enabled,
+		IntervalMS:     q.IntervalMS,
+		ProcessingMode: q.ProcessingMode,
+		Calibration:    q.Calibration,
+		ThresholdMin:   q.ThresholdMin,
+		ThresholdMax:   q.ThresholdMax,
+		WarningMin:     q.WarningMin,
+		WarningMax:     q.WarningMax,
+		Metadata:       q.Metadata,
+		I2CAddress:     q.I2CAddress,
+		OneWireAddress: q.OneWireAddress,
+		OperatingMode:  q.OperatingMode,
+		TimeoutSeconds: q.TimeoutSeconds,
+		FreshnessHours: q.FreshnessHours,
+		AlertConfig:    q.AlertConfig,
+		SubzoneID:      q.SubzoneID,
+		RetentionDays:  q.RetentionDays,
+	}
 }
 
 func (s *Server) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
+	var req upsertSensorRequest
+	b, ok := DecodeBody(w, r, &req)
 	if !ok {
 		return
 	}
-	var c sensor.Config
-	c.SensorType, _ = b.str("sensor_type", true, 1, 50, nil)
-	c.Name, _ = b.str("name", false, 0, 100, nil)
-	if strings.ContainsAny(c.Name, "\"\\") || strings.IndexFunc(c.Name, func(r rune) bool { return r < 0x20 }) >= 0 {
-		b.fail("name", "must not contain quotes, backslashes or control characters (it is sent to the device)", "value_error")
-	}
-	c.Enabled = b.boolean("enabled", true)
-	if v, ok := b.integer("interval_ms", false, 1000, 300000); ok {
-		c.IntervalMS = int(v)
-	}
-	if m, ok := b.str("processing_mode", false, 1, 20, nil); ok {
-		if m != "pi_enhanced" && m != "local" && m != "raw" {
-			b.fail("processing_mode", "must be pi_enhanced, local or raw", "enum")
-		}
-		c.ProcessingMode = m
-	}
-	c.Calibration, _ = b.object("calibration")
-	c.ThresholdMin, c.ThresholdMax = optNum(b, "threshold_min"), optNum(b, "threshold_max")
-	c.WarningMin, c.WarningMax = optNum(b, "warning_min"), optNum(b, "warning_max")
-	if c.ThresholdMin != nil && c.ThresholdMax != nil && *c.ThresholdMin > *c.ThresholdMax {
-		b.fail("threshold_min", "must not exceed threshold_max", "value_error")
-	}
-	if c.WarningMin != nil && c.WarningMax != nil && *c.WarningMin > *c.WarningMax {
-		b.fail("warning_min", "must not exceed warning_max", "value_error")
-	}
-	c.Metadata, _ = b.object("metadata")
-	if v, ok := b.integer("i2c_address", false, 8, 119); ok {
-		n := int(v)
-		c.I2CAddress = &n
-	}
-	c.OneWireAddress, _ = b.str("onewire_address", false, 16, 16, onewirePattern)
-	if m, ok := b.str("operating_mode", false, 1, 20, nil); ok {
-		if m != "continuous" && m != "on_demand" {
-			b.fail("operating_mode", "must be continuous or on_demand", "enum")
-		}
-		c.OperatingMode = m
-	}
-	if v, ok := b.integer("timeout_seconds", false, 0, 86400); ok {
-		c.TimeoutSeconds = int(v)
-	}
-	if v, ok := b.number("measurement_freshness_hours", false, 0, 8760); ok {
-		c.FreshnessHours = &v
-	}
-	c.AlertConfig, _ = b.object("alert_config")
-	if v, ok := b.integer("retention_days", false, 1, 3650); ok {
-		n := int(v)
-		c.RetentionDays = &n
-	}
-	c.SubzoneID, _ = b.str("subzone_id", false, 0, 32, nil)
-	if c.SubzoneID != "" && !subzonePattern.MatchString(c.SubzoneID) {
-		b.fail("subzone_id", "must be 1-32 characters of [A-Za-z0-9_]", "string_pattern_mismatch")
-	}
-	if id, ok := b.str("esp_id", false, 1, 31, nil); ok && id != r.PathValue("esp_id") {
-		b.fail("esp_id", "must equal the path's esp_id", "value_error")
-	}
-	if g, ok := b.integer("gpio", false, 0, 255); ok && strconv.FormatInt(g, 10) != r.PathValue("gpio") {
-		b.fail("gpio", "must equal the path's gpio", "value_error")
-	}
-	if b.done(w, r) {
+	req.matchesPath(b, r)
+	if b.Done(w, r) {
 		return
 	}
-	d, ok := s.deviceFromPath(w, r)
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
-	if c.GPIO, ok = gpioFromPath(w, r); !ok {
+	gpio, ok := PathGPIO(w, r)
+	if !ok {
 		return
 	}
-	c.EspID = d.DeviceID
-	c, warning, err := s.sensors.Upsert(r.Context(), c)
-	if s.sensorError(w, r, err) {
+
+	c, warning, err := s.sensors.Upsert(r.Context(), req.config(d.DeviceID, gpio))
+	if s.SensorError(w, r, err) {
 		return
 	}
 	sent, perr := s.pushAfterChange(r.Context(), c.EspID)
@@ -250,19 +371,32 @@ func (s *Server) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.Pri
 		WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", perr.Error(), nil)
 		return
 	}
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: "config_published", SourceType: "user", SourceID: p.User.Username,
-		Message: "sensor config changed", Details: map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "sensor_type": c.SensorType, "mqtt_sent": sent},
-		IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+	s.auditConfig(r, p, "sensor config changed",
+		map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "sensor_type": c.SensorType, "mqtt_sent": sent})
+
 	out := s.sensorJSON(c)
-	out["config_sent"] = sent
+	out.ConfigSent = sent
 	if warning != "" {
-		out["warnings"] = []string{warning}
+		out.Warnings = []string{warning}
 	}
 	WriteJSON(w, http.StatusOK, out)
 }
 
-// sensorError maps domain errors; it reports whether it answered.
-func (s *Server) sensorError(w http.ResponseWriter, r *http.Request, err error) bool {
+// auditConfig records a user's config change (event config_published).
+func (s *Server) auditConfig(r *http.Request, p auth.Principal, msg string, details map[string]any) {
+	s.audit.Record(r.Context(), store.AuditEntry{
+		EventType:     "config_published",
+		SourceType:    "user",
+		SourceID:      p.User.Username,
+		Message:       msg,
+		Details:       details,
+		IPAddress:     clientIP(r),
+		CorrelationID: RequestID(r),
+	})
+}
+
+// SensorError maps sensor domain errors to API codes; it reports whether it answered.
+func (s *Server) SensorError(w http.ResponseWriter, r *http.Request, err error) bool {
 	var pe *sensor.PinError
 	switch {
 	case err == nil:
@@ -278,35 +412,33 @@ func (s *Server) sensorError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, sensor.ErrNotFound):
 		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", "sensor not found", nil)
 	case errors.Is(err, device.ErrNotFound):
-		s.deviceError(w, r, r.PathValue("esp_id"), err)
+		s.DeviceError(w, r, r.PathValue("esp_id"), err)
 	default:
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 	}
 	return true
 }
 
 func (s *Server) deleteSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	c, ok := s.findSensor(w, r)
-	if ok {
+	if c, ok := s.findSensor(w, r); ok {
 		s.removeSensor(w, r, p, c)
 	}
 }
 
 func (s *Server) removeSensor(w http.ResponseWriter, r *http.Request, p auth.Principal, c sensor.Config) {
 	c, err := s.sensors.Delete(r.Context(), c.ID)
-	if s.sensorError(w, r, err) {
+	if s.SensorError(w, r, err) {
 		return
 	}
 	sent, _ := s.pushAfterChange(r.Context(), c.EspID)
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: "config_published", SourceType: "user", SourceID: p.User.Username,
-		Message: "sensor config deleted", Details: map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "mqtt_sent": sent},
-		IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+	s.auditConfig(r, p, "sensor config deleted", map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "mqtt_sent": sent})
+
 	out := s.sensorJSON(c)
-	out["config_sent"] = sent
+	out.ConfigSent = sent
 	WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) sensorByID(del bool) authed {
+func (s *Server) sensorByID(del bool) Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		id := r.PathValue("config_id")
 		if !uuidPattern.MatchString(id) {
@@ -314,7 +446,7 @@ func (s *Server) sensorByID(del bool) authed {
 			return
 		}
 		c, err := s.sensors.ByID(id)
-		if s.sensorError(w, r, err) {
+		if s.SensorError(w, r, err) {
 			return
 		}
 		if del {
@@ -325,120 +457,226 @@ func (s *Server) sensorByID(del bool) authed {
 	}
 }
 
-func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	hq := sensor.HistoryQuery{EspID: q.str("esp_id", 31), GPIO: -1, SensorType: q.str("sensor_type", 50), Quality: q.str("quality", 20)}
-	if r.URL.Query().Get("gpio") != "" {
-		hq.GPIO = q.integer("gpio", 0, 0, 39)
+type historyAggregation struct {
+	BucketSeconds int64    `json:"bucket_seconds"`
+	Functions     []string `json:"functions"`
+}
+
+type historyRange struct {
+	Start      *string `json:"start"`
+	End        *string `json:"end"`
+	HasMore    bool    `json:"has_more"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// historyResponse is a page of readings or buckets (API §7.3).
+type historyResponse struct {
+	Success     bool                `json:"success"`
+	EspID       *string             `json:"esp_id"`
+	GPIO        *int                `json:"gpio"`
+	SensorType  *string             `json:"sensor_type"`
+	Readings    []sensor.Row        `json:"readings"`
+	Count       int                 `json:"count"`
+	Resolution  string              `json:"resolution"`
+	Aggregation *historyAggregation `json:"aggregation"`
+	HasMore     bool                `json:"has_more"`
+	NextCursor  *string             `json:"next_cursor"`
+	TimeRange   historyRange        `json:"time_range"`
+}
+
+// historyQuery reads the history parameters; the span defaults to the last 24 h.
+func historyQuery(q *Query) sensor.HistoryQuery {
+	hq := sensor.HistoryQuery{
+		EspID:      q.Str("esp_id", 31),
+		GPIO:       -1,
+		SensorType: q.Str("sensor_type", 50),
+		Quality:    q.Str("quality", 20),
 	}
-	hq.Start, hq.End = q.time("start_time"), q.time("end_time")
-	now := time.Now().UTC()
+	if q.Set("gpio") {
+		hq.GPIO = q.Int("gpio", 0, 0, 39)
+	}
+
+	hq.Start, hq.End = q.Time("start_time"), q.Time("end_time")
 	if hq.End.IsZero() {
-		hq.End = now
+		hq.End = time.Now().UTC()
 	}
 	if hq.Start.IsZero() {
 		hq.Start = hq.End.Add(-24 * time.Hour)
 	}
 	if !hq.Start.Before(hq.End) || hq.End.Sub(hq.Start) > 366*24*time.Hour {
-		q.fail("start_time", "start_time must be before end_time and the span at most 366 days", "value_error")
+		q.Fail("start_time", "start_time must be before end_time and the span at most 366 days", "value_error")
 	}
-	hq.Resolution = q.str("resolution", 10)
+
+	hq.Resolution = q.Str("resolution", 10)
 	if hq.Resolution == "" {
-		hq.Resolution = q.str("bucket", 10)
+		hq.Resolution = q.Str("bucket", 10)
 	}
 	if _, err := sensor.ParseResolution(hq.Resolution); err != nil {
-		q.fail("resolution", "must be raw, 1m, 5m, 15m, 1h, 6h, 1d, auto or 10-86400 seconds", "enum")
+		q.Fail("resolution", "must be raw, 1m, 5m, 15m, 1h, 6h, 1d, auto or 10-86400 seconds", "enum")
 	}
-	hq.Buckets = q.integer("buckets", 0, 1, 10000)
-	aggregated := hq.Buckets > 0 || (hq.Resolution != "" && hq.Resolution != "raw")
-	if aggregated {
-		hq.Limit = q.integer("limit", 1000, 1, 10000)
+	hq.Buckets = q.Int("buckets", 0, 1, 10000)
+	if aggregated := hq.Buckets > 0 || (hq.Resolution != "" && hq.Resolution != "raw"); aggregated {
+		hq.Limit = q.Int("limit", 1000, 1, 10000)
 	} else {
-		hq.Limit = q.integer("limit", 100, 1, 1000)
+		hq.Limit = q.Int("limit", 100, 1, 1000)
 	}
-	hq.Before = q.time("before_timestamp")
-	switch order := q.str("order", 4); order {
+
+	hq.Before = q.Time("before_timestamp")
+	switch order := q.Str("order", 4); order {
 	case "", "desc":
 	case "asc":
 		hq.Asc = true
 	default:
-		q.fail("order", "must be asc or desc", "enum")
+		q.Fail("order", "must be asc or desc", "enum")
 	}
-	if q.done(w, r) {
-		return
-	}
-	if !s.knownDevice(w, r, hq.EspID) {
+	return hq
+}
+
+func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := NewQuery(r)
+	hq := historyQuery(q)
+	if q.Done(w, r) || !s.knownDevice(w, r, hq.EspID) {
 		return
 	}
 	h, err := s.sensors.Query(r.Context(), hq)
 	if err != nil {
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 		return
 	}
-	rows := h.Rows
-	if rows == nil {
-		rows = []sensor.Row{}
+
+	out := historyResponse{
+		Success:    true,
+		EspID:      NullString(hq.EspID),
+		SensorType: NullString(hq.SensorType),
+		Readings:   h.Rows,
+		Count:      len(h.Rows),
+		Resolution: h.Resolution,
+		HasMore:    h.HasMore,
+		NextCursor: ts(h.NextCursor),
 	}
-	var agg any
+	if out.Readings == nil {
+		out.Readings = []sensor.Row{}
+	}
+	if hq.GPIO >= 0 {
+		out.GPIO = &hq.GPIO
+	}
 	if h.BucketSeconds > 0 {
-		agg = map[string]any{"bucket_seconds": h.BucketSeconds, "functions": []string{"avg", "min", "max"}}
+		out.Aggregation = &historyAggregation{BucketSeconds: h.BucketSeconds, Functions: []string{"avg", "min", "max"}}
 	}
-	var cursor any
-	if h.NextCursor != nil {
-		cursor = tsv(*h.NextCursor)
+	out.TimeRange = historyRange{
+		Start:      Timestamp(hq.Start),
+		End:        Timestamp(hq.End),
+		HasMore:    h.HasMore,
+		NextCursor: out.NextCursor,
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "esp_id": nullStr(hq.EspID), "gpio": gpioOrNil(hq.GPIO),
-		"sensor_type": nullStr(hq.SensorType), "readings": rows, "count": len(rows), "resolution": h.Resolution, "aggregation": agg,
-		"has_more": h.HasMore, "next_cursor": cursor, "time_range": map[string]any{"start": tsv(hq.Start), "end": tsv(hq.End),
-			"has_more": h.HasMore, "next_cursor": cursor}})
+	WriteJSON(w, http.StatusOK, out)
 }
 
-func gpioOrNil(g int) any {
-	if g < 0 {
-		return nil
-	}
-	return g
+// latestReading is the newest value of one series.
+type latestReading struct {
+	EspID          string   `json:"esp_id"`
+	GPIO           int      `json:"gpio"`
+	SensorType     string   `json:"sensor_type"`
+	Value          float64  `json:"value"`
+	RawValue       float64  `json:"raw_value"`
+	ProcessedValue *float64 `json:"processed_value"`
+	Unit           string   `json:"unit"`
+	Quality        string   `json:"quality"`
+	Timestamp      *string  `json:"timestamp"`
+	AgeSeconds     int64    `json:"age_seconds"`
+	Stale          bool     `json:"stale"`
+}
+
+type latestResponse struct {
+	Success bool            `json:"success"`
+	Data    []latestReading `json:"data"`
+	Count   int             `json:"count"`
 }
 
 func (s *Server) latestData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := &query{r: r}
-	esp, typ := q.str("esp_id", 31), q.str("sensor_type", 50)
+	q := NewQuery(r)
+	esp, typ := q.Str("esp_id", 31), q.Str("sensor_type", 50)
 	gpio := -1
-	if r.URL.Query().Get("gpio") != "" {
-		gpio = q.integer("gpio", 0, 0, 39)
+	if q.Set("gpio") {
+		gpio = q.Int("gpio", 0, 0, 39)
 	}
-	zone := q.str("zone_id", 32)
-	if q.done(w, r) {
+	zone := q.Str("zone_id", 32)
+	if q.Done(w, r) || !s.knownDevice(w, r, esp) {
 		return
 	}
-	if !s.knownDevice(w, r, esp) {
-		return
-	}
+
 	now := time.Now()
-	out := []map[string]any{}
+	out := []latestReading{}
 	for _, l := range s.sensors.Latest(esp, gpio, typ) {
 		if zone != "" && l.Reading.ZoneID != zone {
 			continue
 		}
-		v := l.Reading.Raw
-		if l.Reading.Processed != nil {
-			v = *l.Reading.Processed
-		}
 		at := time.UnixMilli(l.Reading.TS)
-		out = append(out, map[string]any{"esp_id": l.Key.EspID, "gpio": l.Key.GPIO, "sensor_type": l.Key.SensorType, "value": v,
-			"raw_value": l.Reading.Raw, "processed_value": l.Reading.Processed, "unit": l.Reading.Unit, "quality": l.Reading.Quality,
-			"timestamp": tsv(at), "age_seconds": int64(now.Sub(at).Seconds()), "stale": l.Stale})
+		out = append(out, latestReading{
+			EspID:          l.Key.EspID,
+			GPIO:           l.Key.GPIO,
+			SensorType:     l.Key.SensorType,
+			Value:          readingValue(l.Reading),
+			RawValue:       l.Reading.Raw,
+			ProcessedValue: l.Reading.Processed,
+			Unit:           l.Reading.Unit,
+			Quality:        l.Reading.Quality,
+			Timestamp:      Timestamp(at),
+			AgeSeconds:     int64(now.Sub(at).Seconds()),
+			Stale:          l.Stale,
+		})
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "data": out, "count": len(out)})
+	WriteJSON(w, http.StatusOK, latestResponse{Success: true, Data: out, Count: len(out)})
+}
+
+type processorInfo struct {
+	Type              string         `json:"type"`
+	Unit              string         `json:"unit"`
+	Aliases           []string       `json:"aliases"`
+	CalibrationFields []string       `json:"calibration_fields"`
+	Params            map[string]any `json:"params"`
+}
+
+type sensorTypesResponse struct {
+	Success     bool            `json:"success"`
+	SensorTypes []string        `json:"sensor_types"`
+	Count       int             `json:"count"`
+	Processors  []processorInfo `json:"processors"`
 }
 
 func (s *Server) sensorTypes(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	var procs []map[string]any
+	procs := make([]processorInfo, 0, len(sensor.ProcessorKeys))
 	for _, k := range sensor.ProcessorKeys {
-		procs = append(procs, map[string]any{"type": k, "unit": sensor.DefaultUnit[k], "aliases": sensor.AliasesOf(k),
-			"calibration_fields": calibrationFields(k), "params": map[string]any{}})
+		procs = append(procs, processorInfo{
+			Type:              k,
+			Unit:              sensor.DefaultUnit[k],
+			Aliases:           sensor.AliasesOf(k),
+			CalibrationFields: calibrationFields(k),
+			Params:            map[string]any{},
+		})
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "sensor_types": sensor.ProcessorKeys, "count": len(sensor.ProcessorKeys), "processors": procs})
+	WriteJSON(w, http.StatusOK, sensorTypesResponse{
+		Success:     true,
+		SensorTypes: sensor.ProcessorKeys,
+		Count:       len(sensor.ProcessorKeys),
+		Processors:  procs,
+	})
+}
+
+type processingHealth struct {
+	Success          bool     `json:"success"`
+	Status           string   `json:"status"`
+	ProcessorsLoaded int      `json:"processors_loaded"`
+	SensorTypes      []string `json:"sensor_types"`
+}
+
+func (s *Server) sensorHealth(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, processingHealth{
+		Success:          true,
+		Status:           "healthy",
+		ProcessorsLoaded: len(sensor.ProcessorKeys),
+		SensorTypes:      sensor.ProcessorKeys,
+	})
 }
 
 func calibrationFields(k string) []string {
@@ -453,106 +691,143 @@ func calibrationFields(k string) []string {
 	return []string{"calibration_factor"}
 }
 
+type calibrationPoint struct {
+	Raw       float64 `json:"raw" api:"required"`
+	Reference float64 `json:"reference" api:"required"`
+}
+
+type calibrateRequest struct {
+	EspID        string             `json:"esp_id" api:"required,min=1,max=31,pattern=esp_id"`
+	GPIO         int                `json:"gpio" api:"required,min=0,max=39"`
+	SensorType   string             `json:"sensor_type" api:"required,min=1,max=50"`
+	Method       string             `json:"method" api:"min=1,max=20"`
+	SaveToConfig bool               `json:"save_to_config" api:"default=true"`
+	Points       []calibrationPoint `json:"calibration_points" api:"required,min=1,max=10"`
+}
+
+func (q *calibrateRequest) points() []sensor.Point {
+	out := make([]sensor.Point, 0, len(q.Points))
+	for _, p := range q.Points {
+		out = append(out, sensor.Point{Raw: p.Raw, Reference: p.Reference})
+	}
+	return out
+}
+
+type calibrateResponse struct {
+	Success     bool           `json:"success"`
+	Message     string         `json:"message"`
+	Calibration map[string]any `json:"calibration"`
+	SensorType  string         `json:"sensor_type"`
+	Method      any            `json:"method"`
+	Saved       bool           `json:"saved"`
+}
+
 func (s *Server) calibrate(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
-	if !ok {
+	var req calibrateRequest
+	if !Decode(w, r, &req) {
 		return
 	}
-	esp, _ := b.str("esp_id", true, 1, 31, espIDPattern)
-	gpio, _ := b.integer("gpio", true, 0, 39)
-	typ, _ := b.str("sensor_type", true, 1, 50, nil)
-	method, _ := b.str("method", false, 1, 20, nil)
-	save := b.boolean("save_to_config", true)
-	var points []sensor.Point
-	switch list := b.m["calibration_points"].(type) {
-	case []any:
-		if len(list) < 1 || len(list) > 10 {
-			b.fail("calibration_points", "must have 1-10 points", "value_error")
-		}
-		for _, it := range list {
-			m, _ := it.(map[string]any)
-			raw, ok1 := m["raw"].(json.Number)
-			ref, ok2 := m["reference"].(json.Number)
-			if !ok1 || !ok2 {
-				b.fail("calibration_points", "each point needs numeric raw and reference", "type_error")
-				break
-			}
-			rf, _ := raw.Float64()
-			ff, _ := ref.Float64()
-			points = append(points, sensor.Point{Raw: rf, Reference: ff})
-		}
-	default:
-		b.fail("calibration_points", "field required", "missing")
-	}
-	if b.done(w, r) {
-		return
-	}
-	key, hasProc := sensor.NormaliseType(typ)
+	key, hasProc := sensor.NormaliseType(req.SensorType)
 	if !hasProc {
-		WriteError(w, r, http.StatusNotFound, "PROCESSOR_NOT_FOUND", "no processor for sensor type "+typ, nil)
+		WriteError(w, r, http.StatusNotFound, "PROCESSOR_NOT_FOUND", "no processor for sensor type "+req.SensorType, nil)
 		return
 	}
-	if method != "" && method != sensor.CalibrationMethod(key) {
-		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED", fmt.Sprintf("%s is calibrated with method %q", key, sensor.CalibrationMethod(key)), nil)
+	if method := sensor.CalibrationMethod(key); req.Method != "" && req.Method != method {
+		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED",
+			fmt.Sprintf("%s is calibrated with method %q", key, method), nil)
 		return
 	}
-	cal, err := sensor.Calibrate(key, points, time.Now())
+	cal, err := sensor.Calibrate(key, req.points(), time.Now())
 	if err != nil {
 		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED", err.Error(), nil)
 		return
 	}
-	saved := false
-	if save {
-		c, _, err := s.sensors.Find(esp, int(gpio), sensor.Selector{SensorType: typ})
-		if err != nil {
-			WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", fmt.Sprintf("no %s sensor on %s GPIO %d", typ, esp, gpio), nil)
-			return
-		}
-		if _, err := s.sensors.SaveCalibration(r.Context(), c.ID, cal); s.sensorError(w, r, err) {
-			return
-		}
-		saved = true
-		_, _ = s.pushAfterChange(r.Context(), esp)
-		s.audit.Record(r.Context(), store.AuditEntry{EventType: "config_published", SourceType: "user", SourceID: p.User.Username,
-			Message: "sensor calibrated", Details: map[string]any{"esp_id": esp, "gpio": gpio, "method": cal["method"]},
-			IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+
+	if req.SaveToConfig && !s.saveCalibration(w, r, p, &req, cal) {
+		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "calibration computed", "calibration": cal,
-		"sensor_type": key, "method": cal["method"], "saved": saved})
+	WriteJSON(w, http.StatusOK, calibrateResponse{
+		Success:     true,
+		Message:     "calibration computed",
+		Calibration: cal,
+		SensorType:  key,
+		Method:      cal["method"],
+		Saved:       req.SaveToConfig,
+	})
+}
+
+// saveCalibration stores cal in the addressed sensor's config and pushes the
+// device config; it answers failures itself.
+func (s *Server) saveCalibration(w http.ResponseWriter, r *http.Request, p auth.Principal, req *calibrateRequest,
+	cal map[string]any) bool {
+	c, _, err := s.sensors.Find(req.EspID, req.GPIO, sensor.Selector{SensorType: req.SensorType})
+	if err != nil {
+		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND",
+			fmt.Sprintf("no %s sensor on %s GPIO %d", req.SensorType, req.EspID, req.GPIO), nil)
+		return false
+	}
+	if _, err := s.sensors.SaveCalibration(r.Context(), c.ID, cal); s.SensorError(w, r, err) {
+		return false
+	}
+	_, _ = s.pushAfterChange(r.Context(), req.EspID)
+	s.auditConfig(r, p, "sensor calibrated",
+		map[string]any{"esp_id": req.EspID, "gpio": req.GPIO, "method": cal["method"]})
+	return true
+}
+
+// deviceSetting reports body fields that are device settings, which are not sent over MQTT.
+func deviceSetting(k string) bool {
+	return strings.HasPrefix(k, "wifi_") || strings.HasPrefix(k, "mqtt_") || k == "report_interval_ms" ||
+		k == "heartbeat_interval_ms" || k == "log_level"
+}
+
+type resendResponse struct {
+	Success            bool    `json:"success"`
+	Message            string  `json:"message"`
+	DeviceID           string  `json:"device_id"`
+	ConfigSent         bool    `json:"config_sent"`
+	ConfigAcknowledged bool    `json:"config_acknowledged"`
+	CorrelationID      *string `json:"correlation_id"`
 }
 
 func (s *Server) resendConfig(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	b, ok := readBody(w, r)
+	var req struct{} // only fields that must not be there
+	b, ok := DecodeBody(w, r, &req)
 	if !ok {
 		return
 	}
-	for k := range b.m {
-		if strings.HasPrefix(k, "wifi_") || strings.HasPrefix(k, "mqtt_") || k == "report_interval_ms" || k == "heartbeat_interval_ms" || k == "log_level" {
-			b.fail(k, "device settings are not sent over MQTT", "value_error")
+	for _, k := range b.Keys() {
+		if deviceSetting(k) {
+			b.Fail(k, "device settings are not sent over MQTT", "value_error")
 		}
 	}
-	if b.done(w, r) {
+	if b.Done(w, r) {
 		return
 	}
-	d, ok := s.deviceFromPath(w, r)
+	d, ok := s.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
+
 	corr, err := s.devices.PushConfig(r.Context(), d.DeviceID, "resend")
 	switch {
 	case errors.Is(err, device.ErrConfigTooLarge):
 		WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", err.Error(), nil)
 		return
 	case errors.Is(err, device.ErrNotApproved), errors.Is(err, device.ErrOffline):
-		s.deviceError(w, r, d.DeviceID, err)
+		s.DeviceError(w, r, d.DeviceID, err)
 		return
 	case err != nil:
 		WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "config could not be published", nil)
 		return
 	}
-	s.audit.Record(r.Context(), store.AuditEntry{EventType: "config_published", SourceType: "user", SourceID: p.User.Username,
-		Message: "config re-sent", Details: map[string]any{"esp_id": d.DeviceID, "correlation_id": corr, "mqtt_sent": corr != ""},
-		IPAddress: clientIP(r), CorrelationID: RequestID(r)})
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "message": "config sent", "device_id": d.DeviceID,
-		"config_sent": corr != "", "config_acknowledged": false, "correlation_id": nullStr(corr)})
+	s.auditConfig(r, p, "config re-sent",
+		map[string]any{"esp_id": d.DeviceID, "correlation_id": corr, "mqtt_sent": corr != ""})
+	WriteJSON(w, http.StatusOK, resendResponse{
+		Success:       true,
+		Message:       "config sent",
+		DeviceID:      d.DeviceID,
+		ConfigSent:    corr != "",
+		CorrelationID: NullString(corr),
+	})
 }

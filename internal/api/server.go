@@ -1,6 +1,15 @@
 // Package api is the hub's HTTP interface: routing under /api/v1 (every
 // route with and without a trailing slash, never a redirect), request ids,
-// the error shape of API §1.5, health probes and Prometheus metrics.
+// authentication and roles, the tolerant body decoding of API §1.2, the error
+// shape of API §1.5, the resource routes, health probes, Prometheus metrics
+// and the OpenAPI document derived from the registered routes and their body
+// types. Other packages add routes through Register (the hub registers the
+// debug routes of internal/debugapi that way).
+//
+// The package is above 2,500 lines because it holds every resource's routes
+// with their typed bodies beside the handlers (one file and one registration
+// function per resource). A resource can move to a package of its own through
+// Register, Decode and the exported error writers, as internal/debugapi does.
 package api
 
 import (
@@ -8,6 +17,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,13 +33,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
-	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
-	"github.com/kaiserhub/kaiser/internal/notify"
-	"github.com/kaiserhub/kaiser/internal/schedule"
-	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -43,26 +48,30 @@ type BrokerState interface {
 	Connected() bool
 }
 
-// Deps are what the HTTP layer needs from the rest of the hub.
+// PoolStats reports the database read pool.
+type PoolStats interface {
+	Stats() sql.DBStats
+}
+
+// Deps are what the HTTP layer needs from the rest of the hub. The domain
+// services are taken as the small interfaces the handlers use (declared
+// beside them), so that handlers can be tested with fakes.
 type Deps struct {
 	Version  string
 	Store    Pinger
-	DB       *sql.DB // read pool, for pool statistics
+	DB       PoolStats // read pool, for pool statistics
 	Broker   BrokerState
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	DataDir  string
 
-	Auth    *auth.Service
-	Devices *device.Service
-	Audit   *audit.Log
+	Auth    authService
+	Devices deviceService
+	Audit   auditLog
 	Ingest  IngestStats
-	Sched   *schedule.Scheduler
-	Sensors *sensor.Service
-	Alerts  *notify.Service
+	Sensors sensorService
+	Alerts  alertService
 
-	// MQTTAddr is the broker address simulated devices connect to.
-	MQTTAddr func() string
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
@@ -84,21 +93,23 @@ type Route struct {
 	Summary      string
 	Tag          string
 	Deprecated   bool
+	// Request and Response are zero values of the body types (nil: not
+	// documented); the OpenAPI schemas are derived from them.
+	Request, Response any
 }
 
 // Server holds the routes and readiness.
 type Server struct {
 	deps       Deps
-	auth       *auth.Service
-	devices    *device.Service
-	audit      *audit.Log
+	auth       authService
+	devices    deviceService
+	audit      auditLog
 	loginLim   *auth.Limiter
 	refreshLim *auth.Limiter
 	ws         LiveFeed
-	sensors    *sensor.Service
-	alerts     *notify.Service
+	sensors    sensorService
+	alerts     alertService
 	processLim *auth.Limiter
-	mocks      *mocks
 	cpu        cpuSampler
 	mux        *http.ServeMux
 	routes     []Route
@@ -153,22 +164,9 @@ func New(d Deps) *Server {
 			s.ws = d.Live
 			d.Auth.OnRevoke(d.Live.Revoke)
 		}
-		s.authRoutes()
-		s.userRoutes()
-		s.deviceRoutes()
-		s.healthRoutes()
-		s.auditRoutes()
+		s.resourceRoutes()
 		if s.ws != nil {
 			s.wsRoutes()
-		}
-		if d.Sensors != nil {
-			s.sensorRoutes()
-		}
-		if d.Alerts != nil {
-			s.notificationRoutes()
-		}
-		if d.Sensors != nil {
-			s.mockRoutes()
 		}
 	}
 	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)
@@ -176,6 +174,23 @@ func New(d Deps) *Server {
 	s.public("GET", "/", "Service information", "meta", s.root)
 	s.mux.HandleFunc("/", s.notFound)
 	return s
+}
+
+// resourceRoutes registers the authenticated resources, one function each.
+func (s *Server) resourceRoutes() {
+	s.authRoutes()
+	s.userRoutes()
+	if s.devices != nil {
+		s.deviceRoutes()
+	}
+	s.healthRoutes()
+	s.auditRoutes()
+	if s.sensors != nil {
+		s.sensorRoutes()
+	}
+	if s.alerts != nil {
+		s.notificationRoutes()
+	}
 }
 
 // notFound answers unknown routes, or 405 when the path exists for other methods.
@@ -196,15 +211,33 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	WriteError(w, r, http.StatusNotFound, "NOT_FOUND", "route "+r.URL.Path+" not found", nil)
 }
 
+type serviceInfo struct {
+	Service       string `json:"service"`
+	Version       string `json:"version"`
+	Status        string `json:"status"`
+	MQTTConnected bool   `json:"mqtt_connected"`
+	Environment   string `json:"environment"`
+	Docs          string `json:"docs"`
+	APIPrefix     string `json:"api_prefix"`
+}
+
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
 		s.notFound(w, r)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"service": "kaiser", "version": s.deps.Version, "status": "online",
-		"mqtt_connected": s.deps.Broker != nil && s.deps.Broker.Connected(), "environment": "production",
-		"docs": "/api/v1/openapi.json", "api_prefix": "/api/v1"})
+	WriteJSON(w, http.StatusOK, serviceInfo{
+		Service:       "kaiser",
+		Version:       s.deps.Version,
+		Status:        "online",
+		MQTTConnected: s.brokerConnected(),
+		Environment:   "production",
+		Docs:          "/api/v1/openapi.json",
+		APIPrefix:     "/api/v1",
+	})
 }
+
+func (s *Server) brokerConnected() bool { return s.deps.Broker != nil && s.deps.Broker.Connected() }
 
 // Close ends every WebSocket session with 1001 (the hub is going away).
 func (s *Server) Close() {
@@ -218,6 +251,12 @@ func (s *Server) SetIngest(i IngestStats) {
 	s.mu.Lock()
 	s.deps.Ingest = i
 	s.mu.Unlock()
+}
+
+func (s *Server) ingest() IngestStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deps.Ingest
 }
 
 // SetReady flips readiness once the store, broker and domain are up.
@@ -238,19 +277,45 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 	s.mux.Handle(rt.Method+" "+rt.Path, wrapped)
 }
 
-func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc) {
-	s.handle(Route{Method: method, Path: path, MinRole: "public", Summary: summary, Tag: tag}, h)
+// routeOption adds to what the OpenAPI document tells about a route.
+type routeOption func(*Route)
+
+// accepts documents the request body type (a zero value of it).
+func accepts(body any) routeOption { return func(rt *Route) { rt.Request = body } }
+
+// returns documents the success body type (a zero value of it).
+func returns(body any) routeOption { return func(rt *Route) { rt.Response = body } }
+
+func newRoute(method, path, minRole, summary, tag string, opts []routeOption) Route {
+	rt := Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: tag}
+	for _, o := range opts {
+		o(&rt)
+	}
+	return rt
 }
 
-// authed is a handler for an authenticated, authorised request.
-type authed func(w http.ResponseWriter, r *http.Request, p auth.Principal)
+func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc, opts ...routeOption) {
+	s.handle(newRoute(method, path, "public", summary, tag, opts), h)
+}
 
-func (s *Server) protected(method, path, minRole, summary, tag string, h authed) {
-	s.handle(Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: tag}, s.guard(minRole, h))
+// Authed is a handler for an authenticated, authorised request.
+type Authed func(w http.ResponseWriter, r *http.Request, p auth.Principal)
+
+func (s *Server) protected(method, path, minRole, summary, tag string, h Authed, opts ...routeOption) {
+	s.Register(newRoute(method, path, minRole, summary, tag, opts), h)
+}
+
+// Register adds a route for users of at least rt.MinRole (viewer, operator
+// or admin); the guard answers 401 and 403 before h runs.
+func (s *Server) Register(rt Route, h Authed) {
+	if auth.RoleRank(rt.MinRole) == 0 {
+		panic(fmt.Sprintf("api: route %s %s: %q is not a user role", rt.Method, rt.Path, rt.MinRole))
+	}
+	s.handle(rt, s.guard(rt.MinRole, h))
 }
 
 // guard enforces API §2.3: authentication (401), then the role (403).
-func (s *Server) guard(minRole string, h authed) http.HandlerFunc {
+func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, ok := s.authenticate(w, r, bearer(r))
 		if !ok {
@@ -261,9 +326,17 @@ func (s *Server) guard(minRole string, h authed) http.HandlerFunc {
 			if minRole == auth.RoleAdmin {
 				msg = "Admin privileges required"
 			}
-			s.audit.Record(r.Context(), store.AuditEntry{EventType: "permission_denied", Severity: "warning", SourceType: "api",
-				SourceID: p.User.Username, Status: "failed", Message: msg, Details: map[string]any{"route": r.Method + " " + r.URL.Path},
-				IPAddress: clientIP(r), CorrelationID: RequestID(r)})
+			s.audit.Record(r.Context(), store.AuditEntry{
+				EventType:     "permission_denied",
+				Severity:      "warning",
+				SourceType:    "api",
+				SourceID:      p.User.Username,
+				Status:        "failed",
+				Message:       msg,
+				Details:       map[string]any{"route": r.Method + " " + r.URL.Path},
+				IPAddress:     clientIP(r),
+				CorrelationID: RequestID(r),
+			})
 			WriteError(w, r, http.StatusForbidden, "FORBIDDEN", msg, nil)
 			return
 		}
@@ -296,12 +369,12 @@ func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, auth.ErrUserDisabled):
 		WriteError(w, r, http.StatusForbidden, "USER_DISABLED", "User account is disabled", nil)
 	default:
-		s.internal(w, r, err)
+		s.Internal(w, r, err)
 	}
 }
 
-// internal logs err with the request id and answers a generic 500.
-func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+// Internal logs err with the request id and answers a generic 500.
+func (s *Server) Internal(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("request failed", "request_id", RequestID(r), "path", r.URL.Path, "error", err)
 	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
 }
@@ -452,6 +525,20 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// errorBody is the error shape of API §1.5.
+type errorBody struct {
+	Success bool      `json:"success"`
+	Detail  string    `json:"detail"`
+	Error   errorInfo `json:"error"`
+}
+
+type errorInfo struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Details   any    `json:"details"`
+	RequestID string `json:"request_id"`
+}
+
 // WriteError writes the API §1.5 error body.
 func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
 	if details == nil {
@@ -460,31 +547,56 @@ func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg st
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	}
-	WriteJSON(w, status, map[string]any{"success": false, "detail": msg,
-		"error": map[string]any{"code": code, "message": msg, "details": details, "request_id": RequestID(r)}})
+	WriteJSON(w, status, errorBody{
+		Detail: msg,
+		Error:  errorInfo{Code: code, Message: msg, Details: details, RequestID: RequestID(r)},
+	})
+}
+
+type liveness struct {
+	Success bool `json:"success"`
+	Alive   bool `json:"alive"`
 }
 
 func (s *Server) live(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]any{"success": true, "alive": true})
+	WriteJSON(w, http.StatusOK, liveness{Success: true, Alive: true})
+}
+
+type readinessChecks struct {
+	Database        bool `json:"database"`
+	MQTT            bool `json:"mqtt"`
+	StartupComplete bool `json:"startup_complete"`
+	DiskSpace       bool `json:"disk_space"`
+}
+
+// readiness is the probe's body; while not ready it also carries the error shape.
+type readiness struct {
+	Success bool            `json:"success"`
+	Ready   bool            `json:"ready"`
+	Checks  readinessChecks `json:"checks"`
+	Detail  string          `json:"detail,omitempty"`
+	Error   *errorInfo      `json:"error,omitempty"`
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	db := s.deps.Store != nil && s.deps.Store.Ping(ctx) == nil
-	mq := s.deps.Broker != nil && s.deps.Broker.Connected()
-	started := s.ready.Load()
-	disk := diskOK(s.deps.DataDir)
-	checks := map[string]any{"database": db, "mqtt": mq, "startup_complete": started, "disk_space": disk}
-	ok := db && mq && started
-	body := map[string]any{"success": ok, "ready": ok, "checks": checks}
-	if !ok {
-		body["detail"] = "hub is not ready"
-		body["error"] = map[string]any{"code": "NOT_READY", "message": "hub is not ready", "details": checks, "request_id": RequestID(r)}
-		WriteJSON(w, http.StatusServiceUnavailable, body)
+	checks := readinessChecks{
+		Database:        s.deps.Store != nil && s.deps.Store.Ping(ctx) == nil,
+		MQTT:            s.brokerConnected(),
+		StartupComplete: s.ready.Load(),
+		DiskSpace:       diskOK(s.deps.DataDir),
+	}
+
+	ok := checks.Database && checks.MQTT && checks.StartupComplete
+	body := readiness{Success: ok, Ready: ok, Checks: checks}
+	if ok {
+		WriteJSON(w, http.StatusOK, body)
 		return
 	}
-	WriteJSON(w, http.StatusOK, body)
+	body.Detail = "hub is not ready"
+	body.Error = &errorInfo{Code: "NOT_READY", Message: "hub is not ready", Details: checks, RequestID: RequestID(r)}
+	WriteJSON(w, http.StatusServiceUnavailable, body)
 }
 
 // WSStats reports the live-feed counters.

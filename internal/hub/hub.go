@@ -20,6 +20,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
@@ -75,6 +76,7 @@ type Hub struct {
 	Events   *event.Bus
 	Sched    *schedule.Scheduler
 	API      *api.Server
+	Debug    *debugapi.Debug
 	Auth     *auth.Service
 	Audit    *audit.Log
 	Sensors  *sensor.Service
@@ -184,8 +186,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts,
-		MQTTAddr: func() string { return h.Broker.Addr() }})
+		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -241,6 +242,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 			return nil, err
 		}
 	}
+	// The debug routes of API §16: mock devices and the jobs above.
+	h.Debug = debugapi.Register(h.API, debugapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Jobs: h.Sched,
+		MQTTAddr: func() string { return h.Broker.Addr() }})
 	h.Sched.Start(context.Background())
 
 	// The API answers from here on (ready = 503 until the end of Start).
@@ -255,7 +259,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		log.Warn("clearing retained broadcast emergency failed", "error", err)
 	}
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
-	h.API.ResumeMocks()
+	h.Debug.Resume()
 	h.API.SetReady(true)
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
 		Event:     "startup_complete",
@@ -360,7 +364,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		Timestamp: time.Now().Unix(),
 	}})
 	step("broker stop accepting", h.Broker.StopAccepting(ctx))
-	h.API.StopMocks()
+	h.Debug.Stop()
 	h.API.Close()
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
 	err := h.httpSrv.Shutdown(hctx)
@@ -388,8 +392,8 @@ func (h *Hub) Stop(ctx context.Context) error {
 func (h *Hub) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ShutdownTimeout)
 	defer cancel()
+	h.Debug.Stop()
 	if h.API != nil {
-		h.API.StopMocks()
 		h.API.Close()
 	}
 	if h.httpSrv != nil {

@@ -1,0 +1,139 @@
+package debugapi
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/kaiserhub/kaiser/internal/sim"
+)
+
+// node is a running simulated device.
+type node interface {
+	Run(ctx context.Context) error
+	Stopped() <-chan struct{}
+	HeartbeatNow() (map[string]any, bool)
+	SetOverride(gpio int, v float64, publish bool) bool
+	ClearOverride(gpio int) bool
+	AddSensor(sp sim.SensorSpec) bool
+	RemoveSensor(gpio int) bool
+	SetActuator(gpio int, typ string, on bool, value float64, publish bool) bool
+	SetHeartbeat(enabled bool, every time.Duration) bool
+	EmergencyStop(stop bool) bool
+	SetState(s string) bool
+	Messages(limit int) []sim.Message
+	ClearMessages()
+}
+
+var _ node = (*sim.Node)(nil)
+
+// heartbeatsOnRequest is the heartbeat interval of a mock without automatic
+// heartbeats: long enough never to fire, so heartbeats come only on request.
+const heartbeatsOnRequest = time.Duration(1 << 62)
+
+type run struct {
+	node   node
+	cancel context.CancelFunc
+}
+
+// runner runs mock devices inside the hub over its real broker.
+type runner struct {
+	mqttAddr func() string
+	limit    int
+	newNode  func(sim.NodeConfig) node
+
+	mu      sync.Mutex
+	running map[string]*run
+	wg      sync.WaitGroup
+}
+
+func newRunner(mqttAddr func() string, limit int) *runner {
+	return &runner{
+		mqttAddr: mqttAddr,
+		limit:    limit,
+		newNode:  func(c sim.NodeConfig) node { return sim.NewNode(c) },
+		running:  map[string]*run{},
+	}
+}
+
+// full reports whether no further mock may run.
+func (m *runner) full() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.running) >= m.limit
+}
+
+// node is the running simulation of a device, nil when it is not running.
+func (m *runner) node(id string) node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.running[id]; r != nil {
+		return r.node
+	}
+	return nil
+}
+
+// start runs the device with the newer-firmware profile (DOMAIN §10); a
+// running device is left as it is.
+func (m *runner) start(def mockDef) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running[def.EspID] != nil || m.mqttAddr == nil {
+		return
+	}
+
+	n := m.newNode(nodeConfig(def, m.mqttAddr()))
+	ctx, cancel := context.WithCancel(context.Background())
+	m.running[def.EspID] = &run{node: n, cancel: cancel}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		_ = n.Run(ctx)
+	}()
+}
+
+func nodeConfig(def mockDef, broker string) sim.NodeConfig {
+	specs := make([]sim.SensorSpec, 0, len(def.Sensors))
+	for _, ms := range def.Sensors {
+		specs = append(specs, ms.spec())
+	}
+	hb := time.Duration(def.HeartbeatSecs) * time.Second
+	if !def.AutoHeartbeat {
+		hb = heartbeatsOnRequest
+	}
+	return sim.NodeConfig{
+		EspID:          def.EspID,
+		Broker:         broker,
+		Quirks:         sim.Quirks{Seq: true},
+		Sensors:        specs,
+		HeartbeatEvery: hb,
+		Clock:          sim.NewClock(1),
+		Seed:           time.Now().UnixNano(),
+	}
+}
+
+// stop ends a device's simulation and waits until its node has stopped.
+func (m *runner) stop(id string) {
+	m.mu.Lock()
+	r := m.running[id]
+	delete(m.running, id)
+	m.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.node.Stopped()
+	}
+}
+
+func (m *runner) stopAll() {
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.running))
+	for id := range m.running {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+
+	for _, id := range ids {
+		m.stop(id)
+	}
+	m.wg.Wait()
+}
