@@ -16,7 +16,8 @@ import (
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "ingest" && args[0] != "heartbeat" && args[0] != "fanout") {
-		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout [--devices N] [--sensors N] [--clients K] [--rate R] [--duration D] [--json FILE]")
+		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout [--devices N] [--sensors N] "+
+			"[--clients K] [--rate R] [--duration D] [--json FILE]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
@@ -62,7 +63,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	res, err := bench.Ingest(ctx, bench.IngestConfig{Devices: *devices, Sensors: *sensors, Duration: *duration, Console: stderr})
+	res, err := bench.Ingest(ctx, bench.IngestConfig{
+		Devices:  *devices,
+		Sensors:  *sensors,
+		Duration: *duration,
+		Console:  stderr,
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
 		return 1
@@ -72,7 +78,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%-34s %14.0f\n", "baseline msg/s (bare broker)", res.BaselinePS)
 	fmt.Fprintf(stdout, "%-34s %14.2f\n", "ratio ours/baseline", res.Ratio)
 	for _, p := range res.Latency {
-		fmt.Fprintf(stdout, "latency at %6.0f/s  p50 %6.1f ms  p95 %6.1f ms  p99 %6.1f ms\n", p.Rate, p.P50ms, p.P95ms, p.P99ms)
+		fmt.Fprintf(stdout, "latency at %6.0f/s  p50 %6.1f ms  p95 %6.1f ms  p99 %6.1f ms\n",
+			p.Rate, p.P50ms, p.P95ms, p.P99ms)
 	}
 	fmt.Fprintf(stdout, "%-34s %14d\n", "lost readings", res.Lost)
 	if *jsonOut != "" {

@@ -93,14 +93,55 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	flags := []*envFlag{
-		{name: "data-dir", env: "KAISER_DATA_DIR", def: "./data", help: "directory for the database, logs and secrets"},
-		{name: "http-addr", env: "KAISER_HTTP_ADDR", def: ":8000", help: "HTTP listen address (REST, WebSocket, firmware processing on :8000)"},
-		{name: "mqtt-addr", env: "KAISER_MQTT_ADDR", def: ":1883", help: "embedded MQTT broker listen address"},
-		{name: "kaiser-id", env: "KAISER_KAISER_ID", def: "god", help: "hub id in topics kaiser/{id}/... (1-32 of [A-Za-z0-9_.:-])"},
-		{name: "heartbeat-timeout", env: "KAISER_HEARTBEAT_TIMEOUT", def: "180s", help: "a device without a heartbeat for this long goes offline (>= 1s)"},
-		{name: "log-level", env: "KAISER_LOG_LEVEL", def: "info", help: "debug, info, warn or error"},
-		{name: "processed-echo", env: "KAISER_PROCESSED_ECHO", def: "true", help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)"},
-		{name: "jwt-secret-file", env: "KAISER_JWT_SECRET_FILE", def: "", help: "file with the JWT signing secret (>= 32 bytes); the value itself may be given only as KAISER_JWT_SECRET; neither = generated in the data dir"},
+		{
+			name: "data-dir",
+			env:  "KAISER_DATA_DIR",
+			def:  "./data",
+			help: "directory for the database, logs and secrets",
+		},
+		{
+			name: "http-addr",
+			env:  "KAISER_HTTP_ADDR",
+			def:  ":8000",
+			help: "HTTP listen address (REST, WebSocket, firmware processing on :8000)",
+		},
+		{
+			name: "mqtt-addr",
+			env:  "KAISER_MQTT_ADDR",
+			def:  ":1883",
+			help: "embedded MQTT broker listen address",
+		},
+		{
+			name: "kaiser-id",
+			env:  "KAISER_KAISER_ID",
+			def:  "god",
+			help: "hub id in topics kaiser/{id}/... (1-32 of [A-Za-z0-9_.:-])",
+		},
+		{
+			name: "heartbeat-timeout",
+			env:  "KAISER_HEARTBEAT_TIMEOUT",
+			def:  "180s",
+			help: "a device without a heartbeat for this long goes offline (>= 1s)",
+		},
+		{
+			name: "log-level",
+			env:  "KAISER_LOG_LEVEL",
+			def:  "info",
+			help: "debug, info, warn or error",
+		},
+		{
+			name: "processed-echo",
+			env:  "KAISER_PROCESSED_ECHO",
+			def:  "true",
+			help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)",
+		},
+		{
+			name: "jwt-secret-file",
+			env:  "KAISER_JWT_SECRET_FILE",
+			def:  "",
+			help: "file with the JWT signing secret (>= 32 bytes); the value itself may be given " +
+				"only as KAISER_JWT_SECRET; neither = generated in the data dir",
+		},
 	}
 	for _, f := range flags {
 		f.value = fs.String(f.name, f.def, f.help+" (env "+f.env+")")
@@ -136,7 +177,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 }
 
 func printServeHelp(w io.Writer, flags []*envFlag) {
-	fmt.Fprintln(w, "Usage: kaiser serve [flags]\n\nRuns the hub with an embedded MQTT broker and SQLite; no configuration needed.\nEvery flag can also be set with its environment variable; a flag wins over its variable.\n\nFlags:")
+	fmt.Fprintln(w, "Usage: kaiser serve [flags]\n\n"+
+		"Runs the hub with an embedded MQTT broker and SQLite; no configuration needed.\n"+
+		"Every flag can also be set with its environment variable; a flag wins over its variable.\n\n"+
+		"Flags:")
 	for _, f := range flags {
 		fmt.Fprintf(w, "  --%-19s %s\n      %-19s env %s, default %q\n", f.name, f.help, "", f.env, f.def)
 	}
@@ -149,8 +193,14 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 		v[f.name] = strings.TrimSpace(*f.value)
 		src[f.name] = "--" + f.name + " (" + f.env + ")"
 	}
-	cfg := hub.Config{DataDir: v["data-dir"], HTTPAddr: v["http-addr"], MQTTAddr: v["mqtt-addr"],
-		KaiserID: v["kaiser-id"], Version: version, Commit: buildCommit()}
+	cfg := hub.Config{
+		DataDir:  v["data-dir"],
+		HTTPAddr: v["http-addr"],
+		MQTTAddr: v["mqtt-addr"],
+		KaiserID: v["kaiser-id"],
+		Version:  version,
+		Commit:   buildCommit(),
+	}
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("%s: must not be empty", src["data-dir"])
 	}
@@ -164,7 +214,8 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	d, err := time.ParseDuration(v["heartbeat-timeout"])
 	if err != nil || d < time.Second {
-		return cfg, fmt.Errorf("%s: %q must be a duration of at least 1s, e.g. 180s", src["heartbeat-timeout"], v["heartbeat-timeout"])
+		return cfg, fmt.Errorf("%s: %q must be a duration of at least 1s, e.g. 180s",
+			src["heartbeat-timeout"], v["heartbeat-timeout"])
 	}
 	cfg.HeartbeatTimeout = d
 	lvl, err := observe.ParseLevel(v["log-level"])

@@ -61,9 +61,23 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		id := fmt.Sprintf("ESP_%06X", (uint32(*seed)*2654435761+uint32(i)*40503)&0xFFFFFF)
 		var specs []sim.SensorSpec
 		for s := 0; s < *sensors; s++ {
-			specs = append(specs, sim.SensorSpec{GPIO: []int{32, 33, 34, 35, 36, 39}[s%6], Type: *sensorType, Base: *base, Pattern: *pattern, Range: *rangeV})
+			specs = append(specs, sim.SensorSpec{
+				GPIO:    []int{32, 33, 34, 35, 36, 39}[s%6],
+				Type:    *sensorType,
+				Base:    *base,
+				Pattern: *pattern,
+				Range:   *rangeV,
+			})
 		}
-		cfg := sim.NodeConfig{EspID: id, Broker: addr, Quirks: q, Sensors: specs, Interval: *interval, Clock: clock, Seed: *seed + int64(i)}
+		cfg := sim.NodeConfig{
+			EspID:    id,
+			Broker:   addr,
+			Quirks:   q,
+			Sensors:  specs,
+			Interval: *interval,
+			Clock:    clock,
+			Seed:     *seed + int64(i),
+		}
 		if *bootLog != "" {
 			f, err := os.Create(filepath.Join(*bootLog, id+".log"))
 			if err != nil {

@@ -30,8 +30,17 @@ func soakCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := soak.Run(ctx, soak.Config{Devices: *devices, Sensors: *sensors, Interval: *interval, Simulated: *simulated,
-		MaxWall: *maxWall, CSV: *csvPath, PNG: *pngPath, DataDir: *dataDir, Console: stderr})
+	res, err := soak.Run(ctx, soak.Config{
+		Devices:   *devices,
+		Sensors:   *sensors,
+		Interval:  *interval,
+		Simulated: *simulated,
+		MaxWall:   *maxWall,
+		CSV:       *csvPath,
+		PNG:       *pngPath,
+		DataDir:   *dataDir,
+		Console:   stderr,
+	})
 	if err != nil {
 		fmt.Fprintf(stderr, "kaiser soak: %v\n", err)
 		return 1

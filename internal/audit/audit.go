@@ -1,4 +1,4 @@
-// Package audit records who did what (API §14): login and logout, user and
+// Package audit records who did what (docs/api.md §14): login and logout, user and
 // device changes, with retention by severity. Writing an entry never makes
 // the audited operation fail; a failed write is logged and counted.
 package audit
@@ -27,8 +27,13 @@ type Log struct {
 
 // New builds the audit log; reg may be nil.
 func New(st store.Audit, log *slog.Logger, reg prometheus.Registerer) *Log {
-	l := &Log{store: st, log: log, now: time.Now, failures: prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "kaiser_audit_write_failures_total", Help: "Audit entries that could not be written."})}
+	l := &Log{
+		store: st,
+		log:   log,
+		now:   time.Now,
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kaiser_audit_write_failures_total", Help: "Audit entries that could not be written."}),
+	}
 	if reg != nil {
 		reg.MustRegister(l.failures)
 	}
@@ -66,11 +71,14 @@ func (l *Log) Query(ctx context.Context, f store.AuditFilter) ([]store.AuditEntr
 }
 
 // Counts passes through to the store.
-func (l *Log) Counts(ctx context.Context, since time.Time) (map[string]int, map[string]int, *time.Time, *time.Time, error) {
+func (l *Log) Counts(
+	ctx context.Context,
+	since time.Time,
+) (map[string]int, map[string]int, *time.Time, *time.Time, error) {
 	return l.store.AuditCounts(ctx, since)
 }
 
-// Retention is the audit retention configuration (API §14.1).
+// Retention is the audit retention configuration (docs/api.md §14.1).
 type Retention struct {
 	Enabled                bool           `json:"enabled"`
 	DefaultDays            int            `json:"default_days"`
@@ -81,10 +89,20 @@ type Retention struct {
 	LastCleanup            *time.Time     `json:"last_cleanup"`
 }
 
-// DefaultRetention is API §14.1's default.
+// DefaultRetention is docs/api.md §14.1's default.
 func DefaultRetention() Retention {
-	return Retention{Enabled: true, DefaultDays: 30, SeverityDays: map[string]int{"info": 14, "warning": 30, "error": 90, "critical": 365},
-		BatchSize: 1000, PreserveEmergencyStops: true}
+	return Retention{
+		Enabled:     true,
+		DefaultDays: 30,
+		SeverityDays: map[string]int{
+			"info":     14,
+			"warning":  30,
+			"error":    90,
+			"critical": 365,
+		},
+		BatchSize:              1000,
+		PreserveEmergencyStops: true,
+	}
 }
 
 const retentionKey = "audit_retention"

@@ -203,10 +203,15 @@ func TestRetentionConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err = f.log.GetRetention(ctx)
-	// The configuration always lists all four severities (API §14.1): the
+	// The configuration always lists all four severities (docs/api.md §14.1): the
 	// ones not stored keep their default.
 	want := changed
-	want.SeverityDays = map[string]int{"info": 1, "warning": 30, "error": 90, "critical": 400}
+	want.SeverityDays = map[string]int{
+		"info":     1,
+		"warning":  30,
+		"error":    90,
+		"critical": 400,
+	}
 	if err != nil || !sameRetention(got, want) {
 		t.Fatalf("stored retention %+v (%v), want %+v", got, err, want)
 	}
@@ -252,7 +257,12 @@ func (f *fixture) seed(t *testing.T) map[string]int64 {
 	add("device_offline", "warning", 29*day)
 	add("user_deleted", "error", 91*day)
 	add("config_failed", "critical", 364*day)
-	return map[string]int64{"info": 5, "warning": 1, "error": 1, "critical": 0}
+	return map[string]int64{
+		"info":     5,
+		"warning":  1,
+		"error":    1,
+		"critical": 0,
+	}
 }
 
 func TestCleanup(t *testing.T) {

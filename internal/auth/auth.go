@@ -1,4 +1,4 @@
-// Package auth is users, passwords, tokens and roles (API §2, §4, §5):
+// Package auth is users, passwords, tokens and roles (docs/api.md §2, §4, §5):
 // bcrypt hashes, HS256 access and refresh tokens with rotation and a
 // blacklist, token versions that revoke every token of a user at once, and
 // the login rate limit.
@@ -63,7 +63,7 @@ type Config struct {
 	BcryptCost int           // default 12 (tests lower it)
 }
 
-// Tokens is a login's token pair (API §4).
+// Tokens is a login's token pair (docs/api.md §4).
 type Tokens struct {
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
@@ -118,7 +118,13 @@ func New(ctx context.Context, cfg Config, st store.Users) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load token blacklist: %w", err)
 	}
-	return &Service{cfg: cfg, store: st, dummyHash: dummy, now: time.Now, blacklist: bl}, nil
+	return &Service{
+		cfg:       cfg,
+		store:     st,
+		dummyHash: dummy,
+		now:       time.Now,
+		blacklist: bl,
+	}, nil
 }
 
 // OnRevoke registers a callback run when tokens are revoked: jti for one
@@ -138,7 +144,7 @@ func (s *Service) revoked(userID int64, jti string) {
 	}
 }
 
-// PasswordPolicy returns the unmet rules of API §2.7 (empty = acceptable).
+// PasswordPolicy returns the unmet rules of docs/api.md §2.7 (empty = acceptable).
 func PasswordPolicy(pw string) []string {
 	var unmet []string
 	if len(pw) < 8 {
@@ -181,8 +187,17 @@ func (s *Service) build(n NewUser) (store.User, error) {
 		return store.User{}, err
 	}
 	now := s.now()
-	return store.User{Username: n.Username, Email: n.Email, FullName: n.FullName, Role: n.Role, IsActive: true,
-		PasswordHash: h, TokenVersion: 1, CreatedAt: now, UpdatedAt: now}, nil
+	return store.User{
+		Username:     n.Username,
+		Email:        n.Email,
+		FullName:     n.FullName,
+		Role:         n.Role,
+		IsActive:     true,
+		PasswordHash: h,
+		TokenVersion: 1,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}, nil
 }
 
 // Setup creates the first account as admin and logs it in.
@@ -236,10 +251,23 @@ func (s *Service) issue(u store.User, remember bool) (Tokens, error) {
 		ttl = s.cfg.RememberMe
 	}
 	sub := fmt.Sprint(u.ID)
-	access := Claims{Type: "access", Role: u.Role, TokenVersion: u.TokenVersion, RegisteredClaims: jwt.RegisteredClaims{
-		Subject: sub, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)), ID: uuid.NewString()}}
+	access := Claims{
+		Type:         "access",
+		Role:         u.Role,
+		TokenVersion: u.TokenVersion,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   sub,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ID:        uuid.NewString(),
+		},
+	}
 	refresh := Claims{Type: "refresh", TokenVersion: u.TokenVersion, RegisteredClaims: jwt.RegisteredClaims{
-		Subject: sub, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.RefreshTTL)), ID: uuid.NewString()}}
+		Subject:   sub,
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.RefreshTTL)),
+		ID:        uuid.NewString(),
+	}}
 	a, err := jwt.NewWithClaims(jwt.SigningMethodHS256, access).SignedString(s.cfg.Secret)
 	if err != nil {
 		return Tokens{}, err
@@ -248,7 +276,12 @@ func (s *Service) issue(u store.User, remember bool) (Tokens, error) {
 	if err != nil {
 		return Tokens{}, err
 	}
-	return Tokens{AccessToken: a, RefreshToken: r, TokenType: "bearer", ExpiresIn: int64(ttl / time.Second)}, nil
+	return Tokens{
+		AccessToken:  a,
+		RefreshToken: r,
+		TokenType:    "bearer",
+		ExpiresIn:    int64(ttl / time.Second),
+	}, nil
 }
 
 // parse verifies signature, algorithm (HS256 only), expiry (60 s leeway) and
@@ -285,7 +318,7 @@ type Principal struct {
 	Claims *Claims
 }
 
-// Authenticate validates an access token (API §2.3 steps 1–4) and loads the
+// Authenticate validates an access token (docs/api.md §2.3 steps 1–4) and loads the
 // user; a deactivated user gives ErrUserDisabled with the principal set.
 func (s *Service) Authenticate(ctx context.Context, token string) (Principal, error) {
 	c, err := s.parse(token, "access")
@@ -382,7 +415,7 @@ func (s *Service) Logout(ctx context.Context, p Principal, refresh string, all b
 	return n, nil
 }
 
-// UserPatch is an admin's change to a user (API §5 PATCH).
+// UserPatch is an admin's change to a user (docs/api.md §5 PATCH).
 type UserPatch struct {
 	Email, FullName, Role *string
 	IsActive              *bool
@@ -479,7 +512,7 @@ func (s *Service) PurgeExpired(ctx context.Context) error {
 	return nil
 }
 
-// LoadSecret resolves the JWT secret (API §2.2): a file (--jwt-secret-file or
+// LoadSecret resolves the JWT secret (docs/api.md §2.2): a file (--jwt-secret-file or
 // KAISER_JWT_SECRET_FILE) or KAISER_JWT_SECRET; both set fails; shorter than
 // 32 bytes fails naming the source; none generates 32 random bytes in
 // <dataDir>/jwt.secret (0600) and reuses them on later starts.

@@ -17,7 +17,12 @@ type Limiter struct {
 
 // NewLimiter allows limit requests per window per key.
 func NewLimiter(limit int, window time.Duration) *Limiter {
-	return &Limiter{limit: limit, window: window, hits: map[string][]time.Time{}, now: time.Now}
+	return &Limiter{
+		limit:  limit,
+		window: window,
+		hits:   map[string][]time.Time{},
+		now:    time.Now,
+	}
 }
 
 // Allow records a request and reports whether it is within the limit; when

@@ -82,11 +82,17 @@ func Provision(ctx context.Context, h *hub.Hub, devices, sensors int, prefix str
 	ids := make([]string, devices)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("%s%06X", prefix, i)
-		if _, err := h.Devices.Register(ctx, device.Registration{DeviceID: ids[i], HardwareType: "ESP32_WROOM"}, "bench"); err != nil {
+		reg := device.Registration{DeviceID: ids[i], HardwareType: "ESP32_WROOM"}
+		if _, err := h.Devices.Register(ctx, reg, "bench"); err != nil {
 			return nil, err
 		}
 		for s := 0; s < sensors; s++ {
-			if _, _, err := h.Sensors.Upsert(ctx, sensor.Config{EspID: ids[i], GPIO: sensorPin(s), SensorType: "ph", Enabled: true}); err != nil {
+			if _, _, err := h.Sensors.Upsert(ctx, sensor.Config{
+				EspID:      ids[i],
+				GPIO:       sensorPin(s),
+				SensorType: "ph",
+				Enabled:    true,
+			}); err != nil {
 				return nil, err
 			}
 		}
@@ -232,13 +238,18 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	// kept below the per-device queue bound so nothing is ever dropped.
 	perDevSent := map[string]int64{}
 	var perMu sync.Mutex
-	l := &load{addr: h.MQTTAddr(), ids: ids, sensors: cfg.Sensors, tsBase: time.Now().Unix() - 86000,
+	l := &load{
+		addr:    h.MQTTAddr(),
+		ids:     ids,
+		sensors: cfg.Sensors,
+		tsBase:  time.Now().Unix() - 86000,
 		inFlight: func(id string, sent int64) int64 {
 			perMu.Lock()
 			prev := perDevSent[id]
 			perMu.Unlock()
 			return prev + sent - h.Ingest.DeviceCounters(id).Processed
-		}}
+		},
+	}
 	runPhase := func(ctx context.Context, rate float64) error {
 		before := map[string]int64{}
 		for _, id := range ids {
@@ -316,7 +327,8 @@ func waitDrained(h *hub.Hub, l *load, base int64) error {
 					drops[k] += v
 				}
 			}
-			return fmt.Errorf("hub did not store %d readings (ingest drops %v)", l.sent.Load()-(h.Readings.Committed()-base), drops)
+			missing := l.sent.Load() - (h.Readings.Committed() - base)
+			return fmt.Errorf("hub did not store %d readings (ingest drops %v)", missing, drops)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -341,7 +353,8 @@ func Baseline(ctx context.Context, devices, sensors int, d time.Duration, window
 		return 0, err
 	}
 	var count atomic.Int64
-	if err := b.Subscribe([]string{"kaiser/+/esp/+/sensor/+/data"}, func(string, []byte, bool, bool) { count.Add(1) }); err != nil {
+	onData := func(string, []byte, bool, bool) { count.Add(1) }
+	if err := b.Subscribe([]string{"kaiser/+/esp/+/sensor/+/data"}, onData); err != nil {
 		return 0, err
 	}
 	if err := b.Start(); err != nil {
@@ -353,8 +366,13 @@ func Baseline(ctx context.Context, devices, sensors int, d time.Duration, window
 		ids[i] = fmt.Sprintf("BASE_%06X", i)
 	}
 	var l0 *load
-	l := &load{addr: b.Addr(), ids: ids, sensors: sensors, tsBase: time.Now().Unix(),
-		inFlight: func(_ string, _ int64) int64 { return (l0.sent.Load() - count.Load()) / int64(devices) }}
+	l := &load{
+		addr:     b.Addr(),
+		ids:      ids,
+		sensors:  sensors,
+		tsBase:   time.Now().Unix(),
+		inFlight: func(_ string, _ int64) int64 { return (l0.sent.Load() - count.Load()) / int64(devices) },
+	}
 	l0 = l
 	bctx, cancel := context.WithTimeout(ctx, d+2*time.Second)
 	defer cancel()

@@ -105,7 +105,8 @@ func Heartbeat(ctx context.Context, devices int, d time.Duration) (RoundTrip, er
 	if err != nil {
 		return res, err
 	}
-	ack := []byte(`{"status":"pending_approval","config_available":false,"server_time":0,"handover_epoch":1,"ack_type":"heartbeat","contract_version":2}`)
+	ack := []byte(`{"status":"pending_approval","config_available":false,"server_time":0,` +
+		`"handover_epoch":1,"ack_type":"heartbeat","contract_version":2}`)
 	if err := b.Subscribe([]string{"kaiser/+/esp/+/system/heartbeat"}, func(topic string, _ []byte, _, _ bool) {
 		_ = b.Publish(context.Background(), topic+"/ack", ack, 1, false)
 	}); err != nil {
@@ -135,7 +136,8 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 	if _, err := Provision(ctx, h, 10, 1, "FAN_"); err != nil {
 		return res, err
 	}
-	_, tokens, err := h.Auth.Setup(ctx, auth.NewUser{Username: "bench", Email: "bench@example.org", Password: "Bench-pass1"})
+	admin := auth.NewUser{Username: "bench", Email: "bench@example.org", Password: "Bench-pass1"}
+	_, tokens, err := h.Auth.Setup(ctx, admin)
 	if err != nil {
 		return res, err
 	}
@@ -144,7 +146,8 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for i := 0; i < clients; i++ {
-		c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s/api/v1/ws/realtime/c%d?token=%s", h.HTTPAddr(), i, tokens.AccessToken), nil)
+		url := fmt.Sprintf("ws://%s/api/v1/ws/realtime/c%d?token=%s", h.HTTPAddr(), i, tokens.AccessToken)
+		c, _, err := websocket.Dial(ctx, url, nil)
 		if err != nil {
 			return res, err
 		}
@@ -169,8 +172,13 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 		for i := range ids {
 			ids[i] = fmt.Sprintf("FAN_%06X", i)
 		}
-		l := &load{addr: addr, ids: ids, sensors: 1, tsBase: time.Now().Unix() - 3600,
-			inFlight: func(string, int64) int64 { return 0 }}
+		l := &load{
+			addr:     addr,
+			ids:      ids,
+			sensors:  1,
+			tsBase:   time.Now().Unix() - 3600,
+			inFlight: func(string, int64) int64 { return 0 },
+		}
 		pctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		err := l.run(pctx, rate, 1<<40)
@@ -198,7 +206,10 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 	var bgot atomic.Int64
 	var subs []*sim.Wire
 	for i := 0; i < clients; i++ {
-		w, err := sim.DialWire(b.Addr(), sim.WireOptions{ClientID: fmt.Sprintf("sub%d", i), OnMessage: func(string, []byte) { bgot.Add(1) }})
+		w, err := sim.DialWire(b.Addr(), sim.WireOptions{
+			ClientID:  fmt.Sprintf("sub%d", i),
+			OnMessage: func(string, []byte) { bgot.Add(1) },
+		})
 		if err != nil {
 			return res, err
 		}

@@ -22,11 +22,11 @@ import (
 )
 
 // Deliver receives one inbound message. It must only decode and enqueue.
-// replay marks a delivery from the retained store (CONTRACT §5.6).
+// replay marks a delivery from the retained store (docs/protocol.md §5.6).
 type Deliver func(topic string, payload []byte, retain, replay bool)
 
 // DeviceRoots tells the broker the recorded kaiser root of a known,
-// approved device, so it can restore the firmware's subscriptions (CONTRACT M4).
+// approved device, so it can restore the firmware's subscriptions (docs/protocol.md M4).
 type DeviceRoots func(espID string) (kaiserID string, ok bool)
 
 // Config configures the embedded broker.
@@ -63,7 +63,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 		cfg.Logger = slog.Default()
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
-	// Bound what offline sessions and slow clients may hold (ARCHITECTURE:
+	// Bound what offline sessions and slow clients may hold (docs/architecture.md:
 	// mochi pitfalls). Devices use clean sessions; these limits protect
 	// against other clients.
 	caps.MaximumSessionExpiryInterval = 3600
@@ -87,7 +87,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	e.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_publish_failures_total",
 		Help: "Hub publishes that failed, by kind."}, []string{"kind"})
 	e.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_subscriptions_restored_total",
-		Help: "Device subscription sets restored by the embedded broker on reconnect (CONTRACT M4)."})
+		Help: "Device subscription sets restored by the embedded broker on reconnect (docs/protocol.md M4)."})
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(e.published, e.failures, e.restored,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_clients",
@@ -156,7 +156,7 @@ func (e *Embedded) Start() error {
 func (e *Embedded) Addr() string { return e.addr.Load().(string) }
 
 // Publish publishes a hub message. The embedded broker delivers inline, so a
-// nil error means the broker accepted it (CONTRACT K10 "sent").
+// nil error means the broker accepted it (docs/protocol.md K10 "sent").
 func (e *Embedded) Publish(_ context.Context, topic string, payload []byte, qos byte, retain bool) error {
 	kind := publishKind(topic)
 	if e.isClosed() {
@@ -278,7 +278,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	if pk.Connect.WillFlag && !mayWrite(cl.ID, pk.Connect.WillTopic) {
-		h.e.log.Warn("mqtt connect refused: will topic not writable by client", "client_id", cl.ID, "will_topic", pk.Connect.WillTopic)
+		h.e.log.Warn("mqtt connect refused: will topic not writable by client",
+			"client_id", cl.ID,
+			"will_topic", pk.Connect.WillTopic)
 		return false
 	}
 	return true
@@ -312,7 +314,7 @@ func mayWrite(clientID, topic string) bool {
 
 // OnSessionEstablished restores a known device's firmware subscriptions on
 // its recorded root, so a baseline device that reconnects without
-// subscribing (Q3) still hears the hub (CONTRACT M4).
+// subscribing (Q3) still hears the hub (docs/protocol.md M4).
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if h.e.cfg.Roots == nil || cl.Net.Inline {
 		return

@@ -89,7 +89,7 @@ func TestIsHubToDevice(t *testing.T) {
 	}
 }
 
-// Every device→hub example payload of CONTRACT.md §3.1 decodes.
+// Every device→hub example payload of docs/protocol.md §3.1 decodes.
 var contractExamples = map[string]string{
 	"kaiser/god/esp/ESP_A1B2C3/sensor/34/data":              `{"esp_id":"ESP_A1B2C3","zone_id":"greenhouse_1","subzone_id":"bed_north","gpio":34,"sensor_type":"ph","raw":2150,"value":6.19,"unit":"pH","quality":"fair","ts":1767600930,"raw_mode":true}`,
 	"kaiser/god/esp/ESP_A1B2C3/system/heartbeat":            `{"esp_id":"ESP_A1B2C3","zone_id":"greenhouse_1","master_zone_id":"greenhouse","zone_assigned":true,"ts":1767600930,"uptime":3600,"heap_free":187432,"wifi_rssi":-61,"sensor_count":2,"actuator_count":1}`,
@@ -194,7 +194,7 @@ func TestDecodeDropReasons(t *testing.T) {
 	}
 }
 
-// Every hub→device example of CONTRACT.md §3.2 is reproduced byte for byte.
+// Every hub→device example of docs/protocol.md §3.2 is reproduced byte for byte.
 func TestEncodeExamples(t *testing.T) {
 	now := time.Unix(1767600930, 0)
 	cases := []struct {
@@ -205,19 +205,48 @@ func TestEncodeExamples(t *testing.T) {
 			`{"command":"ON","value":1.0,"duration":300,"timestamp":1767600930,"correlation_id":"cmd-7f3a91c2-0042"}`},
 		{NewHeartbeatAck("online", false, time.Unix(1767600931, 0), nil),
 			`{"status":"online","config_available":false,"server_time":1767600931,"handover_epoch":1,"ack_type":"heartbeat","contract_version":2}`},
-		{SystemCommand{Command: "factory_reset", Confirm: true, Timestamp: 1767600930, CorrelationID: "sys-7f3a91c2-0003"},
+		{SystemCommand{
+			Command:       "factory_reset",
+			Confirm:       true,
+			Timestamp:     1767600930,
+			CorrelationID: "sys-7f3a91c2-0003",
+		},
 			`{"command":"factory_reset","confirm":true,"timestamp":1767600930,"correlation_id":"sys-7f3a91c2-0003"}`},
-		{ZoneAssign{ZoneID: "greenhouse_1", MasterZoneID: "greenhouse", ZoneName: "Greenhouse 1", KaiserID: "god", Timestamp: 1767600930, CorrelationID: "zone-7f3a91c2-0002"},
+		{ZoneAssign{
+			ZoneID:        "greenhouse_1",
+			MasterZoneID:  "greenhouse",
+			ZoneName:      "Greenhouse 1",
+			KaiserID:      "god",
+			Timestamp:     1767600930,
+			CorrelationID: "zone-7f3a91c2-0002",
+		},
 			`{"zone_id":"greenhouse_1","master_zone_id":"greenhouse","zone_name":"Greenhouse 1","kaiser_id":"god","timestamp":1767600930,"correlation_id":"zone-7f3a91c2-0002"}`},
-		{SubzoneAssign{SubzoneID: "bed_north", SubzoneName: "Bed north", ParentZoneID: "greenhouse_1", AssignedGPIOs: []int{34, 5}, Timestamp: 1767600930, CorrelationID: "sz-7f3a91c2-0004"},
+		{SubzoneAssign{
+			SubzoneID:     "bed_north",
+			SubzoneName:   "Bed north",
+			ParentZoneID:  "greenhouse_1",
+			AssignedGPIOs: []int{34, 5},
+			Timestamp:     1767600930,
+			CorrelationID: "sz-7f3a91c2-0004",
+		},
 			`{"subzone_id":"bed_north","subzone_name":"Bed north","parent_zone_id":"greenhouse_1","assigned_gpios":[34,5],"safe_mode_active":false,"timestamp":1767600930,"correlation_id":"sz-7f3a91c2-0004"}`},
-		{SubzoneRemove{SubzoneID: "bed_north", Reason: "operator", Timestamp: 1767600930, CorrelationID: "sz-7f3a91c2-0005"},
+		{SubzoneRemove{
+			SubzoneID:     "bed_north",
+			Reason:        "operator",
+			Timestamp:     1767600930,
+			CorrelationID: "sz-7f3a91c2-0005",
+		},
 			`{"subzone_id":"bed_north","reason":"operator","timestamp":1767600930,"correlation_id":"sz-7f3a91c2-0005"}`},
 		{DeviceEmergency{Command: "clear_emergency", AuthToken: "ESP_A1B2C3", CorrelationID: "em-7f3a91c2-0009"},
 			`{"command":"clear_emergency","auth_token":"ESP_A1B2C3","correlation_id":"em-7f3a91c2-0009"}`},
 		{NewBroadcastEmergency("operator_stop", "hub", time.Date(2026, 1, 5, 8, 15, 30, 0, time.UTC)),
 			`{"command":"emergency_stop","reason":"operator_stop","issued_by":"hub","timestamp":"2026-01-05T08:15:30Z"}`},
-		{Processed{ProcessedValue: Decimal{V: 6.19, Places: 2}, Unit: "pH", Quality: "fair", Timestamp: 1767600931},
+		{Processed{
+			ProcessedValue: Decimal{V: 6.19, Places: 2},
+			Unit:           "pH",
+			Quality:        "fair",
+			Timestamp:      1767600931,
+		},
 			`{"processed_value":6.19,"unit":"pH","quality":"fair","timestamp":1767600931}`},
 		{ServerStatus{Status: "online", Timestamp: 1767600900}, `{"status":"online","timestamp":1767600900}`},
 		{ServerStatus{Status: "offline", Reason: "graceful_shutdown"}, `{"status":"offline","reason":"graceful_shutdown"}`},

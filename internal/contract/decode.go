@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Drop reasons: the exact metric label values of CONTRACT §5.2.
+// Drop reasons: the exact metric label values of docs/protocol.md §5.2.
 const (
 	ReasonUnknownTopic         = "unknown_topic"
 	ReasonOversize             = "oversize"
@@ -31,7 +31,7 @@ const (
 	ReasonHandlerTimeout       = "handler_timeout"
 )
 
-// MaxInboundPayload is the largest accepted device payload (CONTRACT §1.6).
+// MaxInboundPayload is the largest accepted device payload (docs/protocol.md §1.6).
 const MaxInboundPayload = 4096
 
 // DecodeError is an invalid inbound message: it carries the drop reason.
@@ -121,7 +121,7 @@ func asString(key string, v any) (string, error) {
 	return s, nil
 }
 
-// asInteger accepts JSON integers and integral floats (CONTRACT §5.2 step 5).
+// asInteger accepts JSON integers and integral floats (docs/protocol.md §5.2 step 5).
 func asInteger(key string, v any) (int64, error) {
 	n, ok := v.(json.Number)
 	if !ok {
@@ -209,7 +209,7 @@ func (d *decoder) text(keys ...string) string {
 	return v
 }
 
-// matchIDs enforces the §3 rule: esp_id and gpio in the payload, if present,
+// matchIDs enforces the docs/protocol.md §3 rule: esp_id and gpio in the payload, if present,
 // equal the topic's values.
 func (d *decoder) matchIDs(t Topic, espRequired, gpioRequired bool) {
 	esp, ok := field[string](d, espRequired, "esp_id")
@@ -247,7 +247,7 @@ func decode[T any](payload []byte, fill func(d *decoder) T) (T, error) {
 	return v, d.err
 }
 
-// Heartbeat is `system/heartbeat` (CONTRACT §3.1.2).
+// Heartbeat is `system/heartbeat` (docs/protocol.md §3.1.2).
 type Heartbeat struct {
 	EspID, ZoneID, MasterZoneID string
 	ZoneAssigned                *bool
@@ -289,7 +289,7 @@ func DecodeHeartbeat(t Topic, payload []byte) (Heartbeat, error) {
 	})
 }
 
-// SensorData is `sensor/{gpio}/data` (CONTRACT §3.1.1).
+// SensorData is `sensor/{gpio}/data` (docs/protocol.md §3.1.1).
 type SensorData struct {
 	EspID, ZoneID, SubzoneID string
 	GPIO                     int
@@ -386,7 +386,7 @@ func rawWord(raw float64, sensorType string) (int64, bool) {
 	return w, true
 }
 
-// Will is the Last Will `system/will` (CONTRACT §3.1.9).
+// Will is the Last Will `system/will` (docs/protocol.md §3.1.9).
 type Will struct {
 	Status, Reason string
 	Timestamp      int64
@@ -404,7 +404,7 @@ func DecodeWill(t Topic, payload []byte) (Will, error) {
 	})
 }
 
-// ActuatorStatus is `actuator/{gpio}/status` (CONTRACT §3.1.3).
+// ActuatorStatus is `actuator/{gpio}/status` (docs/protocol.md §3.1.3).
 type ActuatorStatus struct {
 	EspID, ZoneID, SubzoneID string
 	GPIO                     int
@@ -501,7 +501,7 @@ func isFraction(v any) bool {
 	return ok && strings.ContainsAny(string(n), ".eE")
 }
 
-// ActuatorResponse is `actuator/{gpio}/response` (CONTRACT §3.1.4).
+// ActuatorResponse is `actuator/{gpio}/response` (docs/protocol.md §3.1.4).
 type ActuatorResponse struct {
 	EspID, ZoneID string
 	GPIO          int
@@ -533,7 +533,7 @@ func DecodeActuatorResponse(t Topic, payload []byte) (ActuatorResponse, error) {
 	})
 }
 
-// ActuatorAlert is `actuator/{gpio}/alert` (CONTRACT §3.1.5).
+// ActuatorAlert is `actuator/{gpio}/alert` (docs/protocol.md §3.1.5).
 type ActuatorAlert struct {
 	EspID, ZoneID string
 	GPIO          int
@@ -557,7 +557,7 @@ func DecodeActuatorAlert(t Topic, payload []byte) (ActuatorAlert, error) {
 	})
 }
 
-// ConfigResponse is `config_response` (CONTRACT §3.1.6).
+// ConfigResponse is `config_response` (docs/protocol.md §3.1.6).
 type ConfigResponse struct {
 	Status        string // success or error (`failed` is mapped to error)
 	Type          string
@@ -597,7 +597,7 @@ func DecodeConfigResponse(t Topic, payload []byte) (ConfigResponse, error) {
 	})
 }
 
-// ZoneAck is `zone/ack` (CONTRACT §3.1.7).
+// ZoneAck is `zone/ack` (docs/protocol.md §3.1.7).
 type ZoneAck struct {
 	Status, ZoneID, MasterZoneID   string
 	TS                             int64
@@ -622,7 +622,7 @@ func DecodeZoneAck(t Topic, payload []byte) (ZoneAck, error) {
 	})
 }
 
-// SubzoneAck is `subzone/ack` (CONTRACT §3.1.8).
+// SubzoneAck is `subzone/ack` (docs/protocol.md §3.1.8).
 type SubzoneAck struct {
 	Status, SubzoneID string
 	Timestamp         int64
@@ -660,7 +660,7 @@ func DecodeSubzoneAck(t Topic, payload []byte) (SubzoneAck, error) {
 	})
 }
 
-// Diagnostics is `system/diagnostics` (CONTRACT §3.1.10); TS is uptime.
+// Diagnostics is `system/diagnostics` (docs/protocol.md §3.1.10); TS is uptime.
 type Diagnostics struct {
 	UptimeTS                                 *int64
 	HeapFree, HeapMinFree, HeapFragmentation *int64
@@ -691,7 +691,7 @@ func DecodeDiagnostics(t Topic, payload []byte) (Diagnostics, error) {
 }
 
 // EmergencyReply is `actuator/emergency/response` or `/error`, or
-// `system/command/response` (CONTRACT §3.1.11): a status or error with text.
+// `system/command/response` (docs/protocol.md §3.1.11): a status or error with text.
 type EmergencyReply struct {
 	Status    string // response: emergency_cleared / factory_reset_initiated
 	Error     string // error topic: unauthorized / clear_failed

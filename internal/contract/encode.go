@@ -42,7 +42,7 @@ func (d Decimal) MarshalJSON() ([]byte, error) {
 	return []byte(s), nil
 }
 
-// HeartbeatAck is `system/heartbeat/ack` (CONTRACT §3.2.10). No further keys
+// HeartbeatAck is `system/heartbeat/ack` (docs/protocol.md §3.2.10). No further keys
 // may be added: the newer firmware's parse pool is 256 bytes.
 type HeartbeatAck struct {
 	Status          string `json:"status"`
@@ -70,7 +70,7 @@ func NewHeartbeatAck(status string, configAvailable bool, now time.Time, epoch *
 	}
 }
 
-// ActuatorCommand is `actuator/{gpio}/command` (CONTRACT §3.2.1).
+// ActuatorCommand is `actuator/{gpio}/command` (docs/protocol.md §3.2.1).
 type ActuatorCommand struct {
 	Command       string  `json:"command"`
 	Value         Decimal `json:"value"`
@@ -92,7 +92,7 @@ func NewActuatorCommand(
 	}
 }
 
-// SensorConfigItem is one element of `config.sensors` (CONTRACT §3.2.2).
+// SensorConfigItem is one element of `config.sensors` (docs/protocol.md §3.2.2).
 type SensorConfigItem struct {
 	GPIO       int    `json:"gpio"`
 	SensorType string `json:"sensor_type"`
@@ -135,7 +135,7 @@ func MarshalConfig(c Config) ([]byte, error) {
 	return Marshal(c)
 }
 
-// SystemCommand is `system/command` (CONTRACT §3.2.3); only factory_reset
+// SystemCommand is `system/command` (docs/protocol.md §3.2.3); only factory_reset
 // with top-level confirm is ever sent to the baseline.
 type SystemCommand struct {
 	Command       string `json:"command"`
@@ -144,7 +144,7 @@ type SystemCommand struct {
 	CorrelationID string `json:"correlation_id"`
 }
 
-// ZoneAssign is `zone/assign` (CONTRACT §3.2.4).
+// ZoneAssign is `zone/assign` (docs/protocol.md §3.2.4).
 type ZoneAssign struct {
 	ZoneID        string `json:"zone_id"`
 	MasterZoneID  string `json:"master_zone_id"`
@@ -154,7 +154,7 @@ type ZoneAssign struct {
 	CorrelationID string `json:"correlation_id"`
 }
 
-// SubzoneAssign is `subzone/assign` (CONTRACT §3.2.5); safe_mode_active is
+// SubzoneAssign is `subzone/assign` (docs/protocol.md §3.2.5); safe_mode_active is
 // always sent explicitly (Z3).
 type SubzoneAssign struct {
 	SubzoneID      string `json:"subzone_id"`
@@ -166,7 +166,7 @@ type SubzoneAssign struct {
 	CorrelationID  string `json:"correlation_id"`
 }
 
-// SubzoneRemove is `subzone/remove` (CONTRACT §3.2.6).
+// SubzoneRemove is `subzone/remove` (docs/protocol.md §3.2.6).
 type SubzoneRemove struct {
 	SubzoneID     string `json:"subzone_id"`
 	Reason        string `json:"reason"`
@@ -174,14 +174,14 @@ type SubzoneRemove struct {
 	CorrelationID string `json:"correlation_id"`
 }
 
-// DeviceEmergency is `actuator/emergency` (CONTRACT §3.2.8), ≤ 160 bytes.
+// DeviceEmergency is `actuator/emergency` (docs/protocol.md §3.2.8), ≤ 160 bytes.
 type DeviceEmergency struct {
 	Command       string `json:"command"`
 	AuthToken     string `json:"auth_token"`
 	CorrelationID string `json:"correlation_id"`
 }
 
-// BroadcastEmergency is `kaiser/broadcast/emergency` (CONTRACT §3.2.9); the
+// BroadcastEmergency is `kaiser/broadcast/emergency` (docs/protocol.md §3.2.9); the
 // timestamp is an ISO-8601 string, never a number.
 type BroadcastEmergency struct {
 	Command   string `json:"command"`
@@ -190,7 +190,7 @@ type BroadcastEmergency struct {
 	Timestamp string `json:"timestamp"`
 }
 
-// NewBroadcastEmergency builds the global stop with the length limits of §3.2.9.
+// NewBroadcastEmergency builds the global stop with the length limits of docs/protocol.md §3.2.9.
 func NewBroadcastEmergency(reason, issuedBy string, now time.Time) BroadcastEmergency {
 	return BroadcastEmergency{
 		Command:   "emergency_stop",
@@ -200,7 +200,7 @@ func NewBroadcastEmergency(reason, issuedBy string, now time.Time) BroadcastEmer
 	}
 }
 
-// Processed is `sensor/{gpio}/processed` (CONTRACT §3.2.11).
+// Processed is `sensor/{gpio}/processed` (docs/protocol.md §3.2.11).
 type Processed struct {
 	ProcessedValue Decimal `json:"processed_value"`
 	Unit           string  `json:"unit"`
@@ -216,10 +216,10 @@ type ServerStatus struct {
 }
 
 // MaxDevicePacket is the whole-packet budget the hub assumes for a device
-// unless it is recorded as an ESP32 dev board (CONTRACT §1.6).
+// unless it is recorded as an ESP32 dev board (docs/protocol.md §1.6).
 const MaxDevicePacket = 1024
 
-// FitsPacket reports whether topic+payload fit a device packet limit (§1.6).
+// FitsPacket reports whether topic+payload fit a device packet limit (docs/protocol.md §1.6).
 func FitsPacket(topic string, payload []byte, limit int) bool {
 	return len(topic)+len(payload)+7 <= limit
 }
@@ -251,13 +251,13 @@ func truncate(s string, n int) string {
 // TimeSource tells whether a record's device time came from the device.
 type TimeSource string
 
-// Time sources (CONTRACT §5.3).
+// Time sources (docs/protocol.md §5.3).
 const (
 	SourceDevice TimeSource = "device"
 	SourceHub    TimeSource = "hub"
 )
 
-// NormaliseTime applies CONTRACT §5.3: milliseconds are scaled, and zero,
+// NormaliseTime applies docs/protocol.md §5.3: milliseconds are scaled, and zero,
 // implausible or out-of-range device times fall back to the receive time.
 func NormaliseTime(t int64, receivedAt time.Time) (time.Time, TimeSource) {
 	if t > 1e10 {

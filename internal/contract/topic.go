@@ -1,7 +1,7 @@
 // Package contract is the MQTT wire contract of the El Trabajante firmware:
 // topic grammar, tolerant decoding of every device→hub payload, exact compact
 // encoding of every hub→device payload, and timestamp normalisation
-// (shared/docs/CONTRACT.md). It imports nothing of the project.
+// (docs/protocol.md). It imports nothing of the project.
 package contract
 
 import (
@@ -14,7 +14,7 @@ import (
 // label values, so they are short and stable.
 type Kind string
 
-// Inbound kinds (CONTRACT §2.1).
+// Inbound kinds (docs/protocol.md §2.1).
 const (
 	KindHeartbeat             Kind = "heartbeat"
 	KindWill                  Kind = "will"
@@ -30,7 +30,7 @@ const (
 	KindEmergencyError        Kind = "emergency_error"
 	KindSystemCommandResponse Kind = "system_command_response"
 	// KindNewer covers topics only newer firmware publishes; the hub logs
-	// and ignores them (CONTRACT §2.1).
+	// and ignores them (docs/protocol.md §2.1).
 	KindNewer Kind = "newer_firmware"
 )
 
@@ -93,7 +93,7 @@ func ParseTopic(topic string) (Topic, error) {
 	return t, nil
 }
 
-// ValidEspID reports whether id matches CONTRACT §1.2: 1–31 of [A-Za-z0-9_-].
+// ValidEspID reports whether id matches docs/protocol.md §1.2: 1–31 of [A-Za-z0-9_-].
 func ValidEspID(id string) bool {
 	if len(id) == 0 || len(id) > 31 {
 		return false
@@ -175,11 +175,16 @@ func parseGPIOLevel(s string) (int, bool) {
 	return n, true
 }
 
-// hubOnlySuffixes are device-topic suffixes only the hub may publish (CONTRACT §2.2).
+// hubOnlySuffixes are device-topic suffixes only the hub may publish (docs/protocol.md §2.2).
 var hubOnlySuffixes = map[string]bool{
-	"config": true, "system/command": true, "zone/assign": true,
-	"subzone/assign": true, "subzone/remove": true, "subzone/safe": true,
-	"actuator/emergency": true, "system/heartbeat/ack": true,
+	"config":               true,
+	"system/command":       true,
+	"zone/assign":          true,
+	"subzone/assign":       true,
+	"subzone/remove":       true,
+	"subzone/safe":         true,
+	"actuator/emergency":   true,
+	"system/heartbeat/ack": true,
 }
 
 // IsHubToDevice reports whether topic is one only the hub may write:
@@ -219,7 +224,7 @@ func IsHubToDevice(topic string) bool {
 	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
 }
 
-// DeviceTopic builds `kaiser/{kaiser}/esp/{esp}/{suffix}`; kaiser may be empty (CONTRACT A2).
+// DeviceTopic builds `kaiser/{kaiser}/esp/{esp}/{suffix}`; kaiser may be empty (docs/protocol.md A2).
 func DeviceTopic(kaiserID, espID, suffix string) string {
 	return "kaiser/" + kaiserID + "/esp/" + espID + "/" + suffix
 }
@@ -227,10 +232,10 @@ func DeviceTopic(kaiserID, espID, suffix string) string {
 // BroadcastEmergencyTopic is the only broadcast topic the firmware knows.
 const BroadcastEmergencyTopic = "kaiser/broadcast/emergency"
 
-// ServerStatusTopic is the retained hub liveness topic (CONTRACT §3.2.11).
+// ServerStatusTopic is the retained hub liveness topic (docs/protocol.md §3.2.11).
 func ServerStatusTopic(kaiserID string) string { return "kaiser/" + kaiserID + "/server/status" }
 
-// HubSubscriptions is the normative subscription set (CONTRACT §2.4). None of
+// HubSubscriptions is the normative subscription set (docs/protocol.md §2.4). None of
 // these filters matches a hub publication.
 var HubSubscriptions = []string{
 	"kaiser/+/esp/+/system/heartbeat",
@@ -248,7 +253,7 @@ var HubSubscriptions = []string{
 }
 
 // DeviceSubscriptions returns the 8 filters the baseline firmware subscribes
-// to after its first connect, in its order (CONTRACT D4). With an empty
+// to after its first connect, in its order (docs/protocol.md D4). With an empty
 // kaiser id the zone/assign subscription sits under `god`.
 func DeviceSubscriptions(kaiserID, espID string) []string {
 	zoneRoot := kaiserID

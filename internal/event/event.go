@@ -4,7 +4,7 @@
 // subscriber that falls behind loses events, and the loss is counted.
 //
 // Every event type is a Type constant with one payload struct whose JSON is
-// the `data` object of the WebSocket envelope (API §17.5).
+// the `data` object of the WebSocket envelope (docs/api.md §17.5).
 package event
 
 import (
@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Type names a kind of event; the values are the wire names of API §17.5.
+// Type names a kind of event; the values are the wire names of docs/api.md §17.5.
 type Type string
 
 // The event types. The actuator, command and emergency types have no

@@ -115,9 +115,24 @@ func TestWants(t *testing.T) {
 		want bool
 	}{
 		{name: "no subscriber", ask: TypeSensorData, want: false},
-		{name: "subscriber of every type", subs: [][]Type{nil}, ask: TypeSensorData, want: true},
-		{name: "subscriber of the type", subs: [][]Type{{TypeSensorData}}, ask: TypeSensorData, want: true},
-		{name: "subscriber of other types", subs: [][]Type{{TypeDeviceStatus}}, ask: TypeSensorData, want: false},
+		{
+			name: "subscriber of every type",
+			subs: [][]Type{nil},
+			ask:  TypeSensorData,
+			want: true,
+		},
+		{
+			name: "subscriber of the type",
+			subs: [][]Type{{TypeSensorData}},
+			ask:  TypeSensorData,
+			want: true,
+		},
+		{
+			name: "subscriber of other types",
+			subs: [][]Type{{TypeDeviceStatus}},
+			ask:  TypeSensorData,
+			want: false,
+		},
 		{
 			name: "one of several subscribers",
 			subs: [][]Type{{TypeDeviceStatus}, {TypeEspHealth, TypeSensorData}},

@@ -3,14 +3,14 @@ package event
 import "strconv"
 
 // The payloads, one per emitted type. Their JSON keys and values are what
-// WebSocket clients receive in `data` (API §17.5): every key is always
+// WebSocket clients receive in `data` (docs/api.md §17.5): every key is always
 // present, and pointer fields give the null a client sees when a value is
 // unknown.
 //
 // Besides EventType, payloads answer what the live feed asks of them:
 // Device (the esp_id or device_id its esp_ids filter matches), Sensor (for
 // the sensor_types filter), Subject (the coalescing key of a state message,
-// API §17.4) and Recipient (the only user a notification goes to).
+// docs/api.md §17.4) and Recipient (the only user a notification goes to).
 
 // SensorData is a reading accepted by the writer.
 type SensorData struct {
@@ -28,7 +28,7 @@ type SensorData struct {
 	Timestamp      int64    `json:"timestamp"` // reading time, unix seconds
 }
 
-// SensorHealth reports a sensor going stale or recovering (DOMAIN §3.6).
+// SensorHealth reports a sensor going stale or recovering (docs/domain.md §3.6).
 type SensorHealth struct {
 	EspID          string  `json:"esp_id"`
 	GPIO           int     `json:"gpio"`
@@ -88,7 +88,7 @@ type DeviceDiscovered struct {
 }
 
 // DeviceApproved is an operator's approval, for frontends of the later
-// reference version (API §17.5).
+// reference version (docs/api.md §17.5).
 type DeviceApproved struct {
 	DeviceID   string `json:"device_id"`
 	ApprovedBy string `json:"approved_by"`

@@ -9,7 +9,7 @@ import (
 func ptr[T any](v T) *T { return &v }
 
 // The `data` objects WebSocket clients received when payloads were maps:
-// every key present, null where a value is unknown (API §17.5).
+// every key present, null where a value is unknown (docs/api.md §17.5).
 func TestPayloadJSON(t *testing.T) {
 	var noCount *int64
 	tests := []struct {
@@ -37,8 +37,14 @@ func TestPayloadJSON(t *testing.T) {
 				"zone_id":"z1","subzone_id":"","timestamp":1735817999}`,
 		},
 		{
-			name:    "sensor_data raw only",
-			payload: SensorData{EspID: "E", GPIO: 4, SensorType: "ds18b20", Value: 2048, RawValue: 2048},
+			name: "sensor_data raw only",
+			payload: SensorData{
+				EspID:      "E",
+				GPIO:       4,
+				SensorType: "ds18b20",
+				Value:      2048,
+				RawValue:   2048,
+			},
 			want: `{"esp_id":"E","gpio":4,"sensor_type":"ds18b20","value":2048,"raw_value":2048,
 				"processed_value":null,"unit":"","quality":"","processing_mode":"","zone_id":"","subzone_id":"",
 				"timestamp":0}`,
@@ -59,14 +65,26 @@ func TestPayloadJSON(t *testing.T) {
 				"last_reading_at":"2026-01-05T08:00:00Z","timeout_seconds":180,"timestamp":1767600000}`,
 		},
 		{
-			name:    "sensor_health never read",
-			payload: SensorHealth{EspID: "E", GPIO: 34, SensorType: "ph", Status: "stale", Reason: ptr("no_data")},
+			name: "sensor_health never read",
+			payload: SensorHealth{
+				EspID:      "E",
+				GPIO:       34,
+				SensorType: "ph",
+				Status:     "stale",
+				Reason:     ptr("no_data"),
+			},
 			want: `{"esp_id":"E","gpio":34,"sensor_type":"ph","status":"stale","reason":"no_data",
 				"last_reading_at":null,"timeout_seconds":0,"timestamp":0}`,
 		},
 		{
-			name:    "sensor_health recovered",
-			payload: SensorHealth{EspID: "E", GPIO: 34, SensorType: "ph", Status: "ok", LastReadingAt: ptr("t")},
+			name: "sensor_health recovered",
+			payload: SensorHealth{
+				EspID:         "E",
+				GPIO:          34,
+				SensorType:    "ph",
+				Status:        "ok",
+				LastReadingAt: ptr("t"),
+			},
 			want: `{"esp_id":"E","gpio":34,"sensor_type":"ph","status":"ok","reason":null,
 				"last_reading_at":"t","timeout_seconds":0,"timestamp":0}`,
 		},
@@ -87,14 +105,25 @@ func TestPayloadJSON(t *testing.T) {
 				"sensor_count":null,"actuator_count":2,"source":"heartbeat","timestamp":1767600930}`,
 		},
 		{
-			name:    "esp_health offline with nothing reported",
-			payload: EspHealth{EspID: "E", Status: "offline", Source: "lwt", Timestamp: 5},
+			name: "esp_health offline with nothing reported",
+			payload: EspHealth{
+				EspID:     "E",
+				Status:    "offline",
+				Source:    "lwt",
+				Timestamp: 5,
+			},
 			want: `{"esp_id":"E","status":"offline","heap_free":null,"wifi_rssi":null,"uptime":null,
 				"sensor_count":null,"actuator_count":null,"source":"lwt","timestamp":5}`,
 		},
 		{
-			name:    "esp_health offline from stored metadata",
-			payload: EspHealth{EspID: "E", Status: "offline", HeapFree: 187432.0, Uptime: 61.0, Source: "heartbeat_timeout"},
+			name: "esp_health offline from stored metadata",
+			payload: EspHealth{
+				EspID:    "E",
+				Status:   "offline",
+				HeapFree: 187432.0,
+				Uptime:   61.0,
+				Source:   "heartbeat_timeout",
+			},
 			want: `{"esp_id":"E","status":"offline","heap_free":187432,"wifi_rssi":null,"uptime":61,
 				"sensor_count":null,"actuator_count":null,"source":"heartbeat_timeout","timestamp":0}`,
 		},
@@ -113,8 +142,13 @@ func TestPayloadJSON(t *testing.T) {
 				"last_seen":"2026-01-05T08:15:30.5Z","timestamp":9}`,
 		},
 		{
-			name:    "device_status never seen",
-			payload: DeviceStatus{EspID: "E", DeviceID: "E", Status: "approved", Reason: "registered"},
+			name: "device_status never seen",
+			payload: DeviceStatus{
+				EspID:    "E",
+				DeviceID: "E",
+				Status:   "approved",
+				Reason:   "registered",
+			},
 			want: `{"esp_id":"E","device_id":"E","status":"approved","previous_status":"","reason":"registered",
 				"last_seen":null,"timestamp":0}`,
 		},
@@ -137,9 +171,14 @@ func TestPayloadJSON(t *testing.T) {
 				"actuator_count":null,"timestamp":7}`,
 		},
 		{
-			name:    "device_approved",
-			payload: DeviceApproved{DeviceID: "E", ApprovedBy: "admin", ApprovedAt: "t", Status: "approved"},
-			want:    `{"device_id":"E","approved_by":"admin","approved_at":"t","status":"approved"}`,
+			name: "device_approved",
+			payload: DeviceApproved{
+				DeviceID:   "E",
+				ApprovedBy: "admin",
+				ApprovedAt: "t",
+				Status:     "approved",
+			},
+			want: `{"device_id":"E","approved_by":"admin","approved_at":"t","status":"approved"}`,
 		},
 		{
 			name:    "device_rejected",
@@ -165,8 +204,13 @@ func TestPayloadJSON(t *testing.T) {
 				"correlation_id":"c1","timestamp":3}`,
 		},
 		{
-			name:    "config_response success",
-			payload: ConfigResponse{EspID: "E", ConfigType: "actuator", Status: "success", Count: 2},
+			name: "config_response success",
+			payload: ConfigResponse{
+				EspID:      "E",
+				ConfigType: "actuator",
+				Status:     "success",
+				Count:      2,
+			},
 			want: `{"esp_id":"E","config_type":"actuator","status":"success","count":2,"message":"",
 				"error_code":null,"error_description":null,"failed_item":null,"correlation_id":"","timestamp":0}`,
 		},

@@ -1,4 +1,4 @@
-// Package ingest is the inbound MQTT pipeline (CONTRACT §5.2): broker
+// Package ingest is the inbound MQTT pipeline (docs/protocol.md §5.2): broker
 // callbacks route, size-check and enqueue; a fixed pool of workers runs the
 // per-kind handlers with each device's messages strictly in arrival order,
 // bounded queues with a stated overflow policy per kind, a deadline per
@@ -26,7 +26,7 @@ type Message struct {
 	RawTopic string
 	Payload  []byte
 	// Retain is the RETAIN bit as delivered; Replay marks a delivery from the
-	// broker's retained store (CONTRACT §5.6), which is what handlers act on.
+	// broker's retained store (docs/protocol.md §5.6), which is what handlers act on.
 	Retain     bool
 	Replay     bool
 	ReceivedAt time.Time
@@ -62,7 +62,7 @@ const (
 	WaitThenDrop
 )
 
-// PolicyFor states the overflow policy per kind (CONTRACT §5.2 step 3).
+// PolicyFor states the overflow policy per kind (docs/protocol.md §5.2 step 3).
 func PolicyFor(k contract.Kind) Policy {
 	switch k {
 	case contract.KindSensorData, contract.KindDiagnostics, contract.KindNewer:
@@ -164,12 +164,20 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Dispatcher{
-		cfg: cfg, log: log, metrics: metrics, handlers: map[contract.Kind]Handler{},
-		devices: map[string]*deviceQueue{}, drained: make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		metrics:  metrics,
+		handlers: map[contract.Kind]Handler{},
+		devices:  map[string]*deviceQueue{},
+		drained:  make(chan struct{}),
 		ready:    make(chan *deviceQueue, cfg.MaxDevices),
-		counters: newDeviceCounters(cfg.MaxDevices), slots: map[*slot]struct{}{},
-		baseCtx: ctx, cancel: cancel, quit: make(chan struct{}), logLim: newLogLimiter(time.Second),
-		now: time.Now,
+		counters: newDeviceCounters(cfg.MaxDevices),
+		slots:    map[*slot]struct{}{},
+		baseCtx:  ctx,
+		cancel:   cancel,
+		quit:     make(chan struct{}),
+		logLim:   newLogLimiter(time.Second),
+		now:      time.Now,
 	}
 }
 
@@ -205,7 +213,14 @@ func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool
 		d.drop(Message{RawTopic: rawTopic, Payload: payload, ReceivedAt: now}, reasonOf(err), err)
 		return
 	}
-	m := Message{Topic: t, RawTopic: rawTopic, Payload: payload, Retain: retain, Replay: replay, ReceivedAt: now}
+	m := Message{
+		Topic:      t,
+		RawTopic:   rawTopic,
+		Payload:    payload,
+		Retain:     retain,
+		Replay:     replay,
+		ReceivedAt: now,
+	}
 	d.totalReceived.Add(1)
 	d.lastReceived.Store(now.UnixNano())
 	d.counters.received(t.EspID, replay)
@@ -214,10 +229,11 @@ func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool
 	}
 	switch {
 	case len(payload) > contract.MaxInboundPayload:
-		d.drop(m, contract.ReasonOversize, fmt.Errorf("payload of %d bytes exceeds %d", len(payload), contract.MaxInboundPayload))
+		err := fmt.Errorf("payload of %d bytes exceeds %d", len(payload), contract.MaxInboundPayload)
+		d.drop(m, contract.ReasonOversize, err)
 		return
 	case len(payload) == 0:
-		// A retained-clear: not an error (CONTRACT §5.2 step 2).
+		// A retained-clear: not an error (docs/protocol.md §5.2 step 2).
 		d.count(m, contract.ReasonEmpty)
 		return
 	}
@@ -352,7 +368,11 @@ func (d *Dispatcher) run(m Message) {
 	var pe *panicError
 	switch {
 	case errors.As(err, &pe):
-		d.log.Error("handler panic", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind, "panic", fmt.Sprint(pe.value), "stack", string(pe.stack))
+		d.log.Error("handler panic",
+			"esp_id", m.Topic.EspID,
+			"kind", m.Topic.Kind,
+			"panic", fmt.Sprint(pe.value),
+			"stack", string(pe.stack))
 		d.drop(m, contract.ReasonHandlerPanic, err)
 	case ctx.Err() == context.DeadlineExceeded:
 		d.drop(m, contract.ReasonHandlerTimeout, fmt.Errorf("handler exceeded %s: %v", d.cfg.HandlerTimeout, err))
@@ -494,7 +514,7 @@ func reasonOf(err error) string {
 	return contract.ReasonHandlerError
 }
 
-// Counters are a device's in-memory ingest counters since start (CONTRACT §5.2).
+// Counters are a device's in-memory ingest counters since start (docs/protocol.md §5.2).
 type Counters struct {
 	Received  int64            `json:"received"`
 	Processed int64            `json:"processed"`
@@ -611,9 +631,11 @@ func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
 		Handled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_ingest_messages_handled_total",
 			Help: "Device messages handled successfully, by kind."}, []string{"kind"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_ingest_messages_dropped_total",
-			Help: "Device messages dropped, by kind and reason (CONTRACT §5.2)."}, []string{"kind", "reason"}),
+			Help: "Device messages dropped, by kind and reason (docs/protocol.md §5.2)."}, []string{"kind", "reason"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kaiser_ingest_handler_seconds",
-			Help: "Time from receipt to handled, by kind.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"kind"}),
+			Help:    "Time from receipt to handled, by kind.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"kind"}),
 		Detached: prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_ingest_workers_detached_total",
 			Help: "Workers replaced because their handler ignored its deadline."}),
 	}

@@ -208,7 +208,9 @@ func TestRoutingDrops(t *testing.T) {
 	d.Submit("kaiser/god/esp/E1/system/heartbeat", []byte("{}"), false, false)
 	stop(t, d)
 	c := d.DeviceCounters("E1")
-	if c.Dropped[contract.ReasonOversize] != 1 || c.Dropped[contract.ReasonEmpty] != 1 || c.Dropped[contract.ReasonNotApproved] != 1 {
+	if c.Dropped[contract.ReasonOversize] != 1 ||
+		c.Dropped[contract.ReasonEmpty] != 1 ||
+		c.Dropped[contract.ReasonNotApproved] != 1 {
 		t.Fatalf("counters %+v", c)
 	}
 	if testCount(m.Dropped.WithLabelValues("", contract.ReasonUnknownTopic)) != 1 {

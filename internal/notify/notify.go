@@ -1,4 +1,4 @@
-// Package notify is alerts and notifications (DOMAIN §3.3–3.4): one alert
+// Package notify is alerts and notifications (docs/domain.md §3.3–3.4): one alert
 // per key with deduplication, escalation, automatic and manual resolution;
 // per-user notification copies sharing the alert's lifecycle; WebSocket
 // `notification` events to the owning users only.
@@ -62,8 +62,18 @@ type Service struct {
 
 // New builds the service; users lists the active users that get copies.
 func New(st Store, events *event.Bus, users func(ctx context.Context) ([]int64, error), log *slog.Logger) *Service {
-	return &Service{store: st, events: events, users: users, log: log, now: time.Now, dedup: 1800 * time.Second,
-		refire: 30 * time.Minute, open: map[string]*store.Alert{}, disarmed: map[string]time.Time{}, autoResolved: map[string]time.Time{}}
+	return &Service{
+		store:        st,
+		events:       events,
+		users:        users,
+		log:          log,
+		now:          time.Now,
+		dedup:        1800 * time.Second,
+		refire:       30 * time.Minute,
+		open:         map[string]*store.Alert{},
+		disarmed:     map[string]time.Time{},
+		autoResolved: map[string]time.Time{},
+	}
 }
 
 // Load reads the open alerts.
@@ -92,7 +102,7 @@ func withRefire(md map[string]any) map[string]any {
 	return out
 }
 
-// Raise reports a breach of spec.Key (DOMAIN §3.3): a new alert, an update
+// Raise reports a breach of spec.Key (docs/domain.md §3.3): a new alert, an update
 // of the open one, or nothing while the key is disarmed by a manual resolve.
 func (s *Service) Raise(ctx context.Context, spec Spec) error {
 	now := s.now()
@@ -191,7 +201,11 @@ func (s *Service) IsOpen(key string) bool {
 
 // Transition applies a user's acknowledge or resolve to the alert behind a
 // notification (all copies share it). Other transitions are no-ops.
-func (s *Service) Transition(ctx context.Context, userID int64, notificationID, action, username string) (store.Notification, error) {
+func (s *Service) Transition(
+	ctx context.Context,
+	userID int64,
+	notificationID, action, username string,
+) (store.Notification, error) {
 	n, err := s.Get(ctx, userID, notificationID)
 	if err != nil {
 		return n, err

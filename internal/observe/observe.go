@@ -65,7 +65,7 @@ func NewLogs(dataDir string, level slog.Level, console io.Writer) (*Logs, error)
 	return &Logs{Logger: slog.New(slog.NewMultiHandler(handlers...)), Dir: dir, file: file}, nil
 }
 
-// redact hides values of attributes whose names look secret (API §15).
+// redact hides values of attributes whose names look secret (docs/api.md §15).
 func redact(_ []string, a slog.Attr) slog.Attr {
 	k := strings.ToLower(a.Key)
 	for _, s := range []string{"password", "secret", "token", "api_key", "authorization"} {

@@ -1,4 +1,4 @@
-// Package schedule is the hub's central scheduler (DOMAIN §9): named jobs
+// Package schedule is the hub's central scheduler (docs/domain.md §9): named jobs
 // on an interval or a cron expression that never overlap themselves, whose
 // missed runs coalesce into one, that skip a run more than 30 s late, and
 // that keep per-job statistics and can be triggered by hand.
@@ -28,7 +28,7 @@ type Job struct {
 	Run     func(ctx context.Context) error
 }
 
-// Stats are a job's counters (DOMAIN §9: last_run, next_run, last_result).
+// Stats are a job's counters (docs/domain.md §9: last_run, next_run, last_result).
 type Stats struct {
 	Name         string        `json:"name"`
 	Runs         int64         `json:"runs"`
@@ -78,7 +78,11 @@ func New(log *slog.Logger, loc *time.Location, reg prometheus.Registerer) *Sched
 	if loc == nil {
 		loc = time.UTC
 	}
-	s := &Scheduler{log: log, loc: loc, jobs: map[string]*job{}, now: time.Now,
+	s := &Scheduler{
+		log:  log,
+		loc:  loc,
+		jobs: map[string]*job{},
+		now:  time.Now,
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_scheduler_job_runs_total",
 			Help: "Scheduled job runs."}, []string{"job"}),
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_scheduler_job_errors_total",

@@ -29,7 +29,12 @@ func plotPNG(path string, s []Sample) error {
 	img := image.NewRGBA(image.Rect(0, 0, w, len(series)*panelH+30))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	text := func(x, y int, str string) {
-		d := font.Drawer{Dst: img, Src: image.Black, Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
+		d := font.Drawer{
+			Dst:  img,
+			Src:  image.Black,
+			Face: basicfont.Face7x13,
+			Dot:  fixed.P(x, y),
+		}
 		d.DrawString(str)
 	}
 	if len(s) > 0 {
