@@ -91,61 +91,120 @@ type Hub struct {
 	httpErr chan error
 }
 
-// Start brings the hub up. The HTTP listener opens first (ready = 503) so
+// Start brings the hub up, one named step at a time, in the order of
+// docs/architecture.md §8. The HTTP listener opens first (ready = 503) so
 // that devices' processing calls are answered whenever the broker is up;
-// the broker's listener opens last.
+// the broker's listener opens last. A failed step undoes the earlier ones.
 func Start(ctx context.Context, cfg Config) (*Hub, error) {
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = 5 * time.Second
-	}
-	if cfg.KaiserID == "" {
-		cfg.KaiserID = "god"
-	}
+	cfg = cfg.withDefaults()
 	logs, err := observe.NewLogs(cfg.DataDir, cfg.LogLevel, cfg.Console)
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, logs: logs, Log: logs.Logger, Registry: observe.NewRegistry(), Events: event.NewBus(), httpErr: make(chan error, 1)}
+	h := &Hub{
+		cfg:      cfg,
+		logs:     logs,
+		Log:      logs.Logger,
+		Registry: observe.NewRegistry(),
+		Events:   event.NewBus(),
+		httpErr:  make(chan error, 1),
+	}
+
 	ok := false
 	defer func() {
 		if !ok {
 			h.abort()
 		}
 	}()
-	log := h.Log
+	for _, step := range []func(context.Context) error{
+		h.listenHTTP,
+		h.openStore,
+		h.createBroker,
+		h.loadAccounts,
+		h.loadDevices,
+		h.loadSensors,
+		h.buildAPI,
+		h.startIngest,
+		h.startScheduler,
+		h.openToDevices,
+	} {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	h.Log.Info("kaiser hub ready",
+		"http", h.HTTPAddr(),
+		"mqtt", h.MQTTAddr(),
+		"data_dir", cfg.DataDir,
+		"version", cfg.Version)
+	return h, nil
+}
 
-	// 1. HTTP listener (not ready yet; served once the API exists, below).
-	h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+func (c Config) withDefaults() Config {
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.KaiserID == "" {
+		c.KaiserID = "god"
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = 180 * time.Second
+	}
+	return c
+}
+
+// listenHTTP opens the HTTP listener; it is served once the API exists.
+func (h *Hub) listenHTTP(context.Context) error {
+	var err error
+	h.httpLn, err = net.Listen("tcp", h.cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err)
+		return fmt.Errorf("http listen %s: %w", h.cfg.HTTPAddr, err)
 	}
 	if _, port, _ := net.SplitHostPort(h.httpLn.Addr().String()); port != "8000" {
-		log.Warn("HTTP port is not 8000: firmware processing calls go to :8000 (CONTRACT H1)", "addr", h.httpLn.Addr().String())
+		h.Log.Warn("HTTP port is not 8000: firmware processing calls go to :8000 (docs/protocol.md H1)",
+			"addr", h.httpLn.Addr().String())
+	}
+	return nil
+}
+
+func (h *Hub) openStore(ctx context.Context) error {
+	var err error
+	h.Store, err = sqlite.Open(ctx, h.cfg.DataDir, sqlite.Options{
+		Metrics: sqlite.NewWriterMetrics(h.Registry),
+		Logger:  h.Log.With("component", "store"),
+	})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	return nil
+}
+
+// createBroker creates the embedded broker; its listener opens at the end.
+func (h *Hub) createBroker(context.Context) error {
+	var err error
+	h.Broker, err = broker.NewEmbedded(broker.Config{
+		Addr:       h.cfg.MQTTAddr,
+		Logger:     h.Log,
+		Registerer: h.Registry,
+		Roots:      func(id string) (string, bool) { return h.Devices.Root(id) },
+	})
+	return err
+}
+
+// loadAccounts loads users and tokens and starts the audit log's watch of
+// device events.
+func (h *Hub) loadAccounts(ctx context.Context) error {
+	secret, err := auth.LoadSecret(h.cfg.DataDir, h.cfg.JWTSecretFile, h.cfg.JWTSecretFileSource, h.cfg.JWTSecret)
+	if err != nil {
+		return err
+	}
+	h.Auth, err = auth.New(ctx, auth.Config{Secret: secret, BcryptCost: h.cfg.BcryptCost}, h.Store)
+	if err != nil {
+		return err
 	}
 
-	// 2. Store.
-	h.Store, err = sqlite.Open(ctx, cfg.DataDir, sqlite.Options{Metrics: sqlite.NewWriterMetrics(h.Registry), Logger: log.With("component", "store")})
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-
-	// 3. Broker (created; its listener opens at the end).
-	h.Broker, err = broker.NewEmbedded(broker.Config{Addr: cfg.MQTTAddr, Logger: log, Registerer: h.Registry,
-		Roots: func(id string) (string, bool) { return h.Devices.Root(id) }})
-	if err != nil {
-		return nil, err
-	}
-
-	// 4. Domain, loaded before any message can arrive.
-	secret, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret)
-	if err != nil {
-		return nil, err
-	}
-	h.Auth, err = auth.New(ctx, auth.Config{Secret: secret, BcryptCost: cfg.BcryptCost}, h.Store)
-	if err != nil {
-		return nil, err
-	}
-	h.Audit = audit.New(h.Store, log.With("component", "audit"), h.Registry)
+	h.Audit = audit.New(h.Store, h.Log.With("component", "audit"), h.Registry)
 	h.auditStop, h.auditDone = make(chan struct{}), make(chan struct{})
 	auditSub := h.Events.Subscribe(4096, event.TypeDeviceDiscovered, event.TypeDeviceRediscovered, event.TypeDeviceStatus)
 	go func() {
@@ -153,112 +212,170 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		defer h.Events.Unsubscribe(auditSub)
 		h.Audit.Watch(auditSub.C, h.auditStop)
 	}()
-	timeout := cfg.HeartbeatTimeout
-	if timeout <= 0 {
-		timeout = 180 * time.Second
+	return nil
+}
+
+// loadDevices loads the registry before any message can arrive.
+func (h *Hub) loadDevices(ctx context.Context) error {
+	if h.cfg.HeartbeatTimeout <= 60*time.Second {
+		h.Log.Warn("heartbeat timeout is not longer than the devices' 60 s heartbeat interval; use only in tests",
+			"timeout", h.cfg.HeartbeatTimeout)
 	}
-	if timeout <= 60*time.Second {
-		log.Warn("heartbeat timeout is not longer than the devices' 60 s heartbeat interval; use only in tests", "timeout", timeout)
-	}
-	h.Devices = device.New(device.Config{HeartbeatTimeout: timeout, DiscoveryPerMin: cfg.DiscoveryPerMin,
-		Stopping: h.Broker.Stopping}, h.Store, h.Broker, h.Events, log.With("component", "device"))
+	h.Devices = device.New(device.Config{
+		HeartbeatTimeout: h.cfg.HeartbeatTimeout,
+		DiscoveryPerMin:  h.cfg.DiscoveryPerMin,
+		Stopping:         h.Broker.Stopping,
+	}, h.Store, h.Broker, h.Events, h.Log.With("component", "device"))
 	if err := h.Devices.Load(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	h.registerDeviceMetrics()
+	return nil
+}
 
+// loadSensors starts the reading sink and loads alerts and sensor configs;
+// the config push then knows every device's sensors.
+func (h *Hub) loadSensors(ctx context.Context) error {
 	h.Readings = h.Store.NewReadingSink(65536, sqlite.NewSinkMetrics(h.Registry))
-	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_reading_queue_depth",
-		Help: "Readings waiting for the store."}, func() float64 { return float64(h.Readings.Depth()) }))
-	h.Alerts = notify.New(h.Store, h.Events, h.activeUserIDs, log.With("component", "notify"))
+	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kaiser_reading_queue_depth",
+		Help: "Readings waiting for the store.",
+	}, func() float64 { return float64(h.Readings.Depth()) }))
+
+	h.Alerts = notify.New(h.Store, h.Events, h.activeUserIDs, h.Log.With("component", "notify"))
 	if err := h.Alerts.Load(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Broker, h.Events, h.Alerts,
-		sensor.Options{ProcessedEcho: !cfg.NoProcessedEcho, Logger: log.With("component", "sensor"), Registerer: h.Registry})
+
+	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Broker, h.Events, h.Alerts, sensor.Options{
+		ProcessedEcho: !h.cfg.NoProcessedEcho,
+		Logger:        h.Log.With("component", "sensor"),
+		Registerer:    h.Registry,
+	})
 	if err := h.Sensors.Load(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	if err := h.Devices.EnablePush(ctx, h.Sensors, h.Store); err != nil {
-		return nil, err
+	return h.Devices.EnablePush(ctx, h.Sensors, h.Store)
+}
+
+// buildAPI builds the HTTP API (not served yet).
+func (h *Hub) buildAPI(context.Context) error {
+	h.API = api.New(api.Deps{
+		Version:     h.cfg.Version,
+		Store:       h.Store,
+		DB:          h.Store.ReadDB(),
+		Broker:      h.Broker,
+		Registry:    h.Registry,
+		Logger:      h.Log.With("component", "api"),
+		DataDir:     h.cfg.DataDir,
+		Auth:        h.Auth,
+		Devices:     h.Devices,
+		Audit:       h.Audit,
+		CORSOrigins: h.cfg.CORSOrigins,
+		LoginLimit:  h.cfg.LoginLimit,
+		Live:        live.New(h.cfg.WS, h.Events, h.Registry),
+		Sensors:     h.Sensors,
+		Alerts:      h.Alerts,
+	})
+	h.httpSrv = &http.Server{
+		Handler:           h.API.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      35 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(h.Log.Handler(), slog.LevelWarn),
 	}
+	return nil
+}
 
-	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
-		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
-		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts})
-	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-
-	// 5. Ingest with its handlers, then the in-process subscription.
+// startIngest starts the dispatcher with a handler for every inbound kind,
+// then the in-process subscription.
+func (h *Hub) startIngest(context.Context) error {
 	var d *ingest.Dispatcher
 	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
-	d = ingest.New(cfg.Ingest, im, log.With("component", "ingest"))
+	d = ingest.New(h.cfg.Ingest, im, h.Log.With("component", "ingest"))
 	h.Ingest = d
+
 	d.Handle(contract.KindHeartbeat, h.Devices.HandleHeartbeat)
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
 	for _, k := range contract.InboundKinds {
 		switch k {
-		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData, contract.KindConfigResponse:
+		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData,
+			contract.KindConfigResponse:
 		default:
 			d.Handle(k, h.Devices.HandleGated())
 		}
 	}
+
 	d.Start()
 	h.API.SetIngest(d)
-	if err := h.Broker.Subscribe(contract.HubSubscriptions, d.Submit); err != nil {
-		return nil, err
-	}
+	return h.Broker.Subscribe(contract.HubSubscriptions, d.Submit)
+}
 
-	// 6. Scheduler; liveness is its first job.
-	h.Sched = schedule.New(log.With("component", "schedule"), time.UTC, h.Registry)
-	check := min(10*time.Second, timeout/4)
-	for _, j := range []schedule.Job{
-		{Name: "liveness_check", Every: check, Run: h.Devices.CheckLiveness},
+// startScheduler adds the periodic jobs (liveness first) and the debug
+// routes of docs/api.md §16 that show them, then starts the scheduler.
+func (h *Hub) startScheduler(context.Context) error {
+	h.Sched = schedule.New(h.Log.With("component", "schedule"), time.UTC, h.Registry)
+	for _, j := range h.jobs() {
+		if err := h.Sched.Add(j); err != nil {
+			return err
+		}
+	}
+	h.Debug = debugapi.Register(h.API, debugapi.Deps{
+		Devices:  h.Devices,
+		Sensors:  h.Sensors,
+		Jobs:     h.Sched,
+		MQTTAddr: func() string { return h.Broker.Addr() },
+	})
+	h.Sched.Start(context.Background())
+	return nil
+}
+
+func (h *Hub) jobs() []schedule.Job {
+	return []schedule.Job{
+		{Name: "liveness_check", Every: min(10*time.Second, h.cfg.HeartbeatTimeout/4), Run: h.Devices.CheckLiveness},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
 		{Name: "sensor_health", Every: 60 * time.Second, Run: h.Sensors.CheckStale},
 		{Name: "rollups", Every: 5 * time.Minute, Run: h.Sensors.RepairRollups},
-		{Name: "retention_cleanup", Cron: "15 * * * *", Run: func(ctx context.Context) error {
-			res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())
-			h.Log.Info("raw reading retention", "status", res.Status, "deleted", res.Deleted)
-			return err
-		}},
+		{Name: "retention_cleanup", Cron: "15 * * * *", Run: h.cleanupReadings},
 		{Name: "rollup_retention", Cron: "0 3 * * *", Run: func(ctx context.Context) error {
 			return h.Sensors.CleanupRollups(ctx, sensor.DefaultRetention())
 		}},
-		{Name: "audit_retention", Cron: "30 3 * * *", Run: func(ctx context.Context) error {
-			rc, err := h.Audit.GetRetention(ctx)
-			if err != nil || !rc.Enabled {
-				return err
-			}
-			_, err = h.Audit.Cleanup(ctx, false)
-			return err
-		}},
-	} {
-		if err := h.Sched.Add(j); err != nil {
-			return nil, err
-		}
+		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
 	}
-	// The debug routes of API §16: mock devices and the jobs above.
-	h.Debug = debugapi.Register(h.API, debugapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Jobs: h.Sched,
-		MQTTAddr: func() string { return h.Broker.Addr() }})
-	h.Sched.Start(context.Background())
+}
 
-	// The API answers from here on (ready = 503 until the end of Start).
+func (h *Hub) cleanupReadings(ctx context.Context) error {
+	res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())
+	h.Log.Info("raw reading retention", "status", res.Status, "deleted", res.Deleted)
+	return err
+}
+
+func (h *Hub) cleanupAudit(ctx context.Context) error {
+	rc, err := h.Audit.GetRetention(ctx)
+	if err != nil || !rc.Enabled {
+		return err
+	}
+	_, err = h.Audit.Cleanup(ctx, false)
+	return err
+}
+
+// openToDevices serves the API, opens the broker's listener and announces
+// the hub; from here on devices may connect.
+func (h *Hub) openToDevices(ctx context.Context) error {
 	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
 
-	// 7. Broker listener: devices may connect now.
 	if err := h.Broker.Start(); err != nil {
-		return nil, err
+		return err
 	}
-	// A retained broadcast stop would stop every baseline device at connect (CONTRACT §5.6).
+	// A retained broadcast stop would stop every baseline device at connect (docs/protocol.md §5.6).
 	if err := h.Broker.Publish(ctx, contract.BroadcastEmergencyTopic, nil, 1, true); err != nil {
-		log.Warn("clearing retained broadcast emergency failed", "error", err)
+		h.Log.Warn("clearing retained broadcast emergency failed", "error", err)
 	}
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
+
 	h.Debug.Resume()
 	h.API.SetReady(true)
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
@@ -266,9 +383,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		Message:   "hub started",
 		Timestamp: time.Now().Unix(),
 	}})
-	ok = true
-	log.Info("kaiser hub ready", "http", h.HTTPAddr(), "mqtt", h.MQTTAddr(), "data_dir", cfg.DataDir, "version", cfg.Version)
-	return h, nil
+	return nil
 }
 
 func (h *Hub) publishServerStatus(ctx context.Context, st contract.ServerStatus) {
