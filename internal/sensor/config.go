@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 )
 
 // Config is a sensor configuration (API §7.1).
@@ -73,7 +75,7 @@ func typeDefaults(key string) (mode string, intervalS, timeoutS int, freshness f
 
 // ApplyDefaults fills fields left empty.
 func (c *Config) ApplyDefaults() {
-	key, _ := NormaliseType(c.SensorType)
+	key, _ := processor.NormaliseType(c.SensorType)
 	mode, interval, timeout, fresh := typeDefaults(key)
 	if c.ProcessingMode == "" {
 		c.ProcessingMode = "pi_enhanced"
@@ -179,7 +181,7 @@ var ErrPin = errors.New("gpio not usable")
 // CheckPin validates a sensor's pin on a board (DOMAIN §8.2); others are
 // the other sensors of the device. It returns an advisory warning.
 func CheckPin(b Board, c *Config, others []*Config) (warning string, err error) {
-	key, _ := NormaliseType(c.SensorType)
+	key, _ := processor.NormaliseType(c.SensorType)
 	bus := Bus(key, strings.ToLower(c.SensorType))
 	if msg := b.refuses(c.GPIO, bus); msg != "" {
 		return "", &PinError{Type: "system", Msg: msg}
@@ -226,7 +228,7 @@ func pinHolder(c *Config, key, bus string, others []*Config) *Config {
 		if o.ID == c.ID || o.GPIO != c.GPIO {
 			continue
 		}
-		okey, _ := NormaliseType(o.SensorType)
+		okey, _ := processor.NormaliseType(o.SensorType)
 		obus := Bus(okey, strings.ToLower(o.SensorType))
 		if bus == "i2c" && obus == "i2c" && (c.Address() != o.Address() || okey != key) {
 			continue

@@ -1,3 +1,7 @@
+// Package sensor is the sensor pipeline (DOMAIN §2–3): sensor configuration,
+// reading ingest with deduplication through the processors of
+// internal/sensor/processor, rollups and history, thresholds that raise
+// alerts, and stale-sensor detection.
 package sensor
 
 import (
@@ -21,6 +25,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/notify"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -192,7 +197,7 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 func keyOf(c *Config) store.SeriesKey {
-	k, _ := NormaliseType(c.SensorType)
+	k, _ := processor.NormaliseType(c.SensorType)
 	return store.SeriesKey{
 		EspID:      c.EspID,
 		GPIO:       c.GPIO,
@@ -260,8 +265,8 @@ type Selector struct {
 // matches reports whether c fits every part of the selector that is set.
 func (sel Selector) matches(c Config) bool {
 	if sel.SensorType != "" {
-		want, _ := NormaliseType(sel.SensorType)
-		if k, _ := NormaliseType(c.SensorType); k != want {
+		want, _ := processor.NormaliseType(sel.SensorType)
+		if k, _ := processor.NormaliseType(c.SensorType); k != want {
 			return false
 		}
 	}
@@ -299,7 +304,7 @@ func (s *Service) SensorItems(espID string) []contract.SensorConfigItem {
 		if !c.Enabled {
 			continue
 		}
-		key, _ := NormaliseType(c.SensorType)
+		key, _ := processor.NormaliseType(c.SensorType)
 		fam := fmt.Sprintf("%d/%s", c.GPIO, family(key, c.SensorType))
 		if seen[fam] {
 			continue
@@ -391,7 +396,7 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) 
 // acceptType lower-cases c's type and returns its processor key; a
 // processed sensor needs a processor.
 func acceptType(c *Config) (string, error) {
-	key, hasProc := NormaliseType(c.SensorType)
+	key, hasProc := processor.NormaliseType(c.SensorType)
 	c.SensorType = strings.ToLower(strings.TrimSpace(c.SensorType))
 	processed := c.ProcessingMode == "pi_enhanced" || c.ProcessingMode == ""
 	if processed && !hasProc {
@@ -405,7 +410,7 @@ func acceptType(c *Config) (string, error) {
 func onPin(existing []Config, c *Config, key string) (replace *Config, others []*Config) {
 	for i := range existing {
 		o := existing[i]
-		okey, _ := NormaliseType(o.SensorType)
+		okey, _ := processor.NormaliseType(o.SensorType)
 		sameIdentity := o.GPIO == c.GPIO && okey == key && o.Address() == c.Address()
 		plainPin := o.GPIO == c.GPIO && o.Address() == "" && c.Address() == "" && !sameFamily(okey, key) &&
 			Bus(okey, o.SensorType) != "i2c" && Bus(key, c.SensorType) != "i2c"
@@ -476,16 +481,16 @@ func (s *Service) forget(id string) {
 func physical(cs []Config) int {
 	seen := map[string]bool{}
 	for _, c := range cs {
-		k, _ := NormaliseType(c.SensorType)
+		k, _ := processor.NormaliseType(c.SensorType)
 		seen[fmt.Sprintf("%d/%s/%s", c.GPIO, family(k, c.SensorType), c.Address())] = true
 	}
 	return len(seen)
 }
 
 func joinsFamily(cs []Config, c *Config) bool {
-	k, _ := NormaliseType(c.SensorType)
+	k, _ := processor.NormaliseType(c.SensorType)
 	for _, o := range cs {
-		ok, _ := NormaliseType(o.SensorType)
+		ok, _ := processor.NormaliseType(o.SensorType)
 		if o.GPIO == c.GPIO && family(ok, o.SensorType) == family(k, c.SensorType) && o.Address() == c.Address() {
 			return true
 		}
@@ -619,7 +624,7 @@ func (s *Service) receive(m ingest.Message) (incoming, error) {
 		return incoming{}, ingest.Drop(contract.ReasonTooOld, "reading older than 24 h")
 	}
 
-	procKey, hasProc := NormaliseType(d.SensorType)
+	procKey, hasProc := processor.NormaliseType(d.SensorType)
 	return incoming{
 		data:    d,
 		dev:     dev,
@@ -693,7 +698,7 @@ func (in incoming) reading(series int64) store.Reading {
 // processReading fills the reading's mode, value, unit and quality (DOMAIN §2.1):
 // the device's own value, the processor's for a pi_enhanced config, else
 // the raw value. processed reports a successful pi_enhanced result.
-func processReading(r *store.Reading, in incoming) (res Result, processed bool) {
+func processReading(r *store.Reading, in incoming) (res processor.Result, processed bool) {
 	d, cfg := in.data, in.cfg
 	switch {
 	case !d.RawMode:
@@ -707,7 +712,7 @@ func processReading(r *store.Reading, in incoming) (res Result, processed bool) 
 			r.Unit, r.Quality = d.Unit, "error"
 			break
 		}
-		res, _ = Process(in.procKey, Input{
+		res, _ = processor.Process(in.procKey, processor.Input{
 			Raw:         float64(d.Raw),
 			RawMode:     true,
 			Calibration: cfg.Calibration,
@@ -811,7 +816,7 @@ func valueOf(r store.Reading) float64 {
 }
 
 // echo publishes the processed value back (CONTRACT §3.2.11, QoS 0).
-func (s *Service) echo(ctx context.Context, m ingest.Message, res Result, now time.Time) {
+func (s *Service) echo(ctx context.Context, m ingest.Message, res processor.Result, now time.Time) {
 	payload, err := contract.Marshal(contract.Processed{
 		ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
 		Unit:           res.Unit,
@@ -846,7 +851,7 @@ type seriesFilter struct {
 func newSeriesFilter(espID string, gpio int, sensorType string) seriesFilter {
 	f := seriesFilter{espID: espID, gpio: gpio}
 	if sensorType != "" {
-		f.sensorType, _ = NormaliseType(sensorType)
+		f.sensorType, _ = processor.NormaliseType(sensorType)
 	}
 	return f
 }
@@ -974,7 +979,7 @@ func Fallback(raw float64, result string) ProcessReply {
 // Process computes exactly what ingest would compute (DOMAIN §2.1): real
 // processing only for an admitted device with a pi_enhanced config.
 func (s *Service) Process(req ProcessRequest) ProcessReply {
-	key, hasProc := NormaliseType(req.SensorType)
+	key, hasProc := processor.NormaliseType(req.SensorType)
 	raw := req.Raw
 	if key == "ds18b20" && raw >= 1<<31 {
 		raw -= 1 << 32
@@ -987,7 +992,7 @@ func (s *Service) Process(req ProcessRequest) ProcessReply {
 		return s.count(Fallback(raw, "fallback"))
 	}
 
-	res, _ := Process(key, processInput(req, raw, cfg))
+	res, _ := processor.Process(key, processInput(req, raw, cfg))
 	if res.Value == nil || math.Abs(*res.Value) >= 1e9 {
 		return s.count(ProcessReply{
 			Value:   raw,
@@ -1028,8 +1033,8 @@ func (s *Service) plainConfig(espID string, gpio int, key string) *Config {
 
 // processInput is the processor input of a request; calibration and params
 // the request leaves out come from the config.
-func processInput(req ProcessRequest, raw float64, cfg *Config) Input {
-	in := Input{
+func processInput(req ProcessRequest, raw float64, cfg *Config) processor.Input {
+	in := processor.Input{
 		Raw:         raw,
 		RawMode:     true,
 		Calibration: req.Calibration,

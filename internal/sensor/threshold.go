@@ -9,6 +9,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/notify"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -19,7 +20,7 @@ type Bands struct {
 
 func fnum(m map[string]any, keys ...string) *float64 {
 	for _, k := range keys {
-		if v, ok := num(m, k); ok {
+		if v, ok := processor.Number(m, k); ok {
 			return &v
 		}
 	}

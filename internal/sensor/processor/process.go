@@ -1,8 +1,7 @@
-// Package sensor is the sensor pipeline (DOMAIN §2–3): type normalisation,
-// the eleven "Pi-Enhanced" processors with calibration, sensor
-// configuration, reading ingest with deduplication, rollups and history,
-// thresholds that raise alerts, and stale-sensor detection.
-package sensor
+// Package processor holds the sensor processors of DOMAIN §2.4–2.6: type
+// normalisation, conversion, quality and calibration; pure functions, so the
+// sensor service and the HTTP layer share one definition of every reading.
+package processor
 
 import (
 	"math"
@@ -46,8 +45,8 @@ var aliases = map[string]string{
 	"flow": "flow", "yfs201": "flow",
 }
 
-// ProcessorKeys lists the processors, for /sensors/types.
-var ProcessorKeys = []string{"ph", "ec", "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_pressure",
+// Keys lists the processors, for /sensors/types.
+var Keys = []string{"ph", "ec", "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_pressure",
 	"bmp280_temp", "moisture", "light", "co2", "flow"}
 
 // NormaliseType lower-cases t and maps aliases; key is the processor key,
@@ -120,7 +119,9 @@ func Process(key string, in Input) (Result, bool) {
 	return r, true
 }
 
-func num(m map[string]any, k string) (float64, bool) {
+// Number reads m[k] as a finite number, as calibration, params and alert
+// thresholds hold them: JSON decoding gives float64, Go callers may give ints.
+func Number(m map[string]any, k string) (float64, bool) {
 	switch v := m[k].(type) {
 	case float64:
 		return v, !math.IsNaN(v) && !math.IsInf(v, 0)
@@ -147,7 +148,7 @@ func round(v float64, places int) float64 {
 func clamp(v, lo, hi float64) float64 { return math.Max(lo, math.Min(hi, v)) }
 
 func places(in Input, def int) int {
-	if d, ok := num(in.Params, "decimal_places"); ok && d >= 0 && d <= 6 {
+	if d, ok := Number(in.Params, "decimal_places"); ok && d >= 0 && d <= 6 {
 		return int(d)
 	}
 	return def
@@ -182,8 +183,8 @@ func ok(v float64, unit, quality string, m *meta) Result {
 // linear is a two-point calibration (pH, EC); calibrated is false unless
 // both slope and offset are set.
 func linear(cal map[string]any) (slope, offset float64, calibrated bool) {
-	slope, hasSlope := num(cal, "slope")
-	offset, hasOffset := num(cal, "offset")
+	slope, hasSlope := Number(cal, "slope")
+	offset, hasOffset := Number(cal, "offset")
 	return slope, offset, hasSlope && hasOffset
 }
 
@@ -207,7 +208,7 @@ func processPH(in Input) Result {
 	} else {
 		ph = clamp(7.0-3.5*(v-1.5), 0, 14)
 	}
-	if t, has := num(in.Params, "temperature_compensation"); has {
+	if t, has := Number(in.Params, "temperature_compensation"); has {
 		ph = clamp(ph+(t-25)*0.003*(7-ph), 0, 14)
 	}
 	ph = round(ph, places(in, 2))
@@ -247,7 +248,7 @@ func processEC(in Input) Result {
 	} else {
 		ec = clamp(6060*v, 0, 20000)
 	}
-	if t, has := num(in.Params, "temperature_compensation"); has {
+	if t, has := Number(in.Params, "temperature_compensation"); has {
 		if f := 1 + 0.02*(t-25); f != 0 {
 			ec = clamp(ec/f, 0, 20000)
 		}
@@ -332,7 +333,7 @@ func processTemperature(key string, in Input) Result {
 	if c < sp.warnLo || c > sp.warnHi {
 		m.warn("temperature outside the usual band")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		c += off
 	}
 	q := sp.quality.grade(c)
@@ -363,7 +364,7 @@ func processHumidity(in Input) Result {
 	if h < 0 || h > 100 {
 		return fail("%RH", m, "humidity outside 0-100", 0)
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		h = clamp(h+off, 0, 100)
 	}
 	h = round(h, places(in, 1))
@@ -389,10 +390,10 @@ func processPressure(in Input) Result {
 	if p < 950 || p > 1050 {
 		m.warn("pressure outside 950-1050 hPa")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		p += off
 	}
-	if alt, has := num(in.Params, "altitude"); has {
+	if alt, has := Number(in.Params, "altitude"); has {
 		if f := 1 - alt/44330; f > 0 {
 			p = clamp(p/math.Pow(f, 5.255), 300, 1100)
 		}
@@ -422,8 +423,8 @@ func processMoisture(in Input) Result {
 	if raw > 4000 {
 		m.warn("raw value above 4000")
 	}
-	dry, hasD := num(in.Calibration, "dry_value")
-	wet, hasW := num(in.Calibration, "wet_value")
+	dry, hasD := Number(in.Calibration, "dry_value")
+	wet, hasW := Number(in.Calibration, "wet_value")
 	if !hasD || !hasW {
 		dry, wet = 3200, 1500
 	}
@@ -457,7 +458,7 @@ func processLight(in Input) Result {
 	if v < 50 {
 		m.warn("dim light below 50 lux")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		v = math.Max(0, v+off)
 	}
 	if s := model(in, in.WireType); s != "" && s != "light" {
@@ -479,7 +480,7 @@ func processCO2(in Input) Result {
 	if v > 2000 {
 		m.warn("CO2 above 2000 ppm")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		v = math.Max(0, v+off)
 	}
 	def := ""
@@ -507,9 +508,9 @@ func processCO2(in Input) Result {
 
 func processFlow(in Input) Result {
 	m := newMeta()
-	factor, has := num(in.Params, "calibration_factor")
+	factor, has := Number(in.Params, "calibration_factor")
 	if !has {
-		if factor, has = num(in.Calibration, "calibration_factor"); !has {
+		if factor, has = Number(in.Calibration, "calibration_factor"); !has {
 			factor = 450
 		}
 	}
@@ -519,7 +520,7 @@ func processFlow(in Input) Result {
 	var lpm float64
 	switch strParam(in.Params, "input_type", "pulses") {
 	case "pulses":
-		window, has := num(in.Params, "time_window")
+		window, has := Number(in.Params, "time_window")
 		if !has {
 			window = 1.0
 		}
