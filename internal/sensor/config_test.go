@@ -10,7 +10,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 )
 
-// GPIO rules per board (DOMAIN §8.2): system pins are refused with 400,
+// GPIO rules per board (docs/domain.md §8.2): system pins are refused with 400,
 // a pin held by another sensor with 409, ADC2 only warns.
 func TestCheckPin(t *testing.T) {
 	ds := func(gpio int) *Config { return &Config{ID: "o", GPIO: gpio, SensorType: "ds18b20"} }
@@ -90,7 +90,7 @@ func TestCheckPin(t *testing.T) {
 // Upsert keeps one config per identity, replaces the single non-bus sensor
 // of a pin whatever its type, keeps the values of a multi-value sensor side
 // by side, and refuses types without a processor when processing is asked
-// for (API §7.2).
+// for (docs/api.md §7.2).
 func TestUpsertRules(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -149,7 +149,7 @@ func TestUpsertRules(t *testing.T) {
 	}
 }
 
-// A board takes so many physical sensors (DOMAIN §1.5); the second value of
+// A board takes so many physical sensors (docs/domain.md §1.5); the second value of
 // a multi-value sensor does not count.
 func TestUpsertLimit(t *testing.T) {
 	cases := []struct {
@@ -264,7 +264,7 @@ func TestDeleteAndCalibration(t *testing.T) {
 	}
 }
 
-// The firmware's processing call (DOMAIN §2.1): real processing only for
+// The firmware's processing call (docs/domain.md §2.1): real processing only for
 // an admitted device with a pi_enhanced config, or a trusted caller; the
 // firmware's own fallback otherwise.
 func TestProcessRequest(t *testing.T) {

@@ -35,7 +35,7 @@ func TestParseResolution(t *testing.T) {
 	}
 }
 
-// History (API §7.3) on SQLite: raw rows page with a cursor, fixed and
+// History (docs/api.md §7.3) on SQLite: raw rows page with a cursor, fixed and
 // automatic resolutions aggregate, a bucket count divides the range.
 func TestHistoryQuery(t *testing.T) {
 	st, sink, svc := newStoreService(t)

@@ -14,7 +14,7 @@ import (
 
 const esp = "ESP_A1B2C3"
 
-// Each processing mode of DOMAIN §2.1 stores the value, unit and quality it
+// Each processing mode of docs/domain.md §2.1 stores the value, unit and quality it
 // names; only a successful pi_enhanced result is echoed to the device.
 func TestHandleDataModes(t *testing.T) {
 	cases := []struct {
@@ -144,7 +144,7 @@ func TestHandleDataConfigWithoutProcessor(t *testing.T) {
 }
 
 // Readings that must not be stored are dropped with their metric label
-// (CONTRACT §5.2, DOMAIN §2.2).
+// (docs/protocol.md §5.2, docs/domain.md §2.2).
 func TestHandleDataDrops(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -242,7 +242,7 @@ func TestHandleDataInvalidDeviceClock(t *testing.T) {
 	}
 }
 
-// The reading's source follows DOMAIN §2.2: test mode, an explicit source,
+// The reading's source follows docs/domain.md §2.2: test mode, an explicit source,
 // then the device's kind.
 func TestHandleDataSource(t *testing.T) {
 	cases := []struct {

@@ -1,4 +1,4 @@
-// Package sensor is the sensor pipeline (DOMAIN §2–3): sensor configuration,
+// Package sensor is the sensor pipeline (docs/domain.md §2–3): sensor configuration,
 // reading ingest with deduplication through the processors of
 // internal/sensor/processor, rollups and history, thresholds that raise
 // alerts, and stale-sensor detection.
@@ -255,7 +255,7 @@ func (s *Service) ByID(id string) (Config, error) {
 	return *c, nil
 }
 
-// Selector picks one of several sensors on a pin (API §7.2).
+// Selector picks one of several sensors on a pin (docs/api.md §7.2).
 type Selector struct {
 	SensorType     string
 	I2CAddress     *int
@@ -357,7 +357,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Upsert creates or replaces the config with c's identity (API §7.2: on a
+// Upsert creates or replaces the config with c's identity (docs/api.md §7.2: on a
 // pin holding one non-bus sensor, that sensor is replaced whatever its type).
 func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) {
 	d, err := s.devices.Get(c.EspID)
@@ -423,7 +423,7 @@ func onPin(existing []Config, c *Config, key string) (replace *Config, others []
 	return replace, others
 }
 
-// Sensors per device (DOMAIN §1.5); the values of one multi-value sensor
+// Sensors per device (docs/domain.md §1.5); the values of one multi-value sensor
 // count once.
 const (
 	maxSensors     = 20
@@ -538,7 +538,7 @@ func (s *Service) SaveCalibration(ctx context.Context, id string, cal map[string
 // configFor returns the config of a series key; s.mu is held.
 func (s *Service) configFor(k store.SeriesKey) *Config { return s.byKey[k] }
 
-// dataSource classifies a reading (DOMAIN §2.2).
+// dataSource classifies a reading (docs/domain.md §2.2).
 func dataSource(d contract.SensorData, hw string) string {
 	switch {
 	case d.TestMode:
@@ -555,10 +555,10 @@ func dataSource(d contract.SensorData, hw string) string {
 	return "production"
 }
 
-// maxAge drops readings older than a day (DOMAIN §2.2 too_old).
+// maxAge drops readings older than a day (docs/domain.md §2.2 too_old).
 const maxAge = 86400 * time.Second
 
-// HandleData is the ingest handler of `sensor/{gpio}/data` (CONTRACT §5.7).
+// HandleData is the ingest handler of `sensor/{gpio}/data` (docs/protocol.md §5.7).
 func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 	in, err := s.receive(m)
 	if err != nil {
@@ -601,7 +601,7 @@ type incoming struct {
 }
 
 // receive decodes a reading from an admitted device and dates it; replays
-// and readings older than a day are dropped (DOMAIN §2.2).
+// and readings older than a day are dropped (docs/domain.md §2.2).
 func (s *Service) receive(m ingest.Message) (incoming, error) {
 	d, err := contract.DecodeSensorData(m.Topic, m.Payload)
 	if err != nil {
@@ -695,7 +695,7 @@ func (in incoming) reading(series int64) store.Reading {
 	}
 }
 
-// processReading fills the reading's mode, value, unit and quality (DOMAIN §2.1):
+// processReading fills the reading's mode, value, unit and quality (docs/domain.md §2.1):
 // the device's own value, the processor's for a pi_enhanced config, else
 // the raw value. processed reports a successful pi_enhanced result.
 func processReading(r *store.Reading, in incoming) (res processor.Result, processed bool) {
@@ -734,7 +734,7 @@ func processReading(r *store.Reading, in incoming) (res processor.Result, proces
 // recentDeviceTimes is how many device times per series dedup remembers.
 const recentDeviceTimes = 16
 
-// dedup gives r its time key in the series (DOMAIN §2.2): a device-timed
+// dedup gives r its time key in the series (docs/domain.md §2.2): a device-timed
 // reading whose time was seen recently is a duplicate; hub-timed readings
 // are never merged, each gets a distinct key. It makes r the series'
 // latest reading and clears its stale mark, reporting whether it was set.
@@ -769,7 +769,7 @@ func (s *Service) dedup(
 }
 
 // checkThresholds resolves a stale mark and evaluates the thresholds of a
-// configured sensor's usable reading (DOMAIN §3).
+// configured sensor's usable reading (docs/domain.md §3).
 func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Reading, wasStale bool) {
 	if in.cfg == nil {
 		return
@@ -782,7 +782,7 @@ func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Read
 	}
 }
 
-// usable is DOMAIN §2.2's test: a reading logic and thresholds may act on.
+// usable is docs/domain.md §2.2's test: a reading logic and thresholds may act on.
 func usable(r store.Reading) bool {
 	return r.Quality != "error" && r.Quality != "suspect" && r.Processed != nil
 }
@@ -815,7 +815,7 @@ func valueOf(r store.Reading) float64 {
 	return r.Raw
 }
 
-// echo publishes the processed value back (CONTRACT §3.2.11, QoS 0).
+// echo publishes the processed value back (docs/protocol.md §3.2.11, QoS 0).
 func (s *Service) echo(ctx context.Context, m ingest.Message, res processor.Result, now time.Time) {
 	payload, err := contract.Marshal(contract.Processed{
 		ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
@@ -944,7 +944,7 @@ func (s *Service) SeriesKeyOf(id int64) (store.SeriesKey, bool) {
 	return store.SeriesKey{}, false
 }
 
-// ProcessRequest is the device-facing processing call (CONTRACT §4, API §7.4).
+// ProcessRequest is the device-facing processing call (docs/protocol.md §4, docs/api.md §7.4).
 type ProcessRequest struct {
 	EspID       string
 	GPIO        int
@@ -976,7 +976,7 @@ func Fallback(raw float64, result string) ProcessReply {
 	}
 }
 
-// Process computes exactly what ingest would compute (DOMAIN §2.1): real
+// Process computes exactly what ingest would compute (docs/domain.md §2.1): real
 // processing only for an admitted device with a pi_enhanced config.
 func (s *Service) Process(req ProcessRequest) ProcessReply {
 	key, hasProc := processor.NormaliseType(req.SensorType)

@@ -11,7 +11,7 @@ import (
 
 // Severity bounds are exclusive (a value equal to a bound is inside), and
 // custom thresholds in alert_config win over the config's fields when any
-// is set (DOMAIN §3.1–3.2).
+// is set (docs/domain.md §3.1–3.2).
 func TestEffectiveBandsSeverity(t *testing.T) {
 	fields := Config{
 		ThresholdMin: ptr(0.0),
@@ -57,7 +57,7 @@ func TestEffectiveBandsSeverity(t *testing.T) {
 
 // A usable reading outside its bands raises the threshold alert with the
 // config's severity override and suppression; one inside clears it; an
-// unusable one is not evaluated (DOMAIN §3.2–3.5).
+// unusable one is not evaluated (docs/domain.md §3.2–3.5).
 func TestThresholdAlerts(t *testing.T) {
 	past := t0.Add(-time.Hour).Format(time.RFC3339)
 	future := t0.Add(time.Hour).Format(time.RFC3339)
@@ -174,7 +174,7 @@ func TestThresholdsSkipUnusableReadings(t *testing.T) {
 	}
 }
 
-// Stale detection (DOMAIN §3.6) on an injected clock: a continuous sensor of
+// Stale detection (docs/domain.md §3.6) on an injected clock: a continuous sensor of
 // an online device without a reading for longer than its timeout is marked
 // once, with an event and a warning alert; its next reading recovers it.
 func TestCheckStale(t *testing.T) {

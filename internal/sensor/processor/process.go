@@ -1,4 +1,4 @@
-// Package processor holds the sensor processors of DOMAIN §2.4–2.6: type
+// Package processor holds the sensor processors of docs/domain.md §2.4–2.6: type
 // normalisation, conversion, quality and calibration; pure functions, so the
 // sensor service and the HTTP layer share one definition of every reading.
 package processor
@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// Result is a processor's output (DOMAIN §2.4). Value is nil on error.
+// Result is a processor's output (docs/domain.md §2.4). Value is nil on error.
 type Result struct {
 	Value    *float64
 	Unit     string
@@ -266,7 +266,7 @@ func processEC(in Input) Result {
 	return ok(round(out, places(in, 1)), unit, q, m)
 }
 
-// tempSpec is one temperature sensor's column of DOMAIN §2.5.
+// tempSpec is one temperature sensor's column of docs/domain.md §2.5.
 type tempSpec struct {
 	validLo, validHi float64
 	warnLo, warnHi   float64

@@ -26,7 +26,7 @@ func p(kv ...any) map[string]any {
 
 var null = math.NaN()
 
-// DOMAIN.md §2.5 worked examples, one per row.
+// docs/domain.md §2.5 worked examples, one per row.
 var vectors = []vec{
 	{"PH1", "ph", Input{Raw: 2048, RawMode: true}, 6.47, "pH", "fair"},
 	{"PH2", "ph", Input{Raw: 2048, RawMode: true, Params: p("temperature_compensation", 35.0)}, 6.49, "pH", "fair"},
@@ -131,7 +131,7 @@ func TestNormaliseType(t *testing.T) {
 	}
 }
 
-// DOMAIN.md §2.6 calibration examples.
+// docs/domain.md §2.6 calibration examples.
 func TestCalibrationVectors(t *testing.T) {
 	now := time.Unix(0, 0)
 	c, err := Calibrate("ph", []Point{{2150, 7.0}, {1800, 4.0}}, now)
