@@ -162,7 +162,13 @@ func TestThresholdAlerts(t *testing.T) {
 func TestThresholdsSkipUnusableReadings(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, ThresholdMax: ptr(40.0)})
+	f.configure(t, Config{
+		EspID:        esp,
+		GPIO:         4,
+		SensorType:   "ds18b20",
+		Enabled:      true,
+		ThresholdMax: ptr(40.0),
+	})
 	if err := f.send(esp, 4, reading("ds18b20", 1360, t0)); err != nil {
 		t.Fatal(err)
 	}
@@ -182,10 +188,31 @@ func TestCheckStale(t *testing.T) {
 	ctx := context.Background()
 	f.addDevice(esp, device.StatusOnline, "")
 	f.addDevice("ESP_OFFLINE", device.StatusOffline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, TimeoutSeconds: 60})
-	f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true}) // on demand
-	f.configure(t, Config{EspID: esp, GPIO: 35, SensorType: "moisture", Enabled: false})
-	f.configure(t, Config{EspID: "ESP_OFFLINE", GPIO: 4, SensorType: "ds18b20", Enabled: true})
+	f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           4,
+		SensorType:     "ds18b20",
+		Enabled:        true,
+		TimeoutSeconds: 60,
+	})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       34,
+		SensorType: "ph",
+		Enabled:    true,
+	}) // on demand
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       35,
+		SensorType: "moisture",
+		Enabled:    false,
+	})
+	f.configure(t, Config{
+		EspID:      "ESP_OFFLINE",
+		GPIO:       4,
+		SensorType: "ds18b20",
+		Enabled:    true,
+	})
 	health := f.subscribe(t, "sensor_health")
 
 	if err := f.send(esp, 4, reading("ds18b20", 400, t0)); err != nil {
@@ -240,7 +267,12 @@ func TestCheckStale(t *testing.T) {
 func TestCheckStaleWithoutReadings(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true}) // 180 s default
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       4,
+		SensorType: "ds18b20",
+		Enabled:    true,
+	}) // 180 s default
 
 	f.now = t0.Add(180 * time.Second)
 	if err := f.svc.CheckStale(context.Background()); err != nil {

@@ -67,7 +67,12 @@ var vectors = []vec{
 	{"MST2", "moisture", Input{Raw: 3500, RawMode: true}, 0.0, "%", "poor"},
 	{"MST3", "moisture", Input{Raw: 2900, RawMode: true}, 17.6, "%", "fair"},
 	{"MST4", "moisture", Input{Raw: 2700, RawMode: true, Calibration: p("dry_value", 3000.0, "wet_value", 1200.0)}, 16.7, "%", "fair"},
-	{"MST5", "moisture", Input{Raw: 2700, RawMode: true, Calibration: p("dry_value", 3000.0, "wet_value", 1200.0), Params: p("invert", true)}, 83.3, "%", "fair"},
+	{"MST5", "moisture", Input{
+		Raw:         2700,
+		RawMode:     true,
+		Calibration: p("dry_value", 3000.0, "wet_value", 1200.0),
+		Params:      p("invert", true),
+	}, 83.3, "%", "fair"},
 	{"LUX1", "light", Input{Raw: 523.4, RawMode: true}, 523, "lux", "good"},
 	{"LUX2", "light", Input{Raw: 49.6, RawMode: true}, 50, "lux", "fair"},
 	{"LUX3", "light", Input{Raw: 523.4, RawMode: true, Calibration: p("offset", -30.0)}, 493, "lux", "good"},
