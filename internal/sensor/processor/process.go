@@ -1,10 +1,11 @@
-// Package processor holds the sensor processors of docs/domain.md §2.4–2.6: type
-// normalisation, conversion, quality and calibration; pure functions, so the
-// sensor service and the HTTP layer share one definition of every reading.
+// Package processor holds the sensor processors of docs/domain.md §2.3–2.6:
+// type normalisation, conversion, quality and calibration; pure functions, so
+// the sensor service and the HTTP layer share one definition of a reading.
 package processor
 
 import (
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -28,40 +29,33 @@ type Input struct {
 	WireType string
 }
 
-var aliases = map[string]string{
-	"ph":                  "ph",
-	"ph_sensor":           "ph",
-	"ec":                  "ec",
-	"ec_sensor":           "ec",
-	"ds18b20":             "ds18b20",
-	"temperature_ds18b20": "ds18b20",
-	"sht31_temp":          "sht31_temp",
-	"temperature_sht31":   "sht31_temp",
-	"sht31_humidity":      "sht31_humidity",
-	"humidity_sht31":      "sht31_humidity",
-	"bme280_humidity":     "sht31_humidity",
-	"humidity_bme280":     "sht31_humidity",
-	"bmp280_pressure":     "bmp280_pressure",
-	"pressure_bmp280":     "bmp280_pressure",
-	"bme280_pressure":     "bmp280_pressure",
-	"pressure_bme280":     "bmp280_pressure",
-	"bmp280_temp":         "bmp280_temp",
-	"temperature_bmp280":  "bmp280_temp",
-	"bme280_temp":         "bmp280_temp",
-	"temperature_bme280":  "bmp280_temp",
-	"moisture":            "moisture",
-	"soil_moisture":       "moisture",
-	"light":               "light",
-	"tsl2561":             "light",
-	"bh1750":              "light",
-	"co2":                 "co2",
-	"mhz19_co2":           "co2",
-	"scd30_co2":           "co2",
-	"mhz19":               "co2",
-	"scd30":               "co2",
-	"flow":                "flow",
-	"yfs201":              "flow",
+// aliasesOf is docs/domain.md §2.3's table: each processor key with the
+// other input types it accepts.
+var aliasesOf = map[string][]string{
+	"ph":              {"ph_sensor"},
+	"ec":              {"ec_sensor"},
+	"ds18b20":         {"temperature_ds18b20"},
+	"sht31_temp":      {"temperature_sht31"},
+	"sht31_humidity":  {"humidity_sht31", "bme280_humidity", "humidity_bme280"},
+	"bmp280_pressure": {"pressure_bmp280", "bme280_pressure", "pressure_bme280"},
+	"bmp280_temp":     {"temperature_bmp280", "bme280_temp", "temperature_bme280"},
+	"moisture":        {"soil_moisture"},
+	"light":           {"tsl2561", "bh1750"},
+	"co2":             {"mhz19_co2", "scd30_co2", "mhz19", "scd30"},
+	"flow":            {"yfs201"},
 }
+
+// aliases maps every input type with a processor, the keys included, to its key.
+var aliases = func() map[string]string {
+	m := map[string]string{}
+	for key, as := range aliasesOf {
+		m[key] = key
+		for _, a := range as {
+			m[a] = key
+		}
+	}
+	return m
+}()
 
 // Keys lists the processors, for /sensors/types.
 var Keys = []string{"ph", "ec", "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_pressure",
@@ -77,18 +71,11 @@ func NormaliseType(t string) (key string, ok bool) {
 	return t, false
 }
 
-// AliasesOf lists the input types mapped to a processor key.
-func AliasesOf(key string) []string {
-	var out []string
-	for a, k := range aliases {
-		if k == key && a != key {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+// AliasesOf lists the input types mapped to a processor key, in the order
+// of docs/domain.md §2.3.
+func AliasesOf(key string) []string { return slices.Clone(aliasesOf[key]) }
 
-// Units per processor (default unit), for /sensors/types.
+// DefaultUnit is each processor's unit before any unit param, for /sensors/types.
 var DefaultUnit = map[string]string{
 	"ph":              "pH",
 	"ec":              "µS/cm",
