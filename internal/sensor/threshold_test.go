@@ -147,7 +147,8 @@ func TestThresholdAlerts(t *testing.T) {
 				t.Fatalf("raised %d alerts", len(f.alerts.raised))
 			}
 			a := f.alerts.raised[0]
-			if a.Key != key || a.Severity != c.severity || a.Suppressed != c.suppressed || a.Category != "data_quality" {
+			if a.Key != key || a.Severity != c.severity || a.Suppressed != c.suppressed ||
+				a.Category != "data_quality" {
 				t.Fatalf("alert %+v", a)
 			}
 			if a.Metadata["value"] != 50.0 && a.Metadata["value"] != 32.5 {
