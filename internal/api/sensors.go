@@ -13,6 +13,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/sensor"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -645,20 +646,20 @@ type sensorTypesResponse struct {
 }
 
 func (s *Server) sensorTypes(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	procs := make([]processorInfo, 0, len(sensor.ProcessorKeys))
-	for _, k := range sensor.ProcessorKeys {
+	procs := make([]processorInfo, 0, len(processor.Keys))
+	for _, k := range processor.Keys {
 		procs = append(procs, processorInfo{
 			Type:              k,
-			Unit:              sensor.DefaultUnit[k],
-			Aliases:           sensor.AliasesOf(k),
+			Unit:              processor.DefaultUnit[k],
+			Aliases:           processor.AliasesOf(k),
 			CalibrationFields: calibrationFields(k),
 			Params:            map[string]any{},
 		})
 	}
 	WriteJSON(w, http.StatusOK, sensorTypesResponse{
 		Success:     true,
-		SensorTypes: sensor.ProcessorKeys,
-		Count:       len(sensor.ProcessorKeys),
+		SensorTypes: processor.Keys,
+		Count:       len(processor.Keys),
 		Processors:  procs,
 	})
 }
@@ -674,13 +675,13 @@ func (s *Server) sensorHealth(w http.ResponseWriter, _ *http.Request) {
 	WriteJSON(w, http.StatusOK, processingHealth{
 		Success:          true,
 		Status:           "healthy",
-		ProcessorsLoaded: len(sensor.ProcessorKeys),
-		SensorTypes:      sensor.ProcessorKeys,
+		ProcessorsLoaded: len(processor.Keys),
+		SensorTypes:      processor.Keys,
 	})
 }
 
 func calibrationFields(k string) []string {
-	switch sensor.CalibrationMethod(k) {
+	switch processor.CalibrationMethod(k) {
 	case "linear":
 		return []string{"slope", "offset"}
 	case "dry_wet":
@@ -705,10 +706,10 @@ type calibrateRequest struct {
 	Points       []calibrationPoint `json:"calibration_points" api:"required,min=1,max=10"`
 }
 
-func (q *calibrateRequest) points() []sensor.Point {
-	out := make([]sensor.Point, 0, len(q.Points))
+func (q *calibrateRequest) points() []processor.Point {
+	out := make([]processor.Point, 0, len(q.Points))
 	for _, p := range q.Points {
-		out = append(out, sensor.Point{Raw: p.Raw, Reference: p.Reference})
+		out = append(out, processor.Point{Raw: p.Raw, Reference: p.Reference})
 	}
 	return out
 }
@@ -727,17 +728,17 @@ func (s *Server) calibrate(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if !Decode(w, r, &req) {
 		return
 	}
-	key, hasProc := sensor.NormaliseType(req.SensorType)
+	key, hasProc := processor.NormaliseType(req.SensorType)
 	if !hasProc {
 		WriteError(w, r, http.StatusNotFound, "PROCESSOR_NOT_FOUND", "no processor for sensor type "+req.SensorType, nil)
 		return
 	}
-	if method := sensor.CalibrationMethod(key); req.Method != "" && req.Method != method {
+	if method := processor.CalibrationMethod(key); req.Method != "" && req.Method != method {
 		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED",
 			fmt.Sprintf("%s is calibrated with method %q", key, method), nil)
 		return
 	}
-	cal, err := sensor.Calibrate(key, req.points(), time.Now())
+	cal, err := processor.Calibrate(key, req.points(), time.Now())
 	if err != nil {
 		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED", err.Error(), nil)
 		return

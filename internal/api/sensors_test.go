@@ -9,6 +9,7 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/sensor"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -199,7 +200,7 @@ func TestSensorTypesAndProcessingHealth(t *testing.T) {
 	f := newFixture(t)
 	r := f.do(t, "GET", "/api/v1/sensors/types", viewerToken, nil)
 	procs := r.items("processors")
-	if r.body["count"] != float64(len(sensor.ProcessorKeys)) || len(procs) != len(sensor.ProcessorKeys) {
+	if r.body["count"] != float64(len(processor.Keys)) || len(procs) != len(processor.Keys) {
 		t.Fatalf("%s", r.raw)
 	}
 	for _, p := range procs {
@@ -207,7 +208,7 @@ func TestSensorTypesAndProcessingHealth(t *testing.T) {
 			t.Fatalf("processor without calibration fields: %v", p)
 		}
 	}
-	if r := f.do(t, "GET", "/api/v1/sensors/health", "", nil); r.body["processors_loaded"] != float64(len(sensor.ProcessorKeys)) {
+	if r := f.do(t, "GET", "/api/v1/sensors/health", "", nil); r.body["processors_loaded"] != float64(len(processor.Keys)) {
 		t.Fatalf("health: %s", r.raw)
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 )
 
-// Config is a sensor configuration (API §7.1).
+// Config is a sensor configuration (docs/api.md §7.1).
 type Config struct {
 	ID             string         `json:"id"`
 	EspID          string         `json:"esp_device_id"`
@@ -52,7 +54,7 @@ func (c *Config) Params() map[string]any {
 	return p
 }
 
-// typeDefaults is DOMAIN §3.6's table: mode, interval s, timeout s, freshness h.
+// typeDefaults is docs/domain.md §3.6's table: mode, interval s, timeout s, freshness h.
 func typeDefaults(key string) (mode string, intervalS, timeoutS int, freshness float64) {
 	switch key {
 	case "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_temp", "co2":
@@ -73,7 +75,7 @@ func typeDefaults(key string) (mode string, intervalS, timeoutS int, freshness f
 
 // ApplyDefaults fills fields left empty.
 func (c *Config) ApplyDefaults() {
-	key, _ := NormaliseType(c.SensorType)
+	key, _ := processor.NormaliseType(c.SensorType)
 	mode, interval, timeout, fresh := typeDefaults(key)
 	if c.ProcessingMode == "" {
 		c.ProcessingMode = "pi_enhanced"
@@ -98,7 +100,7 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
-// Board is a GPIO rule set (DOMAIN §8.1).
+// Board is a GPIO rule set (docs/domain.md §8.1).
 type Board struct {
 	Name                       string
 	Max                        int
@@ -114,7 +116,7 @@ func set(pins ...int) map[int]bool {
 	return m
 }
 
-// Boards by hardware type; unknown boards use WROOM rules (DOMAIN §1.5).
+// Boards by hardware type; unknown boards use WROOM rules (docs/domain.md §1.5).
 var (
 	WROOM = Board{
 		Name:      "ESP32_WROOM",
@@ -176,10 +178,10 @@ func (e *PinError) Error() string { return e.Msg }
 // ErrPin is matched by errors.As with *PinError.
 var ErrPin = errors.New("gpio not usable")
 
-// CheckPin validates a sensor's pin on a board (DOMAIN §8.2); others are
+// CheckPin validates a sensor's pin on a board (docs/domain.md §8.2); others are
 // the other sensors of the device. It returns an advisory warning.
 func CheckPin(b Board, c *Config, others []*Config) (warning string, err error) {
-	key, _ := NormaliseType(c.SensorType)
+	key, _ := processor.NormaliseType(c.SensorType)
 	bus := Bus(key, strings.ToLower(c.SensorType))
 	if msg := b.refuses(c.GPIO, bus); msg != "" {
 		return "", &PinError{Type: "system", Msg: msg}
@@ -226,7 +228,7 @@ func pinHolder(c *Config, key, bus string, others []*Config) *Config {
 		if o.ID == c.ID || o.GPIO != c.GPIO {
 			continue
 		}
-		okey, _ := NormaliseType(o.SensorType)
+		okey, _ := processor.NormaliseType(o.SensorType)
 		obus := Bus(okey, strings.ToLower(o.SensorType))
 		if bus == "i2c" && obus == "i2c" && (c.Address() != o.Address() || okey != key) {
 			continue

@@ -10,7 +10,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 )
 
-// GPIO rules per board (DOMAIN §8.2): system pins are refused with 400,
+// GPIO rules per board (docs/domain.md §8.2): system pins are refused with 400,
 // a pin held by another sensor with 409, ADC2 only warns.
 func TestCheckPin(t *testing.T) {
 	ds := func(gpio int) *Config { return &Config{ID: "o", GPIO: gpio, SensorType: "ds18b20"} }
@@ -23,17 +23,67 @@ func TestCheckPin(t *testing.T) {
 		warning  bool
 	}{
 		{name: "free ADC1 pin", board: WROOM, c: Config{GPIO: 34, SensorType: "ph"}},
-		{name: "out of range", board: WROOM, c: Config{GPIO: 40, SensorType: "ph"}, conflict: ptr(false)},
-		{name: "negative", board: WROOM, c: Config{GPIO: -1, SensorType: "ph"}, conflict: ptr(false)},
-		{name: "not bonded", board: WROOM, c: Config{GPIO: 24, SensorType: "flow"}, conflict: ptr(false)},
-		{name: "reserved", board: WROOM, c: Config{GPIO: 6, SensorType: "flow"}, conflict: ptr(false)},
-		{name: "input-only OneWire", board: WROOM, c: Config{GPIO: 35, SensorType: "ds18b20"}, conflict: ptr(false)},
-		{name: "I2C pin for analog", board: WROOM, c: Config{GPIO: 21, SensorType: "ph"}, conflict: ptr(false)},
+		{
+			name:     "out of range",
+			board:    WROOM,
+			c:        Config{GPIO: 40, SensorType: "ph"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "negative",
+			board:    WROOM,
+			c:        Config{GPIO: -1, SensorType: "ph"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "not bonded",
+			board:    WROOM,
+			c:        Config{GPIO: 24, SensorType: "flow"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "reserved",
+			board:    WROOM,
+			c:        Config{GPIO: 6, SensorType: "flow"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "input-only OneWire",
+			board:    WROOM,
+			c:        Config{GPIO: 35, SensorType: "ds18b20"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "I2C pin for analog",
+			board:    WROOM,
+			c:        Config{GPIO: 21, SensorType: "ph"},
+			conflict: ptr(false),
+		},
 		{name: "I2C pin for I2C", board: WROOM, c: Config{GPIO: 21, SensorType: "sht31_temp"}},
-		{name: "analog on a digital pin", board: WROOM, c: Config{GPIO: 16, SensorType: "moisture"}, conflict: ptr(false)},
-		{name: "analog on ADC2 warns", board: WROOM, c: Config{GPIO: 25, SensorType: "moisture"}, warning: true},
-		{name: "XIAO reserved", board: XIAO, c: Config{GPIO: 18, SensorType: "flow"}, conflict: ptr(false)},
-		{name: "XIAO range", board: XIAO, c: Config{GPIO: 22, SensorType: "flow"}, conflict: ptr(false)},
+		{
+			name:     "analog on a digital pin",
+			board:    WROOM,
+			c:        Config{GPIO: 16, SensorType: "moisture"},
+			conflict: ptr(false),
+		},
+		{
+			name:    "analog on ADC2 warns",
+			board:   WROOM,
+			c:       Config{GPIO: 25, SensorType: "moisture"},
+			warning: true,
+		},
+		{
+			name:     "XIAO reserved",
+			board:    XIAO,
+			c:        Config{GPIO: 18, SensorType: "flow"},
+			conflict: ptr(false),
+		},
+		{
+			name:     "XIAO range",
+			board:    XIAO,
+			c:        Config{GPIO: 22, SensorType: "flow"},
+			conflict: ptr(false),
+		},
 		{
 			name:     "pin held by another sensor",
 			board:    WROOM,
@@ -41,7 +91,12 @@ func TestCheckPin(t *testing.T) {
 			others:   []*Config{ds(4)},
 			conflict: ptr(true),
 		},
-		{name: "another pin", board: WROOM, c: Config{GPIO: 5, SensorType: "flow"}, others: []*Config{ds(4)}},
+		{
+			name:   "another pin",
+			board:  WROOM,
+			c:      Config{GPIO: 5, SensorType: "flow"},
+			others: []*Config{ds(4)},
+		},
 		{
 			name:   "I2C sensors share the bus",
 			board:  WROOM,
@@ -90,20 +145,30 @@ func TestCheckPin(t *testing.T) {
 // Upsert keeps one config per identity, replaces the single non-bus sensor
 // of a pin whatever its type, keeps the values of a multi-value sensor side
 // by side, and refuses types without a processor when processing is asked
-// for (API §7.2).
+// for (docs/api.md §7.2).
 func TestUpsertRules(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.addDevice(esp, device.StatusOnline, "ESP32_WROOM")
 
-	first := f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "PH", Enabled: true})
+	first := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       34,
+		SensorType: "PH",
+		Enabled:    true,
+	})
 	if first.ID == "" || first.SensorType != "ph" || first.ProcessingMode != "pi_enhanced" ||
 		first.OperatingMode != "on_demand" || first.FreshnessHours == nil || *first.FreshnessHours != 24 {
 		t.Fatalf("defaults: %+v", first)
 	}
 
 	f.now = t0.Add(1)
-	again := f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "ph_sensor", Name: "pH"})
+	again := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       34,
+		SensorType: "ph_sensor",
+		Name:       "pH",
+	})
 	if again.ID != first.ID || !again.CreatedAt.Equal(first.CreatedAt) || !again.UpdatedAt.Equal(f.now) {
 		t.Fatalf("same identity must replace: %+v vs %+v", again, first)
 	}
@@ -113,8 +178,18 @@ func TestUpsertRules(t *testing.T) {
 		t.Fatalf("a non-bus pin's sensor must be replaced: %+v, %d configs", swapped, len(f.svc.ByDevice(esp)))
 	}
 
-	temp := f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "sht31_temp", Enabled: true})
-	hum := f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "sht31_humidity", Enabled: true})
+	temp := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "sht31_temp",
+		Enabled:    true,
+	})
+	hum := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "sht31_humidity",
+		Enabled:    true,
+	})
 	if temp.ID == hum.ID || len(f.svc.ByDevice(esp)) != 3 {
 		t.Fatalf("the values of one SHT31 are two configs: %d", len(f.svc.ByDevice(esp)))
 	}
@@ -149,7 +224,7 @@ func TestUpsertRules(t *testing.T) {
 	}
 }
 
-// A board takes so many physical sensors (DOMAIN §1.5); the second value of
+// A board takes so many physical sensors (docs/domain.md §1.5); the second value of
 // a multi-value sensor does not count.
 func TestUpsertLimit(t *testing.T) {
 	cases := []struct {
@@ -165,17 +240,37 @@ func TestUpsertLimit(t *testing.T) {
 			f := newFixture(t)
 			ctx := context.Background()
 			f.addDevice(esp, device.StatusOnline, c.hw)
-			f.configure(t, Config{EspID: esp, GPIO: c.i2c, SensorType: "sht31_temp", I2CAddress: ptr(0x44)})
+			f.configure(t, Config{
+				EspID:      esp,
+				GPIO:       c.i2c,
+				SensorType: "sht31_temp",
+				I2CAddress: ptr(0x44),
+			})
 			// Light sensors of distinct addresses share the bus: each is a physical sensor.
 			for i := 1; i < c.limit; i++ {
-				f.configure(t, Config{EspID: esp, GPIO: c.i2c, SensorType: "light", I2CAddress: ptr(0x50 + i)})
+				f.configure(t, Config{
+					EspID:      esp,
+					GPIO:       c.i2c,
+					SensorType: "light",
+					I2CAddress: ptr(0x50 + i),
+				})
 			}
 
-			extra := Config{EspID: esp, GPIO: c.i2c, SensorType: "light", I2CAddress: ptr(0x10)}
+			extra := Config{
+				EspID:      esp,
+				GPIO:       c.i2c,
+				SensorType: "light",
+				I2CAddress: ptr(0x10),
+			}
 			if _, _, err := f.svc.Upsert(ctx, extra); !errors.Is(err, ErrLimit) {
 				t.Fatalf("sensor %d: %v, want the limit", c.limit+1, err)
 			}
-			hum := Config{EspID: esp, GPIO: c.i2c, SensorType: "sht31_humidity", I2CAddress: ptr(0x44)}
+			hum := Config{
+				EspID:      esp,
+				GPIO:       c.i2c,
+				SensorType: "sht31_humidity",
+				I2CAddress: ptr(0x44),
+			}
 			if _, _, err := f.svc.Upsert(ctx, hum); err != nil {
 				t.Fatalf("the second value of a configured sensor: %v", err)
 			}
@@ -187,10 +282,30 @@ func TestUpsertLimit(t *testing.T) {
 func TestFind(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	ds := f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", OneWireAddress: "28ffaa"})
-	light := f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "light", I2CAddress: ptr(0x23)})
-	light2 := f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "light", I2CAddress: ptr(0x5C)})
-	f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "sht31_temp", I2CAddress: ptr(0x44)})
+	ds := f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           4,
+		SensorType:     "ds18b20",
+		OneWireAddress: "28ffaa",
+	})
+	light := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "light",
+		I2CAddress: ptr(0x23),
+	})
+	light2 := f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "light",
+		I2CAddress: ptr(0x5C),
+	})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "sht31_temp",
+		I2CAddress: ptr(0x44),
+	})
 
 	cases := []struct {
 		name  string
@@ -200,14 +315,50 @@ func TestFind(t *testing.T) {
 		cands int
 		err   error
 	}{
-		{name: "ambiguous pin", gpio: 21, cands: 3, err: ErrAmbiguous},
-		{name: "ambiguous type", gpio: 21, sel: Selector{SensorType: "bh1750"}, cands: 2, err: ErrAmbiguous},
-		{name: "by I2C address", gpio: 21, sel: Selector{I2CAddress: ptr(0x23)}, want: light.ID},
-		{name: "by type and address", gpio: 21, sel: Selector{SensorType: "light", I2CAddress: ptr(0x5C)}, want: light2.ID},
+		{
+			name:  "ambiguous pin",
+			gpio:  21,
+			cands: 3,
+			err:   ErrAmbiguous,
+		},
+		{
+			name:  "ambiguous type",
+			gpio:  21,
+			sel:   Selector{SensorType: "bh1750"},
+			cands: 2,
+			err:   ErrAmbiguous,
+		},
+		{
+			name: "by I2C address",
+			gpio: 21,
+			sel:  Selector{I2CAddress: ptr(0x23)},
+			want: light.ID,
+		},
+		{
+			name: "by type and address",
+			gpio: 21,
+			sel:  Selector{SensorType: "light", I2CAddress: ptr(0x5C)},
+			want: light2.ID,
+		},
 		{name: "the only sensor", gpio: 4, want: ds.ID},
-		{name: "by OneWire address, other case", gpio: 4, sel: Selector{OneWireAddress: "28FFAA"}, want: ds.ID},
-		{name: "wrong OneWire address", gpio: 4, sel: Selector{OneWireAddress: "28FFBB"}, err: ErrNotFound},
-		{name: "no match", gpio: 21, sel: Selector{I2CAddress: ptr(0x77)}, err: ErrNotFound},
+		{
+			name: "by OneWire address, other case",
+			gpio: 4,
+			sel:  Selector{OneWireAddress: "28FFAA"},
+			want: ds.ID,
+		},
+		{
+			name: "wrong OneWire address",
+			gpio: 4,
+			sel:  Selector{OneWireAddress: "28FFBB"},
+			err:  ErrNotFound,
+		},
+		{
+			name: "no match",
+			gpio: 21,
+			sel:  Selector{I2CAddress: ptr(0x77)},
+			err:  ErrNotFound,
+		},
 		{name: "empty pin", gpio: 5, err: ErrNotFound},
 	}
 	for _, c := range cases {
@@ -264,7 +415,7 @@ func TestDeleteAndCalibration(t *testing.T) {
 	}
 }
 
-// The firmware's processing call (DOMAIN §2.1): real processing only for
+// The firmware's processing call (docs/domain.md §2.1): real processing only for
 // an admitted device with a pi_enhanced config, or a trusted caller; the
 // firmware's own fallback otherwise.
 func TestProcessRequest(t *testing.T) {
@@ -278,7 +429,12 @@ func TestProcessRequest(t *testing.T) {
 		SensorType:  "ds18b20",
 		Calibration: map[string]any{"offset": -0.5},
 	})
-	f.configure(t, Config{EspID: esp, GPIO: 35, SensorType: "moisture", ProcessingMode: "raw"})
+	f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           35,
+		SensorType:     "moisture",
+		ProcessingMode: "raw",
+	})
 	// Configured, but processing is refused until the device is approved.
 	f.configure(t, Config{EspID: "ESP_PENDING", GPIO: 34, SensorType: "ph"})
 
@@ -289,13 +445,33 @@ func TestProcessRequest(t *testing.T) {
 	}{
 		{
 			name: "configured sensor",
-			req:  ProcessRequest{EspID: esp, GPIO: 34, SensorType: "ph", Raw: 2048},
-			want: ProcessReply{Value: 6.47, Unit: "pH", Quality: "fair", Result: "processed"},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       34,
+				SensorType: "ph",
+				Raw:        2048,
+			},
+			want: ProcessReply{
+				Value:   6.47,
+				Unit:    "pH",
+				Quality: "fair",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "the config's calibration, DS18B20 sign corrected",
-			req:  ProcessRequest{EspID: esp, GPIO: 4, SensorType: "DS18B20", Raw: 1<<32 - 200},
-			want: ProcessReply{Value: -13, Unit: "°C", Quality: "fair", Result: "processed"},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       4,
+				SensorType: "DS18B20",
+				Raw:        1<<32 - 200,
+			},
+			want: ProcessReply{
+				Value:   -13,
+				Unit:    "°C",
+				Quality: "fair",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "the request's calibration wins",
@@ -306,51 +482,125 @@ func TestProcessRequest(t *testing.T) {
 				Raw:         400,
 				Calibration: map[string]any{"offset": 1.0},
 			},
-			want: ProcessReply{Value: 26, Unit: "°C", Quality: "good", Result: "processed"},
+			want: ProcessReply{
+				Value:   26,
+				Unit:    "°C",
+				Quality: "good",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "physical input",
-			req:  ProcessRequest{EspID: esp, GPIO: 4, SensorType: "ds18b20", Raw: 20, RawMode: ptr(false)},
-			want: ProcessReply{Value: 19.5, Unit: "°C", Quality: "good", Result: "processed"},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       4,
+				SensorType: "ds18b20",
+				Raw:        20,
+				RawMode:    ptr(false),
+			},
+			want: ProcessReply{
+				Value:   19.5,
+				Unit:    "°C",
+				Quality: "good",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "processor error",
-			req:  ProcessRequest{EspID: esp, GPIO: 34, SensorType: "ph", Raw: 5000},
-			want: ProcessReply{Value: 5000, Unit: "raw", Quality: "error", Result: "error"},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       34,
+				SensorType: "ph",
+				Raw:        5000,
+			},
+			want: ProcessReply{
+				Value:   5000,
+				Unit:    "raw",
+				Quality: "error",
+				Result:  "error",
+			},
 		},
 		{
 			name: "raw config",
-			req:  ProcessRequest{EspID: esp, GPIO: 35, SensorType: "moisture", Raw: 2000},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       35,
+				SensorType: "moisture",
+				Raw:        2000,
+			},
 			want: Fallback(2000, "fallback"),
 		},
 		{
 			name: "no config",
-			req:  ProcessRequest{EspID: esp, GPIO: 36, SensorType: "ph", Raw: 2000},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       36,
+				SensorType: "ph",
+				Raw:        2000,
+			},
 			want: Fallback(2000, "fallback"),
 		},
 		{
 			name: "no config, trusted caller",
-			req:  ProcessRequest{EspID: esp, GPIO: 36, SensorType: "ph", Raw: 2048, Trusted: true},
-			want: ProcessReply{Value: 6.47, Unit: "pH", Quality: "fair", Result: "processed"},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       36,
+				SensorType: "ph",
+				Raw:        2048,
+				Trusted:    true,
+			},
+			want: ProcessReply{
+				Value:   6.47,
+				Unit:    "pH",
+				Quality: "fair",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "pending device, trusted caller",
-			req:  ProcessRequest{EspID: "ESP_PENDING", GPIO: 34, SensorType: "ph", Raw: 2048, Trusted: true},
-			want: ProcessReply{Value: 6.47, Unit: "pH", Quality: "fair", Result: "processed"},
+			req: ProcessRequest{
+				EspID:      "ESP_PENDING",
+				GPIO:       34,
+				SensorType: "ph",
+				Raw:        2048,
+				Trusted:    true,
+			},
+			want: ProcessReply{
+				Value:   6.47,
+				Unit:    "pH",
+				Quality: "fair",
+				Result:  "processed",
+			},
 		},
 		{
 			name: "pending device",
-			req:  ProcessRequest{EspID: "ESP_PENDING", GPIO: 34, SensorType: "ph", Raw: 2048},
+			req: ProcessRequest{
+				EspID:      "ESP_PENDING",
+				GPIO:       34,
+				SensorType: "ph",
+				Raw:        2048,
+			},
 			want: Fallback(2048, "fallback"),
 		},
 		{
 			name: "unknown device",
-			req:  ProcessRequest{EspID: "ESP_NONE", GPIO: 34, SensorType: "ph", Raw: 2048},
+			req: ProcessRequest{
+				EspID:      "ESP_NONE",
+				GPIO:       34,
+				SensorType: "ph",
+				Raw:        2048,
+			},
 			want: Fallback(2048, "fallback"),
 		},
 		{
 			name: "no processor, even trusted",
-			req:  ProcessRequest{EspID: esp, GPIO: 34, SensorType: "rain", Raw: 3, Trusted: true},
+			req: ProcessRequest{
+				EspID:      esp,
+				GPIO:       34,
+				SensorType: "rain",
+				Raw:        3,
+				Trusted:    true,
+			},
 			want: Fallback(3, "fallback"),
 		},
 	}
@@ -369,8 +619,19 @@ func TestSensorItemsNames(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
 	long := "Température \"bac\" nord-est, rangée 12"
-	f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "ph", Name: long, Enabled: true})
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: false})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       34,
+		SensorType: "ph",
+		Name:       long,
+		Enabled:    true,
+	})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       4,
+		SensorType: "ds18b20",
+		Enabled:    false,
+	})
 
 	items := f.svc.SensorItems(esp)
 	if len(items) != 1 {

@@ -169,7 +169,7 @@ var (
 	_ Alerts    = (*memAlerts)(nil)
 )
 
-// t0 is the fixture's start time, a plausible device clock (CONTRACT §5.3).
+// t0 is the fixture's start time, a plausible device clock (docs/protocol.md §5.3).
 var t0 = time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
 
 // fixture is a sensor service on in-memory fakes with a clock the test

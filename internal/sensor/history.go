@@ -10,7 +10,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// HistoryQuery is GET /sensors/data (API §7.3).
+// HistoryQuery is GET /sensors/data (docs/api.md §7.3).
 type HistoryQuery struct {
 	EspID      string
 	GPIO       int // -1 = any
@@ -150,7 +150,7 @@ func (s *Service) rawHistory(ctx context.Context, ids []int64, q HistoryQuery) (
 	return h, nil
 }
 
-// RawRowJSON is the API §7.3 raw row.
+// RawRowJSON is the docs/api.md §7.3 raw row.
 func RawRowJSON(r store.RawRow) Row {
 	return Row{
 		"timestamp":       rowTime(r.TS),
@@ -167,7 +167,7 @@ func RawRowJSON(r store.RawRow) Row {
 	}
 }
 
-// rowTime is a row's timestamp: UTC with milliseconds (API §7.3).
+// rowTime is a row's timestamp: UTC with milliseconds (docs/api.md §7.3).
 func rowTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
 
 func nilEmpty(s string) any {
@@ -185,7 +185,7 @@ func (s *Service) buckets(
 	h := History{Resolution: name, BucketSeconds: w / 1000}
 	src := source(w)
 	if align != 0 && src != "raw" {
-		src = "1m" // buckets aligned to start_time: exact to the minute (API §7.3)
+		src = "1m" // buckets aligned to start_time: exact to the minute (docs/api.md §7.3)
 		if w < 60_000 {
 			src = "raw"
 		}
@@ -213,7 +213,7 @@ func (s *Service) buckets(
 	return h, nil
 }
 
-// bucketRow is the API §7.3 aggregated row: averages of the processed
+// bucketRow is the docs/api.md §7.3 aggregated row: averages of the processed
 // values when the bucket has any, else of the raw values.
 func bucketRow(key store.SeriesKey, unit string, b store.Bucket) Row {
 	row := Row{
@@ -245,13 +245,13 @@ func (s *Service) latestByID(id int64) (store.Reading, bool) {
 	return store.Reading{}, false
 }
 
-// RetentionResult is a cleanup run's outcome (DOMAIN §9.1).
+// RetentionResult is a cleanup run's outcome (docs/domain.md §9.1).
 type RetentionResult struct {
 	Status  string `json:"status"`
 	Deleted int64  `json:"deleted"`
 }
 
-// Retention limits (DOMAIN §9.1).
+// Retention limits (docs/domain.md §9.1).
 type Retention struct {
 	DefaultDays     int
 	MaxRowsPerRun   int64
@@ -262,7 +262,7 @@ type Retention struct {
 	HourRollupDays  int
 }
 
-// DefaultRetention is DOMAIN §9.1's default.
+// DefaultRetention is docs/domain.md §9.1's default.
 func DefaultRetention() Retention {
 	return Retention{
 		DefaultDays:     30,

@@ -35,7 +35,7 @@ func TestParseResolution(t *testing.T) {
 	}
 }
 
-// History (API §7.3) on SQLite: raw rows page with a cursor, fixed and
+// History (docs/api.md §7.3) on SQLite: raw rows page with a cursor, fixed and
 // automatic resolutions aggregate, a bucket count divides the range.
 func TestHistoryQuery(t *testing.T) {
 	st, sink, svc := newStoreService(t)
@@ -54,7 +54,13 @@ func TestHistoryQuery(t *testing.T) {
 	if err := svc.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	base := HistoryQuery{EspID: esp, GPIO: -1, Start: end.Add(-2 * time.Hour), End: end, Limit: 50}
+	base := HistoryQuery{
+		EspID: esp,
+		GPIO:  -1,
+		Start: end.Add(-2 * time.Hour),
+		End:   end,
+		Limit: 50,
+	}
 
 	h, err := svc.Query(ctx, base)
 	if err != nil || h.Resolution != "raw" || len(h.Rows) != 50 || !h.HasMore || h.NextCursor == nil {

@@ -14,7 +14,7 @@ import (
 
 const esp = "ESP_A1B2C3"
 
-// Each processing mode of DOMAIN §2.1 stores the value, unit and quality it
+// Each processing mode of docs/domain.md §2.1 stores the value, unit and quality it
 // names; only a successful pi_enhanced result is echoed to the device.
 func TestHandleDataModes(t *testing.T) {
 	cases := []struct {
@@ -58,8 +58,13 @@ func TestHandleDataModes(t *testing.T) {
 			quality:   "unknown",
 		},
 		{
-			name:      "pi_enhanced config: the processor's result",
-			config:    &Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true},
+			name: "pi_enhanced config: the processor's result",
+			config: &Config{
+				EspID:      esp,
+				GPIO:       34,
+				SensorType: "ph",
+				Enabled:    true,
+			},
 			payload:   reading("ph", 2048, t0, "unit", "raw", "quality", "good"),
 			mode:      "pi_enhanced",
 			processed: ptr(6.47),
@@ -68,16 +73,27 @@ func TestHandleDataModes(t *testing.T) {
 			echoed:    true,
 		},
 		{
-			name:    "pi_enhanced config, processor error: no value, no echo",
-			config:  &Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true},
+			name: "pi_enhanced config, processor error: no value, no echo",
+			config: &Config{
+				EspID:      esp,
+				GPIO:       34,
+				SensorType: "ph",
+				Enabled:    true,
+			},
 			payload: reading("ph", 4200, t0),
 			mode:    "pi_enhanced",
 			unit:    "pH",
 			quality: "error",
 		},
 		{
-			name:      "raw config: the raw value",
-			config:    &Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true, ProcessingMode: "raw"},
+			name: "raw config: the raw value",
+			config: &Config{
+				EspID:          esp,
+				GPIO:           34,
+				SensorType:     "ph",
+				Enabled:        true,
+				ProcessingMode: "raw",
+			},
 			payload:   reading("ph", 2048, t0, "unit", "raw"),
 			mode:      "raw",
 			processed: ptr(2048.0),
@@ -144,7 +160,7 @@ func TestHandleDataConfigWithoutProcessor(t *testing.T) {
 }
 
 // Readings that must not be stored are dropped with their metric label
-// (CONTRACT §5.2, DOMAIN §2.2).
+// (docs/protocol.md §5.2, docs/domain.md §2.2).
 func TestHandleDataDrops(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -242,7 +258,7 @@ func TestHandleDataInvalidDeviceClock(t *testing.T) {
 	}
 }
 
-// The reading's source follows DOMAIN §2.2: test mode, an explicit source,
+// The reading's source follows docs/domain.md §2.2: test mode, an explicit source,
 // then the device's kind.
 func TestHandleDataSource(t *testing.T) {
 	cases := []struct {
@@ -297,7 +313,13 @@ func TestHandleDataStoreErrorAndEvent(t *testing.T) {
 func TestLatest(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, TimeoutSeconds: 60})
+	f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           4,
+		SensorType:     "ds18b20",
+		Enabled:        true,
+		TimeoutSeconds: 60,
+	})
 	if err := f.send(esp, 4, reading("ds18b20", 400, t0)); err != nil {
 		t.Fatal(err)
 	}
@@ -336,8 +358,18 @@ func TestLatest(t *testing.T) {
 func TestHandleDataBusAddress(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 21, SensorType: "light", I2CAddress: ptr(0x23)})
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", OneWireAddress: "28ffaa"})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       21,
+		SensorType: "light",
+		I2CAddress: ptr(0x23),
+	})
+	f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           4,
+		SensorType:     "ds18b20",
+		OneWireAddress: "28ffaa",
+	})
 
 	cases := []struct {
 		name    string

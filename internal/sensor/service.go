@@ -1,3 +1,7 @@
+// Package sensor is the sensor pipeline (docs/domain.md §2–3): sensor configuration,
+// reading ingest with deduplication through the processors of
+// internal/sensor/processor, rollups and history, thresholds that raise
+// alerts, and stale-sensor detection.
 package sensor
 
 import (
@@ -21,6 +25,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/notify"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -192,7 +197,7 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 func keyOf(c *Config) store.SeriesKey {
-	k, _ := NormaliseType(c.SensorType)
+	k, _ := processor.NormaliseType(c.SensorType)
 	return store.SeriesKey{
 		EspID:      c.EspID,
 		GPIO:       c.GPIO,
@@ -250,7 +255,7 @@ func (s *Service) ByID(id string) (Config, error) {
 	return *c, nil
 }
 
-// Selector picks one of several sensors on a pin (API §7.2).
+// Selector picks one of several sensors on a pin (docs/api.md §7.2).
 type Selector struct {
 	SensorType     string
 	I2CAddress     *int
@@ -260,8 +265,8 @@ type Selector struct {
 // matches reports whether c fits every part of the selector that is set.
 func (sel Selector) matches(c Config) bool {
 	if sel.SensorType != "" {
-		want, _ := NormaliseType(sel.SensorType)
-		if k, _ := NormaliseType(c.SensorType); k != want {
+		want, _ := processor.NormaliseType(sel.SensorType)
+		if k, _ := processor.NormaliseType(c.SensorType); k != want {
 			return false
 		}
 	}
@@ -299,7 +304,7 @@ func (s *Service) SensorItems(espID string) []contract.SensorConfigItem {
 		if !c.Enabled {
 			continue
 		}
-		key, _ := NormaliseType(c.SensorType)
+		key, _ := processor.NormaliseType(c.SensorType)
 		fam := fmt.Sprintf("%d/%s", c.GPIO, family(key, c.SensorType))
 		if seen[fam] {
 			continue
@@ -352,7 +357,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Upsert creates or replaces the config with c's identity (API §7.2: on a
+// Upsert creates or replaces the config with c's identity (docs/api.md §7.2: on a
 // pin holding one non-bus sensor, that sensor is replaced whatever its type).
 func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) {
 	d, err := s.devices.Get(c.EspID)
@@ -391,7 +396,7 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) 
 // acceptType lower-cases c's type and returns its processor key; a
 // processed sensor needs a processor.
 func acceptType(c *Config) (string, error) {
-	key, hasProc := NormaliseType(c.SensorType)
+	key, hasProc := processor.NormaliseType(c.SensorType)
 	c.SensorType = strings.ToLower(strings.TrimSpace(c.SensorType))
 	processed := c.ProcessingMode == "pi_enhanced" || c.ProcessingMode == ""
 	if processed && !hasProc {
@@ -405,7 +410,7 @@ func acceptType(c *Config) (string, error) {
 func onPin(existing []Config, c *Config, key string) (replace *Config, others []*Config) {
 	for i := range existing {
 		o := existing[i]
-		okey, _ := NormaliseType(o.SensorType)
+		okey, _ := processor.NormaliseType(o.SensorType)
 		sameIdentity := o.GPIO == c.GPIO && okey == key && o.Address() == c.Address()
 		plainPin := o.GPIO == c.GPIO && o.Address() == "" && c.Address() == "" && !sameFamily(okey, key) &&
 			Bus(okey, o.SensorType) != "i2c" && Bus(key, c.SensorType) != "i2c"
@@ -418,7 +423,7 @@ func onPin(existing []Config, c *Config, key string) (replace *Config, others []
 	return replace, others
 }
 
-// Sensors per device (DOMAIN §1.5); the values of one multi-value sensor
+// Sensors per device (docs/domain.md §1.5); the values of one multi-value sensor
 // count once.
 const (
 	maxSensors     = 20
@@ -476,16 +481,16 @@ func (s *Service) forget(id string) {
 func physical(cs []Config) int {
 	seen := map[string]bool{}
 	for _, c := range cs {
-		k, _ := NormaliseType(c.SensorType)
+		k, _ := processor.NormaliseType(c.SensorType)
 		seen[fmt.Sprintf("%d/%s/%s", c.GPIO, family(k, c.SensorType), c.Address())] = true
 	}
 	return len(seen)
 }
 
 func joinsFamily(cs []Config, c *Config) bool {
-	k, _ := NormaliseType(c.SensorType)
+	k, _ := processor.NormaliseType(c.SensorType)
 	for _, o := range cs {
-		ok, _ := NormaliseType(o.SensorType)
+		ok, _ := processor.NormaliseType(o.SensorType)
 		if o.GPIO == c.GPIO && family(ok, o.SensorType) == family(k, c.SensorType) && o.Address() == c.Address() {
 			return true
 		}
@@ -533,7 +538,7 @@ func (s *Service) SaveCalibration(ctx context.Context, id string, cal map[string
 // configFor returns the config of a series key; s.mu is held.
 func (s *Service) configFor(k store.SeriesKey) *Config { return s.byKey[k] }
 
-// dataSource classifies a reading (DOMAIN §2.2).
+// dataSource classifies a reading (docs/domain.md §2.2).
 func dataSource(d contract.SensorData, hw string) string {
 	switch {
 	case d.TestMode:
@@ -550,10 +555,10 @@ func dataSource(d contract.SensorData, hw string) string {
 	return "production"
 }
 
-// maxAge drops readings older than a day (DOMAIN §2.2 too_old).
+// maxAge drops readings older than a day (docs/domain.md §2.2 too_old).
 const maxAge = 86400 * time.Second
 
-// HandleData is the ingest handler of `sensor/{gpio}/data` (CONTRACT §5.7).
+// HandleData is the ingest handler of `sensor/{gpio}/data` (docs/protocol.md §5.7).
 func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 	in, err := s.receive(m)
 	if err != nil {
@@ -596,7 +601,7 @@ type incoming struct {
 }
 
 // receive decodes a reading from an admitted device and dates it; replays
-// and readings older than a day are dropped (DOMAIN §2.2).
+// and readings older than a day are dropped (docs/domain.md §2.2).
 func (s *Service) receive(m ingest.Message) (incoming, error) {
 	d, err := contract.DecodeSensorData(m.Topic, m.Payload)
 	if err != nil {
@@ -619,7 +624,7 @@ func (s *Service) receive(m ingest.Message) (incoming, error) {
 		return incoming{}, ingest.Drop(contract.ReasonTooOld, "reading older than 24 h")
 	}
 
-	procKey, hasProc := NormaliseType(d.SensorType)
+	procKey, hasProc := processor.NormaliseType(d.SensorType)
 	return incoming{
 		data:    d,
 		dev:     dev,
@@ -690,10 +695,10 @@ func (in incoming) reading(series int64) store.Reading {
 	}
 }
 
-// processReading fills the reading's mode, value, unit and quality (DOMAIN §2.1):
+// processReading fills the reading's mode, value, unit and quality (docs/domain.md §2.1):
 // the device's own value, the processor's for a pi_enhanced config, else
 // the raw value. processed reports a successful pi_enhanced result.
-func processReading(r *store.Reading, in incoming) (res Result, processed bool) {
+func processReading(r *store.Reading, in incoming) (res processor.Result, processed bool) {
 	d, cfg := in.data, in.cfg
 	switch {
 	case !d.RawMode:
@@ -707,7 +712,7 @@ func processReading(r *store.Reading, in incoming) (res Result, processed bool) 
 			r.Unit, r.Quality = d.Unit, "error"
 			break
 		}
-		res, _ = Process(in.procKey, Input{
+		res, _ = processor.Process(in.procKey, processor.Input{
 			Raw:         float64(d.Raw),
 			RawMode:     true,
 			Calibration: cfg.Calibration,
@@ -729,7 +734,7 @@ func processReading(r *store.Reading, in incoming) (res Result, processed bool) 
 // recentDeviceTimes is how many device times per series dedup remembers.
 const recentDeviceTimes = 16
 
-// dedup gives r its time key in the series (DOMAIN §2.2): a device-timed
+// dedup gives r its time key in the series (docs/domain.md §2.2): a device-timed
 // reading whose time was seen recently is a duplicate; hub-timed readings
 // are never merged, each gets a distinct key. It makes r the series'
 // latest reading and clears its stale mark, reporting whether it was set.
@@ -764,7 +769,7 @@ func (s *Service) dedup(
 }
 
 // checkThresholds resolves a stale mark and evaluates the thresholds of a
-// configured sensor's usable reading (DOMAIN §3).
+// configured sensor's usable reading (docs/domain.md §3).
 func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Reading, wasStale bool) {
 	if in.cfg == nil {
 		return
@@ -777,7 +782,7 @@ func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Read
 	}
 }
 
-// usable is DOMAIN §2.2's test: a reading logic and thresholds may act on.
+// usable is docs/domain.md §2.2's test: a reading logic and thresholds may act on.
 func usable(r store.Reading) bool {
 	return r.Quality != "error" && r.Quality != "suspect" && r.Processed != nil
 }
@@ -810,8 +815,8 @@ func valueOf(r store.Reading) float64 {
 	return r.Raw
 }
 
-// echo publishes the processed value back (CONTRACT §3.2.11, QoS 0).
-func (s *Service) echo(ctx context.Context, m ingest.Message, res Result, now time.Time) {
+// echo publishes the processed value back (docs/protocol.md §3.2.11, QoS 0).
+func (s *Service) echo(ctx context.Context, m ingest.Message, res processor.Result, now time.Time) {
 	payload, err := contract.Marshal(contract.Processed{
 		ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
 		Unit:           res.Unit,
@@ -846,7 +851,7 @@ type seriesFilter struct {
 func newSeriesFilter(espID string, gpio int, sensorType string) seriesFilter {
 	f := seriesFilter{espID: espID, gpio: gpio}
 	if sensorType != "" {
-		f.sensorType, _ = NormaliseType(sensorType)
+		f.sensorType, _ = processor.NormaliseType(sensorType)
 	}
 	return f
 }
@@ -939,7 +944,7 @@ func (s *Service) SeriesKeyOf(id int64) (store.SeriesKey, bool) {
 	return store.SeriesKey{}, false
 }
 
-// ProcessRequest is the device-facing processing call (CONTRACT §4, API §7.4).
+// ProcessRequest is the device-facing processing call (docs/protocol.md §4, docs/api.md §7.4).
 type ProcessRequest struct {
 	EspID       string
 	GPIO        int
@@ -971,10 +976,10 @@ func Fallback(raw float64, result string) ProcessReply {
 	}
 }
 
-// Process computes exactly what ingest would compute (DOMAIN §2.1): real
+// Process computes exactly what ingest would compute (docs/domain.md §2.1): real
 // processing only for an admitted device with a pi_enhanced config.
 func (s *Service) Process(req ProcessRequest) ProcessReply {
-	key, hasProc := NormaliseType(req.SensorType)
+	key, hasProc := processor.NormaliseType(req.SensorType)
 	raw := req.Raw
 	if key == "ds18b20" && raw >= 1<<31 {
 		raw -= 1 << 32
@@ -987,7 +992,7 @@ func (s *Service) Process(req ProcessRequest) ProcessReply {
 		return s.count(Fallback(raw, "fallback"))
 	}
 
-	res, _ := Process(key, processInput(req, raw, cfg))
+	res, _ := processor.Process(key, processInput(req, raw, cfg))
 	if res.Value == nil || math.Abs(*res.Value) >= 1e9 {
 		return s.count(ProcessReply{
 			Value:   raw,
@@ -1028,8 +1033,8 @@ func (s *Service) plainConfig(espID string, gpio int, key string) *Config {
 
 // processInput is the processor input of a request; calibration and params
 // the request leaves out come from the config.
-func processInput(req ProcessRequest, raw float64, cfg *Config) Input {
-	in := Input{
+func processInput(req ProcessRequest, raw float64, cfg *Config) processor.Input {
+	in := processor.Input{
 		Raw:         raw,
 		RawMode:     true,
 		Calibration: req.Calibration,

@@ -220,7 +220,12 @@ func TestRetentionPerSensorAndCap(t *testing.T) {
 	if err := svc.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := svc.Upsert(ctx, Config{EspID: esp, GPIO: 34, SensorType: "ph", RetentionDays: ptr(50)}); err != nil {
+	if _, _, err := svc.Upsert(ctx, Config{
+		EspID:         esp,
+		GPIO:          34,
+		SensorType:    "ph",
+		RetentionDays: ptr(50),
+	}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/notify"
+	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -19,14 +20,14 @@ type Bands struct {
 
 func fnum(m map[string]any, keys ...string) *float64 {
 	for _, k := range keys {
-		if v, ok := num(m, k); ok {
+		if v, ok := processor.Number(m, k); ok {
 			return &v
 		}
 	}
 	return nil
 }
 
-// EffectiveBands applies DOMAIN §3.1's priority: alert_config.custom_thresholds
+// EffectiveBands applies docs/domain.md §3.1's priority: alert_config.custom_thresholds
 // when any value is set, else the config's thresholds.
 func EffectiveBands(c *Config) Bands {
 	if ct, ok := c.AlertConfig["custom_thresholds"].(map[string]any); ok {
@@ -67,7 +68,7 @@ func alertKey(prefix string, k store.SeriesKey) string {
 	return key
 }
 
-// suppressed implements DOMAIN §3.5 on the sensor's (or device's) alert_config.
+// suppressed implements docs/domain.md §3.5 on the sensor's (or device's) alert_config.
 func suppressed(ac map[string]any, now time.Time) bool {
 	if ac == nil {
 		return false
@@ -83,7 +84,7 @@ func suppressed(ac map[string]any, now time.Time) bool {
 	return true
 }
 
-// evaluate checks a usable reading against the bands (DOMAIN §3.2–3.3).
+// evaluate checks a usable reading against the bands (docs/domain.md §3.2–3.3).
 func (s *Service) evaluate(
 	ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev device.Device,
 ) {
@@ -134,7 +135,7 @@ func (s *Service) evaluate(
 }
 
 // alertsSuppressed applies the sensor's alert_config and, unless it stops
-// propagation, the device's (DOMAIN §3.5).
+// propagation, the device's (docs/domain.md §3.5).
 func alertsSuppressed(c *Config, dev device.Device, now time.Time) bool {
 	devAC, _ := dev.Metadata["alert_config"].(map[string]any)
 	sup := suppressed(c.AlertConfig, now)
@@ -145,7 +146,7 @@ func alertsSuppressed(c *Config, dev device.Device, now time.Time) bool {
 }
 
 // CheckStale marks continuous sensors without a recent reading as stale
-// (DOMAIN §3.6); it is a scheduled job.
+// (docs/domain.md §3.6); it is a scheduled job.
 func (s *Service) CheckStale(ctx context.Context) error {
 	now := s.now()
 	hits := s.markStale(s.onlineDevices(), now)
@@ -246,7 +247,7 @@ func (s *Service) lastReceived(st *seriesState) *time.Time {
 	return &t
 }
 
-// raiseStale opens the stale alert of a sensor (DOMAIN §3.6).
+// raiseStale opens the stale alert of a sensor (docs/domain.md §3.6).
 func (s *Service) raiseStale(ctx context.Context, h staleHit) {
 	if s.alerts == nil {
 		return

@@ -11,7 +11,7 @@ import (
 
 // Severity bounds are exclusive (a value equal to a bound is inside), and
 // custom thresholds in alert_config win over the config's fields when any
-// is set (DOMAIN §3.1–3.2).
+// is set (docs/domain.md §3.1–3.2).
 func TestEffectiveBandsSeverity(t *testing.T) {
 	fields := Config{
 		ThresholdMin: ptr(0.0),
@@ -57,7 +57,7 @@ func TestEffectiveBandsSeverity(t *testing.T) {
 
 // A usable reading outside its bands raises the threshold alert with the
 // config's severity override and suppression; one inside clears it; an
-// unusable one is not evaluated (DOMAIN §3.2–3.5).
+// unusable one is not evaluated (docs/domain.md §3.2–3.5).
 func TestThresholdAlerts(t *testing.T) {
 	past := t0.Add(-time.Hour).Format(time.RFC3339)
 	future := t0.Add(time.Hour).Format(time.RFC3339)
@@ -147,7 +147,8 @@ func TestThresholdAlerts(t *testing.T) {
 				t.Fatalf("raised %d alerts", len(f.alerts.raised))
 			}
 			a := f.alerts.raised[0]
-			if a.Key != key || a.Severity != c.severity || a.Suppressed != c.suppressed || a.Category != "data_quality" {
+			if a.Key != key || a.Severity != c.severity || a.Suppressed != c.suppressed ||
+				a.Category != "data_quality" {
 				t.Fatalf("alert %+v", a)
 			}
 			if a.Metadata["value"] != 50.0 && a.Metadata["value"] != 32.5 {
@@ -162,7 +163,13 @@ func TestThresholdAlerts(t *testing.T) {
 func TestThresholdsSkipUnusableReadings(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, ThresholdMax: ptr(40.0)})
+	f.configure(t, Config{
+		EspID:        esp,
+		GPIO:         4,
+		SensorType:   "ds18b20",
+		Enabled:      true,
+		ThresholdMax: ptr(40.0),
+	})
 	if err := f.send(esp, 4, reading("ds18b20", 1360, t0)); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +181,7 @@ func TestThresholdsSkipUnusableReadings(t *testing.T) {
 	}
 }
 
-// Stale detection (DOMAIN §3.6) on an injected clock: a continuous sensor of
+// Stale detection (docs/domain.md §3.6) on an injected clock: a continuous sensor of
 // an online device without a reading for longer than its timeout is marked
 // once, with an event and a warning alert; its next reading recovers it.
 func TestCheckStale(t *testing.T) {
@@ -182,10 +189,31 @@ func TestCheckStale(t *testing.T) {
 	ctx := context.Background()
 	f.addDevice(esp, device.StatusOnline, "")
 	f.addDevice("ESP_OFFLINE", device.StatusOffline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, TimeoutSeconds: 60})
-	f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true}) // on demand
-	f.configure(t, Config{EspID: esp, GPIO: 35, SensorType: "moisture", Enabled: false})
-	f.configure(t, Config{EspID: "ESP_OFFLINE", GPIO: 4, SensorType: "ds18b20", Enabled: true})
+	f.configure(t, Config{
+		EspID:          esp,
+		GPIO:           4,
+		SensorType:     "ds18b20",
+		Enabled:        true,
+		TimeoutSeconds: 60,
+	})
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       34,
+		SensorType: "ph",
+		Enabled:    true,
+	}) // on demand
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       35,
+		SensorType: "moisture",
+		Enabled:    false,
+	})
+	f.configure(t, Config{
+		EspID:      "ESP_OFFLINE",
+		GPIO:       4,
+		SensorType: "ds18b20",
+		Enabled:    true,
+	})
 	health := f.subscribe(t, "sensor_health")
 
 	if err := f.send(esp, 4, reading("ds18b20", 400, t0)); err != nil {
@@ -240,7 +268,12 @@ func TestCheckStale(t *testing.T) {
 func TestCheckStaleWithoutReadings(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true}) // 180 s default
+	f.configure(t, Config{
+		EspID:      esp,
+		GPIO:       4,
+		SensorType: "ds18b20",
+		Enabled:    true,
+	}) // 180 s default
 
 	f.now = t0.Add(180 * time.Second)
 	if err := f.svc.CheckStale(context.Background()); err != nil {

@@ -1,15 +1,15 @@
-// Package sensor is the sensor pipeline (DOMAIN §2–3): type normalisation,
-// the eleven "Pi-Enhanced" processors with calibration, sensor
-// configuration, reading ingest with deduplication, rollups and history,
-// thresholds that raise alerts, and stale-sensor detection.
-package sensor
+// Package processor holds the sensor processors of docs/domain.md §2.3–2.6:
+// type normalisation, conversion, quality and calibration; pure functions, so
+// the sensor service and the HTTP layer share one definition of a reading.
+package processor
 
 import (
 	"math"
+	"slices"
 	"strings"
 )
 
-// Result is a processor's output (DOMAIN §2.4). Value is nil on error.
+// Result is a processor's output (docs/domain.md §2.4). Value is nil on error.
 type Result struct {
 	Value    *float64
 	Unit     string
@@ -29,25 +29,36 @@ type Input struct {
 	WireType string
 }
 
-var aliases = map[string]string{
-	"ph": "ph", "ph_sensor": "ph",
-	"ec": "ec", "ec_sensor": "ec",
-	"ds18b20": "ds18b20", "temperature_ds18b20": "ds18b20",
-	"sht31_temp": "sht31_temp", "temperature_sht31": "sht31_temp",
-	"sht31_humidity": "sht31_humidity", "humidity_sht31": "sht31_humidity",
-	"bme280_humidity": "sht31_humidity", "humidity_bme280": "sht31_humidity",
-	"bmp280_pressure": "bmp280_pressure", "pressure_bmp280": "bmp280_pressure",
-	"bme280_pressure": "bmp280_pressure", "pressure_bme280": "bmp280_pressure",
-	"bmp280_temp": "bmp280_temp", "temperature_bmp280": "bmp280_temp",
-	"bme280_temp": "bmp280_temp", "temperature_bme280": "bmp280_temp",
-	"moisture": "moisture", "soil_moisture": "moisture",
-	"light": "light", "tsl2561": "light", "bh1750": "light",
-	"co2": "co2", "mhz19_co2": "co2", "scd30_co2": "co2", "mhz19": "co2", "scd30": "co2",
-	"flow": "flow", "yfs201": "flow",
+// aliasesOf is docs/domain.md §2.3's table: each processor key with the
+// other input types it accepts.
+var aliasesOf = map[string][]string{
+	"ph":              {"ph_sensor"},
+	"ec":              {"ec_sensor"},
+	"ds18b20":         {"temperature_ds18b20"},
+	"sht31_temp":      {"temperature_sht31"},
+	"sht31_humidity":  {"humidity_sht31", "bme280_humidity", "humidity_bme280"},
+	"bmp280_pressure": {"pressure_bmp280", "bme280_pressure", "pressure_bme280"},
+	"bmp280_temp":     {"temperature_bmp280", "bme280_temp", "temperature_bme280"},
+	"moisture":        {"soil_moisture"},
+	"light":           {"tsl2561", "bh1750"},
+	"co2":             {"mhz19_co2", "scd30_co2", "mhz19", "scd30"},
+	"flow":            {"yfs201"},
 }
 
-// ProcessorKeys lists the processors, for /sensors/types.
-var ProcessorKeys = []string{"ph", "ec", "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_pressure",
+// aliases maps every input type with a processor, the keys included, to its key.
+var aliases = func() map[string]string {
+	m := map[string]string{}
+	for key, as := range aliasesOf {
+		m[key] = key
+		for _, a := range as {
+			m[a] = key
+		}
+	}
+	return m
+}()
+
+// Keys lists the processors, for /sensors/types.
+var Keys = []string{"ph", "ec", "ds18b20", "sht31_temp", "sht31_humidity", "bmp280_pressure",
 	"bmp280_temp", "moisture", "light", "co2", "flow"}
 
 // NormaliseType lower-cases t and maps aliases; key is the processor key,
@@ -60,18 +71,11 @@ func NormaliseType(t string) (key string, ok bool) {
 	return t, false
 }
 
-// AliasesOf lists the input types mapped to a processor key.
-func AliasesOf(key string) []string {
-	var out []string
-	for a, k := range aliases {
-		if k == key && a != key {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+// AliasesOf lists the input types mapped to a processor key, in the order
+// of docs/domain.md §2.3.
+func AliasesOf(key string) []string { return slices.Clone(aliasesOf[key]) }
 
-// Units per processor (default unit), for /sensors/types.
+// DefaultUnit is each processor's unit before any unit param, for /sensors/types.
 var DefaultUnit = map[string]string{
 	"ph":              "pH",
 	"ec":              "µS/cm",
@@ -120,7 +124,9 @@ func Process(key string, in Input) (Result, bool) {
 	return r, true
 }
 
-func num(m map[string]any, k string) (float64, bool) {
+// Number reads m[k] as a finite number, as calibration, params and alert
+// thresholds hold them: JSON decoding gives float64, Go callers may give ints.
+func Number(m map[string]any, k string) (float64, bool) {
 	switch v := m[k].(type) {
 	case float64:
 		return v, !math.IsNaN(v) && !math.IsInf(v, 0)
@@ -147,7 +153,7 @@ func round(v float64, places int) float64 {
 func clamp(v, lo, hi float64) float64 { return math.Max(lo, math.Min(hi, v)) }
 
 func places(in Input, def int) int {
-	if d, ok := num(in.Params, "decimal_places"); ok && d >= 0 && d <= 6 {
+	if d, ok := Number(in.Params, "decimal_places"); ok && d >= 0 && d <= 6 {
 		return int(d)
 	}
 	return def
@@ -182,8 +188,8 @@ func ok(v float64, unit, quality string, m *meta) Result {
 // linear is a two-point calibration (pH, EC); calibrated is false unless
 // both slope and offset are set.
 func linear(cal map[string]any) (slope, offset float64, calibrated bool) {
-	slope, hasSlope := num(cal, "slope")
-	offset, hasOffset := num(cal, "offset")
+	slope, hasSlope := Number(cal, "slope")
+	offset, hasOffset := Number(cal, "offset")
 	return slope, offset, hasSlope && hasOffset
 }
 
@@ -207,7 +213,7 @@ func processPH(in Input) Result {
 	} else {
 		ph = clamp(7.0-3.5*(v-1.5), 0, 14)
 	}
-	if t, has := num(in.Params, "temperature_compensation"); has {
+	if t, has := Number(in.Params, "temperature_compensation"); has {
 		ph = clamp(ph+(t-25)*0.003*(7-ph), 0, 14)
 	}
 	ph = round(ph, places(in, 2))
@@ -247,7 +253,7 @@ func processEC(in Input) Result {
 	} else {
 		ec = clamp(6060*v, 0, 20000)
 	}
-	if t, has := num(in.Params, "temperature_compensation"); has {
+	if t, has := Number(in.Params, "temperature_compensation"); has {
 		if f := 1 + 0.02*(t-25); f != 0 {
 			ec = clamp(ec/f, 0, 20000)
 		}
@@ -265,7 +271,7 @@ func processEC(in Input) Result {
 	return ok(round(out, places(in, 1)), unit, q, m)
 }
 
-// tempSpec is one temperature sensor's column of DOMAIN §2.5.
+// tempSpec is one temperature sensor's column of docs/domain.md §2.5.
 type tempSpec struct {
 	validLo, validHi float64
 	warnLo, warnHi   float64
@@ -332,7 +338,7 @@ func processTemperature(key string, in Input) Result {
 	if c < sp.warnLo || c > sp.warnHi {
 		m.warn("temperature outside the usual band")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		c += off
 	}
 	q := sp.quality.grade(c)
@@ -363,7 +369,7 @@ func processHumidity(in Input) Result {
 	if h < 0 || h > 100 {
 		return fail("%RH", m, "humidity outside 0-100", 0)
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		h = clamp(h+off, 0, 100)
 	}
 	h = round(h, places(in, 1))
@@ -389,10 +395,10 @@ func processPressure(in Input) Result {
 	if p < 950 || p > 1050 {
 		m.warn("pressure outside 950-1050 hPa")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		p += off
 	}
-	if alt, has := num(in.Params, "altitude"); has {
+	if alt, has := Number(in.Params, "altitude"); has {
 		if f := 1 - alt/44330; f > 0 {
 			p = clamp(p/math.Pow(f, 5.255), 300, 1100)
 		}
@@ -422,8 +428,8 @@ func processMoisture(in Input) Result {
 	if raw > 4000 {
 		m.warn("raw value above 4000")
 	}
-	dry, hasD := num(in.Calibration, "dry_value")
-	wet, hasW := num(in.Calibration, "wet_value")
+	dry, hasD := Number(in.Calibration, "dry_value")
+	wet, hasW := Number(in.Calibration, "wet_value")
 	if !hasD || !hasW {
 		dry, wet = 3200, 1500
 	}
@@ -457,7 +463,7 @@ func processLight(in Input) Result {
 	if v < 50 {
 		m.warn("dim light below 50 lux")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		v = math.Max(0, v+off)
 	}
 	if s := model(in, in.WireType); s != "" && s != "light" {
@@ -479,7 +485,7 @@ func processCO2(in Input) Result {
 	if v > 2000 {
 		m.warn("CO2 above 2000 ppm")
 	}
-	if off, has := num(in.Calibration, "offset"); has {
+	if off, has := Number(in.Calibration, "offset"); has {
 		v = math.Max(0, v+off)
 	}
 	def := ""
@@ -507,9 +513,9 @@ func processCO2(in Input) Result {
 
 func processFlow(in Input) Result {
 	m := newMeta()
-	factor, has := num(in.Params, "calibration_factor")
+	factor, has := Number(in.Params, "calibration_factor")
 	if !has {
-		if factor, has = num(in.Calibration, "calibration_factor"); !has {
+		if factor, has = Number(in.Calibration, "calibration_factor"); !has {
 			factor = 450
 		}
 	}
@@ -519,7 +525,7 @@ func processFlow(in Input) Result {
 	var lpm float64
 	switch strParam(in.Params, "input_type", "pulses") {
 	case "pulses":
-		window, has := num(in.Params, "time_window")
+		window, has := Number(in.Params, "time_window")
 		if !has {
 			window = 1.0
 		}

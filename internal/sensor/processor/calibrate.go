@@ -1,4 +1,4 @@
-package sensor
+package processor
 
 import (
 	"errors"
@@ -29,7 +29,7 @@ func CalibrationMethod(key string) string {
 	return "offset"
 }
 
-// Calibrate computes the calibration object for a processor (DOMAIN §2.6).
+// Calibrate computes the calibration object for a processor (docs/domain.md §2.6).
 func Calibrate(key string, points []Point, now time.Time) (map[string]any, error) {
 	method := CalibrationMethod(key)
 	out := map[string]any{}

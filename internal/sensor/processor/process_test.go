@@ -1,8 +1,8 @@
-package sensor
+package processor
 
 import (
 	"math"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,7 +26,7 @@ func p(kv ...any) map[string]any {
 
 var null = math.NaN()
 
-// DOMAIN.md §2.5 worked examples, one per row.
+// docs/domain.md §2.5 worked examples, one per row.
 var vectors = []vec{
 	{"PH1", "ph", Input{Raw: 2048, RawMode: true}, 6.47, "pH", "fair"},
 	{"PH2", "ph", Input{Raw: 2048, RawMode: true, Params: p("temperature_compensation", 35.0)}, 6.49, "pH", "fair"},
@@ -67,7 +67,12 @@ var vectors = []vec{
 	{"MST2", "moisture", Input{Raw: 3500, RawMode: true}, 0.0, "%", "poor"},
 	{"MST3", "moisture", Input{Raw: 2900, RawMode: true}, 17.6, "%", "fair"},
 	{"MST4", "moisture", Input{Raw: 2700, RawMode: true, Calibration: p("dry_value", 3000.0, "wet_value", 1200.0)}, 16.7, "%", "fair"},
-	{"MST5", "moisture", Input{Raw: 2700, RawMode: true, Calibration: p("dry_value", 3000.0, "wet_value", 1200.0), Params: p("invert", true)}, 83.3, "%", "fair"},
+	{"MST5", "moisture", Input{
+		Raw:         2700,
+		RawMode:     true,
+		Calibration: p("dry_value", 3000.0, "wet_value", 1200.0),
+		Params:      p("invert", true),
+	}, 83.3, "%", "fair"},
 	{"LUX1", "light", Input{Raw: 523.4, RawMode: true}, 523, "lux", "good"},
 	{"LUX2", "light", Input{Raw: 49.6, RawMode: true}, 50, "lux", "fair"},
 	{"LUX3", "light", Input{Raw: 523.4, RawMode: true, Calibration: p("offset", -30.0)}, 493, "lux", "good"},
@@ -85,53 +90,100 @@ var vectors = []vec{
 
 func TestProcessorVectors(t *testing.T) {
 	for _, v := range vectors {
-		r, ok := Process(v.key, v.in)
-		if !ok {
-			t.Fatalf("%s: no processor %s", v.name, v.key)
-		}
-		if math.IsNaN(v.want) {
-			if r.Value != nil || r.Quality != "error" || r.Metadata["error"] == nil {
-				t.Errorf("%s: want null/error, got %v %s", v.name, r.Value, r.Quality)
+		t.Run(v.name, func(t *testing.T) {
+			r, ok := Process(v.key, v.in)
+			if !ok {
+				t.Fatalf("no processor %s", v.key)
 			}
-			continue
-		}
-		if r.Value == nil || *r.Value != v.want || r.Unit != v.unit || r.Quality != v.quality {
-			got := "nil"
-			if r.Value != nil {
-				got = formatF(*r.Value)
+
+			if math.IsNaN(v.want) {
+				if r.Value != nil || r.Quality != "error" || r.Metadata["error"] == nil {
+					t.Errorf("want null/error, got %v %s", r.Value, r.Quality)
+				}
+				return
 			}
-			t.Errorf("%s: got %s %s %s, want %v %s %s", v.name, got, r.Unit, r.Quality, v.want, v.unit, v.quality)
-		}
+
+			if r.Value == nil {
+				t.Fatalf("got null %s %s, want %v %s %s", r.Unit, r.Quality, v.want, v.unit, v.quality)
+			}
+			if *r.Value != v.want || r.Unit != v.unit || r.Quality != v.quality {
+				t.Errorf("got %v %s %s, want %v %s %s", *r.Value, r.Unit, r.Quality, v.want, v.unit, v.quality)
+			}
+		})
 	}
+
 	r, _ := Process("sht31_humidity", Input{Raw: 65535, RawMode: true})
 	if r.Metadata["condensation_warning"] != true {
 		t.Error("HUM4 must carry the condensation warning")
 	}
 }
 
-func formatF(f float64) string { return fmtFloat(f) }
-
 func TestNormaliseType(t *testing.T) {
-	aliases := map[string]string{
-		"PH_SENSOR":           "ph",
-		"temperature_ds18b20": "ds18b20",
-		"mhz19_co2":           "co2",
-		"scd30_co2":           "co2",
-		"bme280_humidity":     "sht31_humidity",
-		"soil_moisture":       "moisture",
-		"yfs201":              "flow",
+	cases := []struct{ in, want string }{
+		{"PH_SENSOR", "ph"},
+		{" ph ", "ph"},
+		{"temperature_ds18b20", "ds18b20"},
+		{"mhz19_co2", "co2"},
+		{"scd30_co2", "co2"},
+		{"bme280_humidity", "sht31_humidity"},
+		{"soil_moisture", "moisture"},
+		{"yfs201", "flow"},
 	}
-	for in, want := range aliases {
-		if got, ok := NormaliseType(in); !ok || got != want {
-			t.Errorf("%s → %s %v", in, got, ok)
-		}
+	for _, c := range cases {
+		t.Run(c.in, func(t *testing.T) {
+			if got, ok := NormaliseType(c.in); !ok || got != c.want {
+				t.Errorf("got %s %v, want %s", got, ok, c.want)
+			}
+		})
 	}
-	if got, ok := NormaliseType("Temperature"); ok || got != "temperature" {
-		t.Errorf("unknown type: %s %v", got, ok)
+
+	for _, unknown := range []string{"Temperature", "humidity", "pressure"} {
+		t.Run(unknown, func(t *testing.T) {
+			want := strings.ToLower(unknown)
+			if got, ok := NormaliseType(unknown); ok || got != want {
+				t.Errorf("got %s %v, want %s without a processor", got, ok, want)
+			}
+		})
 	}
 }
 
-// DOMAIN.md §2.6 calibration examples.
+// Every processor in /sensors/types is its own input type, has a unit, and
+// its aliases lead back to it.
+func TestKeysAliasesAndUnits(t *testing.T) {
+	for _, key := range Keys {
+		t.Run(key, func(t *testing.T) {
+			if got, ok := NormaliseType(key); !ok || got != key {
+				t.Errorf("the key normalises to %s %v", got, ok)
+			}
+			if DefaultUnit[key] == "" {
+				t.Error("no default unit")
+			}
+			if _, ok := Process(key, Input{Raw: 1, RawMode: true}); !ok {
+				t.Error("no processor")
+			}
+
+			as := AliasesOf(key)
+			if len(as) == 0 {
+				t.Error("no aliases")
+			}
+			for _, a := range as {
+				if got, _ := NormaliseType(a); got != key {
+					t.Errorf("alias %s normalises to %s", a, got)
+				}
+			}
+		})
+	}
+
+	if len(aliasesOf) != len(Keys) {
+		t.Errorf("%d processors have aliases, %d are listed", len(aliasesOf), len(Keys))
+	}
+	AliasesOf("co2")[0] = "changed"
+	if AliasesOf("co2")[0] != "mhz19_co2" {
+		t.Error("AliasesOf hands out the table itself")
+	}
+}
+
+// docs/domain.md §2.6 calibration examples.
 func TestCalibrationVectors(t *testing.T) {
 	now := time.Unix(0, 0)
 	c, err := Calibrate("ph", []Point{{2150, 7.0}, {1800, 4.0}}, now)
@@ -178,5 +230,3 @@ func BenchmarkProcessors(b *testing.B) {
 		})
 	}
 }
-
-func fmtFloat(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

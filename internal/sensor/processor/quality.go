@@ -1,10 +1,10 @@
-package sensor
+package processor
 
 import "math"
 
-// A processor's quality is a ladder of bands read top to bottom, as DOMAIN
-// §2.5 writes it ("outside 0–14 → error; calibrated and 3–11 → good; …;
-// else poor"): the first band that holds gives the quality.
+// A processor's quality is a ladder of bands read top to bottom, as
+// docs/domain.md §2.5 writes it ("outside 0–14 → error; calibrated and
+// 3–11 → good; …; else poor"): the first band that holds gives the quality.
 
 // bandTest is how a band compares a value with its bounds.
 type bandTest int
@@ -95,7 +95,7 @@ func (b band) holds(v float64, calibrated bool) bool {
 // ladder is a processor's quality table.
 type ladder struct {
 	bands    []band
-	fallback string // DOMAIN §2.5's "else"
+	fallback string // docs/domain.md §2.5's "else"
 }
 
 // grade is the quality of v from a sensor whose calibration does not matter.
@@ -112,7 +112,7 @@ func (l ladder) gradeCalibrated(v float64, calibrated bool) string {
 	return l.fallback
 }
 
-// The quality tables of DOMAIN §2.5, one per processor.
+// The quality tables of docs/domain.md §2.5, one per processor.
 var (
 	phQuality = ladder{
 		bands: []band{
