@@ -27,10 +27,11 @@ func TestOperatorChangesSurviveStreamingHeartbeatsAndRestart(t *testing.T) {
 	tok := login(t, c, "operator", "Pass-word1")
 
 	if r := c.do("GET", "/api/v1/esp/devices/ESP_APPROVE", tok, nil); r.status != 200 || r.body["status"] != "approved" {
-		t.Errorf("approved device after restart: %d %s", r.status, r.raw)
+		t.Errorf("approved device after restart: HTTP %d, status %v, approved_by %v",
+			r.status, r.body["status"], r.body["approved_by"])
 	}
 	if r := c.do("GET", "/api/v1/esp/devices/ESP_DELETE", tok, nil); r.status != 404 {
-		t.Errorf("deleted device after restart: %d %s", r.status, r.raw)
+		t.Errorf("deleted device after restart: HTTP %d, status %v", r.status, r.body["status"])
 	}
 	stored, err := h.Store.LoadDevices(context.Background())
 	if err != nil {
@@ -57,13 +58,14 @@ func operateWhileStreaming(t *testing.T, dir string) {
 	holdApprove, holdDelete := holdAck(t, h, "ESP_APPROVE"), holdAck(t, h, "ESP_DELETE")
 	defer holdApprove.free()
 	defer holdDelete.free()
-	approving, deleting := startStream(t, h, "ESP_APPROVE"), startStream(t, h, "ESP_DELETE")
-	awaitEvent(t, statuses, 5*time.Second, statusIs("ESP_APPROVE", device.StatusPending, "discovered"))
+	deleting := startStream(t, h, "ESP_DELETE")
 	awaitEvent(t, statuses, 5*time.Second, statusIs("ESP_DELETE", device.StatusPending, "discovered"))
 	if r := c.do("POST", "/api/v1/esp/devices/ESP_DELETE/approve", tok, nil); r.status != 200 {
 		t.Fatalf("approve ESP_DELETE: %d %s", r.status, r.raw)
 	}
 	awaitEvent(t, statuses, 5*time.Second, statusIs("ESP_DELETE", device.StatusOnline, "heartbeat"))
+	approving := startStream(t, h, "ESP_APPROVE")
+	awaitEvent(t, statuses, 5*time.Second, statusIs("ESP_APPROVE", device.StatusPending, "discovered"))
 
 	amid(t, holdApprove, approving, func() {
 		if r := c.do("POST", "/api/v1/esp/devices/ESP_APPROVE/approve", tok, nil); r.status != 200 {
