@@ -286,7 +286,7 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcom
 	}
 
 	b.rec = e.stamp()
-	for i := range b.transitions {
+	for i := range b.transitions { // made before the stamp: they belong to this save
 		b.transitions[i].Version = b.rec.Version
 	}
 	return b, true
@@ -436,7 +436,8 @@ func (s *Service) allowDiscovery(id string, now time.Time) bool {
 	return true
 }
 
-// register creates (or revives a deleted) pending record; s.mu is held.
+// register creates (or revives a deleted) pending record; a revived one
+// continues its version, so a late save of the deleted record loses; s.mu is held.
 func (s *Service) register(id string, now time.Time, old *entry) *entry {
 	rec := store.Device{
 		ID:           uuid.NewString(),
