@@ -285,7 +285,10 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcom
 		b.events = append(b.events, healthEvent(e, hb, "heartbeat", now))
 	}
 
-	b.rec = cloneRecord(e.rec)
+	b.rec = e.stamp()
+	for i := range b.transitions { // made before the stamp: they belong to this save
+		b.transitions[i].Version = b.rec.Version
+	}
 	return b, true
 }
 
@@ -433,7 +436,8 @@ func (s *Service) allowDiscovery(id string, now time.Time) bool {
 	return true
 }
 
-// register creates (or revives a deleted) pending record; s.mu is held.
+// register creates (or revives a deleted) pending record; a revived one
+// continues its version, so a late save of the deleted record loses; s.mu is held.
 func (s *Service) register(id string, now time.Time, old *entry) *entry {
 	rec := store.Device{
 		ID:           uuid.NewString(),
@@ -446,7 +450,7 @@ func (s *Service) register(id string, now time.Time, old *entry) *entry {
 		UpdatedAt:    now,
 	}
 	if old != nil {
-		rec.ID, rec.CreatedAt = old.rec.ID, old.rec.CreatedAt
+		rec.ID, rec.CreatedAt, rec.Version = old.rec.ID, old.rec.CreatedAt, old.rec.Version
 	}
 	e := &entry{rec: rec}
 	s.devices[id] = e
@@ -612,13 +616,12 @@ func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
 
 	noteWill(e, now)
 	if e.rec.Status != StatusOnline {
-		rec := cloneRecord(e.rec)
+		rec := e.stamp()
 		s.mu.Unlock()
 		return s.store.SaveDevice(ctx, rec)
 	}
 
-	evs, tr := s.goOffline(e, "lwt", now)
-	rec := cloneRecord(e.rec)
+	rec, tr, evs := s.goOffline(e, "lwt", now)
 	s.mu.Unlock()
 	return s.persist(ctx, rec, tr, evs)
 }
@@ -640,8 +643,8 @@ func noteWill(e *entry, now time.Time) {
 	}
 }
 
-// goOffline applies online → offline; s.mu is held.
-func (s *Service) goOffline(e *entry, cause string, now time.Time) ([]event.Event, store.Transition) {
+// goOffline applies online → offline and returns what to persist; s.mu is held.
+func (s *Service) goOffline(e *entry, cause string, now time.Time) (store.Device, store.Transition, []event.Event) {
 	prev := e.rec.Status
 	e.rec.Status = StatusOffline
 	e.rec.UpdatedAt = now
@@ -661,10 +664,12 @@ func (s *Service) goOffline(e *entry, cause string, now time.Time) ([]event.Even
 		Source:        cause,
 		Timestamp:     now.Unix(),
 	}}}
-	return evs, e.transitionFrom(prev, cause, now)
+	rec := e.stamp()
+	return rec, e.transitionFrom(prev, cause, now), evs
 }
 
-// transitionFrom is the record of e's change from prev to its current status.
+// transitionFrom is the record of e's change from prev to its current
+// status, under the record's current version.
 func (e *entry) transitionFrom(prev, cause string, at time.Time) store.Transition {
 	return store.Transition{
 		DeviceID: e.rec.DeviceID,
@@ -672,7 +677,17 @@ func (e *entry) transitionFrom(prev, cause string, at time.Time) store.Transitio
 		To:       e.rec.Status,
 		Cause:    cause,
 		At:       at,
+		Version:  e.rec.Version,
 	}
+}
+
+// stamp raises the record's version and returns the copy to save. Every
+// save goes through here, under s.mu, so versions follow the order of the
+// changes and the store can refuse a snapshot that arrives after a newer
+// one (docs/decisions/0005); s.mu is held.
+func (e *entry) stamp() store.Device {
+	e.rec.Version++
+	return cloneRecord(e.rec)
 }
 
 func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
@@ -702,8 +717,8 @@ func (s *Service) CheckLiveness(ctx context.Context) error {
 	s.mu.Lock()
 	for _, e := range s.devices {
 		if e.rec.Status == StatusOnline && now.Sub(e.lastHeartbeat) > s.cfg.HeartbeatTimeout {
-			evs, tr := s.goOffline(e, "heartbeat_timeout", now)
-			changes = append(changes, change{cloneRecord(e.rec), tr, evs})
+			rec, tr, evs := s.goOffline(e, "heartbeat_timeout", now)
+			changes = append(changes, change{rec, tr, evs})
 		}
 	}
 	s.mu.Unlock()

@@ -23,7 +23,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeStore keeps what the service persists, in memory.
+// fakeStore keeps what the service persists, in memory. Like the real
+// store it keeps a device's record only from a save of a newer version.
 type fakeStore struct {
 	mu          sync.Mutex
 	loaded      []store.Device
@@ -32,6 +33,10 @@ type fakeStore struct {
 	heartbeats  []store.Heartbeat
 	flushes     int
 	saveErr     error
+
+	// beforeSave, when set, runs before each SaveDevice outside the lock:
+	// a test holds a save there to deliver saves out of order.
+	beforeSave func(d store.Device)
 
 	pushDocs    map[string][]byte // returned by LoadConfigPushes
 	pushStatus  map[string]string // last saved push status per device
@@ -58,10 +63,17 @@ func (f *fakeStore) LoadDevices(context.Context) ([]store.Device, error) {
 }
 
 func (f *fakeStore) SaveDevice(_ context.Context, d store.Device) error {
+	if f.beforeSave != nil {
+		f.beforeSave(d)
+	}
+
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.saveErr != nil {
 		return f.saveErr
+	}
+	if old, ok := f.saved[d.DeviceID]; ok && d.Version <= old.Version {
+		return nil
 	}
 	f.saved[d.DeviceID] = d
 	return nil

@@ -94,13 +94,13 @@ func (s *Service) transition(ctx context.Context, espID string, c statusChange) 
 		c.mutate(&e.rec, now)
 	}
 
+	rec := e.stamp()
+	tr := e.transitionFrom(prev, c.cause, now)
 	snap := s.snapshot(e)
 	evs := []event.Event{statusEvent(e, prev, c.cause, now)}
 	if c.events != nil {
 		evs = append(evs, c.events(snap, now)...)
 	}
-	rec := cloneRecord(e.rec)
-	tr := e.transitionFrom(prev, c.cause, now)
 	s.mu.Unlock()
 
 	return snap, s.persist(ctx, rec, tr, evs)
@@ -197,17 +197,18 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 
 	e := &entry{rec: registered(reg, actor, old, now)}
 	s.devices[reg.DeviceID] = e
+	rec := e.stamp()
+	tr := e.transitionFrom("", "registered", now)
 	snap := s.snapshot(e)
 	ev := statusEvent(e, "", "registered", now)
-	rec := cloneRecord(e.rec)
-	tr := e.transitionFrom("", "registered", now)
 	s.mu.Unlock()
 
 	return snap, s.persist(ctx, rec, tr, []event.Event{ev})
 }
 
 // registered is the approved record of a pre-registration; a deleted
-// device keeps its identity.
+// device keeps its identity and continues its version, so that a save of
+// the deleted record still on its way cannot replace the new one.
 func registered(reg Registration, actor string, old *entry, now time.Time) store.Device {
 	rec := store.Device{
 		ID:              uuid.NewString(),
@@ -227,7 +228,7 @@ func registered(reg Registration, actor string, old *entry, now time.Time) store
 		UpdatedAt:       now,
 	}
 	if old != nil {
-		rec.ID, rec.CreatedAt = old.rec.ID, old.rec.CreatedAt
+		rec.ID, rec.CreatedAt, rec.Version = old.rec.ID, old.rec.CreatedAt, old.rec.Version
 	}
 	if reg.MACAddress != "" {
 		rec.Metadata["mac_address"] = reg.MACAddress
@@ -281,8 +282,8 @@ func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, er
 		}
 	}
 	e.rec.UpdatedAt = now
+	rec := e.stamp()
 	snap := s.snapshot(e)
-	rec := cloneRecord(e.rec)
 	s.mu.Unlock()
 
 	if err := s.store.SaveDevice(ctx, rec); err != nil {

@@ -33,6 +33,11 @@ type Device struct {
 	RejectionReason string
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+
+	// Version orders the saves of one device. The domain raises it with
+	// every change it saves, under the lock that made the change, and keeps
+	// raising it across a delete and a re-creation; see Devices.SaveDevice.
+	Version int64
 }
 
 // Transition is one recorded status change with its cause (CONTRACT L6).
@@ -41,6 +46,11 @@ type Transition struct {
 	From, To string
 	Cause    string
 	At       time.Time
+
+	// Version is the device record version the change was saved with; a
+	// device's transitions read in version order, whatever order their
+	// writes reached the store in.
+	Version int64
 }
 
 // Heartbeat is one stored heartbeat: the device's health over time.
@@ -59,7 +69,13 @@ type Heartbeat struct {
 // queued on the single writer and committed in groups; Flush waits for
 // everything queued before it.
 type Devices interface {
+	// LoadDevices returns every record, deleted ones included, with its
+	// stored version.
 	LoadDevices(ctx context.Context) ([]Device, error)
+	// SaveDevice writes d only if d.Version is greater than the version
+	// stored for d.DeviceID (or nothing is stored), decided in the write
+	// itself. Snapshots taken under the domain's lock may therefore reach
+	// the store in any order: an older one never replaces a newer one.
 	SaveDevice(ctx context.Context, d Device) error
 	AppendTransition(ctx context.Context, t Transition) error
 	AppendHeartbeat(ctx context.Context, h Heartbeat) error

@@ -31,7 +31,7 @@ func fromMS(v sql.NullInt64) *time.Time {
 func (s *Store) LoadDevices(ctx context.Context) ([]store.Device, error) {
 	rows, err := s.read.QueryContext(ctx, `SELECT id, device_id, name, status, kaiser_id, zone_id, zone_name,
 		master_zone_id, hardware_type, ip_address, firmware_version, metadata, last_seen, discovered_at,
-		approved_at, approved_by, rejection_reason, created_at, updated_at FROM devices ORDER BY device_id`)
+		approved_at, approved_by, rejection_reason, created_at, updated_at, version FROM devices ORDER BY device_id`)
 	if err != nil {
 		return nil, fmt.Errorf("load devices: %w", err)
 	}
@@ -44,7 +44,7 @@ func (s *Store) LoadDevices(ctx context.Context) ([]store.Device, error) {
 		var created, updated int64
 		if err := rows.Scan(&d.ID, &d.DeviceID, &d.Name, &d.Status, &d.KaiserID, &d.ZoneID, &d.ZoneName,
 			&d.MasterZoneID, &d.HardwareType, &d.IPAddress, &d.FirmwareVersion, &meta, &lastSeen, &discovered,
-			&approved, &d.ApprovedBy, &d.RejectionReason, &created, &updated); err != nil {
+			&approved, &d.ApprovedBy, &d.RejectionReason, &created, &updated, &d.Version); err != nil {
 			return nil, fmt.Errorf("scan device: %w", err)
 		}
 		if err := json.Unmarshal([]byte(meta), &d.Metadata); err != nil {
@@ -57,7 +57,24 @@ func (s *Store) LoadDevices(ctx context.Context) ([]store.Device, error) {
 	return out, rows.Err()
 }
 
-// SaveDevice queues an upsert of the whole device record.
+// saveDevice is the versioned upsert: the guard sits in the statement
+// itself, so a heartbeat's save costs no extra round trip and a stale
+// snapshot is dropped by the database whatever order the writes arrive in.
+const saveDevice = `INSERT INTO devices (id, device_id, name, status, kaiser_id, zone_id, zone_name,
+	master_zone_id, hardware_type, ip_address, firmware_version, metadata, last_seen, discovered_at,
+	approved_at, approved_by, rejection_reason, created_at, updated_at, version)
+	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+	ON CONFLICT(device_id) DO UPDATE SET name=excluded.name, status=excluded.status,
+	kaiser_id=excluded.kaiser_id, zone_id=excluded.zone_id, zone_name=excluded.zone_name,
+	master_zone_id=excluded.master_zone_id, hardware_type=excluded.hardware_type,
+	ip_address=excluded.ip_address, firmware_version=excluded.firmware_version,
+	metadata=excluded.metadata, last_seen=excluded.last_seen, discovered_at=excluded.discovered_at,
+	approved_at=excluded.approved_at, approved_by=excluded.approved_by,
+	rejection_reason=excluded.rejection_reason, updated_at=excluded.updated_at, version=excluded.version
+	WHERE excluded.version > devices.version`
+
+// SaveDevice queues a versioned upsert of the whole device record (see
+// store.Devices): it is written only if d.Version is newer than the stored one.
 func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
 	meta, err := json.Marshal(d.Metadata)
 	if err != nil {
@@ -66,23 +83,18 @@ func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
 	if d.Metadata == nil {
 		meta = []byte("{}")
 	}
+
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO devices (id, device_id, name, status, kaiser_id, zone_id, zone_name,
-			master_zone_id, hardware_type, ip_address, firmware_version, metadata, last_seen, discovered_at,
-			approved_at, approved_by, rejection_reason, created_at, updated_at)
-			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-			ON CONFLICT(device_id) DO UPDATE SET name=excluded.name, status=excluded.status,
-			kaiser_id=excluded.kaiser_id, zone_id=excluded.zone_id, zone_name=excluded.zone_name,
-			master_zone_id=excluded.master_zone_id, hardware_type=excluded.hardware_type,
-			ip_address=excluded.ip_address, firmware_version=excluded.firmware_version,
-			metadata=excluded.metadata, last_seen=excluded.last_seen, discovered_at=excluded.discovered_at,
-			approved_at=excluded.approved_at, approved_by=excluded.approved_by,
-			rejection_reason=excluded.rejection_reason, updated_at=excluded.updated_at`,
+		res, err := tx.Exec(saveDevice,
 			d.ID, d.DeviceID, d.Name, d.Status, d.KaiserID, d.ZoneID, d.ZoneName, d.MasterZoneID,
 			d.HardwareType, d.IPAddress, d.FirmwareVersion, string(meta), ms(d.LastSeen), ms(d.DiscoveredAt),
-			ms(d.ApprovedAt), d.ApprovedBy, d.RejectionReason, d.CreatedAt.UnixMilli(), d.UpdatedAt.UnixMilli())
+			ms(d.ApprovedAt), d.ApprovedBy, d.RejectionReason, d.CreatedAt.UnixMilli(), d.UpdatedAt.UnixMilli(),
+			d.Version)
 		if err != nil {
 			return fmt.Errorf("save device %s: %w", d.DeviceID, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			s.log.Debug("stale device save ignored", "esp_id", d.DeviceID, "version", d.Version)
 		}
 		return nil
 	})
@@ -91,8 +103,8 @@ func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
 // AppendTransition queues a status-transition record.
 func (s *Store) AppendTransition(ctx context.Context, t store.Transition) error {
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO device_transitions (device_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)`,
-			t.DeviceID, t.From, t.To, t.Cause, t.At.UnixMilli())
+		_, err := tx.Exec(`INSERT INTO device_transitions (device_id, from_state, to_state, cause, at, version)
+			VALUES (?,?,?,?,?,?)`, t.DeviceID, t.From, t.To, t.Cause, t.At.UnixMilli(), t.Version)
 		if err != nil {
 			return fmt.Errorf("append transition %s: %w", t.DeviceID, err)
 		}
@@ -131,9 +143,11 @@ func (s *Store) HeartbeatUptimes(ctx context.Context, deviceID string) ([]int64,
 	return out, rows.Err()
 }
 
-// Transitions returns a device's recorded transitions, oldest first.
+// Transitions returns a device's recorded transitions in the order they
+// happened: by the record version they were saved with, then as written.
 func (s *Store) Transitions(ctx context.Context, deviceID string) ([]store.Transition, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT device_id, from_state, to_state, cause, at FROM device_transitions WHERE device_id = ? ORDER BY id`, deviceID)
+	rows, err := s.read.QueryContext(ctx, `SELECT device_id, from_state, to_state, cause, at, version
+		FROM device_transitions WHERE device_id = ? ORDER BY version, id`, deviceID)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +156,7 @@ func (s *Store) Transitions(ctx context.Context, deviceID string) ([]store.Trans
 	for rows.Next() {
 		var t store.Transition
 		var at int64
-		if err := rows.Scan(&t.DeviceID, &t.From, &t.To, &t.Cause, &at); err != nil {
+		if err := rows.Scan(&t.DeviceID, &t.From, &t.To, &t.Cause, &at, &t.Version); err != nil {
 			return nil, err
 		}
 		t.At = time.UnixMilli(at).UTC()

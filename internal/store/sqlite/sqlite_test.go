@@ -34,11 +34,11 @@ func TestMigrationsAndDeviceRoundTrip(t *testing.T) {
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	d := store.Device{ID: "u1", DeviceID: "ESP_A1B2C3", Status: "pending_approval", Metadata: map[string]any{"heartbeat_count": 1.0},
-		LastSeen: &now, DiscoveredAt: &now, CreatedAt: now, UpdatedAt: now}
+		LastSeen: &now, DiscoveredAt: &now, CreatedAt: now, UpdatedAt: now, Version: 1}
 	if err := s.SaveDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	d.Status = "approved"
+	d.Status, d.Version = "approved", 2
 	if err := s.SaveDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestMigrationsAndDeviceRoundTrip(t *testing.T) {
 		t.Fatalf("devices %v %v", devs, err)
 	}
 	got := devs[0]
-	if got.Status != "approved" || !got.LastSeen.Equal(now) || got.Metadata["heartbeat_count"] != 1.0 {
+	if got.Status != "approved" || got.Version != 2 || !got.LastSeen.Equal(now) || got.Metadata["heartbeat_count"] != 1.0 {
 		t.Fatalf("round trip: %+v", got)
 	}
 }
