@@ -691,16 +691,41 @@ func (e *entry) stamp() store.Device {
 }
 
 func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
+	if err := s.queueChange(ctx, rec, tr); err != nil {
+		return err
+	}
+	s.announce(rec, tr, evs)
+	return nil
+}
+
+// persistCommitted is persist for an operator's change: it returns only
+// once the change is committed, because the answer to the operator says it
+// is stored, and a crash right after it must not undo an approval or a
+// deletion.
+func (s *Service) persistCommitted(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
+	if err := s.queueChange(ctx, rec, tr); err != nil {
+		return err
+	}
+	if err := s.store.Flush(ctx); err != nil {
+		return fmt.Errorf("commit device %s: %w", rec.DeviceID, err)
+	}
+	s.announce(rec, tr, evs)
+	return nil
+}
+
+func (s *Service) queueChange(ctx context.Context, rec store.Device, tr store.Transition) error {
 	if err := s.store.SaveDevice(ctx, rec); err != nil {
 		return fmt.Errorf("save device %s: %w", rec.DeviceID, err)
 	}
 	if err := s.store.AppendTransition(ctx, tr); err != nil {
 		return fmt.Errorf("store transition %s: %w", rec.DeviceID, err)
 	}
+	return nil
+}
 
+func (s *Service) announce(rec store.Device, tr store.Transition, evs []event.Event) {
 	s.publish(evs)
 	s.log.Info("device status changed", "esp_id", rec.DeviceID, "from", tr.From, "to", tr.To, "cause", tr.Cause)
-	return nil
 }
 
 // CheckLiveness sets online devices offline whose last live heartbeat is

@@ -32,6 +32,7 @@ type fakeStore struct {
 	transitions []store.Transition
 	heartbeats  []store.Heartbeat
 	flushes     int
+	committed   map[string]store.Device // saved as of the last Flush
 	saveErr     error
 
 	// beforeSave, when set, runs before each SaveDevice outside the lock:
@@ -97,6 +98,7 @@ func (f *fakeStore) Flush(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.flushes++
+	f.committed = maps.Clone(f.saved)
 	return nil
 }
 

@@ -103,7 +103,7 @@ func (s *Service) transition(ctx context.Context, espID string, c statusChange) 
 	}
 	s.mu.Unlock()
 
-	return snap, s.persist(ctx, rec, tr, evs)
+	return snap, s.persistCommitted(ctx, rec, tr, evs)
 }
 
 // Approve moves a pending or rejected device to approved; it goes online with
@@ -203,7 +203,7 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 	ev := statusEvent(e, "", "registered", now)
 	s.mu.Unlock()
 
-	return snap, s.persist(ctx, rec, tr, []event.Event{ev})
+	return snap, s.persistCommitted(ctx, rec, tr, []event.Event{ev})
 }
 
 // registered is the approved record of a pre-registration; a deleted
