@@ -16,8 +16,18 @@ func TestOperatorChangesAreCommittedBeforeTheAnswer(t *testing.T) {
 	}{
 		{name: "approve", do: approve(), want: StatusApproved},
 		{name: "reject", do: reject(), want: StatusRejected},
-		{name: "set pending", from: approve(), do: setPending(), want: StatusPending},
-		{name: "delete", from: approve(), do: remove(), want: StatusDeleted},
+		{
+			name: "set pending",
+			from: approve(),
+			do:   setPending(),
+			want: StatusPending,
+		},
+		{
+			name: "delete",
+			from: approve(),
+			do:   remove(),
+			want: StatusDeleted,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

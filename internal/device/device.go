@@ -1,5 +1,5 @@
-// Package device is the device registry and lifecycle (DOMAIN §1, CONTRACT
-// §5.4–§5.6): auto-registration from heartbeats, approval, liveness by hub
+// Package device is the device registry and lifecycle (docs/domain.md §1,
+// docs/protocol.md §5.4–§5.6): auto-registration from heartbeats, approval, liveness by hub
 // receive time, last-will handling, heartbeat acks and metadata, and the
 // registration gate every other inbound message passes.
 package device
@@ -21,7 +21,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// Statuses (API §6.1).
+// Statuses (docs/api.md §6.1).
 const (
 	StatusPending  = "pending_approval"
 	StatusApproved = "approved"
@@ -47,7 +47,7 @@ type Publisher interface {
 
 // Defaults of Config.
 const (
-	defaultHeartbeatTimeout = 180 * time.Second // CONTRACT L2
+	defaultHeartbeatTimeout = 180 * time.Second // docs/protocol.md L2
 	defaultDiscoveryPerMin  = 100
 	defaultDiscoveryPerID   = 300 * time.Second
 )
@@ -55,7 +55,7 @@ const (
 // Bounds of the registry's own bookkeeping.
 const (
 	// flapWindow and flapWills: this many last wills within the window mark
-	// a device as flapping (DOMAIN §1.3).
+	// a device as flapping (docs/domain.md §1.3).
 	flapWindow = 300 * time.Second
 	flapWills  = 2
 
@@ -171,7 +171,7 @@ func (s *Service) Load(ctx context.Context) error {
 	return nil
 }
 
-// Root returns the recorded kaiser root of an approved device (CONTRACT A2, M4).
+// Root returns the recorded kaiser root of an approved device (docs/protocol.md A2, M4).
 func (s *Service) Root(espID string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -195,7 +195,7 @@ func isApproved(status string) bool {
 	return false
 }
 
-// ackStatus is the heartbeat-ack status for a registration status (§5.4).
+// ackStatus is the heartbeat-ack status for a registration status (docs/protocol.md §5.4).
 func ackStatus(status string) string {
 	switch status {
 	case StatusPending:
@@ -220,7 +220,7 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 			"discovery rate limit reached; device registers on a later heartbeat")
 	}
 
-	// The ack goes out before any storage work (CONTRACT G2).
+	// The ack goes out before any storage work (docs/protocol.md G2).
 	s.ack(ctx, m, ackStatus(beat.rec.Status), hb)
 	s.pushAfterBeat(ctx, beat)
 
@@ -322,7 +322,7 @@ func discoveryEvent(rediscovered bool, id string, hb contract.Heartbeat, now tim
 	}}
 }
 
-// settle applies the heartbeat's status change (DOMAIN §1.1): a pending
+// settle applies the heartbeat's status change (docs/domain.md §1.1): a pending
 // device counts its heartbeats, a rejected one stays rejected, an approved
 // one that is not online goes online; s.mu is held.
 func (b *beatOutcome) settle(e *entry, now time.Time) {
@@ -338,7 +338,7 @@ func (b *beatOutcome) settle(e *entry, now time.Time) {
 }
 
 // pushAfterBeat sends the config after approval, after a reboot, or when
-// the device comes back with a push it has not confirmed (CONTRACT P6, B2).
+// the device comes back with a push it has not confirmed (docs/protocol.md P6, B2).
 func (s *Service) pushAfterBeat(ctx context.Context, b beatOutcome) {
 	id := b.rec.DeviceID
 	var trigger string
@@ -408,7 +408,7 @@ func (s *Service) ack(ctx context.Context, m ingest.Message, status string, hb c
 	}
 }
 
-// allowDiscovery applies the discovery limits (DOMAIN §1.2); s.mu is held.
+// allowDiscovery applies the discovery limits (docs/domain.md §1.2); s.mu is held.
 func (s *Service) allowDiscovery(id string, now time.Time) bool {
 	cut := now.Add(-time.Minute)
 	i := 0
@@ -458,7 +458,7 @@ func (s *Service) register(id string, now time.Time, old *entry) *entry {
 	return e
 }
 
-// applyHeartbeat stores the heartbeat metadata (DOMAIN §1.4); s.mu is held.
+// applyHeartbeat stores the heartbeat metadata (docs/domain.md §1.4); s.mu is held.
 func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) (rebooted bool) {
 	rebooted = noteReboot(e, hb, now)
 	noteLiveness(e, m, hb, now)
@@ -469,7 +469,7 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 	return rebooted
 }
 
-// noteReboot detects a reboot (CONTRACT B1): uptime went backwards.
+// noteReboot detects a reboot (docs/protocol.md B1): uptime went backwards.
 func noteReboot(e *entry, hb contract.Heartbeat, now time.Time) bool {
 	if !e.hasUptime || hb.Uptime >= e.lastUptime {
 		return false
@@ -482,7 +482,7 @@ func noteReboot(e *entry, hb contract.Heartbeat, now time.Time) bool {
 	return true
 }
 
-// noteLiveness records the hub receive time as liveness (CONTRACT L1).
+// noteLiveness records the hub receive time as liveness (docs/protocol.md L1).
 func noteLiveness(e *entry, m ingest.Message, hb contract.Heartbeat, now time.Time) {
 	e.lastUptime, e.hasUptime = hb.Uptime, true
 	e.lastHeartbeat = now
@@ -540,7 +540,7 @@ func noteIdentity(rec *store.Device, hb contract.Heartbeat) {
 }
 
 // noteFirmware keeps the firmware generation and the quirks seen
-// (CONTRACT §2.3), for operators.
+// (docs/protocol.md §2.3), for operators.
 func noteFirmware(md map[string]any, m ingest.Message, hb contract.Heartbeat) {
 	gen := "baseline"
 	if hb.Seq != nil {
@@ -592,7 +592,7 @@ func toInt(v any) int64 {
 	return 0
 }
 
-// HandleWill is the ingest handler of `system/will` (CONTRACT L3).
+// HandleWill is the ingest handler of `system/will` (docs/protocol.md L3).
 func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
 	if _, err := contract.DecodeWill(m.Topic, m.Payload); err != nil {
 		return err
@@ -627,7 +627,7 @@ func (s *Service) HandleWill(ctx context.Context, m ingest.Message) error {
 }
 
 // noteWill marks a device flapping that sent flapWills last wills within
-// flapWindow (DOMAIN §1.3); s.mu is held.
+// flapWindow (docs/domain.md §1.3); s.mu is held.
 func noteWill(e *entry, now time.Time) {
 	cut := now.Add(-flapWindow)
 	w := e.wills[:0]
@@ -729,7 +729,7 @@ func (s *Service) announce(rec store.Device, tr store.Transition, evs []event.Ev
 }
 
 // CheckLiveness sets online devices offline whose last live heartbeat is
-// older than the timeout (CONTRACT L2). It is the scheduler's first job.
+// older than the timeout (docs/protocol.md L2). It is the scheduler's first job.
 func (s *Service) CheckLiveness(ctx context.Context) error {
 	now := s.now()
 	type change struct {
@@ -757,8 +757,8 @@ func (s *Service) CheckLiveness(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Gate is the registration check of every other inbound kind (CONTRACT
-// §5.2 steps 4–6): the payload is validated, replays and messages of
+// Gate is the registration check of every other inbound kind
+// (docs/protocol.md §5.2 steps 4–6): the payload is validated, replays and messages of
 // unknown or unapproved devices are dropped. It returns the device's
 // current snapshot for handlers that go on.
 func (s *Service) Gate(_ context.Context, m ingest.Message) (Device, error) {
@@ -771,7 +771,7 @@ func (s *Service) Gate(_ context.Context, m ingest.Message) (Device, error) {
 	return s.Admit(m)
 }
 
-// Admit is the registration check alone (CONTRACT §5.2 step 6), for
+// Admit is the registration check alone (docs/protocol.md §5.2 step 6), for
 // handlers that decoded and checked for replay themselves. It records the
 // kaiser root of the live message (A2).
 func (s *Service) Admit(m ingest.Message) (Device, error) {
@@ -814,7 +814,7 @@ func (s *Service) HandleGated() ingest.Handler {
 	}
 }
 
-// UnknownIDs lists ids heard from but not registered (CONTRACT §5.4).
+// UnknownIDs lists ids heard from but not registered (docs/protocol.md §5.4).
 func (s *Service) UnknownIDs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -177,7 +177,7 @@ func (s *Service) Delete(ctx context.Context, espID, actor string) error {
 	return err
 }
 
-// Registration is an operator's pre-registration (API §6.3 POST /esp/devices).
+// Registration is an operator's pre-registration (docs/api.md §6.3 POST /esp/devices).
 type Registration struct {
 	DeviceID, Name, ZoneID, ZoneName string
 	IPAddress, MACAddress            string
@@ -239,7 +239,7 @@ func registered(reg Registration, actor string, old *entry, now time.Time) store
 	return rec
 }
 
-// Patch is an operator's change to stored device fields (API §6.3 PATCH).
+// Patch is an operator's change to stored device fields (docs/api.md §6.3 PATCH).
 // Metadata is shallow-merged; a nil value deletes the key.
 type Patch struct {
 	Name, ZoneID, ZoneName *string
@@ -292,7 +292,7 @@ func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, er
 	return snap, s.store.Flush(ctx)
 }
 
-// ErrOffline and ErrNotApproved refuse publishing to a device (CONTRACT A5, §5.4).
+// ErrOffline and ErrNotApproved refuse publishing to a device (docs/protocol.md A5, §5.4).
 var (
 	ErrOffline     = errors.New("device is offline")
 	ErrNotApproved = errors.New("device is not approved")
@@ -313,8 +313,8 @@ func (s *Service) online(espID string) (Device, error) {
 	return d, nil
 }
 
-// FactoryReset publishes `factory_reset` with top-level confirm (CONTRACT
-// §3.2.3, S2) on the device's recorded root. The registration is kept.
+// FactoryReset publishes `factory_reset` with top-level confirm
+// (docs/protocol.md §3.2.3, S2) on the device's recorded root. The registration is kept.
 func (s *Service) FactoryReset(ctx context.Context, espID string) error {
 	d, err := s.online(espID)
 	if err != nil {

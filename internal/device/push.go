@@ -17,7 +17,7 @@ import (
 )
 
 // ConfigSource supplies the hub's configuration items of a device (the
-// hub is the source of truth, CONTRACT P1).
+// hub is the source of truth, docs/protocol.md P1).
 type ConfigSource interface {
 	SensorItems(espID string) []contract.SensorConfigItem
 }
@@ -28,7 +28,7 @@ type PushStore interface {
 	LoadConfigPushes(ctx context.Context) (map[string][]byte, error)
 }
 
-// Timing and sizes of a push (CONTRACT P3, §1.6).
+// Timing and sizes of a push (docs/protocol.md P3, §1.6).
 const (
 	// pushTimeout ends a push whose sections did not all answer.
 	pushTimeout = 15 * time.Second
@@ -46,7 +46,7 @@ const (
 // ErrConfigTooLarge refuses an item that cannot fit the device's limits alone (P5).
 var ErrConfigTooLarge = errors.New("config item too large for the device")
 
-// Push states (CONTRACT P3, API §7.1 config_status).
+// Push states (docs/protocol.md P3, docs/api.md §7.1 config_status).
 const (
 	PushPending  = "pending"
 	PushApplied  = "applied"
@@ -186,7 +186,7 @@ func (s *Service) LastPush(espID string) *Push {
 	return &cp
 }
 
-// packetLimit is the device's whole-packet budget (CONTRACT §1.6, DOMAIN §1.5).
+// packetLimit is the device's whole-packet budget (docs/protocol.md §1.6, docs/domain.md §1.5).
 func packetLimit(hw string) int {
 	switch strings.ToUpper(hw) {
 	case "ESP32_WROOM", "ESP32_WROOM_32", "ESP32_WROOM32":
@@ -197,7 +197,7 @@ func packetLimit(hw string) int {
 	return contract.MaxDevicePacket
 }
 
-// PushConfig sends the device's combined config (CONTRACT P1–P6): every item
+// PushConfig sends the device's combined config (docs/protocol.md P1–P6): every item
 // the hub knows plus removals since the last push, split to fit the packet
 // limit. It returns the correlation id.
 func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string, error) {
@@ -372,7 +372,7 @@ func (s *Service) savePush(ctx context.Context, espID string, p *Push) {
 	}
 }
 
-// HandleConfigResponse completes the pending push (CONTRACT §5.9).
+// HandleConfigResponse completes the pending push (docs/protocol.md §5.9).
 func (s *Service) HandleConfigResponse(ctx context.Context, m ingest.Message) error {
 	cr, err := contract.DecodeConfigResponse(m.Topic, m.Payload)
 	if err != nil {

@@ -81,7 +81,12 @@ func setupUsers(t *testing.T, c apiClient) (admin, operator, viewer string) {
 	}
 	admin = r.body["tokens"].(map[string]any)["access_token"].(string)
 	for _, role := range []string{"operator", "viewer"} {
-		r := c.do("POST", "/api/v1/users", admin, map[string]any{"username": role, "email": role + "@example.org", "password": "Pass-word1", "role": role})
+		r := c.do("POST", "/api/v1/users", admin, map[string]any{
+			"username": role,
+			"email":    role + "@example.org",
+			"password": "Pass-word1",
+			"role":     role,
+		})
 		if r.status != 201 {
 			t.Fatalf("create %s: %d %s", role, r.status, r.raw)
 		}
@@ -103,7 +108,7 @@ func fillPath(p string) string {
 }
 
 // Every mutating route: no token → 401, viewer → 403 unless the route is for
-// viewers, operator → 403 exactly on admin routes (API §2.4).
+// viewers, operator → 403 exactly on admin routes (docs/api.md §2.4).
 func TestPermissionTable(t *testing.T) {
 	h, c := apiHub(t, Config{})
 	defer stopHub(t, h)
@@ -148,7 +153,12 @@ func TestValidationAndNotFound(t *testing.T) {
 	if r.status != 422 || !strings.Contains(r.raw, "json_invalid") {
 		t.Fatalf("invalid JSON: %d %s", r.status, r.raw)
 	}
-	r = c.do("POST", "/api/v1/users", admin, map[string]any{"username": 5, "email": "a@b.org", "password": "short", "role": "god"})
+	r = c.do("POST", "/api/v1/users", admin, map[string]any{
+		"username": 5,
+		"email":    "a@b.org",
+		"password": "short",
+		"role":     "god",
+	})
 	if r.status != 422 {
 		t.Fatalf("wrong types: %d %s", r.status, r.raw)
 	}
@@ -242,7 +252,12 @@ func TestLoginRateLimitRefreshRotationLogoutAll(t *testing.T) {
 }
 
 func TestRefusesShortJWTSecret(t *testing.T) {
-	_, err := Start(context.Background(), Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTAddr: "127.0.0.1:0", JWTSecret: "too-short"})
+	_, err := Start(context.Background(), Config{
+		DataDir:   t.TempDir(),
+		HTTPAddr:  "127.0.0.1:0",
+		MQTTAddr:  "127.0.0.1:0",
+		JWTSecret: "too-short",
+	})
 	if err == nil || !strings.Contains(err.Error(), "32") {
 		t.Fatalf("short secret accepted: %v", err)
 	}

@@ -112,7 +112,7 @@ func amid(t *testing.T, hold *ackHold, s *stream, op func()) {
 
 // ackHold holds the hub inside its handling of one heartbeat of a device.
 // The hub publishes the heartbeat ack after the heartbeat's record snapshot
-// is taken and before the record is saved (CONTRACT G2), and the broker
+// is taken and before the record is saved (docs/protocol.md G2), and the broker
 // runs in-process subscribers in the publisher's goroutine: an in-process
 // subscriber to the ack topic that waits stops the heartbeat right there.
 type ackHold struct {

@@ -72,7 +72,12 @@ func dial(t *testing.T, addr, id string, will *paho.WillMessage) (*client, error
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 60, CleanStart: true, WillMessage: will})
+	ca, err := c.Connect(ctx, &paho.Connect{
+		ClientID:    id,
+		KeepAlive:   60,
+		CleanStart:  true,
+		WillMessage: will,
+	})
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -111,7 +116,12 @@ func (c *client) subscribe(t *testing.T, filters ...string) {
 func (c *client) publish(topic, payload string, retain bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pr, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: []byte(payload)})
+	pr, err := c.Publish(ctx, &paho.Publish{
+		Topic:   topic,
+		QoS:     1,
+		Retain:  retain,
+		Payload: []byte(payload),
+	})
 	if err != nil {
 		return err
 	}

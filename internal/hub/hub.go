@@ -1,6 +1,6 @@
 // Package hub builds every component of the hub, starts them in order and
 // stops them in reverse, draining queues and flushing the writer within a
-// deadline (ARCHITECTURE §8).
+// deadline (docs/architecture.md §8).
 package hub
 
 import (
@@ -45,13 +45,13 @@ type Config struct {
 	Version string
 	Commit  string
 
-	// JWT secret: a file path or a value (API §2.2); neither = generated in DataDir.
+	// JWT secret: a file path or a value (docs/api.md §2.2); neither = generated in DataDir.
 	JWTSecretFile       string
 	JWTSecretFileSource string // how the file was configured, for error messages
 	JWTSecret           string
 	CORSOrigins         []string
 
-	// NoProcessedEcho disables the processed-value echo (CONTRACT §3.2.11).
+	// NoProcessedEcho disables the processed-value echo (docs/protocol.md §3.2.11).
 	NoProcessedEcho bool
 
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.

@@ -101,8 +101,12 @@ func TestIdentityEnforcedOnWrites(t *testing.T) {
 		t.Fatalf("forged message reached ingest: %+v", c)
 	}
 	// A will naming another device is refused at connect.
-	_, err := dial(t, h.MQTTAddr(), "ESP_A1B2C4", &paho.WillMessage{Topic: "kaiser/god/esp/ESP_OTHER1/system/will", QoS: 1, Retain: true,
-		Payload: []byte(`{"status":"offline"}`)})
+	_, err := dial(t, h.MQTTAddr(), "ESP_A1B2C4", &paho.WillMessage{
+		Topic:   "kaiser/god/esp/ESP_OTHER1/system/will",
+		QoS:     1,
+		Retain:  true,
+		Payload: []byte(`{"status":"offline"}`),
+	})
 	if err == nil {
 		t.Fatal("forged will accepted")
 	}
@@ -239,8 +243,12 @@ func TestLivenessTimeoutLWTAndRecovery(t *testing.T) {
 	dev.close()
 
 	// A device with the firmware's will, killed abruptly → offline by LWT at once.
-	will := &paho.WillMessage{Topic: "kaiser//esp/ESP_A1B2C3/system/will", QoS: 1, Retain: true,
-		Payload: []byte(`{"status":"offline","reason":"unexpected_disconnect","timestamp":1767597330}`)}
+	will := &paho.WillMessage{
+		Topic:   "kaiser//esp/ESP_A1B2C3/system/will",
+		QoS:     1,
+		Retain:  true,
+		Payload: []byte(`{"status":"offline","reason":"unexpected_disconnect","timestamp":1767597330}`),
+	}
 	dev2, err := dial(t, h.MQTTAddr(), "ESP_A1B2C3", will)
 	if err != nil {
 		t.Fatal(err)

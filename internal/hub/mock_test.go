@@ -16,8 +16,17 @@ func TestMockDeviceLifecycle(t *testing.T) {
 	admin, operator, _ := setupUsers(t, c)
 	events := h.Events.Subscribe(1024)
 	defer h.Events.Unsubscribe(events)
-	body := map[string]any{"esp_id": "MOCK_7F3A91C2", "auto_heartbeat": true, "heartbeat_interval_seconds": 5,
-		"sensors": []any{map[string]any{"gpio": 34, "sensor_type": "ph", "raw_value": 2048, "interval_seconds": 1}}}
+	body := map[string]any{
+		"esp_id":                     "MOCK_7F3A91C2",
+		"auto_heartbeat":             true,
+		"heartbeat_interval_seconds": 5,
+		"sensors": []any{map[string]any{
+			"gpio":             34,
+			"sensor_type":      "ph",
+			"raw_value":        2048,
+			"interval_seconds": 1,
+		}},
+	}
 	if r := c.do("POST", "/api/v1/debug/mock-esp", operator, body); r.status != 403 {
 		t.Fatalf("operator: %d", r.status)
 	}
@@ -41,8 +50,12 @@ func TestMockDeviceLifecycle(t *testing.T) {
 		t.Fatalf("heartbeat: %s", r.raw)
 	}
 	// More sensors, batch overrides, an actuator, the message log.
-	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors", admin, map[string]any{"gpio": 35, "sensor_type": "ec",
-		"raw_value": 1500, "interval_seconds": 1}); r.status != 200 {
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors", admin, map[string]any{
+		"gpio":             35,
+		"sensor_type":      "ec",
+		"raw_value":        1500,
+		"interval_seconds": 1,
+	}); r.status != 200 {
 		t.Fatalf("add sensor: %s", r.raw)
 	}
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/batch", admin, map[string]any{"values": map[string]any{"34": 1111, "35": 2222}}); r.status != 200 {

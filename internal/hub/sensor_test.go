@@ -95,8 +95,12 @@ func TestSensorPipelineEndToEnd(t *testing.T) {
 	dev := onlineDevice(t, h, c, admin, "ESP_A1B2C3")
 
 	// Sensor config → config push → device answers → applied.
-	r := c.do("POST", "/api/v1/sensors/ESP_A1B2C3/34", admin, map[string]any{"sensor_type": "ph", "name": "pH bed north",
-		"threshold_min": 5.0, "threshold_max": 8.0})
+	r := c.do("POST", "/api/v1/sensors/ESP_A1B2C3/34", admin, map[string]any{
+		"sensor_type":   "ph",
+		"name":          "pH bed north",
+		"threshold_min": 5.0,
+		"threshold_max": 8.0,
+	})
 	if r.status != 200 || r.body["config_sent"] != true || r.body["processing_mode"] != "pi_enhanced" {
 		t.Fatalf("upsert: %d %s", r.status, r.raw)
 	}

@@ -32,8 +32,20 @@ func (s *syncBuf) String() string {
 
 func runNode(t *testing.T, h *Hub, id string, q sim.Quirks, clock *sim.Clock, log *syncBuf) (*sim.Node, context.CancelFunc) {
 	t.Helper()
-	cfg := sim.NodeConfig{EspID: id, Broker: h.MQTTAddr(), Quirks: q, Clock: clock, Interval: 5 * time.Second,
-		Sensors: []sim.SensorSpec{{GPIO: 34, Type: "ph", Base: 2048, Pattern: "random", Range: 20}}}
+	cfg := sim.NodeConfig{
+		EspID:    id,
+		Broker:   h.MQTTAddr(),
+		Quirks:   q,
+		Clock:    clock,
+		Interval: 5 * time.Second,
+		Sensors: []sim.SensorSpec{{
+			GPIO:    34,
+			Type:    "ph",
+			Base:    2048,
+			Pattern: "random",
+			Range:   20,
+		}},
+	}
 	if log != nil {
 		cfg.BootLog = log
 	}

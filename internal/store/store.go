@@ -12,7 +12,7 @@ import (
 // ErrNotFound is returned when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
-// Device is the persisted device record (DOMAIN §1, API §6.2).
+// Device is the persisted device record (docs/domain.md §1, docs/api.md §6.2).
 type Device struct {
 	ID              string // UUID
 	DeviceID        string // esp_id
@@ -40,7 +40,7 @@ type Device struct {
 	Version int64
 }
 
-// Transition is one recorded status change with its cause (CONTRACT L6).
+// Transition is one recorded status change with its cause (docs/protocol.md L6).
 type Transition struct {
 	DeviceID string
 	From, To string
@@ -82,7 +82,7 @@ type Devices interface {
 	Flush(ctx context.Context) error
 }
 
-// User is a hub account (API §5).
+// User is a hub account (docs/api.md §5).
 type User struct {
 	ID           int64
 	Username     string
@@ -121,7 +121,7 @@ type Users interface {
 	PurgeBlacklist(ctx context.Context, now time.Time) (int64, error)
 }
 
-// AuditEntry is one audit log record (API §14).
+// AuditEntry is one audit log record (docs/api.md §14).
 type AuditEntry struct {
 	ID               string         `json:"id"`
 	EventType        string         `json:"event_type"`
@@ -174,7 +174,7 @@ type Doc struct {
 	UpdatedAt time.Time
 }
 
-// SeriesKey identifies a sensor series (DOMAIN §2.2 sensor identity).
+// SeriesKey identifies a sensor series (docs/domain.md §2.2 sensor identity).
 type SeriesKey struct {
 	EspID      string
 	GPIO       int
@@ -217,7 +217,7 @@ type Bucket struct {
 	MinP, MaxP     *float64
 }
 
-// Alert is one alert lifecycle (DOMAIN §3.3); notifications are its per-user copies.
+// Alert is one alert lifecycle (docs/domain.md §3.3); notifications are its per-user copies.
 type Alert struct {
 	ID             string
 	Key            string

@@ -109,10 +109,38 @@ func TestTransitionsReadInVersionOrder(t *testing.T) {
 	defer s.Close(ctx)
 	at := time.Now().UTC().Truncate(time.Millisecond)
 	written := []store.Transition{
-		{DeviceID: "ESP_V1", From: "", To: "pending_approval", Cause: "discovered", At: at, Version: 1},
-		{DeviceID: "ESP_V1", From: "online", To: "deleted", Cause: "deleted", At: at, Version: 4},
-		{DeviceID: "ESP_V1", From: "pending_approval", To: "approved", Cause: "approved", At: at, Version: 2},
-		{DeviceID: "ESP_V1", From: "approved", To: "online", Cause: "heartbeat", At: at, Version: 3},
+		{
+			DeviceID: "ESP_V1",
+			From:     "",
+			To:       "pending_approval",
+			Cause:    "discovered",
+			At:       at,
+			Version:  1,
+		},
+		{
+			DeviceID: "ESP_V1",
+			From:     "online",
+			To:       "deleted",
+			Cause:    "deleted",
+			At:       at,
+			Version:  4,
+		},
+		{
+			DeviceID: "ESP_V1",
+			From:     "pending_approval",
+			To:       "approved",
+			Cause:    "approved",
+			At:       at,
+			Version:  2,
+		},
+		{
+			DeviceID: "ESP_V1",
+			From:     "approved",
+			To:       "online",
+			Cause:    "heartbeat",
+			At:       at,
+			Version:  3,
+		},
 	}
 	for _, tr := range written {
 		if err := s.AppendTransition(ctx, tr); err != nil {

@@ -103,9 +103,17 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 	if capacity <= 0 {
 		capacity = 65536
 	}
-	k := &ReadingSink{store: s, ch: make(chan store.Reading, capacity), done: make(chan struct{}),
-		rolls: map[rollKey]*agg{}, lastRoll: time.Now(), metrics: m, maxBatch: 32768, wait: 5 * time.Millisecond,
-		flushReq: make(chan chan struct{})}
+	k := &ReadingSink{
+		store:    s,
+		ch:       make(chan store.Reading, capacity),
+		done:     make(chan struct{}),
+		rolls:    map[rollKey]*agg{},
+		lastRoll: time.Now(),
+		metrics:  m,
+		maxBatch: 32768,
+		wait:     5 * time.Millisecond,
+		flushReq: make(chan chan struct{}),
+	}
 	go k.run()
 	return k
 }
@@ -346,7 +354,7 @@ func upsertRollups(tx *Tx, rolls map[rollKey]*agg) error {
 
 // RepairRollups recomputes the 1-minute rollups of [from, to) from raw
 // readings, and the hour and day rollups touching that span from the
-// minute rollups (idempotent; DOMAIN §9 catch-up job).
+// minute rollups (idempotent; docs/domain.md §9 catch-up job).
 func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
 	f, t := from.UnixMilli()-from.UnixMilli()%60_000, to.UnixMilli()-to.UnixMilli()%60_000
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {

@@ -85,7 +85,12 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	read.SetMaxOpenConns(4)
-	s := &Store{path: path, write: write, read: read, log: opt.Logger}
+	s := &Store{
+		path:  path,
+		write: write,
+		read:  read,
+		log:   opt.Logger,
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.closeDBs()
 		return nil, err

@@ -33,8 +33,17 @@ func TestMigrationsAndDeviceRoundTrip(t *testing.T) {
 		t.Fatalf("schema version %d %v", v, err)
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	d := store.Device{ID: "u1", DeviceID: "ESP_A1B2C3", Status: "pending_approval", Metadata: map[string]any{"heartbeat_count": 1.0},
-		LastSeen: &now, DiscoveredAt: &now, CreatedAt: now, UpdatedAt: now, Version: 1}
+	d := store.Device{
+		ID:           "u1",
+		DeviceID:     "ESP_A1B2C3",
+		Status:       "pending_approval",
+		Metadata:     map[string]any{"heartbeat_count": 1.0},
+		LastSeen:     &now,
+		DiscoveredAt: &now,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+		Version:      1,
+	}
 	if err := s.SaveDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +104,13 @@ func TestCloseDrainsQueuedWrites(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
 	for i := 0; i < 5000; i++ {
-		if err := s.AppendHeartbeat(ctx, store.Heartbeat{DeviceID: "D", ReceivedAt: time.Now(), DeviceTime: time.Now(), TimeSource: "hub", Uptime: int64(i)}); err != nil {
+		if err := s.AppendHeartbeat(ctx, store.Heartbeat{
+			DeviceID:   "D",
+			ReceivedAt: time.Now(),
+			DeviceTime: time.Now(),
+			TimeSource: "hub",
+			Uptime:     int64(i),
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -111,9 +111,16 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 	} else if opt.BatchWait == 0 {
 		opt.BatchWait = time.Millisecond
 	}
-	w := &Writer{conn: conn, stmts: map[string]*sql.Stmt{}, queue: make(chan request, opt.QueueSize),
-		stopped: make(chan struct{}), batchRows: opt.BatchRows, batchWait: opt.BatchWait,
-		metrics: opt.Metrics, log: opt.Logger}
+	w := &Writer{
+		conn:      conn,
+		stmts:     map[string]*sql.Stmt{},
+		queue:     make(chan request, opt.QueueSize),
+		stopped:   make(chan struct{}),
+		batchRows: opt.BatchRows,
+		batchWait: opt.BatchWait,
+		metrics:   opt.Metrics,
+		log:       opt.Logger,
+	}
 	if w.metrics != nil {
 		w.metrics.queueDepth = func() float64 { return float64(len(w.queue)) }
 	}
