@@ -702,7 +702,9 @@ func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transi
 // once the change is committed, because the answer to the operator says it
 // is stored, and a crash right after it must not undo an approval or a
 // deletion.
-func (s *Service) persistCommitted(ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event) error {
+func (s *Service) persistCommitted(
+	ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event,
+) error {
 	if err := s.queueChange(ctx, rec, tr); err != nil {
 		return err
 	}

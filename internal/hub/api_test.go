@@ -75,7 +75,11 @@ const adminPW = "Admin-pass1"
 // setupUsers creates admin, operator and viewer and returns their access tokens.
 func setupUsers(t *testing.T, c apiClient) (admin, operator, viewer string) {
 	t.Helper()
-	r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW})
+	r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+		"username": "admin",
+		"email":    "admin@example.org",
+		"password": adminPW,
+	})
 	if r.status != 200 {
 		t.Fatalf("setup: %d %s", r.status, r.raw)
 	}
@@ -199,10 +203,17 @@ func TestValidationAndNotFound(t *testing.T) {
 		t.Errorf("wrong method: %d %v", r.status, r.header)
 	}
 	// No stack traces, no default credentials.
-	if r := c.do("POST", "/api/v1/auth/login", "", map[string]any{"username": "admin", "password": "admin"}); r.status != 401 || errCode(r) != "INVALID_CREDENTIALS" {
+	if r := c.do("POST", "/api/v1/auth/login", "", map[string]any{
+		"username": "admin",
+		"password": "admin",
+	}); r.status != 401 || errCode(r) != "INVALID_CREDENTIALS" {
 		t.Errorf("default credential: %d %s", r.status, r.raw)
 	}
-	if r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "second", "email": "s@example.org", "password": adminPW}); r.status != 403 || errCode(r) != "SETUP_ALREADY_COMPLETED" {
+	if r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+		"username": "second",
+		"email":    "s@example.org",
+		"password": adminPW,
+	}); r.status != 403 || errCode(r) != "SETUP_ALREADY_COMPLETED" {
 		t.Errorf("second setup: %d %s", r.status, r.raw)
 	}
 }
@@ -210,7 +221,11 @@ func TestValidationAndNotFound(t *testing.T) {
 func TestLoginRateLimitRefreshRotationLogoutAll(t *testing.T) {
 	h, c := apiHub(t, Config{LoginLimit: 10})
 	defer stopHub(t, h)
-	r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW})
+	r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+		"username": "admin",
+		"email":    "admin@example.org",
+		"password": adminPW,
+	})
 	if r.status != 200 {
 		t.Fatalf("setup %d", r.status)
 	}
@@ -222,7 +237,9 @@ func TestLoginRateLimitRefreshRotationLogoutAll(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("refresh: %d %s", r.status, r.raw)
 	}
-	if r2 := c.do("POST", "/api/v1/auth/refresh", "", map[string]any{"refresh_token": refresh}); r2.status != 401 || errCode(r2) != "TOKEN_REVOKED" {
+	if r2 := c.do("POST", "/api/v1/auth/refresh", "", map[string]any{
+		"refresh_token": refresh,
+	}); r2.status != 401 || errCode(r2) != "TOKEN_REVOKED" {
 		t.Fatalf("reused refresh token: %d %s", r2.status, r2.raw)
 	}
 	if r2 := c.do("GET", "/api/v1/auth/me", refresh, nil); r2.status != 401 {
@@ -231,7 +248,9 @@ func TestLoginRateLimitRefreshRotationLogoutAll(t *testing.T) {
 	newAccess := r.body["tokens"].(map[string]any)["access_token"].(string)
 
 	// Logout with all_devices invalidates every existing access token.
-	if r := c.do("POST", "/api/v1/auth/logout", newAccess, map[string]any{"all_devices": true}); r.status != 200 || r.body["tokens_invalidated"].(float64) < 2 {
+	if r := c.do("POST", "/api/v1/auth/logout", newAccess, map[string]any{
+		"all_devices": true,
+	}); r.status != 200 || r.body["tokens_invalidated"].(float64) < 2 {
 		t.Fatalf("logout all: %d %s", r.status, r.raw)
 	}
 	if r := c.do("GET", "/api/v1/auth/me", access, nil); r.status != 401 || errCode(r) != "TOKEN_REVOKED" {
@@ -241,7 +260,10 @@ func TestLoginRateLimitRefreshRotationLogoutAll(t *testing.T) {
 	// Setup counted once against the shared login budget; 9 more failures
 	// reach the limit and the 11th request of the minute gets 429.
 	for i := 0; i < 9; i++ {
-		if r := c.do("POST", "/api/v1/auth/login", "", map[string]any{"username": "admin", "password": "Wrong-pass1"}); r.status != 401 {
+		if r := c.do("POST", "/api/v1/auth/login", "", map[string]any{
+			"username": "admin",
+			"password": "Wrong-pass1",
+		}); r.status != 401 {
 			t.Fatalf("failed login %d: %d", i, r.status)
 		}
 	}
@@ -327,7 +349,11 @@ func TestDeviceApprovalFlowWithWebSocket(t *testing.T) {
 	if r := c.do("GET", "/api/v1/auth/status", "", nil); r.body["setup_required"] != true {
 		t.Fatalf("status: %s", r.raw)
 	}
-	c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW})
+	c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+		"username": "admin",
+		"email":    "admin@example.org",
+		"password": adminPW,
+	})
 	tok := login(t, c, "admin@EXAMPLE.org", adminPW) // email matched case-insensitively
 	ws := dialWS(t, h, tok, "dashboard")
 
@@ -348,7 +374,9 @@ func TestDeviceApprovalFlowWithWebSocket(t *testing.T) {
 	if r := c.do("GET", "/api/v1/esp/devices", tok, nil); len(r.body["data"].([]any)) != 0 {
 		t.Fatalf("pending must be hidden from the default list: %s", r.raw)
 	}
-	if r := c.do("POST", "/api/v1/esp/devices/ESP_A1B2C3/approve/", tok, nil); r.status != 200 || r.body["status"] != "approved" {
+	if r := c.do(
+		"POST", "/api/v1/esp/devices/ESP_A1B2C3/approve/", tok, nil,
+	); r.status != 200 || r.body["status"] != "approved" {
 		t.Fatalf("approve: %d %s", r.status, r.raw)
 	}
 	ws.await(t, wsEvent("device_status", "ESP_A1B2C3", "approved"))
@@ -370,7 +398,8 @@ func TestDeviceApprovalFlowWithWebSocket(t *testing.T) {
 	if r.body["metrics"] == nil || counters["received"].(float64) != 2 || r.body["uptime_formatted"] != "0d 0h 2m" {
 		t.Fatalf("health: %s", r.raw)
 	}
-	if r := c.do("GET", "/api/v1/health/detailed", tok, nil); r.status != 200 || r.body["mqtt"].(map[string]any)["messages_received"].(float64) < 2 {
+	if r := c.do("GET", "/api/v1/health/detailed", tok, nil); r.status != 200 ||
+		r.body["mqtt"].(map[string]any)["messages_received"].(float64) < 2 {
 		t.Fatalf("detailed: %s", r.raw)
 	}
 	// Audit trail of the walk.

@@ -22,7 +22,11 @@ func BenchmarkHeartbeatAck(b *testing.B) {
 			t := &testing.T{}
 			h, c := apiHub(t, Config{})
 			defer h.Stop(context.Background())
-			r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW})
+			r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+				"username": "admin",
+				"email":    "admin@example.org",
+				"password": adminPW,
+			})
 			tok := r.body["tokens"].(map[string]any)["access_token"].(string)
 			stop := make(chan struct{})
 			defer close(stop)

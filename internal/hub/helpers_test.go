@@ -148,7 +148,8 @@ func (c *client) close() {
 }
 
 func heartbeat(uptime int) string {
-	return fmt.Sprintf(`{"ts":1767600930,"uptime":%d,"heap_free":187432,"wifi_rssi":-61,"sensor_count":0,"actuator_count":0}`, uptime)
+	return fmt.Sprintf(`{"ts":1767600930,"uptime":%d,"heap_free":187432,"wifi_rssi":-61,`+
+		`"sensor_count":0,"actuator_count":0}`, uptime)
 }
 
 // awaitEvent waits for an event matching pred.

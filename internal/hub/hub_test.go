@@ -43,7 +43,8 @@ func TestReadyAndHeartbeatAckForUnknownDevice(t *testing.T) {
 			t.Fatalf("ack on %q, want kaiser id %q", m.topic, c.kaiser)
 		}
 		var ack map[string]any
-		if err := json.Unmarshal([]byte(m.payload), &ack); err != nil || ack["status"] != "pending_approval" || ack["handover_epoch"] != 1.0 {
+		err := json.Unmarshal([]byte(m.payload), &ack)
+		if err != nil || ack["status"] != "pending_approval" || ack["handover_epoch"] != 1.0 {
 			t.Fatalf("ack %s", m.payload)
 		}
 		if !strings.Contains(m.payload, `"status":"pending_approval"`) {
@@ -60,7 +61,8 @@ func TestReadyAndHeartbeatAckForUnknownDevice(t *testing.T) {
 	if n := devs[0].Metadata["heartbeat_count"]; n != 3.0 {
 		t.Fatalf("heartbeat_count %v", n)
 	}
-	if l := metricLine(scrape(t, h), `god_kaiser_mqtt_messages_received_total{kind="heartbeat"}`); !strings.HasSuffix(l, " 3") {
+	l := metricLine(scrape(t, h), `god_kaiser_mqtt_messages_received_total{kind="heartbeat"}`)
+	if !strings.HasSuffix(l, " 3") {
 		t.Fatalf("metrics: %q", l)
 	}
 }
@@ -90,7 +92,9 @@ func TestIdentityEnforcedOnWrites(t *testing.T) {
 	}
 	for {
 		m := sniffer.next(t, 5*time.Second)
-		if strings.Contains(m.topic, "ESP_OTHER1") || strings.HasSuffix(m.topic, "/config") || strings.HasSuffix(m.topic, "/command") {
+		if strings.Contains(m.topic, "ESP_OTHER1") ||
+			strings.HasSuffix(m.topic, "/config") ||
+			strings.HasSuffix(m.topic, "/command") {
 			t.Fatalf("forged message delivered: %s", m.topic)
 		}
 		if m.topic == "kaiser/god/esp/ESP_A1B2C3/system/heartbeat" {

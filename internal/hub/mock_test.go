@@ -39,14 +39,18 @@ func TestMockDeviceLifecycle(t *testing.T) {
 		d, ok := sensorData(e)
 		return ok && d.EspID == "MOCK_7F3A91C2" && d.RawValue == 2048.0
 	})
-	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/34/value", admin, map[string]any{"raw_value": 1000}); r.status != 200 {
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/34/value", admin, map[string]any{
+		"raw_value": 1000,
+	}); r.status != 200 {
 		t.Fatalf("override: %s", r.raw)
 	}
 	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
 		d, ok := sensorData(e)
 		return ok && d.EspID == "MOCK_7F3A91C2" && d.RawValue == 1000.0
 	})
-	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/heartbeat", admin, nil); r.status != 200 || r.body["message_published"] != true {
+	if r := c.do(
+		"POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/heartbeat", admin, nil,
+	); r.status != 200 || r.body["message_published"] != true {
 		t.Fatalf("heartbeat: %s", r.raw)
 	}
 	// More sensors, batch overrides, an actuator, the message log.
@@ -58,14 +62,20 @@ func TestMockDeviceLifecycle(t *testing.T) {
 	}); r.status != 200 {
 		t.Fatalf("add sensor: %s", r.raw)
 	}
-	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/batch", admin, map[string]any{"values": map[string]any{"34": 1111, "35": 2222}}); r.status != 200 {
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/sensors/batch", admin, map[string]any{
+		"values": map[string]any{"34": 1111, "35": 2222},
+	}); r.status != 200 {
 		t.Fatalf("batch: %s", r.raw)
 	}
 	awaitEvent(t, events, 5*time.Second, func(e eventT) bool {
 		d, ok := sensorData(e)
 		return ok && d.GPIO == 35 && d.RawValue == 2222.0
 	})
-	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/actuators", admin, map[string]any{"gpio": 5, "actuator_type": "pump", "state": true}); r.status != 200 {
+	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/actuators", admin, map[string]any{
+		"gpio":          5,
+		"actuator_type": "pump",
+		"state":         true,
+	}); r.status != 200 {
 		t.Fatalf("actuator: %s", r.raw)
 	}
 	if r := c.do("POST", "/api/v1/debug/mock-esp/MOCK_7F3A91C2/emergency-stop", admin, nil); r.status != 200 {
@@ -76,8 +86,12 @@ func TestMockDeviceLifecycle(t *testing.T) {
 	for _, m := range r.body["messages"].([]any) {
 		seen[m.(map[string]any)["topic"].(string)] = true
 	}
-	for _, topic := range []string{"kaiser/god/esp/MOCK_7F3A91C2/actuator/5/status", "kaiser/god/esp/MOCK_7F3A91C2/actuator/5/alert",
-		"kaiser/god/esp/MOCK_7F3A91C2/sensor/35/data", "kaiser/god/esp/MOCK_7F3A91C2/system/heartbeat"} {
+	for _, topic := range []string{
+		"kaiser/god/esp/MOCK_7F3A91C2/actuator/5/status",
+		"kaiser/god/esp/MOCK_7F3A91C2/actuator/5/alert",
+		"kaiser/god/esp/MOCK_7F3A91C2/sensor/35/data",
+		"kaiser/god/esp/MOCK_7F3A91C2/system/heartbeat",
+	} {
 		if !seen[topic] {
 			t.Fatalf("message log lacks %s: %s", topic, r.raw)
 		}

@@ -60,11 +60,15 @@ func answerConfig(t *testing.T, dev *client, id string, sensorStatus string) map
 	topic := "kaiser/god/esp/" + id + "/config_response"
 	n := len(cfg["sensors"].([]any))
 	if sensorStatus == "success" {
-		_ = dev.publish(topic, fmt.Sprintf(`{"status":"success","type":"sensor","count":%d,"message":"Configured %d sensor(s) successfully"}`, n, n), true)
+		_ = dev.publish(topic, fmt.Sprintf(`{"status":"success","type":"sensor","count":%d,`+
+			`"message":"Configured %d sensor(s) successfully"}`, n, n), true)
 	} else {
-		_ = dev.publish(topic, `{"status":"error","type":"sensor","count":0,"message":"Sensor config missing required field 'sensor_name'","error_code":"MISSING_FIELD","failed_item":{"gpio":34}}`, true)
+		_ = dev.publish(topic, `{"status":"error","type":"sensor","count":0,`+
+			`"message":"Sensor config missing required field 'sensor_name'",`+
+			`"error_code":"MISSING_FIELD","failed_item":{"gpio":34}}`, true)
 	}
-	_ = dev.publish(topic, `{"status":"error","type":"actuator","count":0,"message":"Actuator config array is empty","error_code":"MISSING_FIELD"}`, true)
+	_ = dev.publish(topic, `{"status":"error","type":"actuator","count":0,`+
+		`"message":"Actuator config array is empty","error_code":"MISSING_FIELD"}`, true)
 	return cfg
 }
 
@@ -84,7 +88,8 @@ func waitConfigStatus(t *testing.T, c apiClient, tok, path, want string) map[str
 }
 
 func sensorMsg(raw int, ts int64) string {
-	return fmt.Sprintf(`{"esp_id":"ESP_A1B2C3","zone_id":"","subzone_id":"","gpio":34,"sensor_type":"ph","raw":%d,"value":0.00,"unit":"","quality":"fair","ts":%d,"raw_mode":true}`, raw, ts)
+	return fmt.Sprintf(`{"esp_id":"ESP_A1B2C3","zone_id":"","subzone_id":"","gpio":34,"sensor_type":"ph",`+
+		`"raw":%d,"value":0.00,"unit":"","quality":"fair","ts":%d,"raw_mode":true}`, raw, ts)
 }
 
 func TestSensorPipelineEndToEnd(t *testing.T) {
@@ -106,7 +111,10 @@ func TestSensorPipelineEndToEnd(t *testing.T) {
 	}
 	cfg := answerConfig(t, dev, "ESP_A1B2C3", "success")
 	item := cfg["sensors"].([]any)[0].(map[string]any)
-	if item["gpio"] != 34.0 || item["sensor_type"] != "ph" || item["sensor_name"] != "pH bed north" || len(cfg["actuators"].([]any)) != 0 {
+	if item["gpio"] != 34.0 ||
+		item["sensor_type"] != "ph" ||
+		item["sensor_name"] != "pH bed north" ||
+		len(cfg["actuators"].([]any)) != 0 {
 		t.Fatalf("config message: %v", cfg)
 	}
 	waitConfigStatus(t, c, admin, "/api/v1/sensors/ESP_A1B2C3/34", "applied")
@@ -126,7 +134,8 @@ func TestSensorPipelineEndToEnd(t *testing.T) {
 			echo = m
 		}
 	}
-	if echo.topic != "kaiser/god/esp/ESP_A1B2C3/sensor/34/processed" || !strings.Contains(echo.payload, `"processed_value":6.47,"unit":"pH","quality":"fair"`) {
+	if echo.topic != "kaiser/god/esp/ESP_A1B2C3/sensor/34/processed" ||
+		!strings.Contains(echo.payload, `"processed_value":6.47,"unit":"pH","quality":"fair"`) {
 		t.Fatalf("echo: %+v", echo)
 	}
 	ws.await(t, func(m map[string]any) bool {
@@ -141,18 +150,24 @@ func TestSensorPipelineEndToEnd(t *testing.T) {
 	flushReadings(t, h)
 	r = c.do("GET", "/api/v1/sensors/data?esp_id=ESP_A1B2C3&gpio=34", admin, nil)
 	rows := r.body["readings"].([]any)
-	if len(rows) != 1 || rows[0].(map[string]any)["processed_value"] != 6.47 || rows[0].(map[string]any)["processing_mode"] != "pi_enhanced" {
+	if len(rows) != 1 ||
+		rows[0].(map[string]any)["processed_value"] != 6.47 ||
+		rows[0].(map[string]any)["processing_mode"] != "pi_enhanced" {
 		t.Fatalf("history: %s", r.raw)
 	}
 
 	// The firmware's HTTP call: compact reply, exact length, CRLF CRLF.
-	resp := rawHTTP(t, h.HTTPAddr(), `{"esp_id":"ESP_A1B2C3","gpio":34,"sensor_type":"ph","raw_value":2048,"timestamp":183422,"metadata":{}}`)
-	if !strings.Contains(resp, "\r\n\r\n"+`{"success":true,"processed_value":6.47,"unit":"pH","quality":"fair","timestamp":`) ||
+	resp := rawHTTP(t, h.HTTPAddr(), `{"esp_id":"ESP_A1B2C3","gpio":34,"sensor_type":"ph",`+
+		`"raw_value":2048,"timestamp":183422,"metadata":{}}`)
+	if !strings.Contains(resp, "\r\n\r\n"+
+		`{"success":true,"processed_value":6.47,"unit":"pH","quality":"fair","timestamp":`) ||
 		!strings.HasSuffix(resp, "}\r\n\r\n") {
 		t.Fatalf("process reply: %q", resp)
 	}
 	// Unknown device: raw fallback, still 200.
-	if resp := rawHTTP(t, h.HTTPAddr(), `{"esp_id":"ESP_UNKNWN","gpio":34,"sensor_type":"ph","raw_value":4294967295,"timestamp":1,"metadata":{}}`); !strings.Contains(resp, `"processed_value":999999999,"unit":"raw","quality":"fair"`) {
+	if resp := rawHTTP(t, h.HTTPAddr(), `{"esp_id":"ESP_UNKNWN","gpio":34,"sensor_type":"ph",`+
+		`"raw_value":4294967295,"timestamp":1,"metadata":{}}`,
+	); !strings.Contains(resp, `"processed_value":999999999,"unit":"raw","quality":"fair"`) {
 		t.Fatalf("fallback: %q", resp)
 	}
 
@@ -236,7 +251,13 @@ func rawHTTP(t *testing.T, addr, body string) string {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /api/v1/sensors/process HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", addr, len(body), body)
+	fmt.Fprintf(conn, "POST /api/v1/sensors/process HTTP/1.1\r\n"+
+		"Host: %s\r\n"+
+		"Content-Type: application/json\r\n"+
+		"Content-Length: %d\r\n"+
+		"Connection: close\r\n"+
+		"\r\n"+
+		"%s", addr, len(body), body)
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, _ := io.ReadAll(bufio.NewReader(conn))
 	resp := string(b)

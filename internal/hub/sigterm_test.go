@@ -40,7 +40,11 @@ func TestSIGTERMUnderLoadLosesNothingAcknowledged(t *testing.T) {
 	}
 	dir := t.TempDir()
 	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--log-level", "warn")
+	cmd := exec.Command(bin, "serve",
+		"--data-dir", dir,
+		"--http-addr", httpAddr,
+		"--mqtt-addr", mqttAddr,
+		"--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -30,7 +30,9 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func runNode(t *testing.T, h *Hub, id string, q sim.Quirks, clock *sim.Clock, log *syncBuf) (*sim.Node, context.CancelFunc) {
+func runNode(
+	t *testing.T, h *Hub, id string, q sim.Quirks, clock *sim.Clock, log *syncBuf,
+) (*sim.Node, context.CancelFunc) {
 	t.Helper()
 	cfg := sim.NodeConfig{
 		EspID:    id,
@@ -81,8 +83,13 @@ func TestSimulatedNodeLifecycle(t *testing.T) {
 	if d, _ := h.Devices.Get("ESP_5A11E0"); d.KaiserID != "" {
 		t.Fatalf("baseline node publishes on kaiser//: root %q", d.KaiserID)
 	}
-	for _, banner := range []string{"Phase 1: Core Infrastructure READY  ║", "Phase 2: Communication Layer READY  ║",
-		"Phase 3: Hardware Abstraction READY  ║", "Phase 4: Sensor System READY         ║", "Phase 5: Actuator System READY      ║"} {
+	for _, banner := range []string{
+		"Phase 1: Core Infrastructure READY  ║",
+		"Phase 2: Communication Layer READY  ║",
+		"Phase 3: Hardware Abstraction READY  ║",
+		"Phase 4: Sensor System READY         ║",
+		"Phase 5: Actuator System READY      ║",
+	} {
 		if !strings.Contains(log.String(), "║   "+banner) {
 			t.Fatalf("boot log lacks %q", banner)
 		}
@@ -140,7 +147,8 @@ func TestSimulatedNodeAllQuirks(t *testing.T) {
 	if d.KaiserID != "" || quirks["ntp_unsynced"] != true || quirks["empty_kaiser_id"] != true {
 		t.Fatalf("device %s quirks %v", d.KaiserID, quirks)
 	}
-	if c := h.Ingest.DeviceCounters("ESP_A11000"); c.Dropped["handler_error"]+c.Dropped["bad_json"]+c.Dropped["wrong_type"] != 0 {
+	c := h.Ingest.DeviceCounters("ESP_A11000")
+	if c.Dropped["handler_error"]+c.Dropped["bad_json"]+c.Dropped["wrong_type"] != 0 {
 		t.Fatalf("errors: %+v", c)
 	}
 }

@@ -156,7 +156,11 @@ type AuditFilter struct {
 type Audit interface {
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	QueryAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, int, error)
-	AuditCounts(ctx context.Context, since time.Time) (bySeverity, byType map[string]int, oldest, newest *time.Time, err error)
+	AuditCounts(ctx context.Context, since time.Time) (
+		bySeverity, byType map[string]int,
+		oldest, newest *time.Time,
+		err error,
+	)
 	DeleteAudit(ctx context.Context, severity string, before time.Time, keepTypes []string, limit int) (int64, error)
 	GetSetting(ctx context.Context, key string) (string, bool, error)
 	PutSetting(ctx context.Context, key, value string) error

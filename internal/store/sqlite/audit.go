@@ -21,8 +21,12 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) error {
 		details = []byte("{}")
 	}
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO audit_log (id, event_type, severity, source_type, source_id, status, message, details,
-			error_code, error_description, ip_address, user_agent, correlation_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.Exec(`
+			INSERT INTO audit_log (
+				id, event_type, severity, source_type, source_id, status, message, details,
+				error_code, error_description, ip_address, user_agent, correlation_id, created_at
+			)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 			e.ID, e.EventType, e.Severity, e.SourceType, e.SourceID, e.Status, e.Message, string(details), e.ErrorCode,
 			e.ErrorDescription, e.IPAddress, e.UserAgent, e.CorrelationID, e.CreatedAt.UnixMilli())
 		if err != nil {
@@ -80,9 +84,14 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT id, event_type, severity, source_type, source_id, status, message, details,
-		error_code, error_description, ip_address, user_agent, correlation_id, created_at FROM audit_log`+where+
-		` ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`, append(args, f.Limit, f.Offset)...)
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT
+			id, event_type, severity, source_type, source_id, status, message, details,
+			error_code, error_description, ip_address, user_agent, correlation_id, created_at
+		FROM audit_log`+where+`
+		ORDER BY created_at DESC, rowid DESC
+		LIMIT ? OFFSET ?`,
+		append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("query audit: %w", err)
 	}
@@ -92,8 +101,10 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 		var e store.AuditEntry
 		var details string
 		var created int64
-		if err := rows.Scan(&e.ID, &e.EventType, &e.Severity, &e.SourceType, &e.SourceID, &e.Status, &e.Message, &details,
-			&e.ErrorCode, &e.ErrorDescription, &e.IPAddress, &e.UserAgent, &e.CorrelationID, &created); err != nil {
+		if err := rows.Scan(
+			&e.ID, &e.EventType, &e.Severity, &e.SourceType, &e.SourceID, &e.Status, &e.Message, &details,
+			&e.ErrorCode, &e.ErrorDescription, &e.IPAddress, &e.UserAgent, &e.CorrelationID, &created,
+		); err != nil {
 			return nil, 0, err
 		}
 		_ = json.Unmarshal([]byte(details), &e.Details)
@@ -104,9 +115,15 @@ func (s *Store) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 }
 
 // AuditCounts aggregates entries since a time (zero = all).
-func (s *Store) AuditCounts(ctx context.Context, since time.Time) (map[string]int, map[string]int, *time.Time, *time.Time, error) {
+func (s *Store) AuditCounts(ctx context.Context, since time.Time) (
+	map[string]int, map[string]int, *time.Time, *time.Time, error,
+) {
 	bySev, byType := map[string]int{}, map[string]int{}
-	rows, err := s.read.QueryContext(ctx, `SELECT severity, event_type, COUNT(*) FROM audit_log WHERE created_at >= ? GROUP BY severity, event_type`, since.UnixMilli())
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT severity, event_type, COUNT(*) FROM audit_log
+		WHERE created_at >= ?
+		GROUP BY severity, event_type`,
+		since.UnixMilli())
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -121,7 +138,10 @@ func (s *Store) AuditCounts(ctx context.Context, since time.Time) (map[string]in
 		byType[typ] += n
 	}
 	var lo, hi sql.NullInt64
-	if err := s.read.QueryRowContext(ctx, `SELECT MIN(created_at), MAX(created_at) FROM audit_log WHERE created_at >= ?`, since.UnixMilli()).Scan(&lo, &hi); err != nil {
+	if err := s.read.QueryRowContext(ctx, `
+		SELECT MIN(created_at), MAX(created_at) FROM audit_log
+		WHERE created_at >= ?`,
+		since.UnixMilli()).Scan(&lo, &hi); err != nil {
 		return nil, nil, nil, nil, err
 	}
 	return bySev, byType, fromMS(lo), fromMS(hi), rows.Err()
@@ -129,7 +149,9 @@ func (s *Store) AuditCounts(ctx context.Context, since time.Time) (map[string]in
 
 // DeleteAudit deletes up to limit entries of a severity older than before,
 // oldest first, keeping the listed event types.
-func (s *Store) DeleteAudit(ctx context.Context, severity string, before time.Time, keepTypes []string, limit int) (int64, error) {
+func (s *Store) DeleteAudit(
+	ctx context.Context, severity string, before time.Time, keepTypes []string, limit int,
+) (int64, error) {
 	keep := ""
 	args := []any{severity, before.UnixMilli()}
 	if len(keepTypes) > 0 {
@@ -141,8 +163,15 @@ func (s *Store) DeleteAudit(ctx context.Context, severity string, before time.Ti
 	args = append(args, limit)
 	var n int64
 	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		res, err := tx.Exec(`DELETE FROM audit_log WHERE rowid IN (SELECT rowid FROM audit_log WHERE severity = ? AND created_at < ?`+keep+
-			` ORDER BY created_at LIMIT ?)`, args...)
+		res, err := tx.Exec(`
+			DELETE FROM audit_log
+			WHERE rowid IN (
+				SELECT rowid FROM audit_log
+				WHERE severity = ? AND created_at < ?`+keep+`
+				ORDER BY created_at
+				LIMIT ?
+			)`,
+			args...)
 		if err == nil {
 			n, _ = res.RowsAffected()
 		}
@@ -164,7 +193,11 @@ func (s *Store) GetSetting(ctx context.Context, key string) (string, bool, error
 // PutSetting stores a setting.
 func (s *Store) PutSetting(ctx context.Context, key, value string) error {
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
+		_, err := tx.Exec(`
+			INSERT INTO settings (key, value)
+			VALUES (?, ?)
+			ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+			key, value)
 		return err
 	})
 }

@@ -115,8 +115,12 @@ func (s *Store) AppendTransition(ctx context.Context, t store.Transition) error 
 // AppendHeartbeat queues a heartbeat record.
 func (s *Store) AppendHeartbeat(ctx context.Context, h store.Heartbeat) error {
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO device_heartbeats (device_id, received_at, device_time, time_source, uptime, heap_free, rssi, seq)
-			VALUES (?,?,?,?,?,?,?,?)`, h.DeviceID, h.ReceivedAt.UnixMilli(), h.DeviceTime.UnixMilli(), h.TimeSource,
+		_, err := tx.Exec(`
+			INSERT INTO device_heartbeats (
+				device_id, received_at, device_time, time_source, uptime, heap_free, rssi, seq
+			)
+			VALUES (?,?,?,?,?,?,?,?)`,
+			h.DeviceID, h.ReceivedAt.UnixMilli(), h.DeviceTime.UnixMilli(), h.TimeSource,
 			h.Uptime, h.HeapFree, h.RSSI, h.Seq)
 		if err != nil {
 			return fmt.Errorf("append heartbeat %s: %w", h.DeviceID, err)

@@ -13,9 +13,16 @@ import (
 // SaveSensorConfig upserts a sensor config document and waits for the commit.
 func (s *Store) SaveSensorConfig(ctx context.Context, d store.Doc) error {
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO sensor_configs (id, esp_id, gpio, sensor_type, address, doc, created_at, updated_at)
-			VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET esp_id=excluded.esp_id, gpio=excluded.gpio,
-			sensor_type=excluded.sensor_type, address=excluded.address, doc=excluded.doc, updated_at=excluded.updated_at`,
+		_, err := tx.Exec(`
+			INSERT INTO sensor_configs (id, esp_id, gpio, sensor_type, address, doc, created_at, updated_at)
+			VALUES (?,?,?,?,?,?,?,?)
+			ON CONFLICT(id) DO UPDATE SET
+				esp_id=excluded.esp_id,
+				gpio=excluded.gpio,
+				sensor_type=excluded.sensor_type,
+				address=excluded.address,
+				doc=excluded.doc,
+				updated_at=excluded.updated_at`,
 			d.ID, d.EspID, d.GPIO, d.Kind, d.Address, string(d.JSON), d.CreatedAt.UnixMilli(), d.UpdatedAt.UnixMilli())
 		if isUnique(err) {
 			return store.ErrDuplicate
@@ -37,7 +44,9 @@ func (s *Store) DeleteSensorConfig(ctx context.Context, id string) error {
 
 // LoadSensorConfigs returns every sensor config document.
 func (s *Store) LoadSensorConfigs(ctx context.Context) ([]store.Doc, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT id, esp_id, gpio, sensor_type, address, doc, created_at, updated_at FROM sensor_configs`)
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT id, esp_id, gpio, sensor_type, address, doc, created_at, updated_at
+		FROM sensor_configs`)
 	if err != nil {
 		return nil, err
 	}
@@ -59,8 +68,14 @@ func (s *Store) LoadSensorConfigs(ctx context.Context) ([]store.Doc, error) {
 // SaveConfigPush records a device's last config push.
 func (s *Store) SaveConfigPush(ctx context.Context, espID, correlationID, status string, doc []byte) error {
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO config_pushes (esp_id, correlation_id, status, doc, updated_at) VALUES (?,?,?,?,?)
-			ON CONFLICT(esp_id) DO UPDATE SET correlation_id=excluded.correlation_id, status=excluded.status, doc=excluded.doc, updated_at=excluded.updated_at`,
+		_, err := tx.Exec(`
+			INSERT INTO config_pushes (esp_id, correlation_id, status, doc, updated_at)
+			VALUES (?,?,?,?,?)
+			ON CONFLICT(esp_id) DO UPDATE SET
+				correlation_id=excluded.correlation_id,
+				status=excluded.status,
+				doc=excluded.doc,
+				updated_at=excluded.updated_at`,
 			espID, correlationID, status, string(doc), time.Now().UnixMilli())
 		return err
 	})
@@ -87,12 +102,25 @@ func (s *Store) LoadConfigPushes(ctx context.Context) (map[string][]byte, error)
 // SaveAlert upserts an alert and waits for the commit.
 func (s *Store) SaveAlert(ctx context.Context, a store.Alert) error {
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO alerts (id, alert_key, severity, category, source, title, body, metadata, status, suppressed,
-			occurrence_count, created_at, updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by)
-			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, title=excluded.title,
-			body=excluded.body, metadata=excluded.metadata, status=excluded.status, suppressed=excluded.suppressed,
-			occurrence_count=excluded.occurrence_count, updated_at=excluded.updated_at, acknowledged_at=excluded.acknowledged_at,
-			acknowledged_by=excluded.acknowledged_by, resolved_at=excluded.resolved_at, resolved_by=excluded.resolved_by`,
+		_, err := tx.Exec(`
+			INSERT INTO alerts (
+				id, alert_key, severity, category, source, title, body, metadata, status, suppressed,
+				occurrence_count, created_at, updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+			)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+			ON CONFLICT(id) DO UPDATE SET
+				severity=excluded.severity,
+				title=excluded.title,
+				body=excluded.body,
+				metadata=excluded.metadata,
+				status=excluded.status,
+				suppressed=excluded.suppressed,
+				occurrence_count=excluded.occurrence_count,
+				updated_at=excluded.updated_at,
+				acknowledged_at=excluded.acknowledged_at,
+				acknowledged_by=excluded.acknowledged_by,
+				resolved_at=excluded.resolved_at,
+				resolved_by=excluded.resolved_by`,
 			a.ID, a.Key, a.Severity, a.Category, a.Source, a.Title, a.Body, string(a.Metadata), a.Status, boolInt(a.Suppressed),
 			a.Occurrences, a.CreatedAt.UnixMilli(), a.UpdatedAt.UnixMilli(), ms(a.AcknowledgedAt), a.AcknowledgedBy,
 			ms(a.ResolvedAt), a.ResolvedBy)
@@ -100,7 +128,9 @@ func (s *Store) SaveAlert(ctx context.Context, a store.Alert) error {
 			return fmt.Errorf("save alert: %w", err)
 		}
 		for _, uid := range a.NotifyUsers {
-			if _, err := tx.Exec(`INSERT INTO notifications (id, user_id, alert_id, created_at) VALUES (?,?,?,?)`,
+			if _, err := tx.Exec(`
+				INSERT INTO notifications (id, user_id, alert_id, created_at)
+				VALUES (?,?,?,?)`,
 				a.ID+fmt.Sprintf("-%d", uid), uid, a.ID, a.UpdatedAt.UnixMilli()); err != nil && !isUnique(err) {
 				return fmt.Errorf("save notification: %w", err)
 			}
@@ -109,8 +139,10 @@ func (s *Store) SaveAlert(ctx context.Context, a store.Alert) error {
 	})
 }
 
-const alertCols = `a.id, a.alert_key, a.severity, a.category, a.source, a.title, a.body, a.metadata, a.status, a.suppressed,
-	a.occurrence_count, a.created_at, a.updated_at, a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by`
+const alertCols = `
+	a.id, a.alert_key, a.severity, a.category, a.source, a.title, a.body, a.metadata,
+	a.status, a.suppressed, a.occurrence_count, a.created_at, a.updated_at,
+	a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by`
 
 func scanAlert(row interface{ Scan(...any) error }, extra ...any) (store.Alert, error) {
 	var a store.Alert
@@ -173,14 +205,22 @@ func (s *Store) ListNotifications(ctx context.Context, f store.NotificationFilte
 		add("n.id = ?", f.ID)
 	}
 	var total int
-	if err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM notifications n JOIN alerts a ON a.id = n.alert_id`+where, args...).Scan(&total); err != nil {
+	if err := s.read.QueryRowContext(ctx, `
+		SELECT COUNT(*) FROM notifications n
+		JOIN alerts a ON a.id = n.alert_id`+where,
+		args...).Scan(&total); err != nil {
 		return nil, 0, err
 	}
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	rows, err := s.read.QueryContext(ctx, `SELECT `+alertCols+`, n.id, n.user_id, n.is_read, n.read_at, n.channel FROM notifications n JOIN alerts a ON a.id = n.alert_id`+
-		where+` ORDER BY n.created_at DESC, n.id LIMIT ? OFFSET ?`, append(args, f.Limit, f.Offset)...)
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT `+alertCols+`, n.id, n.user_id, n.is_read, n.read_at, n.channel
+		FROM notifications n
+		JOIN alerts a ON a.id = n.alert_id`+where+`
+		ORDER BY n.created_at DESC, n.id
+		LIMIT ? OFFSET ?`,
+		append(args, f.Limit, f.Offset)...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -204,7 +244,10 @@ func (s *Store) ListNotifications(ctx context.Context, f store.NotificationFilte
 func (s *Store) MarkRead(ctx context.Context, userID int64, id string) (int64, error) {
 	var n int64
 	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		q, args := `UPDATE notifications SET is_read = 1, read_at = ? WHERE user_id = ? AND is_read = 0`, []any{time.Now().UnixMilli(), userID}
+		q := `
+			UPDATE notifications SET is_read = 1, read_at = ?
+			WHERE user_id = ? AND is_read = 0`
+		args := []any{time.Now().UnixMilli(), userID}
 		if id != "" {
 			q += ` AND id = ?`
 			args = append(args, id)

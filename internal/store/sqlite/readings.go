@@ -70,9 +70,15 @@ type SinkMetrics struct {
 // NewSinkMetrics registers the sink metrics.
 func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 	m := &SinkMetrics{
-		Committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "god_kaiser_sensor_readings_total", Help: "Sensor readings stored."}),
-		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_reading_durable_seconds",
-			Help: "Time from receipt of a reading to its committed row.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		Committed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "god_kaiser_sensor_readings_total",
+			Help: "Sensor readings stored.",
+		}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kaiser_reading_durable_seconds",
+			Help:    "Time from receipt of a reading to its committed row.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
 	}
 	reg.MustRegister(m.Committed, m.Latency)
 	return m
@@ -287,8 +293,12 @@ var insertChunk = 64
 
 func readingInsert(n int) string {
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", readingCols), ",") + ")"
-	return `INSERT OR IGNORE INTO readings (series_id, ts, raw, processed, unit, quality, mode, device_value, time_source,
-		received_at, source, zone_id, subzone_id) VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",")
+	return `
+		INSERT OR IGNORE INTO readings (
+			series_id, ts, raw, processed, unit, quality, mode, device_value, time_source,
+			received_at, source, zone_id, subzone_id
+		)
+		VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",")
 }
 
 var (
@@ -333,16 +343,26 @@ func nullable(v float64, present bool) any {
 func upsertRollups(tx *Tx, rolls map[rollKey]*agg) error {
 	for key, a := range rolls {
 		t := rollupTables[key.table].table
-		_, err := tx.Exec(`INSERT INTO `+t+` (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
-			VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(series_id, bucket) DO UPDATE SET
-			n = n + excluded.n, sum_raw = sum_raw + excluded.sum_raw,
-			min_raw = min(COALESCE(min_raw, excluded.min_raw), COALESCE(excluded.min_raw, min_raw)),
-			max_raw = max(COALESCE(max_raw, excluded.max_raw), COALESCE(excluded.max_raw, max_raw)),
-			n_p = n_p + excluded.n_p, sum_p = sum_p + excluded.sum_p,
-			min_p = min(COALESCE(min_p, excluded.min_p), COALESCE(excluded.min_p, min_p)),
-			max_p = max(COALESCE(max_p, excluded.max_p), COALESCE(excluded.max_p, max_p)),
-			last_p = CASE WHEN excluded.last_ts >= last_ts AND excluded.n_p > 0 THEN excluded.last_p ELSE last_p END,
-			last_ts = max(last_ts, excluded.last_ts)`,
+		_, err := tx.Exec(`
+			INSERT INTO `+t+` (
+				series_id, bucket, n, sum_raw, min_raw, max_raw,
+				n_p, sum_p, min_p, max_p, last_p, last_ts
+			)
+			VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+			ON CONFLICT(series_id, bucket) DO UPDATE SET
+				n = n + excluded.n,
+				sum_raw = sum_raw + excluded.sum_raw,
+				min_raw = min(COALESCE(min_raw, excluded.min_raw), COALESCE(excluded.min_raw, min_raw)),
+				max_raw = max(COALESCE(max_raw, excluded.max_raw), COALESCE(excluded.max_raw, max_raw)),
+				n_p = n_p + excluded.n_p,
+				sum_p = sum_p + excluded.sum_p,
+				min_p = min(COALESCE(min_p, excluded.min_p), COALESCE(excluded.min_p, min_p)),
+				max_p = max(COALESCE(max_p, excluded.max_p), COALESCE(excluded.max_p, max_p)),
+				last_p = CASE
+					WHEN excluded.last_ts >= last_ts AND excluded.n_p > 0 THEN excluded.last_p
+					ELSE last_p
+				END,
+				last_ts = max(last_ts, excluded.last_ts)`,
 			key.series, key.bucket, a.n, a.sumRaw, nullable(a.minRaw, a.n > 0), nullable(a.maxRaw, a.n > 0),
 			a.nP, a.sumP, nullable(a.minP, a.nP > 0), nullable(a.maxP, a.nP > 0), nullable(a.lastP, a.nP > 0), a.lastTS)
 		if err != nil {
@@ -361,13 +381,30 @@ func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
 		if _, err := tx.Exec(`DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ?`, f, t); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`INSERT INTO rollup_1m (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
-			SELECT series_id, ts - ts % 60000, COUNT(*), SUM(raw), MIN(raw), MAX(raw), COUNT(processed), COALESCE(SUM(processed), 0),
-			MIN(processed), MAX(processed),
-			(SELECT r2.processed FROM readings r2 WHERE r2.series_id = r.series_id AND r2.ts >= r.ts - r.ts % 60000
-			   AND r2.ts < r.ts - r.ts % 60000 + 60000 AND r2.quality != 'error' AND r2.processed IS NOT NULL ORDER BY r2.ts DESC LIMIT 1),
-			COALESCE(MAX(CASE WHEN processed IS NOT NULL THEN ts END), 0)
-			FROM readings r WHERE ts >= ? AND ts < ? AND quality != 'error' GROUP BY series_id, ts - ts % 60000`, f, t); err != nil {
+		if _, err := tx.Exec(`
+			INSERT INTO rollup_1m (
+				series_id, bucket, n, sum_raw, min_raw, max_raw,
+				n_p, sum_p, min_p, max_p, last_p, last_ts
+			)
+			SELECT
+				series_id, ts - ts % 60000,
+				COUNT(*), SUM(raw), MIN(raw), MAX(raw),
+				COUNT(processed), COALESCE(SUM(processed), 0), MIN(processed), MAX(processed),
+				(
+					SELECT r2.processed FROM readings r2
+					WHERE r2.series_id = r.series_id
+					  AND r2.ts >= r.ts - r.ts % 60000
+					  AND r2.ts < r.ts - r.ts % 60000 + 60000
+					  AND r2.quality != 'error'
+					  AND r2.processed IS NOT NULL
+					ORDER BY r2.ts DESC
+					LIMIT 1
+				),
+				COALESCE(MAX(CASE WHEN processed IS NOT NULL THEN ts END), 0)
+			FROM readings r
+			WHERE ts >= ? AND ts < ? AND quality != 'error'
+			GROUP BY series_id, ts - ts % 60000`,
+			f, t); err != nil {
 			return fmt.Errorf("rebuild minute rollups: %w", err)
 		}
 		for _, rt := range rollupTables[1:] {
@@ -375,11 +412,28 @@ func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
 			if _, err := tx.Exec(`DELETE FROM `+rt.table+` WHERE bucket >= ? AND bucket < ?`, lo, hi); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(`INSERT INTO `+rt.table+` (series_id, bucket, n, sum_raw, min_raw, max_raw, n_p, sum_p, min_p, max_p, last_p, last_ts)
-				SELECT series_id, bucket - bucket % ?, SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw), SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p),
-				(SELECT m2.last_p FROM rollup_1m m2 WHERE m2.series_id = m.series_id AND m2.bucket >= m.bucket - m.bucket % ?
-				   AND m2.bucket < m.bucket - m.bucket % ? + ? AND m2.n_p > 0 ORDER BY m2.last_ts DESC LIMIT 1), MAX(last_ts)
-				FROM rollup_1m m WHERE bucket >= ? AND bucket < ? GROUP BY series_id, bucket - bucket % ?`,
+			if _, err := tx.Exec(`
+				INSERT INTO `+rt.table+` (
+					series_id, bucket, n, sum_raw, min_raw, max_raw,
+					n_p, sum_p, min_p, max_p, last_p, last_ts
+				)
+				SELECT
+					series_id, bucket - bucket % ?,
+					SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw),
+					SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p),
+					(
+						SELECT m2.last_p FROM rollup_1m m2
+						WHERE m2.series_id = m.series_id
+						  AND m2.bucket >= m.bucket - m.bucket % ?
+						  AND m2.bucket < m.bucket - m.bucket % ? + ?
+						  AND m2.n_p > 0
+						ORDER BY m2.last_ts DESC
+						LIMIT 1
+					),
+					MAX(last_ts)
+				FROM rollup_1m m
+				WHERE bucket >= ? AND bucket < ?
+				GROUP BY series_id, bucket - bucket % ?`,
 				rt.width, rt.width, rt.width, rt.width, lo, hi, rt.width); err != nil {
 				return fmt.Errorf("rebuild %s: %w", rt.table, err)
 			}
@@ -392,11 +446,15 @@ func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
 func (s *Store) EnsureSeries(ctx context.Context, k store.SeriesKey) (int64, error) {
 	var id int64
 	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		if _, err := tx.Exec(`INSERT OR IGNORE INTO sensor_series (esp_id, gpio, sensor_type, address) VALUES (?,?,?,?)`,
+		if _, err := tx.Exec(`
+			INSERT OR IGNORE INTO sensor_series (esp_id, gpio, sensor_type, address)
+			VALUES (?,?,?,?)`,
 			k.EspID, k.GPIO, k.SensorType, k.Address); err != nil {
 			return err
 		}
-		return tx.QueryRow(`SELECT id FROM sensor_series WHERE esp_id = ? AND gpio = ? AND sensor_type = ? AND address = ?`,
+		return tx.QueryRow(`
+			SELECT id FROM sensor_series
+			WHERE esp_id = ? AND gpio = ? AND sensor_type = ? AND address = ?`,
 			k.EspID, k.GPIO, k.SensorType, k.Address).Scan(&id)
 	})
 	return id, err
@@ -421,9 +479,13 @@ func (s *Store) LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, erro
 	return out, rows.Err()
 }
 
-const readingSelect = `SELECT r.series_id, r.ts, r.raw, r.processed, r.unit, r.quality, r.mode, r.device_value, r.time_source,
-	r.received_at, r.source, r.zone_id, r.subzone_id, s.esp_id, s.gpio, s.sensor_type, s.address
-	FROM readings r JOIN sensor_series s ON s.id = r.series_id`
+const readingSelect = `
+	SELECT
+		r.series_id, r.ts, r.raw, r.processed, r.unit, r.quality, r.mode, r.device_value, r.time_source,
+		r.received_at, r.source, r.zone_id, r.subzone_id,
+		s.esp_id, s.gpio, s.sensor_type, s.address
+	FROM readings r
+	JOIN sensor_series s ON s.id = r.series_id`
 
 func scanReadings(rows *sql.Rows) ([]store.RawRow, error) {
 	defer rows.Close()
@@ -431,8 +493,11 @@ func scanReadings(rows *sql.Rows) ([]store.RawRow, error) {
 	for rows.Next() {
 		var x store.RawRow
 		var p, dv sql.NullFloat64
-		if err := rows.Scan(&x.SeriesID, &x.TS, &x.Raw, &p, &x.Unit, &x.Quality, &x.Mode, &dv, &x.TimeSource,
-			&x.ReceivedAt, &x.Source, &x.ZoneID, &x.SubzoneID, &x.Key.EspID, &x.Key.GPIO, &x.Key.SensorType, &x.Key.Address); err != nil {
+		if err := rows.Scan(
+			&x.SeriesID, &x.TS, &x.Raw, &p, &x.Unit, &x.Quality, &x.Mode, &dv, &x.TimeSource,
+			&x.ReceivedAt, &x.Source, &x.ZoneID, &x.SubzoneID,
+			&x.Key.EspID, &x.Key.GPIO, &x.Key.SensorType, &x.Key.Address,
+		); err != nil {
 			return nil, err
 		}
 		if p.Valid {
@@ -494,16 +559,31 @@ func (s *Store) QueryReadings(ctx context.Context, q RawQuery) ([]store.RawRow, 
 
 // Buckets aggregates a series into buckets of width ms aligned to align
 // (ms), reading the rollup table of granularity source ("raw", "1m", "1h", "1d").
-func (s *Store) Buckets(ctx context.Context, series int64, source string, start, end, width, align int64) ([]store.Bucket, error) {
+func (s *Store) Buckets(
+	ctx context.Context, series int64, source string, start, end, width, align int64,
+) ([]store.Bucket, error) {
 	var q string
 	switch source {
 	case "raw":
-		q = `SELECT (ts - ?) / ? AS b, COUNT(*), SUM(raw), MIN(raw), MAX(raw), COUNT(processed), COALESCE(SUM(processed),0),
-			MIN(processed), MAX(processed) FROM readings WHERE series_id = ? AND ts >= ? AND ts < ? AND quality != 'error'
-			GROUP BY b ORDER BY b`
+		q = `
+			SELECT
+				(ts - ?) / ? AS b,
+				COUNT(*), SUM(raw), MIN(raw), MAX(raw),
+				COUNT(processed), COALESCE(SUM(processed),0), MIN(processed), MAX(processed)
+			FROM readings
+			WHERE series_id = ? AND ts >= ? AND ts < ? AND quality != 'error'
+			GROUP BY b
+			ORDER BY b`
 	case "1m", "1h", "1d":
-		q = `SELECT (bucket - ?) / ? AS b, SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw), SUM(n_p), SUM(sum_p),
-			MIN(min_p), MAX(max_p) FROM rollup_` + source + ` WHERE series_id = ? AND bucket >= ? AND bucket < ? GROUP BY b ORDER BY b`
+		q = `
+			SELECT
+				(bucket - ?) / ? AS b,
+				SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw),
+				SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p)
+			FROM rollup_` + source + `
+			WHERE series_id = ? AND bucket >= ? AND bucket < ?
+			GROUP BY b
+			ORDER BY b`
 	default:
 		return nil, fmt.Errorf("unknown bucket source %q", source)
 	}
@@ -537,7 +617,8 @@ func fptr(v sql.NullFloat64) *float64 {
 
 // LatestReadings returns the newest reading of every series.
 func (s *Store) LatestReadings(ctx context.Context) ([]store.RawRow, error) {
-	rows, err := s.read.QueryContext(ctx, readingSelect+` WHERE r.ts = (SELECT MAX(ts) FROM readings WHERE series_id = s.id)`)
+	rows, err := s.read.QueryContext(ctx, readingSelect+`
+		WHERE r.ts = (SELECT MAX(ts) FROM readings WHERE series_id = s.id)`)
 	if err != nil {
 		return nil, err
 	}
@@ -564,7 +645,14 @@ func (s *Store) CountReadings(ctx context.Context, series int64, before int64) (
 func (s *Store) DeleteReadingsBatch(ctx context.Context, series int64, before int64, limit int) (int64, error) {
 	var n int64
 	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		res, err := tx.Exec(`DELETE FROM readings WHERE series_id = ? AND ts IN (SELECT ts FROM readings WHERE series_id = ? AND ts < ? ORDER BY ts LIMIT ?)`,
+		res, err := tx.Exec(`
+			DELETE FROM readings
+			WHERE series_id = ? AND ts IN (
+				SELECT ts FROM readings
+				WHERE series_id = ? AND ts < ?
+				ORDER BY ts
+				LIMIT ?
+			)`,
 			series, series, before, limit)
 		if err == nil {
 			n, _ = res.RowsAffected()
@@ -578,7 +666,14 @@ func (s *Store) DeleteReadingsBatch(ctx context.Context, series int64, before in
 func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before int64, limit int) (int64, error) {
 	var n int64
 	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		res, err := tx.Exec(`DELETE FROM rollup_`+source+` WHERE (series_id, bucket) IN (SELECT series_id, bucket FROM rollup_`+source+` WHERE bucket < ? LIMIT ?)`, before, limit)
+		res, err := tx.Exec(`
+			DELETE FROM rollup_`+source+`
+			WHERE (series_id, bucket) IN (
+				SELECT series_id, bucket FROM rollup_`+source+`
+				WHERE bucket < ?
+				LIMIT ?
+			)`,
+			before, limit)
 		if err == nil {
 			n, _ = res.RowsAffected()
 		}

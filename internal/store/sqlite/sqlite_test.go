@@ -82,7 +82,10 @@ func TestGroupCommitIsolatesFailingOp(t *testing.T) {
 				if i == 17 {
 					return errors.New("boom")
 				}
-				_, err := tx.Exec(`INSERT INTO device_transitions (device_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)`, "D", "a", "b", "c", i)
+				_, err := tx.Exec(`
+					INSERT INTO device_transitions (device_id, from_state, to_state, cause, at)
+					VALUES (?,?,?,?,?)`,
+					"D", "a", "b", "c", i)
 				return err
 			})
 		}(i)

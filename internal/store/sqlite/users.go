@@ -13,13 +13,18 @@ import (
 
 var _ store.Users = (*Store)(nil)
 
-const userCols = `id, username, email, full_name, role, is_active, password_hash, token_version, created_at, updated_at`
+const userCols = `
+	id, username, email, full_name, role, is_active,
+	password_hash, token_version, created_at, updated_at`
 
 func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
 	var u store.User
 	var active int
 	var created, updated int64
-	err := row.Scan(&u.ID, &u.Username, &u.Email, &u.FullName, &u.Role, &active, &u.PasswordHash, &u.TokenVersion, &created, &updated)
+	err := row.Scan(
+		&u.ID, &u.Username, &u.Email, &u.FullName, &u.Role, &active,
+		&u.PasswordHash, &u.TokenVersion, &created, &updated,
+	)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, store.ErrNotFound
 	}
@@ -33,9 +38,14 @@ func isUnique(err error) bool {
 }
 
 func insertUser(tx *Tx, u *store.User) error {
-	res, err := tx.Exec(`INSERT INTO users (username, email, full_name, role, is_active, password_hash, token_version, created_at, updated_at)
-		VALUES (?,?,?,?,?,?,?,?,?)`, u.Username, u.Email, u.FullName, u.Role, boolInt(u.IsActive), u.PasswordHash,
-		u.TokenVersion, u.CreatedAt.UnixMilli(), u.UpdatedAt.UnixMilli())
+	res, err := tx.Exec(`
+		INSERT INTO users (
+			username, email, full_name, role, is_active,
+			password_hash, token_version, created_at, updated_at
+		)
+		VALUES (?,?,?,?,?,?,?,?,?)`,
+		u.Username, u.Email, u.FullName, u.Role, boolInt(u.IsActive),
+		u.PasswordHash, u.TokenVersion, u.CreatedAt.UnixMilli(), u.UpdatedAt.UnixMilli())
 	if isUnique(err) {
 		return store.ErrDuplicate
 	}
@@ -81,7 +91,11 @@ func (s *Store) GetUser(ctx context.Context, id int64) (store.User, error) {
 
 // FindUserByLogin matches a username, or an email case-insensitively.
 func (s *Store) FindUserByLogin(ctx context.Context, login string) (store.User, error) {
-	return scanUser(s.read.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ? OR email = ? LIMIT 1`, login, login))
+	return scanUser(s.read.QueryRowContext(ctx, `
+		SELECT `+userCols+` FROM users
+		WHERE username = ? OR email = ?
+		LIMIT 1`,
+		login, login))
 }
 
 // ListUsers returns every user by id.
@@ -116,8 +130,13 @@ func checkAdmins(tx *Tx) error {
 // UpdateUser replaces a user's mutable fields.
 func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		res, err := tx.Exec(`UPDATE users SET email=?, full_name=?, role=?, is_active=?, password_hash=?, token_version=?, updated_at=? WHERE id=?`,
-			u.Email, u.FullName, u.Role, boolInt(u.IsActive), u.PasswordHash, u.TokenVersion, u.UpdatedAt.UnixMilli(), u.ID)
+		res, err := tx.Exec(`
+			UPDATE users SET
+				email=?, full_name=?, role=?, is_active=?,
+				password_hash=?, token_version=?, updated_at=?
+			WHERE id=?`,
+			u.Email, u.FullName, u.Role, boolInt(u.IsActive),
+			u.PasswordHash, u.TokenVersion, u.UpdatedAt.UnixMilli(), u.ID)
 		if isUnique(err) {
 			return store.ErrDuplicate
 		}
@@ -162,7 +181,10 @@ func (s *Store) BlacklistToken(ctx context.Context, jti string, expires time.Tim
 
 // LoadBlacklist returns the unexpired revoked tokens.
 func (s *Store) LoadBlacklist(ctx context.Context, now time.Time) (map[string]time.Time, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT jti, expires_at FROM token_blacklist WHERE expires_at > ?`, now.UnixMilli())
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT jti, expires_at FROM token_blacklist
+		WHERE expires_at > ?`,
+		now.UnixMilli())
 	if err != nil {
 		return nil, err
 	}
