@@ -126,7 +126,7 @@ type auditPage struct {
 	Page       int          `json:"page"`
 	PageSize   int          `json:"page_size"`
 	TotalPages int          `json:"total_pages"`
-	Pagination pageMeta     `json:"pagination"`
+	Pagination PageMeta     `json:"pagination"`
 }
 
 type auditStatistics struct {
@@ -170,7 +170,7 @@ func retentionJSON(rc audit.Retention) retentionResponse {
 		MaxRecords:             rc.MaxRecords,
 		BatchSize:              rc.BatchSize,
 		PreserveEmergencyStops: rc.PreserveEmergencyStops,
-		LastCleanup:            ts(rc.LastCleanup),
+		LastCleanup:            NullTimestamp(rc.LastCleanup),
 	}
 }
 
@@ -312,7 +312,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Princi
 		Page:       page,
 		PageSize:   size,
 		TotalPages: (total + size - 1) / size,
-		Pagination: pagination(page, size, total),
+		Pagination: Pagination(page, size, total),
 	})
 }
 
@@ -331,9 +331,8 @@ func (s *Server) auditErrors(w http.ResponseWriter, r *http.Request, _ auth.Prin
 }
 
 func (s *Server) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	id := r.PathValue("esp_id")
-	if !espIDPattern.MatchString(id) {
-		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
+	id, ok := PathESPID(w, r)
+	if !ok {
 		return
 	}
 	q := NewQuery(r)
@@ -398,8 +397,8 @@ func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.
 		TotalCount:               total,
 		CountBySeverity:          bySev,
 		CountByEventType:         byType,
-		OldestEntry:              ts(oldest),
-		NewestEntry:              ts(newest),
+		OldestEntry:              NullTimestamp(oldest),
+		NewestEntry:              NullTimestamp(newest),
 		StorageEstimateMB:        float64(total) * 400 / (1 << 20),
 		PendingCleanupCount:      pending.DeletedCount,
 		PendingCleanupBySeverity: pending.DeletedBySeverity,

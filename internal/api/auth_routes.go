@@ -5,10 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/store"
@@ -147,7 +144,7 @@ type logoutRequest struct {
 
 func (s *Server) authRoutes() {
 	const base = "/api/v1/auth"
-	login := s.limited(s.loginLim, "login")
+	login := s.RateLimit("login", s.deps.LoginLimit)
 	s.public("GET", base+"/status", "Whether first-user setup is required", "auth", s.authStatus,
 		returns(authStatusResponse{}))
 	s.public("POST", base+"/setup", "Create the first (admin) account", "auth", login(s.setup),
@@ -156,7 +153,7 @@ func (s *Server) authRoutes() {
 		accepts(loginRequest{}), returns(sessionResponse{}))
 	s.public("POST", base+"/login/form", "Log in with form fields", "auth", login(s.loginForm),
 		returns(auth.Tokens{}))
-	s.public("POST", base+"/refresh", "Rotate a refresh token", "auth", s.limited(s.refreshLim, "refresh")(s.refresh),
+	s.public("POST", base+"/refresh", "Rotate a refresh token", "auth", s.RateLimit("refresh", s.deps.RefreshLimit)(s.refresh),
 		accepts(refreshRequest{}), returns(tokensResponse{}))
 	s.protected("POST", base+"/logout", auth.RoleViewer, "Log out (optionally every session)", "auth", s.logout,
 		accepts(logoutRequest{}), returns(logoutResponse{}))
@@ -167,53 +164,6 @@ func (s *Server) authRoutes() {
 		returns(brokerAuthStatus{}))
 	s.protected("POST", base+"/mqtt/configure", auth.RoleAdmin,
 		"Not provided: broker credentials are managed outside the API", "auth", s.configureBrokerAuth)
-}
-
-// limited applies a per-IP sliding-window limit; over it the reply is 429
-// with Retry-After, audited at most once per key per window.
-func (s *Server) limited(l *auth.Limiter, name string) func(http.HandlerFunc) http.HandlerFunc {
-	var mu sync.Mutex
-	audited := map[string]time.Time{}
-	firstInWindow := func(ip string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(audited[ip]) <= time.Minute {
-			return false
-		}
-		audited[ip] = time.Now()
-		return true
-	}
-
-	return func(h http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			ip := clientIP(r)
-			ok, remaining, retry := l.Allow(ip)
-			w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
-			if ok {
-				h(w, r)
-				return
-			}
-
-			secs := int(retry/time.Second) + 1
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(retry).Unix(), 10))
-			if firstInWindow(ip) {
-				s.audit.Record(r.Context(), store.AuditEntry{
-					EventType:     "rate_limit_exceeded",
-					Severity:      "warning",
-					SourceType:    "api",
-					SourceID:      ip,
-					Status:        "failed",
-					Message:       "rate limit exceeded on " + name,
-					Details:       map[string]any{"route": r.URL.Path},
-					IPAddress:     ip,
-					CorrelationID: RequestID(r),
-				})
-			}
-			WriteError(w, r, http.StatusTooManyRequests, "RATE_LIMITED",
-				"too many requests; retry after "+strconv.Itoa(secs)+" s", nil)
-		}
-	}
 }
 
 func (s *Server) authStatus(w http.ResponseWriter, r *http.Request) {
@@ -230,7 +180,7 @@ func (s *Server) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
 }
 
 func (s *Server) brokerAuth(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	WriteJSON(w, http.StatusOK, brokerAuthStatus{Success: true, BrokerConnected: s.brokerConnected()})
+	WriteJSON(w, http.StatusOK, brokerAuthStatus{Success: true, BrokerConnected: s.BrokerConnected()})
 }
 
 func (s *Server) configureBrokerAuth(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
@@ -245,7 +195,7 @@ func (s *Server) auditUser(r *http.Request, actor, event, msg string, details ma
 		SourceID:      actor,
 		Message:       msg,
 		Details:       details,
-		IPAddress:     clientIP(r),
+		IPAddress:     ClientIP(r),
 		CorrelationID: RequestID(r),
 	})
 }
@@ -284,12 +234,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 	if err := r.ParseForm(); err != nil {
-		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "invalid form body", Type: "value_error"}})
+		BodyError(w, r, "invalid form body", "value_error")
 		return
 	}
 
 	login, password := strings.TrimSpace(r.PostForm.Get("username")), r.PostForm.Get("password")
-	b := newBody(nil)
+	b := NewBody()
 	if login == "" || len(login) > 100 {
 		b.Fail("username", "must be 1-100 characters", "value_error")
 	}
@@ -309,7 +259,7 @@ func (s *Server) doLogin(w http.ResponseWriter, r *http.Request, login, password
 	entry := store.AuditEntry{
 		SourceType:    "user",
 		SourceID:      login,
-		IPAddress:     clientIP(r),
+		IPAddress:     ClientIP(r),
 		UserAgent:     r.UserAgent(),
 		CorrelationID: RequestID(r),
 		Details:       map[string]any{"remember_me": remember},
@@ -354,7 +304,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, auth.ErrUserDisabled):
 		WriteError(w, r, http.StatusUnauthorized, "USER_DISABLED", "User account is disabled", nil)
 	case err != nil:
-		s.authError(w, r, err)
+		s.TokenError(w, r, err)
 	default:
 		WriteJSON(w, http.StatusOK, tokensResponse{Success: true, Message: "token refreshed", Tokens: tokens})
 	}

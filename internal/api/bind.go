@@ -343,6 +343,3 @@ func orList(vals []string) string {
 	}
 	return strings.Join(vals[:len(vals)-1], ", ") + " or " + vals[len(vals)-1]
 }
-
-// contains is slices.Contains under the name the live feed uses.
-func contains(list []string, v string) bool { return slices.Contains(list, v) }

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -102,11 +101,11 @@ func deviceJSON(d device.Device) deviceResponse {
 		Capabilities:      caps,
 		Metadata:          meta,
 		Status:            d.Status,
-		LastSeen:          ts(d.LastSeen),
+		LastSeen:          NullTimestamp(d.LastSeen),
 		SubscriptionsLost: d.SubscriptionsLost,
 		RebootRequired:    d.RebootRequired,
-		DiscoveredAt:      ts(d.DiscoveredAt),
-		ApprovedAt:        ts(d.ApprovedAt),
+		DiscoveredAt:      NullTimestamp(d.DiscoveredAt),
+		ApprovedAt:        NullTimestamp(d.ApprovedAt),
 		ApprovedBy:        NullString(d.ApprovedBy),
 		RejectionReason:   NullString(d.RejectionReason),
 		CreatedAt:         Timestamp(d.CreatedAt),
@@ -143,8 +142,8 @@ func pendingJSON(d device.Device) pendingDevice {
 	zone, _ := md["reported_zone_id"].(string)
 	return pendingDevice{
 		DeviceID:       d.DeviceID,
-		DiscoveredAt:   ts(d.DiscoveredAt),
-		LastSeen:       ts(d.LastSeen),
+		DiscoveredAt:   NullTimestamp(d.DiscoveredAt),
+		LastSeen:       NullTimestamp(d.LastSeen),
 		IPAddress:      NullString(d.IPAddress),
 		ZoneID:         NullString(zone),
 		HeapFree:       md["last_heap_free"],
@@ -323,7 +322,7 @@ func (s *Server) deviceRoutes() {
 		one  = list + "/{esp_id}"
 	)
 	s.protected("GET", list, auth.RoleViewer, "List devices", "devices", s.listDevices,
-		returns(pageOf[deviceResponse]{}))
+		returns(PageOf[deviceResponse]{}))
 	s.protected("POST", list, auth.RoleOperator, "Register a device (approved)", "devices", s.registerDevice,
 		accepts(registerDeviceRequest{}), returns(deviceResponse{}))
 	s.protected("GET", list+"/pending", auth.RoleViewer, "Devices waiting for approval", "devices", s.pendingDevices,
@@ -354,33 +353,6 @@ func (s *Server) deviceRoutes() {
 		returns(discoveryResponse{}))
 }
 
-// DeviceHandler is a handler for a route whose {esp_id} names an existing device.
-type DeviceHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device)
-
-// WithDevice validates the esp_id path parameter (422) and loads the device (404).
-func (s *Server) WithDevice(h DeviceHandler) Authed {
-	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		if d, ok := s.DeviceFromPath(w, r); ok {
-			h(w, r, p, d)
-		}
-	}
-}
-
-// DeviceFromPath loads the device the {esp_id} path parameter names, answering 422 or 404 itself.
-func (s *Server) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
-	id := r.PathValue("esp_id")
-	if !espIDPattern.MatchString(id) {
-		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
-		return device.Device{}, false
-	}
-	d, err := s.devices.Get(id)
-	if err != nil {
-		s.DeviceError(w, r, id, err)
-		return d, false
-	}
-	return d, true
-}
-
 // knownDevice answers 404 for an optional device filter naming an unknown device.
 func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request, esp string) bool {
 	if esp == "" {
@@ -391,26 +363,6 @@ func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request, esp string)
 		return false
 	}
 	return true
-}
-
-// DeviceError answers a device domain error with its API code (API §1.6).
-func (s *Server) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
-	details := map[string]any{"esp_id": id}
-	switch {
-	case errors.Is(err, device.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND", fmt.Sprintf("ESP device '%s' not found", id), details)
-	case errors.Is(err, device.ErrInvalidState):
-		WriteError(w, r, http.StatusConflict, "INVALID_STATE", err.Error(), details)
-	case errors.Is(err, device.ErrDuplicate):
-		WriteError(w, r, http.StatusConflict, "DUPLICATE_ESP", fmt.Sprintf("ESP device '%s' already exists", id), details)
-	case errors.Is(err, device.ErrNotApproved):
-		WriteError(w, r, http.StatusConflict, "DEVICE_NOT_APPROVED", fmt.Sprintf("ESP device '%s' is not approved", id),
-			details)
-	case errors.Is(err, device.ErrOffline):
-		WriteError(w, r, http.StatusConflict, "DEVICE_OFFLINE", fmt.Sprintf("ESP device '%s' is offline", id), details)
-	default:
-		s.Internal(w, r, err)
-	}
 }
 
 func (s *Server) auditDevice(r *http.Request, p auth.Principal, event, id, msg string, details map[string]any) {
@@ -425,7 +377,7 @@ func (s *Server) auditDevice(r *http.Request, p auth.Principal, event, id, msg s
 		SourceID:      p.User.Username,
 		Message:       msg,
 		Details:       details,
-		IPAddress:     clientIP(r),
+		IPAddress:     ClientIP(r),
 		CorrelationID: RequestID(r),
 	})
 }
@@ -453,7 +405,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Prin
 		}
 		rows = append(rows, s.deviceOut(d))
 	}
-	writePage(w, rows, page, size)
+	WritePage(w, rows, page, size)
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
@@ -544,7 +496,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Pri
 	}
 	if s.sensors != nil {
 		if err := s.sensors.DeleteDevice(r.Context(), d.DeviceID); err != nil {
-			s.log.Error("removing sensor configs of a deleted device failed", "esp_id", d.DeviceID, "error", err)
+			s.Logger().Error("removing sensor configs of a deleted device failed", "esp_id", d.DeviceID, "error", err)
 		}
 	}
 	s.auditDevice(r, p, "device_deleted", d.DeviceID, "device deleted", map[string]any{"previous_status": d.Status})
@@ -574,7 +526,7 @@ func (s *Server) approveDevice(w http.ResponseWriter, r *http.Request, p auth.Pr
 		DeviceID:   d.DeviceID,
 		Status:     device.StatusApproved,
 		ApprovedBy: d.ApprovedBy,
-		ApprovedAt: ts(d.ApprovedAt),
+		ApprovedAt: NullTimestamp(d.ApprovedAt),
 	})
 }
 
@@ -660,8 +612,8 @@ func (s *Server) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Pri
 		Success:         true,
 		DeviceID:        d.DeviceID,
 		Status:          d.Status,
-		LastSeen:        ts(d.LastSeen),
-		UptimeFormatted: formatUptime(toSeconds(md["last_uptime"])),
+		LastSeen:        NullTimestamp(d.LastSeen),
+		UptimeFormatted: FormatUptime(MetadataInt(md["last_uptime"])),
 	}
 	if _, ok := md["last_uptime"]; ok {
 		out.Metrics = &deviceMetrics{
@@ -673,26 +625,9 @@ func (s *Server) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Pri
 			Timestamp:     md["last_heartbeat"],
 		}
 	}
-	if in := s.ingest(); in != nil {
+	if in := s.Ingest(); in != nil {
 		c := in.DeviceCounters(d.DeviceID)
 		out.Counters = &c
 	}
 	WriteJSON(w, http.StatusOK, out)
-}
-
-func toSeconds(v any) int64 {
-	switch n := v.(type) {
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	case int:
-		return int64(n)
-	}
-	return 0
-}
-
-func formatUptime(sec int64) string {
-	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
-	return fmt.Sprintf("%dd %dh %dm", d, h, m)
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -37,7 +38,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	status := "healthy"
-	if !s.brokerConnected() {
+	if !s.BrokerConnected() {
 		status = "degraded"
 	}
 	if dp, ok := diskPercent(s.deps.DataDir); ok && dp > 90 {
@@ -93,7 +94,7 @@ type mean struct{ sum, n float64 }
 
 func (m *mean) add(v any, ok bool) {
 	if ok {
-		m.sum += float64(toSeconds(v))
+		m.sum += float64(MetadataInt(v))
 		m.n++
 	}
 }
@@ -122,7 +123,7 @@ func (s *Server) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 			DeviceID:          d.DeviceID,
 			Name:              NullString(d.Name),
 			Status:            d.Status,
-			LastSeen:          ts(d.LastSeen),
+			LastSeen:          NullTimestamp(d.LastSeen),
 			UptimeSeconds:     md["last_uptime"],
 			HeapFree:          md["last_heap_free"],
 			WifiRSSI:          md["last_wifi_rssi"],
@@ -218,7 +219,7 @@ func (s *Server) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.P
 		Version:         s.deps.Version,
 		Environment:     "production",
 		UptimeSeconds:   up,
-		UptimeFormatted: formatUptime(up),
+		UptimeFormatted: FormatUptime(up),
 		Timestamp:       time.Now().Unix(),
 		Database:        s.databaseHealth(r.Context()),
 		MQTT:            s.brokerHealth(),
@@ -259,11 +260,11 @@ func (s *Server) databaseHealth(ctx context.Context) databaseHealth {
 
 func (s *Server) brokerHealth() brokerHealth {
 	mq := brokerHealth{
-		Connected:     s.brokerConnected(),
+		Connected:     s.BrokerConnected(),
 		BrokerHost:    "embedded",
 		Subscriptions: len(contract.HubSubscriptions),
 	}
-	if in := s.ingest(); in != nil {
+	if in := s.Ingest(); in != nil {
 		n, last := in.Totals()
 		mq.MessagesReceived = n
 		if !last.IsZero() {
@@ -382,4 +383,24 @@ func diskFreeGB(dir string) *float64 {
 	}
 	gb := float64(st.Bavail) * float64(st.Bsize) / (1 << 30)
 	return &gb
+}
+
+// MetadataInt is a number of a device's metadata as int64: float64 once
+// stored, int64 or int when fresh from a heartbeat; 0 for anything else.
+func MetadataInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return 0
+}
+
+// FormatUptime is seconds as "1d 2h 3m".
+func FormatUptime(sec int64) string {
+	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
+	return fmt.Sprintf("%dd %dh %dm", d, h, m)
 }

@@ -59,11 +59,11 @@ func notificationJSON(n store.Notification) notificationResponse {
 		Metadata:        md,
 		Source:          n.Source,
 		IsRead:          n.IsRead,
-		ReadAt:          ts(n.ReadAt),
+		ReadAt:          NullTimestamp(n.ReadAt),
 		Status:          n.Status,
-		AcknowledgedAt:  ts(n.AcknowledgedAt),
+		AcknowledgedAt:  NullTimestamp(n.AcknowledgedAt),
 		AcknowledgedBy:  NullString(n.AcknowledgedBy),
-		ResolvedAt:      ts(n.ResolvedAt),
+		ResolvedAt:      NullTimestamp(n.ResolvedAt),
 		CorrelationID:   n.Key,
 		OccurrenceCount: n.Occurrences,
 		Suppressed:      n.Suppressed,
@@ -91,7 +91,7 @@ func (s *Server) notificationRoutes() {
 		viewer = auth.RoleViewer
 	)
 	s.protected("GET", base, viewer, "The caller's notifications (alerts)", "notifications", s.listNotifications,
-		returns(pageOf[notificationResponse]{}))
+		returns(PageOf[notificationResponse]{}))
 	s.protected("GET", base+"/unread-count", viewer, "Unread notifications", "notifications", s.unreadCount,
 		returns(unreadCount{}))
 	s.protected("GET", one, viewer, "One notification", "notifications", s.getNotification,
@@ -185,7 +185,7 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p aut
 	for _, n := range ns {
 		out = append(out, notificationJSON(n))
 	}
-	WriteJSON(w, http.StatusOK, newPage(out, page, size, total))
+	WriteJSON(w, http.StatusOK, NewPage(out, page, size, total))
 }
 
 // severityRank orders notification severities; unknown ones rank lowest.

@@ -53,19 +53,15 @@ func (s *Server) process(w http.ResponseWriter, r *http.Request) {
 	req.Calibration, _ = m["calibration"].(map[string]any)
 	req.Params, _ = m["params"].(map[string]any)
 	if req.Calibration != nil {
-		req.Calibration = normaliseNumbers(req.Calibration).(map[string]any)
+		req.Calibration = NormaliseNumbers(req.Calibration).(map[string]any)
 	}
 	if req.Params != nil {
-		req.Params = normaliseNumbers(req.Params).(map[string]any)
+		req.Params = NormaliseNumbers(req.Params).(map[string]any)
 	}
-	if tok := bearer(r); tok != "" {
-		if _, err := s.auth.Authenticate(r.Context(), tok); err == nil {
-			req.Trusted = true
-		}
-	}
+	req.Trusted = s.ValidToken(r)
 	var reply sensor.ProcessReply
 	switch {
-	case !s.ready.Load():
+	case !s.Ready():
 		reply = sensor.Fallback(rawV, "not_ready")
 		s.sensors.CountProcess("not_ready")
 	case !s.processLimit(esp):

@@ -42,6 +42,15 @@ func newBody(m map[string]any, prefix ...any) *Body {
 	return &Body{m: m, prefix: prefix}
 }
 
+// NewBody is an empty body, for a request that is not JSON (a form) whose
+// field errors are reported the same way.
+func NewBody() *Body { return newBody(nil) }
+
+// BodyError answers 422 for a body that cannot be read as a whole.
+func BodyError(w http.ResponseWriter, r *http.Request, msg, typ string) {
+	writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: msg, Type: typ}})
+}
+
 // readBody decodes a JSON object body. It answers 415, 413 or 422 itself
 // and returns false then. An absent body is an empty object.
 func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
@@ -69,12 +78,12 @@ func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil || dec.More() {
-		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "invalid JSON", Type: "json_invalid"}})
+		BodyError(w, r, "invalid JSON", "json_invalid")
 		return nil, false
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "body must be a JSON object", Type: "type_error"}})
+		BodyError(w, r, "body must be a JSON object", "type_error")
 		return nil, false
 	}
 	return newBody(m), true
@@ -260,7 +269,7 @@ func asObject(v any) (map[string]any, *violation) {
 	if depth(m) > maxObjectDepth {
 		return nil, &violation{"must be at most 10 levels deep", "value_error"}
 	}
-	return normaliseNumbers(m).(map[string]any), nil
+	return NormaliseNumbers(m).(map[string]any), nil
 }
 
 func depth(v any) int {
@@ -280,16 +289,17 @@ func depth(v any) int {
 	return d + 1
 }
 
-// normaliseNumbers turns json.Number into float64 for storage.
-func normaliseNumbers(v any) any {
+// NormaliseNumbers turns the json.Number values in v (a decoded JSON value,
+// changed in place) into float64 for storage.
+func NormaliseNumbers(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, c := range x {
-			x[k] = normaliseNumbers(c)
+			x[k] = NormaliseNumbers(c)
 		}
 	case []any:
 		for i, c := range x {
-			x[i] = normaliseNumbers(c)
+			x[i] = NormaliseNumbers(c)
 		}
 	case json.Number:
 		f, _ := x.Float64()
@@ -386,23 +396,8 @@ func (q *Query) Done(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// pathError answers 422 for an invalid path parameter.
-func pathError(w http.ResponseWriter, r *http.Request, name, msg string) {
-	writeValidation(w, r, []fieldError{{Loc: []any{"path", name}, Msg: msg, Type: "string_pattern_mismatch"}})
-}
-
-// PathGPIO reads the {gpio} path parameter (0-39), answering 422 itself.
-func PathGPIO(w http.ResponseWriter, r *http.Request) (int, bool) {
-	g, err := strconv.Atoi(r.PathValue("gpio"))
-	if err != nil || g < 0 || g > 39 {
-		pathError(w, r, "gpio", "must be an integer 0-39")
-		return 0, false
-	}
-	return g, true
-}
-
-// pageMeta is the pagination object of API §1.7.
-type pageMeta struct {
+// PageMeta is the pagination object of API §1.7.
+type PageMeta struct {
 	Page       int  `json:"page"`
 	PageSize   int  `json:"page_size"`
 	TotalItems int  `json:"total_items"`
@@ -411,9 +406,10 @@ type pageMeta struct {
 	HasPrev    bool `json:"has_prev"`
 }
 
-func pagination(page, size, total int) pageMeta {
+// Pagination is the meta of page (from 1) of size items out of total.
+func Pagination(page, size, total int) PageMeta {
 	pages := (total + size - 1) / size
-	return pageMeta{
+	return PageMeta{
 		Page:       page,
 		PageSize:   size,
 		TotalItems: total,
@@ -423,30 +419,32 @@ func pagination(page, size, total int) pageMeta {
 	}
 }
 
-// pageOf is a paginated list (API §1.4).
-type pageOf[T any] struct {
+// PageOf is a paginated list (API §1.4).
+type PageOf[T any] struct {
 	Success    bool     `json:"success"`
 	Data       []T      `json:"data"`
-	Pagination pageMeta `json:"pagination"`
+	Pagination PageMeta `json:"pagination"`
 }
 
-func newPage[T any](data []T, page, size, total int) pageOf[T] {
+// NewPage is data as page of size items out of total; no data is an empty list.
+func NewPage[T any](data []T, page, size, total int) PageOf[T] {
 	if data == nil {
 		data = []T{}
 	}
-	return pageOf[T]{Success: true, Data: data, Pagination: pagination(page, size, total)}
+	return PageOf[T]{Success: true, Data: data, Pagination: Pagination(page, size, total)}
 }
 
-// writePage answers one page of rows filtered in memory (API §1.7): a page
+// WritePage answers one page of rows filtered in memory (API §1.7): a page
 // past the end is empty with correct meta, never 404.
-func writePage[T any](w http.ResponseWriter, rows []T, page, size int) {
+func WritePage[T any](w http.ResponseWriter, rows []T, page, size int) {
 	total := len(rows)
 	from, to := min((page-1)*size, total), min(page*size, total)
-	WriteJSON(w, http.StatusOK, newPage(rows[from:to], page, size, total))
+	WriteJSON(w, http.StatusOK, NewPage(rows[from:to], page, size, total))
 }
 
-// ts formats t as API §1.3 wants it (RFC 3339, UTC, milliseconds); nil for no time.
-func ts(t *time.Time) *string {
+// NullTimestamp formats t as API §1.3 wants it (RFC 3339, UTC, milliseconds);
+// nil (JSON null) for no time.
+func NullTimestamp(t *time.Time) *string {
 	if t == nil || t.IsZero() {
 		return nil
 	}
@@ -455,7 +453,7 @@ func ts(t *time.Time) *string {
 }
 
 // Timestamp is t as a response timestamp (API §1.3); nil for the zero time.
-func Timestamp(t time.Time) *string { return ts(&t) }
+func Timestamp(t time.Time) *string { return NullTimestamp(&t) }
 
 // NullString is s, or nil (JSON null) for the empty string.
 func NullString(s string) *string {

@@ -137,7 +137,7 @@ func (s *Server) sensorRoutes() {
 		op     = auth.RoleOperator
 	)
 	s.protected("GET", "/api/v1/sensors", viewer, "List sensor configs", "sensors", s.listSensors,
-		returns(pageOf[sensorResponse]{}))
+		returns(PageOf[sensorResponse]{}))
 	s.protected("GET", one, viewer, "Get a sensor config", "sensors", s.getSensor, returns(sensorResponse{}))
 	s.protected("POST", one, op, "Create or replace a sensor config and push the device config", "sensors",
 		s.upsertSensor, accepts(upsertSensorRequest{}), returns(sensorResponse{}))
@@ -195,7 +195,7 @@ func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Prin
 		}
 		rows = append(rows, s.sensorJSON(c))
 	}
-	writePage(w, rows, page, size)
+	WritePage(w, rows, page, size)
 }
 
 func selector(q *Query) sensor.Selector {
@@ -390,33 +390,9 @@ func (s *Server) auditConfig(r *http.Request, p auth.Principal, msg string, deta
 		SourceID:      p.User.Username,
 		Message:       msg,
 		Details:       details,
-		IPAddress:     clientIP(r),
+		IPAddress:     ClientIP(r),
 		CorrelationID: RequestID(r),
 	})
-}
-
-// SensorError maps sensor domain errors to API codes; it reports whether it answered.
-func (s *Server) SensorError(w http.ResponseWriter, r *http.Request, err error) bool {
-	var pe *sensor.PinError
-	switch {
-	case err == nil:
-		return false
-	case errors.As(err, &pe) && pe.Conflict:
-		WriteError(w, r, http.StatusConflict, "GPIO_CONFLICT", pe.Msg, map[string]any{"conflict_type": pe.Type})
-	case errors.As(err, &pe):
-		WriteError(w, r, http.StatusBadRequest, "GPIO_RESERVED", pe.Msg, map[string]any{"conflict_type": pe.Type})
-	case errors.Is(err, sensor.ErrUnsupportedType):
-		WriteError(w, r, http.StatusBadRequest, "UNSUPPORTED_SENSOR_TYPE", err.Error(), nil)
-	case errors.Is(err, sensor.ErrLimit):
-		WriteError(w, r, http.StatusConflict, "LIMIT_EXCEEDED", err.Error(), nil)
-	case errors.Is(err, sensor.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", "sensor not found", nil)
-	case errors.Is(err, device.ErrNotFound):
-		s.DeviceError(w, r, r.PathValue("esp_id"), err)
-	default:
-		s.Internal(w, r, err)
-	}
-	return true
 }
 
 func (s *Server) deleteSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
@@ -442,7 +418,7 @@ func (s *Server) sensorByID(del bool) Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		id := r.PathValue("config_id")
 		if !uuidPattern.MatchString(id) {
-			pathError(w, r, "config_id", "must be a UUID")
+			PathError(w, r, "config_id", "must be a UUID")
 			return
 		}
 		c, err := s.sensors.ByID(id)
@@ -552,7 +528,7 @@ func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 		Count:      len(h.Rows),
 		Resolution: h.Resolution,
 		HasMore:    h.HasMore,
-		NextCursor: ts(h.NextCursor),
+		NextCursor: NullTimestamp(h.NextCursor),
 	}
 	if out.Readings == nil {
 		out.Readings = []sensor.Row{}

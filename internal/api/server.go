@@ -15,11 +15,8 @@ package api
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"regexp"
 	"sort"
@@ -35,7 +32,6 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/ingest"
-	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // Pinger checks the database with a real round trip.
@@ -104,8 +100,6 @@ type Server struct {
 	auth       authService
 	devices    deviceService
 	audit      auditLog
-	loginLim   *auth.Limiter
-	refreshLim *auth.Limiter
 	ws         LiveFeed
 	sensors    sensorService
 	alerts     alertService
@@ -149,8 +143,6 @@ func New(d Deps) *Server {
 	s.deps = d
 	s.auth, s.devices, s.audit, s.sensors, s.alerts = d.Auth, d.Devices, d.Audit, d.Sensors, d.Alerts
 	s.processLim = auth.NewLimiter(600, time.Minute)
-	s.loginLim = auth.NewLimiter(d.LoginLimit, time.Minute)
-	s.refreshLim = auth.NewLimiter(d.RefreshLimit, time.Minute)
 
 	s.public("GET", "/api/v1/health/live", "Liveness probe", "health", s.live)
 	s.public("GET", "/api/v1/health/ready", "Readiness probe", "health", s.readyz)
@@ -230,14 +222,15 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 		Service:       "kaiser",
 		Version:       s.deps.Version,
 		Status:        "online",
-		MQTTConnected: s.brokerConnected(),
+		MQTTConnected: s.BrokerConnected(),
 		Environment:   "production",
 		Docs:          "/api/v1/openapi.json",
 		APIPrefix:     "/api/v1",
 	})
 }
 
-func (s *Server) brokerConnected() bool { return s.deps.Broker != nil && s.deps.Broker.Connected() }
+// BrokerConnected reports whether the hub is connected to its message broker.
+func (s *Server) BrokerConnected() bool { return s.deps.Broker != nil && s.deps.Broker.Connected() }
 
 // Close ends every WebSocket session with 1001 (the hub is going away).
 func (s *Server) Close() {
@@ -253,7 +246,8 @@ func (s *Server) SetIngest(i IngestStats) {
 	s.mu.Unlock()
 }
 
-func (s *Server) ingest() IngestStats {
+// Ingest is the ingest pipeline's counters, nil until SetIngest.
+func (s *Server) Ingest() IngestStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.deps.Ingest
@@ -261,6 +255,12 @@ func (s *Server) ingest() IngestStats {
 
 // SetReady flips readiness once the store, broker and domain are up.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// Ready reports whether the hub has finished starting.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Logger is the HTTP layer's logger, for failures a handler logs but does not answer.
+func (s *Server) Logger() *slog.Logger { return s.log }
 
 // handle registers a route and its trailing-slash twin; HEAD is served
 // wherever GET is (ServeMux does that for GET patterns).
@@ -277,33 +277,44 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 	s.mux.Handle(rt.Method+" "+rt.Path, wrapped)
 }
 
-// routeOption adds to what the OpenAPI document tells about a route.
-type routeOption func(*Route)
+// RouteOption adds to what the OpenAPI document tells about a route.
+type RouteOption func(*Route)
 
-// accepts documents the request body type (a zero value of it).
-func accepts(body any) routeOption { return func(rt *Route) { rt.Request = body } }
+// Accepts documents the request body type (a zero value of it).
+func Accepts(body any) RouteOption { return func(rt *Route) { rt.Request = body } }
 
-// returns documents the success body type (a zero value of it).
-func returns(body any) routeOption { return func(rt *Route) { rt.Response = body } }
+// Returns documents the success body type (a zero value of it).
+func Returns(body any) RouteOption { return func(rt *Route) { rt.Response = body } }
 
-func newRoute(method, path, minRole, summary, tag string, opts []routeOption) Route {
-	rt := Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: tag}
+// Group registers the routes of one resource, which share an OpenAPI tag.
+type Group struct {
+	srv *Server
+	tag string
+}
+
+// Group is the registrar of the routes tagged tag.
+func (s *Server) Group(tag string) Group { return Group{srv: s, tag: tag} }
+
+func (g Group) route(method, path, minRole, summary string, opts []RouteOption) Route {
+	rt := Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: g.tag}
 	for _, o := range opts {
 		o(&rt)
 	}
 	return rt
 }
 
-func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc, opts ...routeOption) {
-	s.handle(newRoute(method, path, "public", summary, tag, opts), h)
+// Add registers a route for users of at least minRole (see Register).
+func (g Group) Add(method, path, minRole, summary string, h Authed, opts ...RouteOption) {
+	g.srv.Register(g.route(method, path, minRole, summary, opts), h)
+}
+
+// Public registers a route anyone may call.
+func (g Group) Public(method, path, summary string, h http.HandlerFunc, opts ...RouteOption) {
+	g.srv.RegisterOpen(g.route(method, path, "public", summary, opts), h)
 }
 
 // Authed is a handler for an authenticated, authorised request.
 type Authed func(w http.ResponseWriter, r *http.Request, p auth.Principal)
-
-func (s *Server) protected(method, path, minRole, summary, tag string, h Authed, opts ...routeOption) {
-	s.Register(newRoute(method, path, minRole, summary, tag, opts), h)
-}
 
 // Register adds a route for users of at least rt.MinRole (viewer, operator
 // or admin); the guard answers 401 and 403 before h runs.
@@ -314,87 +325,14 @@ func (s *Server) Register(rt Route, h Authed) {
 	s.handle(rt, s.guard(rt.MinRole, h))
 }
 
-// guard enforces API §2.3: authentication (401), then the role (403).
-func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		p, ok := s.authenticate(w, r, bearer(r))
-		if !ok {
-			return
-		}
-		if auth.RoleRank(p.User.Role) < auth.RoleRank(minRole) {
-			msg := "Operator or admin privileges required"
-			if minRole == auth.RoleAdmin {
-				msg = "Admin privileges required"
-			}
-			s.audit.Record(r.Context(), store.AuditEntry{
-				EventType:     "permission_denied",
-				Severity:      "warning",
-				SourceType:    "api",
-				SourceID:      p.User.Username,
-				Status:        "failed",
-				Message:       msg,
-				Details:       map[string]any{"route": r.Method + " " + r.URL.Path},
-				IPAddress:     clientIP(r),
-				CorrelationID: RequestID(r),
-			})
-			WriteError(w, r, http.StatusForbidden, "FORBIDDEN", msg, nil)
-			return
-		}
-		h(w, r, p)
+// RegisterOpen adds a route that no user token guards: rt.MinRole is public,
+// or device for the firmware's routes, whose handlers check what the device
+// sends.
+func (s *Server) RegisterOpen(rt Route, h http.HandlerFunc) {
+	if rt.MinRole != "public" && rt.MinRole != "device" {
+		panic(fmt.Sprintf("api: open route %s %s: %q is neither public nor device", rt.Method, rt.Path, rt.MinRole))
 	}
-}
-
-// authenticate validates an access token (API §2.3), answering 401/403 itself.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, tok string) (auth.Principal, bool) {
-	if tok == "" {
-		WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
-		return auth.Principal{}, false
-	}
-	p, err := s.auth.Authenticate(r.Context(), tok)
-	if err != nil {
-		s.authError(w, r, err)
-		return p, false
-	}
-	return p, true
-}
-
-func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, auth.ErrTokenExpired):
-		WriteError(w, r, http.StatusUnauthorized, "TOKEN_EXPIRED", "Token has expired", nil)
-	case errors.Is(err, auth.ErrTokenRevoked):
-		WriteError(w, r, http.StatusUnauthorized, "TOKEN_REVOKED", "Token has been revoked", nil)
-	case errors.Is(err, auth.ErrInvalidToken):
-		WriteError(w, r, http.StatusUnauthorized, "INVALID_TOKEN", "Invalid token", nil)
-	case errors.Is(err, auth.ErrUserDisabled):
-		WriteError(w, r, http.StatusForbidden, "USER_DISABLED", "User account is disabled", nil)
-	default:
-		s.Internal(w, r, err)
-	}
-}
-
-// Internal logs err with the request id and answers a generic 500.
-func (s *Server) Internal(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("request failed", "request_id", RequestID(r), "path", r.URL.Path, "error", err)
-	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
-}
-
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
-// clientIP is the direct peer's address (X-Forwarded-For is not trusted
-// unless a trusted proxy is configured, which this build does not offer).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	s.handle(rt, h)
 }
 
 // Routes lists the registered routes, sorted.
@@ -516,43 +454,6 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 
 func statusLabel(code int) string { return strconv.Itoa(code) }
 
-// WriteJSON writes v as a JSON body with status.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
-
-// errorBody is the error shape of API §1.5.
-type errorBody struct {
-	Success bool      `json:"success"`
-	Detail  string    `json:"detail"`
-	Error   errorInfo `json:"error"`
-}
-
-type errorInfo struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	Details   any    `json:"details"`
-	RequestID string `json:"request_id"`
-}
-
-// WriteError writes the API §1.5 error body.
-func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
-	if details == nil {
-		details = map[string]any{}
-	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", "Bearer")
-	}
-	WriteJSON(w, status, errorBody{
-		Detail: msg,
-		Error:  errorInfo{Code: code, Message: msg, Details: details, RequestID: RequestID(r)},
-	})
-}
-
 type liveness struct {
 	Success bool `json:"success"`
 	Alive   bool `json:"alive"`
@@ -583,7 +484,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := readinessChecks{
 		Database:        s.deps.Store != nil && s.deps.Store.Ping(ctx) == nil,
-		MQTT:            s.brokerConnected(),
+		MQTT:            s.BrokerConnected(),
 		StartupComplete: s.ready.Load(),
 		DiskSpace:       diskOK(s.deps.DataDir),
 	}
@@ -612,3 +513,14 @@ func (s *Server) WSStats() map[string]any {
 		"slow_client_disconnects": st.SlowClientDisconnects,
 	}
 }
+
+// Until every resource has its own package (temporary).
+func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc, opts ...RouteOption) {
+	s.Group(tag).Public(method, path, summary, h, opts...)
+}
+
+func (s *Server) protected(method, path, minRole, summary, tag string, h Authed, opts ...RouteOption) {
+	s.Group(tag).Add(method, path, minRole, summary, h, opts...)
+}
+
+var accepts, returns = Accepts, Returns

@@ -128,7 +128,7 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request, _ auth.Principa
 func (s *Server) userFromPath(w http.ResponseWriter, r *http.Request) (store.User, bool) {
 	id, err := strconv.ParseInt(r.PathValue("user_id"), 10, 64)
 	if err != nil {
-		pathError(w, r, "user_id", "must be an integer")
+		PathError(w, r, "user_id", "must be an integer")
 		return store.User{}, false
 	}
 	u, err := s.auth.User(r.Context(), id)

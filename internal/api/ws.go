@@ -53,7 +53,7 @@ func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 
 	clientID := r.PathValue("client_id")
 	if !clientIDPattern.MatchString(clientID) {
-		pathError(w, r, "client_id", "must be 1-64 characters of [A-Za-z0-9_-]")
+		PathError(w, r, "client_id", "must be 1-64 characters of [A-Za-z0-9_-]")
 		return
 	}
 
