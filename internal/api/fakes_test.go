@@ -22,7 +22,6 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
-	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
@@ -564,59 +563,6 @@ func (f *fakeAudit) Cleanup(_ context.Context, dry bool) (audit.CleanupResult, e
 		Errors: []string{}}, f.err
 }
 
-// fakeAlerts holds notifications of every user.
-type fakeAlerts struct {
-	mu    sync.Mutex
-	items []store.Notification
-	err   error
-}
-
-func (f *fakeAlerts) Get(_ context.Context, user int64, id string) (store.Notification, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, n := range f.items {
-		if n.ID == id && n.UserID == user {
-			return n, nil
-		}
-	}
-	return store.Notification{}, notify.ErrNotFound
-}
-
-func (f *fakeAlerts) List(_ context.Context, flt store.NotificationFilter) ([]store.Notification, int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []store.Notification
-	for _, n := range f.items {
-		if n.UserID == flt.UserID && (flt.IsRead == nil || n.IsRead == *flt.IsRead) {
-			out = append(out, n)
-		}
-	}
-	return out, len(out), f.err
-}
-
-func (f *fakeAlerts) MarkRead(_ context.Context, user int64, id string) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var n int64
-	for i := range f.items {
-		if f.items[i].UserID == user && (id == "" || f.items[i].ID == id) && !f.items[i].IsRead {
-			f.items[i].IsRead = true
-			n++
-		}
-	}
-	return n, f.err
-}
-
-func (f *fakeAlerts) Transition(ctx context.Context, user int64, id, action, by string) (store.Notification, error) {
-	n, err := f.Get(ctx, user, id)
-	if err != nil {
-		return n, err
-	}
-	n.Status = map[string]string{"acknowledge": "acknowledged", "resolve": "resolved"}[action]
-	n.AcknowledgedBy = by
-	return n, nil
-}
-
 type fakePinger struct{ err error }
 
 func (p fakePinger) Ping(context.Context) error { return p.err }
@@ -646,7 +592,6 @@ type fixture struct {
 	devices *fakeDevices
 	sensors *fakeSensors
 	audit   *fakeAudit
-	alerts  *fakeAlerts
 	reg     *prometheus.Registry
 	logs    *strings.Builder
 }
@@ -658,7 +603,6 @@ func newFixture(t *testing.T, ds ...device.Device) *fixture {
 		devices: newFakeDevices(ds...),
 		sensors: &fakeSensors{},
 		audit:   &fakeAudit{retention: audit.DefaultRetention()},
-		alerts:  &fakeAlerts{},
 		reg:     prometheus.NewRegistry(),
 		logs:    &strings.Builder{},
 	}
@@ -675,7 +619,6 @@ func newFixture(t *testing.T, ds ...device.Device) *fixture {
 		Audit:        f.audit,
 		Ingest:       fakeIngest{},
 		Sensors:      f.sensors,
-		Alerts:       f.alerts,
 		LoginLimit:   20,
 		RefreshLimit: 20,
 		Live:         &fakeFeed{},

@@ -66,7 +66,6 @@ type Deps struct {
 	Audit   auditLog
 	Ingest  IngestStats
 	Sensors sensorService
-	Alerts  alertService
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
@@ -102,7 +101,6 @@ type Server struct {
 	audit      auditLog
 	ws         LiveFeed
 	sensors    sensorService
-	alerts     alertService
 	processLim *auth.Limiter
 	cpu        cpuSampler
 	mux        *http.ServeMux
@@ -141,7 +139,7 @@ func New(d Deps) *Server {
 		d.RefreshLimit = 60
 	}
 	s.deps = d
-	s.auth, s.devices, s.audit, s.sensors, s.alerts = d.Auth, d.Devices, d.Audit, d.Sensors, d.Alerts
+	s.auth, s.devices, s.audit, s.sensors = d.Auth, d.Devices, d.Audit, d.Sensors
 	s.processLim = auth.NewLimiter(600, time.Minute)
 
 	s.public("GET", "/api/v1/health/live", "Liveness probe", "health", s.live)
@@ -179,9 +177,6 @@ func (s *Server) resourceRoutes() {
 	s.auditRoutes()
 	if s.sensors != nil {
 		s.sensorRoutes()
-	}
-	if s.alerts != nil {
-		s.notificationRoutes()
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
@@ -186,7 +187,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors, Alerts: h.Alerts})
+		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors})
+	// The resource routes, one package each.
+	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
