@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -9,12 +10,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // This file is who is asking: the auth step of every guarded route, rate
 // limits, the client's address and the audit entry of a user's action.
+
+// auditRecorder is where the guard and the rate limits record what they refuse.
+type auditRecorder interface {
+	Record(ctx context.Context, e store.AuditEntry)
+}
+
+var _ auditRecorder = (*audit.Log)(nil)
 
 // guard enforces API §2.3: authentication (401), then the role (403).
 func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {

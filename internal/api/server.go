@@ -63,7 +63,7 @@ type Deps struct {
 
 	Auth    authService
 	Devices deviceService
-	Audit   auditLog
+	Audit   auditRecorder
 	Ingest  IngestStats
 	Sensors sensorService
 
@@ -98,7 +98,7 @@ type Server struct {
 	deps       Deps
 	auth       authService
 	devices    deviceService
-	audit      auditLog
+	audit      auditRecorder
 	ws         LiveFeed
 	sensors    sensorService
 	processLim *auth.Limiter
@@ -174,7 +174,6 @@ func (s *Server) resourceRoutes() {
 		s.deviceRoutes()
 	}
 	s.healthRoutes()
-	s.auditRoutes()
 	if s.sensors != nil {
 		s.sensorRoutes()
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
+	"github.com/kaiserhub/kaiser/internal/api/auditapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
@@ -189,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
 		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors})
 	// The resource routes, one package each.
+	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
