@@ -25,6 +25,15 @@ type auditRecorder interface {
 
 var _ auditRecorder = (*audit.Log)(nil)
 
+// authenticator checks the access tokens of the guarded routes and tells
+// when one is revoked.
+type authenticator interface {
+	Authenticate(ctx context.Context, token string) (auth.Principal, error)
+	OnRevoke(f func(userID int64, jti string))
+}
+
+var _ authenticator = (*auth.Service)(nil)
+
 // guard enforces API §2.3: authentication (401), then the role (403).
 func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -68,8 +68,8 @@ func (Field[T]) valueType() reflect.Type { return reflect.TypeFor[T]() }
 var patterns = map[string]*regexp.Regexp{
 	"esp_id":   espIDPattern,
 	"mac":      macPattern,
-	"username": usernamePattern,
-	"email":    emailPattern,
+	"username": regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`),
+	"email":    regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`),
 	"onewire":  onewirePattern,
 }
 

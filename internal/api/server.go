@@ -61,7 +61,7 @@ type Deps struct {
 	Logger   *slog.Logger
 	DataDir  string
 
-	Auth    authService
+	Auth    authenticator
 	Devices deviceService
 	Audit   auditRecorder
 	Ingest  IngestStats
@@ -69,8 +69,6 @@ type Deps struct {
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
-	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
-	LoginLimit, RefreshLimit int
 	// Live serves the WebSocket route; without it there is none.
 	Live LiveFeed
 }
@@ -96,7 +94,7 @@ type Route struct {
 // Server holds the routes and readiness.
 type Server struct {
 	deps       Deps
-	auth       authService
+	auth       authenticator
 	devices    deviceService
 	audit      auditRecorder
 	ws         LiveFeed
@@ -132,12 +130,6 @@ func New(d Deps) *Server {
 	if len(d.CORSOrigins) == 0 {
 		d.CORSOrigins = []string{"http://localhost:3000", "http://localhost:5173"}
 	}
-	if d.LoginLimit <= 0 {
-		d.LoginLimit = 10
-	}
-	if d.RefreshLimit <= 0 {
-		d.RefreshLimit = 60
-	}
 	s.deps = d
 	s.auth, s.devices, s.audit, s.sensors = d.Auth, d.Devices, d.Audit, d.Sensors
 	s.processLim = auth.NewLimiter(600, time.Minute)
@@ -168,8 +160,6 @@ func New(d Deps) *Server {
 
 // resourceRoutes registers the authenticated resources, one function each.
 func (s *Server) resourceRoutes() {
-	s.authRoutes()
-	s.userRoutes()
 	if s.devices != nil {
 		s.deviceRoutes()
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/accountapi"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
@@ -188,8 +189,9 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
-		LoginLimit: cfg.LoginLimit, Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors})
+		Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors})
 	// The resource routes, one package each.
+	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
