@@ -70,7 +70,7 @@ var patterns = map[string]*regexp.Regexp{
 	"mac":      macPattern,
 	"username": regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`),
 	"email":    regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`),
-	"onewire":  onewirePattern,
+	"onewire":  regexp.MustCompile(`^[0-9A-Fa-f]{16}$`),
 }
 
 // fieldSpec is one field's parsed tags.

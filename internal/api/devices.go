@@ -12,6 +12,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -31,6 +32,14 @@ type deviceService interface {
 }
 
 var _ deviceService = (*device.Service)(nil)
+
+// deviceSensors is what the device routes need from the sensor configs.
+type deviceSensors interface {
+	ByDevice(espID string) []sensor.Config
+	DeleteDevice(ctx context.Context, espID string) error
+}
+
+var _ deviceSensors = (*sensor.Service)(nil)
 
 var (
 	espIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)

@@ -65,7 +65,7 @@ type Deps struct {
 	Devices deviceService
 	Audit   auditRecorder
 	Ingest  IngestStats
-	Sensors sensorService
+	Sensors deviceSensors
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
@@ -98,7 +98,7 @@ type Server struct {
 	devices    deviceService
 	audit      auditRecorder
 	ws         LiveFeed
-	sensors    sensorService
+	sensors    deviceSensors
 	processLim *auth.Limiter
 	cpu        cpuSampler
 	mux        *http.ServeMux
@@ -164,9 +164,6 @@ func (s *Server) resourceRoutes() {
 		s.deviceRoutes()
 	}
 	s.healthRoutes()
-	if s.sensors != nil {
-		s.sensorRoutes()
-	}
 }
 
 // notFound answers unknown routes, or 405 when the path exists for other methods.

@@ -1,4 +1,4 @@
-package api
+package sensorapi
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 )
@@ -17,7 +18,7 @@ import (
 // process is the firmware's synchronous processing call (CONTRACT §4, API
 // §7.4). The reply is parsed by substring search, so its bytes are fixed:
 // one compact JSON line, then CRLF CRLF, counted in Content-Length.
-func (s *Server) process(w http.ResponseWriter, r *http.Request) {
+func (h *handlers) process(w http.ResponseWriter, r *http.Request) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
 	if err != nil {
 		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST", "request body unreadable or too large")
@@ -53,28 +54,28 @@ func (s *Server) process(w http.ResponseWriter, r *http.Request) {
 	req.Calibration, _ = m["calibration"].(map[string]any)
 	req.Params, _ = m["params"].(map[string]any)
 	if req.Calibration != nil {
-		req.Calibration = NormaliseNumbers(req.Calibration).(map[string]any)
+		req.Calibration = api.NormaliseNumbers(req.Calibration).(map[string]any)
 	}
 	if req.Params != nil {
-		req.Params = NormaliseNumbers(req.Params).(map[string]any)
+		req.Params = api.NormaliseNumbers(req.Params).(map[string]any)
 	}
-	req.Trusted = s.ValidToken(r)
+	req.Trusted = h.srv.ValidToken(r)
 	var reply sensor.ProcessReply
 	switch {
-	case !s.Ready():
+	case !h.srv.Ready():
 		reply = sensor.Fallback(rawV, "not_ready")
-		s.sensors.CountProcess("not_ready")
-	case !s.processLimit(esp):
+		h.sensors.CountProcess("not_ready")
+	case !h.processAllowed(esp):
 		reply = sensor.Fallback(rawV, "rate_limited")
-		s.sensors.CountProcess("rate_limited")
+		h.sensors.CountProcess("rate_limited")
 	default:
-		reply = s.sensors.Process(req)
+		reply = h.sensors.Process(req)
 	}
 	writeProcessReply(w, reply)
 }
 
-func (s *Server) processLimit(esp string) bool {
-	ok, _, _ := s.processLim.Allow(esp)
+func (h *handlers) processAllowed(esp string) bool {
+	ok, _, _ := h.processLimit.Allow(esp)
 	return ok
 }
 
@@ -104,7 +105,7 @@ func writeProcessReply(w http.ResponseWriter, rep sensor.ProcessReply) {
 
 func writeCompactError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
 	b, _ := json.Marshal(map[string]any{"success": false, "detail": msg,
-		"error": map[string]any{"code": code, "message": msg, "details": map[string]any{}, "request_id": RequestID(r)}})
+		"error": map[string]any{"code": code, "message": msg, "details": map[string]any{}, "request_id": api.RequestID(r)}})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
