@@ -67,7 +67,7 @@ func (Field[T]) valueType() reflect.Type { return reflect.TypeFor[T]() }
 // patterns are the regular expressions tags refer to by name.
 var patterns = map[string]*regexp.Regexp{
 	"esp_id":   espIDPattern,
-	"mac":      macPattern,
+	"mac":      regexp.MustCompile(`^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$`),
 	"username": regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`),
 	"email":    regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`),
 	"onewire":  regexp.MustCompile(`^[0-9A-Fa-f]{16}$`),

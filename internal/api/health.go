@@ -17,12 +17,15 @@ import (
 	"github.com/kaiserhub/kaiser/internal/device"
 )
 
+// healthRoutes are the hub's own health: overall, the fleet's, and measured
+// in detail (API §13).
 func (s *Server) healthRoutes() {
-	s.public("GET", "/api/v1/health", "Overall health", "health", s.health, returns(healthResponse{}))
-	s.protected("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", "health", s.healthESP,
-		returns(fleetHealth{}))
-	s.protected("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", "health",
-		s.healthDetailed, returns(detailedHealth{}))
+	g := s.Group("health")
+	g.Public("GET", "/api/v1/health", "Overall health", s.health, Returns(healthResponse{}))
+	g.Add("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", s.healthESP,
+		Returns(fleetHealth{}))
+	g.Add("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", s.healthDetailed,
+		Returns(detailedHealth{}))
 }
 
 type healthResponse struct {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"regexp"
 	"strconv"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -51,6 +52,9 @@ func (s *Server) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.
 	}
 	return d, true
 }
+
+// espIDPattern is a device id in a path or a body (CONTRACT §1).
+var espIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)
 
 // PathESPID reads the {esp_id} path parameter, answering 422 itself.
 func PathESPID(w http.ResponseWriter, r *http.Request) (string, bool) {

@@ -1,15 +1,16 @@
-// Package api is the hub's HTTP interface: routing under /api/v1 (every
-// route with and without a trailing slash, never a redirect), request ids,
-// authentication and roles, the tolerant body decoding of API §1.2, the error
-// shape of API §1.5, the resource routes, health probes, Prometheus metrics
-// and the OpenAPI document derived from the registered routes and their body
-// types. Other packages add routes through Register (the hub registers the
-// debug routes of internal/debugapi that way).
+// Package api is the hub's HTTP core: routing under /api/v1 (every route with
+// and without a trailing slash, never a redirect), request ids, the auth step
+// and roles, rate limits, the tolerant body decoding of API §1.2, the error
+// shape of API §1.5, the OpenAPI document derived from the registered routes
+// and their body types, and the hub's own routes: health probes, Prometheus
+// metrics, the WebSocket handshake of the live feed and the service
+// information.
 //
-// The package is above 2,500 lines because it holds every resource's routes
-// with their typed bodies beside the handlers (one file and one registration
-// function per resource). A resource can move to a package of its own through
-// Register, Decode and the exported error writers, as internal/debugapi does.
+// The resources live in packages of their own under internal/api (accountapi,
+// deviceapi, sensorapi, auditapi, alertapi) and internal/debugapi. Each
+// declares the small interfaces it needs from the domain and adds its routes
+// with Register(s, deps), which the hub calls after New; they build on
+// Group, Decode, Query, the path readers and the error writers here.
 package api
 
 import (
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 )
 
@@ -61,17 +63,27 @@ type Deps struct {
 	Logger   *slog.Logger
 	DataDir  string
 
+	// Auth checks the tokens of every guarded route; without it only the
+	// probes, metrics and the OpenAPI document are served.
 	Auth    authenticator
-	Devices deviceService
+	Devices deviceLookup
 	Audit   auditRecorder
 	Ingest  IngestStats
-	Sensors deviceSensors
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
 	// Live serves the WebSocket route; without it there is none.
 	Live LiveFeed
 }
+
+// deviceLookup is what the HTTP core needs from the device registry: the
+// {esp_id} of every resource's routes, and the fleet for its health.
+type deviceLookup interface {
+	Get(espID string) (device.Device, error)
+	List() []device.Device
+}
+
+var _ deviceLookup = (*device.Service)(nil)
 
 // IngestStats is what the API reads from the ingest pipeline.
 type IngestStats interface {
@@ -93,77 +105,99 @@ type Route struct {
 
 // Server holds the routes and readiness.
 type Server struct {
-	deps       Deps
-	auth       authenticator
-	devices    deviceService
-	audit      auditRecorder
-	ws         LiveFeed
-	sensors    deviceSensors
-	processLim *auth.Limiter
-	cpu        cpuSampler
-	mux        *http.ServeMux
-	routes     []Route
-	ready      atomic.Bool
-	startedAt  time.Time
-	log        *slog.Logger
-	reqs       *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	mu         sync.Mutex
+	deps      Deps
+	auth      authenticator
+	devices   deviceLookup
+	audit     auditRecorder
+	ws        LiveFeed
+	cpu       cpuSampler
+	mux       *http.ServeMux
+	routes    []Route
+	ready     atomic.Bool
+	startedAt time.Time
+	log       *slog.Logger
+	reqs      *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	mu        sync.Mutex
 }
 
-// New builds the server with the routes of this package.
+// New builds the server with the core's own routes: probes, metrics, health,
+// the live feed, the OpenAPI document and the service information. The
+// resource packages add theirs with Register.
 func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	s := &Server{mux: http.NewServeMux(), startedAt: time.Now(), log: d.Logger,
-		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_http_requests_total",
-			Help: "HTTP requests by method, route template and status."}, []string{"method", "route", "status"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "god_kaiser_http_request_duration_seconds",
-			Help: "HTTP request latency by method and route template.", Buckets: prometheus.DefBuckets}, []string{"method", "route"}),
-	}
-	if d.Registry != nil {
-		d.Registry.MustRegister(s.reqs, s.latency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "god_kaiser_uptime_seconds", Help: "Seconds since the hub started."},
-			func() float64 { return time.Since(s.startedAt).Seconds() }))
-	}
 	if len(d.CORSOrigins) == 0 {
 		d.CORSOrigins = []string{"http://localhost:3000", "http://localhost:5173"}
 	}
-	s.deps = d
-	s.auth, s.devices, s.audit, s.sensors = d.Auth, d.Devices, d.Audit, d.Sensors
-	s.processLim = auth.NewLimiter(600, time.Minute)
-
-	s.public("GET", "/api/v1/health/live", "Liveness probe", "health", s.live)
-	s.public("GET", "/api/v1/health/ready", "Readiness probe", "health", s.readyz)
-	if d.Registry != nil {
-		metrics := promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})
-		s.public("GET", "/metrics", "Prometheus metrics", "health", metrics.ServeHTTP)
-		s.public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", "health", metrics.ServeHTTP)
+	s := &Server{
+		deps:      d,
+		auth:      d.Auth,
+		devices:   d.Devices,
+		audit:     d.Audit,
+		mux:       http.NewServeMux(),
+		startedAt: time.Now(),
+		log:       d.Logger,
 	}
+	s.instrumentation(d.Registry)
+
+	s.probeRoutes(d.Registry)
 	if d.Auth != nil {
+		s.healthRoutes()
 		if d.Live != nil {
 			s.ws = d.Live
 			d.Auth.OnRevoke(d.Live.Revoke)
-		}
-		s.resourceRoutes()
-		if s.ws != nil {
 			s.wsRoutes()
 		}
 	}
-	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)
-	s.public("GET", "/openapi.json", "OpenAPI document (alias)", "meta", s.openapi)
-	s.public("GET", "/", "Service information", "meta", s.root)
-	s.mux.HandleFunc("/", s.notFound)
+	s.metaRoutes()
 	return s
 }
 
-// resourceRoutes registers the authenticated resources, one function each.
-func (s *Server) resourceRoutes() {
-	if s.devices != nil {
-		s.deviceRoutes()
+// instrumentation counts and times every request, registered in reg when
+// there is one.
+func (s *Server) instrumentation(reg *prometheus.Registry) {
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "god_kaiser_http_requests_total",
+		Help: "HTTP requests by method, route template and status.",
+	}, []string{"method", "route", "status"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "god_kaiser_http_request_duration_seconds",
+		Help:    "HTTP request latency by method and route template.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"method", "route"})
+	if reg == nil {
+		return
 	}
-	s.healthRoutes()
+
+	uptime := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "god_kaiser_uptime_seconds",
+		Help: "Seconds since the hub started.",
+	}, func() float64 { return time.Since(s.startedAt).Seconds() })
+	reg.MustRegister(s.reqs, s.latency, uptime)
+}
+
+// probeRoutes are the liveness and readiness probes and the metrics.
+func (s *Server) probeRoutes(reg *prometheus.Registry) {
+	g := s.Group("health")
+	g.Public("GET", "/api/v1/health/live", "Liveness probe", s.live)
+	g.Public("GET", "/api/v1/health/ready", "Readiness probe", s.readyz)
+	if reg != nil {
+		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		g.Public("GET", "/metrics", "Prometheus metrics", metrics.ServeHTTP)
+		g.Public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", metrics.ServeHTTP)
+	}
+}
+
+// metaRoutes are the OpenAPI document and the service information; every
+// other path is answered 404, or 405 for a known path and another method.
+func (s *Server) metaRoutes() {
+	g := s.Group("meta")
+	g.Public("GET", "/api/v1/openapi.json", "OpenAPI document", s.openapi)
+	g.Public("GET", "/openapi.json", "OpenAPI document (alias)", s.openapi)
+	g.Public("GET", "/", "Service information", s.root)
+	s.mux.HandleFunc("/", s.notFound)
 }
 
 // notFound answers unknown routes, or 405 when the path exists for other methods.
@@ -494,14 +528,3 @@ func (s *Server) WSStats() map[string]any {
 		"slow_client_disconnects": st.SlowClientDisconnects,
 	}
 }
-
-// Until every resource has its own package (temporary).
-func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc, opts ...RouteOption) {
-	s.Group(tag).Public(method, path, summary, h, opts...)
-}
-
-func (s *Server) protected(method, path, minRole, summary, tag string, h Authed, opts ...RouteOption) {
-	s.Group(tag).Add(method, path, minRole, summary, h, opts...)
-}
-
-var accepts, returns = Accepts, Returns

@@ -19,6 +19,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/accountapi"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
+	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -190,9 +191,10 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
-		Live: live.New(cfg.WS, h.Events, h.Registry), Sensors: h.Sensors})
+		Live: live.New(cfg.WS, h.Events, h.Registry)})
 	// The resource routes, one package each.
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
+	deviceapi.Register(h.API, deviceapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Audit: h.Audit})
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})

@@ -248,3 +248,20 @@ func TestAccountStoreFailuresAre500(t *testing.T) {
 		t.Fatal("internal errors not logged")
 	}
 }
+
+// The OpenAPI document describes the embedded account fields and the role
+// with its values and default.
+func TestAccountBodiesAreDocumented(t *testing.T) {
+	f := newFixture(t)
+	r := f.Do(t, "GET", "/api/v1/openapi.json", "", nil)
+	schemas := r.Obj("components")["schemas"].(map[string]any)
+
+	props := schemas["CreateUserRequest"].(map[string]any)["properties"].(map[string]any)
+	role := props["role"].(map[string]any)
+	if role["default"] != "viewer" || len(role["enum"].([]any)) != 3 {
+		t.Fatalf("role: %v", role)
+	}
+	if _, ok := props["username"]; !ok {
+		t.Fatalf("embedded fields missing: %v", props)
+	}
+}

@@ -1,5 +1,5 @@
-// Package accountapi serves the accounts of API §2 and §3: first-user setup,
-// logging in (rate-limited per client), token refresh and logout under
+// Package accountapi serves the accounts of API §4 and §5: first-user setup,
+// logging in (rate-limited per client, API §2.6), token refresh and logout under
 // /api/v1/auth, and the users an admin manages under /api/v1/users.
 package accountapi
 
@@ -173,7 +173,7 @@ type logoutRequest struct {
 	AllDevices   bool   `json:"all_devices"`
 }
 
-// authRoutes are API §2: the login routes share one limit, refresh has its own.
+// authRoutes are API §4: the login routes share one limit, refresh has its own.
 func (h *handlers) authRoutes(g api.Group, loginLimit, refreshLimit int) {
 	const base = "/api/v1/auth"
 	login := h.srv.RateLimit("login", loginLimit)

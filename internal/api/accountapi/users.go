@@ -60,7 +60,7 @@ func (q *changePasswordRequest) Validate(b *api.Body) {
 	checkPassword(b, "new_password", q.NewPassword)
 }
 
-// userRoutes are API §3: the users an admin manages, and changing the own password.
+// userRoutes are API §5: the users an admin manages, and changing the own password.
 func (h *handlers) userRoutes(g api.Group) {
 	const (
 		list  = "/api/v1/users"

@@ -1,4 +1,4 @@
-// Package alertapi serves a user's notifications of API §13 under
+// Package alertapi serves a user's notifications of API §12 under
 // /api/v1/notifications: each user's copies of the alerts of internal/notify,
 // read flags, the unread count, and acknowledge and resolve, which every
 // copy of an alert shares.

@@ -308,3 +308,20 @@ func TestProcessTrustsAValidTokenAndLimitsPerDevice(t *testing.T) {
 		t.Fatal("no request was rate limited")
 	}
 }
+
+// The OpenAPI document describes the calibration body with its bounds, and
+// the processing call as a device route.
+func TestSensorBodiesAreDocumented(t *testing.T) {
+	f := newFixture(t)
+	r := f.Do(t, "GET", "/api/v1/openapi.json", "", nil)
+	schemas := r.Obj("components")["schemas"].(map[string]any)
+
+	cal := schemas["CalibrateRequest"].(map[string]any)["properties"].(map[string]any)["calibration_points"]
+	if cal.(map[string]any)["maxItems"] != 10.0 {
+		t.Fatalf("array bounds: %v", cal)
+	}
+	process := r.Obj("paths")["/api/v1/sensors/process"].(map[string]any)["post"].(map[string]any)
+	if process["x-min-role"] != "device" || len(process["security"].([]any)) != 2 {
+		t.Fatalf("processing call: %v", process)
+	}
+}
