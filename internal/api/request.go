@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -461,4 +462,24 @@ func NullString(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// MetadataInt is a number of a device's metadata as int64: float64 once
+// stored, int64 or int when fresh from a heartbeat; 0 for anything else.
+func MetadataInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return 0
+}
+
+// FormatUptime is seconds as "1d 2h 3m".
+func FormatUptime(sec int64) string {
+	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
+	return fmt.Sprintf("%dd %dh %dm", d, h, m)
 }

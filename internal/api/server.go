@@ -2,20 +2,20 @@
 // and without a trailing slash, never a redirect), request ids, the auth step
 // and roles, rate limits, the tolerant body decoding of API §1.2, the error
 // shape of API §1.5, the OpenAPI document derived from the registered routes
-// and their body types, and the hub's own routes: health probes, Prometheus
-// metrics, the WebSocket handshake of the live feed and the service
-// information.
+// and their body types, and the routes of the server itself: the liveness
+// and readiness probes, Prometheus metrics, the WebSocket handshake of the
+// live feed and the service information.
 //
-// The resources live in packages of their own under internal/api (accountapi,
-// deviceapi, sensorapi, auditapi, alertapi) and internal/debugapi. Each
-// declares the small interfaces it needs from the domain and adds its routes
-// with Register(s, deps), which the hub calls after New; they build on
-// Group, Decode, Query, the path readers and the error writers here.
+// The resources live in packages of their own under internal/api
+// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi) and in
+// internal/debugapi. Each declares the small interfaces it needs from the
+// domain and adds its routes with Register(s, deps), which the hub calls
+// after New; they build on Group, Decode, Query, the path readers and the
+// error writers of this package.
 package api
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -46,25 +46,19 @@ type BrokerState interface {
 	Connected() bool
 }
 
-// PoolStats reports the database read pool.
-type PoolStats interface {
-	Stats() sql.DBStats
-}
-
 // Deps are what the HTTP layer needs from the rest of the hub. The domain
 // services are taken as the small interfaces the handlers use (declared
 // beside them), so that handlers can be tested with fakes.
 type Deps struct {
 	Version  string
 	Store    Pinger
-	DB       PoolStats // read pool, for pool statistics
 	Broker   BrokerState
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	DataDir  string
 
-	// Auth checks the tokens of every guarded route; without it only the
-	// probes, metrics and the OpenAPI document are served.
+	// Auth checks the tokens of the guarded routes and of the live feed's
+	// handshake; without it there is no live feed.
 	Auth    authenticator
 	Devices deviceLookup
 	Audit   auditRecorder
@@ -77,10 +71,9 @@ type Deps struct {
 }
 
 // deviceLookup is what the HTTP core needs from the device registry: the
-// {esp_id} of every resource's routes, and the fleet for its health.
+// device that the {esp_id} of a resource's route names.
 type deviceLookup interface {
 	Get(espID string) (device.Device, error)
-	List() []device.Device
 }
 
 var _ deviceLookup = (*device.Service)(nil)
@@ -110,7 +103,6 @@ type Server struct {
 	devices   deviceLookup
 	audit     auditRecorder
 	ws        LiveFeed
-	cpu       cpuSampler
 	mux       *http.ServeMux
 	routes    []Route
 	ready     atomic.Bool
@@ -143,13 +135,10 @@ func New(d Deps) *Server {
 	s.instrumentation(d.Registry)
 
 	s.probeRoutes(d.Registry)
-	if d.Auth != nil {
-		s.healthRoutes()
-		if d.Live != nil {
-			s.ws = d.Live
-			d.Auth.OnRevoke(d.Live.Revoke)
-			s.wsRoutes()
-		}
+	if d.Auth != nil && d.Live != nil {
+		s.ws = d.Live
+		d.Auth.OnRevoke(d.Live.Revoke)
+		s.wsRoutes()
 	}
 	s.metaRoutes()
 	return s
@@ -174,7 +163,7 @@ func (s *Server) instrumentation(reg *prometheus.Registry) {
 	uptime := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "god_kaiser_uptime_seconds",
 		Help: "Seconds since the hub started.",
-	}, func() float64 { return time.Since(s.startedAt).Seconds() })
+	}, func() float64 { return s.Uptime().Seconds() })
 	reg.MustRegister(s.reqs, s.latency, uptime)
 }
 
@@ -270,6 +259,9 @@ func (s *Server) Ingest() IngestStats {
 
 // SetReady flips readiness once the store, broker and domain are up.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// Uptime is the time since the server was built (the hub's start).
+func (s *Server) Uptime() time.Duration { return time.Since(s.startedAt) }
 
 // Ready reports whether the hub has finished starting.
 func (s *Server) Ready() bool { return s.ready.Load() }

@@ -20,6 +20,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
+	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -188,16 +189,11 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		return nil, err
 	}
 
-	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, DB: h.Store.ReadDB(), Broker: h.Broker,
+	h.API = api.New(api.Deps{Version: cfg.Version, Store: h.Store, Broker: h.Broker,
 		Registry: h.Registry, Logger: log.With("component", "api"), DataDir: cfg.DataDir, Auth: h.Auth,
 		Devices: h.Devices, Audit: h.Audit, CORSOrigins: cfg.CORSOrigins,
 		Live: live.New(cfg.WS, h.Events, h.Registry)})
-	// The resource routes, one package each.
-	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
-	deviceapi.Register(h.API, deviceapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Audit: h.Audit})
-	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
-	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
-	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
+	h.resourceRoutes(cfg)
 	h.httpSrv = &http.Server{Handler: h.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 35 * time.Second, IdleTimeout: 120 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -452,4 +448,23 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return h.Stop(context.Background())
+}
+
+// resourceRoutes adds the resources' routes to the HTTP core, one package
+// each; the debug routes follow once the scheduler exists.
+func (h *Hub) resourceRoutes(cfg Config) {
+	healthapi.Register(h.API, healthapi.Deps{
+		Version:  cfg.Version,
+		Store:    h.Store,
+		DB:       h.Store.ReadDB(),
+		Broker:   h.Broker,
+		Registry: h.Registry,
+		DataDir:  cfg.DataDir,
+		Devices:  h.Devices,
+	})
+	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
+	deviceapi.Register(h.API, deviceapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Audit: h.Audit})
+	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
+	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
+	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
 }

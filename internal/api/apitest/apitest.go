@@ -57,7 +57,6 @@ func NewWith(t testing.TB, edit func(*api.Deps), ds ...device.Device) *Fixture {
 	deps := api.Deps{
 		Version:  "test",
 		Store:    Pinger{},
-		DB:       Pool{},
 		Broker:   Broker{Up: true},
 		Registry: f.Registry,
 		Logger:   slog.New(slog.NewTextHandler(f.Logs, nil)),
