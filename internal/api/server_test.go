@@ -200,3 +200,48 @@ func TestReadinessReportsEachCheck(t *testing.T) {
 		t.Fatalf("error details lack the checks: %s", r.Raw)
 	}
 }
+
+// API §2.6: the handlers behind one limit share it; over it the reply is 429
+// with Retry-After, audited once per client and window.
+func TestRateLimitIsSharedAndAuditedOnce(t *testing.T) {
+	f := apitest.New(t)
+	limit := f.Srv.RateLimit("probe", 2)
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
+	g := f.Srv.Group("t")
+	g.Public("POST", "/api/v1/probe-a", "probe a", limit(ok))
+	g.Public("POST", "/api/v1/probe-b", "probe b", limit(ok))
+
+	var statuses []int
+	for _, p := range []string{"/api/v1/probe-a", "/api/v1/probe-b", "/api/v1/probe-a", "/api/v1/probe-b"} {
+		r := f.Do(t, "POST", p, "", nil)
+		statuses = append(statuses, r.Status)
+		if r.Status == 429 && (r.Code() != "RATE_LIMITED" || r.Header.Get("Retry-After") == "") {
+			t.Fatalf("over the limit: %v %s", r.Header, r.Raw)
+		}
+	}
+	if !slices.Equal(statuses, []int{204, 204, 429, 429}) {
+		t.Fatalf("statuses %v", statuses)
+	}
+	n := 0
+	for _, e := range f.Audit.Events() {
+		if e == "rate_limit_exceeded" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("rate limit audited %d times", n)
+	}
+}
+
+func TestValidTokenTellsAValidBearerToken(t *testing.T) {
+	f := apitest.New(t)
+	for token, want := range map[string]bool{apitest.ViewerToken: true, apitest.ExpiredToken: false, "": false} {
+		_, req := apitest.Recorder("POST", "/")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if got := f.Srv.ValidToken(req); got != want {
+			t.Errorf("%q: %v", token, got)
+		}
+	}
+}
