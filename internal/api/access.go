@@ -34,7 +34,7 @@ type authenticator interface {
 
 var _ authenticator = (*auth.Service)(nil)
 
-// guard enforces API §2.3: authentication (401), then the role (403).
+// guard enforces docs/api.md §2.3: authentication (401), then the role (403).
 func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, ok := s.authenticate(w, r, bearer(r))
@@ -64,7 +64,7 @@ func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
 	}
 }
 
-// authenticate validates an access token (API §2.3), answering 401/403 itself.
+// authenticate validates an access token (docs/api.md §2.3), answering 401/403 itself.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, tok string) (auth.Principal, bool) {
 	if tok == "" {
 		WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)

@@ -23,7 +23,7 @@ import (
 // (strings keep surrounding whitespace). One reading of the tags serves both
 // the decoder and the OpenAPI document, so the two cannot drift apart.
 //
-// Decoding keeps API §1.2: integral floats such as 34.0 fill integer fields,
+// Decoding keeps docs/api.md §1.2: integral floats such as 34.0 fill integer fields,
 // every field error is collected, and Field[T] tells an absent field from an
 // explicit null. A pointer field is nil when absent or null.
 
@@ -38,7 +38,7 @@ type fieldDecoder interface {
 	decodeField(b *Body, f fieldSpec)
 }
 
-// Field is a body field that tells absent from null (API §1.2: in a partial
+// Field is a body field that tells absent from null (docs/api.md §1.2: in a partial
 // update an absent field means unchanged, null clears).
 type Field[T any] struct {
 	Present bool // the body names the field

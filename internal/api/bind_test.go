@@ -50,7 +50,7 @@ func decodeProbe(t *testing.T, body string) (bindProbe, apitest.Response) {
 	return p, apitest.Decode(t, rec)
 }
 
-// API §1.2: integral floats fill integers, defaults fill absent fields,
+// docs/api.md §1.2: integral floats fill integers, defaults fill absent fields,
 // strings are trimmed unless raw, and every failing field is reported.
 func TestDecodeAcceptsTolerantInput(t *testing.T) {
 	p, r := decodeProbe(t, `{"id": " ESP_1 ", "level": 34.0, "ratio": 0.25, "secret": "  s  ", "limit": 3,

@@ -10,8 +10,8 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sensor"
 )
 
-// This file writes responses: JSON bodies, the error shape of API §1.5 and the
-// API codes of the domain errors that several resources share (API §1.6).
+// This file writes responses: JSON bodies, the error shape of docs/api.md §1.5 and the
+// API codes of the domain errors that several resources share (docs/api.md §1.6).
 
 // WriteJSON writes v as a JSON body with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
@@ -22,7 +22,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// errorBody is the error shape of API §1.5.
+// errorBody is the error shape of docs/api.md §1.5.
 type errorBody struct {
 	Success bool      `json:"success"`
 	Detail  string    `json:"detail"`
@@ -36,7 +36,7 @@ type errorInfo struct {
 	RequestID string `json:"request_id"`
 }
 
-// WriteError writes the API §1.5 error body.
+// WriteError writes the docs/api.md §1.5 error body.
 func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
 	if details == nil {
 		details = map[string]any{}
@@ -56,7 +56,7 @@ func (s *Server) Internal(w http.ResponseWriter, r *http.Request, err error) {
 	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
 }
 
-// DeviceError answers a device domain error with its API code (API §1.6).
+// DeviceError answers a device domain error with its API code (docs/api.md §1.6).
 func (s *Server) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
 	details := map[string]any{"esp_id": id}
 	switch {

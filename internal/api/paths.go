@@ -53,7 +53,7 @@ func (s *Server) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.
 	return d, true
 }
 
-// espIDPattern is a device id in a path or a body (CONTRACT §1).
+// espIDPattern is a device id in a path or a body (docs/protocol.md §1.2).
 var espIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)
 
 // PathESPID reads the {esp_id} path parameter, answering 422 itself.

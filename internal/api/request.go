@@ -15,10 +15,10 @@ import (
 	"time"
 )
 
-// MaxBody is the request body limit (API §1.2).
+// MaxBody is the request body limit (docs/api.md §1.2).
 const MaxBody = 1 << 20
 
-// fieldError is one validation entry of a 422 (API §1.5).
+// fieldError is one validation entry of a 422 (docs/api.md §1.5).
 type fieldError struct {
 	Loc  []any  `json:"loc"`
 	Msg  string `json:"msg"`
@@ -26,7 +26,7 @@ type fieldError struct {
 }
 
 // Body is a decoded JSON object body with the field errors found in it so
-// far; every error of a request is reported together (API §1.5).
+// far; every error of a request is reported together (docs/api.md §1.5).
 type Body struct {
 	m      map[string]any
 	errs   []fieldError
@@ -90,7 +90,7 @@ func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
 	return newBody(m), true
 }
 
-// jsonContentType accepts application/json, application/*+json and no type at all (API §1.2).
+// jsonContentType accepts application/json, application/*+json and no type at all (docs/api.md §1.2).
 func jsonContentType(ct string) bool {
 	if ct == "" {
 		return true
@@ -102,7 +102,7 @@ func jsonContentType(ct string) bool {
 	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
-// validationBody is the 422 of API §1.5: detail is the list of field errors.
+// validationBody is the 422 of docs/api.md §1.5: detail is the list of field errors.
 type validationBody struct {
 	Success bool            `json:"success"`
 	Detail  []fieldError    `json:"detail"`
@@ -240,7 +240,7 @@ func asNumber(v any, min, max float64) (float64, *violation) {
 	return f, nil
 }
 
-// asInteger accepts integral floats such as 34.0 (API §1.2).
+// asInteger accepts integral floats such as 34.0 (docs/api.md §1.2).
 func asInteger(v any, min, max float64) (int64, *violation) {
 	f, bad := asNumber(v, min, max)
 	if bad != nil {
@@ -252,7 +252,7 @@ func asInteger(v any, min, max float64) (int64, *violation) {
 	return int64(f), nil
 }
 
-// Free-form objects are bounded (API §1.2).
+// Free-form objects are bounded (docs/api.md §1.2).
 const (
 	maxObjectBytes = 16 << 10
 	maxObjectDepth = 10
@@ -356,7 +356,7 @@ func (q *Query) Int(name string, def, min, max int) int {
 	return def
 }
 
-// Bool reads true/false/1/0, case-insensitive (API §1.2).
+// Bool reads true/false/1/0, case-insensitive (docs/api.md §1.2).
 func (q *Query) Bool(name string, def bool) bool {
 	switch strings.ToLower(q.r.URL.Query().Get(name)) {
 	case "":
@@ -397,7 +397,7 @@ func (q *Query) Done(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// PageMeta is the pagination object of API §1.7.
+// PageMeta is the pagination object of docs/api.md §1.7.
 type PageMeta struct {
 	Page       int  `json:"page"`
 	PageSize   int  `json:"page_size"`
@@ -420,7 +420,7 @@ func Pagination(page, size, total int) PageMeta {
 	}
 }
 
-// PageOf is a paginated list (API §1.4).
+// PageOf is a paginated list (docs/api.md §1.4).
 type PageOf[T any] struct {
 	Success    bool     `json:"success"`
 	Data       []T      `json:"data"`
@@ -435,7 +435,7 @@ func NewPage[T any](data []T, page, size, total int) PageOf[T] {
 	return PageOf[T]{Success: true, Data: data, Pagination: Pagination(page, size, total)}
 }
 
-// WritePage answers one page of rows filtered in memory (API §1.7): a page
+// WritePage answers one page of rows filtered in memory (docs/api.md §1.7): a page
 // past the end is empty with correct meta, never 404.
 func WritePage[T any](w http.ResponseWriter, rows []T, page, size int) {
 	total := len(rows)
@@ -443,7 +443,7 @@ func WritePage[T any](w http.ResponseWriter, rows []T, page, size int) {
 	WriteJSON(w, http.StatusOK, NewPage(rows[from:to], page, size, total))
 }
 
-// NullTimestamp formats t as API §1.3 wants it (RFC 3339, UTC, milliseconds);
+// NullTimestamp formats t as docs/api.md §1.3 wants it (RFC 3339, UTC, milliseconds);
 // nil (JSON null) for no time.
 func NullTimestamp(t *time.Time) *string {
 	if t == nil || t.IsZero() {
@@ -453,7 +453,7 @@ func NullTimestamp(t *time.Time) *string {
 	return &s
 }
 
-// Timestamp is t as a response timestamp (API §1.3); nil for the zero time.
+// Timestamp is t as a response timestamp (docs/api.md §1.3); nil for the zero time.
 func Timestamp(t time.Time) *string { return NullTimestamp(&t) }
 
 // NullString is s, or nil (JSON null) for the empty string.

@@ -1,7 +1,7 @@
 // Package api is the hub's HTTP core: routing under /api/v1 (every route with
 // and without a trailing slash, never a redirect), request ids, the auth step
-// and roles, rate limits, the tolerant body decoding of API §1.2, the error
-// shape of API §1.5, the OpenAPI document derived from the registered routes
+// and roles, rate limits, the tolerant body decoding of docs/api.md §1.2, the error
+// shape of docs/api.md §1.5, the OpenAPI document derived from the registered routes
 // and their body types, and the routes of the server itself: the liveness
 // and readiness probes, Prometheus metrics, the WebSocket handshake of the
 // live feed and the service information.

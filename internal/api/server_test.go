@@ -12,7 +12,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 )
 
-// Every error has the API §1.5 shape, with the request id the client sent.
+// Every error has the docs/api.md §1.5 shape, with the request id the client sent.
 func TestErrorShapeCarriesTheRequestID(t *testing.T) {
 	f := apitest.New(t)
 	req := httptest.NewRequest("GET", "/api/v1/nope", nil)
@@ -63,7 +63,7 @@ func TestRoutesAnswerWithAndWithoutTrailingSlash(t *testing.T) {
 	}
 }
 
-// API §2.3: 401 without or with a bad token, then 403 for a low role, which
+// docs/api.md §2.3: 401 without or with a bad token, then 403 for a low role, which
 // is audited; the handler never runs for either.
 func TestGuardAuthenticatesThenAuthorises(t *testing.T) {
 	tests := []struct {
@@ -201,7 +201,7 @@ func TestReadinessReportsEachCheck(t *testing.T) {
 	}
 }
 
-// API §2.6: the handlers behind one limit share it; over it the reply is 429
+// docs/api.md §2.6: the handlers behind one limit share it; over it the reply is 429
 // with Retry-After, audited once per client and window.
 func TestRateLimitIsSharedAndAuditedOnce(t *testing.T) {
 	f := apitest.New(t)

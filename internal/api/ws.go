@@ -10,7 +10,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/live"
 )
 
-// WSConfig tunes the live feed (API §17.4); the hub's configuration names
+// WSConfig tunes the live feed (docs/api.md §17.4); the hub's configuration names
 // it here, next to the route it serves.
 type WSConfig = live.Config
 
@@ -35,7 +35,7 @@ func (s *Server) wsRoutes() {
 }
 
 // wsHandshake checks origin, token, user and client id before the live feed
-// checks its limits and upgrades (API §17.1).
+// checks its limits and upgrades (docs/api.md §17.1).
 func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" && !s.originAllowed(o) && !sameOrigin(r, o) {
 		WriteError(w, r, http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed", nil)

@@ -58,7 +58,7 @@ func newWSFixture(t *testing.T) *wsFixture {
 	return &wsFixture{server: s, http: srv, feed: feed, auth: a, admin: admin, token: tokens.AccessToken}
 }
 
-// handshake sends the handshake request and returns the status and the error code of API §1.5 ("" without one).
+// handshake sends the handshake request and returns the status and the error code of docs/api.md §1.5 ("" without one).
 func (fx *wsFixture) handshake(t *testing.T, clientID, query string, header http.Header) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest("GET", fx.http.URL+"/api/v1/ws/realtime/"+clientID+query, nil)

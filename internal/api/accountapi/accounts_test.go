@@ -98,7 +98,7 @@ func TestLoginVariants(t *testing.T) {
 	}
 }
 
-// API §2.6: over the limit the reply is 429 with Retry-After, audited once.
+// docs/api.md §2.6: over the limit the reply is 429 with Retry-After, audited once.
 func TestLoginIsRateLimited(t *testing.T) {
 	f := newFixture(t)
 	var last apitest.Response

@@ -1,5 +1,5 @@
-// Package accountapi serves the accounts of API §4 and §5: first-user setup,
-// logging in (rate-limited per client, API §2.6), token refresh and logout under
+// Package accountapi serves the accounts of docs/api.md §4 and §5: first-user setup,
+// logging in (rate-limited per client, docs/api.md §2.6), token refresh and logout under
 // /api/v1/auth, and the users an admin manages under /api/v1/users.
 package accountapi
 
@@ -67,7 +67,7 @@ func Register(s *api.Server, d Deps) {
 	h.userRoutes(s.Group("users"))
 }
 
-// userResponse is the user object (API §3).
+// userResponse is the user object (docs/api.md §5).
 type userResponse struct {
 	ID        int64   `json:"id"`
 	Username  string  `json:"username"`
@@ -173,7 +173,7 @@ type logoutRequest struct {
 	AllDevices   bool   `json:"all_devices"`
 }
 
-// authRoutes are API §4: the login routes share one limit, refresh has its own.
+// authRoutes are docs/api.md §4: the login routes share one limit, refresh has its own.
 func (h *handlers) authRoutes(g api.Group, loginLimit, refreshLimit int) {
 	const base = "/api/v1/auth"
 	login := h.srv.RateLimit("login", loginLimit)

@@ -27,7 +27,7 @@ type messageResponse struct {
 	Message string `json:"message"`
 }
 
-// patchUserRequest changes only what it names (API §1.2 partial updates).
+// patchUserRequest changes only what it names (docs/api.md §1.2 partial updates).
 type patchUserRequest struct {
 	Email    *string         `json:"email" api:"min=3,max=100,pattern=email"`
 	FullName *string         `json:"full_name" api:"max=100"`
@@ -60,7 +60,7 @@ func (q *changePasswordRequest) Validate(b *api.Body) {
 	checkPassword(b, "new_password", q.NewPassword)
 }
 
-// userRoutes are API §5: the users an admin manages, and changing the own password.
+// userRoutes are docs/api.md §5: the users an admin manages, and changing the own password.
 func (h *handlers) userRoutes(g api.Group) {
 	const (
 		list  = "/api/v1/users"

@@ -1,4 +1,4 @@
-// Package alertapi serves a user's notifications of API §12 under
+// Package alertapi serves a user's notifications of docs/api.md §12 under
 // /api/v1/notifications: each user's copies of the alerts of internal/notify,
 // read flags, the unread count, and acknowledge and resolve, which every
 // copy of an alert shares.
@@ -36,7 +36,7 @@ type handlers struct {
 	alerts alerts
 }
 
-// notificationResponse is a user's copy of an alert (API §13).
+// notificationResponse is a user's copy of an alert (docs/api.md §12).
 type notificationResponse struct {
 	ID              string         `json:"id"`
 	UserID          int64          `json:"user_id"`

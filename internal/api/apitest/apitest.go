@@ -154,7 +154,7 @@ func Decode(t testing.TB, rec *httptest.ResponseRecorder) Response {
 	return r
 }
 
-// Code is the error code of an error reply (API §1.5), "" for none.
+// Code is the error code of an error reply (docs/api.md §1.5), "" for none.
 func (r Response) Code() string {
 	e, _ := r.Body["error"].(map[string]any)
 	s, _ := e["code"].(string)

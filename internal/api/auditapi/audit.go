@@ -1,4 +1,4 @@
-// Package auditapi serves the audit log of API §14 under /api/v1/audit: the
+// Package auditapi serves the audit log of docs/api.md §14 under /api/v1/audit: the
 // entries and their statistics, the retention settings and the cleanup that
 // applies them, and the enumerations a client filters by.
 package auditapi
@@ -87,7 +87,7 @@ var auditSeverities = []auditSeverity{
 
 var auditSourceTypes = []string{"user", "esp32", "system", "api", "mqtt", "scheduler"}
 
-// auditEntry is an audit log entry (API §14).
+// auditEntry is an audit log entry (docs/api.md §14).
 type auditEntry struct {
 	ID               string         `json:"id"`
 	EventType        string         `json:"event_type"`
@@ -132,7 +132,7 @@ func entriesJSON(es []store.AuditEntry) []auditEntry {
 	return out
 }
 
-// auditPage is the audit list with the reference's own paging fields (API §1.4).
+// auditPage is the audit list with the reference's own paging fields (docs/api.md §1.4).
 type auditPage struct {
 	Success    bool         `json:"success"`
 	Data       []auditEntry `json:"data"`
@@ -364,7 +364,7 @@ func (h *handlers) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ 
 	})
 }
 
-// writeEntries answers the entries f selects as a bare array (API §1.4).
+// writeEntries answers the entries f selects as a bare array (docs/api.md §1.4).
 func (h *handlers) writeEntries(w http.ResponseWriter, r *http.Request, f store.AuditFilter) {
 	es, _, err := h.audit.Query(r.Context(), f)
 	if err != nil {

@@ -1,4 +1,4 @@
-// Package deviceapi serves the device registry of API §6 under
+// Package deviceapi serves the device registry of docs/api.md §6 under
 // /api/v1/esp/devices: listing and registering devices, the approval
 // lifecycle (approve, reject, back to pending), soft deletion, factory reset,
 // a device's health and ingest counters, and recent discoveries.
@@ -69,7 +69,7 @@ type handlers struct {
 var statuses = []string{device.StatusPending, device.StatusApproved, device.StatusOnline, device.StatusOffline,
 	device.StatusRejected, device.StatusError, device.StatusUnknown}
 
-// deviceResponse is the device object (API §4).
+// deviceResponse is the device object (docs/api.md §6.2).
 type deviceResponse struct {
 	ID                       string         `json:"id"`
 	DeviceID                 string         `json:"device_id"`
@@ -236,7 +236,7 @@ func (q *registerDeviceRequest) registration() device.Registration {
 	}
 }
 
-// patchDeviceRequest changes only what it names (API §1.2 partial updates).
+// patchDeviceRequest changes only what it names (docs/api.md §1.2 partial updates).
 type patchDeviceRequest struct {
 	Name         *string         `json:"name" api:"max=100"`
 	ZoneID       *string         `json:"zone_id" api:"max=32"`

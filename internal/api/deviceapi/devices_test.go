@@ -17,7 +17,7 @@ func newFixture(t *testing.T, ds ...device.Device) *apitest.Fixture {
 	return f
 }
 
-// API §1.7: pages past the end are empty with correct meta; pending devices
+// docs/api.md §1.7: pages past the end are empty with correct meta; pending devices
 // stay out of the default list.
 func TestDeviceListPaginates(t *testing.T) {
 	f := newFixture(t, append(apitest.Fleet(5, device.StatusOnline), apitest.Dev("ESP_PEND01", device.StatusPending))...)

@@ -1,4 +1,4 @@
-// Package healthapi serves the hub's measured health of API §13: overall
+// Package healthapi serves the hub's measured health of docs/api.md §13: overall
 // (GET /api/v1/health), the fleet as its heartbeats told it, and each
 // component in detail with the host's resources. The probes an orchestrator
 // asks (live, ready) and the metrics stay in the HTTP core.
@@ -24,7 +24,7 @@ import (
 )
 
 // healthRoutes are the hub's own health: overall, the fleet's, and measured
-// in detail (API §13).
+// in detail (docs/api.md §13).
 // pool reports the database read pool.
 type pool interface {
 	Stats() sql.DBStats

@@ -15,8 +15,8 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sensor"
 )
 
-// process is the firmware's synchronous processing call (CONTRACT §4, API
-// §7.4). The reply is parsed by substring search, so its bytes are fixed:
+// process is the firmware's synchronous processing call (docs/protocol.md §4,
+// docs/api.md §7.4). The reply is parsed by substring search, so its bytes are fixed:
 // one compact JSON line, then CRLF CRLF, counted in Content-Length.
 func (h *handlers) process(w http.ResponseWriter, r *http.Request) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))

@@ -1,4 +1,4 @@
-// Package sensorapi serves the sensors of API §7 under /api/v1/sensors:
+// Package sensorapi serves the sensors of docs/api.md §7 under /api/v1/sensors:
 // sensor configs and the device config push that follows a change,
 // calibration, reading history and latest values, the processors, and the
 // firmware's synchronous processing call with its byte-exact reply.
@@ -77,7 +77,7 @@ var (
 	subzonePattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 )
 
-// sensorResponse is the sensor config object (API §7) with its latest
+// sensorResponse is the sensor config object (docs/api.md §7.1) with its latest
 // reading and the state of the last config push.
 type sensorResponse struct {
 	ID                 string         `json:"id"`
@@ -306,7 +306,7 @@ func (h *handlers) getSensor(w http.ResponseWriter, r *http.Request, _ auth.Prin
 	}
 }
 
-// upsertSensorRequest is a whole sensor config (API §7.2); esp_id and gpio
+// upsertSensorRequest is a whole sensor config (docs/api.md §7.2); esp_id and gpio
 // may repeat the path's values.
 type upsertSensorRequest struct {
 	SensorType     string         `json:"sensor_type" api:"required,min=1,max=50"`
@@ -348,7 +348,7 @@ func (q *upsertSensorRequest) Validate(b *api.Body) {
 	}
 }
 
-// deviceBoundTextInvalid is text the firmware cannot carry (API §1.2).
+// deviceBoundTextInvalid is text the firmware cannot carry (docs/api.md §1.2).
 func deviceBoundTextInvalid(s string) bool {
 	return strings.ContainsAny(s, "\"\\") || strings.IndexFunc(s, func(r rune) bool { return r < 0x20 }) >= 0
 }
@@ -483,7 +483,7 @@ type historyRange struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
-// historyResponse is a page of readings or buckets (API §7.3).
+// historyResponse is a page of readings or buckets (docs/api.md §7.3).
 type historyResponse struct {
 	Success     bool                `json:"success"`
 	EspID       *string             `json:"esp_id"`
