@@ -58,8 +58,15 @@ func TestDecodeAcceptsTolerantInput(t *testing.T) {
 	if r.Status != http.StatusNoContent {
 		t.Fatalf("rejected: %d %s", r.Status, r.Raw)
 	}
-	want := bindProbe{ID: "ESP_1", Level: 34, Ratio: 0.25, On: true, Mode: "a", Secret: "  s  ",
-		Items: []bindItem{{Name: "x", Count: 2}}}
+	want := bindProbe{
+		ID:     "ESP_1",
+		Level:  34,
+		Ratio:  0.25,
+		On:     true,
+		Mode:   "a",
+		Secret: "  s  ",
+		Items:  []bindItem{{Name: "x", Count: 2}},
+	}
 	limit := 3
 	want.Limit = &limit
 	if !reflect.DeepEqual(p, want) {
@@ -246,7 +253,8 @@ func TestQueryParameters(t *testing.T) {
 	if !q.Set("n") || q.Set("absent") {
 		t.Fatal("Set")
 	}
-	if got := q.Time("at"); got.Format("2006-01-02") != "2026-01-05" || q.Time("unix").Unix() != 10 || !q.Time("none").IsZero() {
+	if got := q.Time("at"); got.Format("2006-01-02") != "2026-01-05" || q.Time("unix").Unix() != 10 ||
+		!q.Time("none").IsZero() {
 		t.Fatalf("time %v", got)
 	}
 	if q.Done(httptest.NewRecorder(), req) {

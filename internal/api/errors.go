@@ -46,7 +46,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg st
 	}
 	WriteJSON(w, status, errorBody{
 		Detail: msg,
-		Error:  errorInfo{Code: code, Message: msg, Details: details, RequestID: RequestID(r)},
+		Error: errorInfo{
+			Code:      code,
+			Message:   msg,
+			Details:   details,
+			RequestID: RequestID(r),
+		},
 	})
 }
 

@@ -113,7 +113,12 @@ func pathParams(path string) []any {
 		case "client_id":
 			schema["pattern"] = `^[A-Za-z0-9_-]{1,64}$`
 		}
-		params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": schema})
+		params = append(params, map[string]any{
+			"name":     m[1],
+			"in":       "path",
+			"required": true,
+			"schema":   schema,
+		})
 	}
 	return params
 }

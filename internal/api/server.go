@@ -303,7 +303,13 @@ type Group struct {
 func (s *Server) Group(tag string) Group { return Group{srv: s, tag: tag} }
 
 func (g Group) route(method, path, minRole, summary string, opts []RouteOption) Route {
-	rt := Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: g.tag}
+	rt := Route{
+		Method:  method,
+		Path:    path,
+		MinRole: minRole,
+		Summary: summary,
+		Tag:     g.tag,
+	}
 	for _, o := range opts {
 		o(&rt)
 	}
@@ -383,7 +389,8 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Allow-Credentials", "true")
-	h.Set("Access-Control-Expose-Headers", "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+	h.Set("Access-Control-Expose-Headers",
+		"X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
 	h.Add("Vary", "Origin")
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
@@ -503,7 +510,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body.Detail = "hub is not ready"
-	body.Error = &errorInfo{Code: "NOT_READY", Message: "hub is not ready", Details: checks, RequestID: RequestID(r)}
+	body.Error = &errorInfo{
+		Code:      "NOT_READY",
+		Message:   "hub is not ready",
+		Details:   checks,
+		RequestID: RequestID(r),
+	}
 	WriteJSON(w, http.StatusServiceUnavailable, body)
 }
 

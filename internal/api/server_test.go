@@ -58,7 +58,8 @@ func TestRoutesAnswerWithAndWithoutTrailingSlash(t *testing.T) {
 	if r.Status != 405 || r.Code() != "METHOD_NOT_ALLOWED" || !strings.Contains(r.Header.Get("Allow"), "GET") {
 		t.Fatalf("wrong method: %d %v", r.Status, r.Header)
 	}
-	if r := f.Do(t, "GET", "/", "", nil); r.Status != 200 || r.Body["service"] != "kaiser" || r.Body["mqtt_connected"] != true {
+	if r := f.Do(t, "GET", "/", "", nil); r.Status != 200 || r.Body["service"] != "kaiser" ||
+		r.Body["mqtt_connected"] != true {
 		t.Fatalf("root: %s", r.Raw)
 	}
 }
@@ -89,11 +90,17 @@ func TestGuardAuthenticatesThenAuthorises(t *testing.T) {
 			if tc.token == apitest.OperatorToken {
 				minRole = auth.RoleAdmin
 			}
-			f.Srv.Register(api.Route{Method: "POST", Path: "/api/v1/probe", MinRole: minRole, Summary: "probe", Tag: "t"},
-				func(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
-					ran = true
-					api.WriteJSON(w, 200, map[string]string{"user": p.User.Username})
-				})
+			probe := api.Route{
+				Method:  "POST",
+				Path:    "/api/v1/probe",
+				MinRole: minRole,
+				Summary: "probe",
+				Tag:     "t",
+			}
+			f.Srv.Register(probe, func(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
+				ran = true
+				api.WriteJSON(w, 200, map[string]string{"user": p.User.Username})
+			})
 
 			r := f.Do(t, "POST", "/api/v1/probe", tc.token, nil)
 			if r.Status != tc.status || r.Code() != tc.code {
@@ -161,7 +168,8 @@ func TestPanickingHandlerAnswers500AndIsCounted(t *testing.T) {
 		t.Fatal("panic not logged")
 	}
 	metrics := f.Do(t, "GET", "/metrics", "", nil)
-	if !strings.Contains(metrics.Raw, `god_kaiser_http_requests_total{method="GET",route="/api/v1/panic",status="500"} 1`) {
+	counted := `god_kaiser_http_requests_total{method="GET",route="/api/v1/panic",status="500"} 1`
+	if !strings.Contains(metrics.Raw, counted) {
 		t.Fatalf("request not counted:\n%s", metrics.Raw)
 	}
 }

@@ -30,8 +30,13 @@ var _ LiveFeed = (*live.Feed)(nil)
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (s *Server) wsRoutes() {
-	s.handle(Route{Method: "GET", Path: "/api/v1/ws/realtime/{client_id}", MinRole: auth.RoleViewer, Tag: "websocket",
-		Summary: "Live event feed (WebSocket, token in ?token=)"}, s.wsHandshake)
+	s.handle(Route{
+		Method:  "GET",
+		Path:    "/api/v1/ws/realtime/{client_id}",
+		MinRole: auth.RoleViewer,
+		Tag:     "websocket",
+		Summary: "Live event feed (WebSocket, token in ?token=)",
+	}, s.wsHandshake)
 }
 
 // wsHandshake checks origin, token, user and client id before the live feed

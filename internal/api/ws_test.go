@@ -52,10 +52,22 @@ func newWSFixture(t *testing.T) *wsFixture {
 	}
 
 	feed := &apitest.Feed{}
-	s := api.New(api.Deps{Auth: a, Live: feed, Logger: discard, CORSOrigins: []string{"http://localhost:5173"}})
+	s := api.New(api.Deps{
+		Auth:        a,
+		Live:        feed,
+		Logger:      discard,
+		CORSOrigins: []string{"http://localhost:5173"},
+	})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &wsFixture{server: s, http: srv, feed: feed, auth: a, admin: admin, token: tokens.AccessToken}
+	return &wsFixture{
+		server: s,
+		http:   srv,
+		feed:   feed,
+		auth:   a,
+		admin:  admin,
+		token:  tokens.AccessToken,
+	}
 }
 
 // handshake sends the handshake request and returns the status and the error code of docs/api.md §1.5 ("" without one).

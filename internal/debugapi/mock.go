@@ -348,7 +348,12 @@ func commandReply(w http.ResponseWriter, r *http.Request, id, command string, ok
 		notRunning(w, r)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, commandResponse{Success: true, EspID: id, Command: command, Result: result})
+	api.WriteJSON(w, http.StatusOK, commandResponse{
+		Success: true,
+		EspID:   id,
+		Command: command,
+		Result:  result,
+	})
 }
 
 func notRunning(w http.ResponseWriter, r *http.Request) {

@@ -14,13 +14,19 @@ import (
 
 func newFixture(t *testing.T) *apitest.Fixture {
 	f := apitest.New(t)
-	Register(f.Srv, Deps{Accounts: f.Auth, Audit: f.Audit, LoginLimit: 20, RefreshLimit: 20})
+	Register(f.Srv, Deps{
+		Accounts:     f.Auth,
+		Audit:        f.Audit,
+		LoginLimit:   20,
+		RefreshLimit: 20,
+	})
 	return f
 }
 
 func TestSetupAndStatus(t *testing.T) {
 	f := newFixture(t)
-	if r := f.Do(t, "GET", "/api/v1/auth/status", "", nil); r.Body["setup_required"] != false || r.Body["users_exist"] != true {
+	if r := f.Do(t, "GET", "/api/v1/auth/status", "", nil); r.Body["setup_required"] != false ||
+		r.Body["users_exist"] != true {
 		t.Fatalf("status: %s", r.Raw)
 	}
 	f.Auth.SetupErr = store.ErrSetupDone
@@ -40,8 +46,12 @@ func TestSetupAndStatus(t *testing.T) {
 
 func TestNewAccountValidation(t *testing.T) {
 	f := newFixture(t)
-	r := f.Do(t, "POST", "/api/v1/users", apitest.AdminToken, map[string]any{"username": 5, "email": "a@b.org",
-		"password": "short", "role": "god"})
+	r := f.Do(t, "POST", "/api/v1/users", apitest.AdminToken, map[string]any{
+		"username": 5,
+		"email":    "a@b.org",
+		"password": "short",
+		"role":     "god",
+	})
 	want := []string{"body.username: type_error", "body.role: enum", "body.password: value_error"}
 	if got := r.FieldErrors(); r.Status != 422 || !slices.Equal(got, want) {
 		t.Fatalf("%d %v", r.Status, got)
@@ -68,7 +78,8 @@ func TestLoginVariants(t *testing.T) {
 		t.Fatalf("empty: %v", r.FieldErrors())
 	}
 	f.Auth.LoginErr = auth.ErrUserDisabled
-	if r := f.Do(t, "POST", "/api/v1/auth/login", "", map[string]any{"username": "viewer", "password": "x"}); r.Code() != "USER_DISABLED" {
+	r = f.Do(t, "POST", "/api/v1/auth/login", "", map[string]any{"username": "viewer", "password": "x"})
+	if r.Code() != "USER_DISABLED" {
 		t.Fatalf("disabled: %s", r.Raw)
 	}
 	f.Auth.LoginErr = nil
@@ -121,7 +132,8 @@ func TestLoginIsRateLimited(t *testing.T) {
 
 func TestRefreshLogoutAndMe(t *testing.T) {
 	f := newFixture(t)
-	if r := f.Do(t, "POST", "/api/v1/auth/refresh", "", map[string]any{"refresh_token": "refresh-admin"}); r.Status != 200 ||
+	if r := f.Do(t, "POST", "/api/v1/auth/refresh", "", map[string]any{"refresh_token": "refresh-admin"}); r.Status !=
+		200 ||
 		r.Obj("tokens")["access_token"] != "access-admin" {
 		t.Fatalf("refresh: %s", r.Raw)
 	}
@@ -139,7 +151,8 @@ func TestRefreshLogoutAndMe(t *testing.T) {
 	if r.Status != 200 || r.Body["tokens_invalidated"] != 3.0 || !slices.Equal(f.Auth.Logouts, []bool{true}) {
 		t.Fatalf("logout: %s", r.Raw)
 	}
-	if r := f.Do(t, "GET", "/api/v1/auth/me", apitest.ViewerToken, nil); r.Body["username"] != "viewer" || r.Body["is_active"] != true {
+	if r := f.Do(t, "GET", "/api/v1/auth/me", apitest.ViewerToken, nil); r.Body["username"] != "viewer" ||
+		r.Body["is_active"] != true {
 		t.Fatalf("me: %s", r.Raw)
 	}
 	if r := f.Do(t, "GET", "/api/v1/auth/mqtt/status", apitest.ViewerToken, nil); r.Body["broker_connected"] != true ||
@@ -153,8 +166,12 @@ func TestRefreshLogoutAndMe(t *testing.T) {
 
 func TestUserAdministration(t *testing.T) {
 	f := newFixture(t)
-	r := f.Do(t, "POST", "/api/v1/users", apitest.AdminToken, map[string]any{"username": "carol", "email": "carol@example.org",
-		"password": "Pass-word1", "role": "operator"})
+	r := f.Do(t, "POST", "/api/v1/users", apitest.AdminToken, map[string]any{
+		"username": "carol",
+		"email":    "carol@example.org",
+		"password": "Pass-word1",
+		"role":     "operator",
+	})
 	if r.Status != 201 || r.Body["role"] != "operator" {
 		t.Fatalf("create: %d %s", r.Status, r.Raw)
 	}
@@ -167,7 +184,8 @@ func TestUserAdministration(t *testing.T) {
 		"email": "d@example.org", "password": "Pass-word1"}); r.Status != 200 || r.Obj("user")["role"] != "viewer" {
 		t.Fatalf("register: %s", r.Raw)
 	}
-	if r := f.Do(t, "GET", "/api/v1/users", apitest.AdminToken, nil); r.Body["total"] != 5.0 || len(r.Items("users")) != 5 {
+	if r := f.Do(t, "GET", "/api/v1/users", apitest.AdminToken, nil); r.Body["total"] != 5.0 ||
+		len(r.Items("users")) != 5 {
 		t.Fatalf("list: %s", r.Raw)
 	}
 	if r := f.Do(t, "GET", "/api/v1/users/"+id, apitest.AdminToken, nil); r.Body["username"] != "carol" {
@@ -190,14 +208,16 @@ func TestUserAdministration(t *testing.T) {
 	if r := f.Do(t, "PATCH", "/api/v1/users/"+id, apitest.AdminToken, `{"is_active": null}`); r.Body["is_active"] != true {
 		t.Fatalf("null is_active: %s", r.Raw)
 	}
-	if r := f.Do(t, "PATCH", "/api/v1/users/1", apitest.AdminToken, `{"role": "viewer"}`); r.Status != 409 || r.Code() != "LAST_ADMIN" {
+	if r := f.Do(t, "PATCH", "/api/v1/users/1", apitest.AdminToken, `{"role": "viewer"}`); r.Status != 409 ||
+		r.Code() != "LAST_ADMIN" {
 		t.Fatalf("last admin: %s", r.Raw)
 	}
 	if r := f.Do(t, "PATCH", "/api/v1/users/"+id, apitest.AdminToken, `{"role": "king"}`); r.Status != 422 {
 		t.Fatalf("bad role: %s", r.Raw)
 	}
 
-	if r := f.Do(t, "POST", "/api/v1/users/"+id+"/reset-password", apitest.AdminToken, map[string]any{"new_password": "weak"}); r.Status != 422 {
+	weak := map[string]any{"new_password": "weak"}
+	if r := f.Do(t, "POST", "/api/v1/users/"+id+"/reset-password", apitest.AdminToken, weak); r.Status != 422 {
 		t.Fatalf("weak password: %s", r.Raw)
 	}
 	if r := f.Do(t, "POST", "/api/v1/users/"+id+"/reset-password", apitest.AdminToken,

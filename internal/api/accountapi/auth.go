@@ -139,7 +139,13 @@ type newUserRequest struct {
 func (q *newUserRequest) Validate(b *api.Body) { checkPassword(b, "password", q.Password) }
 
 func (q *newUserRequest) newUser(role string) auth.NewUser {
-	return auth.NewUser{Username: q.Username, Email: q.Email, FullName: q.FullName, Password: q.Password, Role: role}
+	return auth.NewUser{
+		Username: q.Username,
+		Email:    q.Email,
+		FullName: q.FullName,
+		Password: q.Password,
+		Role:     role,
+	}
 }
 
 // createUserRequest is an account an admin creates, with its role.
@@ -217,7 +223,8 @@ func (h *handlers) brokerAuth(w http.ResponseWriter, _ *http.Request, _ auth.Pri
 }
 
 func (h *handlers) configureBrokerAuth(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	api.WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED", "broker credentials are managed outside the API", nil)
+	api.WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED",
+		"broker credentials are managed outside the API", nil)
 }
 
 // auditUser records what a user did through r.

@@ -77,7 +77,12 @@ func (f *fakeAlerts) Transition(ctx context.Context, user int64, id, action, by 
 }
 
 func note(id string, user int64, severity string, read bool) store.Notification {
-	n := store.Notification{ID: id, UserID: user, IsRead: read, Channel: "websocket"}
+	n := store.Notification{
+		ID:      id,
+		UserID:  user,
+		IsRead:  read,
+		Channel: "websocket",
+	}
 	n.Severity, n.Title, n.Key, n.Status = severity, "pH high", "alert:"+id, "active"
 	n.Metadata = []byte(`{"esp_id": "ESP_1"}`)
 	n.CreatedAt = time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
@@ -104,7 +109,8 @@ func TestNotificationsAreTheCallersOwn(t *testing.T) {
 	if r.Body["correlation_id"] != "alert:n1" || r.Obj("metadata")["esp_id"] != "ESP_1" || r.Body["read_at"] != nil {
 		t.Fatalf("one: %s", r.Raw)
 	}
-	if r := f.Do(t, "GET", "/api/v1/notifications/n4", apitest.ViewerToken, nil); r.Status != 404 || r.Code() != "NOTIFICATION_NOT_FOUND" {
+	if r := f.Do(t, "GET", "/api/v1/notifications/n4", apitest.ViewerToken, nil); r.Status != 404 ||
+		r.Code() != "NOTIFICATION_NOT_FOUND" {
 		t.Fatalf("another user's: %s", r.Raw)
 	}
 
@@ -121,7 +127,8 @@ func TestNotificationsAreTheCallersOwn(t *testing.T) {
 	if r.Body["status"] != "acknowledged" || r.Body["acknowledged_by"] != "viewer" {
 		t.Fatalf("acknowledge: %s", r.Raw)
 	}
-	if r := f.Do(t, "PATCH", "/api/v1/notifications/n2/resolve", apitest.ViewerToken, nil); r.Body["status"] != "resolved" {
+	r = f.Do(t, "PATCH", "/api/v1/notifications/n2/resolve", apitest.ViewerToken, nil)
+	if r.Body["status"] != "resolved" {
 		t.Fatalf("resolve: %s", r.Raw)
 	}
 	if r := f.Do(t, "GET", "/api/v1/notifications?page=0", apitest.ViewerToken, nil); r.Status != 422 {

@@ -46,7 +46,13 @@ func NewAuth() *Auth {
 	a := &Auth{users: map[int64]store.User{}, nextID: 10}
 	for i, role := range []string{auth.RoleAdmin, auth.RoleOperator, auth.RoleViewer} {
 		id := int64(i + 1)
-		a.users[id] = store.User{ID: id, Username: role, Email: role + "@example.org", Role: role, IsActive: true}
+		a.users[id] = store.User{
+			ID:       id,
+			Username: role,
+			Email:    role + "@example.org",
+			Role:     role,
+			IsActive: true,
+		}
 	}
 	return a
 }
@@ -147,8 +153,15 @@ func (a *Auth) CreateUser(_ context.Context, n auth.NewUser) (store.User, error)
 		}
 	}
 	a.nextID++
-	u := store.User{ID: a.nextID, Username: n.Username, Email: n.Email, FullName: n.FullName, Role: n.Role,
-		IsActive: true, CreatedAt: time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)}
+	u := store.User{
+		ID:        a.nextID,
+		Username:  n.Username,
+		Email:     n.Email,
+		FullName:  n.FullName,
+		Role:      n.Role,
+		IsActive:  true,
+		CreatedAt: time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC),
+	}
 	a.users[u.ID] = u
 	return u, nil
 }
@@ -555,8 +568,12 @@ func (f *Audit) PutRetention(_ context.Context, r audit.Retention) error {
 }
 
 func (f *Audit) Cleanup(_ context.Context, dry bool) (audit.CleanupResult, error) {
-	return audit.CleanupResult{DeletedCount: 2, DeletedBySeverity: map[string]int64{"info": 2}, DryRun: dry,
-		Errors: []string{}}, f.Err
+	return audit.CleanupResult{
+		DeletedCount:      2,
+		DeletedBySeverity: map[string]int64{"info": 2},
+		DryRun:            dry,
+		Errors:            []string{},
+	}, f.Err
 }
 
 // Pinger is the store's round trip, failing with Err.

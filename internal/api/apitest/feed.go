@@ -49,7 +49,12 @@ func (f *Feed) Revoke(userID int64, tokenID string) {
 
 // Stats are fixed: 2 connections, 30 messages sent, 4 coalesced, 1 slow client.
 func (f *Feed) Stats() live.Stats {
-	return live.Stats{ActiveConnections: 2, MessagesSent: 30, MessagesCoalesced: 4, SlowClientDisconnects: 1}
+	return live.Stats{
+		ActiveConnections:     2,
+		MessagesSent:          30,
+		MessagesCoalesced:     4,
+		SlowClientDisconnects: 1,
+	}
 }
 
 func (f *Feed) Close() {

@@ -20,13 +20,18 @@ func newFixture(t *testing.T) *apitest.Fixture {
 func TestAuditListAndFilters(t *testing.T) {
 	f := newFixture(t)
 	for i := range 3 {
-		f.Audit.Entries = append(f.Audit.Entries, store.AuditEntry{ID: strconv.Itoa(i), EventType: "login_success",
-			Severity: "info", CreatedAt: time.Date(2026, 1, 5, 10, 0, i, 0, time.UTC)})
+		f.Audit.Entries = append(f.Audit.Entries, store.AuditEntry{
+			ID:        strconv.Itoa(i),
+			EventType: "login_success",
+			Severity:  "info",
+			CreatedAt: time.Date(2026, 1, 5, 10, 0, i, 0, time.UTC),
+		})
 	}
 	r := f.Do(t, "GET", "/api/v1/audit?event_type=login_success,logout&severity=info&hours=2&page=2&page_size=1",
 		apitest.ViewerToken, nil)
 	flt := f.Audit.Filters[0]
-	if r.Status != 200 || flt.Offset != 1 || flt.Limit != 1 || !slices.Equal(flt.EventTypes, []string{"login_success", "logout"}) ||
+	if r.Status != 200 || flt.Offset != 1 || flt.Limit != 1 ||
+		!slices.Equal(flt.EventTypes, []string{"login_success", "logout"}) ||
 		time.Since(flt.Start) > 2*time.Hour+time.Minute {
 		t.Fatalf("filter %+v %s", flt, r.Raw)
 	}
@@ -55,7 +60,8 @@ func TestAuditListAndFilters(t *testing.T) {
 func TestAuditStatisticsAndErrorRate(t *testing.T) {
 	f := newFixture(t)
 	r := f.Do(t, "GET", "/api/v1/audit/statistics?time_range=7d", apitest.ViewerToken, nil)
-	if r.Body["total_count"] != 8.0 || r.Body["pending_cleanup_count"] != 2.0 || r.Obj("retention_config")["default_days"] != 30.0 {
+	if r.Body["total_count"] != 8.0 || r.Body["pending_cleanup_count"] != 2.0 ||
+		r.Obj("retention_config")["default_days"] != 30.0 {
 		t.Fatalf("statistics: %s", r.Raw)
 	}
 	r = f.Do(t, "GET", "/api/v1/audit/error-rate", apitest.ViewerToken, nil)

@@ -352,7 +352,12 @@ func Register(s *api.Server, d Deps) {
 		list = "/api/v1/esp/devices"
 		one  = list + "/{esp_id}"
 	)
-	h := &handlers{srv: s, devices: d.Devices, sensors: d.Sensors, audit: d.Audit}
+	h := &handlers{
+		srv:     s,
+		devices: d.Devices,
+		sensors: d.Sensors,
+		audit:   d.Audit,
+	}
 	g := s.Group("devices")
 	g.Add("GET", list, auth.RoleViewer, "List devices", h.listDevices,
 		api.Returns(api.PageOf[deviceResponse]{}))
@@ -566,7 +571,12 @@ func reasonTransition[T reasonRequest](h *handlers, event, msg, status string,
 		}
 		h.auditDevice(r, p, event, d.DeviceID, msg, map[string]any{"previous_status": prev, "reason": reason})
 
-		out := transitionResponse{Success: true, Message: msg, DeviceID: d.DeviceID, Status: status}
+		out := transitionResponse{
+			Success:  true,
+			Message:  msg,
+			DeviceID: d.DeviceID,
+			Status:   status,
+		}
 		if status == device.StatusRejected {
 			out.RejectionReason = &reason
 		}

@@ -57,8 +57,12 @@ func TestDeviceObjectShape(t *testing.T) {
 	d := apitest.Dev("ESP_A1B2C3", device.StatusOnline)
 	seen := time.Date(2026, 1, 5, 10, 0, 0, 123e6, time.UTC)
 	d.LastSeen, d.Name = &seen, "Greenhouse"
-	d.Metadata = map[string]any{"capabilities": map[string]any{"adc": true}, "mac_address": "AA:BB:CC:DD:EE:FF",
-		"is_zone_master": true, "last_uptime": 130.0}
+	d.Metadata = map[string]any{
+		"capabilities":   map[string]any{"adc": true},
+		"mac_address":    "AA:BB:CC:DD:EE:FF",
+		"is_zone_master": true,
+		"last_uptime":    130.0,
+	}
 	f := newFixture(t, d)
 	f.Sensors.Configs = []sensor.Config{apitest.SensorOn("ESP_A1B2C3", 34, "ph")}
 
@@ -79,15 +83,21 @@ func TestDeviceLookupValidatesThenFinds(t *testing.T) {
 		t.Fatalf("bad id: %d", r.Status)
 	}
 	r := f.Do(t, "GET", "/api/v1/esp/devices/ESP_NOPE01", apitest.ViewerToken, nil)
-	if r.Status != 404 || r.Code() != "ESP_NOT_FOUND" || r.Obj("error")["details"].(map[string]any)["esp_id"] != "ESP_NOPE01" {
+	if r.Status != 404 || r.Code() != "ESP_NOT_FOUND" ||
+		r.Obj("error")["details"].(map[string]any)["esp_id"] != "ESP_NOPE01" {
 		t.Fatalf("%d %s", r.Status, r.Raw)
 	}
 }
 
 func TestRegisterDevice(t *testing.T) {
 	f := newFixture(t)
-	body := map[string]any{"device_id": "ESP_NEW001", "name": " Bed 1 ", "mac_address": "AA:BB:CC:DD:EE:01",
-		"ip_address": "10.0.0.7", "capabilities": map[string]any{"i2c": true}}
+	body := map[string]any{
+		"device_id":    "ESP_NEW001",
+		"name":         " Bed 1 ",
+		"mac_address":  "AA:BB:CC:DD:EE:01",
+		"ip_address":   "10.0.0.7",
+		"capabilities": map[string]any{"i2c": true},
+	}
 	r := f.Do(t, "POST", "/api/v1/esp/devices", apitest.OperatorToken, body)
 	if r.Status != 201 || r.Body["device_id"] != "ESP_NEW001" || r.Body["name"] != "Bed 1" ||
 		r.Body["firmware_version"] != "unknown" {
@@ -173,11 +183,12 @@ func TestApprovalTransitions(t *testing.T) {
 		t.Fatalf("approve online: %d %s", r.Status, r.Raw)
 	}
 
-	if r := f.Do(t, "POST", "/api/v1/esp/devices/ESP_PEND02/reject", apitest.OperatorToken, nil); !slices.Equal(r.FieldErrors(),
-		[]string{"body.reason: missing"}) {
+	r = f.Do(t, "POST", "/api/v1/esp/devices/ESP_PEND02/reject", apitest.OperatorToken, nil)
+	if !slices.Equal(r.FieldErrors(), []string{"body.reason: missing"}) {
 		t.Fatalf("reject needs a reason: %s", r.Raw)
 	}
-	r = f.Do(t, "POST", "/api/v1/esp/devices/ESP_PEND02/reject", apitest.OperatorToken, map[string]any{"reason": "unknown"})
+	r = f.Do(t, "POST", "/api/v1/esp/devices/ESP_PEND02/reject", apitest.OperatorToken,
+		map[string]any{"reason": "unknown"})
 	if r.Status != 200 || r.Body["status"] != "rejected" || r.Body["rejection_reason"] != "unknown" {
 		t.Fatalf("reject: %s", r.Raw)
 	}
@@ -223,8 +234,9 @@ func TestDeleteRestartResetAndHealth(t *testing.T) {
 	if r := f.Do(t, "POST", "/api/v1/esp/devices/ESP_LIVE01/assign_kaiser", apitest.OperatorToken, nil); r.Status != 501 {
 		t.Fatalf("assign_kaiser: %d", r.Status)
 	}
-	if r := f.Do(t, "POST", "/api/v1/esp/devices/ESP_LIVE01/reset", apitest.OperatorToken, nil); r.Code() != "CONFIRMATION_REQUIRED" {
-		t.Fatalf("reset without confirm: %s", r.Raw)
+	unconfirmed := f.Do(t, "POST", "/api/v1/esp/devices/ESP_LIVE01/reset", apitest.OperatorToken, nil)
+	if unconfirmed.Code() != "CONFIRMATION_REQUIRED" {
+		t.Fatalf("reset without confirm: %s", unconfirmed.Raw)
 	}
 	if r := f.Do(t, "POST", "/api/v1/esp/devices/ESP_LIVE01/reset", apitest.OperatorToken,
 		map[string]any{"confirm": true, "preserve_wifi": true}); r.Status != 422 {
@@ -246,11 +258,13 @@ func TestDeleteRestartResetAndHealth(t *testing.T) {
 	}
 
 	r := f.Do(t, "GET", "/api/v1/esp/devices/ESP_LIVE01/health", apitest.ViewerToken, nil)
-	if r.Body["uptime_formatted"] != "0d 1h 2m" || r.Obj("metrics")["uptime"] != 3725.0 || r.Obj("counters")["received"] != 7.0 {
+	if r.Body["uptime_formatted"] != "0d 1h 2m" || r.Obj("metrics")["uptime"] != 3725.0 ||
+		r.Obj("counters")["received"] != 7.0 {
 		t.Fatalf("health: %s", r.Raw)
 	}
 
-	if r := f.Do(t, "DELETE", "/api/v1/esp/devices/ESP_LIVE01", apitest.OperatorToken, nil); r.Status != 204 || r.Raw != "" {
+	if r := f.Do(t, "DELETE", "/api/v1/esp/devices/ESP_LIVE01", apitest.OperatorToken, nil); r.Status != 204 ||
+		r.Raw != "" {
 		t.Fatalf("delete: %d %q", r.Status, r.Raw)
 	}
 	if len(f.Sensors.Configs) != 0 || !slices.Contains(f.Audit.Events(), "device_deleted") {

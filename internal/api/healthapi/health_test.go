@@ -58,7 +58,8 @@ func TestDetailedHealthMeasuresComponents(t *testing.T) {
 	if db["pool_size"] != 4.0 || db["pool_idle"] != 3.0 || db["connected"] != true {
 		t.Fatalf("database: %v", db)
 	}
-	if mq["messages_received"] != 42.0 || mq["last_message_at"] != "2026-01-05T10:00:00.000Z" || mq["messages_published"] != 0.0 {
+	if mq["messages_received"] != 42.0 || mq["last_message_at"] != "2026-01-05T10:00:00.000Z" ||
+		mq["messages_published"] != 0.0 {
 		t.Fatalf("mqtt: %v", mq)
 	}
 	if len(r.Items("components")) != 2 || r.Obj("system")["goroutines"].(float64) < 1 {
@@ -77,8 +78,16 @@ func TestFleetHealthCountsAndAverages(t *testing.T) {
 		apitest.Dev("ESP_A00005", "pending_approval"), apitest.Dev("ESP_A00006", "rejected"))
 
 	r := f.Do(t, "GET", "/api/v1/health/esp", apitest.ViewerToken, nil)
-	want := map[string]float64{"total_devices": 4, "online_count": 1, "offline_count": 1, "error_count": 1,
-		"unknown_count": 1, "pending_count": 1, "avg_heap_free": 2000, "avg_wifi_rssi": -60}
+	want := map[string]float64{
+		"total_devices": 4,
+		"online_count":  1,
+		"offline_count": 1,
+		"error_count":   1,
+		"unknown_count": 1,
+		"pending_count": 1,
+		"avg_heap_free": 2000,
+		"avg_wifi_rssi": -60,
+	}
 	for k, v := range want {
 		if r.Body[k] != v {
 			t.Errorf("%s = %v, want %v", k, r.Body[k], v)
@@ -89,7 +98,8 @@ func TestFleetHealthCountsAndAverages(t *testing.T) {
 	}
 
 	empty := newFixture(t, nil)
-	if r := empty.Do(t, "GET", "/api/v1/health/esp", apitest.ViewerToken, nil); r.Body["avg_heap_free"] != nil || r.Items("devices") == nil {
+	r = empty.Do(t, "GET", "/api/v1/health/esp", apitest.ViewerToken, nil)
+	if r.Body["avg_heap_free"] != nil || r.Items("devices") == nil {
 		t.Fatalf("no devices: %s", r.Raw)
 	}
 }

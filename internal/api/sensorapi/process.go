@@ -37,9 +37,11 @@ func (h *handlers) process(w http.ResponseWriter, r *http.Request) {
 	rawN, ok4 := m["raw_value"].(json.Number)
 	gpio, gerr := strconv.ParseFloat(string(gpioN), 64)
 	rawV, rerr := strconv.ParseFloat(string(rawN), 64)
-	if !ok1 || !ok2 || !ok3 || !ok4 || gerr != nil || rerr != nil || !contract.ValidEspID(esp) || len(typ) == 0 || len(typ) > 50 ||
-		gpio != math.Trunc(gpio) || gpio < 0 || gpio > 255 || math.IsInf(rawV, 0) || math.IsNaN(rawV) {
-		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST", "esp_id, gpio (0-255), sensor_type and raw_value are required")
+	if !ok1 || !ok2 || !ok3 || !ok4 || gerr != nil || rerr != nil || !contract.ValidEspID(esp) ||
+		len(typ) == 0 || len(typ) > 50 || gpio != math.Trunc(gpio) || gpio < 0 || gpio > 255 ||
+		math.IsInf(rawV, 0) || math.IsNaN(rawV) {
+		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST",
+			"esp_id, gpio (0-255), sensor_type and raw_value are required")
 		return
 	}
 	if r.Header.Get("X-API-Key") != "" {
@@ -47,7 +49,12 @@ func (h *handlers) process(w http.ResponseWriter, r *http.Request) {
 		writeCompactError(w, r, http.StatusUnauthorized, "INVALID_API_KEY", "invalid API key")
 		return
 	}
-	req := sensor.ProcessRequest{EspID: esp, GPIO: int(gpio), SensorType: typ, Raw: rawV}
+	req := sensor.ProcessRequest{
+		EspID:      esp,
+		GPIO:       int(gpio),
+		SensorType: typ,
+		Raw:        rawV,
+	}
 	if b, ok := m["raw_mode"].(bool); ok {
 		req.RawMode = &b
 	}
@@ -104,8 +111,16 @@ func writeProcessReply(w http.ResponseWriter, rep sensor.ProcessReply) {
 }
 
 func writeCompactError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	b, _ := json.Marshal(map[string]any{"success": false, "detail": msg,
-		"error": map[string]any{"code": code, "message": msg, "details": map[string]any{}, "request_id": api.RequestID(r)}})
+	b, _ := json.Marshal(map[string]any{
+		"success": false,
+		"detail":  msg,
+		"error": map[string]any{
+			"code":       code,
+			"message":    msg,
+			"details":    map[string]any{},
+			"request_id": api.RequestID(r),
+		},
+	})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)

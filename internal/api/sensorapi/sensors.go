@@ -294,7 +294,8 @@ func (h *handlers) findSensor(w http.ResponseWriter, r *http.Request) (sensor.Co
 			map[string]any{"candidates": list})
 		return c, false
 	case err != nil:
-		api.WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", fmt.Sprintf("no sensor on %s GPIO %d", d.DeviceID, g), nil)
+		api.WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND",
+			fmt.Sprintf("no sensor on %s GPIO %d", d.DeviceID, g), nil)
 		return c, false
 	}
 	return c, true
@@ -417,8 +418,12 @@ func (h *handlers) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.P
 		api.WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", perr.Error(), nil)
 		return
 	}
-	h.auditConfig(r, p, "sensor config changed",
-		map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "sensor_type": c.SensorType, "mqtt_sent": sent})
+	h.auditConfig(r, p, "sensor config changed", map[string]any{
+		"esp_id":      c.EspID,
+		"gpio":        c.GPIO,
+		"sensor_type": c.SensorType,
+		"mqtt_sent":   sent,
+	})
 
 	out := h.sensorJSON(c)
 	out.ConfigSent = sent

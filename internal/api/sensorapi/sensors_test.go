@@ -32,7 +32,8 @@ func TestUpsertSensorValidatesAgainstThePath(t *testing.T) {
 		{"path mismatch", `{"sensor_type": "ph", "esp_id": "ESP_OTHER", "gpio": 35.0}`,
 			[]string{"body.esp_id: value_error", "body.gpio: value_error"}},
 		{"device-bound name", `{"sensor_type": "ph", "name": "a\"b"}`, []string{"body.name: value_error"}},
-		{"crossed thresholds", `{"sensor_type": "ph", "threshold_min": 5, "threshold_max": 1, "warning_min": 3, "warning_max": 2}`,
+		{"crossed thresholds",
+			`{"sensor_type": "ph", "threshold_min": 5, "threshold_max": 1, "warning_min": 3, "warning_max": 2}`,
 			[]string{"body.threshold_min: value_error", "body.warning_min: value_error"}},
 		{"enums and subzone", `{"sensor_type": "ph", "processing_mode": "magic", "operating_mode": "x", "subzone_id": "a-b"}`,
 			[]string{"body.processing_mode: enum", "body.operating_mode: enum", "body.subzone_id: string_pattern_mismatch"}},
@@ -74,14 +75,14 @@ func TestUpsertSensorStoresPushesAndAudits(t *testing.T) {
 	}
 
 	f.Sensors.UpsertErr = &sensor.PinError{Conflict: true, Type: "sensor_vs_actuator", Msg: "pin taken"}
-	if r := f.Do(t, "POST", "/api/v1/sensors/ESP_LIVE01/5", apitest.OperatorToken, `{"sensor_type": "ph"}`); r.Status != 409 ||
-		r.Code() != "GPIO_CONFLICT" {
+	r = f.Do(t, "POST", "/api/v1/sensors/ESP_LIVE01/5", apitest.OperatorToken, `{"sensor_type": "ph"}`)
+	if r.Status != 409 || r.Code() != "GPIO_CONFLICT" {
 		t.Fatalf("conflict: %s", r.Raw)
 	}
 	f.Sensors.UpsertErr = nil
 	f.Devices.PushErr = device.ErrConfigTooLarge
-	if r := f.Do(t, "POST", "/api/v1/sensors/ESP_LIVE01/6", apitest.OperatorToken, `{"sensor_type": "ph"}`); r.Status != 400 ||
-		r.Code() != "CONFIG_TOO_LARGE" {
+	r = f.Do(t, "POST", "/api/v1/sensors/ESP_LIVE01/6", apitest.OperatorToken, `{"sensor_type": "ph"}`)
+	if r.Status != 400 || r.Code() != "CONFIG_TOO_LARGE" {
 		t.Fatalf("too large: %s", r.Raw)
 	}
 }
@@ -93,15 +94,21 @@ func TestSensorLookups(t *testing.T) {
 	f.Sensors.Configs = []sensor.Config{ph, ec, apitest.SensorOn("ESP_LIVE01", 35, "moisture")}
 	processed := 7.1
 	f.Sensors.Values = []sensor.LatestValue{{
-		Key:     store.SeriesKey{EspID: "ESP_LIVE01", GPIO: 35, SensorType: "moisture"},
-		Reading: store.Reading{Raw: 2000, Processed: &processed, Quality: "good", TS: time.Now().UnixMilli()},
+		Key: store.SeriesKey{EspID: "ESP_LIVE01", GPIO: 35, SensorType: "moisture"},
+		Reading: store.Reading{
+			Raw:       2000,
+			Processed: &processed,
+			Quality:   "good",
+			TS:        time.Now().UnixMilli(),
+		},
 	}}
 
 	if r := f.Do(t, "GET", "/api/v1/sensors/ESP_LIVE01/34", apitest.ViewerToken, nil); r.Status != 409 ||
 		r.Code() != "AMBIGUOUS_SENSOR" || len(r.Obj("error")["details"].(map[string]any)["candidates"].([]any)) != 2 {
 		t.Fatalf("ambiguous: %s", r.Raw)
 	}
-	if r := f.Do(t, "GET", "/api/v1/sensors/ESP_LIVE01/34?sensor_type=ec", apitest.ViewerToken, nil); r.Body["id"] != ec.ID {
+	if r := f.Do(t, "GET", "/api/v1/sensors/ESP_LIVE01/34?sensor_type=ec", apitest.ViewerToken, nil); r.Body["id"] !=
+		ec.ID {
 		t.Fatalf("selected: %s", r.Raw)
 	}
 	if r := f.Do(t, "GET", "/api/v1/sensors/ESP_LIVE01/35", apitest.ViewerToken, nil); r.Body["latest_value"] != 7.1 ||
@@ -136,7 +143,8 @@ func TestSensorLookups(t *testing.T) {
 	if r.Status != 200 || r.Body["sensor_type"] != "ph" || len(f.Sensors.Configs) != 2 {
 		t.Fatalf("delete by id: %s", r.Raw)
 	}
-	if r := f.Do(t, "DELETE", "/api/v1/sensors/ESP_LIVE01/35", apitest.OperatorToken, nil); r.Status != 200 || len(f.Sensors.Configs) != 1 {
+	if r := f.Do(t, "DELETE", "/api/v1/sensors/ESP_LIVE01/35", apitest.OperatorToken, nil); r.Status != 200 ||
+		len(f.Sensors.Configs) != 1 {
 		t.Fatalf("delete by pin: %s", r.Raw)
 	}
 }
@@ -144,7 +152,12 @@ func TestSensorLookups(t *testing.T) {
 func TestSensorHistoryQuery(t *testing.T) {
 	f := newFixture(t, apitest.Dev("ESP_LIVE01", device.StatusOnline))
 	next := time.Date(2026, 1, 5, 9, 0, 0, 0, time.UTC)
-	f.Sensors.History = sensor.History{Resolution: "5m", BucketSeconds: 300, HasMore: true, NextCursor: &next}
+	f.Sensors.History = sensor.History{
+		Resolution:    "5m",
+		BucketSeconds: 300,
+		HasMore:       true,
+		NextCursor:    &next,
+	}
 
 	r := f.Do(t, "GET", "/api/v1/sensors/data?esp_id=ESP_LIVE01&gpio=34&resolution=5m&order=asc"+
 		"&start_time=2026-01-04T00:00:00Z&end_time=2026-01-05T00:00:00Z", apitest.ViewerToken, nil)
@@ -153,12 +166,14 @@ func TestSensorHistoryQuery(t *testing.T) {
 		t.Fatalf("%+v %s", q, r.Raw)
 	}
 	if r.Obj("aggregation")["bucket_seconds"] != 300.0 || r.Body["next_cursor"] != "2026-01-05T09:00:00.000Z" ||
-		r.Obj("time_range")["start"] != "2026-01-04T00:00:00.000Z" || len(r.Items("readings")) != 0 || r.Items("readings") == nil {
+		r.Obj("time_range")["start"] != "2026-01-04T00:00:00.000Z" || len(r.Items("readings")) != 0 ||
+		r.Items("readings") == nil {
 		t.Fatalf("%s", r.Raw)
 	}
 
 	r = f.Do(t, "GET", "/api/v1/sensors/data", apitest.ViewerToken, nil)
-	if q := f.Sensors.LastQuery; r.Body["gpio"] != nil || q.GPIO != -1 || q.Limit != 100 || q.End.Sub(q.Start) != 24*time.Hour {
+	if q := f.Sensors.LastQuery; r.Body["gpio"] != nil || q.GPIO != -1 || q.Limit != 100 ||
+		q.End.Sub(q.Start) != 24*time.Hour {
 		t.Fatalf("defaults %+v %s", q, r.Raw)
 	}
 
@@ -186,7 +201,8 @@ func TestSensorTypesAndProcessingHealth(t *testing.T) {
 			t.Fatalf("processor without calibration fields: %v", p)
 		}
 	}
-	if r := f.Do(t, "GET", "/api/v1/sensors/health", "", nil); r.Body["processors_loaded"] != float64(len(sensor.ProcessorKeys)) {
+	r = f.Do(t, "GET", "/api/v1/sensors/health", "", nil)
+	if r.Body["processors_loaded"] != float64(len(sensor.ProcessorKeys)) {
 		t.Fatalf("health: %s", r.Raw)
 	}
 }
@@ -196,8 +212,12 @@ func TestCalibrate(t *testing.T) {
 	f.Sensors.Configs = []sensor.Config{apitest.SensorOn("ESP_LIVE01", 34, "ph")}
 	points := []map[string]any{{"raw": 1000, "reference": 4}, {"raw": 2000.0, "reference": 7}}
 
-	r := f.Do(t, "POST", "/api/v1/sensors/calibrate", apitest.OperatorToken,
-		map[string]any{"esp_id": "ESP_LIVE01", "gpio": 34, "sensor_type": "ph", "calibration_points": points})
+	r := f.Do(t, "POST", "/api/v1/sensors/calibrate", apitest.OperatorToken, map[string]any{
+		"esp_id":             "ESP_LIVE01",
+		"gpio":               34,
+		"sensor_type":        "ph",
+		"calibration_points": points,
+	})
 	if r.Status != 200 || r.Body["saved"] != true || r.Body["method"] != "linear" {
 		t.Fatalf("%d %s", r.Status, r.Raw)
 	}
@@ -211,15 +231,31 @@ func TestCalibrate(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no processor", map[string]any{"esp_id": "ESP_LIVE01", "gpio": 34, "sensor_type": "nope",
-			"calibration_points": points}, 404, "PROCESSOR_NOT_FOUND"},
-		{"wrong method", map[string]any{"esp_id": "ESP_LIVE01", "gpio": 34, "sensor_type": "ph", "method": "offset",
-			"calibration_points": points}, 400, "CALIBRATION_FAILED"},
-		{"degenerate points", map[string]any{"esp_id": "ESP_LIVE01", "gpio": 34, "sensor_type": "ph",
-			"calibration_points": []map[string]any{{"raw": 1, "reference": 4}, {"raw": 1, "reference": 7}}}, 400,
-			"CALIBRATION_FAILED"},
-		{"no sensor to save to", map[string]any{"esp_id": "ESP_LIVE01", "gpio": 35, "sensor_type": "ph",
-			"calibration_points": points}, 404, "SENSOR_NOT_FOUND"},
+		{"no processor", map[string]any{
+			"esp_id":             "ESP_LIVE01",
+			"gpio":               34,
+			"sensor_type":        "nope",
+			"calibration_points": points,
+		}, 404, "PROCESSOR_NOT_FOUND"},
+		{"wrong method", map[string]any{
+			"esp_id":             "ESP_LIVE01",
+			"gpio":               34,
+			"sensor_type":        "ph",
+			"method":             "offset",
+			"calibration_points": points,
+		}, 400, "CALIBRATION_FAILED"},
+		{"degenerate points", map[string]any{
+			"esp_id":             "ESP_LIVE01",
+			"gpio":               34,
+			"sensor_type":        "ph",
+			"calibration_points": []map[string]any{{"raw": 1, "reference": 4}, {"raw": 1, "reference": 7}},
+		}, 400, "CALIBRATION_FAILED"},
+		{"no sensor to save to", map[string]any{
+			"esp_id":             "ESP_LIVE01",
+			"gpio":               35,
+			"sensor_type":        "ph",
+			"calibration_points": points,
+		}, 404, "SENSOR_NOT_FOUND"},
 		{"points missing", map[string]any{"esp_id": "ESP_LIVE01", "gpio": 35, "sensor_type": "ph"}, 422, "VALIDATION_ERROR"},
 	}
 	for _, tc := range tests {
@@ -230,8 +266,13 @@ func TestCalibrate(t *testing.T) {
 			}
 		})
 	}
-	r = f.Do(t, "POST", "/api/v1/sensors/calibrate", apitest.OperatorToken, map[string]any{"esp_id": "ESP_LIVE01", "gpio": 34,
-		"sensor_type": "ph", "save_to_config": false, "calibration_points": points})
+	r = f.Do(t, "POST", "/api/v1/sensors/calibrate", apitest.OperatorToken, map[string]any{
+		"esp_id":             "ESP_LIVE01",
+		"gpio":               34,
+		"sensor_type":        "ph",
+		"save_to_config":     false,
+		"calibration_points": points,
+	})
 	if r.Status != 200 || r.Body["saved"] != false {
 		t.Fatalf("compute only: %s", r.Raw)
 	}
@@ -268,12 +309,14 @@ func TestProcessReplyIsByteExact(t *testing.T) {
 		t.Fatalf("%q %v", r.Raw, r.Header)
 	}
 	req := f.Sensors.Processed[0]
-	if req.GPIO != 34 || req.Raw != 2048 || req.RawMode == nil || !*req.RawMode || req.Calibration["slope"] != 1.0 || req.Trusted {
+	if req.GPIO != 34 || req.Raw != 2048 || req.RawMode == nil || !*req.RawMode || req.Calibration["slope"] != 1.0 ||
+		req.Trusted {
 		t.Fatalf("request %+v", req)
 	}
 
 	f.Srv.SetReady(false)
-	if r := f.Do(t, "POST", "/api/v1/sensors/process", "", `{"esp_id": "E", "gpio": 1, "sensor_type": "ph", "raw_value": 5}`); !strings.Contains(r.Raw, `"quality":`) || f.Sensors.Counted[0] != "not_ready" {
+	r = f.Do(t, "POST", "/api/v1/sensors/process", "", `{"esp_id": "E", "gpio": 1, "sensor_type": "ph", "raw_value": 5}`)
+	if !strings.Contains(r.Raw, `"quality":`) || f.Sensors.Counted[0] != "not_ready" {
 		t.Fatalf("not ready: %q %v", r.Raw, f.Sensors.Counted)
 	}
 	for body, code := range map[string]int{`{"esp_id": "E", "gpio": 1.5, "sensor_type": "ph", "raw_value": 5}`: 400,
