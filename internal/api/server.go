@@ -46,9 +46,8 @@ type BrokerState interface {
 	Connected() bool
 }
 
-// Deps are what the HTTP layer needs from the rest of the hub. The domain
-// services are taken as the small interfaces the handlers use (declared
-// beside them), so that handlers can be tested with fakes.
+// Deps are what the HTTP core needs from the rest of the hub, taken as small
+// interfaces declared beside their use so that it can be tested with fakes.
 type Deps struct {
 	Version  string
 	Store    Pinger

@@ -62,6 +62,7 @@ func Register(s *api.Server, d Deps) {
 	if d.RefreshLimit <= 0 {
 		d.RefreshLimit = 60
 	}
+
 	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))

@@ -107,6 +107,7 @@ func Register(s *api.Server, d Deps) {
 		viewer = auth.RoleViewer
 	)
 	h := &handlers{srv: s, alerts: d.Alerts}
+
 	g := s.Group("notifications")
 	g.Add("GET", base, viewer, "The caller's notifications (alerts)", h.listNotifications,
 		api.Returns(api.PageOf[notificationResponse]{}))

@@ -260,6 +260,7 @@ func Register(s *api.Server, d Deps) {
 		admin  = auth.RoleAdmin
 	)
 	h := &handlers{srv: s, audit: d.Log}
+
 	g := s.Group("audit")
 	g.Add("GET", base, viewer, "Query the audit log", h.listAudit, api.Returns(auditPage{}))
 	g.Add("GET", base+"/errors", viewer, "Recent error and critical entries", h.auditErrors,

@@ -358,6 +358,7 @@ func Register(s *api.Server, d Deps) {
 		sensors: d.Sensors,
 		audit:   d.Audit,
 	}
+
 	g := s.Group("devices")
 	g.Add("GET", list, auth.RoleViewer, "List devices", h.listDevices,
 		api.Returns(api.PageOf[deviceResponse]{}))

@@ -57,6 +57,7 @@ type handlers struct {
 // Register adds the health routes to s.
 func Register(s *api.Server, d Deps) {
 	h := &handlers{srv: s, deps: d}
+
 	g := s.Group("health")
 	g.Public("GET", "/api/v1/health", "Overall health", h.health, api.Returns(healthResponse{}))
 	g.Add("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", h.healthESP,

@@ -181,6 +181,7 @@ func Register(s *api.Server, d Deps) {
 		audit:        d.Audit,
 		processLimit: auth.NewLimiter(600, time.Minute),
 	}
+
 	g := s.Group("sensors")
 	g.Add("GET", "/api/v1/sensors", viewer, "List sensor configs", h.listSensors,
 		api.Returns(api.PageOf[sensorResponse]{}))
@@ -202,6 +203,7 @@ func Register(s *api.Server, d Deps) {
 		api.Returns(processingHealth{}))
 	g.Add("POST", "/api/v1/sensors/calibrate", op, "Compute (and store) a calibration", h.calibrate,
 		api.Accepts(calibrateRequest{}), api.Returns(calibrateResponse{}))
+
 	s.RegisterOpen(api.Route{
 		Method:  "POST",
 		Path:    "/api/v1/sensors/process",
