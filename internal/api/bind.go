@@ -23,7 +23,7 @@ import (
 // (strings keep surrounding whitespace). One reading of the tags serves both
 // the decoder and the OpenAPI document, so the two cannot drift apart.
 //
-// Decoding keeps API §1.2: integral floats such as 34.0 fill integer fields,
+// Decoding keeps docs/api.md §1.2: integral floats such as 34.0 fill integer fields,
 // every field error is collected, and Field[T] tells an absent field from an
 // explicit null. A pointer field is nil when absent or null.
 
@@ -38,7 +38,7 @@ type fieldDecoder interface {
 	decodeField(b *Body, f fieldSpec)
 }
 
-// Field is a body field that tells absent from null (API §1.2: in a partial
+// Field is a body field that tells absent from null (docs/api.md §1.2: in a partial
 // update an absent field means unchanged, null clears).
 type Field[T any] struct {
 	Present bool // the body names the field
@@ -67,10 +67,10 @@ func (Field[T]) valueType() reflect.Type { return reflect.TypeFor[T]() }
 // patterns are the regular expressions tags refer to by name.
 var patterns = map[string]*regexp.Regexp{
 	"esp_id":   espIDPattern,
-	"mac":      macPattern,
-	"username": usernamePattern,
-	"email":    emailPattern,
-	"onewire":  onewirePattern,
+	"mac":      regexp.MustCompile(`^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$`),
+	"username": regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`),
+	"email":    regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`),
+	"onewire":  regexp.MustCompile(`^[0-9A-Fa-f]{16}$`),
 }
 
 // fieldSpec is one field's parsed tags.
@@ -343,6 +343,3 @@ func orList(vals []string) string {
 	}
 	return strings.Join(vals[:len(vals)-1], ", ") + " or " + vals[len(vals)-1]
 }
-
-// contains is slices.Contains under the name the live feed uses.
-func contains(list []string, v string) bool { return slices.Contains(list, v) }

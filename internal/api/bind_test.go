@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"net/http"
@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/apitest"
 )
 
 type bindItem struct {
@@ -15,48 +18,55 @@ type bindItem struct {
 }
 
 type bindProbe struct {
-	ID      string         `json:"id" api:"required,min=1,max=31,pattern=esp_id"`
-	Level   int            `json:"level" api:"min=0,max=100,default=7"`
-	Ratio   float64        `json:"ratio" api:"min=0,max=1"`
-	On      bool           `json:"on" api:"default=true"`
-	Mode    string         `json:"mode" api:"min=1,max=10,enum=a|b|c,default=a"`
-	Secret  string         `json:"secret" api:"raw"`
-	Label   *string        `json:"label" api:"max=3"`
-	Limit   *int           `json:"limit" api:"min=1,max=10"`
-	Master  Field[bool]    `json:"master"`
-	Extra   map[string]any `json:"extra"`
-	Items   []bindItem     `json:"items" api:"max=2"`
-	Ignored string         `json:"-"`
-	hidden  string         //nolint:unused // proves unexported fields are skipped
+	ID      string          `json:"id" api:"required,min=1,max=31,pattern=esp_id"`
+	Level   int             `json:"level" api:"min=0,max=100,default=7"`
+	Ratio   float64         `json:"ratio" api:"min=0,max=1"`
+	On      bool            `json:"on" api:"default=true"`
+	Mode    string          `json:"mode" api:"min=1,max=10,enum=a|b|c,default=a"`
+	Secret  string          `json:"secret" api:"raw"`
+	Label   *string         `json:"label" api:"max=3"`
+	Limit   *int            `json:"limit" api:"min=1,max=10"`
+	Master  api.Field[bool] `json:"master"`
+	Extra   map[string]any  `json:"extra"`
+	Items   []bindItem      `json:"items" api:"max=2"`
+	Ignored string          `json:"-"`
+	hidden  string          //nolint:unused // proves unexported fields are skipped
 }
 
-func (p *bindProbe) Validate(b *Body) {
+func (p *bindProbe) Validate(b *api.Body) {
 	if p.Ratio > 0.5 && !p.On {
 		b.Fail("ratio", "must be at most 0.5 while off", "value_error")
 	}
 }
 
-func decodeProbe(t *testing.T, body string) (bindProbe, response) {
+func decodeProbe(t *testing.T, body string) (bindProbe, apitest.Response) {
 	t.Helper()
 	var p bindProbe
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("POST", "/", strings.NewReader(body))
-	if Decode(rec, req, &p) {
+	if api.Decode(rec, req, &p) {
 		rec.WriteHeader(http.StatusNoContent)
 	}
-	return p, decodeResponse(t, rec)
+	return p, apitest.Decode(t, rec)
 }
 
-// API §1.2: integral floats fill integers, defaults fill absent fields,
+// docs/api.md §1.2: integral floats fill integers, defaults fill absent fields,
 // strings are trimmed unless raw, and every failing field is reported.
 func TestDecodeAcceptsTolerantInput(t *testing.T) {
 	p, r := decodeProbe(t, `{"id": " ESP_1 ", "level": 34.0, "ratio": 0.25, "secret": "  s  ", "limit": 3,
 		"items": [{"name": "x", "count": 2.0}], "unknown": {"ignored": true}}`)
-	if r.status != http.StatusNoContent {
-		t.Fatalf("rejected: %d %s", r.status, r.raw)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("rejected: %d %s", r.Status, r.Raw)
 	}
-	want := bindProbe{ID: "ESP_1", Level: 34, Ratio: 0.25, On: true, Mode: "a", Secret: "  s  ",
-		Items: []bindItem{{Name: "x", Count: 2}}}
+	want := bindProbe{
+		ID:     "ESP_1",
+		Level:  34,
+		Ratio:  0.25,
+		On:     true,
+		Mode:   "a",
+		Secret: "  s  ",
+		Items:  []bindItem{{Name: "x", Count: 2}},
+	}
 	limit := 3
 	want.Limit = &limit
 	if !reflect.DeepEqual(p, want) {
@@ -66,8 +76,8 @@ func TestDecodeAcceptsTolerantInput(t *testing.T) {
 
 func TestDecodeDefaultsWhenAbsentOrNull(t *testing.T) {
 	p, r := decodeProbe(t, `{"id": "E", "level": null, "on": null, "mode": null, "label": null, "limit": null}`)
-	if r.status != http.StatusNoContent {
-		t.Fatalf("rejected: %s", r.raw)
+	if r.Status != http.StatusNoContent {
+		t.Fatalf("rejected: %s", r.Raw)
 	}
 	if p.Level != 7 || !p.On || p.Mode != "a" || p.Label != nil || p.Limit != nil {
 		t.Fatalf("defaults not applied: %+v", p)
@@ -88,8 +98,8 @@ func TestDecodeTellsAbsentFromNull(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p, r := decodeProbe(t, tc.body)
-			if r.status != http.StatusNoContent {
-				t.Fatalf("rejected: %s", r.raw)
+			if r.Status != http.StatusNoContent {
+				t.Fatalf("rejected: %s", r.Raw)
 			}
 			if p.Master.Present != tc.present || p.Master.Null != tc.null || p.Master.Value != tc.value {
 				t.Fatalf("master = %+v", p.Master)
@@ -132,15 +142,15 @@ func TestDecodeReportsEveryFieldError(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, r := decodeProbe(t, tc.body)
-			if r.status != http.StatusUnprocessableEntity || r.code() != "VALIDATION_ERROR" {
-				t.Fatalf("status %d %s", r.status, r.raw)
+			if r.Status != http.StatusUnprocessableEntity || r.Code() != "VALIDATION_ERROR" {
+				t.Fatalf("status %d %s", r.Status, r.Raw)
 			}
-			if got := r.fieldErrors(); !slices.Equal(got, tc.want) {
+			if got := r.FieldErrors(); !slices.Equal(got, tc.want) {
 				t.Fatalf("errors %v, want %v", got, tc.want)
 			}
-			details := r.obj("error")["details"].(map[string]any)["errors"].([]any)
+			details := r.Obj("error")["details"].(map[string]any)["errors"].([]any)
 			if len(details) != len(tc.want) {
-				t.Fatalf("error.details.errors differs from detail: %s", r.raw)
+				t.Fatalf("error.details.errors differs from detail: %s", r.Raw)
 			}
 		})
 	}
@@ -152,14 +162,14 @@ func TestDecodeBoundsFreeFormObjects(t *testing.T) {
 	for name, extra := range map[string]string{"deep": deep, "big": big} {
 		t.Run(name, func(t *testing.T) {
 			_, r := decodeProbe(t, `{"id": "E", "extra": `+extra+`}`)
-			if got := r.fieldErrors(); !slices.Equal(got, []string{"body.extra: value_error"}) {
-				t.Fatalf("errors %v (%d)", got, r.status)
+			if got := r.FieldErrors(); !slices.Equal(got, []string{"body.extra: value_error"}) {
+				t.Fatalf("errors %v (%d)", got, r.Status)
 			}
 		})
 	}
 	p, r := decodeProbe(t, `{"id": "E", "extra": {"n": 2, "list": [1.5]}}`)
-	if r.status != http.StatusNoContent || p.Extra["n"] != 2.0 || p.Extra["list"].([]any)[0] != 1.5 {
-		t.Fatalf("object numbers not normalised: %+v %s", p.Extra, r.raw)
+	if r.Status != http.StatusNoContent || p.Extra["n"] != 2.0 || p.Extra["list"].([]any)[0] != 1.5 {
+		t.Fatalf("object numbers not normalised: %+v %s", p.Extra, r.Raw)
 	}
 }
 
@@ -174,7 +184,7 @@ func TestDecodeRejectsWhatIsNotAJSONObject(t *testing.T) {
 		{"array", "", `[1]`, 422, "VALIDATION_ERROR"},
 		{"form", "application/x-www-form-urlencoded", `id=E`, 415, "UNSUPPORTED_MEDIA_TYPE"},
 		{"bad media type", "garbage/", `{}`, 415, "UNSUPPORTED_MEDIA_TYPE"},
-		{"too large", "application/json", `{"id": "` + strings.Repeat("x", MaxBody) + `"}`, 413, "PAYLOAD_TOO_LARGE"},
+		{"too large", "application/json", `{"id": "` + strings.Repeat("x", api.MaxBody) + `"}`, 413, "PAYLOAD_TOO_LARGE"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,12 +194,12 @@ func TestDecodeRejectsWhatIsNotAJSONObject(t *testing.T) {
 				req.Header.Set("Content-Type", tc.contentType)
 			}
 			var p bindProbe
-			if Decode(rec, req, &p) {
+			if api.Decode(rec, req, &p) {
 				t.Fatal("accepted")
 			}
-			r := decodeResponse(t, rec)
-			if r.status != tc.status || r.code() != tc.code {
-				t.Fatalf("%d %s", r.status, r.raw)
+			r := apitest.Decode(t, rec)
+			if r.Status != tc.status || r.Code() != tc.code {
+				t.Fatalf("%d %s", r.Status, r.Raw)
 			}
 		})
 	}
@@ -205,7 +215,7 @@ func TestDecodeAcceptsJSONMediaTypesAndEmptyBodies(t *testing.T) {
 		var p struct {
 			On bool `json:"on" api:"default=true"`
 		}
-		if !Decode(rec, req, &p) || !p.On {
+		if !api.Decode(rec, req, &p) || !p.On {
 			t.Fatalf("%q: empty body refused: %s", ct, rec.Body.String())
 		}
 	}
@@ -228,7 +238,7 @@ func TestBadTagsPanicAtFirstUse(t *testing.T) {
 					t.Fatal("no panic")
 				}
 			}()
-			newBody(nil).bind(v)
+			api.Decode(httptest.NewRecorder(), httptest.NewRequest("POST", "/", strings.NewReader(`{}`)), v)
 		})
 	}
 }
@@ -236,14 +246,15 @@ func TestBadTagsPanicAtFirstUse(t *testing.T) {
 func TestQueryParameters(t *testing.T) {
 	req := httptest.NewRequest("GET", "/?n=5&big=500&neg=-1&word=x&on=TRUE&off=0&bad=maybe&at=2026-01-05&unix=10&t=soon"+
 		"&long=abcdef", nil)
-	q := NewQuery(req)
+	q := api.NewQuery(req)
 	if q.Int("n", 1, 1, 10) != 5 || q.Int("absent", 3, 1, 10) != 3 || !q.Bool("on", false) || q.Bool("off", true) {
 		t.Fatal("valid parameters misread")
 	}
 	if !q.Set("n") || q.Set("absent") {
 		t.Fatal("Set")
 	}
-	if got := q.Time("at"); got.Format("2006-01-02") != "2026-01-05" || q.Time("unix").Unix() != 10 || !q.Time("none").IsZero() {
+	if got := q.Time("at"); got.Format("2006-01-02") != "2026-01-05" || q.Time("unix").Unix() != 10 ||
+		!q.Time("none").IsZero() {
 		t.Fatalf("time %v", got)
 	}
 	if q.Done(httptest.NewRecorder(), req) {
@@ -260,7 +271,7 @@ func TestQueryParameters(t *testing.T) {
 	if !q.Done(rec, req) {
 		t.Fatal("errors not reported")
 	}
-	got := decodeResponse(t, rec).fieldErrors()
+	got := apitest.Decode(t, rec).FieldErrors()
 	want := []string{"query.big: less_than_equal", "query.neg: greater_than_equal", "query.word: type_error",
 		"query.bad: type_error", "query.t: datetime_parsing", "query.long: string_too_long"}
 	if !slices.Equal(got, want) {

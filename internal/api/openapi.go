@@ -113,7 +113,12 @@ func pathParams(path string) []any {
 		case "client_id":
 			schema["pattern"] = `^[A-Za-z0-9_-]{1,64}$`
 		}
-		params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": schema})
+		params = append(params, map[string]any{
+			"name":     m[1],
+			"in":       "path",
+			"required": true,
+			"schema":   schema,
+		})
 	}
 	return params
 }
@@ -122,7 +127,7 @@ func jsonContent(schema map[string]any) map[string]any {
 	return map[string]any{"application/json": map[string]any{"schema": schema}}
 }
 
-// errorSchema is API §1.5; detail is a string, or the field errors on 422.
+// errorSchema is docs/api.md §1.5; detail is a string, or the field errors on 422.
 func errorSchema() map[string]any {
 	str := map[string]any{"type": "string"}
 	return map[string]any{

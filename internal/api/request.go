@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -14,10 +15,10 @@ import (
 	"time"
 )
 
-// MaxBody is the request body limit (API §1.2).
+// MaxBody is the request body limit (docs/api.md §1.2).
 const MaxBody = 1 << 20
 
-// fieldError is one validation entry of a 422 (API §1.5).
+// fieldError is one validation entry of a 422 (docs/api.md §1.5).
 type fieldError struct {
 	Loc  []any  `json:"loc"`
 	Msg  string `json:"msg"`
@@ -25,7 +26,7 @@ type fieldError struct {
 }
 
 // Body is a decoded JSON object body with the field errors found in it so
-// far; every error of a request is reported together (API §1.5).
+// far; every error of a request is reported together (docs/api.md §1.5).
 type Body struct {
 	m      map[string]any
 	errs   []fieldError
@@ -40,6 +41,15 @@ func newBody(m map[string]any, prefix ...any) *Body {
 		prefix = []any{"body"}
 	}
 	return &Body{m: m, prefix: prefix}
+}
+
+// NewBody is an empty body, for a request that is not JSON (a form) whose
+// field errors are reported the same way.
+func NewBody() *Body { return newBody(nil) }
+
+// BodyError answers 422 for a body that cannot be read as a whole.
+func BodyError(w http.ResponseWriter, r *http.Request, msg, typ string) {
+	writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: msg, Type: typ}})
 }
 
 // readBody decodes a JSON object body. It answers 415, 413 or 422 itself
@@ -69,18 +79,18 @@ func readBody(w http.ResponseWriter, r *http.Request) (*Body, bool) {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil || dec.More() {
-		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "invalid JSON", Type: "json_invalid"}})
+		BodyError(w, r, "invalid JSON", "json_invalid")
 		return nil, false
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		writeValidation(w, r, []fieldError{{Loc: []any{"body"}, Msg: "body must be a JSON object", Type: "type_error"}})
+		BodyError(w, r, "body must be a JSON object", "type_error")
 		return nil, false
 	}
 	return newBody(m), true
 }
 
-// jsonContentType accepts application/json, application/*+json and no type at all (API §1.2).
+// jsonContentType accepts application/json, application/*+json and no type at all (docs/api.md §1.2).
 func jsonContentType(ct string) bool {
 	if ct == "" {
 		return true
@@ -92,7 +102,7 @@ func jsonContentType(ct string) bool {
 	return mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")
 }
 
-// validationBody is the 422 of API §1.5: detail is the list of field errors.
+// validationBody is the 422 of docs/api.md §1.5: detail is the list of field errors.
 type validationBody struct {
 	Success bool            `json:"success"`
 	Detail  []fieldError    `json:"detail"`
@@ -230,7 +240,7 @@ func asNumber(v any, min, max float64) (float64, *violation) {
 	return f, nil
 }
 
-// asInteger accepts integral floats such as 34.0 (API §1.2).
+// asInteger accepts integral floats such as 34.0 (docs/api.md §1.2).
 func asInteger(v any, min, max float64) (int64, *violation) {
 	f, bad := asNumber(v, min, max)
 	if bad != nil {
@@ -242,7 +252,7 @@ func asInteger(v any, min, max float64) (int64, *violation) {
 	return int64(f), nil
 }
 
-// Free-form objects are bounded (API §1.2).
+// Free-form objects are bounded (docs/api.md §1.2).
 const (
 	maxObjectBytes = 16 << 10
 	maxObjectDepth = 10
@@ -260,7 +270,7 @@ func asObject(v any) (map[string]any, *violation) {
 	if depth(m) > maxObjectDepth {
 		return nil, &violation{"must be at most 10 levels deep", "value_error"}
 	}
-	return normaliseNumbers(m).(map[string]any), nil
+	return NormaliseNumbers(m).(map[string]any), nil
 }
 
 func depth(v any) int {
@@ -280,16 +290,17 @@ func depth(v any) int {
 	return d + 1
 }
 
-// normaliseNumbers turns json.Number into float64 for storage.
-func normaliseNumbers(v any) any {
+// NormaliseNumbers turns the json.Number values in v (a decoded JSON value,
+// changed in place) into float64 for storage.
+func NormaliseNumbers(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, c := range x {
-			x[k] = normaliseNumbers(c)
+			x[k] = NormaliseNumbers(c)
 		}
 	case []any:
 		for i, c := range x {
-			x[i] = normaliseNumbers(c)
+			x[i] = NormaliseNumbers(c)
 		}
 	case json.Number:
 		f, _ := x.Float64()
@@ -345,7 +356,7 @@ func (q *Query) Int(name string, def, min, max int) int {
 	return def
 }
 
-// Bool reads true/false/1/0, case-insensitive (API §1.2).
+// Bool reads true/false/1/0, case-insensitive (docs/api.md §1.2).
 func (q *Query) Bool(name string, def bool) bool {
 	switch strings.ToLower(q.r.URL.Query().Get(name)) {
 	case "":
@@ -386,23 +397,8 @@ func (q *Query) Done(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// pathError answers 422 for an invalid path parameter.
-func pathError(w http.ResponseWriter, r *http.Request, name, msg string) {
-	writeValidation(w, r, []fieldError{{Loc: []any{"path", name}, Msg: msg, Type: "string_pattern_mismatch"}})
-}
-
-// PathGPIO reads the {gpio} path parameter (0-39), answering 422 itself.
-func PathGPIO(w http.ResponseWriter, r *http.Request) (int, bool) {
-	g, err := strconv.Atoi(r.PathValue("gpio"))
-	if err != nil || g < 0 || g > 39 {
-		pathError(w, r, "gpio", "must be an integer 0-39")
-		return 0, false
-	}
-	return g, true
-}
-
-// pageMeta is the pagination object of API §1.7.
-type pageMeta struct {
+// PageMeta is the pagination object of docs/api.md §1.7.
+type PageMeta struct {
 	Page       int  `json:"page"`
 	PageSize   int  `json:"page_size"`
 	TotalItems int  `json:"total_items"`
@@ -411,9 +407,10 @@ type pageMeta struct {
 	HasPrev    bool `json:"has_prev"`
 }
 
-func pagination(page, size, total int) pageMeta {
+// Pagination is the meta of page (from 1) of size items out of total.
+func Pagination(page, size, total int) PageMeta {
 	pages := (total + size - 1) / size
-	return pageMeta{
+	return PageMeta{
 		Page:       page,
 		PageSize:   size,
 		TotalItems: total,
@@ -423,30 +420,32 @@ func pagination(page, size, total int) pageMeta {
 	}
 }
 
-// pageOf is a paginated list (API §1.4).
-type pageOf[T any] struct {
+// PageOf is a paginated list (docs/api.md §1.4).
+type PageOf[T any] struct {
 	Success    bool     `json:"success"`
 	Data       []T      `json:"data"`
-	Pagination pageMeta `json:"pagination"`
+	Pagination PageMeta `json:"pagination"`
 }
 
-func newPage[T any](data []T, page, size, total int) pageOf[T] {
+// NewPage is data as page of size items out of total; no data is an empty list.
+func NewPage[T any](data []T, page, size, total int) PageOf[T] {
 	if data == nil {
 		data = []T{}
 	}
-	return pageOf[T]{Success: true, Data: data, Pagination: pagination(page, size, total)}
+	return PageOf[T]{Success: true, Data: data, Pagination: Pagination(page, size, total)}
 }
 
-// writePage answers one page of rows filtered in memory (API §1.7): a page
+// WritePage answers one page of rows filtered in memory (docs/api.md §1.7): a page
 // past the end is empty with correct meta, never 404.
-func writePage[T any](w http.ResponseWriter, rows []T, page, size int) {
+func WritePage[T any](w http.ResponseWriter, rows []T, page, size int) {
 	total := len(rows)
 	from, to := min((page-1)*size, total), min(page*size, total)
-	WriteJSON(w, http.StatusOK, newPage(rows[from:to], page, size, total))
+	WriteJSON(w, http.StatusOK, NewPage(rows[from:to], page, size, total))
 }
 
-// ts formats t as API §1.3 wants it (RFC 3339, UTC, milliseconds); nil for no time.
-func ts(t *time.Time) *string {
+// NullTimestamp formats t as docs/api.md §1.3 wants it (RFC 3339, UTC, milliseconds);
+// nil (JSON null) for no time.
+func NullTimestamp(t *time.Time) *string {
 	if t == nil || t.IsZero() {
 		return nil
 	}
@@ -454,8 +453,8 @@ func ts(t *time.Time) *string {
 	return &s
 }
 
-// Timestamp is t as a response timestamp (API §1.3); nil for the zero time.
-func Timestamp(t time.Time) *string { return ts(&t) }
+// Timestamp is t as a response timestamp (docs/api.md §1.3); nil for the zero time.
+func Timestamp(t time.Time) *string { return NullTimestamp(&t) }
 
 // NullString is s, or nil (JSON null) for the empty string.
 func NullString(s string) *string {
@@ -463,4 +462,24 @@ func NullString(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// MetadataInt is a number of a device's metadata as int64: float64 once
+// stored, int64 or int when fresh from a heartbeat; 0 for anything else.
+func MetadataInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return 0
+}
+
+// FormatUptime is seconds as "1d 2h 3m".
+func FormatUptime(sec int64) string {
+	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
+	return fmt.Sprintf("%dd %dh %dm", d, h, m)
 }

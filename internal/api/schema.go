@@ -173,7 +173,7 @@ func omitted(t reflect.Type, f fieldSpec) bool {
 var typePath = regexp.MustCompile(`[\w./-]*\.`)
 
 // name is a component name for t: the type name with generic arguments
-// spelled out (pageOf[…deviceResponse] → PageOfDeviceResponse), unique in
+// spelled out (PageOf[…deviceResponse] → PageOfDeviceResponse), unique in
 // the document.
 func (s *schemas) name(t reflect.Type, request bool) string {
 	base := typePath.ReplaceAllString(t.Name(), "")

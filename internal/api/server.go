@@ -1,25 +1,23 @@
-// Package api is the hub's HTTP interface: routing under /api/v1 (every
-// route with and without a trailing slash, never a redirect), request ids,
-// authentication and roles, the tolerant body decoding of API §1.2, the error
-// shape of API §1.5, the resource routes, health probes, Prometheus metrics
-// and the OpenAPI document derived from the registered routes and their body
-// types. Other packages add routes through Register (the hub registers the
-// debug routes of internal/debugapi that way).
+// Package api is the hub's HTTP core: routing under /api/v1 (every route with
+// and without a trailing slash, never a redirect), request ids, the auth step
+// and roles, rate limits, the tolerant body decoding of docs/api.md §1.2, the error
+// shape of docs/api.md §1.5, the OpenAPI document derived from the registered routes
+// and their body types, and the routes of the server itself: the liveness
+// and readiness probes, Prometheus metrics, the WebSocket handshake of the
+// live feed and the service information.
 //
-// The package is above 2,500 lines because it holds every resource's routes
-// with their typed bodies beside the handlers (one file and one registration
-// function per resource). A resource can move to a package of its own through
-// Register, Decode and the exported error writers, as internal/debugapi does.
+// The resources live in packages of their own under internal/api
+// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi) and in
+// internal/debugapi. Each declares the small interfaces it needs from the
+// domain and adds its routes with Register(s, deps), which the hub calls
+// after New; they build on Group, Decode, Query, the path readers and the
+// error writers of this package.
 package api
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"regexp"
 	"sort"
@@ -34,8 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
-	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // Pinger checks the database with a real round trip.
@@ -48,37 +46,36 @@ type BrokerState interface {
 	Connected() bool
 }
 
-// PoolStats reports the database read pool.
-type PoolStats interface {
-	Stats() sql.DBStats
-}
-
-// Deps are what the HTTP layer needs from the rest of the hub. The domain
-// services are taken as the small interfaces the handlers use (declared
-// beside them), so that handlers can be tested with fakes.
+// Deps are what the HTTP core needs from the rest of the hub, taken as small
+// interfaces declared beside their use so that it can be tested with fakes.
 type Deps struct {
 	Version  string
 	Store    Pinger
-	DB       PoolStats // read pool, for pool statistics
 	Broker   BrokerState
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	DataDir  string
 
-	Auth    authService
-	Devices deviceService
-	Audit   auditLog
+	// Auth checks the tokens of the guarded routes and of the live feed's
+	// handshake; without it there is no live feed.
+	Auth    authenticator
+	Devices deviceLookup
+	Audit   auditRecorder
 	Ingest  IngestStats
-	Sensors sensorService
-	Alerts  alertService
 
 	// CORSOrigins are the allowed browser origins (default localhost:3000 and :5173).
 	CORSOrigins []string
-	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
-	LoginLimit, RefreshLimit int
 	// Live serves the WebSocket route; without it there is none.
 	Live LiveFeed
 }
+
+// deviceLookup is what the HTTP core needs from the device registry: the
+// device that the {esp_id} of a resource's route names.
+type deviceLookup interface {
+	Get(espID string) (device.Device, error)
+}
+
+var _ deviceLookup = (*device.Service)(nil)
 
 // IngestStats is what the API reads from the ingest pipeline.
 type IngestStats interface {
@@ -100,97 +97,95 @@ type Route struct {
 
 // Server holds the routes and readiness.
 type Server struct {
-	deps       Deps
-	auth       authService
-	devices    deviceService
-	audit      auditLog
-	loginLim   *auth.Limiter
-	refreshLim *auth.Limiter
-	ws         LiveFeed
-	sensors    sensorService
-	alerts     alertService
-	processLim *auth.Limiter
-	cpu        cpuSampler
-	mux        *http.ServeMux
-	routes     []Route
-	ready      atomic.Bool
-	startedAt  time.Time
-	log        *slog.Logger
-	reqs       *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	mu         sync.Mutex
+	deps      Deps
+	auth      authenticator
+	devices   deviceLookup
+	audit     auditRecorder
+	ws        LiveFeed
+	mux       *http.ServeMux
+	routes    []Route
+	ready     atomic.Bool
+	startedAt time.Time
+	log       *slog.Logger
+	reqs      *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	mu        sync.Mutex
 }
 
-// New builds the server with the routes of this package.
+// New builds the server with the core's own routes: probes, metrics, health,
+// the live feed, the OpenAPI document and the service information. The
+// resource packages add theirs with Register.
 func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	s := &Server{mux: http.NewServeMux(), startedAt: time.Now(), log: d.Logger,
-		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_http_requests_total",
-			Help: "HTTP requests by method, route template and status."}, []string{"method", "route", "status"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "god_kaiser_http_request_duration_seconds",
-			Help: "HTTP request latency by method and route template.", Buckets: prometheus.DefBuckets}, []string{"method", "route"}),
-	}
-	if d.Registry != nil {
-		d.Registry.MustRegister(s.reqs, s.latency, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "god_kaiser_uptime_seconds", Help: "Seconds since the hub started."},
-			func() float64 { return time.Since(s.startedAt).Seconds() }))
-	}
 	if len(d.CORSOrigins) == 0 {
 		d.CORSOrigins = []string{"http://localhost:3000", "http://localhost:5173"}
 	}
-	if d.LoginLimit <= 0 {
-		d.LoginLimit = 10
+	s := &Server{
+		deps:      d,
+		auth:      d.Auth,
+		devices:   d.Devices,
+		audit:     d.Audit,
+		mux:       http.NewServeMux(),
+		startedAt: time.Now(),
+		log:       d.Logger,
 	}
-	if d.RefreshLimit <= 0 {
-		d.RefreshLimit = 60
-	}
-	s.deps = d
-	s.auth, s.devices, s.audit, s.sensors, s.alerts = d.Auth, d.Devices, d.Audit, d.Sensors, d.Alerts
-	s.processLim = auth.NewLimiter(600, time.Minute)
-	s.loginLim = auth.NewLimiter(d.LoginLimit, time.Minute)
-	s.refreshLim = auth.NewLimiter(d.RefreshLimit, time.Minute)
+	s.instrumentation(d.Registry)
 
-	s.public("GET", "/api/v1/health/live", "Liveness probe", "health", s.live)
-	s.public("GET", "/api/v1/health/ready", "Readiness probe", "health", s.readyz)
-	if d.Registry != nil {
-		metrics := promhttp.HandlerFor(d.Registry, promhttp.HandlerOpts{})
-		s.public("GET", "/metrics", "Prometheus metrics", "health", metrics.ServeHTTP)
-		s.public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", "health", metrics.ServeHTTP)
+	s.probeRoutes(d.Registry)
+	if d.Auth != nil && d.Live != nil {
+		s.ws = d.Live
+		d.Auth.OnRevoke(d.Live.Revoke)
+		s.wsRoutes()
 	}
-	if d.Auth != nil {
-		if d.Live != nil {
-			s.ws = d.Live
-			d.Auth.OnRevoke(d.Live.Revoke)
-		}
-		s.resourceRoutes()
-		if s.ws != nil {
-			s.wsRoutes()
-		}
-	}
-	s.public("GET", "/api/v1/openapi.json", "OpenAPI document", "meta", s.openapi)
-	s.public("GET", "/openapi.json", "OpenAPI document (alias)", "meta", s.openapi)
-	s.public("GET", "/", "Service information", "meta", s.root)
-	s.mux.HandleFunc("/", s.notFound)
+	s.metaRoutes()
 	return s
 }
 
-// resourceRoutes registers the authenticated resources, one function each.
-func (s *Server) resourceRoutes() {
-	s.authRoutes()
-	s.userRoutes()
-	if s.devices != nil {
-		s.deviceRoutes()
+// instrumentation counts and times every request, registered in reg when
+// there is one.
+func (s *Server) instrumentation(reg *prometheus.Registry) {
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "god_kaiser_http_requests_total",
+		Help: "HTTP requests by method, route template and status.",
+	}, []string{"method", "route", "status"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "god_kaiser_http_request_duration_seconds",
+		Help:    "HTTP request latency by method and route template.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"method", "route"})
+	if reg == nil {
+		return
 	}
-	s.healthRoutes()
-	s.auditRoutes()
-	if s.sensors != nil {
-		s.sensorRoutes()
+
+	uptime := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "god_kaiser_uptime_seconds",
+		Help: "Seconds since the hub started.",
+	}, func() float64 { return s.Uptime().Seconds() })
+	reg.MustRegister(s.reqs, s.latency, uptime)
+}
+
+// probeRoutes are the liveness and readiness probes and the metrics.
+func (s *Server) probeRoutes(reg *prometheus.Registry) {
+	g := s.Group("health")
+	g.Public("GET", "/api/v1/health/live", "Liveness probe", s.live)
+	g.Public("GET", "/api/v1/health/ready", "Readiness probe", s.readyz)
+	if reg != nil {
+		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		g.Public("GET", "/metrics", "Prometheus metrics", metrics.ServeHTTP)
+		g.Public("GET", "/api/v1/health/metrics", "Prometheus metrics (alias of /metrics)", metrics.ServeHTTP)
 	}
-	if s.alerts != nil {
-		s.notificationRoutes()
-	}
+}
+
+// metaRoutes are the OpenAPI document and the service information; every
+// other path is answered 404, or 405 for a known path and another method.
+func (s *Server) metaRoutes() {
+	g := s.Group("meta")
+	g.Public("GET", "/api/v1/openapi.json", "OpenAPI document", s.openapi)
+	g.Public("GET", "/openapi.json", "OpenAPI document (alias)", s.openapi)
+	g.Public("GET", "/", "Service information", s.root)
+	s.mux.HandleFunc("/", s.notFound)
 }
 
 // notFound answers unknown routes, or 405 when the path exists for other methods.
@@ -230,14 +225,15 @@ func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 		Service:       "kaiser",
 		Version:       s.deps.Version,
 		Status:        "online",
-		MQTTConnected: s.brokerConnected(),
+		MQTTConnected: s.BrokerConnected(),
 		Environment:   "production",
 		Docs:          "/api/v1/openapi.json",
 		APIPrefix:     "/api/v1",
 	})
 }
 
-func (s *Server) brokerConnected() bool { return s.deps.Broker != nil && s.deps.Broker.Connected() }
+// BrokerConnected reports whether the hub is connected to its message broker.
+func (s *Server) BrokerConnected() bool { return s.deps.Broker != nil && s.deps.Broker.Connected() }
 
 // Close ends every WebSocket session with 1001 (the hub is going away).
 func (s *Server) Close() {
@@ -253,7 +249,8 @@ func (s *Server) SetIngest(i IngestStats) {
 	s.mu.Unlock()
 }
 
-func (s *Server) ingest() IngestStats {
+// Ingest is the ingest pipeline's counters, nil until SetIngest.
+func (s *Server) Ingest() IngestStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.deps.Ingest
@@ -261,6 +258,15 @@ func (s *Server) ingest() IngestStats {
 
 // SetReady flips readiness once the store, broker and domain are up.
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
+
+// Uptime is the time since the server was built (the hub's start).
+func (s *Server) Uptime() time.Duration { return time.Since(s.startedAt) }
+
+// Ready reports whether the hub has finished starting.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Logger is the HTTP layer's logger, for failures a handler logs but does not answer.
+func (s *Server) Logger() *slog.Logger { return s.log }
 
 // handle registers a route and its trailing-slash twin; HEAD is served
 // wherever GET is (ServeMux does that for GET patterns).
@@ -277,33 +283,50 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 	s.mux.Handle(rt.Method+" "+rt.Path, wrapped)
 }
 
-// routeOption adds to what the OpenAPI document tells about a route.
-type routeOption func(*Route)
+// RouteOption adds to what the OpenAPI document tells about a route.
+type RouteOption func(*Route)
 
-// accepts documents the request body type (a zero value of it).
-func accepts(body any) routeOption { return func(rt *Route) { rt.Request = body } }
+// Accepts documents the request body type (a zero value of it).
+func Accepts(body any) RouteOption { return func(rt *Route) { rt.Request = body } }
 
-// returns documents the success body type (a zero value of it).
-func returns(body any) routeOption { return func(rt *Route) { rt.Response = body } }
+// Returns documents the success body type (a zero value of it).
+func Returns(body any) RouteOption { return func(rt *Route) { rt.Response = body } }
 
-func newRoute(method, path, minRole, summary, tag string, opts []routeOption) Route {
-	rt := Route{Method: method, Path: path, MinRole: minRole, Summary: summary, Tag: tag}
+// Group registers the routes of one resource, which share an OpenAPI tag.
+type Group struct {
+	srv *Server
+	tag string
+}
+
+// Group is the registrar of the routes tagged tag.
+func (s *Server) Group(tag string) Group { return Group{srv: s, tag: tag} }
+
+func (g Group) route(method, path, minRole, summary string, opts []RouteOption) Route {
+	rt := Route{
+		Method:  method,
+		Path:    path,
+		MinRole: minRole,
+		Summary: summary,
+		Tag:     g.tag,
+	}
 	for _, o := range opts {
 		o(&rt)
 	}
 	return rt
 }
 
-func (s *Server) public(method, path, summary, tag string, h http.HandlerFunc, opts ...routeOption) {
-	s.handle(newRoute(method, path, "public", summary, tag, opts), h)
+// Add registers a route for users of at least minRole (see Register).
+func (g Group) Add(method, path, minRole, summary string, h Authed, opts ...RouteOption) {
+	g.srv.Register(g.route(method, path, minRole, summary, opts), h)
+}
+
+// Public registers a route anyone may call.
+func (g Group) Public(method, path, summary string, h http.HandlerFunc, opts ...RouteOption) {
+	g.srv.RegisterOpen(g.route(method, path, "public", summary, opts), h)
 }
 
 // Authed is a handler for an authenticated, authorised request.
 type Authed func(w http.ResponseWriter, r *http.Request, p auth.Principal)
-
-func (s *Server) protected(method, path, minRole, summary, tag string, h Authed, opts ...routeOption) {
-	s.Register(newRoute(method, path, minRole, summary, tag, opts), h)
-}
 
 // Register adds a route for users of at least rt.MinRole (viewer, operator
 // or admin); the guard answers 401 and 403 before h runs.
@@ -314,87 +337,14 @@ func (s *Server) Register(rt Route, h Authed) {
 	s.handle(rt, s.guard(rt.MinRole, h))
 }
 
-// guard enforces API §2.3: authentication (401), then the role (403).
-func (s *Server) guard(minRole string, h Authed) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		p, ok := s.authenticate(w, r, bearer(r))
-		if !ok {
-			return
-		}
-		if auth.RoleRank(p.User.Role) < auth.RoleRank(minRole) {
-			msg := "Operator or admin privileges required"
-			if minRole == auth.RoleAdmin {
-				msg = "Admin privileges required"
-			}
-			s.audit.Record(r.Context(), store.AuditEntry{
-				EventType:     "permission_denied",
-				Severity:      "warning",
-				SourceType:    "api",
-				SourceID:      p.User.Username,
-				Status:        "failed",
-				Message:       msg,
-				Details:       map[string]any{"route": r.Method + " " + r.URL.Path},
-				IPAddress:     clientIP(r),
-				CorrelationID: RequestID(r),
-			})
-			WriteError(w, r, http.StatusForbidden, "FORBIDDEN", msg, nil)
-			return
-		}
-		h(w, r, p)
+// RegisterOpen adds a route that no user token guards: rt.MinRole is public,
+// or device for the firmware's routes, whose handlers check what the device
+// sends.
+func (s *Server) RegisterOpen(rt Route, h http.HandlerFunc) {
+	if rt.MinRole != "public" && rt.MinRole != "device" {
+		panic(fmt.Sprintf("api: open route %s %s: %q is neither public nor device", rt.Method, rt.Path, rt.MinRole))
 	}
-}
-
-// authenticate validates an access token (API §2.3), answering 401/403 itself.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, tok string) (auth.Principal, bool) {
-	if tok == "" {
-		WriteError(w, r, http.StatusUnauthorized, "NOT_AUTHENTICATED", "Not authenticated", nil)
-		return auth.Principal{}, false
-	}
-	p, err := s.auth.Authenticate(r.Context(), tok)
-	if err != nil {
-		s.authError(w, r, err)
-		return p, false
-	}
-	return p, true
-}
-
-func (s *Server) authError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, auth.ErrTokenExpired):
-		WriteError(w, r, http.StatusUnauthorized, "TOKEN_EXPIRED", "Token has expired", nil)
-	case errors.Is(err, auth.ErrTokenRevoked):
-		WriteError(w, r, http.StatusUnauthorized, "TOKEN_REVOKED", "Token has been revoked", nil)
-	case errors.Is(err, auth.ErrInvalidToken):
-		WriteError(w, r, http.StatusUnauthorized, "INVALID_TOKEN", "Invalid token", nil)
-	case errors.Is(err, auth.ErrUserDisabled):
-		WriteError(w, r, http.StatusForbidden, "USER_DISABLED", "User account is disabled", nil)
-	default:
-		s.Internal(w, r, err)
-	}
-}
-
-// Internal logs err with the request id and answers a generic 500.
-func (s *Server) Internal(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("request failed", "request_id", RequestID(r), "path", r.URL.Path, "error", err)
-	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
-}
-
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
-// clientIP is the direct peer's address (X-Forwarded-For is not trusted
-// unless a trusted proxy is configured, which this build does not offer).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	s.handle(rt, h)
 }
 
 // Routes lists the registered routes, sorted.
@@ -438,7 +388,8 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Allow-Credentials", "true")
-	h.Set("Access-Control-Expose-Headers", "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
+	h.Set("Access-Control-Expose-Headers",
+		"X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset")
 	h.Add("Vary", "Origin")
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
@@ -516,43 +467,6 @@ func (s *Server) instrument(route string, h http.HandlerFunc) http.HandlerFunc {
 
 func statusLabel(code int) string { return strconv.Itoa(code) }
 
-// WriteJSON writes v as a JSON body with status.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
-
-// errorBody is the error shape of API §1.5.
-type errorBody struct {
-	Success bool      `json:"success"`
-	Detail  string    `json:"detail"`
-	Error   errorInfo `json:"error"`
-}
-
-type errorInfo struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	Details   any    `json:"details"`
-	RequestID string `json:"request_id"`
-}
-
-// WriteError writes the API §1.5 error body.
-func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg string, details map[string]any) {
-	if details == nil {
-		details = map[string]any{}
-	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", "Bearer")
-	}
-	WriteJSON(w, status, errorBody{
-		Detail: msg,
-		Error:  errorInfo{Code: code, Message: msg, Details: details, RequestID: RequestID(r)},
-	})
-}
-
 type liveness struct {
 	Success bool `json:"success"`
 	Alive   bool `json:"alive"`
@@ -583,7 +497,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := readinessChecks{
 		Database:        s.deps.Store != nil && s.deps.Store.Ping(ctx) == nil,
-		MQTT:            s.brokerConnected(),
+		MQTT:            s.BrokerConnected(),
 		StartupComplete: s.ready.Load(),
 		DiskSpace:       diskOK(s.deps.DataDir),
 	}
@@ -595,7 +509,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body.Detail = "hub is not ready"
-	body.Error = &errorInfo{Code: "NOT_READY", Message: "hub is not ready", Details: checks, RequestID: RequestID(r)}
+	body.Error = &errorInfo{
+		Code:      "NOT_READY",
+		Message:   "hub is not ready",
+		Details:   checks,
+		RequestID: RequestID(r),
+	}
 	WriteJSON(w, http.StatusServiceUnavailable, body)
 }
 

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"net/http"
@@ -7,27 +7,29 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/apitest"
 	"github.com/kaiserhub/kaiser/internal/auth"
 )
 
-// Every error has the API §1.5 shape, with the request id the client sent.
+// Every error has the docs/api.md §1.5 shape, with the request id the client sent.
 func TestErrorShapeCarriesTheRequestID(t *testing.T) {
-	f := newFixture(t)
+	f := apitest.New(t)
 	req := httptest.NewRequest("GET", "/api/v1/nope", nil)
 	req.Header.Set("X-Request-ID", "req-42")
 	rec := httptest.NewRecorder()
-	f.srv.Handler().ServeHTTP(rec, req)
-	r := decodeResponse(t, rec)
+	f.Srv.Handler().ServeHTTP(rec, req)
+	r := apitest.Decode(t, rec)
 
-	if r.status != 404 || r.body["success"] != false || r.body["detail"] != "route /api/v1/nope not found" {
-		t.Fatalf("%d %s", r.status, r.raw)
+	if r.Status != 404 || r.Body["success"] != false || r.Body["detail"] != "route /api/v1/nope not found" {
+		t.Fatalf("%d %s", r.Status, r.Raw)
 	}
-	e := r.obj("error")
-	if e["code"] != "NOT_FOUND" || e["message"] != r.body["detail"] || e["request_id"] != "req-42" {
+	e := r.Obj("error")
+	if e["code"] != "NOT_FOUND" || e["message"] != r.Body["detail"] || e["request_id"] != "req-42" {
 		t.Fatalf("error object %v", e)
 	}
 	if _, ok := e["details"].(map[string]any); !ok {
-		t.Fatalf("details must be an object: %s", r.raw)
+		t.Fatalf("details must be an object: %s", r.Raw)
 	}
 	if rec.Header().Get("X-Request-ID") != "req-42" || rec.Header().Get("Cache-Control") != "no-store" {
 		t.Fatalf("headers %v", rec.Header())
@@ -35,33 +37,34 @@ func TestErrorShapeCarriesTheRequestID(t *testing.T) {
 }
 
 func TestInvalidRequestIDIsReplaced(t *testing.T) {
-	f := newFixture(t)
+	f := apitest.New(t)
 	req := httptest.NewRequest("GET", "/api/v1/health/live", nil)
 	req.Header.Set("X-Request-ID", "bad id with spaces")
 	rec := httptest.NewRecorder()
-	f.srv.Handler().ServeHTTP(rec, req)
+	f.Srv.Handler().ServeHTTP(rec, req)
 	if id := rec.Header().Get("X-Request-ID"); id == "" || strings.Contains(id, " ") {
 		t.Fatalf("request id %q", id)
 	}
 }
 
 func TestRoutesAnswerWithAndWithoutTrailingSlash(t *testing.T) {
-	f := newFixture(t)
+	f := apitest.New(t)
 	for _, p := range []string{"/api/v1/health/live", "/api/v1/health/live/"} {
-		if r := f.do(t, "GET", p, "", nil); r.status != 200 || r.body["alive"] != true {
-			t.Errorf("%s: %d %s", p, r.status, r.raw)
+		if r := f.Do(t, "GET", p, "", nil); r.Status != 200 || r.Body["alive"] != true {
+			t.Errorf("%s: %d %s", p, r.Status, r.Raw)
 		}
 	}
-	r := f.do(t, "DELETE", "/api/v1/health/live", "", nil)
-	if r.status != 405 || r.code() != "METHOD_NOT_ALLOWED" || !strings.Contains(r.header.Get("Allow"), "GET") {
-		t.Fatalf("wrong method: %d %v", r.status, r.header)
+	r := f.Do(t, "DELETE", "/api/v1/health/live", "", nil)
+	if r.Status != 405 || r.Code() != "METHOD_NOT_ALLOWED" || !strings.Contains(r.Header.Get("Allow"), "GET") {
+		t.Fatalf("wrong method: %d %v", r.Status, r.Header)
 	}
-	if r := f.do(t, "GET", "/", "", nil); r.status != 200 || r.body["service"] != "kaiser" || r.body["mqtt_connected"] != true {
-		t.Fatalf("root: %s", r.raw)
+	if r := f.Do(t, "GET", "/", "", nil); r.Status != 200 || r.Body["service"] != "kaiser" ||
+		r.Body["mqtt_connected"] != true {
+		t.Fatalf("root: %s", r.Raw)
 	}
 }
 
-// API §2.3: 401 without or with a bad token, then 403 for a low role, which
+// docs/api.md §2.3: 401 without or with a bad token, then 403 for a low role, which
 // is audited; the handler never runs for either.
 func TestGuardAuthenticatesThenAuthorises(t *testing.T) {
 	tests := []struct {
@@ -71,39 +74,45 @@ func TestGuardAuthenticatesThenAuthorises(t *testing.T) {
 	}{
 		{"no token", "", 401, "NOT_AUTHENTICATED"},
 		{"invalid", "tok-nope", 401, "INVALID_TOKEN"},
-		{"expired", expiredToken, 401, "TOKEN_EXPIRED"},
-		{"revoked", revokedToken, 401, "TOKEN_REVOKED"},
-		{"disabled user", disabledToken, 403, "USER_DISABLED"},
+		{"expired", apitest.ExpiredToken, 401, "TOKEN_EXPIRED"},
+		{"revoked", apitest.RevokedToken, 401, "TOKEN_REVOKED"},
+		{"disabled user", apitest.DisabledToken, 403, "USER_DISABLED"},
 		{"auth store failing", "tok-broken", 500, "INTERNAL_ERROR"},
-		{"viewer on an operator route", viewerToken, 403, "FORBIDDEN"},
-		{"operator on an admin route", operatorToken, 403, "FORBIDDEN"},
-		{"admin", adminToken, 200, ""},
+		{"viewer on an operator route", apitest.ViewerToken, 403, "FORBIDDEN"},
+		{"operator on an admin route", apitest.OperatorToken, 403, "FORBIDDEN"},
+		{"admin", apitest.AdminToken, 200, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t)
+			f := apitest.New(t)
 			ran := false
 			minRole := auth.RoleOperator
-			if tc.token == operatorToken {
+			if tc.token == apitest.OperatorToken {
 				minRole = auth.RoleAdmin
 			}
-			f.srv.Register(Route{Method: "POST", Path: "/api/v1/probe", MinRole: minRole, Summary: "probe", Tag: "t"},
-				func(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
-					ran = true
-					WriteJSON(w, 200, map[string]string{"user": p.User.Username})
-				})
+			probe := api.Route{
+				Method:  "POST",
+				Path:    "/api/v1/probe",
+				MinRole: minRole,
+				Summary: "probe",
+				Tag:     "t",
+			}
+			f.Srv.Register(probe, func(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
+				ran = true
+				api.WriteJSON(w, 200, map[string]string{"user": p.User.Username})
+			})
 
-			r := f.do(t, "POST", "/api/v1/probe", tc.token, nil)
-			if r.status != tc.status || r.code() != tc.code {
-				t.Fatalf("%d %s", r.status, r.raw)
+			r := f.Do(t, "POST", "/api/v1/probe", tc.token, nil)
+			if r.Status != tc.status || r.Code() != tc.code {
+				t.Fatalf("%d %s", r.Status, r.Raw)
 			}
 			if ran != (tc.status == 200) {
 				t.Fatalf("handler ran: %v", ran)
 			}
-			if tc.status == 401 && r.header.Get("WWW-Authenticate") != "Bearer" {
+			if tc.status == 401 && r.Header.Get("WWW-Authenticate") != "Bearer" {
 				t.Fatal("401 without WWW-Authenticate")
 			}
-			denied := slices.Contains(f.audit.events(), "permission_denied")
+			denied := slices.Contains(f.Audit.Events(), "permission_denied")
 			if denied != (tc.code == "FORBIDDEN") {
 				t.Fatalf("permission_denied audited: %v", denied)
 			}
@@ -112,49 +121,67 @@ func TestGuardAuthenticatesThenAuthorises(t *testing.T) {
 }
 
 func TestForbiddenMessageNamesTheRole(t *testing.T) {
-	f := newFixture(t)
-	if r := f.do(t, "GET", "/api/v1/users", operatorToken, nil); r.body["detail"] != "Admin privileges required" {
-		t.Fatalf("%s", r.raw)
+	f := apitest.New(t)
+	g := f.Srv.Group("t")
+	g.Add("GET", "/api/v1/admin-only", auth.RoleAdmin, "admin probe", nil)
+	g.Add("GET", "/api/v1/operator-only", auth.RoleOperator, "operator probe", nil)
+
+	tests := map[string]string{
+		"/api/v1/admin-only":    "Admin privileges required",
+		"/api/v1/operator-only": "Operator or admin privileges required",
 	}
-	if r := f.do(t, "POST", "/api/v1/esp/devices", viewerToken, nil); r.body["detail"] != "Operator or admin privileges required" {
-		t.Fatalf("%s", r.raw)
+	for path, msg := range tests {
+		if r := f.Do(t, "GET", path, apitest.ViewerToken, nil); r.Status != 403 || r.Body["detail"] != msg {
+			t.Errorf("%s: %s", path, r.Raw)
+		}
 	}
 }
 
+func TestRegisterOpenRefusesAUserRole(t *testing.T) {
+	f := apitest.New(t)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a viewer route registered as open")
+		}
+	}()
+	f.Srv.RegisterOpen(api.Route{Method: "GET", Path: "/api/v1/closed", MinRole: auth.RoleViewer}, nil)
+}
+
 func TestRegisterRefusesARouteWithoutAUserRole(t *testing.T) {
-	f := newFixture(t)
+	f := apitest.New(t)
 	defer func() {
 		if recover() == nil {
 			t.Fatal("a public route registered through Register")
 		}
 	}()
-	f.srv.Register(Route{Method: "GET", Path: "/api/v1/open", MinRole: "public"}, nil)
+	f.Srv.Register(api.Route{Method: "GET", Path: "/api/v1/open", MinRole: "public"}, nil)
 }
 
 func TestPanickingHandlerAnswers500AndIsCounted(t *testing.T) {
-	f := newFixture(t)
-	f.srv.public("GET", "/api/v1/panic", "panics", "t", func(http.ResponseWriter, *http.Request) { panic("bug") })
-	r := f.do(t, "GET", "/api/v1/panic", "", nil)
-	if r.status != 500 || r.code() != "INTERNAL_ERROR" || strings.Contains(r.raw, "bug") {
-		t.Fatalf("%d %s", r.status, r.raw)
+	f := apitest.New(t)
+	f.Srv.Group("t").Public("GET", "/api/v1/panic", "panics", func(http.ResponseWriter, *http.Request) { panic("bug") })
+	r := f.Do(t, "GET", "/api/v1/panic", "", nil)
+	if r.Status != 500 || r.Code() != "INTERNAL_ERROR" || strings.Contains(r.Raw, "bug") {
+		t.Fatalf("%d %s", r.Status, r.Raw)
 	}
-	if !strings.Contains(f.logs.String(), "http handler panic") {
+	if !strings.Contains(f.Logs.String(), "http handler panic") {
 		t.Fatal("panic not logged")
 	}
-	metrics := f.do(t, "GET", "/metrics", "", nil)
-	if !strings.Contains(metrics.raw, `god_kaiser_http_requests_total{method="GET",route="/api/v1/panic",status="500"} 1`) {
-		t.Fatalf("request not counted:\n%s", metrics.raw)
+	metrics := f.Do(t, "GET", "/metrics", "", nil)
+	counted := `god_kaiser_http_requests_total{method="GET",route="/api/v1/panic",status="500"} 1`
+	if !strings.Contains(metrics.Raw, counted) {
+		t.Fatalf("request not counted:\n%s", metrics.Raw)
 	}
 }
 
 func TestCORSAllowsOnlyConfiguredOrigins(t *testing.T) {
-	f := newFixture(t)
+	f := apitest.New(t)
 	preflight := func(origin string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("OPTIONS", "/api/v1/esp/devices", nil)
 		req.Header.Set("Origin", origin)
 		req.Header.Set("Access-Control-Request-Method", "POST")
 		rec := httptest.NewRecorder()
-		f.srv.Handler().ServeHTTP(rec, req)
+		f.Srv.Handler().ServeHTTP(rec, req)
 		return rec
 	}
 	ok := preflight("http://localhost:5173")
@@ -167,85 +194,62 @@ func TestCORSAllowsOnlyConfiguredOrigins(t *testing.T) {
 }
 
 func TestReadinessReportsEachCheck(t *testing.T) {
-	f := newFixture(t)
-	if r := f.do(t, "GET", "/api/v1/health/ready", "", nil); r.status != 200 || r.body["ready"] != true {
-		t.Fatalf("ready: %s", r.raw)
+	f := apitest.New(t)
+	if r := f.Do(t, "GET", "/api/v1/health/ready", "", nil); r.Status != 200 || r.Body["ready"] != true {
+		t.Fatalf("ready: %s", r.Raw)
 	}
-	f.srv.SetReady(false)
-	r := f.do(t, "GET", "/api/v1/health/ready", "", nil)
-	if r.status != 503 || r.code() != "NOT_READY" || r.obj("checks")["startup_complete"] != false ||
-		r.obj("checks")["database"] != true {
-		t.Fatalf("not ready: %d %s", r.status, r.raw)
+	f.Srv.SetReady(false)
+	r := f.Do(t, "GET", "/api/v1/health/ready", "", nil)
+	if r.Status != 503 || r.Code() != "NOT_READY" || r.Obj("checks")["startup_complete"] != false ||
+		r.Obj("checks")["database"] != true {
+		t.Fatalf("not ready: %d %s", r.Status, r.Raw)
 	}
-	if r.obj("error")["details"].(map[string]any)["mqtt"] != true {
-		t.Fatalf("error details lack the checks: %s", r.raw)
-	}
-}
-
-func TestHealthDegradesWithTheBrokerAndFailsWithTheStore(t *testing.T) {
-	tests := []struct {
-		name   string
-		deps   func(*Deps)
-		status string
-	}{
-		{"all up", func(*Deps) {}, "healthy"},
-		{"broker down", func(d *Deps) { d.Broker = fakeBroker{} }, "degraded"},
-		{"store down", func(d *Deps) { d.Store = fakePinger{err: errBoom} }, "unhealthy"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t)
-			tc.deps(&f.srv.deps)
-			if r := f.do(t, "GET", "/api/v1/health", "", nil); r.body["status"] != tc.status {
-				t.Fatalf("health: %s", r.raw)
-			}
-			r := f.do(t, "GET", "/api/v1/health/detailed", viewerToken, nil)
-			if r.status != 200 || r.body["status"] != tc.status {
-				t.Fatalf("detailed: %s", r.raw)
-			}
-		})
+	if r.Obj("error")["details"].(map[string]any)["mqtt"] != true {
+		t.Fatalf("error details lack the checks: %s", r.Raw)
 	}
 }
 
-func TestDetailedHealthMeasuresComponents(t *testing.T) {
-	f := newFixture(t)
-	r := f.do(t, "GET", "/api/v1/health/detailed", viewerToken, nil)
-	db, mq := r.obj("database"), r.obj("mqtt")
-	if db["pool_size"] != 4.0 || db["pool_idle"] != 3.0 || db["connected"] != true {
-		t.Fatalf("database: %v", db)
-	}
-	if mq["messages_received"] != 42.0 || mq["last_message_at"] != "2026-01-05T10:00:00.000Z" || mq["messages_published"] != 0.0 {
-		t.Fatalf("mqtt: %v", mq)
-	}
-	if len(r.items("components")) != 2 || r.obj("system")["goroutines"].(float64) < 1 {
-		t.Fatalf("components/system: %s", r.raw)
-	}
-	if _, ok := r.body["websocket"].(map[string]any)["active_connections"]; !ok {
-		t.Fatalf("websocket stats: %s", r.raw)
-	}
-}
+// docs/api.md §2.6: the handlers behind one limit share it; over it the reply is 429
+// with Retry-After, audited once per client and window.
+func TestRateLimitIsSharedAndAuditedOnce(t *testing.T) {
+	f := apitest.New(t)
+	limit := f.Srv.RateLimit("probe", 2)
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }
+	g := f.Srv.Group("t")
+	g.Public("POST", "/api/v1/probe-a", "probe a", limit(ok))
+	g.Public("POST", "/api/v1/probe-b", "probe b", limit(ok))
 
-func TestFleetHealthCountsAndAverages(t *testing.T) {
-	a, b := dev("ESP_A00001", "online"), dev("ESP_A00002", "offline")
-	a.Metadata["last_heap_free"], a.Metadata["last_wifi_rssi"] = 1000.0, -60.0
-	b.Metadata["last_heap_free"] = int64(3000)
-	f := newFixture(t, a, b, dev("ESP_A00003", "error"), dev("ESP_A00004", "unknown"),
-		dev("ESP_A00005", "pending_approval"), dev("ESP_A00006", "rejected"))
-
-	r := f.do(t, "GET", "/api/v1/health/esp", viewerToken, nil)
-	want := map[string]float64{"total_devices": 4, "online_count": 1, "offline_count": 1, "error_count": 1,
-		"unknown_count": 1, "pending_count": 1, "avg_heap_free": 2000, "avg_wifi_rssi": -60}
-	for k, v := range want {
-		if r.body[k] != v {
-			t.Errorf("%s = %v, want %v", k, r.body[k], v)
+	var statuses []int
+	for _, p := range []string{"/api/v1/probe-a", "/api/v1/probe-b", "/api/v1/probe-a", "/api/v1/probe-b"} {
+		r := f.Do(t, "POST", p, "", nil)
+		statuses = append(statuses, r.Status)
+		if r.Status == 429 && (r.Code() != "RATE_LIMITED" || r.Header.Get("Retry-After") == "") {
+			t.Fatalf("over the limit: %v %s", r.Header, r.Raw)
 		}
 	}
-	if len(r.items("devices")) != 4 {
-		t.Fatalf("devices: %s", r.raw)
+	if !slices.Equal(statuses, []int{204, 204, 429, 429}) {
+		t.Fatalf("statuses %v", statuses)
 	}
+	n := 0
+	for _, e := range f.Audit.Events() {
+		if e == "rate_limit_exceeded" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("rate limit audited %d times", n)
+	}
+}
 
-	empty := newFixture(t)
-	if r := empty.do(t, "GET", "/api/v1/health/esp", viewerToken, nil); r.body["avg_heap_free"] != nil || r.items("devices") == nil {
-		t.Fatalf("no devices: %s", r.raw)
+func TestValidTokenTellsAValidBearerToken(t *testing.T) {
+	f := apitest.New(t)
+	for token, want := range map[string]bool{apitest.ViewerToken: true, apitest.ExpiredToken: false, "": false} {
+		_, req := apitest.Recorder("POST", "/")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if got := f.Srv.ValidToken(req); got != want {
+			t.Errorf("%q: %v", token, got)
+		}
 	}
 }

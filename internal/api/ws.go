@@ -10,7 +10,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/live"
 )
 
-// WSConfig tunes the live feed (API §17.4); the hub's configuration names
+// WSConfig tunes the live feed (docs/api.md §17.4); the hub's configuration names
 // it here, next to the route it serves.
 type WSConfig = live.Config
 
@@ -30,12 +30,17 @@ var _ LiveFeed = (*live.Feed)(nil)
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (s *Server) wsRoutes() {
-	s.handle(Route{Method: "GET", Path: "/api/v1/ws/realtime/{client_id}", MinRole: auth.RoleViewer, Tag: "websocket",
-		Summary: "Live event feed (WebSocket, token in ?token=)"}, s.wsHandshake)
+	s.handle(Route{
+		Method:  "GET",
+		Path:    "/api/v1/ws/realtime/{client_id}",
+		MinRole: auth.RoleViewer,
+		Tag:     "websocket",
+		Summary: "Live event feed (WebSocket, token in ?token=)",
+	}, s.wsHandshake)
 }
 
 // wsHandshake checks origin, token, user and client id before the live feed
-// checks its limits and upgrades (API §17.1).
+// checks its limits and upgrades (docs/api.md §17.1).
 func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" && !s.originAllowed(o) && !sameOrigin(r, o) {
 		WriteError(w, r, http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed", nil)
@@ -53,7 +58,7 @@ func (s *Server) wsHandshake(w http.ResponseWriter, r *http.Request) {
 
 	clientID := r.PathValue("client_id")
 	if !clientIDPattern.MatchString(clientID) {
-		pathError(w, r, "client_id", "must be 1-64 characters of [A-Za-z0-9_-]")
+		PathError(w, r, "client_id", "must be 1-64 characters of [A-Za-z0-9_-]")
 		return
 	}
 

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -10,66 +10,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/apitest"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/live"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
-type feedSession struct {
-	user              int64
-	clientID, tokenID string
-}
-
-// fakeFeed records what the handshake hands over; an accepted request is
-// answered 204 in place of an upgrade.
-type fakeFeed struct {
-	mu       sync.Mutex
-	refusal  error // returned by Accept
-	answered int   // with refusal: the status Accept wrote itself, like a failed upgrade
-	accepted []feedSession
-	revoked  []feedSession
-	closed   bool
-}
-
-var _ LiveFeed = (*fakeFeed)(nil)
-
-func (f *fakeFeed) Accept(w http.ResponseWriter, _ *http.Request, userID int64, clientID, tokenID string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.accepted = append(f.accepted, feedSession{user: userID, clientID: clientID, tokenID: tokenID})
-	if f.answered != 0 {
-		w.WriteHeader(f.answered)
-	}
-	if f.refusal != nil {
-		return f.refusal
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (f *fakeFeed) Revoke(userID int64, tokenID string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.revoked = append(f.revoked, feedSession{user: userID, tokenID: tokenID})
-}
-
-func (f *fakeFeed) Stats() live.Stats {
-	return live.Stats{ActiveConnections: 2, MessagesSent: 30, MessagesCoalesced: 4, SlowClientDisconnects: 1}
-}
-
-func (f *fakeFeed) Close() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closed = true
-}
-
 type wsFixture struct {
-	server *Server
+	server *api.Server
 	http   *httptest.Server
-	feed   *fakeFeed
+	feed   *apitest.Feed
 	auth   *auth.Service
 	admin  auth.Principal
 	token  string
@@ -98,14 +51,26 @@ func newWSFixture(t *testing.T) *wsFixture {
 		t.Fatal(err)
 	}
 
-	feed := &fakeFeed{}
-	s := New(Deps{Auth: a, Live: feed, Logger: discard, CORSOrigins: []string{"http://localhost:5173"}})
+	feed := &apitest.Feed{}
+	s := api.New(api.Deps{
+		Auth:        a,
+		Live:        feed,
+		Logger:      discard,
+		CORSOrigins: []string{"http://localhost:5173"},
+	})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return &wsFixture{server: s, http: srv, feed: feed, auth: a, admin: admin, token: tokens.AccessToken}
+	return &wsFixture{
+		server: s,
+		http:   srv,
+		feed:   feed,
+		auth:   a,
+		admin:  admin,
+		token:  tokens.AccessToken,
+	}
 }
 
-// handshake sends the handshake request and returns the status and the error code of API §1.5 ("" without one).
+// handshake sends the handshake request and returns the status and the error code of docs/api.md §1.5 ("" without one).
 func (fx *wsFixture) handshake(t *testing.T, clientID, query string, header http.Header) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest("GET", fx.http.URL+"/api/v1/ws/realtime/"+clientID+query, nil)
@@ -154,20 +119,20 @@ func TestWSHandshakeChecksBeforeTheFeed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fx.feed.accepted = nil
+			fx.feed.Accepted = nil
 
 			status, code := fx.handshake(t, tt.clientID, tt.query, tt.header)
 
 			if status != tt.wantStatus || code != tt.wantCode {
 				t.Fatalf("status %d %q, want %d %q", status, code, tt.wantStatus, tt.wantCode)
 			}
-			handed := len(fx.feed.accepted) > 0
+			handed := len(fx.feed.Accepted) > 0
 			if handed != (tt.wantStatus == http.StatusNoContent) {
-				t.Fatalf("handed to the feed: %v (%+v)", handed, fx.feed.accepted)
+				t.Fatalf("handed to the feed: %v (%+v)", handed, fx.feed.Accepted)
 			}
-			want := feedSession{user: fx.admin.User.ID, clientID: tt.clientID, tokenID: fx.admin.Claims.ID}
-			if handed && fx.feed.accepted[0] != want {
-				t.Fatalf("handed %+v, want %+v", fx.feed.accepted[0], want)
+			want := apitest.FeedSession{User: fx.admin.User.ID, ClientID: tt.clientID, TokenID: fx.admin.Claims.ID}
+			if handed && fx.feed.Accepted[0] != want {
+				t.Fatalf("handed %+v, want %+v", fx.feed.Accepted[0], want)
 			}
 		})
 	}
@@ -190,7 +155,7 @@ func TestWSHandshakeAnswersTheFeedsRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fx.feed.refusal, fx.feed.answered = tt.refusal, tt.answered
+			fx.feed.Refusal, fx.feed.Answered = tt.refusal, tt.answered
 			status, code := fx.handshake(t, "dash", "?token="+fx.token, nil)
 			if status != tt.wantStatus || code != tt.wantCode {
 				t.Fatalf("status %d %q, want %d %q", status, code, tt.wantStatus, tt.wantCode)
@@ -206,9 +171,9 @@ func TestWSRevocationShutdownAndStatsReachTheFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The session's token, then every session of the user (token_version).
-	want := []feedSession{{user: fx.admin.User.ID, tokenID: fx.admin.Claims.ID}, {user: fx.admin.User.ID}}
-	if len(fx.feed.revoked) != 2 || fx.feed.revoked[0] != want[0] || fx.feed.revoked[1] != want[1] {
-		t.Fatalf("revoked %+v, want %+v", fx.feed.revoked, want)
+	want := []apitest.FeedSession{{User: fx.admin.User.ID, TokenID: fx.admin.Claims.ID}, {User: fx.admin.User.ID}}
+	if len(fx.feed.Revoked) != 2 || fx.feed.Revoked[0] != want[0] || fx.feed.Revoked[1] != want[1] {
+		t.Fatalf("revoked %+v, want %+v", fx.feed.Revoked, want)
 	}
 
 	stats := fx.server.WSStats()
@@ -225,7 +190,7 @@ func TestWSRevocationShutdownAndStatsReachTheFeed(t *testing.T) {
 	}
 
 	fx.server.Close()
-	if !fx.feed.closed {
+	if !fx.feed.Closed {
 		t.Fatal("Close did not close the live feed")
 	}
 }

@@ -1,6 +1,6 @@
-// Package debugapi serves the admin-only debug routes of API §16 under
+// Package debugapi serves the admin-only debug routes of docs/api.md §16 under
 // /api/v1/debug: mock devices, which the simulator of internal/sim runs
-// inside the hub over the real broker (API §16.1), and the scheduler's
+// inside the hub over the real broker (docs/api.md §16.1), and the scheduler's
 // jobs (their statistics, and running one now). The hub registers
 // these routes on the HTTP server, so that the HTTP API itself never
 // imports the simulator.
@@ -63,7 +63,7 @@ type Deps struct {
 	Jobs    jobs
 	// MQTTAddr is the broker address mock devices connect to, asked at each start.
 	MQTTAddr func() string
-	// MaxMocks is the number of mock devices that may run at once (API §16.1; default 100).
+	// MaxMocks is the number of mock devices that may run at once (docs/api.md §16.1; default 100).
 	MaxMocks int
 }
 
@@ -94,7 +94,7 @@ func Register(srv server, d Deps) *Debug {
 }
 
 // Resume restarts the mock devices whose simulation was running when the hub
-// stopped (DOMAIN §10.1).
+// stopped (docs/domain.md §10.1).
 func (d *Debug) Resume() {
 	for _, dev := range d.devices.List() {
 		if def, ok := mockDefOf(dev); ok && dev.Metadata["simulation_state"] == "running" {
@@ -111,7 +111,7 @@ func (d *Debug) Stop() {
 	}
 }
 
-// admin registers an admin-only debug route (API §16: every debug route).
+// admin registers an admin-only debug route (docs/api.md §16: every debug route).
 func (d *Debug) admin(method, path, summary string, h api.Authed, request, response any) {
 	d.srv.Register(api.Route{
 		Method:   method,

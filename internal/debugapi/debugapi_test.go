@@ -367,9 +367,13 @@ func TestCreateMockValidates(t *testing.T) {
 
 func TestCreateMockRegistersAndStarts(t *testing.T) {
 	f := newFixture(t, nil)
-	r := f.create(t, map[string]any{"esp_id": "MOCK_1", "name": "Bench", "auto_heartbeat": true,
-		"heartbeat_interval_seconds": 5.0, "sensors": []any{map[string]any{"gpio": 34, "sensor_type": "ph",
-			"raw_value": 2048}}})
+	r := f.create(t, map[string]any{
+		"esp_id":                     "MOCK_1",
+		"name":                       "Bench",
+		"auto_heartbeat":             true,
+		"heartbeat_interval_seconds": 5.0,
+		"sensors":                    []any{map[string]any{"gpio": 34, "sensor_type": "ph", "raw_value": 2048}},
+	})
 	if r.status != 201 || r.body["hardware_type"] != "MOCK_ESP32" || r.body["connected"] != true ||
 		r.body["heartbeat_interval_seconds"] != 5.0 {
 		t.Fatalf("%d %s", r.status, r.raw)
@@ -387,7 +391,8 @@ func TestCreateMockRegistersAndStarts(t *testing.T) {
 		t.Fatalf("sensor configs %+v", c)
 	}
 	n := f.node("MOCK_1")
-	if n == nil || n.cfg.HeartbeatEvery != 5*time.Second || len(n.cfg.Sensors) != 1 || n.cfg.Sensors[0].Interval != 30*time.Second ||
+	if n == nil || n.cfg.HeartbeatEvery != 5*time.Second || len(n.cfg.Sensors) != 1 ||
+		n.cfg.Sensors[0].Interval != 30*time.Second ||
 		!n.cfg.Quirks.Seq || n.cfg.Broker != "127.0.0.1:1883" {
 		t.Fatalf("node config %+v", n)
 	}
@@ -526,7 +531,8 @@ func TestMockSensorsAndMessages(t *testing.T) {
 		"sensors": []any{map[string]any{"gpio": 34, "sensor_type": "ph"}}})
 	base := "/api/v1/debug/mock-esp/MOCK_1"
 
-	if r := f.do(t, "POST", base+"/sensors", map[string]any{"gpio": 34, "sensor_type": "ec", "raw_value": 1500}); r.status != 200 {
+	ec := map[string]any{"gpio": 34, "sensor_type": "ec", "raw_value": 1500}
+	if r := f.do(t, "POST", base+"/sensors", ec); r.status != 200 {
 		t.Fatalf("replace sensor: %s", r.raw)
 	}
 	if r := f.do(t, "POST", base+"/sensors", map[string]any{"gpio": 35, "sensor_type": "moisture"}); r.status != 200 {
@@ -543,7 +549,8 @@ func TestMockSensorsAndMessages(t *testing.T) {
 	if r := f.do(t, "DELETE", base+"/sensors/35", nil); r.status != 200 || len(f.sensors.ByDevice("MOCK_1")) != 2 {
 		t.Fatalf("remove sensor: %s %v", r.raw, f.sensors.configs)
 	}
-	if r := f.do(t, "DELETE", base+"/sensors/34/value", nil); r.status != 200 || r.body["command"] != "clear_sensor_value" {
+	if r := f.do(t, "DELETE", base+"/sensors/34/value", nil); r.status != 200 ||
+		r.body["command"] != "clear_sensor_value" {
 		t.Fatalf("clear: %s", r.raw)
 	}
 	want := []string{"add sensor 34 ec", "add sensor 35 moisture", "remove sensor 35", "clear 34"}
@@ -560,7 +567,8 @@ func TestMockSensorsAndMessages(t *testing.T) {
 	}
 
 	f.sensors.err = errors.New("pin taken")
-	if r := f.do(t, "POST", base+"/sensors", map[string]any{"gpio": 36, "sensor_type": "ph"}); r.code() != "GPIO_CONFLICT" {
+	if r := f.do(t, "POST", base+"/sensors", map[string]any{"gpio": 36, "sensor_type": "ph"}); r.code() !=
+		"GPIO_CONFLICT" {
 		t.Fatalf("conflict: %s", r.raw)
 	}
 }
@@ -621,9 +629,22 @@ func TestResumeAndStop(t *testing.T) {
 func TestMaintenanceStatus(t *testing.T) {
 	next := time.Date(2026, 1, 5, 10, 1, 0, 0, time.UTC)
 	jobs := fakeJobs{
-		{Name: "liveness_check", Runs: 3, LastRun: next.Add(-time.Minute), LastDuration: 1500 * time.Microsecond,
-			LastResult: "success", NextRun: next},
-		{Name: "rollups", Errors: 1, Runs: 1, LastResult: "disk full", Running: true, NextRun: next},
+		{
+			Name:         "liveness_check",
+			Runs:         3,
+			LastRun:      next.Add(-time.Minute),
+			LastDuration: 1500 * time.Microsecond,
+			LastResult:   "success",
+			NextRun:      next,
+		},
+		{
+			Name:       "rollups",
+			Errors:     1,
+			Runs:       1,
+			LastResult: "disk full",
+			Running:    true,
+			NextRun:    next,
+		},
 		{Name: "never_ran"},
 	}
 	f := newFixture(t, jobs)
@@ -641,7 +662,8 @@ func TestMaintenanceStatus(t *testing.T) {
 	if second := list[1].(map[string]any); second["errors"] != 1.0 || second["running"] != true {
 		t.Fatalf("job %v", second)
 	}
-	if third := list[2].(map[string]any); third["last_run"] != nil || third["last_result"] != nil || third["next_run"] != nil {
+	if third := list[2].(map[string]any); third["last_run"] != nil || third["last_result"] != nil ||
+		third["next_run"] != nil {
 		t.Fatalf("a job that never ran: %v", third)
 	}
 

@@ -8,7 +8,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/schedule"
 )
 
-// jobStatus is one scheduled job of the maintenance status (API §16.1).
+// jobStatus is one scheduled job of the maintenance status (docs/api.md §16.1).
 type jobStatus struct {
 	JobID          string  `json:"job_id"`
 	NextRun        *string `json:"next_run"`
@@ -68,7 +68,7 @@ func (d *Debug) maintenanceStatus(w http.ResponseWriter, _ *http.Request, _ auth
 	api.WriteJSON(w, http.StatusOK, out)
 }
 
-// triggerJob runs a job now; a trigger while it runs coalesces (DOMAIN §9).
+// triggerJob runs a job now; a trigger while it runs coalesces (docs/domain.md §9).
 func (d *Debug) triggerJob(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 	name := r.PathValue("job_name")
 	if d.jobs == nil || d.jobs.Trigger(name) != nil {

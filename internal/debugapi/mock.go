@@ -15,10 +15,10 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sim"
 )
 
-// mockHardware marks mock devices in the registry (API §16.1).
+// mockHardware marks mock devices in the registry (docs/api.md §16.1).
 const mockHardware = "MOCK_ESP32"
 
-// mockSensor is API §16.1 MockSensor, as requested and as persisted.
+// mockSensor is docs/api.md §16.1 MockSensor, as requested and as persisted.
 type mockSensor struct {
 	GPIO           int     `json:"gpio" api:"required,min=0,max=39"`
 	SensorType     string  `json:"sensor_type" api:"required,min=1,max=50"`
@@ -58,8 +58,8 @@ func (ms mockSensor) config(espID string) sensor.Config {
 	}
 }
 
-// mockDef is API §16.1 MockESPCreate and the mock's persisted definition
-// (device metadata simulation_config, DOMAIN §10.1).
+// mockDef is docs/api.md §16.1 MockESPCreate and the mock's persisted definition
+// (device metadata simulation_config, docs/domain.md §10.1).
 type mockDef struct {
 	EspID         string       `json:"esp_id" api:"required,min=1,max=31,pattern=esp_id"`
 	Name          string       `json:"name" api:"max=100"`
@@ -111,7 +111,7 @@ type mockSensorState struct {
 	LastRead   *string `json:"last_read"`
 }
 
-// mockResponse is API §16.1 MockESPResponse.
+// mockResponse is docs/api.md §16.1 MockESPResponse.
 type mockResponse struct {
 	EspID                    string            `json:"esp_id"`
 	Name                     *string           `json:"name"`
@@ -176,7 +176,7 @@ type mockList struct {
 	Total   int            `json:"total"`
 }
 
-// commandResponse is API §16.1 CommandResponse.
+// commandResponse is docs/api.md §16.1 CommandResponse.
 type commandResponse struct {
 	Success bool   `json:"success"`
 	EspID   string `json:"esp_id"`
@@ -233,7 +233,7 @@ func (q *batchRequest) Validate(b *api.Body) {
 	}
 }
 
-// mockActuator is API §16.1 MockActuator.
+// mockActuator is docs/api.md §16.1 MockActuator.
 type mockActuator struct {
 	GPIO         int     `json:"gpio" api:"required,min=0,max=39"`
 	ActuatorType string  `json:"actuator_type" api:"min=1,max=20,enum=relay|pump|valve|pwm|digital|servo,default=relay"`
@@ -348,7 +348,12 @@ func commandReply(w http.ResponseWriter, r *http.Request, id, command string, ok
 		notRunning(w, r)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, commandResponse{Success: true, EspID: id, Command: command, Result: result})
+	api.WriteJSON(w, http.StatusOK, commandResponse{
+		Success: true,
+		EspID:   id,
+		Command: command,
+		Result:  result,
+	})
 }
 
 func notRunning(w http.ResponseWriter, r *http.Request) {

@@ -73,7 +73,7 @@ func (m *runner) node(id string) node {
 	return nil
 }
 
-// start runs the device with the newer-firmware profile (DOMAIN §10); a
+// start runs the device with the newer-firmware profile (docs/domain.md §10); a
 // running device is left as it is.
 func (m *runner) start(def mockDef) {
 	m.mu.Lock()

@@ -16,6 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/accountapi"
+	"github.com/kaiserhub/kaiser/internal/api/alertapi"
+	"github.com/kaiserhub/kaiser/internal/api/auditapi"
+	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
+	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
@@ -263,7 +269,6 @@ func (h *Hub) buildAPI(context.Context) error {
 	h.API = api.New(api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
-		DB:          h.Store.ReadDB(),
 		Broker:      h.Broker,
 		Registry:    h.Registry,
 		Logger:      h.Log.With("component", "api"),
@@ -272,11 +277,9 @@ func (h *Hub) buildAPI(context.Context) error {
 		Devices:     h.Devices,
 		Audit:       h.Audit,
 		CORSOrigins: h.cfg.CORSOrigins,
-		LoginLimit:  h.cfg.LoginLimit,
 		Live:        live.New(h.cfg.WS, h.Events, h.Registry),
-		Sensors:     h.Sensors,
-		Alerts:      h.Alerts,
 	})
+	h.resourceRoutes(h.cfg)
 	h.httpSrv = &http.Server{
 		Handler:           h.API.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -556,4 +559,23 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	return h.Stop(context.Background())
+}
+
+// resourceRoutes adds the resources' routes to the HTTP core, one package
+// each; the debug routes follow once the scheduler exists.
+func (h *Hub) resourceRoutes(cfg Config) {
+	healthapi.Register(h.API, healthapi.Deps{
+		Version:  cfg.Version,
+		Store:    h.Store,
+		DB:       h.Store.ReadDB(),
+		Broker:   h.Broker,
+		Registry: h.Registry,
+		DataDir:  cfg.DataDir,
+		Devices:  h.Devices,
+	})
+	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
+	deviceapi.Register(h.API, deviceapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Audit: h.Audit})
+	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
+	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
+	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 )
 
-// The control messages of API §17.2: never filtered, never rate-limited.
+// The control messages of docs/api.md §17.2: never filtered, never rate-limited.
 const (
 	typeAck   = "subscription_ack"
 	typePong  = "pong"
@@ -238,7 +238,7 @@ type clientMsg struct {
 
 // reader handles the client's messages until the socket closes. shut does
 // not cancel its read: that would drop the socket before the close frame
-// is out, and the client would not learn why it was closed (API §17.6).
+// is out, and the client would not learn why it was closed (docs/api.md §17.6).
 func (c *conn) reader() {
 	defer c.feed.wg.Done()
 	defer c.shut(websocket.StatusNormalClosure, "")

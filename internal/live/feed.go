@@ -1,9 +1,9 @@
-// Package live is the WebSocket live feed (API §17): it streams the event
+// Package live is the WebSocket live feed (docs/api.md §17): it streams the event
 // bus to the connections the HTTP layer has authenticated. Each connection
 // has its own bounded queue and writer, so producers never wait; state
 // messages are coalesced, a token bucket limits the rate, the client's
 // filters apply before queueing, and connections are closed on replacement,
-// revocation, slowness and shutdown with the codes of API §17.6.
+// revocation, slowness and shutdown with the codes of docs/api.md §17.6.
 package live
 
 import (
@@ -21,7 +21,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 )
 
-// Config tunes the live feed (API §17.4); zero values take defaults.
+// Config tunes the live feed (docs/api.md §17.4); zero values take defaults.
 type Config struct {
 	Rate          float64       // messages per second per connection (default 10; <0 disables)
 	QueueMax      int           // queued messages per connection before 4002 (default 1000)
@@ -68,7 +68,7 @@ func (c *Config) defaults() {
 	}
 }
 
-// Close codes (API §17.6).
+// Close codes (docs/api.md §17.6).
 const (
 	closeReplaced    websocket.StatusCode = 4000
 	closeRevoked     websocket.StatusCode = 4001
@@ -87,13 +87,13 @@ var (
 	ErrUserLimit          = errors.New("too many WebSocket connections for this user")
 )
 
-// stateful is the payload of a state message (API §17.4): a newer one of
+// stateful is the payload of a state message (docs/api.md §17.4): a newer one of
 // the same type and subject replaces a queued one.
 type stateful interface {
 	Subject() string
 }
 
-// addressed is a payload for one user only (notifications, API §17.3).
+// addressed is a payload for one user only (notifications, docs/api.md §17.3).
 type addressed interface {
 	Recipient() int64
 }
@@ -126,7 +126,7 @@ type Feed struct {
 }
 
 // New returns a feed of events; with reg it registers the
-// god_kaiser_ws_* metrics of API §13.
+// god_kaiser_ws_* metrics of docs/api.md §13.
 func New(cfg Config, events *event.Bus, reg prometheus.Registerer) *Feed {
 	cfg.defaults()
 	f := &Feed{
@@ -155,7 +155,7 @@ func (f *Feed) register(reg prometheus.Registerer) {
 	)
 }
 
-// Stats are the feed's figures for GET /health/detailed (API §13).
+// Stats are the feed's figures for GET /health/detailed (docs/api.md §13).
 type Stats struct {
 	ActiveConnections     int
 	MessagesSent          int64
@@ -176,7 +176,7 @@ func (f *Feed) Stats() Stats {
 	}
 }
 
-// frame is the API §17.2 envelope; the field order keeps the bytes the
+// frame is the docs/api.md §17.2 envelope; the field order keeps the bytes the
 // map-based encoding produced (keys sorted).
 type frame struct {
 	Data      any    `json:"data"`
@@ -324,7 +324,7 @@ func (f *Feed) deliver(e event.Event) {
 
 	to, owned := e.Data.(addressed)
 	for _, c := range conns {
-		// Notifications go only to the owning user's connections (API §17.3).
+		// Notifications go only to the owning user's connections (docs/api.md §17.3).
 		if owned && c.key.user != to.Recipient() {
 			continue
 		}

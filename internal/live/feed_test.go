@@ -83,7 +83,7 @@ func TestQueueOverflowShutsTheConnection(t *testing.T) {
 	}
 }
 
-// Exactly the state messages of API §17.4 coalesce; every other event is
+// Exactly the state messages of docs/api.md §17.4 coalesce; every other event is
 // delivered one by one.
 func TestOnlyStateMessagesHaveASubject(t *testing.T) {
 	tests := []struct {
@@ -156,7 +156,7 @@ func TestFiltersWithout(t *testing.T) {
 	}
 }
 
-// The envelope of API §17.2, byte for byte as the map-based encoding wrote it.
+// The envelope of docs/api.md §17.2, byte for byte as the map-based encoding wrote it.
 func TestEnvelope(t *testing.T) {
 	at := int64(1767600000)
 	tests := []struct {

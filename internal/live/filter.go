@@ -8,7 +8,7 @@ import (
 )
 
 // deviceScoped and sensorScoped are payloads the esp_ids and sensor_types
-// filters look at; payloads without them pass those filters (API §17.3).
+// filters look at; payloads without them pass those filters (docs/api.md §17.3).
 type deviceScoped interface {
 	Device() string
 }
@@ -17,7 +17,7 @@ type sensorScoped interface {
 	Sensor() string
 }
 
-// filters is a connection's subscription (API §17.3); an empty list does
+// filters is a connection's subscription (docs/api.md §17.3); an empty list does
 // not restrict its dimension.
 type filters struct {
 	Types       []string `json:"types"`

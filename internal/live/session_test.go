@@ -52,7 +52,12 @@ func start(t *testing.T, cfg Config) *harness {
 		f.Close()
 		srv.Close()
 	})
-	return &harness{t: t, feed: f, bus: bus, srv: srv}
+	return &harness{
+		t:    t,
+		feed: f,
+		bus:  bus,
+		srv:  srv,
+	}
 }
 
 func (h *harness) url(user int64, clientID, tokenID string) string {
@@ -176,7 +181,13 @@ func systemEvent(name string) event.SystemEvent {
 }
 
 func reading(espID string, gpio int, sensorType string, value float64) event.SensorData {
-	return event.SensorData{EspID: espID, GPIO: gpio, SensorType: sensorType, Value: value, RawValue: value}
+	return event.SensorData{
+		EspID:      espID,
+		GPIO:       gpio,
+		SensorType: sensorType,
+		Value:      value,
+		RawValue:   value,
+	}
 }
 
 // emergencyStop stands in for the emergency payload of the actuator work.

@@ -1,4 +1,8 @@
-package api
+// Package sensorapi serves the sensors of docs/api.md §7 under /api/v1/sensors:
+// sensor configs and the device config push that follows a change,
+// calibration, reading history and latest values, the processors, and the
+// firmware's synchronous processing call with its byte-exact reply.
+package sensorapi
 
 import (
 	"context"
@@ -10,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/sensor"
@@ -17,15 +23,13 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// sensorService is what the HTTP layer needs from the sensor domain.
-type sensorService interface {
-	ByDevice(espID string) []sensor.Config
+// sensors is what the sensor routes need from the sensor domain.
+type sensors interface {
 	All() []sensor.Config
 	ByID(id string) (sensor.Config, error)
 	Find(espID string, gpio int, sel sensor.Selector) (sensor.Config, []sensor.Config, error)
 	Upsert(ctx context.Context, c sensor.Config) (sensor.Config, string, error)
 	Delete(ctx context.Context, id string) (sensor.Config, error)
-	DeleteDevice(ctx context.Context, espID string) error
 	SaveCalibration(ctx context.Context, id string, cal map[string]any) (sensor.Config, error)
 	Query(ctx context.Context, q sensor.HistoryQuery) (sensor.History, error)
 	Latest(espID string, gpio int, sensorType string) []sensor.LatestValue
@@ -34,15 +38,47 @@ type sensorService interface {
 	CountProcess(result string)
 }
 
-var _ sensorService = (*sensor.Service)(nil)
+var _ sensors = (*sensor.Service)(nil)
+
+// devices is what the sensor routes need from the device registry: the
+// device of a config and its config push.
+type devices interface {
+	Get(espID string) (device.Device, error)
+	PushConfig(ctx context.Context, espID, trigger string) (string, error)
+	LastPush(espID string) *device.Push
+}
+
+var _ devices = (*device.Service)(nil)
+
+// recorder is where the sensor routes record config changes.
+type recorder interface {
+	Record(ctx context.Context, e store.AuditEntry)
+}
+
+var _ recorder = (*audit.Log)(nil)
+
+// Deps are what the sensor routes need from the hub.
+type Deps struct {
+	Sensors sensors
+	Devices devices
+	Audit   recorder
+}
+
+type handlers struct {
+	srv     *api.Server
+	sensors sensors
+	devices devices
+	audit   recorder
+	// processLimit bounds the processing calls of each device (600 a minute).
+	processLimit *auth.Limiter
+}
 
 var (
 	uuidPattern    = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	onewirePattern = regexp.MustCompile(`^[0-9A-Fa-f]{16}$`)
 	subzonePattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,32}$`)
 )
 
-// sensorResponse is the sensor config object (API §7) with its latest
+// sensorResponse is the sensor config object (docs/api.md §7.1) with its latest
 // reading and the state of the last config push.
 type sensorResponse struct {
 	ID                 string         `json:"id"`
@@ -80,13 +116,13 @@ type sensorResponse struct {
 	Warnings           []string       `json:"warnings,omitempty"`
 }
 
-func (s *Server) sensorJSON(c sensor.Config) sensorResponse {
+func (h *handlers) sensorJSON(c sensor.Config) sensorResponse {
 	out := sensorResponse{
 		ID:             c.ID,
 		EspDeviceID:    c.EspID,
 		GPIO:           c.GPIO,
 		SensorType:     c.SensorType,
-		Name:           NullString(c.Name),
+		Name:           api.NullString(c.Name),
 		Enabled:        c.Enabled,
 		IntervalMS:     c.IntervalMS,
 		ProcessingMode: c.ProcessingMode,
@@ -97,27 +133,27 @@ func (s *Server) sensorJSON(c sensor.Config) sensorResponse {
 		WarningMax:     c.WarningMax,
 		Metadata:       c.Metadata,
 		I2CAddress:     c.I2CAddress,
-		OneWireAddress: NullString(c.OneWireAddress),
+		OneWireAddress: api.NullString(c.OneWireAddress),
 		OperatingMode:  c.OperatingMode,
 		TimeoutSeconds: c.TimeoutSeconds,
 		FreshnessHours: c.FreshnessHours,
 		AlertConfig:    c.AlertConfig,
-		SubzoneID:      NullString(c.SubzoneID),
+		SubzoneID:      api.NullString(c.SubzoneID),
 		RetentionDays:  c.RetentionDays,
-		CreatedAt:      Timestamp(c.CreatedAt),
-		UpdatedAt:      Timestamp(c.UpdatedAt),
+		CreatedAt:      api.Timestamp(c.CreatedAt),
+		UpdatedAt:      api.Timestamp(c.UpdatedAt),
 	}
-	if d, err := s.devices.Get(c.EspID); err == nil {
+	if d, err := h.devices.Get(c.EspID); err == nil {
 		out.EspID = &d.ID
 	}
-	if r, ok := s.sensors.LatestOf(c); ok {
+	if r, ok := h.sensors.LatestOf(c); ok {
 		v := readingValue(r)
-		out.LatestValue, out.LatestQuality, out.LatestTimestamp = &v, &r.Quality, Timestamp(time.UnixMilli(r.TS))
+		out.LatestValue, out.LatestQuality, out.LatestTimestamp = &v, &r.Quality, api.Timestamp(time.UnixMilli(r.TS))
 	}
-	if p := s.devices.LastPush(c.EspID); p != nil {
+	if p := h.devices.LastPush(c.EspID); p != nil {
 		out.ConfigSent = !p.SentAt.Before(c.UpdatedAt)
 		out.ConfigStatus = &p.Status
-		out.ConfigErrorCode, out.ConfigErrorMessage = NullString(p.ErrorCode()), NullString(p.ErrorMessage())
+		out.ConfigErrorCode, out.ConfigErrorMessage = api.NullString(p.ErrorCode()), api.NullString(p.ErrorMessage())
 	}
 	return out
 }
@@ -130,76 +166,88 @@ func readingValue(r store.Reading) float64 {
 	return r.Raw
 }
 
-func (s *Server) sensorRoutes() {
+// Register adds the sensor routes to s, and the config re-send of a device,
+// which belongs to the sensor configs it sends.
+func Register(s *api.Server, d Deps) {
 	const (
 		one    = "/api/v1/sensors/{esp_id}/{gpio}"
 		byID   = "/api/v1/sensors/config/{config_id}"
 		viewer = auth.RoleViewer
 		op     = auth.RoleOperator
 	)
-	s.protected("GET", "/api/v1/sensors", viewer, "List sensor configs", "sensors", s.listSensors,
-		returns(pageOf[sensorResponse]{}))
-	s.protected("GET", one, viewer, "Get a sensor config", "sensors", s.getSensor, returns(sensorResponse{}))
-	s.protected("POST", one, op, "Create or replace a sensor config and push the device config", "sensors",
-		s.upsertSensor, accepts(upsertSensorRequest{}), returns(sensorResponse{}))
-	s.protected("DELETE", one, op, "Delete a sensor config", "sensors", s.deleteSensor, returns(sensorResponse{}))
-	s.protected("GET", byID, viewer, "Get a sensor config by id", "sensors", s.sensorByID(false),
-		returns(sensorResponse{}))
-	s.protected("DELETE", byID, op, "Delete a sensor config by id", "sensors", s.sensorByID(true),
-		returns(sensorResponse{}))
-	s.protected("GET", "/api/v1/sensors/data", viewer, "Sensor history with server-side downsampling", "sensors",
-		s.sensorData, returns(historyResponse{}))
-	s.protected("GET", "/api/v1/sensors/data/latest", viewer, "Latest value per sensor", "sensors", s.latestData,
-		returns(latestResponse{}))
-	s.protected("GET", "/api/v1/sensors/types", viewer, "Processors and their types", "sensors", s.sensorTypes,
-		returns(sensorTypesResponse{}))
-	s.public("GET", "/api/v1/sensors/health", "Processing subsystem status", "sensors", s.sensorHealth,
-		returns(processingHealth{}))
-	s.protected("POST", "/api/v1/sensors/calibrate", op, "Compute (and store) a calibration", "sensors", s.calibrate,
-		accepts(calibrateRequest{}), returns(calibrateResponse{}))
-	s.handle(Route{
+	h := &handlers{
+		srv:          s,
+		sensors:      d.Sensors,
+		devices:      d.Devices,
+		audit:        d.Audit,
+		processLimit: auth.NewLimiter(600, time.Minute),
+	}
+
+	g := s.Group("sensors")
+	g.Add("GET", "/api/v1/sensors", viewer, "List sensor configs", h.listSensors,
+		api.Returns(api.PageOf[sensorResponse]{}))
+	g.Add("GET", one, viewer, "Get a sensor config", h.getSensor, api.Returns(sensorResponse{}))
+	g.Add("POST", one, op, "Create or replace a sensor config and push the device config",
+		h.upsertSensor, api.Accepts(upsertSensorRequest{}), api.Returns(sensorResponse{}))
+	g.Add("DELETE", one, op, "Delete a sensor config", h.deleteSensor, api.Returns(sensorResponse{}))
+	g.Add("GET", byID, viewer, "Get a sensor config by id", h.sensorByID(false),
+		api.Returns(sensorResponse{}))
+	g.Add("DELETE", byID, op, "Delete a sensor config by id", h.sensorByID(true),
+		api.Returns(sensorResponse{}))
+	g.Add("GET", "/api/v1/sensors/data", viewer, "Sensor history with server-side downsampling",
+		h.sensorData, api.Returns(historyResponse{}))
+	g.Add("GET", "/api/v1/sensors/data/latest", viewer, "Latest value per sensor", h.latestData,
+		api.Returns(latestResponse{}))
+	g.Add("GET", "/api/v1/sensors/types", viewer, "Processors and their types", h.sensorTypes,
+		api.Returns(sensorTypesResponse{}))
+	g.Public("GET", "/api/v1/sensors/health", "Processing subsystem status", h.sensorHealth,
+		api.Returns(processingHealth{}))
+	g.Add("POST", "/api/v1/sensors/calibrate", op, "Compute (and store) a calibration", h.calibrate,
+		api.Accepts(calibrateRequest{}), api.Returns(calibrateResponse{}))
+
+	s.RegisterOpen(api.Route{
 		Method:  "POST",
 		Path:    "/api/v1/sensors/process",
 		MinRole: "device",
 		Tag:     "sensors",
 		Summary: "Firmware processing call (compact reply parsed by substring search)",
-	}, s.process)
-	s.protected("POST", "/api/v1/esp/devices/{esp_id}/config", op, "Re-send the device's combined config", "devices",
-		s.resendConfig, returns(resendResponse{}))
+	}, h.process)
+	s.Group("devices").Add("POST", "/api/v1/esp/devices/{esp_id}/config", op,
+		"Re-send the device's combined config", h.resendConfig, api.Returns(resendResponse{}))
 }
 
-func (s *Server) pushAfterChange(ctx context.Context, espID string) (bool, error) {
-	d, err := s.devices.Get(espID)
+func (h *handlers) pushAfterChange(ctx context.Context, espID string) (bool, error) {
+	d, err := h.devices.Get(espID)
 	if err != nil || d.Status != device.StatusOnline {
 		return false, nil
 	}
-	corr, err := s.devices.PushConfig(ctx, espID, "config_change")
+	corr, err := h.devices.PushConfig(ctx, espID, "config_change")
 	return corr != "", err
 }
 
-func (s *Server) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) listSensors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	esp := q.Str("esp_id", 31)
 	typ := strings.ToLower(q.Str("sensor_type", 50))
 	enabledSet := q.Set("enabled")
 	enabled := q.Bool("enabled", true)
 	page := q.Int("page", 1, 1, 1<<30)
 	size := q.Int("page_size", 20, 1, 100)
-	if q.Done(w, r) || !s.knownDevice(w, r, esp) {
+	if q.Done(w, r) || !h.knownDevice(w, r, esp) {
 		return
 	}
 
 	var rows []sensorResponse
-	for _, c := range s.sensors.All() {
+	for _, c := range h.sensors.All() {
 		if (esp != "" && c.EspID != esp) || (typ != "" && c.SensorType != typ) || (enabledSet && c.Enabled != enabled) {
 			continue
 		}
-		rows = append(rows, s.sensorJSON(c))
+		rows = append(rows, h.sensorJSON(c))
 	}
-	writePage(w, rows, page, size)
+	api.WritePage(w, rows, page, size)
 }
 
-func selector(q *Query) sensor.Selector {
+func selector(q *api.Query) sensor.Selector {
 	sel := sensor.Selector{SensorType: q.Str("sensor_type", 50), OneWireAddress: q.Str("onewire_address", 16)}
 	if q.Set("i2c_address") {
 		n := q.Int("i2c_address", 0, 8, 119)
@@ -217,22 +265,22 @@ type sensorCandidate struct {
 }
 
 // findSensor resolves the path's sensor (422, 404, 409 AMBIGUOUS_SENSOR).
-func (s *Server) findSensor(w http.ResponseWriter, r *http.Request) (sensor.Config, bool) {
-	d, ok := s.DeviceFromPath(w, r)
+func (h *handlers) findSensor(w http.ResponseWriter, r *http.Request) (sensor.Config, bool) {
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return sensor.Config{}, false
 	}
-	g, ok := PathGPIO(w, r)
+	g, ok := api.PathGPIO(w, r)
 	if !ok {
 		return sensor.Config{}, false
 	}
-	q := NewQuery(r)
+	q := api.NewQuery(r)
 	sel := selector(q)
 	if q.Done(w, r) {
 		return sensor.Config{}, false
 	}
 
-	c, cands, err := s.sensors.Find(d.DeviceID, g, sel)
+	c, cands, err := h.sensors.Find(d.DeviceID, g, sel)
 	switch {
 	case errors.Is(err, sensor.ErrAmbiguous):
 		var list []sensorCandidate
@@ -241,27 +289,28 @@ func (s *Server) findSensor(w http.ResponseWriter, r *http.Request) (sensor.Conf
 				ID:             c.ID,
 				SensorType:     c.SensorType,
 				I2CAddress:     c.I2CAddress,
-				OneWireAddress: NullString(c.OneWireAddress),
+				OneWireAddress: api.NullString(c.OneWireAddress),
 			})
 		}
-		WriteError(w, r, http.StatusConflict, "AMBIGUOUS_SENSOR",
+		api.WriteError(w, r, http.StatusConflict, "AMBIGUOUS_SENSOR",
 			"several sensors on this pin; select one with sensor_type, i2c_address or onewire_address",
 			map[string]any{"candidates": list})
 		return c, false
 	case err != nil:
-		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", fmt.Sprintf("no sensor on %s GPIO %d", d.DeviceID, g), nil)
+		api.WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND",
+			fmt.Sprintf("no sensor on %s GPIO %d", d.DeviceID, g), nil)
 		return c, false
 	}
 	return c, true
 }
 
-func (s *Server) getSensor(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	if c, ok := s.findSensor(w, r); ok {
-		WriteJSON(w, http.StatusOK, s.sensorJSON(c))
+func (h *handlers) getSensor(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	if c, ok := h.findSensor(w, r); ok {
+		api.WriteJSON(w, http.StatusOK, h.sensorJSON(c))
 	}
 }
 
-// upsertSensorRequest is a whole sensor config (API §7.2); esp_id and gpio
+// upsertSensorRequest is a whole sensor config (docs/api.md §7.2); esp_id and gpio
 // may repeat the path's values.
 type upsertSensorRequest struct {
 	SensorType     string         `json:"sensor_type" api:"required,min=1,max=50"`
@@ -287,7 +336,7 @@ type upsertSensorRequest struct {
 	GPIO           *int           `json:"gpio" api:"min=0,max=255"`
 }
 
-func (q *upsertSensorRequest) Validate(b *Body) {
+func (q *upsertSensorRequest) Validate(b *api.Body) {
 	if deviceBoundTextInvalid(q.Name) {
 		b.Fail("name", "must not contain quotes, backslashes or control characters (it is sent to the device)",
 			"value_error")
@@ -303,13 +352,13 @@ func (q *upsertSensorRequest) Validate(b *Body) {
 	}
 }
 
-// deviceBoundTextInvalid is text the firmware cannot carry (API §1.2).
+// deviceBoundTextInvalid is text the firmware cannot carry (docs/api.md §1.2).
 func deviceBoundTextInvalid(s string) bool {
 	return strings.ContainsAny(s, "\"\\") || strings.IndexFunc(s, func(r rune) bool { return r < 0x20 }) >= 0
 }
 
 // matchesPath adds errors for esp_id and gpio that disagree with the path.
-func (q *upsertSensorRequest) matchesPath(b *Body, r *http.Request) {
+func (q *upsertSensorRequest) matchesPath(b *api.Body, r *http.Request) {
 	if q.EspID != "" && q.EspID != r.PathValue("esp_id") {
 		b.Fail("esp_id", "must equal the path's esp_id", "value_error")
 	}
@@ -344,9 +393,9 @@ func (q *upsertSensorRequest) config(espID string, gpio int) sensor.Config {
 	}
 }
 
-func (s *Server) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req upsertSensorRequest
-	b, ok := DecodeBody(w, r, &req)
+	b, ok := api.DecodeBody(w, r, &req)
 	if !ok {
 		return
 	}
@@ -354,107 +403,79 @@ func (s *Server) upsertSensor(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if b.Done(w, r) {
 		return
 	}
-	d, ok := s.DeviceFromPath(w, r)
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
-	gpio, ok := PathGPIO(w, r)
+	gpio, ok := api.PathGPIO(w, r)
 	if !ok {
 		return
 	}
 
-	c, warning, err := s.sensors.Upsert(r.Context(), req.config(d.DeviceID, gpio))
-	if s.SensorError(w, r, err) {
+	c, warning, err := h.sensors.Upsert(r.Context(), req.config(d.DeviceID, gpio))
+	if h.srv.SensorError(w, r, err) {
 		return
 	}
-	sent, perr := s.pushAfterChange(r.Context(), c.EspID)
+	sent, perr := h.pushAfterChange(r.Context(), c.EspID)
 	if errors.Is(perr, device.ErrConfigTooLarge) {
-		WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", perr.Error(), nil)
+		api.WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", perr.Error(), nil)
 		return
 	}
-	s.auditConfig(r, p, "sensor config changed",
-		map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "sensor_type": c.SensorType, "mqtt_sent": sent})
+	h.auditConfig(r, p, "sensor config changed", map[string]any{
+		"esp_id":      c.EspID,
+		"gpio":        c.GPIO,
+		"sensor_type": c.SensorType,
+		"mqtt_sent":   sent,
+	})
 
-	out := s.sensorJSON(c)
+	out := h.sensorJSON(c)
 	out.ConfigSent = sent
 	if warning != "" {
 		out.Warnings = []string{warning}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // auditConfig records a user's config change (event config_published).
-func (s *Server) auditConfig(r *http.Request, p auth.Principal, msg string, details map[string]any) {
-	s.audit.Record(r.Context(), store.AuditEntry{
-		EventType:     "config_published",
-		SourceType:    "user",
-		SourceID:      p.User.Username,
-		Message:       msg,
-		Details:       details,
-		IPAddress:     clientIP(r),
-		CorrelationID: RequestID(r),
-	})
+func (h *handlers) auditConfig(r *http.Request, p auth.Principal, msg string, details map[string]any) {
+	h.audit.Record(r.Context(), api.UserEntry(r, p.User.Username, "config_published", msg, details))
 }
 
-// SensorError maps sensor domain errors to API codes; it reports whether it answered.
-func (s *Server) SensorError(w http.ResponseWriter, r *http.Request, err error) bool {
-	var pe *sensor.PinError
-	switch {
-	case err == nil:
-		return false
-	case errors.As(err, &pe) && pe.Conflict:
-		WriteError(w, r, http.StatusConflict, "GPIO_CONFLICT", pe.Msg, map[string]any{"conflict_type": pe.Type})
-	case errors.As(err, &pe):
-		WriteError(w, r, http.StatusBadRequest, "GPIO_RESERVED", pe.Msg, map[string]any{"conflict_type": pe.Type})
-	case errors.Is(err, sensor.ErrUnsupportedType):
-		WriteError(w, r, http.StatusBadRequest, "UNSUPPORTED_SENSOR_TYPE", err.Error(), nil)
-	case errors.Is(err, sensor.ErrLimit):
-		WriteError(w, r, http.StatusConflict, "LIMIT_EXCEEDED", err.Error(), nil)
-	case errors.Is(err, sensor.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND", "sensor not found", nil)
-	case errors.Is(err, device.ErrNotFound):
-		s.DeviceError(w, r, r.PathValue("esp_id"), err)
-	default:
-		s.Internal(w, r, err)
-	}
-	return true
-}
-
-func (s *Server) deleteSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	if c, ok := s.findSensor(w, r); ok {
-		s.removeSensor(w, r, p, c)
+func (h *handlers) deleteSensor(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	if c, ok := h.findSensor(w, r); ok {
+		h.removeSensor(w, r, p, c)
 	}
 }
 
-func (s *Server) removeSensor(w http.ResponseWriter, r *http.Request, p auth.Principal, c sensor.Config) {
-	c, err := s.sensors.Delete(r.Context(), c.ID)
-	if s.SensorError(w, r, err) {
+func (h *handlers) removeSensor(w http.ResponseWriter, r *http.Request, p auth.Principal, c sensor.Config) {
+	c, err := h.sensors.Delete(r.Context(), c.ID)
+	if h.srv.SensorError(w, r, err) {
 		return
 	}
-	sent, _ := s.pushAfterChange(r.Context(), c.EspID)
-	s.auditConfig(r, p, "sensor config deleted", map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "mqtt_sent": sent})
+	sent, _ := h.pushAfterChange(r.Context(), c.EspID)
+	h.auditConfig(r, p, "sensor config deleted", map[string]any{"esp_id": c.EspID, "gpio": c.GPIO, "mqtt_sent": sent})
 
-	out := s.sensorJSON(c)
+	out := h.sensorJSON(c)
 	out.ConfigSent = sent
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) sensorByID(del bool) Authed {
+func (h *handlers) sensorByID(del bool) api.Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		id := r.PathValue("config_id")
 		if !uuidPattern.MatchString(id) {
-			pathError(w, r, "config_id", "must be a UUID")
+			api.PathError(w, r, "config_id", "must be a UUID")
 			return
 		}
-		c, err := s.sensors.ByID(id)
-		if s.SensorError(w, r, err) {
+		c, err := h.sensors.ByID(id)
+		if h.srv.SensorError(w, r, err) {
 			return
 		}
 		if del {
-			s.removeSensor(w, r, p, c)
+			h.removeSensor(w, r, p, c)
 			return
 		}
-		WriteJSON(w, http.StatusOK, s.sensorJSON(c))
+		api.WriteJSON(w, http.StatusOK, h.sensorJSON(c))
 	}
 }
 
@@ -470,7 +491,7 @@ type historyRange struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
-// historyResponse is a page of readings or buckets (API §7.3).
+// historyResponse is a page of readings or buckets (docs/api.md §7.3).
 type historyResponse struct {
 	Success     bool                `json:"success"`
 	EspID       *string             `json:"esp_id"`
@@ -486,7 +507,7 @@ type historyResponse struct {
 }
 
 // historyQuery reads the history parameters; the span defaults to the last 24 h.
-func historyQuery(q *Query) sensor.HistoryQuery {
+func historyQuery(q *api.Query) sensor.HistoryQuery {
 	hq := sensor.HistoryQuery{
 		EspID:      q.Str("esp_id", 31),
 		GPIO:       -1,
@@ -533,27 +554,27 @@ func historyQuery(q *Query) sensor.HistoryQuery {
 	return hq
 }
 
-func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	hq := historyQuery(q)
-	if q.Done(w, r) || !s.knownDevice(w, r, hq.EspID) {
+	if q.Done(w, r) || !h.knownDevice(w, r, hq.EspID) {
 		return
 	}
-	h, err := s.sensors.Query(r.Context(), hq)
+	hist, err := h.sensors.Query(r.Context(), hq)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 
 	out := historyResponse{
 		Success:    true,
-		EspID:      NullString(hq.EspID),
-		SensorType: NullString(hq.SensorType),
-		Readings:   h.Rows,
-		Count:      len(h.Rows),
-		Resolution: h.Resolution,
-		HasMore:    h.HasMore,
-		NextCursor: ts(h.NextCursor),
+		EspID:      api.NullString(hq.EspID),
+		SensorType: api.NullString(hq.SensorType),
+		Readings:   hist.Rows,
+		Count:      len(hist.Rows),
+		Resolution: hist.Resolution,
+		HasMore:    hist.HasMore,
+		NextCursor: api.NullTimestamp(hist.NextCursor),
 	}
 	if out.Readings == nil {
 		out.Readings = []sensor.Row{}
@@ -561,16 +582,16 @@ func (s *Server) sensorData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if hq.GPIO >= 0 {
 		out.GPIO = &hq.GPIO
 	}
-	if h.BucketSeconds > 0 {
-		out.Aggregation = &historyAggregation{BucketSeconds: h.BucketSeconds, Functions: []string{"avg", "min", "max"}}
+	if hist.BucketSeconds > 0 {
+		out.Aggregation = &historyAggregation{BucketSeconds: hist.BucketSeconds, Functions: []string{"avg", "min", "max"}}
 	}
 	out.TimeRange = historyRange{
-		Start:      Timestamp(hq.Start),
-		End:        Timestamp(hq.End),
-		HasMore:    h.HasMore,
+		Start:      api.Timestamp(hq.Start),
+		End:        api.Timestamp(hq.End),
+		HasMore:    hist.HasMore,
 		NextCursor: out.NextCursor,
 	}
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // latestReading is the newest value of one series.
@@ -594,21 +615,21 @@ type latestResponse struct {
 	Count   int             `json:"count"`
 }
 
-func (s *Server) latestData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) latestData(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	esp, typ := q.Str("esp_id", 31), q.Str("sensor_type", 50)
 	gpio := -1
 	if q.Set("gpio") {
 		gpio = q.Int("gpio", 0, 0, 39)
 	}
 	zone := q.Str("zone_id", 32)
-	if q.Done(w, r) || !s.knownDevice(w, r, esp) {
+	if q.Done(w, r) || !h.knownDevice(w, r, esp) {
 		return
 	}
 
 	now := time.Now()
 	out := []latestReading{}
-	for _, l := range s.sensors.Latest(esp, gpio, typ) {
+	for _, l := range h.sensors.Latest(esp, gpio, typ) {
 		if zone != "" && l.Reading.ZoneID != zone {
 			continue
 		}
@@ -622,12 +643,12 @@ func (s *Server) latestData(w http.ResponseWriter, r *http.Request, _ auth.Princ
 			ProcessedValue: l.Reading.Processed,
 			Unit:           l.Reading.Unit,
 			Quality:        l.Reading.Quality,
-			Timestamp:      Timestamp(at),
+			Timestamp:      api.Timestamp(at),
 			AgeSeconds:     int64(now.Sub(at).Seconds()),
 			Stale:          l.Stale,
 		})
 	}
-	WriteJSON(w, http.StatusOK, latestResponse{Success: true, Data: out, Count: len(out)})
+	api.WriteJSON(w, http.StatusOK, latestResponse{Success: true, Data: out, Count: len(out)})
 }
 
 type processorInfo struct {
@@ -645,7 +666,7 @@ type sensorTypesResponse struct {
 	Processors  []processorInfo `json:"processors"`
 }
 
-func (s *Server) sensorTypes(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+func (h *handlers) sensorTypes(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
 	procs := make([]processorInfo, 0, len(processor.Keys))
 	for _, k := range processor.Keys {
 		procs = append(procs, processorInfo{
@@ -656,7 +677,7 @@ func (s *Server) sensorTypes(w http.ResponseWriter, _ *http.Request, _ auth.Prin
 			Params:            map[string]any{},
 		})
 	}
-	WriteJSON(w, http.StatusOK, sensorTypesResponse{
+	api.WriteJSON(w, http.StatusOK, sensorTypesResponse{
 		Success:     true,
 		SensorTypes: processor.Keys,
 		Count:       len(processor.Keys),
@@ -671,8 +692,8 @@ type processingHealth struct {
 	SensorTypes      []string `json:"sensor_types"`
 }
 
-func (s *Server) sensorHealth(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, processingHealth{
+func (h *handlers) sensorHealth(w http.ResponseWriter, _ *http.Request) {
+	api.WriteJSON(w, http.StatusOK, processingHealth{
 		Success:          true,
 		Status:           "healthy",
 		ProcessorsLoaded: len(processor.Keys),
@@ -723,31 +744,31 @@ type calibrateResponse struct {
 	Saved       bool           `json:"saved"`
 }
 
-func (s *Server) calibrate(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) calibrate(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req calibrateRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
 	key, hasProc := processor.NormaliseType(req.SensorType)
 	if !hasProc {
-		WriteError(w, r, http.StatusNotFound, "PROCESSOR_NOT_FOUND", "no processor for sensor type "+req.SensorType, nil)
+		api.WriteError(w, r, http.StatusNotFound, "PROCESSOR_NOT_FOUND", "no processor for sensor type "+req.SensorType, nil)
 		return
 	}
 	if method := processor.CalibrationMethod(key); req.Method != "" && req.Method != method {
-		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED",
+		api.WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED",
 			fmt.Sprintf("%s is calibrated with method %q", key, method), nil)
 		return
 	}
 	cal, err := processor.Calibrate(key, req.points(), time.Now())
 	if err != nil {
-		WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED", err.Error(), nil)
+		api.WriteError(w, r, http.StatusBadRequest, "CALIBRATION_FAILED", err.Error(), nil)
 		return
 	}
 
-	if req.SaveToConfig && !s.saveCalibration(w, r, p, &req, cal) {
+	if req.SaveToConfig && !h.saveCalibration(w, r, p, &req, cal) {
 		return
 	}
-	WriteJSON(w, http.StatusOK, calibrateResponse{
+	api.WriteJSON(w, http.StatusOK, calibrateResponse{
 		Success:     true,
 		Message:     "calibration computed",
 		Calibration: cal,
@@ -759,19 +780,19 @@ func (s *Server) calibrate(w http.ResponseWriter, r *http.Request, p auth.Princi
 
 // saveCalibration stores cal in the addressed sensor's config and pushes the
 // device config; it answers failures itself.
-func (s *Server) saveCalibration(w http.ResponseWriter, r *http.Request, p auth.Principal, req *calibrateRequest,
+func (h *handlers) saveCalibration(w http.ResponseWriter, r *http.Request, p auth.Principal, req *calibrateRequest,
 	cal map[string]any) bool {
-	c, _, err := s.sensors.Find(req.EspID, req.GPIO, sensor.Selector{SensorType: req.SensorType})
+	c, _, err := h.sensors.Find(req.EspID, req.GPIO, sensor.Selector{SensorType: req.SensorType})
 	if err != nil {
-		WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND",
+		api.WriteError(w, r, http.StatusNotFound, "SENSOR_NOT_FOUND",
 			fmt.Sprintf("no %s sensor on %s GPIO %d", req.SensorType, req.EspID, req.GPIO), nil)
 		return false
 	}
-	if _, err := s.sensors.SaveCalibration(r.Context(), c.ID, cal); s.SensorError(w, r, err) {
+	if _, err := h.sensors.SaveCalibration(r.Context(), c.ID, cal); h.srv.SensorError(w, r, err) {
 		return false
 	}
-	_, _ = s.pushAfterChange(r.Context(), req.EspID)
-	s.auditConfig(r, p, "sensor calibrated",
+	_, _ = h.pushAfterChange(r.Context(), req.EspID)
+	h.auditConfig(r, p, "sensor calibrated",
 		map[string]any{"esp_id": req.EspID, "gpio": req.GPIO, "method": cal["method"]})
 	return true
 }
@@ -791,9 +812,9 @@ type resendResponse struct {
 	CorrelationID      *string `json:"correlation_id"`
 }
 
-func (s *Server) resendConfig(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) resendConfig(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req struct{} // only fields that must not be there
-	b, ok := DecodeBody(w, r, &req)
+	b, ok := api.DecodeBody(w, r, &req)
 	if !ok {
 		return
 	}
@@ -805,30 +826,42 @@ func (s *Server) resendConfig(w http.ResponseWriter, r *http.Request, p auth.Pri
 	if b.Done(w, r) {
 		return
 	}
-	d, ok := s.DeviceFromPath(w, r)
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
 
-	corr, err := s.devices.PushConfig(r.Context(), d.DeviceID, "resend")
+	corr, err := h.devices.PushConfig(r.Context(), d.DeviceID, "resend")
 	switch {
 	case errors.Is(err, device.ErrConfigTooLarge):
-		WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", err.Error(), nil)
+		api.WriteError(w, r, http.StatusBadRequest, "CONFIG_TOO_LARGE", err.Error(), nil)
 		return
 	case errors.Is(err, device.ErrNotApproved), errors.Is(err, device.ErrOffline):
-		s.DeviceError(w, r, d.DeviceID, err)
+		h.srv.DeviceError(w, r, d.DeviceID, err)
 		return
 	case err != nil:
-		WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "config could not be published", nil)
+		api.WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "config could not be published", nil)
 		return
 	}
-	s.auditConfig(r, p, "config re-sent",
+	h.auditConfig(r, p, "config re-sent",
 		map[string]any{"esp_id": d.DeviceID, "correlation_id": corr, "mqtt_sent": corr != ""})
-	WriteJSON(w, http.StatusOK, resendResponse{
+	api.WriteJSON(w, http.StatusOK, resendResponse{
 		Success:       true,
 		Message:       "config sent",
 		DeviceID:      d.DeviceID,
 		ConfigSent:    corr != "",
-		CorrelationID: NullString(corr),
+		CorrelationID: api.NullString(corr),
 	})
+}
+
+// knownDevice answers 404 for an optional device filter naming an unknown device.
+func (h *handlers) knownDevice(w http.ResponseWriter, r *http.Request, esp string) bool {
+	if esp == "" {
+		return true
+	}
+	if _, err := h.devices.Get(esp); err != nil {
+		h.srv.DeviceError(w, r, esp, err)
+		return false
+	}
+	return true
 }

@@ -1,4 +1,8 @@
-package api
+// Package alertapi serves a user's notifications of docs/api.md §12 under
+// /api/v1/notifications: each user's copies of the alerts of internal/notify,
+// read flags, the unread count, and acknowledge and resolve, which every
+// copy of an alert shares.
+package alertapi
 
 import (
 	"context"
@@ -6,22 +10,33 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// alertService is what the HTTP layer needs from notifications.
-type alertService interface {
+// alerts is what the notification routes need from notify.
+type alerts interface {
 	Get(ctx context.Context, userID int64, id string) (store.Notification, error)
 	List(ctx context.Context, f store.NotificationFilter) ([]store.Notification, int, error)
 	MarkRead(ctx context.Context, userID int64, id string) (int64, error)
 	Transition(ctx context.Context, userID int64, notificationID, action, username string) (store.Notification, error)
 }
 
-var _ alertService = (*notify.Service)(nil)
+var _ alerts = (*notify.Service)(nil)
 
-// notificationResponse is a user's copy of an alert (API §13).
+// Deps are what the notification routes need from the hub.
+type Deps struct {
+	Alerts alerts
+}
+
+type handlers struct {
+	srv    *api.Server
+	alerts alerts
+}
+
+// notificationResponse is a user's copy of an alert (docs/api.md §12).
 type notificationResponse struct {
 	ID              string         `json:"id"`
 	UserID          int64          `json:"user_id"`
@@ -59,16 +74,16 @@ func notificationJSON(n store.Notification) notificationResponse {
 		Metadata:        md,
 		Source:          n.Source,
 		IsRead:          n.IsRead,
-		ReadAt:          ts(n.ReadAt),
+		ReadAt:          api.NullTimestamp(n.ReadAt),
 		Status:          n.Status,
-		AcknowledgedAt:  ts(n.AcknowledgedAt),
-		AcknowledgedBy:  NullString(n.AcknowledgedBy),
-		ResolvedAt:      ts(n.ResolvedAt),
+		AcknowledgedAt:  api.NullTimestamp(n.AcknowledgedAt),
+		AcknowledgedBy:  api.NullString(n.AcknowledgedBy),
+		ResolvedAt:      api.NullTimestamp(n.ResolvedAt),
 		CorrelationID:   n.Key,
 		OccurrenceCount: n.Occurrences,
 		Suppressed:      n.Suppressed,
-		CreatedAt:       Timestamp(n.CreatedAt),
-		UpdatedAt:       Timestamp(n.UpdatedAt),
+		CreatedAt:       api.Timestamp(n.CreatedAt),
+		UpdatedAt:       api.Timestamp(n.UpdatedAt),
 	}
 }
 
@@ -84,80 +99,80 @@ type unreadCount struct {
 	HighestSeverity *string `json:"highest_severity"`
 }
 
-func (s *Server) notificationRoutes() {
+// Register adds the notification routes to s.
+func Register(s *api.Server, d Deps) {
 	const (
 		base   = "/api/v1/notifications"
 		one    = base + "/{id}"
 		viewer = auth.RoleViewer
 	)
-	s.protected("GET", base, viewer, "The caller's notifications (alerts)", "notifications", s.listNotifications,
-		returns(pageOf[notificationResponse]{}))
-	s.protected("GET", base+"/unread-count", viewer, "Unread notifications", "notifications", s.unreadCount,
-		returns(unreadCount{}))
-	s.protected("GET", one, viewer, "One notification", "notifications", s.getNotification,
-		returns(notificationResponse{}))
-	s.protected("PATCH", base+"/read-all", viewer, "Mark all read", "notifications", s.markAllRead,
-		returns(markedRead{}))
-	s.protected("PATCH", one+"/read", viewer, "Mark one read", "notifications", s.markRead,
-		returns(notificationResponse{}))
+	h := &handlers{srv: s, alerts: d.Alerts}
+
+	g := s.Group("notifications")
+	g.Add("GET", base, viewer, "The caller's notifications (alerts)", h.listNotifications,
+		api.Returns(api.PageOf[notificationResponse]{}))
+	g.Add("GET", base+"/unread-count", viewer, "Unread notifications", h.unreadCount, api.Returns(unreadCount{}))
+	g.Add("GET", one, viewer, "One notification", h.getNotification, api.Returns(notificationResponse{}))
+	g.Add("PATCH", base+"/read-all", viewer, "Mark all read", h.markAllRead, api.Returns(markedRead{}))
+	g.Add("PATCH", one+"/read", viewer, "Mark one read", h.markRead, api.Returns(notificationResponse{}))
 	for _, action := range []string{"acknowledge", "resolve"} {
-		s.protected("PATCH", one+"/"+action, viewer, "Set the alert "+action+"d (shared by every copy)",
-			"notifications", s.transitionNotification(action), returns(notificationResponse{}))
+		g.Add("PATCH", one+"/"+action, viewer, "Set the alert "+action+"d (shared by every copy)",
+			h.transitionNotification(action), api.Returns(notificationResponse{}))
 	}
 }
 
 // notificationError maps notification errors; it reports whether it answered.
-func (s *Server) notificationError(w http.ResponseWriter, r *http.Request, err error) bool {
+func (h *handlers) notificationError(w http.ResponseWriter, r *http.Request, err error) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, notify.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "NOTIFICATION_NOT_FOUND", "notification not found", nil)
+		api.WriteError(w, r, http.StatusNotFound, "NOTIFICATION_NOT_FOUND", "notification not found", nil)
 	default:
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 	}
 	return true
 }
 
-func (s *Server) getNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	n, err := s.alerts.Get(r.Context(), p.User.ID, r.PathValue("id"))
-	if !s.notificationError(w, r, err) {
-		WriteJSON(w, http.StatusOK, notificationJSON(n))
+func (h *handlers) getNotification(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	n, err := h.alerts.Get(r.Context(), p.User.ID, r.PathValue("id"))
+	if !h.notificationError(w, r, err) {
+		api.WriteJSON(w, http.StatusOK, notificationJSON(n))
 	}
 }
 
-func (s *Server) markAllRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	n, err := s.alerts.MarkRead(r.Context(), p.User.ID, "")
+func (h *handlers) markAllRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	n, err := h.alerts.MarkRead(r.Context(), p.User.ID, "")
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, markedRead{Success: true, Message: "marked read", UpdatedCount: n})
+	api.WriteJSON(w, http.StatusOK, markedRead{Success: true, Message: "marked read", UpdatedCount: n})
 }
 
-func (s *Server) markRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) markRead(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	id := r.PathValue("id")
-	if _, err := s.alerts.Get(r.Context(), p.User.ID, id); s.notificationError(w, r, err) {
+	if _, err := h.alerts.Get(r.Context(), p.User.ID, id); h.notificationError(w, r, err) {
 		return
 	}
-	if _, err := s.alerts.MarkRead(r.Context(), p.User.ID, id); err != nil {
-		s.Internal(w, r, err)
+	if _, err := h.alerts.MarkRead(r.Context(), p.User.ID, id); err != nil {
+		h.srv.Internal(w, r, err)
 		return
 	}
-	s.getNotification(w, r, p)
+	h.getNotification(w, r, p)
 }
 
-func (s *Server) transitionNotification(action string) Authed {
+func (h *handlers) transitionNotification(action string) api.Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		n, err := s.alerts.Transition(r.Context(), p.User.ID, r.PathValue("id"), action, p.User.Username)
-		if !s.notificationError(w, r, err) {
-			WriteJSON(w, http.StatusOK, notificationJSON(n))
+		n, err := h.alerts.Transition(r.Context(), p.User.ID, r.PathValue("id"), action, p.User.Username)
+		if !h.notificationError(w, r, err) {
+			api.WriteJSON(w, http.StatusOK, notificationJSON(n))
 		}
 	}
 }
 
-func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) listNotifications(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := api.NewQuery(r)
 	f := store.NotificationFilter{
 		UserID:   p.User.ID,
 		Severity: q.Str("severity", 20),
@@ -176,26 +191,26 @@ func (s *Server) listNotifications(w http.ResponseWriter, r *http.Request, p aut
 	}
 
 	f.Offset, f.Limit = (page-1)*size, size
-	ns, total, err := s.alerts.List(r.Context(), f)
+	ns, total, err := h.alerts.List(r.Context(), f)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 	out := make([]notificationResponse, 0, len(ns))
 	for _, n := range ns {
 		out = append(out, notificationJSON(n))
 	}
-	WriteJSON(w, http.StatusOK, newPage(out, page, size, total))
+	api.WriteJSON(w, http.StatusOK, api.NewPage(out, page, size, total))
 }
 
 // severityRank orders notification severities; unknown ones rank lowest.
 var severityRank = map[string]int{"info": 1, "warning": 2, "critical": 3}
 
-func (s *Server) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	unread := false
-	ns, total, err := s.alerts.List(r.Context(), store.NotificationFilter{UserID: p.User.ID, IsRead: &unread, Limit: 1000})
+	ns, total, err := h.alerts.List(r.Context(), store.NotificationFilter{UserID: p.User.ID, IsRead: &unread, Limit: 1000})
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 	out := unreadCount{Success: true, UnreadCount: total}
@@ -205,5 +220,5 @@ func (s *Server) unreadCount(w http.ResponseWriter, r *http.Request, p auth.Prin
 			best, out.HighestSeverity = rk, &n.Severity
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }

@@ -1,23 +1,28 @@
-package api
+// Package deviceapi serves the device registry of docs/api.md §6 under
+// /api/v1/esp/devices: listing and registering devices, the approval
+// lifecycle (approve, reject, back to pending), soft deletion, factory reset,
+// a device's health and ingest counters, and recent discoveries.
+package deviceapi
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"slices"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// deviceService is what the HTTP layer needs from the device registry.
-type deviceService interface {
+// devices is what the device routes need from the device registry.
+type devices interface {
 	Get(espID string) (device.Device, error)
 	List() []device.Device
 	Register(ctx context.Context, reg device.Registration, actor string) (device.Device, error)
@@ -27,20 +32,44 @@ type deviceService interface {
 	Reject(ctx context.Context, espID, actor, reason string) (device.Device, error)
 	SetPending(ctx context.Context, espID, actor, reason string) (device.Device, error)
 	FactoryReset(ctx context.Context, espID string) error
-	PushConfig(ctx context.Context, espID, trigger string) (string, error)
-	LastPush(espID string) *device.Push
 }
 
-var _ deviceService = (*device.Service)(nil)
+var _ devices = (*device.Service)(nil)
 
-var (
-	espIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,31}$`)
-	macPattern   = regexp.MustCompile(`^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$`)
-	statuses     = []string{device.StatusPending, device.StatusApproved, device.StatusOnline, device.StatusOffline,
-		device.StatusRejected, device.StatusError, device.StatusUnknown}
-)
+// sensors is what the device routes need from the sensor configs: a
+// device's count, and removing them with the device.
+type sensors interface {
+	ByDevice(espID string) []sensor.Config
+	DeleteDevice(ctx context.Context, espID string) error
+}
 
-// deviceResponse is the device object (API §4).
+var _ sensors = (*sensor.Service)(nil)
+
+// recorder is where the device routes record what a user did to a device.
+type recorder interface {
+	Record(ctx context.Context, e store.AuditEntry)
+}
+
+var _ recorder = (*audit.Log)(nil)
+
+// Deps are what the device routes need from the hub.
+type Deps struct {
+	Devices devices
+	Sensors sensors
+	Audit   recorder
+}
+
+type handlers struct {
+	srv     *api.Server
+	devices devices
+	sensors sensors
+	audit   recorder
+}
+
+var statuses = []string{device.StatusPending, device.StatusApproved, device.StatusOnline, device.StatusOffline,
+	device.StatusRejected, device.StatusError, device.StatusUnknown}
+
+// deviceResponse is the device object (docs/api.md §6.2).
 type deviceResponse struct {
 	ID                       string         `json:"id"`
 	DeviceID                 string         `json:"device_id"`
@@ -89,36 +118,36 @@ func deviceJSON(d device.Device) deviceResponse {
 	return deviceResponse{
 		ID:                d.ID,
 		DeviceID:          d.DeviceID,
-		Name:              NullString(d.Name),
-		ZoneID:            NullString(d.ZoneID),
-		ZoneName:          NullString(d.ZoneName),
-		MasterZoneID:      NullString(d.MasterZoneID),
+		Name:              api.NullString(d.Name),
+		ZoneID:            api.NullString(d.ZoneID),
+		ZoneName:          api.NullString(d.ZoneName),
+		MasterZoneID:      api.NullString(d.MasterZoneID),
 		KaiserID:          d.KaiserID,
 		IsZoneMaster:      isMaster,
-		IPAddress:         NullString(d.IPAddress),
-		MACAddress:        NullString(mac),
-		FirmwareVersion:   NullString(d.FirmwareVersion),
-		HardwareType:      NullString(d.HardwareType),
+		IPAddress:         api.NullString(d.IPAddress),
+		MACAddress:        api.NullString(mac),
+		FirmwareVersion:   api.NullString(d.FirmwareVersion),
+		HardwareType:      api.NullString(d.HardwareType),
 		Capabilities:      caps,
 		Metadata:          meta,
 		Status:            d.Status,
-		LastSeen:          ts(d.LastSeen),
+		LastSeen:          api.NullTimestamp(d.LastSeen),
 		SubscriptionsLost: d.SubscriptionsLost,
 		RebootRequired:    d.RebootRequired,
-		DiscoveredAt:      ts(d.DiscoveredAt),
-		ApprovedAt:        ts(d.ApprovedAt),
-		ApprovedBy:        NullString(d.ApprovedBy),
-		RejectionReason:   NullString(d.RejectionReason),
-		CreatedAt:         Timestamp(d.CreatedAt),
-		UpdatedAt:         Timestamp(d.UpdatedAt),
+		DiscoveredAt:      api.NullTimestamp(d.DiscoveredAt),
+		ApprovedAt:        api.NullTimestamp(d.ApprovedAt),
+		ApprovedBy:        api.NullString(d.ApprovedBy),
+		RejectionReason:   api.NullString(d.RejectionReason),
+		CreatedAt:         api.Timestamp(d.CreatedAt),
+		UpdatedAt:         api.Timestamp(d.UpdatedAt),
 	}
 }
 
 // deviceOut is the device object with its configured component counts.
-func (s *Server) deviceOut(d device.Device) deviceResponse {
+func (h *handlers) deviceOut(d device.Device) deviceResponse {
 	out := deviceJSON(d)
-	if s.sensors != nil {
-		out.SensorCount = len(s.sensors.ByDevice(d.DeviceID))
+	if h.sensors != nil {
+		out.SensorCount = len(h.sensors.ByDevice(d.DeviceID))
 	}
 	return out
 }
@@ -143,16 +172,16 @@ func pendingJSON(d device.Device) pendingDevice {
 	zone, _ := md["reported_zone_id"].(string)
 	return pendingDevice{
 		DeviceID:       d.DeviceID,
-		DiscoveredAt:   ts(d.DiscoveredAt),
-		LastSeen:       ts(d.LastSeen),
-		IPAddress:      NullString(d.IPAddress),
-		ZoneID:         NullString(zone),
+		DiscoveredAt:   api.NullTimestamp(d.DiscoveredAt),
+		LastSeen:       api.NullTimestamp(d.LastSeen),
+		IPAddress:      api.NullString(d.IPAddress),
+		ZoneID:         api.NullString(zone),
 		HeapFree:       md["last_heap_free"],
 		WifiRSSI:       md["last_wifi_rssi"],
 		SensorCount:    md["last_sensor_count"],
 		ActuatorCount:  md["last_actuator_count"],
 		HeartbeatCount: md["heartbeat_count"],
-		HardwareType:   NullString(d.HardwareType),
+		HardwareType:   api.NullString(d.HardwareType),
 	}
 }
 
@@ -183,7 +212,7 @@ type registerDeviceRequest struct {
 	IsZoneMaster    bool           `json:"is_zone_master"`
 }
 
-func (q *registerDeviceRequest) Validate(b *Body) {
+func (q *registerDeviceRequest) Validate(b *api.Body) {
 	if q.IPAddress != "" && net.ParseIP(q.IPAddress) == nil {
 		b.Fail("ip_address", "must be an IPv4 or IPv6 address", "value_error")
 	}
@@ -207,17 +236,17 @@ func (q *registerDeviceRequest) registration() device.Registration {
 	}
 }
 
-// patchDeviceRequest changes only what it names (API §1.2 partial updates).
+// patchDeviceRequest changes only what it names (docs/api.md §1.2 partial updates).
 type patchDeviceRequest struct {
-	Name         *string        `json:"name" api:"max=100"`
-	ZoneID       *string        `json:"zone_id" api:"max=32"`
-	ZoneName     *string        `json:"zone_name" api:"max=100"`
-	IsZoneMaster Field[bool]    `json:"is_zone_master"`
-	Capabilities map[string]any `json:"capabilities"`
-	Metadata     map[string]any `json:"metadata"`
+	Name         *string         `json:"name" api:"max=100"`
+	ZoneID       *string         `json:"zone_id" api:"max=32"`
+	ZoneName     *string         `json:"zone_name" api:"max=100"`
+	IsZoneMaster api.Field[bool] `json:"is_zone_master"`
+	Capabilities map[string]any  `json:"capabilities"`
+	Metadata     map[string]any  `json:"metadata"`
 }
 
-func (q *patchDeviceRequest) Validate(b *Body) {
+func (q *patchDeviceRequest) Validate(b *api.Body) {
 	if _, ok := q.Metadata["capabilities"]; ok {
 		b.Fail("metadata", "capabilities are set with the capabilities field", "value_error")
 	}
@@ -283,7 +312,7 @@ type resetRequest struct {
 	PreserveWifi bool `json:"preserve_wifi"`
 }
 
-func (q *resetRequest) Validate(b *Body) {
+func (q *resetRequest) Validate(b *api.Body) {
 	if q.PreserveWifi {
 		b.Fail("preserve_wifi", "a factory reset always erases Wi-Fi", "value_error")
 	}
@@ -317,121 +346,64 @@ type deviceHealthResponse struct {
 	Counters        *ingest.Counters `json:"counters"`
 }
 
-func (s *Server) deviceRoutes() {
+// Register adds the device routes to s.
+func Register(s *api.Server, d Deps) {
 	const (
 		list = "/api/v1/esp/devices"
 		one  = list + "/{esp_id}"
 	)
-	s.protected("GET", list, auth.RoleViewer, "List devices", "devices", s.listDevices,
-		returns(pageOf[deviceResponse]{}))
-	s.protected("POST", list, auth.RoleOperator, "Register a device (approved)", "devices", s.registerDevice,
-		accepts(registerDeviceRequest{}), returns(deviceResponse{}))
-	s.protected("GET", list+"/pending", auth.RoleViewer, "Devices waiting for approval", "devices", s.pendingDevices,
-		returns(pendingList{}))
-	s.protected("GET", one, auth.RoleViewer, "Get a device", "devices", s.WithDevice(s.getDevice),
-		returns(deviceResponse{}))
-	s.protected("PATCH", one, auth.RoleOperator, "Update stored device fields", "devices", s.patchDevice,
-		accepts(patchDeviceRequest{}), returns(deviceResponse{}))
-	s.protected("DELETE", one, auth.RoleOperator, "Soft-delete a device", "devices", s.WithDevice(s.deleteDevice))
-	s.protected("POST", one+"/approve", auth.RoleOperator, "Approve a pending or rejected device", "devices",
-		s.approveDevice, accepts(approveRequest{}), returns(approveResponse{}))
-	s.protected("POST", one+"/reject", auth.RoleOperator, "Reject a pending device", "devices",
-		reasonTransition[rejectRequest](s, "device_rejected", "device rejected", device.StatusRejected, s.devices.Reject),
-		accepts(rejectRequest{}), returns(transitionResponse{}))
-	s.protected("POST", one+"/set-pending", auth.RoleOperator, "Return a device to pending approval", "devices",
-		reasonTransition[setPendingRequest](s, "device_set_pending", "device set to pending approval",
-			device.StatusPending, s.devices.SetPending),
-		accepts(setPendingRequest{}), returns(transitionResponse{}))
-	s.protected("POST", one+"/restart", auth.RoleOperator, "Not supported by any firmware (409)", "devices",
-		s.WithDevice(s.restartDevice))
-	s.protected("POST", one+"/reset", auth.RoleOperator, "Factory-reset a device", "devices", s.resetDevice,
-		accepts(resetRequest{}), returns(commandSent{}))
-	s.protected("GET", one+"/health", auth.RoleViewer, "A device's health and ingest counters", "devices",
-		s.WithDevice(s.deviceHealth), returns(deviceHealthResponse{}))
-	s.protected("POST", one+"/assign_kaiser", auth.RoleOperator,
-		"Not provided (moving the root leaves baseline devices deaf)", "devices", s.assignKaiser)
-	s.protected("GET", "/api/v1/esp/discovery", auth.RoleViewer, "Recently discovered devices", "devices", s.discovery,
-		returns(discoveryResponse{}))
+	h := &handlers{
+		srv:     s,
+		devices: d.Devices,
+		sensors: d.Sensors,
+		audit:   d.Audit,
+	}
+
+	g := s.Group("devices")
+	g.Add("GET", list, auth.RoleViewer, "List devices", h.listDevices,
+		api.Returns(api.PageOf[deviceResponse]{}))
+	g.Add("POST", list, auth.RoleOperator, "Register a device (approved)", h.registerDevice,
+		api.Accepts(registerDeviceRequest{}), api.Returns(deviceResponse{}))
+	g.Add("GET", list+"/pending", auth.RoleViewer, "Devices waiting for approval", h.pendingDevices,
+		api.Returns(pendingList{}))
+	g.Add("GET", one, auth.RoleViewer, "Get a device", h.srv.WithDevice(h.getDevice),
+		api.Returns(deviceResponse{}))
+	g.Add("PATCH", one, auth.RoleOperator, "Update stored device fields", h.patchDevice,
+		api.Accepts(patchDeviceRequest{}), api.Returns(deviceResponse{}))
+	g.Add("DELETE", one, auth.RoleOperator, "Soft-delete a device", h.srv.WithDevice(h.deleteDevice))
+	g.Add("POST", one+"/approve", auth.RoleOperator, "Approve a pending or rejected device",
+		h.approveDevice, api.Accepts(approveRequest{}), api.Returns(approveResponse{}))
+	g.Add("POST", one+"/reject", auth.RoleOperator, "Reject a pending device",
+		reasonTransition[rejectRequest](h, "device_rejected", "device rejected", device.StatusRejected, h.devices.Reject),
+		api.Accepts(rejectRequest{}), api.Returns(transitionResponse{}))
+	g.Add("POST", one+"/set-pending", auth.RoleOperator, "Return a device to pending approval",
+		reasonTransition[setPendingRequest](h, "device_set_pending", "device set to pending approval",
+			device.StatusPending, h.devices.SetPending),
+		api.Accepts(setPendingRequest{}), api.Returns(transitionResponse{}))
+	g.Add("POST", one+"/restart", auth.RoleOperator, "Not supported by any firmware (409)",
+		h.srv.WithDevice(h.restartDevice))
+	g.Add("POST", one+"/reset", auth.RoleOperator, "Factory-reset a device", h.resetDevice,
+		api.Accepts(resetRequest{}), api.Returns(commandSent{}))
+	g.Add("GET", one+"/health", auth.RoleViewer, "A device's health and ingest counters",
+		h.srv.WithDevice(h.deviceHealth), api.Returns(deviceHealthResponse{}))
+	g.Add("POST", one+"/assign_kaiser", auth.RoleOperator,
+		"Not provided (moving the root leaves baseline devices deaf)", h.assignKaiser)
+	g.Add("GET", "/api/v1/esp/discovery", auth.RoleViewer, "Recently discovered devices", h.discovery,
+		api.Returns(discoveryResponse{}))
 }
 
-// DeviceHandler is a handler for a route whose {esp_id} names an existing device.
-type DeviceHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device)
-
-// WithDevice validates the esp_id path parameter (422) and loads the device (404).
-func (s *Server) WithDevice(h DeviceHandler) Authed {
-	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		if d, ok := s.DeviceFromPath(w, r); ok {
-			h(w, r, p, d)
-		}
-	}
-}
-
-// DeviceFromPath loads the device the {esp_id} path parameter names, answering 422 or 404 itself.
-func (s *Server) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
-	id := r.PathValue("esp_id")
-	if !espIDPattern.MatchString(id) {
-		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
-		return device.Device{}, false
-	}
-	d, err := s.devices.Get(id)
-	if err != nil {
-		s.DeviceError(w, r, id, err)
-		return d, false
-	}
-	return d, true
-}
-
-// knownDevice answers 404 for an optional device filter naming an unknown device.
-func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request, esp string) bool {
-	if esp == "" {
-		return true
-	}
-	if _, err := s.devices.Get(esp); err != nil {
-		s.DeviceError(w, r, esp, err)
-		return false
-	}
-	return true
-}
-
-// DeviceError answers a device domain error with its API code (API §1.6).
-func (s *Server) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
-	details := map[string]any{"esp_id": id}
-	switch {
-	case errors.Is(err, device.ErrNotFound):
-		WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND", fmt.Sprintf("ESP device '%s' not found", id), details)
-	case errors.Is(err, device.ErrInvalidState):
-		WriteError(w, r, http.StatusConflict, "INVALID_STATE", err.Error(), details)
-	case errors.Is(err, device.ErrDuplicate):
-		WriteError(w, r, http.StatusConflict, "DUPLICATE_ESP", fmt.Sprintf("ESP device '%s' already exists", id), details)
-	case errors.Is(err, device.ErrNotApproved):
-		WriteError(w, r, http.StatusConflict, "DEVICE_NOT_APPROVED", fmt.Sprintf("ESP device '%s' is not approved", id),
-			details)
-	case errors.Is(err, device.ErrOffline):
-		WriteError(w, r, http.StatusConflict, "DEVICE_OFFLINE", fmt.Sprintf("ESP device '%s' is offline", id), details)
-	default:
-		s.Internal(w, r, err)
-	}
-}
-
-func (s *Server) auditDevice(r *http.Request, p auth.Principal, event, id, msg string, details map[string]any) {
+// auditDevice records what a user did to the device id.
+func (h *handlers) auditDevice(r *http.Request, p auth.Principal, event, id, msg string, details map[string]any) {
 	if details == nil {
 		details = map[string]any{}
 	}
 	details["actor"] = p.User.Username
 	details["esp_id"] = id
-	s.audit.Record(r.Context(), store.AuditEntry{
-		EventType:     event,
-		SourceType:    "user",
-		SourceID:      p.User.Username,
-		Message:       msg,
-		Details:       details,
-		IPAddress:     clientIP(r),
-		CorrelationID: RequestID(r),
-	})
+	h.audit.Record(r.Context(), api.UserEntry(r, p.User.Username, event, msg, details))
 }
 
-func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	zone := q.Str("zone_id", 32)
 	status := q.Str("status", 32)
 	hw := q.Str("hardware_type", 50)
@@ -446,34 +418,34 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Prin
 
 	// Pending devices have their own list unless asked for by status.
 	var rows []deviceResponse
-	for _, d := range s.devices.List() {
+	for _, d := range h.devices.List() {
 		if (status == "" && d.Status == device.StatusPending) || (status != "" && d.Status != status) ||
 			(zone != "" && d.ZoneID != zone) || (hw != "" && d.HardwareType != hw) {
 			continue
 		}
-		rows = append(rows, s.deviceOut(d))
+		rows = append(rows, h.deviceOut(d))
 	}
-	writePage(w, rows, page, size)
+	api.WritePage(w, rows, page, size)
 }
 
-func (s *Server) getDevice(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
-	WriteJSON(w, http.StatusOK, s.deviceOut(d))
+func (h *handlers) getDevice(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
+	api.WriteJSON(w, http.StatusOK, h.deviceOut(d))
 }
 
-func (s *Server) pendingDevices(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+func (h *handlers) pendingDevices(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
 	out := []pendingDevice{}
-	for _, d := range s.devices.List() {
+	for _, d := range h.devices.List() {
 		if d.Status == device.StatusPending {
 			out = append(out, pendingJSON(d))
 		}
 	}
-	WriteJSON(w, http.StatusOK, pendingList{Success: true, Devices: out, Count: len(out)})
+	api.WriteJSON(w, http.StatusOK, pendingList{Success: true, Devices: out, Count: len(out)})
 }
 
-func (s *Server) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+func (h *handlers) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
 	out := []pendingDevice{}
 	fresh := 0
-	for _, d := range s.devices.List() {
+	for _, d := range h.devices.List() {
 		if d.Status != device.StatusPending {
 			continue
 		}
@@ -482,7 +454,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 			fresh++
 		}
 	}
-	WriteJSON(w, http.StatusOK, discoveryResponse{
+	api.WriteJSON(w, http.StatusOK, discoveryResponse{
 		Success:         true,
 		DiscoveredCount: len(out),
 		NewCount:        fresh,
@@ -490,28 +462,28 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 	})
 }
 
-func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) registerDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req registerDeviceRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
-	if mac := req.MACAddress; mac != "" && s.macTaken(mac) {
-		WriteError(w, r, http.StatusConflict, "DUPLICATE", "MAC address already registered",
+	if mac := req.MACAddress; mac != "" && h.macTaken(mac) {
+		api.WriteError(w, r, http.StatusConflict, "DUPLICATE", "MAC address already registered",
 			map[string]any{"mac_address": mac})
 		return
 	}
 
-	d, err := s.devices.Register(r.Context(), req.registration(), p.User.Username)
+	d, err := h.devices.Register(r.Context(), req.registration(), p.User.Username)
 	if err != nil {
-		s.DeviceError(w, r, req.DeviceID, err)
+		h.srv.DeviceError(w, r, req.DeviceID, err)
 		return
 	}
-	s.auditDevice(r, p, "device_registered", d.DeviceID, "device registered", nil)
-	WriteJSON(w, http.StatusCreated, s.deviceOut(d))
+	h.auditDevice(r, p, "device_registered", d.DeviceID, "device registered", nil)
+	api.WriteJSON(w, http.StatusCreated, h.deviceOut(d))
 }
 
-func (s *Server) macTaken(mac string) bool {
-	for _, d := range s.devices.List() {
+func (h *handlers) macTaken(mac string) bool {
+	for _, d := range h.devices.List() {
 		if m, _ := d.Metadata["mac_address"].(string); m == mac {
 			return true
 		}
@@ -519,75 +491,75 @@ func (s *Server) macTaken(mac string) bool {
 	return false
 }
 
-func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+func (h *handlers) patchDevice(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 	var req patchDeviceRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
-	d, ok := s.DeviceFromPath(w, r)
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
 
-	d, err := s.devices.Update(r.Context(), d.DeviceID, req.patch())
+	d, err := h.devices.Update(r.Context(), d.DeviceID, req.patch())
 	if err != nil {
-		s.DeviceError(w, r, d.DeviceID, err)
+		h.srv.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, s.deviceOut(d))
+	api.WriteJSON(w, http.StatusOK, h.deviceOut(d))
 }
 
-func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
-	if err := s.devices.Delete(r.Context(), d.DeviceID, p.User.Username); err != nil {
-		s.DeviceError(w, r, d.DeviceID, err)
+func (h *handlers) deleteDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
+	if err := h.devices.Delete(r.Context(), d.DeviceID, p.User.Username); err != nil {
+		h.srv.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
-	if s.sensors != nil {
-		if err := s.sensors.DeleteDevice(r.Context(), d.DeviceID); err != nil {
-			s.log.Error("removing sensor configs of a deleted device failed", "esp_id", d.DeviceID, "error", err)
+	if h.sensors != nil {
+		if err := h.sensors.DeleteDevice(r.Context(), d.DeviceID); err != nil {
+			h.srv.Logger().Error("removing sensor configs of a deleted device failed", "esp_id", d.DeviceID, "error", err)
 		}
 	}
-	s.auditDevice(r, p, "device_deleted", d.DeviceID, "device deleted", map[string]any{"previous_status": d.Status})
+	h.auditDevice(r, p, "device_deleted", d.DeviceID, "device deleted", map[string]any{"previous_status": d.Status})
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) approveDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) approveDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req approveRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
-	d, ok := s.DeviceFromPath(w, r)
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
 
 	prev := d.Status
-	d, err := s.devices.Approve(r.Context(), d.DeviceID, p.User.Username, req.Name)
+	d, err := h.devices.Approve(r.Context(), d.DeviceID, p.User.Username, req.Name)
 	if err != nil {
-		s.DeviceError(w, r, r.PathValue("esp_id"), err)
+		h.srv.DeviceError(w, r, r.PathValue("esp_id"), err)
 		return
 	}
-	s.auditDevice(r, p, "device_approved", d.DeviceID, "device approved", map[string]any{"previous_status": prev})
-	WriteJSON(w, http.StatusOK, approveResponse{
+	h.auditDevice(r, p, "device_approved", d.DeviceID, "device approved", map[string]any{"previous_status": prev})
+	api.WriteJSON(w, http.StatusOK, approveResponse{
 		Success:    true,
 		Message:    "device approved",
 		DeviceID:   d.DeviceID,
 		Status:     device.StatusApproved,
 		ApprovedBy: d.ApprovedBy,
-		ApprovedAt: ts(d.ApprovedAt),
+		ApprovedAt: api.NullTimestamp(d.ApprovedAt),
 	})
 }
 
 // reasonTransition is the shared shape of reject and set-pending: a reason
 // in the body, a domain transition, an audit entry and a small reply.
-func reasonTransition[T reasonRequest](s *Server, event, msg, status string,
-	apply func(ctx context.Context, id, actor, reason string) (device.Device, error)) Authed {
+func reasonTransition[T reasonRequest](h *handlers, event, msg, status string,
+	apply func(ctx context.Context, id, actor, reason string) (device.Device, error)) api.Authed {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		var req T
-		if !Decode(w, r, &req) {
+		if !api.Decode(w, r, &req) {
 			return
 		}
-		d, ok := s.DeviceFromPath(w, r)
+		d, ok := h.srv.DeviceFromPath(w, r)
 		if !ok {
 			return
 		}
@@ -595,57 +567,62 @@ func reasonTransition[T reasonRequest](s *Server, event, msg, status string,
 		prev, reason := d.Status, req.reason()
 		d, err := apply(r.Context(), d.DeviceID, p.User.Username, reason)
 		if err != nil {
-			s.DeviceError(w, r, r.PathValue("esp_id"), err)
+			h.srv.DeviceError(w, r, r.PathValue("esp_id"), err)
 			return
 		}
-		s.auditDevice(r, p, event, d.DeviceID, msg, map[string]any{"previous_status": prev, "reason": reason})
+		h.auditDevice(r, p, event, d.DeviceID, msg, map[string]any{"previous_status": prev, "reason": reason})
 
-		out := transitionResponse{Success: true, Message: msg, DeviceID: d.DeviceID, Status: status}
+		out := transitionResponse{
+			Success:  true,
+			Message:  msg,
+			DeviceID: d.DeviceID,
+			Status:   status,
+		}
 		if status == device.StatusRejected {
 			out.RejectionReason = &reason
 		}
-		WriteJSON(w, http.StatusOK, out)
+		api.WriteJSON(w, http.StatusOK, out)
 	}
 }
 
-func (s *Server) restartDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
-	s.auditDevice(r, p, "device_restart_requested", d.DeviceID, "restart requested; not supported by firmware",
+func (h *handlers) restartDevice(w http.ResponseWriter, r *http.Request, p auth.Principal, d device.Device) {
+	h.auditDevice(r, p, "device_restart_requested", d.DeviceID, "restart requested; not supported by firmware",
 		map[string]any{"command_sent": false, "outcome": "not_supported"})
-	WriteError(w, r, http.StatusConflict, "NOT_SUPPORTED_BY_FIRMWARE",
+	api.WriteError(w, r, http.StatusConflict, "NOT_SUPPORTED_BY_FIRMWARE",
 		"no firmware version has a reboot command; nothing was sent", map[string]any{"esp_id": d.DeviceID})
 }
 
-func (s *Server) assignKaiser(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED",
+func (h *handlers) assignKaiser(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	api.WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED",
 		"moving a device to another kaiser root leaves baseline firmware deaf until it reboots", nil)
 }
 
-func (s *Server) resetDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) resetDevice(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req resetRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
-	d, ok := s.DeviceFromPath(w, r)
+	d, ok := h.srv.DeviceFromPath(w, r)
 	if !ok {
 		return
 	}
 	if !req.Confirm {
-		WriteError(w, r, http.StatusBadRequest, "CONFIRMATION_REQUIRED", "factory reset requires confirm: true", nil)
+		api.WriteError(w, r, http.StatusBadRequest, "CONFIRMATION_REQUIRED", "factory reset requires confirm: true", nil)
 		return
 	}
 
-	err := s.devices.FactoryReset(r.Context(), d.DeviceID)
+	err := h.devices.FactoryReset(r.Context(), d.DeviceID)
 	if errors.Is(err, device.ErrNotApproved) || errors.Is(err, device.ErrOffline) {
-		s.DeviceError(w, r, d.DeviceID, err)
+		h.srv.DeviceError(w, r, d.DeviceID, err)
 		return
 	}
 	sent := err == nil
-	s.auditDevice(r, p, "device_factory_reset", d.DeviceID, "factory reset", map[string]any{"command_sent": sent})
+	h.auditDevice(r, p, "device_factory_reset", d.DeviceID, "factory reset", map[string]any{"command_sent": sent})
 	if !sent {
-		WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "the broker did not accept the command", nil)
+		api.WriteError(w, r, http.StatusServiceUnavailable, "MQTT_UNAVAILABLE", "the broker did not accept the command", nil)
 		return
 	}
-	WriteJSON(w, http.StatusOK, commandSent{
+	api.WriteJSON(w, http.StatusOK, commandSent{
 		Success:     true,
 		Message:     "factory reset sent",
 		DeviceID:    d.DeviceID,
@@ -654,14 +631,14 @@ func (s *Server) resetDevice(w http.ResponseWriter, r *http.Request, p auth.Prin
 	})
 }
 
-func (s *Server) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
+func (h *handlers) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
 	md := d.Metadata
 	out := deviceHealthResponse{
 		Success:         true,
 		DeviceID:        d.DeviceID,
 		Status:          d.Status,
-		LastSeen:        ts(d.LastSeen),
-		UptimeFormatted: formatUptime(toSeconds(md["last_uptime"])),
+		LastSeen:        api.NullTimestamp(d.LastSeen),
+		UptimeFormatted: api.FormatUptime(api.MetadataInt(md["last_uptime"])),
 	}
 	if _, ok := md["last_uptime"]; ok {
 		out.Metrics = &deviceMetrics{
@@ -673,26 +650,9 @@ func (s *Server) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.Pri
 			Timestamp:     md["last_heartbeat"],
 		}
 	}
-	if in := s.ingest(); in != nil {
+	if in := h.srv.Ingest(); in != nil {
 		c := in.DeviceCounters(d.DeviceID)
 		out.Counters = &c
 	}
-	WriteJSON(w, http.StatusOK, out)
-}
-
-func toSeconds(v any) int64 {
-	switch n := v.(type) {
-	case int64:
-		return n
-	case float64:
-		return int64(n)
-	case int:
-		return int64(n)
-	}
-	return 0
-}
-
-func formatUptime(sec int64) string {
-	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
-	return fmt.Sprintf("%dd %dh %dm", d, h, m)
+	api.WriteJSON(w, http.StatusOK, out)
 }

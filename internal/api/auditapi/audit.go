@@ -1,4 +1,7 @@
-package api
+// Package auditapi serves the audit log of docs/api.md §14 under /api/v1/audit: the
+// entries and their statistics, the retention settings and the cleanup that
+// applies them, and the enumerations a client filters by.
+package auditapi
 
 import (
 	"context"
@@ -7,12 +10,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-// auditLog is what the HTTP layer needs from the audit log.
+// auditLog is what the audit routes need from the audit log.
 type auditLog interface {
 	Record(ctx context.Context, e store.AuditEntry)
 	Query(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, int, error)
@@ -23,6 +27,16 @@ type auditLog interface {
 }
 
 var _ auditLog = (*audit.Log)(nil)
+
+// Deps are what the audit routes need from the hub.
+type Deps struct {
+	Log auditLog
+}
+
+type handlers struct {
+	srv   *api.Server
+	audit auditLog
+}
 
 // auditEventType is one entry of the event-type enumeration.
 type auditEventType struct {
@@ -73,7 +87,7 @@ var auditSeverities = []auditSeverity{
 
 var auditSourceTypes = []string{"user", "esp32", "system", "api", "mqtt", "scheduler"}
 
-// auditEntry is an audit log entry (API §14).
+// auditEntry is an audit log entry (docs/api.md §14).
 type auditEntry struct {
 	ID               string         `json:"id"`
 	EventType        string         `json:"event_type"`
@@ -101,12 +115,12 @@ func entryJSON(e store.AuditEntry) auditEntry {
 		Status:           e.Status,
 		Message:          e.Message,
 		Details:          e.Details,
-		ErrorCode:        NullString(e.ErrorCode),
-		ErrorDescription: NullString(e.ErrorDescription),
-		IPAddress:        NullString(e.IPAddress),
-		UserAgent:        NullString(e.UserAgent),
-		CorrelationID:    NullString(e.CorrelationID),
-		CreatedAt:        Timestamp(e.CreatedAt),
+		ErrorCode:        api.NullString(e.ErrorCode),
+		ErrorDescription: api.NullString(e.ErrorDescription),
+		IPAddress:        api.NullString(e.IPAddress),
+		UserAgent:        api.NullString(e.UserAgent),
+		CorrelationID:    api.NullString(e.CorrelationID),
+		CreatedAt:        api.Timestamp(e.CreatedAt),
 	}
 }
 
@@ -118,7 +132,7 @@ func entriesJSON(es []store.AuditEntry) []auditEntry {
 	return out
 }
 
-// auditPage is the audit list with the reference's own paging fields (API §1.4).
+// auditPage is the audit list with the reference's own paging fields (docs/api.md §1.4).
 type auditPage struct {
 	Success    bool         `json:"success"`
 	Data       []auditEntry `json:"data"`
@@ -126,7 +140,7 @@ type auditPage struct {
 	Page       int          `json:"page"`
 	PageSize   int          `json:"page_size"`
 	TotalPages int          `json:"total_pages"`
-	Pagination pageMeta     `json:"pagination"`
+	Pagination api.PageMeta `json:"pagination"`
 }
 
 type auditStatistics struct {
@@ -170,7 +184,7 @@ func retentionJSON(rc audit.Retention) retentionResponse {
 		MaxRecords:             rc.MaxRecords,
 		BatchSize:              rc.BatchSize,
 		PreserveEmergencyStops: rc.PreserveEmergencyStops,
-		LastCleanup:            ts(rc.LastCleanup),
+		LastCleanup:            api.NullTimestamp(rc.LastCleanup),
 	}
 }
 
@@ -188,7 +202,7 @@ type retentionRequest struct {
 
 var auditSeverityNames = []string{"info", "warning", "error", "critical"}
 
-func (q *retentionRequest) Validate(b *Body) {
+func (q *retentionRequest) Validate(b *api.Body) {
 	q.days = map[string]int{}
 	for k, v := range q.SeverityDays {
 		f, isNum := v.(float64)
@@ -238,44 +252,48 @@ type cleanupResponse struct {
 	Errors            []string         `json:"errors"`
 }
 
-func (s *Server) auditRoutes() {
+// Register adds the audit routes to s.
+func Register(s *api.Server, d Deps) {
 	const (
 		base   = "/api/v1/audit"
 		viewer = auth.RoleViewer
 		admin  = auth.RoleAdmin
 	)
-	s.protected("GET", base, viewer, "Query the audit log", "audit", s.listAudit, returns(auditPage{}))
-	s.protected("GET", base+"/errors", viewer, "Recent error and critical entries", "audit", s.auditErrors,
-		returns([]auditEntry{}))
-	s.protected("GET", base+"/esp/{esp_id}/config-history", viewer, "Config-related entries of a device", "audit",
-		s.auditConfigHistory, returns([]auditEntry{}))
-	s.protected("GET", base+"/statistics", viewer, "Audit statistics", "audit", s.auditStatistics,
-		returns(auditStatistics{}))
-	s.protected("GET", base+"/error-rate", viewer, "Share of error entries", "audit", s.auditErrorRate,
-		returns(auditErrorRate{}))
-	s.protected("GET", base+"/retention/config", viewer, "Audit retention configuration", "audit", s.getRetention,
-		returns(retentionResponse{}))
-	s.protected("PUT", base+"/retention/config", admin, "Change audit retention", "audit", s.putRetention,
-		accepts(retentionRequest{}), returns(retentionResponse{}))
-	s.protected("POST", base+"/retention/cleanup", admin, "Run the audit cleanup now", "audit", s.auditCleanup,
-		returns(cleanupResponse{}))
-	s.protected("GET", base+"/event-types", viewer, "Audit event types", "audit", fixedReply(auditEventTypes),
-		returns(auditEventTypes))
-	s.protected("GET", base+"/severities", viewer, "Audit severities", "audit", fixedReply(auditSeverities),
-		returns(auditSeverities))
-	s.protected("GET", base+"/source-types", viewer, "Audit source types", "audit", fixedReply(auditSourceTypes),
-		returns(auditSourceTypes))
+	h := &handlers{srv: s, audit: d.Log}
+
+	g := s.Group("audit")
+	g.Add("GET", base, viewer, "Query the audit log", h.listAudit, api.Returns(auditPage{}))
+	g.Add("GET", base+"/errors", viewer, "Recent error and critical entries", h.auditErrors,
+		api.Returns([]auditEntry{}))
+	g.Add("GET", base+"/esp/{esp_id}/config-history", viewer, "Config-related entries of a device",
+		h.auditConfigHistory, api.Returns([]auditEntry{}))
+	g.Add("GET", base+"/statistics", viewer, "Audit statistics", h.auditStatistics,
+		api.Returns(auditStatistics{}))
+	g.Add("GET", base+"/error-rate", viewer, "Share of error entries", h.auditErrorRate,
+		api.Returns(auditErrorRate{}))
+	g.Add("GET", base+"/retention/config", viewer, "Audit retention configuration", h.getRetention,
+		api.Returns(retentionResponse{}))
+	g.Add("PUT", base+"/retention/config", admin, "Change audit retention", h.putRetention,
+		api.Accepts(retentionRequest{}), api.Returns(retentionResponse{}))
+	g.Add("POST", base+"/retention/cleanup", admin, "Run the audit cleanup now", h.auditCleanup,
+		api.Returns(cleanupResponse{}))
+	g.Add("GET", base+"/event-types", viewer, "Audit event types", fixedReply(auditEventTypes),
+		api.Returns(auditEventTypes))
+	g.Add("GET", base+"/severities", viewer, "Audit severities", fixedReply(auditSeverities),
+		api.Returns(auditSeverities))
+	g.Add("GET", base+"/source-types", viewer, "Audit source types", fixedReply(auditSourceTypes),
+		api.Returns(auditSourceTypes))
 }
 
 // fixedReply answers the same body to everyone allowed to ask.
-func fixedReply(body any) Authed {
+func fixedReply(body any) api.Authed {
 	return func(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-		WriteJSON(w, http.StatusOK, body)
+		api.WriteJSON(w, http.StatusOK, body)
 	}
 }
 
-func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	f := store.AuditFilter{
 		SourceType: q.Str("source_type", 20),
 		SourceID:   q.Str("source_id", 100),
@@ -290,8 +308,8 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Princi
 	if sev := q.Str("severity", 20); sev != "" {
 		f.Severities = []string{sev}
 	}
-	if h := q.Int("hours", 0, 1, 720); h > 0 {
-		f.Start = time.Now().Add(-time.Duration(h) * time.Hour)
+	if hours := q.Int("hours", 0, 1, 720); hours > 0 {
+		f.Start = time.Now().Add(-time.Duration(hours) * time.Hour)
 	}
 	page := q.Int("page", 1, 1, 1<<30)
 	size := q.Int("page_size", 50, 1, 500)
@@ -300,66 +318,65 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ auth.Princi
 	}
 
 	f.Offset, f.Limit = (page-1)*size, size
-	es, total, err := s.audit.Query(r.Context(), f)
+	es, total, err := h.audit.Query(r.Context(), f)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, auditPage{
+	api.WriteJSON(w, http.StatusOK, auditPage{
 		Success:    true,
 		Data:       entriesJSON(es),
 		Total:      total,
 		Page:       page,
 		PageSize:   size,
 		TotalPages: (total + size - 1) / size,
-		Pagination: pagination(page, size, total),
+		Pagination: api.Pagination(page, size, total),
 	})
 }
 
-func (s *Server) auditErrors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) auditErrors(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	hours := q.Int("hours", 24, 1, 168)
 	limit := q.Int("limit", 100, 1, 500)
 	if q.Done(w, r) {
 		return
 	}
-	s.writeEntries(w, r, store.AuditFilter{
+	h.writeEntries(w, r, store.AuditFilter{
 		Severities: []string{"error", "critical"},
 		Start:      time.Now().Add(-time.Duration(hours) * time.Hour),
 		Limit:      limit,
 	})
 }
 
-func (s *Server) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	id := r.PathValue("esp_id")
-	if !espIDPattern.MatchString(id) {
-		pathError(w, r, "esp_id", "must be 1-31 characters of [A-Za-z0-9_-]")
+func (h *handlers) auditConfigHistory(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	id, ok := api.PathESPID(w, r)
+	if !ok {
 		return
 	}
-	q := NewQuery(r)
+	q := api.NewQuery(r)
 	limit := q.Int("limit", 50, 1, 200)
 	if q.Done(w, r) {
 		return
 	}
-	s.writeEntries(w, r, store.AuditFilter{
+	h.writeEntries(w, r, store.AuditFilter{
 		EventTypes: []string{"config_published", "config_response", "config_failed"},
 		SourceID:   id,
 		Limit:      limit,
 	})
 }
 
-// writeEntries answers the entries f selects as a bare array (API §1.4).
-func (s *Server) writeEntries(w http.ResponseWriter, r *http.Request, f store.AuditFilter) {
-	es, _, err := s.audit.Query(r.Context(), f)
+// writeEntries answers the entries f selects as a bare array (docs/api.md §1.4).
+func (h *handlers) writeEntries(w http.ResponseWriter, r *http.Request, f store.AuditFilter) {
+	es, _, err := h.audit.Query(r.Context(), f)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, entriesJSON(es))
+	api.WriteJSON(w, http.StatusOK, entriesJSON(es))
 }
 
 // since is the start of a statistics time range; zero for all.
-func since(q *Query) time.Time {
+func since(q *api.Query) time.Time {
 	switch rng := q.Str("time_range", 8); rng {
 	case "", "all":
 	case "24h":
@@ -374,32 +391,32 @@ func since(q *Query) time.Time {
 	return time.Time{}
 }
 
-func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	from := since(q)
 	if q.Done(w, r) {
 		return
 	}
-	bySev, byType, oldest, newest, err := s.audit.Counts(r.Context(), from)
+	bySev, byType, oldest, newest, err := h.audit.Counts(r.Context(), from)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	rc, _ := s.audit.GetRetention(r.Context())
-	pending, err := s.audit.Cleanup(r.Context(), true)
+	rc, _ := h.audit.GetRetention(r.Context())
+	pending, err := h.audit.Cleanup(r.Context(), true)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 
 	total := sum(bySev)
-	WriteJSON(w, http.StatusOK, auditStatistics{
+	api.WriteJSON(w, http.StatusOK, auditStatistics{
 		Success:                  true,
 		TotalCount:               total,
 		CountBySeverity:          bySev,
 		CountByEventType:         byType,
-		OldestEntry:              ts(oldest),
-		NewestEntry:              ts(newest),
+		OldestEntry:              api.NullTimestamp(oldest),
+		NewestEntry:              api.NullTimestamp(newest),
 		StorageEstimateMB:        float64(total) * 400 / (1 << 20),
 		PendingCleanupCount:      pending.DeletedCount,
 		PendingCleanupBySeverity: pending.DeletedBySeverity,
@@ -407,15 +424,15 @@ func (s *Server) auditStatistics(w http.ResponseWriter, r *http.Request, _ auth.
 	})
 }
 
-func (s *Server) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	q := api.NewQuery(r)
 	hours := q.Int("hours", 24, 1, 168)
 	if q.Done(w, r) {
 		return
 	}
-	bySev, _, _, _, err := s.audit.Counts(r.Context(), time.Now().Add(-time.Duration(hours)*time.Hour))
+	bySev, _, _, _, err := h.audit.Counts(r.Context(), time.Now().Add(-time.Duration(hours)*time.Hour))
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 
@@ -425,7 +442,7 @@ func (s *Server) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.P
 	if total > 0 {
 		rate = float64(errs) * 100 / float64(total)
 	}
-	WriteJSON(w, http.StatusOK, auditErrorRate{
+	api.WriteJSON(w, http.StatusOK, auditErrorRate{
 		Success:          true,
 		PeriodHours:      hours,
 		TotalEvents:      total,
@@ -434,50 +451,50 @@ func (s *Server) auditErrorRate(w http.ResponseWriter, r *http.Request, _ auth.P
 	})
 }
 
-func (s *Server) getRetention(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	rc, err := s.audit.GetRetention(r.Context())
+func (h *handlers) getRetention(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	rc, err := h.audit.GetRetention(r.Context())
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, retentionJSON(rc))
+	api.WriteJSON(w, http.StatusOK, retentionJSON(rc))
 }
 
-func (s *Server) putRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+func (h *handlers) putRetention(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 	var req retentionRequest
-	if !Decode(w, r, &req) {
+	if !api.Decode(w, r, &req) {
 		return
 	}
-	old, err := s.audit.GetRetention(r.Context())
+	old, err := h.audit.GetRetention(r.Context())
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
 
 	rc := req.apply(old)
-	if err := s.audit.PutRetention(r.Context(), rc); err != nil {
-		s.Internal(w, r, err)
+	if err := h.audit.PutRetention(r.Context(), rc); err != nil {
+		h.srv.Internal(w, r, err)
 		return
 	}
-	s.auditUser(r, p.User.Username, "retention_config_updated", "audit retention changed",
-		map[string]any{"old": retentionJSON(old), "new": retentionJSON(rc)})
-	WriteJSON(w, http.StatusOK, retentionJSON(rc))
+	h.audit.Record(r.Context(), api.UserEntry(r, p.User.Username, "retention_config_updated", "audit retention changed",
+		map[string]any{"old": retentionJSON(old), "new": retentionJSON(rc)}))
+	api.WriteJSON(w, http.StatusOK, retentionJSON(rc))
 }
 
-func (s *Server) auditCleanup(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-	q := NewQuery(r)
+func (h *handlers) auditCleanup(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	q := api.NewQuery(r)
 	dry := q.Bool("dry_run", false)
 	if q.Done(w, r) {
 		return
 	}
-	res, err := s.audit.Cleanup(r.Context(), dry)
+	res, err := h.audit.Cleanup(r.Context(), dry)
 	if err != nil {
-		s.Internal(w, r, err)
+		h.srv.Internal(w, r, err)
 		return
 	}
-	s.auditUser(r, p.User.Username, "audit_cleanup", "audit cleanup",
-		map[string]any{"deleted_count": res.DeletedCount, "dry_run": dry})
-	WriteJSON(w, http.StatusOK, cleanupResponse{
+	h.audit.Record(r.Context(), api.UserEntry(r, p.User.Username, "audit_cleanup", "audit cleanup",
+		map[string]any{"deleted_count": res.DeletedCount, "dry_run": dry}))
+	api.WriteJSON(w, http.StatusOK, cleanupResponse{
 		Success:           true,
 		DeletedCount:      res.DeletedCount,
 		DeletedBySeverity: res.DeletedBySeverity,

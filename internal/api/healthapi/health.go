@@ -1,8 +1,13 @@
-package api
+// Package healthapi serves the hub's measured health of docs/api.md §13: overall
+// (GET /api/v1/health), the fleet as its heartbeats told it, and each
+// component in detail with the host's resources. The probes an orchestrator
+// asks (live, ready) and the metrics stay in the HTTP core.
+package healthapi
 
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"net/http"
 	"os"
 	"runtime"
@@ -11,18 +16,57 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-func (s *Server) healthRoutes() {
-	s.public("GET", "/api/v1/health", "Overall health", "health", s.health, returns(healthResponse{}))
-	s.protected("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", "health", s.healthESP,
-		returns(fleetHealth{}))
-	s.protected("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", "health",
-		s.healthDetailed, returns(detailedHealth{}))
+// healthRoutes are the hub's own health: overall, the fleet's, and measured
+// in detail (docs/api.md §13).
+// pool reports the database read pool.
+type pool interface {
+	Stats() sql.DBStats
 }
+
+// fleet is what the fleet health needs from the device registry.
+type fleet interface {
+	List() []device.Device
+}
+
+var _ fleet = (*device.Service)(nil)
+
+// Deps are the parts of the hub whose health the routes measure.
+type Deps struct {
+	Version  string
+	Store    api.Pinger
+	DB       pool // the read pool
+	Broker   api.BrokerState
+	Registry prometheus.Gatherer // for the publish counters
+	DataDir  string
+	Devices  fleet
+}
+
+type handlers struct {
+	srv  *api.Server
+	deps Deps
+	cpu  cpuSampler
+}
+
+// Register adds the health routes to s.
+func Register(s *api.Server, d Deps) {
+	h := &handlers{srv: s, deps: d}
+
+	g := s.Group("health")
+	g.Public("GET", "/api/v1/health", "Overall health", h.health, api.Returns(healthResponse{}))
+	g.Add("GET", "/api/v1/health/esp", auth.RoleViewer, "Fleet health summary", h.healthESP,
+		api.Returns(fleetHealth{}))
+	g.Add("GET", "/api/v1/health/detailed", auth.RoleViewer, "Detailed, measured health", h.healthDetailed,
+		api.Returns(detailedHealth{}))
+}
+
+func (h *handlers) brokerConnected() bool { return h.deps.Broker != nil && h.deps.Broker.Connected() }
 
 type healthResponse struct {
 	Success       bool   `json:"success"`
@@ -33,28 +77,28 @@ type healthResponse struct {
 	Timestamp     int64  `json:"timestamp"`
 }
 
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+func (h *handlers) health(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	status := "healthy"
-	if !s.brokerConnected() {
+	if !h.brokerConnected() {
 		status = "degraded"
 	}
-	if dp, ok := diskPercent(s.deps.DataDir); ok && dp > 90 {
+	if dp, ok := diskPercent(h.deps.DataDir); ok && dp > 90 {
 		status = "degraded"
 	}
 	if mp, ok := memory(); ok && mp.percent > 90 {
 		status = "degraded"
 	}
-	if s.deps.Store == nil || s.deps.Store.Ping(ctx) != nil {
+	if h.deps.Store == nil || h.deps.Store.Ping(ctx) != nil {
 		status = "unhealthy"
 	}
-	WriteJSON(w, http.StatusOK, healthResponse{
+	api.WriteJSON(w, http.StatusOK, healthResponse{
 		Success:       true,
 		Status:        status,
-		Version:       s.deps.Version,
+		Version:       h.deps.Version,
 		Environment:   "production",
-		UptimeSeconds: int64(time.Since(s.startedAt).Seconds()),
+		UptimeSeconds: int64(h.srv.Uptime().Seconds()),
 		Timestamp:     time.Now().Unix(),
 	})
 }
@@ -93,7 +137,7 @@ type mean struct{ sum, n float64 }
 
 func (m *mean) add(v any, ok bool) {
 	if ok {
-		m.sum += float64(toSeconds(v))
+		m.sum += float64(api.MetadataInt(v))
 		m.n++
 	}
 }
@@ -106,10 +150,10 @@ func (m mean) value() *float64 {
 	return &v
 }
 
-func (s *Server) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+func (h *handlers) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
 	out := fleetHealth{Success: true, Devices: []deviceHealthRow{}}
 	var heap, rssi mean
-	for _, d := range s.devices.List() {
+	for _, d := range h.deps.Devices.List() {
 		if !out.count(d.Status) {
 			continue
 		}
@@ -120,9 +164,9 @@ func (s *Server) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 		rssi.add(v, ok)
 		out.Devices = append(out.Devices, deviceHealthRow{
 			DeviceID:          d.DeviceID,
-			Name:              NullString(d.Name),
+			Name:              api.NullString(d.Name),
 			Status:            d.Status,
-			LastSeen:          ts(d.LastSeen),
+			LastSeen:          api.NullTimestamp(d.LastSeen),
 			UptimeSeconds:     md["last_uptime"],
 			HeapFree:          md["last_heap_free"],
 			WifiRSSI:          md["last_wifi_rssi"],
@@ -132,7 +176,7 @@ func (s *Server) healthESP(w http.ResponseWriter, _ *http.Request, _ auth.Princi
 		})
 	}
 	out.AvgHeapFree, out.AvgWifiRSSI = heap.value(), rssi.value()
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // count adds a device in status to the counters and reports whether it
@@ -210,22 +254,22 @@ type detailedHealth struct {
 	Warnings        []string          `json:"warnings"`
 }
 
-func (s *Server) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-	up := int64(time.Since(s.startedAt).Seconds())
+func (h *handlers) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+	up := int64(h.srv.Uptime().Seconds())
 	out := detailedHealth{
 		Success:         true,
 		Status:          "healthy",
-		Version:         s.deps.Version,
+		Version:         h.deps.Version,
 		Environment:     "production",
 		UptimeSeconds:   up,
-		UptimeFormatted: formatUptime(up),
+		UptimeFormatted: api.FormatUptime(up),
 		Timestamp:       time.Now().Unix(),
-		Database:        s.databaseHealth(r.Context()),
-		MQTT:            s.brokerHealth(),
-		WebSocket:       s.wsHealth(),
+		Database:        h.databaseHealth(r.Context()),
+		MQTT:            h.brokerHealth(),
+		WebSocket:       h.wsHealth(),
 		Warnings:        []string{},
 	}
-	out.System = s.systemHealth(&out.Warnings)
+	out.System = h.systemHealth(&out.Warnings)
 	out.Components = []componentHealth{
 		component("database", out.Database.Connected, "sqlite"),
 		component("mqtt", out.MQTT.Connected, "embedded broker"),
@@ -237,57 +281,58 @@ func (s *Server) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth.P
 	if !out.Database.Connected {
 		out.Status = "unhealthy"
 	}
-	WriteJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) databaseHealth(ctx context.Context) databaseHealth {
+func (h *handlers) databaseHealth(ctx context.Context) databaseHealth {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := s.deps.Store.Ping(ctx)
+	err := h.deps.Store.Ping(ctx)
 	db := databaseHealth{
 		Connected:    err == nil,
 		DatabaseType: "sqlite",
 		LatencyMS:    float64(time.Since(start).Microseconds()) / 1000,
 	}
-	if s.deps.DB != nil {
-		st := s.deps.DB.Stats()
+	if h.deps.DB != nil {
+		st := h.deps.DB.Stats()
 		db.PoolSize, db.PoolInUse, db.PoolIdle = &st.MaxOpenConnections, &st.InUse, &st.Idle
 	}
 	return db
 }
 
-func (s *Server) brokerHealth() brokerHealth {
+func (h *handlers) brokerHealth() brokerHealth {
 	mq := brokerHealth{
-		Connected:     s.brokerConnected(),
+		Connected:     h.brokerConnected(),
 		BrokerHost:    "embedded",
 		Subscriptions: len(contract.HubSubscriptions),
 	}
-	if in := s.ingest(); in != nil {
+	if in := h.srv.Ingest(); in != nil {
 		n, last := in.Totals()
 		mq.MessagesReceived = n
 		if !last.IsZero() {
-			mq.LastMessageAt = Timestamp(last)
+			mq.LastMessageAt = api.Timestamp(last)
 		}
 	}
-	mq.MessagesPublished, mq.PublishFailures = s.publishCounts()
+	mq.MessagesPublished, mq.PublishFailures = h.publishCounts()
 	return mq
 }
 
-func (s *Server) wsHealth() map[string]any {
-	if s.ws == nil {
-		return map[string]any{
-			"active_connections":      0,
-			"total_messages_sent":     0,
-			"messages_coalesced":      0,
-			"slow_client_disconnects": 0,
-		}
+// wsHealth is the live feed's counters, zero without a feed.
+func (h *handlers) wsHealth() map[string]any {
+	if st := h.srv.WSStats(); len(st) > 0 {
+		return st
 	}
-	return s.WSStats()
+	return map[string]any{
+		"active_connections":      0,
+		"total_messages_sent":     0,
+		"messages_coalesced":      0,
+		"slow_client_disconnects": 0,
+	}
 }
 
 // systemHealth measures the host, adding a warning for each resource above 90 %.
-func (s *Server) systemHealth(warnings *[]string) systemHealth {
+func (h *handlers) systemHealth(warnings *[]string) systemHealth {
 	sys := systemHealth{Goroutines: runtime.NumGoroutine()}
 	if m, ok := memory(); ok {
 		sys.MemoryPercent, sys.MemoryUsedMB, sys.MemoryTotalMB = &m.percent, &m.usedMB, &m.totalMB
@@ -295,13 +340,13 @@ func (s *Server) systemHealth(warnings *[]string) systemHealth {
 			*warnings = append(*warnings, "memory use above 90 %")
 		}
 	}
-	if dp, ok := diskPercent(s.deps.DataDir); ok {
-		sys.DiskPercent, sys.DiskFreeGB = &dp, diskFreeGB(s.deps.DataDir)
+	if dp, ok := diskPercent(h.deps.DataDir); ok {
+		sys.DiskPercent, sys.DiskFreeGB = &dp, diskFreeGB(h.deps.DataDir)
 		if dp > 90 {
 			*warnings = append(*warnings, "disk use above 90 %")
 		}
 	}
-	if cpu, ok := s.cpu.percent(); ok {
+	if cpu, ok := h.cpu.percent(); ok {
 		sys.CPUPercent = &cpu
 	}
 	return sys
@@ -316,11 +361,11 @@ func component(name string, ok bool, msg string) componentHealth {
 }
 
 // publishCounts sums the hub's publish counters from the metrics registry.
-func (s *Server) publishCounts() (*int64, *int64) {
-	if s.deps.Registry == nil {
+func (h *handlers) publishCounts() (*int64, *int64) {
+	if h.deps.Registry == nil {
 		return nil, nil
 	}
-	mfs, err := s.deps.Registry.Gather()
+	mfs, err := h.deps.Registry.Gather()
 	if err != nil {
 		return nil, nil
 	}

@@ -1,4 +1,4 @@
-package api
+package sensorapi
 
 import (
 	"bytes"
@@ -10,14 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 )
 
-// process is the firmware's synchronous processing call (CONTRACT §4, API
-// §7.4). The reply is parsed by substring search, so its bytes are fixed:
+// process is the firmware's synchronous processing call (docs/protocol.md §4,
+// docs/api.md §7.4). The reply is parsed by substring search, so its bytes are fixed:
 // one compact JSON line, then CRLF CRLF, counted in Content-Length.
-func (s *Server) process(w http.ResponseWriter, r *http.Request) {
+func (h *handlers) process(w http.ResponseWriter, r *http.Request) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
 	if err != nil {
 		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST", "request body unreadable or too large")
@@ -36,9 +37,11 @@ func (s *Server) process(w http.ResponseWriter, r *http.Request) {
 	rawN, ok4 := m["raw_value"].(json.Number)
 	gpio, gerr := strconv.ParseFloat(string(gpioN), 64)
 	rawV, rerr := strconv.ParseFloat(string(rawN), 64)
-	if !ok1 || !ok2 || !ok3 || !ok4 || gerr != nil || rerr != nil || !contract.ValidEspID(esp) || len(typ) == 0 || len(typ) > 50 ||
-		gpio != math.Trunc(gpio) || gpio < 0 || gpio > 255 || math.IsInf(rawV, 0) || math.IsNaN(rawV) {
-		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST", "esp_id, gpio (0-255), sensor_type and raw_value are required")
+	if !ok1 || !ok2 || !ok3 || !ok4 || gerr != nil || rerr != nil || !contract.ValidEspID(esp) ||
+		len(typ) == 0 || len(typ) > 50 || gpio != math.Trunc(gpio) || gpio < 0 || gpio > 255 ||
+		math.IsInf(rawV, 0) || math.IsNaN(rawV) {
+		writeCompactError(w, r, http.StatusBadRequest, "BAD_REQUEST",
+			"esp_id, gpio (0-255), sensor_type and raw_value are required")
 		return
 	}
 	if r.Header.Get("X-API-Key") != "" {
@@ -46,39 +49,40 @@ func (s *Server) process(w http.ResponseWriter, r *http.Request) {
 		writeCompactError(w, r, http.StatusUnauthorized, "INVALID_API_KEY", "invalid API key")
 		return
 	}
-	req := sensor.ProcessRequest{EspID: esp, GPIO: int(gpio), SensorType: typ, Raw: rawV}
+	req := sensor.ProcessRequest{
+		EspID:      esp,
+		GPIO:       int(gpio),
+		SensorType: typ,
+		Raw:        rawV,
+	}
 	if b, ok := m["raw_mode"].(bool); ok {
 		req.RawMode = &b
 	}
 	req.Calibration, _ = m["calibration"].(map[string]any)
 	req.Params, _ = m["params"].(map[string]any)
 	if req.Calibration != nil {
-		req.Calibration = normaliseNumbers(req.Calibration).(map[string]any)
+		req.Calibration = api.NormaliseNumbers(req.Calibration).(map[string]any)
 	}
 	if req.Params != nil {
-		req.Params = normaliseNumbers(req.Params).(map[string]any)
+		req.Params = api.NormaliseNumbers(req.Params).(map[string]any)
 	}
-	if tok := bearer(r); tok != "" {
-		if _, err := s.auth.Authenticate(r.Context(), tok); err == nil {
-			req.Trusted = true
-		}
-	}
+	req.Trusted = h.srv.ValidToken(r)
 	var reply sensor.ProcessReply
 	switch {
-	case !s.ready.Load():
+	case !h.srv.Ready():
 		reply = sensor.Fallback(rawV, "not_ready")
-		s.sensors.CountProcess("not_ready")
-	case !s.processLimit(esp):
+		h.sensors.CountProcess("not_ready")
+	case !h.processAllowed(esp):
 		reply = sensor.Fallback(rawV, "rate_limited")
-		s.sensors.CountProcess("rate_limited")
+		h.sensors.CountProcess("rate_limited")
 	default:
-		reply = s.sensors.Process(req)
+		reply = h.sensors.Process(req)
 	}
 	writeProcessReply(w, reply)
 }
 
-func (s *Server) processLimit(esp string) bool {
-	ok, _, _ := s.processLim.Allow(esp)
+func (h *handlers) processAllowed(esp string) bool {
+	ok, _, _ := h.processLimit.Allow(esp)
 	return ok
 }
 
@@ -107,8 +111,16 @@ func writeProcessReply(w http.ResponseWriter, rep sensor.ProcessReply) {
 }
 
 func writeCompactError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	b, _ := json.Marshal(map[string]any{"success": false, "detail": msg,
-		"error": map[string]any{"code": code, "message": msg, "details": map[string]any{}, "request_id": RequestID(r)}})
+	b, _ := json.Marshal(map[string]any{
+		"success": false,
+		"detail":  msg,
+		"error": map[string]any{
+			"code":       code,
+			"message":    msg,
+			"details":    map[string]any{},
+			"request_id": api.RequestID(r),
+		},
+	})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
