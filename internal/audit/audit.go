@@ -65,16 +65,24 @@ func (l *Log) Record(ctx context.Context, e store.AuditEntry) {
 	}
 }
 
-// Query passes through to the store.
+// Query reads the log. Entries are written in the background, so it first
+// waits for those already recorded: whoever reads the log sees every entry
+// recorded before the read, including the one of the request just answered.
 func (l *Log) Query(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, int, error) {
+	if err := l.store.Flush(ctx); err != nil {
+		return nil, 0, fmt.Errorf("audit flush: %w", err)
+	}
 	return l.store.QueryAudit(ctx, f)
 }
 
-// Counts passes through to the store.
+// Counts summarises the log, after the entries already recorded (see Query).
 func (l *Log) Counts(
 	ctx context.Context,
 	since time.Time,
 ) (map[string]int, map[string]int, *time.Time, *time.Time, error) {
+	if err := l.store.Flush(ctx); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("audit flush: %w", err)
+	}
 	return l.store.AuditCounts(ctx, since)
 }
 

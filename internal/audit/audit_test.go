@@ -521,3 +521,54 @@ func TestWatchRecordsDeviceLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// queuedStore commits appended entries only on Flush, like the single
+// writer under load.
+type queuedStore struct {
+	store.Audit
+	queued, committed []store.AuditEntry
+}
+
+func (q *queuedStore) AppendAudit(_ context.Context, e store.AuditEntry) error {
+	q.queued = append(q.queued, e)
+	return nil
+}
+
+func (q *queuedStore) Flush(context.Context) error {
+	q.committed = append(q.committed, q.queued...)
+	q.queued = nil
+	return nil
+}
+
+func (q *queuedStore) QueryAudit(context.Context, store.AuditFilter) ([]store.AuditEntry, int, error) {
+	return q.committed, len(q.committed), nil
+}
+
+func (q *queuedStore) AuditCounts(context.Context, time.Time) (
+	map[string]int, map[string]int, *time.Time, *time.Time, error,
+) {
+	byType := map[string]int{}
+	for _, e := range q.committed {
+		byType[e.EventType]++
+	}
+	return map[string]int{}, byType, nil, nil, nil
+}
+
+// A read sees the entry recorded just before it, although writes are queued.
+func TestReadsSeeEntriesRecordedBefore(t *testing.T) {
+	st := &queuedStore{}
+	l := New(st, quiet, nil)
+	ctx := context.Background()
+	l.Record(ctx, store.AuditEntry{EventType: "device_approved"})
+
+	entries, total, err := l.Query(ctx, store.AuditFilter{})
+	if err != nil || total != 1 || len(entries) != 1 {
+		t.Fatalf("query after record: %d entries (%v), want the recorded one", total, err)
+	}
+
+	l.Record(ctx, store.AuditEntry{EventType: "device_rejected"})
+	_, byType, _, _, err := l.Counts(ctx, time.Time{})
+	if err != nil || byType["device_rejected"] != 1 {
+		t.Fatalf("counts after record: %v (%v), want device_rejected 1", byType, err)
+	}
+}

@@ -154,7 +154,10 @@ type AuditFilter struct {
 
 // Audit is the audit log's persistence.
 type Audit interface {
+	// AppendAudit queues an entry; Flush waits until every queued entry is
+	// committed.
 	AppendAudit(ctx context.Context, e AuditEntry) error
+	Flush(ctx context.Context) error
 	QueryAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, int, error)
 	AuditCounts(ctx context.Context, since time.Time) (
 		bySeverity, byType map[string]int,
