@@ -249,13 +249,13 @@ func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, qos b
 	return nil
 }
 
-// sent returns the messages whose topic ends in suffix.
+// sent returns the messages whose topic ends in /suffix.
 func (b *fakeBus) sent(suffix string) []published {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []published
 	for _, m := range b.msgs {
-		if strings.HasSuffix(m.topic, suffix) {
+		if strings.HasSuffix(m.topic, "/"+suffix) {
 			out = append(out, m)
 		}
 	}
