@@ -243,8 +243,9 @@ func (s *Service) armZoneTimer(espID, correlation string) {
 	st.zoneTimer = time.AfterFunc(s.cfg.AckTimeout, func() { s.zoneAckTimedOut(espID, correlation) })
 }
 
-// zoneAckTimedOut leaves the assignment pending and says so (docs/domain.md
-// §7.2 step 5); the next reconnect or mismatched heartbeat sends it again.
+// zoneAckTimedOut leaves the assignment pending and says so
+// (docs/domain.md §7.2 step 5); the next reconnect or mismatched heartbeat
+// sends it again.
 func (s *Service) zoneAckTimedOut(espID, correlation string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

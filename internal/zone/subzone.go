@@ -387,8 +387,8 @@ func countOn(pins func(string) []int, sz store.Subzone) int {
 	return n
 }
 
-// HandleSubzoneAck is the ingest handler of `subzone/ack` (docs/protocol.md
-// §3.1.8): it completes the operation it answers, and every live ack
+// HandleSubzoneAck is the ingest handler of `subzone/ack`
+// (docs/protocol.md §3.1.8): it completes the operation it answers, and every live ack
 // reaches the WebSocket as subzone_assignment.
 func (s *Service) HandleSubzoneAck(ctx context.Context, m ingest.Message) error {
 	ack, err := contract.DecodeSubzoneAck(m.Topic, m.Payload)

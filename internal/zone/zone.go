@@ -237,8 +237,8 @@ func (s *Service) Load(ctx context.Context) error {
 	return nil
 }
 
-// Start follows the device events that trigger a re-sync (docs/domain.md
-// §7.2 step 6) and the deletion of a device's subzones.
+// Start follows the device events that trigger a re-sync
+// (docs/domain.md §7.2 step 6) and the deletion of a device's subzones.
 func (s *Service) Start() {
 	s.sub = s.events.Subscribe(4096, event.TypeDeviceStatus, event.TypeEspHealth)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -356,8 +356,9 @@ func isApproved(status string) bool {
 	return false
 }
 
-// newerFirmware reports a device whose payloads carry `seq` (docs/protocol.md
-// §3); a device never heard from counts as baseline, the firmware that can do less.
+// newerFirmware reports a device whose payloads carry `seq`
+// (docs/protocol.md §3); a device never heard from counts as baseline, the
+// firmware that can do less.
 func newerFirmware(d device.Device) bool {
 	return d.Metadata["firmware_generation"] == "newer"
 }
