@@ -13,7 +13,8 @@ func TestSubzoneSafeEncodesTheProtocolExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"subzone_id":"bed_north","action":"enable","reason":"maintenance","timestamp":1767600930,"correlation_id":"sz-7f3a91c2-0006"}`
+	want := `{"subzone_id":"bed_north","action":"enable","reason":"maintenance","timestamp":1767600930,` +
+		`"correlation_id":"sz-7f3a91c2-0006"}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

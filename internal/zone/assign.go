@@ -121,7 +121,9 @@ func (s *Service) zoneToAssign(ctx context.Context, a Assignment) (store.Zone, e
 
 // storeAssignment commits the zone fields, the pending assignment and the
 // history row before anything is published; s.mu is held.
-func (s *Service) storeAssignment(ctx context.Context, d device.Device, p Pending, actor string) (device.Device, error) {
+func (s *Service) storeAssignment(
+	ctx context.Context, d device.Device, p Pending, actor string,
+) (device.Device, error) {
 	nd, err := s.devices.Update(ctx, d.DeviceID, device.Patch{
 		ZoneID:       &p.ZoneID,
 		ZoneName:     &p.ZoneName,
@@ -524,7 +526,8 @@ func (s *Service) zoneRefused(ctx context.Context, d device.Device, ack contract
 
 	stopTimer(s.dev(d.DeviceID).zoneTimer) // answered, if only with a refusal
 	zerr := ZoneError{Message: ack.Message, At: s.stamp()}
-	if _, err := s.devices.Update(ctx, d.DeviceID, device.Patch{Metadata: map[string]any{keyError: toMeta(zerr)}}); err != nil {
+	md := map[string]any{keyError: toMeta(zerr)}
+	if _, err := s.devices.Update(ctx, d.DeviceID, device.Patch{Metadata: md}); err != nil {
 		return fmt.Errorf("record zone error of %s: %w", d.DeviceID, err)
 	}
 	s.raise(ctx, notify.Spec{
@@ -612,7 +615,8 @@ func (s *Service) reassign(ctx context.Context, d device.Device) {
 	}
 	s.log.Info("heartbeat reports another zone; sending the configured one again", "esp_id", d.DeviceID,
 		"reported", reportedZone(d), "zone_id", d.ZoneID)
-	if _, err := s.devices.Update(ctx, d.DeviceID, device.Patch{Metadata: map[string]any{keyPending: toMeta(p)}}); err != nil {
+	md := map[string]any{keyPending: toMeta(p)}
+	if _, err := s.devices.Update(ctx, d.DeviceID, device.Patch{Metadata: md}); err != nil {
 		s.log.Warn("zone re-sync not stored", "esp_id", d.DeviceID, "error", err)
 		return
 	}

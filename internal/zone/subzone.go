@@ -250,7 +250,9 @@ func (s *Service) RemoveSubzone(ctx context.Context, espID, subzoneID string) (S
 // baseline does not subscribe to subzone/safe, so it is refused there and
 // nothing is stored: the hub never claims pins are isolated when they are
 // not (docs/protocol.md Z5). An error ack reverts the stored state.
-func (s *Service) SetSafeMode(ctx context.Context, espID, subzoneID string, on bool, reason string) (SubzoneResult, error) {
+func (s *Service) SetSafeMode(
+	ctx context.Context, espID, subzoneID string, on bool, reason string,
+) (SubzoneResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 

@@ -171,7 +171,8 @@ func TestSubzoneRefusals(t *testing.T) {
 		wantStatus string
 	}{
 		{"baseline error code 2506 with the reason",
-			`{"esp_id":"ESP_A1B2C3","status":"error","subzone_id":"north","timestamp":5,"error_code":2506,"message":"GPIO assignment failed"}`,
+			`{"esp_id":"ESP_A1B2C3","status":"error","subzone_id":"north","timestamp":5,"error_code":2506,` +
+				`"message":"GPIO assignment failed"}`,
 			SubzoneError},
 		{"parse failure names no subzone: the only open operation",
 			`{"esp_id":"ESP_A1B2C3","status":"error","subzone_id":"","timestamp":5,"error_code":2506,"message":"JSON parse failed"}`,
@@ -275,7 +276,8 @@ func TestRemoveSubzoneConfirmedByNewerFirmware(t *testing.T) {
 		t.Fatal(err)
 	}
 	cid := h.bus.sent("subzone/remove")[0].payload["correlation_id"].(string)
-	h.mustAck("god", "subzone/ack", `{"esp_id":"ESP_A1B2C3","status":"subzone_removed","subzone_id":"north","timestamp":1767600940,"correlation_id":"`+cid+`","seq":9}`)
+	h.mustAck("god", "subzone/ack", `{"esp_id":"ESP_A1B2C3","status":"subzone_removed","subzone_id":"north",`+
+		`"timestamp":1767600940,"correlation_id":"`+cid+`","seq":9}`)
 	if h.subzoneStatus("north") != "absent" {
 		t.Fatal("confirmed removal kept the subzone")
 	}
@@ -343,7 +345,8 @@ func TestSafeModeOnNewerFirmware(t *testing.T) {
 	}
 
 	// An error ack for the switch reverts it; the subzone stays active.
-	h.mustAck("god", "subzone/ack", `{"esp_id":"ESP_A1B2C3","status":"error","subzone_id":"north","timestamp":1,"error_code":2505,"message":"safe mode failed","reason_code":"SUBZONE_NOT_FOUND","seq":2}`)
+	h.mustAck("god", "subzone/ack", `{"esp_id":"ESP_A1B2C3","status":"error","subzone_id":"north","timestamp":1,`+
+		`"error_code":2505,"message":"safe mode failed","reason_code":"SUBZONE_NOT_FOUND","seq":2}`)
 	info, _ := h.svc.Subzone(testID, "north")
 	if info.SafeMode || info.Status != SubzoneActive {
 		t.Fatalf("after the refusal: %+v", info)
