@@ -479,6 +479,7 @@ func noteReboot(e *entry, hb contract.Heartbeat, now time.Time) bool {
 	md["last_reboot_at"] = now.UTC().Format(time.RFC3339)
 	md["reboot_count"] = toInt(md["reboot_count"]) + 1
 	delete(md, "subscriptions_lost")
+	delete(md, "reboot_required") // docs/protocol.md B2: a reboot ends the deafness of A4
 	return true
 }
 

@@ -247,6 +247,10 @@ type Patch struct {
 	Capabilities           map[string]any
 	Metadata               map[string]any
 	SetCapabilities        bool
+
+	// MasterZoneID is set only by the zone assignment (docs/domain.md §7.2),
+	// which keeps the three zone fields together in one versioned save.
+	MasterZoneID *string
 }
 
 // Update applies a patch to a device that is not deleted.
@@ -267,6 +271,9 @@ func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, er
 	}
 	if p.ZoneName != nil {
 		e.rec.ZoneName = *p.ZoneName
+	}
+	if p.MasterZoneID != nil {
+		e.rec.MasterZoneID = *p.MasterZoneID
 	}
 	if p.IsZoneMaster != nil {
 		e.rec.Metadata["is_zone_master"] = *p.IsZoneMaster

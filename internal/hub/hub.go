@@ -22,6 +22,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
+	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
@@ -36,6 +37,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/schedule"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
+	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
 // Config is the hub's configuration (flags and KAISER_* variables in cmd/kaiser).
@@ -88,6 +90,7 @@ type Hub struct {
 	Sensors  *sensor.Service
 	Alerts   *notify.Service
 	Readings *sqlite.ReadingSink
+	Zones    *zone.Service
 
 	auditStop chan struct{}
 	auditDone chan struct{}
@@ -130,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadDevices,
 		h.loadSensors,
 		h.buildAPI,
+		h.loadZones,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -291,6 +295,28 @@ func (h *Hub) buildAPI(context.Context) error {
 	return nil
 }
 
+// loadZones loads the zones and subzones, follows the device events that
+// re-sync them and registers the routes of docs/api.md §9; the ack handlers
+// are added in startIngest.
+func (h *Hub) loadZones(ctx context.Context) error {
+	h.Zones = zone.New(zone.Config{
+		SensorPins: func(espID string) []int {
+			var pins []int
+			for _, c := range h.Sensors.ByDevice(espID) {
+				pins = append(pins, c.GPIO)
+			}
+			return pins
+		},
+		Logger: h.Log.With("component", "zone"),
+	}, h.Store, h.Devices, h.Broker, h.Events, h.Alerts)
+	if err := h.Zones.Load(ctx); err != nil {
+		return err
+	}
+	h.Zones.Start()
+	zoneapi.Register(h.API, h.Zones)
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -311,6 +337,10 @@ func (h *Hub) startIngest(context.Context) error {
 			d.Handle(k, h.Devices.HandleGated())
 		}
 	}
+
+	// The zone acks complete assignments (docs/protocol.md §5.12).
+	d.Handle(contract.KindZoneAck, h.Zones.HandleZoneAck)
+	d.Handle(contract.KindSubzoneAck, h.Zones.HandleSubzoneAck)
 
 	d.Start()
 	h.API.SetIngest(d)
@@ -494,6 +524,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
 	h.Devices.StopPush()
+	h.Zones.Stop()
 	step("readings flush", h.Readings.Close(ctx))
 	close(h.auditStop)
 	<-h.auditDone
@@ -532,6 +563,9 @@ func (h *Hub) abort() {
 	}
 	if h.Devices != nil {
 		h.Devices.StopPush()
+	}
+	if h.Zones != nil {
+		h.Zones.Stop()
 	}
 	if h.Readings != nil {
 		_ = h.Readings.Close(ctx)
