@@ -129,7 +129,10 @@ type Service struct {
 	// latches holds every latch record by scope, inactive ones included.
 	latches map[string]*store.EmergencyLatch
 	// unsaved are the scopes whose current version is not committed yet.
-	unsaved  map[string]bool
+	unsaved map[string]bool
+	// failing is set from a failed latch write until every latch is
+	// committed again: the hub is not ready meanwhile.
+	failing  bool
 	retrying bool
 	// resafe marks latched devices to re-safe at their next heartbeat
 	// (offline during the stop, a lost stop message, a hub restart).
@@ -323,12 +326,13 @@ func (s *Service) RulesPaused(espID string) bool {
 	return l != nil && l.RulesPaused
 }
 
-// Ready reports whether every latch is committed; the hub is not ready
-// while one is held only in memory (docs/domain.md §5.2 step 1).
+// Ready reports false from a failed latch write until every latch is
+// committed: the hub is not ready while a latch is held only in memory
+// (docs/domain.md §5.2 step 1).
 func (s *Service) Ready() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.unsaved) == 0
+	return !s.failing
 }
 
 // OnReadiness registers fn to be told when Ready changes.

@@ -74,7 +74,7 @@ func (s *Service) commit(ctx context.Context) error {
 	cancel()
 
 	s.mu.Lock()
-	wasReady := len(s.unsaved) == 0
+	wasReady := !s.failing
 	if err == nil {
 		for _, r := range recs {
 			if cur := s.latches[r.Scope]; cur != nil && cur.Version == r.Version {
@@ -82,7 +82,8 @@ func (s *Service) commit(ctx context.Context) error {
 			}
 		}
 	}
-	ready := len(s.unsaved) == 0
+	s.failing = err != nil || (s.failing && len(s.unsaved) > 0)
+	ready := !s.failing
 	onReady := s.onReady
 	s.mu.Unlock()
 

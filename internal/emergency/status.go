@@ -38,7 +38,7 @@ func (s *Service) Status() Status {
 	st := Status{
 		Devices:        []LatchInfo{},
 		RulesPaused:    []string{},
-		LatchPersisted: len(s.unsaved) == 0,
+		LatchPersisted: !s.failing,
 	}
 	for _, l := range s.latches {
 		switch {
