@@ -273,7 +273,7 @@ func (rt routes) status(w http.ResponseWriter, _ *http.Request, _ auth.Principal
 		Success:        true,
 		Active:         st.Active,
 		Devices:        make([]deviceLatch, 0, len(st.Devices)),
-		RulesPaused:    st.RulesPaused,
+		RulesPaused:    append([]string{}, st.RulesPaused...),
 		LatchPersisted: st.LatchPersisted,
 	}
 	if g := st.Global; g != nil {
