@@ -11,17 +11,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/emergency"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/live"
@@ -82,6 +85,12 @@ type Hub struct {
 	Sensors  *sensor.Service
 	Alerts   *notify.Service
 	Readings *sqlite.ReadingSink
+	// Emergency holds the emergency-stop latches (docs/domain.md §5).
+	Emergency *emergency.Service
+
+	// serving is set while the hub serves devices; readiness changes of the
+	// emergency latches apply only then.
+	serving atomic.Bool
 
 	auditStop chan struct{}
 	auditDone chan struct{}
@@ -124,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadDevices,
 		h.loadSensors,
 		h.buildAPI,
+		h.loadEmergency,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -288,6 +298,37 @@ func (h *Hub) buildAPI(context.Context) error {
 	return nil
 }
 
+// loadEmergency restores the emergency latches before the broker
+// subscription and before any command is accepted (docs/domain.md §5.1),
+// then connects the push hooks (re-safing, clear by re-configuration), the
+// readiness and the routes of docs/api.md §8.4.
+func (h *Hub) loadEmergency(ctx context.Context) error {
+	h.Emergency = emergency.New(emergency.Deps{
+		Actuators: h.emergencyActuators(),
+		Devices:   h.Devices,
+		Broker:    h.Broker,
+		Store:     h.Store,
+		Audit:     h.Audit,
+		Alerts:    h.Alerts,
+		Events:    h.Events,
+		Logger:    h.Log.With("component", "emergency"),
+	})
+	if err := h.Emergency.Load(ctx); err != nil {
+		return fmt.Errorf("load emergency latches: %w", err)
+	}
+
+	h.Devices.OnPushPublished(h.Emergency.HandlePushPublished)
+	h.Devices.OnPushResult(h.Emergency.HandlePushResult)
+	// Not ready while a latch is held only in memory (docs/domain.md §5.2 step 1).
+	h.Emergency.OnReadiness(func(ok bool) {
+		if h.serving.Load() {
+			h.API.SetReady(ok)
+		}
+	})
+	emergencyapi.Register(h.API, h.Emergency)
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -300,10 +341,14 @@ func (h *Hub) startIngest(context.Context) error {
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
+	d.Handle(contract.KindEmergencyResponse, h.Emergency.HandleEmergencyResponse)
+	d.Handle(contract.KindEmergencyError, h.Emergency.HandleEmergencyError)
+	d.Handle(contract.KindSystemCommandResponse, h.Emergency.HandleSystemCommandResponse)
 	for _, k := range contract.InboundKinds {
 		switch k {
 		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData,
-			contract.KindConfigResponse:
+			contract.KindConfigResponse, contract.KindEmergencyResponse, contract.KindEmergencyError,
+			contract.KindSystemCommandResponse:
 		default:
 			d.Handle(k, h.Devices.HandleGated())
 		}
@@ -377,7 +422,8 @@ func (h *Hub) openToDevices(ctx context.Context) error {
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 
 	h.Debug.Resume()
-	h.API.SetReady(true)
+	h.serving.Store(true)
+	h.API.SetReady(h.Emergency.Ready())
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
 		Event:     "startup_complete",
 		Message:   "hub started",
@@ -472,6 +518,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		}
 	}
 	log.Info("shutting down")
+	h.serving.Store(false)
 	h.API.SetReady(false)
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
 		Event:     "shutdown",
@@ -488,6 +535,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		err = h.httpSrv.Close()
 	}
 	step("http", err)
+	h.Emergency.Close()
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
 	h.Devices.StopPush()
@@ -516,6 +564,9 @@ func (h *Hub) abort() {
 	}
 	if h.httpLn != nil {
 		_ = h.httpLn.Close()
+	}
+	if h.Emergency != nil {
+		h.Emergency.Close()
 	}
 	if h.auditStop != nil {
 		close(h.auditStop)
