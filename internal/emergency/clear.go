@@ -88,7 +88,7 @@ func (s *Service) Clear(ctx context.Context, req ClearRequest) (ClearResult, err
 	details := s.clearDevices(ctx, s.clearTargets(req.EspID), req)
 	var globalOutcome DeviceClear
 	if globalTargeted {
-		globalOutcome = s.clearGlobal(req, now)
+		globalOutcome = s.clearGlobal(req, g.IncidentCorrelationID, now)
 	}
 	s.resumeRules(req)
 	_ = s.commit(ctx)
@@ -177,8 +177,14 @@ func (s *Service) clearOne(ctx context.Context, espID string, req ClearRequest) 
 	lock.Lock()
 	defer lock.Unlock()
 
+	// The clear answers the stop seen now; a newer stop while it waits is
+	// not cleared by it.
+	var incident string
+	if l := s.snapshot(deviceScope(espID)); l != nil && l.Active {
+		incident = l.IncidentCorrelationID
+	}
 	outcome, msg := s.attemptClear(ctx, espID, req)
-	s.recordAttempt(espID, req, outcome, msg)
+	outcome, msg = s.recordAttempt(espID, incident, req, outcome, msg)
 	return DeviceClear{EspID: espID, Outcome: outcome, Message: msg}
 }
 
@@ -307,9 +313,10 @@ func (s *Service) reconfigured(espID string, r device.PushResult) (string, strin
 	return OutcomeTimeout, prefix + "the re-configuration's actuator section " + section
 }
 
-// recordAttempt keeps the attempt on the device's latch record and
-// unlatches on success; the pause of rules follows resume_rules.
-func (s *Service) recordAttempt(espID string, req ClearRequest, outcome, msg string) {
+// recordAttempt keeps the attempt on the device's latch record and, on
+// success, unlatches it unless a newer stop than incident re-latched it
+// meanwhile; the pause of rules follows resume_rules.
+func (s *Service) recordAttempt(espID, incident string, req ClearRequest, outcome, msg string) (string, string) {
 	now := time.Now().UTC()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -318,6 +325,9 @@ func (s *Service) recordAttempt(espID string, req ClearRequest, outcome, msg str
 	if l == nil {
 		l = &store.EmergencyLatch{Scope: scope, EspID: espID}
 		s.latches[scope] = l
+	}
+	if l.Active && l.IncidentCorrelationID != incident {
+		outcome, msg = OutcomeGuard, "a newer stop latched the device while the clear waited: "+msg
 	}
 	if outcome == OutcomeCleared || outcome == OutcomeReconfigured {
 		if l.Active {
@@ -333,18 +343,25 @@ func (s *Service) recordAttempt(espID string, req ClearRequest, outcome, msg str
 		Outcome: outcome,
 		Message: msg,
 	})
+	return outcome, msg
 }
 
 // clearGlobal removes the global latch once its guard has passed; the
 // devices it latched each stay latched until their own clear.
-func (s *Service) clearGlobal(req ClearRequest, now time.Time) DeviceClear {
+func (s *Service) clearGlobal(req ClearRequest, incident string, now time.Time) DeviceClear {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g := s.latches[store.LatchGlobal]
 	out := DeviceClear{Outcome: OutcomeCleared, Message: "global latch removed"}
-	if ok, msg := guardPassed(g.StopPublishedAt, now); !ok {
+	ok, msg := guardPassed(g.StopPublishedAt, now)
+	switch {
+	case !g.Active:
+		out.Message = "global latch already removed"
+	case g.IncidentCorrelationID != incident:
+		out = DeviceClear{Outcome: OutcomeGuard, Message: "a newer global stop latched while the clear ran"}
+	case !ok:
 		out = DeviceClear{Outcome: OutcomeGuard, Message: msg}
-	} else {
+	default:
 		g.Active = false
 		g.ClearedBy, g.ClearedAt = req.Actor.User, &now
 	}

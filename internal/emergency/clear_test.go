@@ -327,3 +327,34 @@ func TestClearResolvesTheIncidentAlert(t *testing.T) {
 		}
 	})
 }
+
+// A stop made while a clear waits for the device is not undone by the
+// device's answer to the older stop.
+func TestNewerStopSurvivesAPendingClear(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.device(espA, pump(5))
+		r.stop(espA, nil)
+		time.Sleep(ClearGuard)
+
+		var newer StopResult
+		r.broker.answer = func(p published) {
+			if p.payload["command"] != "clear_emergency" {
+				return
+			}
+			r.broker.answer = nil
+			newer = r.stop(espA, nil)
+			m := message(t, espA, "actuator/emergency/response", `{"status":"emergency_cleared","timestamp":1}`)
+			if err := r.svc.HandleEmergencyResponse(context.Background(), m); err != nil {
+				t.Error(err)
+			}
+		}
+		res := r.clear(ClearRequest{EspID: espA})
+		if !r.svc.Latched(espA) || res.Success || res.Details[0].Outcome != OutcomeGuard {
+			t.Fatalf("the newer stop was cleared: %+v", res)
+		}
+		if l := r.svc.snapshot(deviceScope(espA)); l.IncidentCorrelationID != newer.IncidentCorrelationID {
+			t.Fatalf("latch %+v", l)
+		}
+	})
+}
