@@ -144,7 +144,9 @@ type Service struct {
 	tokens   map[string]*store.EmergencyToken
 	// tokenTried marks devices whose token was offered since the hub started.
 	tokenTried map[string]bool
-	onReady    func(bool)
+	// confirms are the devices' outstanding confirmations of a stop message (E2).
+	confirms map[string]*confirmation
+	onReady  func(bool)
 
 	waits waits
 
@@ -182,6 +184,7 @@ func New(d Deps) *Service {
 		resafed:    map[string]time.Time{},
 		tokens:     map[string]*store.EmergencyToken{},
 		tokenTried: map[string]bool{},
+		confirms:   map[string]*confirmation{},
 		waits:      newWaits(),
 		timers:     map[*time.Timer]struct{}{},
 		closed:     make(chan struct{}),

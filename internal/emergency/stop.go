@@ -317,6 +317,27 @@ func (s *Service) publishBroadcast(incident string) {
 	}
 	s.log.Warn("emergency broadcast published", "incident_correlation_id", incident)
 	s.markPublished(incident, "")
+	s.expectConfirmation(incident, s.reachableLatched(incident))
+}
+
+// reachableLatched lists the online devices latched by incident.
+func (s *Service) reachableLatched(incident string) []string {
+	var ids []string
+	s.mu.RLock()
+	for _, l := range s.latches {
+		if l.Active && l.EspID != "" && l.IncidentCorrelationID == incident {
+			ids = append(ids, l.EspID)
+		}
+	}
+	s.mu.RUnlock()
+
+	out := ids[:0]
+	for _, id := range ids {
+		if d, err := s.devices.Get(id); err == nil && reachable(d) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // publishDeviceStop sends the device stop of docs/protocol.md §3.2.8 with
@@ -349,6 +370,9 @@ func (s *Service) publishDeviceStop(espID, incident string) bool {
 		return false
 	}
 	s.markPublished("", espID)
+	if st, ok := s.stopOf(espID); ok && newerFirmware(d) {
+		s.expectConfirmation(st.incident, []string{espID})
+	}
 	return true
 }
 
