@@ -1,9 +1,9 @@
 package contract
 
 // DecodeSystemCommandResult decodes `system/command/response` as newer
-// firmware answers commands other than factory_reset (docs/protocol.md
-// §3.1.11): `command` and `success`, `status` optional. The hub reads the
-// answer to set_emergency_token with it (docs/protocol.md S4).
+// firmware answers commands other than factory_reset: `command` and
+// `success`, `status` optional (docs/protocol.md §3.1.11). The hub reads
+// the answer to set_emergency_token with it (docs/protocol.md S4).
 func DecodeSystemCommandResult(t Topic, payload []byte) (EmergencyReply, error) {
 	return decode(payload, func(d *decoder) (r EmergencyReply) {
 		d.matchIDs(t, false, false)

@@ -8,7 +8,8 @@ import (
 
 // The broadcast example of docs/protocol.md §3.2.9 (with the S4 token) is
 // reproduced byte for byte, and the longest device emergency and token
-// command the hub sends stay within the devices' 160-byte budget (§7.4).
+// command the hub sends stay within the devices' 160-byte budget
+// (docs/protocol.md §7.4).
 func TestEmergencyEncodings(t *testing.T) {
 	at := time.Date(2026, 1, 5, 8, 15, 30, 0, time.UTC)
 	b := NewBroadcastEmergency("operator_stop", "hub", at)

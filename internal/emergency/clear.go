@@ -155,8 +155,8 @@ func (s *Service) hubLatchedDevice(espID string) bool {
 }
 
 // clearDevices clears the targets in parallel: each may wait for its answer
-// and its re-configuration, and the request must end within docs/api.md
-// §1.1's 30 s.
+// and its re-configuration, and the request must end within 30 s
+// (docs/api.md §1.1).
 func (s *Service) clearDevices(ctx context.Context, targets []string, req ClearRequest) []DeviceClear {
 	out := make([]DeviceClear, len(targets))
 	var wg sync.WaitGroup

@@ -1,10 +1,11 @@
-// Package emergency is the emergency stop (docs/domain.md §5, docs/protocol.md
-// §5.10): the global and per-device latches, committed before anything is
-// published and held in memory when the commit fails; the stop procedure
-// (OFFs through the actuator part, then the broadcast or device stop after
-// the valves' travel time); the operator's clear with the device's answer or
-// a clear by re-configuration; re-safing latched devices that come back; and
-// the emergency tokens newer firmware needs (docs/protocol.md S4).
+// Package emergency is the emergency stop (docs/domain.md §5,
+// docs/protocol.md §5.10): the global and per-device latches, committed
+// before anything is published and held in memory when the commit fails;
+// the stop procedure (OFFs through the actuator part, then the broadcast or
+// device stop after the valves' travel time); the operator's clear with the
+// device's answer or a clear by re-configuration; re-safing latched devices
+// that come back; and the emergency tokens newer firmware needs
+// (docs/protocol.md S4).
 package emergency
 
 import (
@@ -89,7 +90,8 @@ const (
 	// PushWait bounds the wait for a clear by re-configuration: the push's
 	// own 15 s timeout and its 2 s error grace, with room to spare.
 	PushWait = 20 * time.Second
-	// RetryEvery is the retry period of a latch write that failed (§5.2 step 1).
+	// RetryEvery is the retry period of a latch write that failed
+	// (docs/domain.md §5.2 step 1).
 	RetryEvery = time.Second
 	// commitWait bounds one latch commit, so that a stuck database delays
 	// the stop's OFFs by at most this much.

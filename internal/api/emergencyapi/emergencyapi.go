@@ -1,6 +1,6 @@
-// Package emergencyapi serves the emergency-stop routes of docs/api.md
-// §8.4: the stop, the clear and the latch status. The hub registers them on
-// the HTTP server, as it does the debug routes.
+// Package emergencyapi serves the emergency-stop routes (docs/api.md §8.4):
+// the stop, the clear and the latch status. The hub registers them on the
+// HTTP server, as it does the debug routes.
 package emergencyapi
 
 import (
