@@ -130,7 +130,8 @@ func TestRestartRestoresLatches(t *testing.T) {
 			t.Fatal("latches lost over the restart")
 		}
 		st := r.svc.Status()
-		if !st.Active || st.Global == nil || st.Global.IncidentCorrelationID != res.IncidentCorrelationID || len(st.Devices) != 2 {
+		if !st.Active || st.Global == nil || st.Global.IncidentCorrelationID != res.IncidentCorrelationID ||
+			len(st.Devices) != 2 {
 			t.Fatalf("status after restart %+v", st)
 		}
 		if st.Global.StopPublishedAt == nil {
@@ -195,7 +196,8 @@ func TestTokenProvisioning(t *testing.T) {
 		if len(token) != tokenLength || sets[1].payload["token"] != r.svc.broadcastToken() {
 			t.Fatalf("tokens %v / %v", sets[0].payload, sets[1].payload)
 		}
-		if c, p := r.j.index("token-commit "+deviceScope(espA)), r.j.index("publish kaiser/god/esp/"+espA+"/system"); c < 0 || c > p {
+		c, p := r.j.index("token-commit "+deviceScope(espA)), r.j.index("publish kaiser/god/esp/"+espA+"/system")
+		if c < 0 || c > p {
 			t.Fatalf("token sent before it was committed: %v", r.j.all())
 		}
 		r.store.mu.Lock()

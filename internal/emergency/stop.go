@@ -270,7 +270,9 @@ func (s *Service) off(ctx context.Context, o actuator.Output, st stopRecord, res
 // sendStopMessage publishes the broadcast (global) or the device stop at
 // once, or after the largest valve travel time of the OFFs just sent
 // (docs/protocol.md E1, E4).
-func (s *Service) sendStopMessage(espID string, targets []device.Device, travel map[string]time.Duration, incident string) {
+func (s *Service) sendStopMessage(
+	espID string, targets []device.Device, travel map[string]time.Duration, incident string,
+) {
 	if espID == "" {
 		var wait time.Duration
 		for _, t := range travel {

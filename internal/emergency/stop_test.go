@@ -312,7 +312,8 @@ func TestStopWithoutBroker(t *testing.T) {
 	if !r.svc.resafe[espA] {
 		t.Error("a device whose stop message failed is not marked for re-safing")
 	}
-	if _, err := r.svc.Stop(context.Background(), StopRequest{EspID: "ESP_NOPE01", Reason: "x"}); !errors.Is(err, ErrDeviceNotFound) {
+	_, err := r.svc.Stop(context.Background(), StopRequest{EspID: "ESP_NOPE01", Reason: "x"})
+	if !errors.Is(err, ErrDeviceNotFound) {
 		t.Fatalf("unknown device: %v", err)
 	}
 }

@@ -57,11 +57,13 @@ func TestEmergencyStopSurvivesRestart(t *testing.T) {
 	if r := c.do("POST", "/api/v1/actuators/emergency_stop", viewer, map[string]any{"reason": "flood"}); r.status != 403 {
 		t.Fatalf("viewer stop: HTTP %d", r.status)
 	}
-	if r := c.do("POST", "/api/v1/actuators/emergency_stop", op, map[string]any{"gpio": 5, "reason": "flood"}); r.status != 422 {
+	r := c.do("POST", "/api/v1/actuators/emergency_stop", op, map[string]any{"gpio": 5, "reason": "flood"})
+	if r.status != 422 {
 		t.Fatalf("gpio without esp_id: HTTP %d", r.status)
 	}
-	r := c.do("POST", "/api/v1/actuators/emergency_stop", op, map[string]any{"reason": "flood in bed 3"})
-	if r.status != 200 || r.body["scope"] != "global" || r.body["latch_persisted"] != true || r.body["devices_stopped"] != 1.0 {
+	r = c.do("POST", "/api/v1/actuators/emergency_stop", op, map[string]any{"reason": "flood in bed 3"})
+	if r.status != 200 || r.body["scope"] != "global" || r.body["latch_persisted"] != true ||
+		r.body["devices_stopped"] != 1.0 {
 		t.Fatalf("stop: HTTP %d %s", r.status, r.raw)
 	}
 	incident := r.body["incident_correlation_id"].(string)
@@ -94,7 +96,8 @@ func TestEmergencyStopSurvivesRestart(t *testing.T) {
 	op = login(t, c, "operator", "Pass-word1")
 	st = c.do("GET", "/api/v1/actuators/emergency", op, nil)
 	g, _ = st.body["global"].(map[string]any)
-	if st.body["active"] != true || g["incident_correlation_id"] != incident || fmt.Sprint(latchedDevices(st)) != "["+id+"]" {
+	if st.body["active"] != true || g["incident_correlation_id"] != incident ||
+		fmt.Sprint(latchedDevices(st)) != "["+id+"]" {
 		t.Fatalf("status after restart: %s", st.raw)
 	}
 	if !h.Emergency.Latched(id) {
@@ -161,11 +164,12 @@ func TestDeviceStopAndClearWithTheDevicesAnswer(t *testing.T) {
 		t.Fatalf("stop: %s", r.raw)
 	}
 	stopped := time.Now()
-	if m := awaitMessage(t, dev, "/actuator/emergency", 5*time.Second); m["command"] != "emergency_stop" || m["auth_token"] != token {
+	if m := awaitMessage(t, dev, "/actuator/emergency", 5*time.Second); m["command"] != "emergency_stop" ||
+		m["auth_token"] != token {
 		t.Fatalf("device stop %v", m)
 	}
-	if r := c.do("POST", "/api/v1/actuators/clear-emergency", op, map[string]any{"esp_id": id, "reason": "fixed"}); r.status != 200 ||
-		r.body["details"].([]any)[0].(map[string]any)["outcome"] != emergency.OutcomeGuard {
+	r = c.do("POST", "/api/v1/actuators/clear-emergency", op, map[string]any{"esp_id": id, "reason": "fixed"})
+	if r.status != 200 || r.body["details"].([]any)[0].(map[string]any)["outcome"] != emergency.OutcomeGuard {
 		t.Fatalf("clear inside the guard: %s", r.raw)
 	}
 
@@ -179,7 +183,8 @@ func TestDeviceStopAndClearWithTheDevicesAnswer(t *testing.T) {
 	if m["command"] != "clear_emergency" || m["auth_token"] != token {
 		t.Fatalf("clear message %v", m)
 	}
-	if err := dev.publish(root+"actuator/emergency/response", `{"status":"emergency_cleared","timestamp":3725114}`, false); err != nil {
+	cleared := `{"status":"emergency_cleared","timestamp":3725114}`
+	if err := dev.publish(root+"actuator/emergency/response", cleared, false); err != nil {
 		t.Fatal(err)
 	}
 	cl := <-replies

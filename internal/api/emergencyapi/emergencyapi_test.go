@@ -136,7 +136,8 @@ func TestStop(t *testing.T) {
 		}}},
 	}
 
-	code, body := call(t, srv, "POST", "/api/v1/actuators/emergency-stop", `{"esp_id":"ESP_A1B2C3","gpio":5,"reason":"leak"}`)
+	code, body := call(t, srv, "POST", "/api/v1/actuators/emergency-stop",
+		`{"esp_id":"ESP_A1B2C3","gpio":5,"reason":"leak"}`)
 	if code != 200 {
 		t.Fatalf("HTTP %d %v", code, body)
 	}
@@ -216,7 +217,11 @@ func TestClear(t *testing.T) {
 		Reason:         "fixed",
 		StillActive:    true,
 		Message:        "0 of 1 devices cleared",
-		Details:        []emergency.DeviceClear{{EspID: "ESP_A1B2C3", Outcome: emergency.OutcomeTimeout, Message: "no answer"}},
+		Details: []emergency.DeviceClear{{
+			EspID:   "ESP_A1B2C3",
+			Outcome: emergency.OutcomeTimeout,
+			Message: "no answer",
+		}},
 	}
 	code, body := call(t, srv, "POST", "/api/v1/actuators/clear-emergency",
 		`{"esp_id":"ESP_A1B2C3","reason":"fixed","reconfigure_if_no_answer":true,"resume_rules":true}`)
@@ -253,9 +258,20 @@ func TestStatus(t *testing.T) {
 
 	at := time.Date(2026, 1, 5, 8, 15, 30, 0, time.UTC)
 	svc.status = emergency.Status{
-		Active:         true,
-		Global:         &emergency.LatchInfo{Reason: "flood", ActivatedAt: at, ActivatedBy: "olga", IncidentCorrelationID: "inc"},
-		Devices:        []emergency.LatchInfo{{EspID: "ESP_A1B2C3", Reason: "flood", ActivatedAt: at, IncidentCorrelationID: "inc", LastClearAttempt: &store.EmergencyClearAttempt{At: at, User: "olga", Outcome: "guard"}}},
+		Active: true,
+		Global: &emergency.LatchInfo{
+			Reason:                "flood",
+			ActivatedAt:           at,
+			ActivatedBy:           "olga",
+			IncidentCorrelationID: "inc",
+		},
+		Devices: []emergency.LatchInfo{{
+			EspID:                 "ESP_A1B2C3",
+			Reason:                "flood",
+			ActivatedAt:           at,
+			IncidentCorrelationID: "inc",
+			LastClearAttempt:      &store.EmergencyClearAttempt{At: at, User: "olga", Outcome: "guard"},
+		}},
 		RulesPaused:    []string{"ESP_B1B2C3"},
 		LatchPersisted: true,
 	}
@@ -265,7 +281,8 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("global %v", g)
 	}
 	d := body["devices"].([]any)[0].(map[string]any)
-	wantKeys := []string{"activated_at", "activated_by", "esp_id", "incident_correlation_id", "last_clear_attempt", "reason"}
+	wantKeys := []string{"activated_at", "activated_by", "esp_id", "incident_correlation_id", "last_clear_attempt",
+		"reason"}
 	if !slices.Equal(keys(d), wantKeys) || d["last_clear_attempt"].(map[string]any)["outcome"] != "guard" {
 		t.Fatalf("device %v", d)
 	}
