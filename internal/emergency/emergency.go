@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/actuator"
+	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
@@ -66,6 +67,8 @@ type Store interface {
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEntry)
 }
+
+var _ Auditor = (*audit.Log)(nil)
 
 // Alerter raises and resolves alerts.
 type Alerter interface {

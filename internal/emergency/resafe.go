@@ -161,6 +161,7 @@ func (s *Service) runResafe(ctx context.Context, espID, why string) {
 		"incident_correlation_id", st.incident)
 	var travel time.Duration
 	for _, o := range s.acts.Outputs(espID) {
+		o.EspID = espID
 		if a := s.off(ctx, o, st, why); !a.Success {
 			s.log.Warn("re-safing OFF not sent", "esp_id", espID, "gpio", o.GPIO, "message", a.Message)
 		}

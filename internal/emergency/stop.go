@@ -223,6 +223,7 @@ func (s *Service) stopOutputs(
 			if !inScope(o, gpio) {
 				continue
 			}
+			o.EspID = d.DeviceID
 			if !up {
 				ds.Actuators = append(ds.Actuators, ActuatorStop{
 					EspID:   d.DeviceID,
