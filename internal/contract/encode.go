@@ -188,6 +188,9 @@ type BroadcastEmergency struct {
 	Reason    string `json:"reason"`
 	IssuedBy  string `json:"issued_by"`
 	Timestamp string `json:"timestamp"`
+	// AuthToken is the hub's broadcast token (docs/protocol.md S4); newer
+	// production builds refuse a stop without it, the baseline ignores it.
+	AuthToken string `json:"auth_token,omitempty"`
 }
 
 // NewBroadcastEmergency builds the global stop with the length limits of docs/protocol.md §3.2.9.
@@ -197,6 +200,27 @@ func NewBroadcastEmergency(reason, issuedBy string, now time.Time) BroadcastEmer
 		Reason:    truncate(SanitizeText(reason), 24),
 		IssuedBy:  truncate(SanitizeText(issuedBy), 16),
 		Timestamp: now.UTC().Format("2006-01-02T15:04:05Z"),
+	}
+}
+
+// SetEmergencyToken is the `system/command` that provisions an emergency
+// token on newer firmware (docs/protocol.md §3.2.3, S4); the baseline ignores it.
+type SetEmergencyToken struct {
+	Command       string `json:"command"` // always set_emergency_token
+	Token         string `json:"token"`
+	TokenType     string `json:"token_type"` // esp or broadcast
+	Timestamp     int64  `json:"timestamp"`
+	CorrelationID string `json:"correlation_id"`
+}
+
+// NewSetEmergencyToken builds the provisioning command for a token of tokenType.
+func NewSetEmergencyToken(tokenType, token string, now time.Time, correlationID string) SetEmergencyToken {
+	return SetEmergencyToken{
+		Command:       "set_emergency_token",
+		Token:         token,
+		TokenType:     tokenType,
+		Timestamp:     now.Unix(),
+		CorrelationID: correlationID,
 	}
 }
 

@@ -110,7 +110,8 @@ type Service struct {
 	discovered []time.Time          // discovery times in the last minute
 	perID      map[string]time.Time
 
-	push *pushes
+	push  *pushes
+	hooks pushHooks
 }
 
 // New builds the service; call Load before serving traffic.

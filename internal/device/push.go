@@ -228,6 +228,7 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 
 	s.track(ctx, espID, push)
 	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
+	s.notifyPush(false, espID, push)
 	return corr, nil
 }
 
@@ -561,6 +562,7 @@ func (s *Service) finishPush(ctx context.Context, espID, corr string, timeout bo
 	s.push.mu.Unlock()
 	s.savePush(ctx, espID, p)
 	s.log.Info("config push settled", "esp_id", espID, "correlation_id", corr, "status", status)
+	s.notifyPush(true, espID, p)
 }
 
 // ConfigAvailable reports a push not confirmed (heartbeat ack field).

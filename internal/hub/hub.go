@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
+	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
@@ -29,6 +31,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/emergency"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/live"
@@ -91,6 +94,12 @@ type Hub struct {
 	Alerts   *notify.Service
 	Readings *sqlite.ReadingSink
 	Zones    *zone.Service
+	// Emergency holds the emergency-stop latches (docs/domain.md §5).
+	Emergency *emergency.Service
+
+	// serving is set while the hub serves devices; readiness changes of the
+	// emergency latches apply only then.
+	serving atomic.Bool
 
 	auditStop chan struct{}
 	auditDone chan struct{}
@@ -134,6 +143,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadSensors,
 		h.buildAPI,
 		h.loadZones,
+		h.loadEmergency,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -317,6 +327,37 @@ func (h *Hub) loadZones(ctx context.Context) error {
 	return nil
 }
 
+// loadEmergency restores the emergency latches before the broker
+// subscription and before any command is accepted (docs/domain.md §5.1),
+// then connects the push hooks (re-safing, clear by re-configuration), the
+// readiness and the routes of docs/api.md §8.4.
+func (h *Hub) loadEmergency(ctx context.Context) error {
+	h.Emergency = emergency.New(emergency.Deps{
+		Actuators: h.emergencyActuators(),
+		Devices:   h.Devices,
+		Broker:    h.Broker,
+		Store:     h.Store,
+		Audit:     h.Audit,
+		Alerts:    h.Alerts,
+		Events:    h.Events,
+		Logger:    h.Log.With("component", "emergency"),
+	})
+	if err := h.Emergency.Load(ctx); err != nil {
+		return fmt.Errorf("load emergency latches: %w", err)
+	}
+
+	h.Devices.OnPushPublished(h.Emergency.HandlePushPublished)
+	h.Devices.OnPushResult(h.Emergency.HandlePushResult)
+	// Not ready while a latch is held only in memory (docs/domain.md §5.2 step 1).
+	h.Emergency.OnReadiness(func(ok bool) {
+		if h.serving.Load() {
+			h.API.SetReady(ok)
+		}
+	})
+	emergencyapi.Register(h.API, h.Emergency)
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -329,10 +370,14 @@ func (h *Hub) startIngest(context.Context) error {
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
+	d.Handle(contract.KindEmergencyResponse, h.Emergency.HandleEmergencyResponse)
+	d.Handle(contract.KindEmergencyError, h.Emergency.HandleEmergencyError)
+	d.Handle(contract.KindSystemCommandResponse, h.Emergency.HandleSystemCommandResponse)
 	for _, k := range contract.InboundKinds {
 		switch k {
 		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData,
-			contract.KindConfigResponse:
+			contract.KindConfigResponse, contract.KindEmergencyResponse, contract.KindEmergencyError,
+			contract.KindSystemCommandResponse:
 		default:
 			d.Handle(k, h.Devices.HandleGated())
 		}
@@ -410,7 +455,8 @@ func (h *Hub) openToDevices(ctx context.Context) error {
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 
 	h.Debug.Resume()
-	h.API.SetReady(true)
+	h.serving.Store(true)
+	h.API.SetReady(h.Emergency.Ready())
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
 		Event:     "startup_complete",
 		Message:   "hub started",
@@ -505,6 +551,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		}
 	}
 	log.Info("shutting down")
+	h.serving.Store(false)
 	h.API.SetReady(false)
 	h.Events.Publish(event.Event{Data: event.SystemEvent{
 		Event:     "shutdown",
@@ -521,6 +568,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		err = h.httpSrv.Close()
 	}
 	step("http", err)
+	h.Emergency.Close()
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
 	h.Devices.StopPush()
@@ -550,6 +598,9 @@ func (h *Hub) abort() {
 	}
 	if h.httpLn != nil {
 		_ = h.httpLn.Close()
+	}
+	if h.Emergency != nil {
+		h.Emergency.Close()
 	}
 	if h.auditStop != nil {
 		close(h.auditStop)
