@@ -306,4 +306,3 @@ func (r *rig) command(gpio int, name string, value float64, duration int64, corr
 	}
 	r.hub(dev("actuator/"+strconv.Itoa(gpio)+"/command"), string(b))
 }
-
