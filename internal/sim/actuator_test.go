@@ -227,17 +227,18 @@ func TestDurations(t *testing.T) {
 // next periodic status shows the new one.
 func TestValveTravel(t *testing.T) {
 	cases := []struct {
-		name    string
-		cmd     string
-		value   float64
-		steps   int
-		pwm     int
-		opening float64
+		name      string
+		cmd       string
+		value     float64
+		valueText string
+		steps     int
+		pwm       int
+		opening   float64
 	}{
-		{"ON opens in two steps", "ON", 1, 2, 254, 1},
-		{"PWM 0.5 half opens", "PWM", 0.5, 1, 127, 0.5},
-		{"PWM 0.66 opens", "PWM", 0.66, 2, 254, 1},
-		{"PWM 0.3 stays closed", "PWM", 0.3, 0, 0, 0},
+		{"ON opens in two steps", "ON", 1, "1.000", 2, 254, 1},
+		{"PWM 0.5 half opens", "PWM", 0.5, "0.500", 1, 127, 0.5},
+		{"PWM 0.66 opens", "PWM", 0.66, "0.660", 2, 254, 1},
+		{"PWM 0.3 stays closed", "PWM", 0.3, "0.300", 0, 0, 0},
 	}
 	for _, p := range profiles {
 		for _, c := range cases {
@@ -247,7 +248,7 @@ func TestValveTravel(t *testing.T) {
 					onePerType(r) // 1 s of uptime; the first periodic status is at 30 s
 					r.command(25, c.cmd, c.value, 60, "v")
 					closed := r.status(25, "valve", false, 0, 0, "normal")
-					resp := r.response(25, c.cmd, threeDecimals(float32(c.value)), 60, true, "Command executed", "")
+					resp := r.response(25, c.cmd, c.valueText, 60, true, "Command executed", "")
 					if p.quirks == "default" {
 						r.expect(closed, resp, closed)
 					} else {

