@@ -151,7 +151,8 @@ func TestDeviceEmergencyBaseline(t *testing.T) {
 			if s := r.state(5); !s.On || s.Latched {
 				t.Fatalf("pump after a baseline device stop: %+v", s)
 			}
-			if want := "[ERROR   ] Invalid actuator command topic: " + dev("actuator/emergency"); !strings.Contains(log.String(), want) {
+			want := "[ERROR   ] Invalid actuator command topic: " + dev("actuator/emergency")
+			if !strings.Contains(log.String(), want) {
 				t.Fatalf("log lacks %q", want)
 			}
 		})
@@ -187,7 +188,10 @@ func TestDeviceEmergencyNewer(t *testing.T) {
 
 		r.wait(clearGuard - time.Millisecond)
 		r.hub(dev("actuator/emergency"), `{"command":"clear_emergency","auth_token":"any"}`)
-		r.expect(r.alert(255, "verification_failed", "clear_emergency"), emergencyError("clear_failed", "Safety verification failed"))
+		r.expect(
+			r.alert(255, "verification_failed", "clear_emergency"),
+			emergencyError("clear_failed", "Safety verification failed"),
+		)
 		if !r.state(5).Latched {
 			t.Fatal("a refused clear unlatched")
 		}
@@ -257,8 +261,8 @@ func TestEmergencyTokens(t *testing.T) {
 }
 
 func tokenResponse(success bool, rest string) string {
-	return fmt.Sprintf(`system/command/response {"command":"set_emergency_token","esp_id":"%s","success":%t,%s,"ts":%d,"seq":N}`,
-		testID, success, rest, now())
+	return fmt.Sprintf(`system/command/response {"command":"set_emergency_token","esp_id":"%s",`+
+		`"success":%t,%s,"ts":%d,"seq":N}`, testID, success, rest, now())
 }
 
 // S4: the tokens the hub provisions are answered and enforced; the

@@ -67,7 +67,8 @@ func fieldOf(text, key string) string {
 	return strings.ReplaceAll(strings.TrimSpace(text[at:at+end]), `"`, "")
 }
 
-var floatPrefix = regexp.MustCompile(`^[ \t\n]*[+-]?(inf(inity)?|nan|[0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?)`)
+var floatPrefix = regexp.MustCompile(
+	`^[ \t\n]*[+-]?(inf(inity)?|nan|[0-9]+\.?[0-9]*([eE][+-]?[0-9]+)?|\.[0-9]+([eE][+-]?[0-9]+)?)`)
 
 // toFloat is Arduino's String.toFloat: the longest numeric prefix as a
 // 32-bit float, 0 when there is none.
