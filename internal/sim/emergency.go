@@ -80,11 +80,11 @@ func (n *Node) stopAll(statuses bool) {
 // routing defect (Q5 off, §3.2.8).
 func (n *Node) handleDeviceEmergency(raw []byte) {
 	v, ok := parseInPool(raw, emergencyPool)
-	m, isObject := v.(map[string]any)
-	if !ok || !isObject {
+	if !ok {
 		n.logf("ERROR", "Failed to parse emergency command JSON")
 		return
 	}
+	m, _ := v.(map[string]any) // any other JSON value reads as an object without keys
 	if token := asString(m, "auth_token"); n.espToken != "" && token != n.espToken {
 		n.banner("ERROR", "║  UNAUTHORIZED EMERGENCY-STOP ATTEMPT  ║")
 		n.emergencyReply("error", object().str("error", "unauthorized").str("message", "Invalid auth_token"))

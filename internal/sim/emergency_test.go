@@ -240,6 +240,7 @@ func TestEmergencyTokens(t *testing.T) {
 		{"wrong", "Kq7f3a91c2Bd04e6", `{"command":"emergency_stop","auth_token":"` + testID + `"}`, false},
 		{"missing", "Kq7f3a91c2Bd04e6", `{"command":"emergency_stop"}`, false},
 		{"wrong token, clear", "Kq7f3a91c2Bd04e6", `{"command":"clear_emergency","auth_token":"x"}`, false},
+		{"not an object", "Kq7f3a91c2Bd04e6", `1`, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -314,4 +315,27 @@ func TestDeviceEmergencyPool(t *testing.T) {
 			t.Fatal("an oversize stop latched")
 		}
 	})
+}
+
+// Q13 in an emergency: the baseline's forced stop returns early for an
+// active-low relay believed off, which stays energised; newer firmware
+// rewrites the pin.
+func TestEmergencyStopOfActiveLowRelay(t *testing.T) {
+	for _, c := range []struct {
+		quirks    string
+		energised bool
+	}{{"default", true}, {"none", false}} {
+		t.Run(c.quirks, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := boot(t, c.quirks)
+				relay := item(16, "relay")
+				relay.InvertedLogic = true
+				r.configure(relay)
+				r.hub(broadcast, `{"command":"emergency_stop"}`)
+				if s := r.state(16); s.Energised != c.energised || s.On {
+					t.Fatalf("active-low relay after the stop: %+v, want energised %t", s, c.energised)
+				}
+			})
+		})
+	}
 }
