@@ -390,6 +390,13 @@ func (n *Node) periodicStatuses() {
 // autoOffs switches an ON off when its duration ends: newer firmware only,
 // never a PWM, and only while the output is reported on (Q10).
 func (n *Node) autoOffs(up time.Duration) {
+	armed := false
+	for _, a := range n.actuators {
+		armed = armed || a.autoOffAt != 0
+	}
+	if !armed {
+		return // the common case, checked on every tick of every node
+	}
 	for _, a := range n.sortedActuators() {
 		a.settle(up)
 		if on, _ := a.reported(); a.autoOffAt == 0 || !on || up < a.autoOffAt {
