@@ -13,19 +13,27 @@ import (
 	"time"
 )
 
-// Quirks are the firmware behaviours of CONTRACT §6.6 that `--quirks` switches.
+// Quirks are the firmware behaviours of CONTRACT §6.6 that `--quirks`
+// switches. A zero Quirks is newer firmware without `seq`; Seq marks the
+// newer firmware's payloads and with them its texts and echoes
+// (correlation ids, specific failure messages, tokens).
 type Quirks struct {
 	Retain             bool // Q1: "QoS 1" publishes go out as QoS 0 + RETAIN
 	NoResubscribe      bool // Q3: subscribe only after the first connect
 	LateFirstHeartbeat bool // Q6: first heartbeat at uptime ≥ 60 s
 	EmptyKaiserID      bool // baseline default kaiser_id ""
 	NTPZero            bool // Q7: ts = 0
+	EmergencyRouting   bool // Q5: `actuator/emergency` dropped as an invalid command
+	IgnoreDuration     bool // Q10: a command's duration is never enforced
+	TwoStatuses        bool // Q16: status → response → status around a command
 	Seq                bool // newer firmware: `seq` in every payload
 }
 
 // DefaultQuirks is the field firmware: retain, no-resubscribe, late first
-// heartbeat, empty kaiser id, NTP synced.
-const DefaultQuirks = "retain,no-resubscribe,late-first-heartbeat,empty-kaiser-id"
+// heartbeat, empty kaiser id, the emergency routing defect, no duration,
+// two statuses per command; NTP synced.
+const DefaultQuirks = "retain,no-resubscribe,late-first-heartbeat,empty-kaiser-id," +
+	"emergency-routing,ignore-duration,two-statuses"
 
 // ParseQuirks reads a --quirks list; "none" is the newer firmware, "all"
 // adds ntp-zero to the default.
@@ -39,22 +47,26 @@ func ParseQuirks(s string) (Quirks, error) {
 		return Quirks{Seq: true}, nil
 	}
 	var q Quirks
+	switches := map[string]*bool{
+		"retain":               &q.Retain,
+		"no-resubscribe":       &q.NoResubscribe,
+		"late-first-heartbeat": &q.LateFirstHeartbeat,
+		"empty-kaiser-id":      &q.EmptyKaiserID,
+		"ntp-zero":             &q.NTPZero,
+		"emergency-routing":    &q.EmergencyRouting,
+		"ignore-duration":      &q.IgnoreDuration,
+		"two-statuses":         &q.TwoStatuses,
+	}
 	for _, name := range strings.Split(s, ",") {
-		switch strings.TrimSpace(name) {
-		case "retain":
-			q.Retain = true
-		case "no-resubscribe":
-			q.NoResubscribe = true
-		case "late-first-heartbeat":
-			q.LateFirstHeartbeat = true
-		case "empty-kaiser-id":
-			q.EmptyKaiserID = true
-		case "ntp-zero":
-			q.NTPZero = true
-		case "":
-		default:
-			return q, fmt.Errorf("unknown quirk %q (retain, no-resubscribe, late-first-heartbeat, empty-kaiser-id, ntp-zero, none, all)", name)
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
 		}
+		on, ok := switches[name]
+		if !ok {
+			return q, fmt.Errorf("unknown quirk %q (%s, ntp-zero, none, all)", name, DefaultQuirks)
+		}
+		*on = true
 	}
 	return q, nil
 }
@@ -109,19 +121,20 @@ type NodeConfig struct {
 	Clock          *Clock
 	BootLog        io.Writer
 	Seed           int64
+	ZoneID         string // the zone the node believes it is in, until a zone/assign
+	MasterZoneID   string
+	// EmergencyToken and BroadcastToken are newer firmware's stored tokens;
+	// empty accepts any (§3.2.8). set_emergency_token replaces them.
+	EmergencyToken string
+	BroadcastToken string
+	// Observe, if set, sees every message the node receives or publishes,
+	// in order, on the node's goroutine; it must not call the node.
+	Observe func(Message)
 }
 
 // Stats are a node's counters.
 type Stats struct {
 	Sent, Received, Errors, Reconnects atomic.Int64
-}
-
-type actuator struct {
-	gpio    int
-	typ     string
-	on      bool
-	pwm     int
-	latched bool
 }
 
 // Node is one simulated ESP32 running the baseline firmware model.
@@ -130,27 +143,51 @@ type Node struct {
 	rng        *rand.Rand
 	booted     time.Time // simulated boot time
 	kaiser     string
+	zone       string
+	masterZone string
 	mu         sync.Mutex
-	wire       *Wire
+	wire       link
+	dial       func(addr string, o WireOptions) (link, error)
 	connected  bool
 	subscribed bool
 	buffer     [][3]string // offline buffer: topic, payload, retain flag (U3)
 	actuators  map[int]*actuator
-	values     map[int]float64
-	dir        map[int]float64
-	inbox      chan [2]string
-	ctl        chan func()
-	override   map[int]float64
-	nextRead   map[int]time.Duration
-	state      string
-	nextHB     time.Duration
-	logMu      sync.Mutex
-	messages   []Message
-	Stats      Stats
-	killed     atomic.Bool
-	paused     atomic.Bool
-	stopped    chan struct{}
+	// fwActuators is the firmware's own actuator count for the heartbeat;
+	// the baseline loses one per re-configuration (CONTRACT §3.1.2).
+	fwActuators    int
+	stoppedOnce    bool
+	lastStop       time.Duration // uptime of the last emergency stop
+	resumeAt       time.Duration // end of an accepted clear's 2-s block
+	espToken       string
+	broadcastToken string
+	values         map[int]float64
+	dir            map[int]float64
+	inbox          chan [2]string
+	ctl            chan func()
+	override       map[int]float64
+	nextRead       map[int]time.Duration
+	state          string
+	nextHB         time.Duration
+	logMu          sync.Mutex
+	messages       []Message
+	Stats          Stats
+	killed         atomic.Bool
+	paused         atomic.Bool
+	stopped        chan struct{}
 }
+
+// link is the node's MQTT connection: a Wire, or a test's fake.
+type link interface {
+	Publish(topic string, payload []byte, retain bool) error
+	Flush() error
+	Subscribe(filters ...string) error
+	Kill()
+	Done() <-chan struct{}
+}
+
+var _ link = (*Wire)(nil)
+
+func dialWire(addr string, o WireOptions) (link, error) { return DialWire(addr, o) }
 
 // NewNode builds a node; Run starts it.
 func NewNode(cfg NodeConfig) *Node {
@@ -169,6 +206,9 @@ func NewNode(cfg NodeConfig) *Node {
 	n := &Node{cfg: cfg, rng: rand.New(rand.NewSource(cfg.Seed)), actuators: map[int]*actuator{}, values: map[int]float64{},
 		dir: map[int]float64{}, inbox: make(chan [2]string, 256), stopped: make(chan struct{}), ctl: make(chan func(), 16),
 		override: map[int]float64{}, nextRead: map[int]time.Duration{}, state: "OPERATIONAL"}
+	n.dial = dialWire
+	n.zone, n.masterZone = cfg.ZoneID, cfg.MasterZoneID
+	n.espToken, n.broadcastToken = cfg.EmergencyToken, cfg.BroadcastToken
 	if !cfg.Quirks.EmptyKaiserID {
 		n.kaiser = "god"
 	}
@@ -207,9 +247,9 @@ func box(title string) []string {
 	return []string{"╔" + bar + "╗", title, "╚" + bar + "╝"}
 }
 
-func (n *Node) banner(title string) {
+func (n *Node) banner(level, title string) {
 	for _, l := range box(title) {
-		n.logf("INFO", "%s", l)
+		n.logf(level, "%s", l)
 	}
 }
 
@@ -248,11 +288,15 @@ func (n *Node) Run(ctx context.Context) error {
 	failures := 0
 	var retryAt time.Duration
 	for {
+		inbox := n.inbox
+		if n.blocked() {
+			inbox = nil // an accepted clear blocks the main loop for 2 s
+		}
 		select {
 		case <-ctx.Done():
 			n.kill()
 			return nil
-		case m := <-n.inbox:
+		case m := <-inbox:
 			n.handle(m[0], []byte(m[1]))
 		case f := <-n.ctl:
 			f()
@@ -261,9 +305,21 @@ func (n *Node) Run(ctx context.Context) error {
 		if n.killed.Load() {
 			return nil
 		}
+		if n.resumeAt != 0 {
+			if n.blocked() {
+				continue
+			}
+			n.resume()
+		}
 		up := n.uptime()
 		if n.paused.Load() {
 			continue
+		}
+		// The actuator loop runs without MQTT too; its statuses are buffered (U3).
+		n.autoOffs(up)
+		if up >= nextStatus {
+			n.periodicStatuses()
+			nextStatus = up + n.cfg.StatusEvery
 		}
 		if !n.isConnected() {
 			if failures >= 10 {
@@ -299,12 +355,6 @@ func (n *Node) Run(ctx context.Context) error {
 				n.nextRead[s.GPIO] = up + s.Interval
 			}
 		}
-		if up >= nextStatus {
-			for _, a := range n.sortedActuators() {
-				n.status(a)
-			}
-			nextStatus = up + n.cfg.StatusEvery
-		}
 	}
 }
 
@@ -317,7 +367,7 @@ func (n *Node) isConnected() bool {
 func (n *Node) connect(first bool) error {
 	willTS := n.unix()
 	will, _ := json.Marshal(map[string]any{"status": "offline", "reason": "unexpected_disconnect", "timestamp": willTS})
-	w, err := DialWire(n.cfg.Broker, WireOptions{ClientID: n.cfg.EspID, KeepAlive: 60, WillTopic: n.topic("system/will"),
+	w, err := n.dial(n.cfg.Broker, WireOptions{ClientID: n.cfg.EspID, KeepAlive: 60, WillTopic: n.topic("system/will"),
 		WillPayload: will, WillQoS: 1, WillRetain: true, OnMessage: func(topic string, payload []byte) {
 			n.Stats.Received.Add(1)
 			select {
@@ -409,11 +459,15 @@ type Message struct {
 
 func (n *Node) record(topic string, payload []byte, dir string) {
 	n.logMu.Lock()
-	defer n.logMu.Unlock()
 	if len(n.messages) >= 500 {
 		n.messages = n.messages[1:]
 	}
-	n.messages = append(n.messages, Message{Topic: topic, Payload: string(payload), Timestamp: time.Now().UTC(), Direction: dir})
+	m := Message{Topic: topic, Payload: string(payload), Timestamp: time.Now().UTC(), Direction: dir}
+	n.messages = append(n.messages, m)
+	n.logMu.Unlock()
+	if n.cfg.Observe != nil {
+		n.cfg.Observe(m)
+	}
 }
 
 // Messages returns the newest messages first, at most limit.
@@ -440,9 +494,9 @@ func (n *Node) publishJSON(suffix string, v map[string]any, qos1, bufferable boo
 }
 
 func (n *Node) heartbeat() map[string]any {
-	hb := map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "master_zone_id": "",
-		"zone_assigned": false, "ts": n.unix(), "uptime": int64(n.uptime().Seconds()), "heap_free": 180000 + n.rng.Intn(10000),
-		"wifi_rssi": -70 + n.rng.Intn(20), "sensor_count": len(n.cfg.Sensors), "actuator_count": len(n.actuators)}
+	hb := map[string]any{"esp_id": n.cfg.EspID, "zone_id": n.zone, "master_zone_id": n.masterZone,
+		"zone_assigned": n.zone != "", "ts": n.unix(), "uptime": int64(n.uptime().Seconds()), "heap_free": 180000 + n.rng.Intn(10000),
+		"wifi_rssi": -70 + n.rng.Intn(20), "sensor_count": len(n.cfg.Sensors), "actuator_count": n.fwActuators}
 	if n.cfg.Quirks.Seq {
 		hb["state"] = n.state // newer firmware and mocks report their system state
 	}
@@ -484,31 +538,12 @@ func (n *Node) reading(s SensorSpec) {
 	if s.Quality != "" {
 		quality = s.Quality
 	}
-	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"","subzone_id":"","gpio":%d,"sensor_type":"%s","raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
-		n.cfg.EspID, s.GPIO, s.Type, int64(raw), raw, unit, quality, n.unix(), rawMode)
+	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"%s","subzone_id":"","gpio":%d,"sensor_type":"%s","raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
+		n.cfg.EspID, n.zone, s.GPIO, s.Type, int64(raw), raw, unit, quality, n.unix(), rawMode)
 	if n.cfg.Quirks.Seq {
 		payload += fmt.Sprintf(`,"seq":%d`, n.Stats.Sent.Load()+1)
 	}
 	n.send(n.topic(fmt.Sprintf("sensor/%d/data", s.GPIO)), []byte(payload+"}"), true, false)
-}
-
-func (n *Node) status(a *actuator) {
-	emergency := "normal"
-	if a.latched {
-		emergency = "active"
-	}
-	n.publishJSON(fmt.Sprintf("actuator/%d/status", a.gpio), map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "subzone_id": "",
-		"ts": n.unix(), "gpio": a.gpio, "type": a.typ, "state": a.on, "pwm": a.pwm, "runtime_ms": 0, "emergency": emergency}, true, true)
-}
-
-func (n *Node) sortedActuators() []*actuator {
-	var out []*actuator
-	for g := 0; g < 40; g++ {
-		if a := n.actuators[g]; a != nil {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // handle reacts to a hub message (CONTRACT §6.3).
@@ -518,20 +553,12 @@ func (n *Node) handle(topic string, payload []byte) {
 	switch {
 	case strings.HasSuffix(topic, "/config"):
 		n.handleConfig(payload)
-	case strings.Contains(topic, "/actuator/") && strings.HasSuffix(topic, "/command"):
-		n.handleCommand(topic, payload)
 	case topic == "kaiser/broadcast/emergency":
-		var v map[string]any
-		if json.Unmarshal(payload, &v) != nil || len(payload) > 256 {
-			n.logf("ERROR", "Failed to parse broadcast emergency JSON")
-			return
-		}
-		n.banner("║   BROADCAST EMERGENCY-STOP RECEIVED    ║")
-		for _, a := range n.sortedActuators() {
-			a.on, a.pwm, a.latched = false, 0, true
-			n.publishJSON(fmt.Sprintf("actuator/%d/alert", a.gpio), map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "ts": n.unix(),
-				"gpio": a.gpio, "alert_type": "emergency_stop", "message": "Actuator stopped"}, true, true)
-		}
+		n.handleBroadcast(payload)
+	case strings.HasSuffix(topic, "/actuator/emergency") && !n.cfg.Quirks.EmergencyRouting:
+		n.handleDeviceEmergency(payload)
+	case strings.Contains(topic, "/actuator/"):
+		n.handleCommand(topic, payload) // with Q5 also the emergency topic, refused as gpio 255
 	case strings.HasSuffix(topic, "/zone/assign"):
 		var z map[string]any
 		if json.Unmarshal(payload, &z) != nil {
@@ -542,25 +569,33 @@ func (n *Node) handle(topic string, payload []byte) {
 			n.logf("ERROR", "Zone assignment with empty zone_id ignored")
 			return
 		}
-		n.banner("║        ZONE ASSIGNMENT RECEIVED        ║")
+		n.banner("INFO", "║        ZONE ASSIGNMENT RECEIVED        ║")
 		if k, _ := z["kaiser_id"].(string); k != "" {
 			n.kaiser = k // Q4: the publish root moves at once
 		} else {
 			n.kaiser = "god"
 		}
 		master, _ := z["master_zone_id"].(string)
+		n.zone, n.masterZone = zone, master
 		n.publishJSON("zone/ack", map[string]any{"esp_id": n.cfg.EspID, "status": "zone_assigned", "zone_id": zone,
 			"master_zone_id": master, "ts": n.unix()}, true, true)
 	case strings.HasSuffix(topic, "/system/command"):
 		var c map[string]any
-		if json.Unmarshal(payload, &c) != nil || c["command"] != "factory_reset" || c["confirm"] != true {
+		if json.Unmarshal(payload, &c) != nil {
 			return
 		}
-		n.banner("║          FACTORY RESET via MQTT        ║")
+		if c["command"] == "set_emergency_token" && n.cfg.Quirks.Seq {
+			n.setEmergencyToken(c)
+			return
+		}
+		if c["command"] != "factory_reset" || c["confirm"] != true {
+			return
+		}
+		n.banner("WARNING", "║          FACTORY RESET via MQTT        ║")
 		n.publishJSON("system/command/response", map[string]any{"status": "factory_reset_initiated", "esp_id": n.cfg.EspID}, true, true)
 		time.AfterFunc(n.cfg.Clock.Real(3*time.Second), n.kill)
 	case strings.HasSuffix(topic, "/subzone/assign"):
-		n.banner("║      SUBZONE ASSIGNMENT RECEIVED       ║")
+		n.banner("INFO", "║      SUBZONE ASSIGNMENT RECEIVED       ║")
 		var z map[string]any
 		ack := map[string]any{"esp_id": n.cfg.EspID, "timestamp": int64(n.uptime().Seconds())}
 		if err := json.Unmarshal(payload, &z); err != nil {
@@ -572,181 +607,7 @@ func (n *Node) handle(topic string, payload []byte) {
 		}
 		n.publishJSON("subzone/ack", ack, true, true)
 	case strings.HasSuffix(topic, "/subzone/remove"):
-		n.banner("║       SUBZONE REMOVAL RECEIVED         ║") // baseline: no ack
-	case strings.HasSuffix(topic, "/actuator/emergency"):
-		n.logf("ERROR", "Invalid actuator command topic: %s", topic) // Q5
-	}
-}
-
-func (n *Node) handleConfig(payload []byte) {
-	var cfg map[string]any
-	if err := json.Unmarshal(payload, &cfg); err != nil || len(payload) > 4096 {
-		n.configResponse("sensor", "error", 0, "Failed to parse sensor config JSON: NoMemory", "JSON_PARSE_ERROR", nil)
-		n.configResponse("actuator", "error", 0, "Failed to parse actuator config JSON: NoMemory", "JSON_PARSE_ERROR", nil)
-		return
-	}
-	for _, section := range []string{"sensor", "actuator"} {
-		items, ok := cfg[section+"s"].([]any)
-		title := strings.ToUpper(section[:1]) + section[1:]
-		switch {
-		case !ok:
-			n.configResponse(section, "error", 0, title+" config missing '"+section+"s' array", "MISSING_FIELD", nil)
-			continue
-		case len(items) == 0:
-			n.configResponse(section, "error", 0, title+" config array is empty", "MISSING_FIELD", nil)
-			continue
-		}
-		good := 0
-		for _, it := range items {
-			m, _ := it.(map[string]any)
-			if code, msg := n.applyItem(section, m); code != "" {
-				n.configResponse(section, "error", 0, msg, code, m)
-				continue
-			}
-			good++
-		}
-		if good == len(items) {
-			n.configResponse(section, "success", good, fmt.Sprintf("Configured %d %s(s) successfully", good, section), "", nil)
-		}
-	}
-}
-
-// applyItem applies one config item (C3–C6); it returns an error code and message.
-func (n *Node) applyItem(section string, m map[string]any) (string, string) {
-	title := strings.ToUpper(section[:1]) + section[1:]
-	g, ok := m["gpio"].(float64)
-	if _, present := m["gpio"]; !present {
-		return "MISSING_FIELD", title + " config missing required field 'gpio'"
-	}
-	if !ok {
-		return "TYPE_MISMATCH", title + " field 'gpio' must be an integer"
-	}
-	gpio := int(g)
-	if section == "sensor" {
-		for _, k := range []string{"sensor_type", "sensor_name"} {
-			if _, present := m[k]; !present {
-				return "MISSING_FIELD", "Sensor config missing required field '" + k + "'"
-			}
-		}
-		typ, _ := m["sensor_type"].(string)
-		if gpio > 39 || typ == "" {
-			return "VALIDATION_FAILED", fmt.Sprintf("Sensor validation failed for GPIO %d", gpio)
-		}
-		active, set := m["active"].(bool)
-		if set && !active {
-			n.removeSensor(gpio)
-			return "", ""
-		}
-		n.upsertSensor(SensorSpec{GPIO: gpio, Type: typ, Base: 2048, Pattern: "constant"})
-		return "", ""
-	}
-	typ, _ := m["actuator_type"].(string)
-	if typ == "" {
-		typ, _ = m["type"].(string)
-	}
-	if _, present := m["actuator_name"]; !present {
-		if _, alias := m["name"]; !alias {
-			return "MISSING_FIELD", "Actuator config missing required field 'actuator_name'"
-		}
-	}
-	switch typ {
-	case "":
-		return "VALIDATION_FAILED", "Actuator type cannot be empty"
-	case "pump", "valve", "pwm", "relay":
-	default:
-		return "UNKNOWN_ERROR", fmt.Sprintf("Failed to configure actuator on GPIO %d", gpio)
-	}
-	if active, set := m["active"].(bool); set && !active {
-		delete(n.actuators, gpio)
-		return "", ""
-	}
-	def, _ := m["default_state"].(bool)
-	a := &actuator{gpio: gpio, typ: typ, on: def}
-	if def {
-		a.pwm = 255
-	}
-	n.actuators[gpio] = a // C5: re-created, latch cleared
-	n.status(a)
-	return "", ""
-}
-
-func (n *Node) upsertSensor(s SensorSpec) {
-	for i := range n.cfg.Sensors {
-		if n.cfg.Sensors[i].GPIO == s.GPIO {
-			n.cfg.Sensors[i].Type = s.Type
-			return
-		}
-	}
-	n.cfg.Sensors = append(n.cfg.Sensors, s)
-	n.values[s.GPIO], n.dir[s.GPIO] = s.Base, 1
-}
-
-func (n *Node) removeSensor(gpio int) {
-	out := n.cfg.Sensors[:0]
-	for _, s := range n.cfg.Sensors {
-		if s.GPIO != gpio {
-			out = append(out, s)
-		}
-	}
-	n.cfg.Sensors = out
-}
-
-func (n *Node) configResponse(section, status string, count int, msg, code string, item map[string]any) {
-	m := map[string]any{"status": status, "type": section, "count": count, "message": msg}
-	if code != "" {
-		m["error_code"] = code
-	}
-	if item != nil {
-		m["failed_item"] = item
-	}
-	n.publishJSON("config_response", m, true, true)
-}
-
-// handleCommand applies an actuator command (CONTRACT §3.2.1, §6.3).
-func (n *Node) handleCommand(topic string, payload []byte) {
-	parts := strings.Split(topic, "/")
-	var gpio int
-	fmt.Sscan(parts[len(parts)-2], &gpio)
-	var c map[string]any
-	_ = json.Unmarshal(payload, &c)
-	cmd, _ := c["command"].(string)
-	v, _ := c["value"].(float64)
-	dur, _ := c["duration"].(float64)
-	a := n.actuators[gpio]
-	ok := a != nil && !a.latched
-	if ok {
-		switch strings.ToUpper(cmd) {
-		case "ON":
-			a.on, a.pwm = true, 255
-		case "OFF":
-			a.on, a.pwm = false, 0
-		case "PWM":
-			if v < 0 || v > 1 {
-				ok = false
-			} else if a.typ == "pwm" {
-				a.pwm = int(v * 255)
-				a.on = a.pwm > 0
-			} else {
-				a.on = v >= 0.5
-				a.pwm = map[bool]int{true: 255, false: 0}[a.on]
-			}
-		default:
-			ok = false
-		}
-	}
-	msg := "Command executed"
-	if !ok {
-		msg = "Command failed"
-	}
-	resp := map[string]any{"esp_id": n.cfg.EspID, "zone_id": "", "ts": n.unix(), "gpio": gpio, "command": cmd,
-		"value": math.Round(v*1000) / 1000, "duration": int(dur), "success": ok, "message": msg}
-	if corr, _ := c["correlation_id"].(string); corr != "" && n.cfg.Quirks.Seq {
-		resp["correlation_id"] = corr
-	}
-	n.publishJSON(fmt.Sprintf("actuator/%d/response", gpio), resp, true, true)
-	if ok {
-		n.status(a)
-		n.status(a)
+		n.banner("INFO", "║       SUBZONE REMOVAL RECEIVED         ║") // baseline: no ack
 	}
 }
 
@@ -804,27 +665,6 @@ func (n *Node) RemoveSensor(gpio int) bool {
 	return n.Do(func() { n.removeSensor(gpio); delete(n.override, gpio) })
 }
 
-// SetActuator creates or sets a simulated actuator and publishes its status.
-func (n *Node) SetActuator(gpio int, typ string, on bool, value float64, publish bool) bool {
-	return n.Do(func() {
-		a := n.actuators[gpio]
-		if a == nil {
-			a = &actuator{gpio: gpio, typ: typ}
-			n.actuators[gpio] = a
-		}
-		if typ != "" {
-			a.typ = typ
-		}
-		a.on, a.pwm = on, int(math.Round(value*255))
-		if on && a.pwm == 0 {
-			a.pwm = 255
-		}
-		if publish {
-			n.status(a)
-		}
-	})
-}
-
 // SetHeartbeat switches automatic heartbeats (interval in simulated time).
 func (n *Node) SetHeartbeat(enabled bool, every time.Duration) bool {
 	return n.Do(func() {
@@ -834,27 +674,6 @@ func (n *Node) SetHeartbeat(enabled bool, every time.Duration) bool {
 			n.cfg.HeartbeatEvery = every
 		}
 		n.nextHB = n.uptime() + n.cfg.HeartbeatEvery
-	})
-}
-
-// EmergencyStop latches every actuator of the node itself (not the hub's
-// latch): outputs off, one emergency_stop alert each; clear unlatches.
-func (n *Node) EmergencyStop(stop bool) bool {
-	return n.Do(func() {
-		for _, a := range n.sortedActuators() {
-			a.latched = stop
-			if stop {
-				a.on, a.pwm = false, 0
-				n.publishJSON(fmt.Sprintf("actuator/%d/alert", a.gpio), map[string]any{"esp_id": n.cfg.EspID, "zone_id": "",
-					"ts": n.unix(), "gpio": a.gpio, "alert_type": "emergency_stop", "message": "Actuator stopped"}, true, true)
-			}
-			n.status(a)
-		}
-		if stop {
-			n.state = "SAFE_MODE"
-		} else {
-			n.state = "OPERATIONAL"
-		}
 	})
 }
 
