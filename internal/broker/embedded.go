@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -51,6 +52,13 @@ type Embedded struct {
 	subID    atomic.Int32
 	closeMu  sync.Mutex
 	closed   bool
+
+	// sessions are the network clients attached right now. mochi's own
+	// client list can lose a client whose id took over a session that was
+	// ending at that moment (the old session deletes the id on its way
+	// out), and its Close then waits for that client forever; shutdown
+	// disconnects every session tracked here instead.
+	sessions sessionSet
 
 	published *prometheus.CounterVec
 	failures  *prometheus.CounterVec
@@ -188,6 +196,65 @@ func (e *Embedded) Clients() int {
 	return n
 }
 
+// closeWait bounds how long Close waits for attached clients to leave.
+const closeWait = 3 * time.Second
+
+// sessionSet tracks attached network clients by identity, not by id.
+type sessionSet struct {
+	mu     sync.Mutex
+	m      map[*mqtt.Client]struct{}
+	pruned int // size after the last prune of closed clients
+}
+
+func (ss *sessionSet) add(cl *mqtt.Client) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.m == nil {
+		ss.m = map[*mqtt.Client]struct{}{}
+	}
+	ss.m[cl] = struct{}{}
+
+	// A session that failed after it was established may never report its
+	// disconnect; prune closed ones whenever the set has doubled.
+	if len(ss.m) > 2*max(ss.pruned, 64) {
+		for c := range ss.m {
+			if c.Closed() {
+				delete(ss.m, c)
+			}
+		}
+		ss.pruned = len(ss.m)
+	}
+}
+
+func (ss *sessionSet) remove(cl *mqtt.Client) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.m, cl)
+}
+
+func (ss *sessionSet) all() []*mqtt.Client {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	out := make([]*mqtt.Client, 0, len(ss.m))
+	for c := range ss.m {
+		out = append(out, c)
+	}
+	return out
+}
+
+// disconnectAll disconnects every network client, whether or not mochi's
+// client list still knows it.
+func (e *Embedded) disconnectAll(listenerID string) {
+	for _, cl := range e.server.Clients.GetByListener(listenerID) {
+		_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+	for _, cl := range e.sessions.all() {
+		if !cl.Closed() {
+			_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}
+
 // StopAccepting closes the listener and disconnects every client, then waits
 // until each client's read loop has ended. After it returns no PUBLISH can
 // arrive; every PUBLISH read before has been delivered to the subscription.
@@ -198,11 +265,7 @@ func (e *Embedded) StopAccepting(ctx context.Context) error {
 	if e.listener == nil {
 		return nil
 	}
-	e.server.Listeners.Close(e.listener.ID(), func(id string) {
-		for _, cl := range e.server.Clients.GetByListener(id) {
-			_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
-		}
-	})
+	e.server.Listeners.Close(e.listener.ID(), e.disconnectAll)
 	done := make(chan struct{})
 	go func() { e.server.Listeners.ClientsWg.Wait(); close(done) }()
 	select {
@@ -232,7 +295,21 @@ func (e *Embedded) Close() error {
 	e.closed = true
 	e.closeMu.Unlock()
 	e.serving.Store(false)
-	return e.server.Close()
+
+	e.disconnectAll("")
+	done := make(chan struct{})
+	go func() {
+		_ = e.server.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(closeWait):
+		// The stuck client's goroutine ends when its connection does; the
+		// hub's shutdown does not wait for it.
+		return fmt.Errorf("mqtt broker close: clients still attached after %s", closeWait)
+	}
 }
 
 // publishKind maps a hub topic to a bounded metric label.
@@ -267,7 +344,25 @@ type hook struct {
 func (h *hook) ID() string { return "kaiser" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished}, []byte{b})
+	return bytes.Contains([]byte{
+		mqtt.OnConnectAuthenticate,
+		mqtt.OnACLCheck,
+		mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
+	}, []byte{b})
+}
+
+// OnSessionEstablish tracks the network client for shutdown.
+func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if !cl.Net.Inline {
+		h.e.sessions.add(cl)
+	}
+}
+
+// OnDisconnect forgets the client.
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.e.sessions.remove(cl)
 }
 
 // OnConnectAuthenticate admits anonymous clients (the firmware's default) but
