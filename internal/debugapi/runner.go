@@ -28,8 +28,8 @@ type node interface {
 var _ node = (*sim.Node)(nil)
 
 // heartbeatsOnRequest is the heartbeat interval of a mock without automatic
-// heartbeats: long enough never to fire, so heartbeats come only on request.
-const heartbeatsOnRequest = time.Duration(1 << 62)
+// heartbeats: heartbeats come only on request.
+const heartbeatsOnRequest = sim.Never
 
 type run struct {
 	node   node

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The firmware's actuator limits (CONTRACT §3.1.4, §3.1.3, §7.4; board esp32_dev).
+// The firmware's actuator limits (docs/protocol.md §3.1.4, §3.1.3, §7.4; board esp32_dev).
 const (
 	maxActuators       = 12
 	valveStep          = 2500 * time.Millisecond // one of the valve's two steps (Q14)
@@ -80,7 +80,7 @@ type ActuatorState struct {
 }
 
 // deviceType maps the types the hub and the debug API know to the four the
-// firmware knows (DOMAIN §4.1: servo is sent as pwm).
+// firmware knows (docs/domain.md §4.1: servo is sent as pwm).
 func deviceType(t string) string {
 	switch t {
 	case "digital", "binary", "switch":
@@ -132,7 +132,7 @@ func (a *actuator) begin(now time.Duration, physical float64) {
 	}
 }
 
-// canActivate is the pump protection of CONTRACT §3.1.4. Below one hour of
+// canActivate is the pump protection of docs/protocol.md §3.1.4. Below one hour of
 // uptime the activation window wraps around on the device and counts nothing.
 func (a *actuator) canActivate(now time.Duration) bool {
 	if a.runtime >= pumpWindow && now-a.lastStop < pumpCooldown {
@@ -207,7 +207,7 @@ func (a *actuator) stopValve(now time.Duration) {
 }
 
 // moveValve starts a move; the statuses around it still show the old
-// position (§3.1.3).
+// position (docs/protocol.md §3.1.3).
 func (a *actuator) moveValve(now time.Duration, target int) bool {
 	a.settle(now)
 	if target == a.position && !a.moving {
@@ -337,7 +337,7 @@ func (n *Node) sortedActuators() []*actuator {
 	return out
 }
 
-// status publishes `actuator/{gpio}/status` (CONTRACT §3.1.3).
+// status publishes `actuator/{gpio}/status` (docs/protocol.md §3.1.3).
 func (n *Node) status(a *actuator) {
 	up := n.uptime()
 	a.settle(up)
@@ -359,7 +359,7 @@ func (n *Node) status(a *actuator) {
 	n.send(n.topic(fmt.Sprintf("actuator/%d/status", a.gpio)), p.end(), true, true)
 }
 
-// alert publishes `actuator/{gpio}/alert` (CONTRACT §3.1.5, §7.3).
+// alert publishes `actuator/{gpio}/alert` (docs/protocol.md §3.1.5, §7.3).
 func (n *Node) alert(gpio int, kind, message string) {
 	p := n.head().
 		str("zone_id", n.zone).
@@ -419,7 +419,7 @@ type command struct {
 	correlation string
 }
 
-// handleCommand applies an actuator command (CONTRACT §3.2.1, §3.1.4, §6.3).
+// handleCommand applies an actuator command (docs/protocol.md §3.2.1, §3.1.4, §6.3).
 func (n *Node) handleCommand(topic string, raw []byte) {
 	gpio := gpioOfTopic(topic)
 	if gpio == noPin {
@@ -558,7 +558,7 @@ func newerFailure(upper, name string) string {
 	return "Unknown command: " + name
 }
 
-// respond publishes `actuator/{gpio}/response` (CONTRACT §3.1.4): the
+// respond publishes `actuator/{gpio}/response` (docs/protocol.md §3.1.4): the
 // command echoed as received, the parsed value with 3 decimals, the
 // duration as uint32; correlation_id echoed by newer firmware.
 func (n *Node) respond(c command, ok bool, message string) {

@@ -222,7 +222,7 @@ func TestDurations(t *testing.T) {
 	}
 }
 
-// §3.1.3 and Q14: a move takes 2.5 s per step; the statuses around the
+// docs/protocol.md §3.1.3 and Q14: a move takes 2.5 s per step; the statuses around the
 // command show the old position, nothing is published when it ends, the
 // next periodic status shows the new one.
 func TestValveTravel(t *testing.T) {
@@ -299,7 +299,7 @@ func TestValveReversal(t *testing.T) {
 	})
 }
 
-// §3.1.4 pump protection for pumps and relays: 60 activations per hour,
+// docs/protocol.md §3.1.4 pump protection for pumps and relays: 60 activations per hour,
 // not enforced below one hour of uptime, and once the accumulated runtime
 // reaches an hour a 30-s cooldown after each stop; an ON to a running pump
 // is checked too, and a re-configuration resets the counters.
@@ -378,7 +378,7 @@ func TestPumpProtection(t *testing.T) {
 	})
 }
 
-// §6.2: each configured actuator's status every 30 s, the first after 30 s.
+// docs/protocol.md §6.2: each configured actuator's status every 30 s, the first after 30 s.
 func TestPeriodicStatuses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := boot(t, "default")

@@ -1,6 +1,6 @@
 package sim
 
-// bootLog writes the firmware's serial boot output up to MQTT (CONTRACT §6.5).
+// bootLog writes the firmware's serial boot output up to MQTT (docs/protocol.md §6.5).
 func (n *Node) bootLog() {
 	n.raw("")
 	for _, l := range box("║  ESP32 Sensor Network v4.0 (Phase 2)  ║") {

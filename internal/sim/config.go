@@ -57,7 +57,7 @@ func (n *Node) configSection(section string, v any, correlation string) {
 	}
 }
 
-// configResponse publishes `config_response` (CONTRACT §3.1.6) in the
+// configResponse publishes `config_response` (docs/protocol.md §3.1.6) in the
 // firmware's key order. It never carries failed_item (Q15); newer firmware
 // echoes the config's correlation_id.
 func (n *Node) configResponse(section, status string, count int, msg, code, correlation string) {
@@ -116,12 +116,17 @@ func (n *Node) applySensor(m map[string]any) (string, string) {
 	if !n.hasSensor(gpio) && n.pinOwner(gpio) != nil {
 		return "UNKNOWN_ERROR", fmt.Sprintf("Failed to configure sensor on GPIO %d", gpio) // pin unavailable (C6)
 	}
-	n.upsertSensor(SensorSpec{GPIO: gpio, Type: typ, Base: 2048, Pattern: "constant"})
+	n.upsertSensor(SensorSpec{
+		GPIO:    gpio,
+		Type:    typ,
+		Base:    2048,
+		Pattern: "constant",
+	})
 	return "", ""
 }
 
 // actuatorItem reads an actuator item with the firmware's checks and
-// messages, in its order (§3.2.2, §7.1).
+// messages, in its order (docs/protocol.md §3.2.2, §7.1).
 func actuatorItem(m map[string]any) (*actuator, bool, string, string) {
 	g, present := m["gpio"]
 	if !present {
@@ -142,7 +147,12 @@ func actuatorItem(m map[string]any) (*actuator, bool, string, string) {
 	if code != "" {
 		return nil, false, code, msg
 	}
-	a := &actuator{gpio: int(uint8(gpio)), aux: noPin, typ: typ, name: name}
+	a := &actuator{
+		gpio: int(uint8(gpio)),
+		aux:  noPin,
+		typ:  typ,
+		name: name,
+	}
 	if aux, ok := intOf(m["aux_gpio"]); ok {
 		a.aux = int(uint8(aux))
 	}

@@ -216,7 +216,7 @@ func TestReconfiguration(t *testing.T) {
 }
 
 // The baseline's heartbeat loses one actuator per re-configuration
-// (CONTRACT §3.1.2); newer firmware counts right.
+// (docs/protocol.md §3.1.2); newer firmware counts right.
 func TestHeartbeatActuatorCount(t *testing.T) {
 	cases := []struct {
 		quirks string

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// The firmware's emergency limits (CONTRACT §3.2.8, §3.2.9, §7.4).
+// The firmware's emergency limits (docs/protocol.md §3.2.8, §3.2.9, §7.4).
 const (
 	emergencyPool       = 256 // `actuator/emergency` and the baseline's broadcast
 	newerBroadcastPool  = 512
@@ -15,7 +15,7 @@ const (
 	emergencyStopReason = "Actuator stopped"
 )
 
-// handleBroadcast reacts to `kaiser/broadcast/emergency` (§3.2.9). The
+// handleBroadcast reacts to `kaiser/broadcast/emergency` (docs/protocol.md §3.2.9). The
 // baseline stops on any JSON value that fits its pool and checks nothing;
 // newer firmware checks the command, the timestamp's type and its
 // broadcast token, and stops without a token check when the command or the
@@ -77,7 +77,7 @@ func (n *Node) stopAll(statuses bool) {
 }
 
 // handleDeviceEmergency is `actuator/emergency` on firmware without the
-// routing defect (Q5 off, §3.2.8).
+// routing defect (Q5 off, docs/protocol.md §3.2.8).
 func (n *Node) handleDeviceEmergency(raw []byte) {
 	v, ok := parseInPool(raw, emergencyPool)
 	if !ok {
@@ -152,7 +152,7 @@ func (n *Node) emergencyAck(correlation string) {
 	n.send(n.topic("actuator/emergency/ack"), p.end(), true, true)
 }
 
-// setEmergencyToken is newer firmware's `set_emergency_token` (§3.2.3, S4).
+// setEmergencyToken is newer firmware's `set_emergency_token` (docs/protocol.md §3.2.3, S4).
 func (n *Node) setEmergencyToken(m map[string]any) {
 	n.banner("INFO", "║  SET_EMERGENCY_TOKEN COMMAND RECEIVED  ║")
 	kind, _ := m["token_type"].(string)

@@ -17,7 +17,12 @@ var allGPIOs = []int{5, 16, 18, 25}
 // stopped is what a stop publishes: one alert per actuator, and on newer
 // firmware one status each with emergency "active".
 func (r *rig) stopped() []string {
-	types := map[int]string{5: "pump", 16: "relay", 18: "pwm", 25: "valve"}
+	types := map[int]string{
+		5:  "pump",
+		16: "relay",
+		18: "pwm",
+		25: "valve",
+	}
 	var out []string
 	for _, g := range allGPIOs {
 		out = append(out, r.alert(g, "emergency_stop", "Actuator stopped"))
@@ -38,7 +43,7 @@ func onAndOpening(r *rig) {
 	r.take()
 }
 
-// §3.2.9: the baseline stops on any JSON value that fits its 256-byte pool
+// docs/protocol.md §3.2.9: the baseline stops on any JSON value that fits its 256-byte pool
 // and checks no token; newer firmware checks command, timestamp type and
 // broadcast token, and stops fail-safe when command or token is no string.
 func TestBroadcastEmergency(t *testing.T) {
@@ -174,7 +179,7 @@ func emergencyAck(correlation string) string {
 		`"gpio_count":4,"outcome":"executed","seq":N}`, now(), testID, correlation)
 }
 
-// §3.2.8 on newer firmware: a stop latches with alerts, statuses and an
+// docs/protocol.md §3.2.8 on newer firmware: a stop latches with alerts, statuses and an
 // ack; a clear within 5 s of the last stop is refused with the gpio-255
 // alert and clear_failed; an accepted clear unlatches, blocks the device
 // for 2 s, then answers; no status follows until the 30-s cycle.

@@ -11,7 +11,7 @@ import (
 // payload is a device payload built key by key. The firmware concatenates
 // most of its payloads by hand, so keys come in its order and strings are
 // copied unescaped: a hub string with a quote in it yields invalid JSON, as
-// on the device (CONTRACT §1.4).
+// on the device (docs/protocol.md §1.4).
 type payload []byte
 
 func object() payload { return payload("{") }
@@ -36,8 +36,8 @@ func (p payload) flag(key string, value bool) payload { return p.raw(key, strcon
 
 func (p payload) end() []byte { return append(p, '}') }
 
-// fieldOf reads a command field the way the firmware does (CONTRACT
-// §3.2.1): it finds `"key":` anywhere in the text, skips spaces, and takes a
+// fieldOf reads a command field the way the firmware does (docs/protocol.md
+// docs/protocol.md §3.2.1): it finds `"key":` anywhere in the text, skips spaces, and takes a
 // quoted value up to its closing quote, an unquoted one up to the first `,`
 // after it, else up to `}`.
 func fieldOf(text, key string) string {
@@ -87,7 +87,7 @@ func toFloat(s string) float32 {
 var intPrefix = regexp.MustCompile(`^[ \t\n]*[+-]?[0-9]+`)
 
 // toUint32 is String.toInt (a 32-bit long, saturating) cast to uint32, so
-// `-1` becomes 4294967295 (CONTRACT §3.2.1).
+// `-1` becomes 4294967295 (docs/protocol.md §3.2.1).
 func toUint32(s string) uint32 {
 	m := strings.TrimSpace(intPrefix.FindString(s))
 	if m == "" {
@@ -120,8 +120,8 @@ func threeDecimals(v float32) string {
 }
 
 // parseInPool parses a payload as the firmware's fixed JSON pool would: it
-// fails when the text is not JSON or when its values do not fit (CONTRACT
-// §1.6: 16 bytes per object member or array element plus each copied
+// fails when the text is not JSON or when its values do not fit (docs/protocol.md
+// docs/protocol.md §1.6: 16 bytes per object member or array element plus each copied
 // string's length + 1).
 func parseInPool(text []byte, pool int) (any, bool) {
 	var v any

@@ -4,7 +4,7 @@ import (
 	"testing"
 )
 
-// The firmware's substring parser of commands (CONTRACT §3.2.1).
+// The firmware's substring parser of commands (docs/protocol.md §3.2.1).
 func TestFieldOf(t *testing.T) {
 	cases := []struct {
 		text, key, want string
@@ -54,7 +54,7 @@ func TestArduinoConversions(t *testing.T) {
 	}
 }
 
-// §1.6: 16 bytes per member or element plus each string's length + 1.
+// docs/protocol.md §1.6: 16 bytes per member or element plus each string's length + 1.
 func TestPoolCost(t *testing.T) {
 	cases := []struct {
 		text string
@@ -86,10 +86,25 @@ func TestParseQuirks(t *testing.T) {
 		in   string
 		want Quirks
 	}{
-		{"default", Quirks{Retain: true, NoResubscribe: true, LateFirstHeartbeat: true, EmptyKaiserID: true,
-			EmergencyRouting: true, IgnoreDuration: true, TwoStatuses: true}},
-		{"all", Quirks{Retain: true, NoResubscribe: true, LateFirstHeartbeat: true, EmptyKaiserID: true,
-			EmergencyRouting: true, IgnoreDuration: true, TwoStatuses: true, NTPZero: true}},
+		{"default", Quirks{
+			Retain:             true,
+			NoResubscribe:      true,
+			LateFirstHeartbeat: true,
+			EmptyKaiserID:      true,
+			EmergencyRouting:   true,
+			IgnoreDuration:     true,
+			TwoStatuses:        true,
+		}},
+		{"all", Quirks{
+			Retain:             true,
+			NoResubscribe:      true,
+			LateFirstHeartbeat: true,
+			EmptyKaiserID:      true,
+			EmergencyRouting:   true,
+			IgnoreDuration:     true,
+			TwoStatuses:        true,
+			NTPZero:            true,
+		}},
 		{"none", Quirks{Seq: true}},
 		{"two-statuses, ignore-duration", Quirks{TwoStatuses: true, IgnoreDuration: true}},
 	}

@@ -79,13 +79,18 @@ func TestObserveAndStoppedNode(t *testing.T) {
 		var mu sync.Mutex
 		var seen []string
 		q, _ := ParseQuirks("default")
-		n := NewNode(NodeConfig{EspID: testID, Quirks: q, Clock: NewClock(1), Observe: func(m Message) {
-			mu.Lock()
-			defer mu.Unlock()
-			if !strings.HasSuffix(m.Topic, "/heartbeat") {
-				seen = append(seen, m.Direction+" "+m.Topic[strings.LastIndex(m.Topic, "/")+1:])
-			}
-		}})
+		n := NewNode(NodeConfig{
+			EspID:  testID,
+			Quirks: q,
+			Clock:  NewClock(1),
+			Observe: func(m Message) {
+				mu.Lock()
+				defer mu.Unlock()
+				if !strings.HasSuffix(m.Topic, "/heartbeat") {
+					seen = append(seen, m.Direction+" "+m.Topic[strings.LastIndex(m.Topic, "/")+1:])
+				}
+			},
+		})
 		net := &fakeNet{}
 		n.dial = net.dial
 		ctx, cancel := context.WithCancel(context.Background())

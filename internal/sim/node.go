@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Quirks are the firmware behaviours of CONTRACT §6.6 that `--quirks`
+// Quirks are the firmware behaviours of docs/protocol.md §6.6 that `--quirks`
 // switches. A zero Quirks is newer firmware without `seq`; Seq marks the
 // newer firmware's payloads and with them its texts and echoes
 // (correlation ids, specific failure messages, tokens).
@@ -96,7 +96,7 @@ func (c *Clock) Now() time.Time {
 // Real converts a simulated duration into wall time.
 func (c *Clock) Real(d time.Duration) time.Duration { return time.Duration(float64(d) / c.Speed) }
 
-// SensorSpec is one simulated sensor (DOMAIN §10.2).
+// SensorSpec is one simulated sensor (docs/domain.md §10.2).
 type SensorSpec struct {
 	GPIO     int
 	Type     string
@@ -124,7 +124,7 @@ type NodeConfig struct {
 	ZoneID         string // the zone the node believes it is in, until a zone/assign
 	MasterZoneID   string
 	// EmergencyToken and BroadcastToken are newer firmware's stored tokens;
-	// empty accepts any (§3.2.8). set_emergency_token replaces them.
+	// empty accepts any (docs/protocol.md §3.2.8). set_emergency_token replaces them.
 	EmergencyToken string
 	BroadcastToken string
 	// Observe, if set, sees every message the node receives or publishes,
@@ -153,7 +153,7 @@ type Node struct {
 	buffer     [][3]string // offline buffer: topic, payload, retain flag (U3)
 	actuators  map[int]*actuator
 	// fwActuators is the firmware's own actuator count for the heartbeat;
-	// the baseline loses one per re-configuration (CONTRACT §3.1.2).
+	// the baseline loses one per re-configuration (docs/protocol.md §3.1.2).
 	fwActuators    int
 	stoppedOnce    bool
 	lastStop       time.Duration // uptime of the last emergency stop
@@ -203,9 +203,19 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.StatusEvery <= 0 {
 		cfg.StatusEvery = 30 * time.Second
 	}
-	n := &Node{cfg: cfg, rng: rand.New(rand.NewSource(cfg.Seed)), actuators: map[int]*actuator{}, values: map[int]float64{},
-		dir: map[int]float64{}, inbox: make(chan [2]string, 256), stopped: make(chan struct{}), ctl: make(chan func(), 16),
-		override: map[int]float64{}, nextRead: map[int]time.Duration{}, state: "OPERATIONAL"}
+	n := &Node{
+		cfg:       cfg,
+		rng:       rand.New(rand.NewSource(cfg.Seed)),
+		actuators: map[int]*actuator{},
+		values:    map[int]float64{},
+		dir:       map[int]float64{},
+		inbox:     make(chan [2]string, 256),
+		stopped:   make(chan struct{}),
+		ctl:       make(chan func(), 16),
+		override:  map[int]float64{},
+		nextRead:  map[int]time.Duration{},
+		state:     "OPERATIONAL",
+	}
 	n.dial = dialWire
 	n.zone, n.masterZone = cfg.ZoneID, cfg.MasterZoneID
 	n.espToken, n.broadcastToken = cfg.EmergencyToken, cfg.BroadcastToken
@@ -367,14 +377,21 @@ func (n *Node) isConnected() bool {
 func (n *Node) connect(first bool) error {
 	willTS := n.unix()
 	will, _ := json.Marshal(map[string]any{"status": "offline", "reason": "unexpected_disconnect", "timestamp": willTS})
-	w, err := n.dial(n.cfg.Broker, WireOptions{ClientID: n.cfg.EspID, KeepAlive: 60, WillTopic: n.topic("system/will"),
-		WillPayload: will, WillQoS: 1, WillRetain: true, OnMessage: func(topic string, payload []byte) {
+	w, err := n.dial(n.cfg.Broker, WireOptions{
+		ClientID:    n.cfg.EspID,
+		KeepAlive:   60,
+		WillTopic:   n.topic("system/will"),
+		WillPayload: will,
+		WillQoS:     1,
+		WillRetain:  true,
+		OnMessage: func(topic string, payload []byte) {
 			n.Stats.Received.Add(1)
 			select {
 			case n.inbox <- [2]string{topic, string(payload)}:
 			default:
 			}
-		}})
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -402,8 +419,16 @@ func (n *Node) connect(first bool) error {
 		if zoneRoot == "" {
 			zoneRoot = "god"
 		}
-		subs := []string{n.topic("system/command"), n.topic("config"), "kaiser/broadcast/emergency", n.topic("actuator/+/command"),
-			n.topic("actuator/emergency"), "kaiser/" + zoneRoot + "/esp/" + n.cfg.EspID + "/zone/assign", n.topic("subzone/assign"), n.topic("subzone/remove")}
+		subs := []string{
+			n.topic("system/command"),
+			n.topic("config"),
+			"kaiser/broadcast/emergency",
+			n.topic("actuator/+/command"),
+			n.topic("actuator/emergency"),
+			"kaiser/" + zoneRoot + "/esp/" + n.cfg.EspID + "/zone/assign",
+			n.topic("subzone/assign"),
+			n.topic("subzone/remove"),
+		}
 		if err := w.Subscribe(subs...); err != nil {
 			return err
 		}
@@ -462,7 +487,12 @@ func (n *Node) record(topic string, payload []byte, dir string) {
 	if len(n.messages) >= 500 {
 		n.messages = n.messages[1:]
 	}
-	m := Message{Topic: topic, Payload: string(payload), Timestamp: time.Now().UTC(), Direction: dir}
+	m := Message{
+		Topic:     topic,
+		Payload:   string(payload),
+		Timestamp: time.Now().UTC(),
+		Direction: dir,
+	}
 	n.messages = append(n.messages, m)
 	n.logMu.Unlock()
 	if n.cfg.Observe != nil {
@@ -494,9 +524,18 @@ func (n *Node) publishJSON(suffix string, v map[string]any, qos1, bufferable boo
 }
 
 func (n *Node) heartbeat() map[string]any {
-	hb := map[string]any{"esp_id": n.cfg.EspID, "zone_id": n.zone, "master_zone_id": n.masterZone,
-		"zone_assigned": n.zone != "", "ts": n.unix(), "uptime": int64(n.uptime().Seconds()), "heap_free": 180000 + n.rng.Intn(10000),
-		"wifi_rssi": -70 + n.rng.Intn(20), "sensor_count": len(n.cfg.Sensors), "actuator_count": n.fwActuators}
+	hb := map[string]any{
+		"esp_id":         n.cfg.EspID,
+		"zone_id":        n.zone,
+		"master_zone_id": n.masterZone,
+		"zone_assigned":  n.zone != "",
+		"ts":             n.unix(),
+		"uptime":         int64(n.uptime().Seconds()),
+		"heap_free":      180000 + n.rng.Intn(10000),
+		"wifi_rssi":      -70 + n.rng.Intn(20),
+		"sensor_count":   len(n.cfg.Sensors),
+		"actuator_count": n.fwActuators,
+	}
 	if n.cfg.Quirks.Seq {
 		hb["state"] = n.state // newer firmware and mocks report their system state
 	}
@@ -504,7 +543,7 @@ func (n *Node) heartbeat() map[string]any {
 	return hb
 }
 
-// value advances a sensor's pattern (DOMAIN §10.2).
+// value advances a sensor's pattern (docs/domain.md §10.2).
 func (n *Node) value(s SensorSpec) float64 {
 	if o, ok := n.override[s.GPIO]; ok {
 		return o // a manual override wins over the pattern
@@ -525,7 +564,7 @@ func (n *Node) value(s SensorSpec) float64 {
 }
 
 // reading publishes the fallback format (HTTP processing off): value = raw,
-// unit "raw", quality "fair" (CONTRACT §4.4).
+// unit "raw", quality "fair" (docs/protocol.md §4.4).
 func (n *Node) reading(s SensorSpec) {
 	raw := n.value(s)
 	unit, quality, rawMode := "raw", "fair", true
@@ -538,7 +577,8 @@ func (n *Node) reading(s SensorSpec) {
 	if s.Quality != "" {
 		quality = s.Quality
 	}
-	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"%s","subzone_id":"","gpio":%d,"sensor_type":"%s","raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
+	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"%s","subzone_id":"","gpio":%d,"sensor_type":"%s",`+
+		`"raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
 		n.cfg.EspID, n.zone, s.GPIO, s.Type, int64(raw), raw, unit, quality, n.unix(), rawMode)
 	if n.cfg.Quirks.Seq {
 		payload += fmt.Sprintf(`,"seq":%d`, n.Stats.Sent.Load()+1)
@@ -546,7 +586,7 @@ func (n *Node) reading(s SensorSpec) {
 	n.send(n.topic(fmt.Sprintf("sensor/%d/data", s.GPIO)), []byte(payload+"}"), true, false)
 }
 
-// handle reacts to a hub message (CONTRACT §6.3).
+// handle reacts to a hub message (docs/protocol.md §6.3).
 func (n *Node) handle(topic string, payload []byte) {
 	n.record(topic, payload, "in")
 	n.logf("INFO", "MQTT message received: %s", topic)
@@ -577,8 +617,13 @@ func (n *Node) handle(topic string, payload []byte) {
 		}
 		master, _ := z["master_zone_id"].(string)
 		n.zone, n.masterZone = zone, master
-		n.publishJSON("zone/ack", map[string]any{"esp_id": n.cfg.EspID, "status": "zone_assigned", "zone_id": zone,
-			"master_zone_id": master, "ts": n.unix()}, true, true)
+		n.publishJSON("zone/ack", map[string]any{
+			"esp_id":         n.cfg.EspID,
+			"status":         "zone_assigned",
+			"zone_id":        zone,
+			"master_zone_id": master,
+			"ts":             n.unix(),
+		}, true, true)
 	case strings.HasSuffix(topic, "/system/command"):
 		var c map[string]any
 		if json.Unmarshal(payload, &c) != nil {
@@ -592,7 +637,8 @@ func (n *Node) handle(topic string, payload []byte) {
 			return
 		}
 		n.banner("WARNING", "║          FACTORY RESET via MQTT        ║")
-		n.publishJSON("system/command/response", map[string]any{"status": "factory_reset_initiated", "esp_id": n.cfg.EspID}, true, true)
+		reply := map[string]any{"status": "factory_reset_initiated", "esp_id": n.cfg.EspID}
+		n.publishJSON("system/command/response", reply, true, true)
 		time.AfterFunc(n.cfg.Clock.Real(3*time.Second), n.kill)
 	case strings.HasSuffix(topic, "/subzone/assign"):
 		n.banner("INFO", "║      SUBZONE ASSIGNMENT RECEIVED       ║")
@@ -665,11 +711,15 @@ func (n *Node) RemoveSensor(gpio int) bool {
 	return n.Do(func() { n.removeSensor(gpio); delete(n.override, gpio) })
 }
 
+// Never is an interval that never elapses: a node with heartbeats off
+// sends them only on request.
+const Never = time.Duration(1 << 62)
+
 // SetHeartbeat switches automatic heartbeats (interval in simulated time).
 func (n *Node) SetHeartbeat(enabled bool, every time.Duration) bool {
 	return n.Do(func() {
 		if !enabled {
-			n.cfg.HeartbeatEvery = 1 << 62
+			n.cfg.HeartbeatEvery = Never
 		} else {
 			n.cfg.HeartbeatEvery = every
 		}

@@ -250,7 +250,7 @@ func (r *rig) decodes(p published) {
 		_, err = contract.DecodeConfigResponse(topic, body)
 	case strings.HasSuffix(p.topic, "/system/command/response") && strings.Contains(p.payload, `"status"`):
 		// newer firmware's answers carry command/success instead of status
-		// (§3.1.11), which the hub's decoder does not read yet
+		// (docs/protocol.md §3.1.11), which the hub's decoder does not read yet
 		_, err = contract.DecodeSystemCommandResponse(topic, body)
 	default:
 		if !json.Valid(body) {

@@ -1,5 +1,5 @@
 // Package sim impersonates El Trabajante firmware nodes on the wire
-// (CONTRACT §6): a firmware-faithful node for `kaiser sim` and the
+// (docs/protocol.md §6): a firmware-faithful node for `kaiser sim` and the
 // end-to-end tests, and a lean traffic player for benchmarks and the soak
 // test, both speaking real MQTT 3.1.1 over TCP.
 package sim
@@ -103,8 +103,13 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		return nil, fmt.Errorf("connection refused (code %d)", ack[3])
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	c := &Wire{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), onMsg: o.OnMessage, done: make(chan struct{}),
-		subacks: make(chan struct{}, 16)}
+	c := &Wire{
+		conn:    conn,
+		w:       bufio.NewWriterSize(conn, 64<<10),
+		onMsg:   o.OnMessage,
+		done:    make(chan struct{}),
+		subacks: make(chan struct{}, 16),
+	}
 	go c.read()
 	go c.keepAlive(time.Duration(o.KeepAlive) * time.Second / 2)
 	return c, nil

@@ -56,7 +56,12 @@ func TestNodeOverEmbeddedBroker(t *testing.T) {
 	}
 	q, _ := ParseQuirks("default")
 	log := &readyLog{ready: make(chan struct{})}
-	n := NewNode(NodeConfig{EspID: testID, Broker: b.Addr(), Quirks: q, BootLog: log})
+	n := NewNode(NodeConfig{
+		EspID:   testID,
+		Broker:  b.Addr(),
+		Quirks:  q,
+		BootLog: log,
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); <-n.Stopped() }()
 	go func() { _ = n.Run(ctx) }()
