@@ -17,7 +17,7 @@ func TestDecodeSystemCommandResult(t *testing.T) {
 	if err != nil || *r.Success || r.Message != "bad token" {
 		t.Fatalf("failure answer decoded %+v, %v", r, err)
 	}
-	if _, err := DecodeSystemCommandResult(tp, []byte(`{"status":"factory_reset_initiated"}`)); !IsDecodeError(err) {
+	if _, err := DecodeSystemCommandResult(tp, []byte(`{"status":"factory_reset_initiated"}`)); !isDecodeError(err) {
 		t.Fatalf("answer without command: %v", err)
 	}
 }

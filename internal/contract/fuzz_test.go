@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"errors"
 	"testing"
 )
 
@@ -45,7 +46,7 @@ func fuzzDecoder(f *testing.F, topic string) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"state":"ON","pwm":300,"ts":1,"type":"pump"}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if err := Validate(tp, payload); err != nil && !IsDecodeError(err) {
+		if err := Validate(tp, payload); err != nil && !isDecodeError(err) {
 			t.Fatalf("error without drop reason: %v", err)
 		}
 	})
@@ -106,4 +107,10 @@ func FuzzSensorFastPathAgrees(f *testing.F) {
 			t.Fatalf("fast %+v slow %+v", fast, slow)
 		}
 	})
+}
+
+// isDecodeError reports whether err carries a drop reason from this package.
+func isDecodeError(err error) bool {
+	var d *DecodeError
+	return errors.As(err, &d)
 }

@@ -5,7 +5,6 @@
 package contract
 
 import (
-	"errors"
 	"strconv"
 	"strings"
 )
@@ -288,10 +287,4 @@ func ValidIdentifier(id string, max int) bool {
 		}
 	}
 	return true
-}
-
-// IsDecodeError reports whether err carries a drop reason from this package.
-func IsDecodeError(err error) bool {
-	var d *DecodeError
-	return errors.As(err, &d)
 }
