@@ -10,6 +10,11 @@ type ActuatorState struct {
 	GPIO      int
 	JSON      []byte
 	UpdatedAt time.Time
+
+	// Version orders the saves of one actuator's state: a save writes only
+	// when its version is newer than the stored one, so snapshots may reach
+	// the writer in any order (the scheme of docs/decisions/0005).
+	Version int64
 }
 
 // ActuatorCommand is one row of an actuator's history (docs/domain.md
@@ -34,4 +39,7 @@ type ActuatorCommand struct {
 	IssuedAt        time.Time
 	SentAt          *time.Time
 	CompletedAt     *time.Time
+
+	// Version orders the saves of one row, like ActuatorState.Version.
+	Version int64
 }

@@ -74,9 +74,10 @@ func (s *Store) LoadActuatorConfigs(ctx context.Context) ([]store.Doc, error) {
 }
 
 func saveState(tx *Tx, st store.ActuatorState) error {
-	_, err := tx.Exec(`INSERT INTO actuator_states (esp_id, gpio, doc, updated_at) VALUES (?,?,?,?)
-		ON CONFLICT(esp_id, gpio) DO UPDATE SET doc=excluded.doc, updated_at=excluded.updated_at`,
-		st.EspID, st.GPIO, string(st.JSON), st.UpdatedAt.UnixMilli())
+	_, err := tx.Exec(`INSERT INTO actuator_states (esp_id, gpio, doc, updated_at, version) VALUES (?,?,?,?,?)
+		ON CONFLICT(esp_id, gpio) DO UPDATE SET doc=excluded.doc, updated_at=excluded.updated_at,
+		version=excluded.version WHERE excluded.version > actuator_states.version`,
+		st.EspID, st.GPIO, string(st.JSON), st.UpdatedAt.UnixMilli(), st.Version)
 	if err != nil {
 		return fmt.Errorf("save actuator state: %w", err)
 	}
@@ -96,7 +97,7 @@ func (s *Store) QueueActuatorState(ctx context.Context, st store.ActuatorState) 
 
 // LoadActuatorStates returns every actuator's runtime state.
 func (s *Store) LoadActuatorStates(ctx context.Context) ([]store.ActuatorState, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT esp_id, gpio, doc, updated_at FROM actuator_states`)
+	rows, err := s.read.QueryContext(ctx, `SELECT esp_id, gpio, doc, updated_at, version FROM actuator_states`)
 	if err != nil {
 		return nil, fmt.Errorf("load actuator states: %w", err)
 	}
@@ -106,7 +107,7 @@ func (s *Store) LoadActuatorStates(ctx context.Context) ([]store.ActuatorState, 
 		var st store.ActuatorState
 		var doc string
 		var u int64
-		if err := rows.Scan(&st.EspID, &st.GPIO, &doc, &u); err != nil {
+		if err := rows.Scan(&st.EspID, &st.GPIO, &doc, &u, &st.Version); err != nil {
 			return nil, err
 		}
 		st.JSON, st.UpdatedAt = []byte(doc), time.UnixMilli(u).UTC()
@@ -129,13 +130,14 @@ func saveCommand(tx *Tx, c store.ActuatorCommand) error {
 	}
 	_, err = tx.Exec(`INSERT INTO actuator_history (id, esp_id, gpio, actuator_type, command_type, command, value,
 		duration, issued_by, correlation_id, status, success, error_message, response_message, metadata, issued_at,
-		sent_at, completed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+		sent_at, completed_at, version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT(id) DO UPDATE SET status=excluded.status, success=excluded.success,
 		error_message=excluded.error_message, response_message=excluded.response_message, metadata=excluded.metadata,
-		correlation_id=excluded.correlation_id, sent_at=excluded.sent_at, completed_at=excluded.completed_at`,
+		correlation_id=excluded.correlation_id, sent_at=excluded.sent_at, completed_at=excluded.completed_at,
+		version=excluded.version WHERE excluded.version > actuator_history.version`,
 		c.ID, c.EspID, c.GPIO, c.ActuatorType, c.CommandType, c.Command, c.Value, c.Duration, c.IssuedBy,
 		c.CorrelationID, c.Status, nullBool(c.Success), c.Error, c.ResponseMessage, string(md), c.IssuedAt.UnixMilli(),
-		ms(c.SentAt), ms(c.CompletedAt))
+		ms(c.SentAt), ms(c.CompletedAt), c.Version)
 	if err != nil {
 		return fmt.Errorf("save actuator command: %w", err)
 	}
@@ -154,7 +156,8 @@ func (s *Store) QueueActuatorCommand(ctx context.Context, c store.ActuatorComman
 }
 
 const commandCols = `id, esp_id, gpio, actuator_type, command_type, command, value, duration, issued_by,
-	correlation_id, status, success, error_message, response_message, metadata, issued_at, sent_at, completed_at`
+	correlation_id, status, success, error_message, response_message, metadata, issued_at, sent_at, completed_at,
+	version`
 
 func scanCommand(row interface{ Scan(...any) error }) (store.ActuatorCommand, error) {
 	var c store.ActuatorCommand
@@ -163,7 +166,7 @@ func scanCommand(row interface{ Scan(...any) error }) (store.ActuatorCommand, er
 	var issued int64
 	err := row.Scan(&c.ID, &c.EspID, &c.GPIO, &c.ActuatorType, &c.CommandType, &c.Command, &c.Value, &c.Duration,
 		&c.IssuedBy, &c.CorrelationID, &c.Status, &success, &c.Error, &c.ResponseMessage, &md, &issued, &sent,
-		&completed)
+		&completed, &c.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, store.ErrNotFound
 	}

@@ -33,8 +33,13 @@ func TestActuatorRoundTrip(t *testing.T) {
 	if err := s.SaveActuatorConfig(ctx, cfg); !errors.Is(err, store.ErrDuplicate) {
 		t.Fatalf("a second config on one pin: %v", err)
 	}
-	st := store.ActuatorState{EspID: "ESP_A1", GPIO: 5, JSON: []byte(`{"state":"on"}`), UpdatedAt: t0}
+	st := store.ActuatorState{EspID: "ESP_A1", GPIO: 5, JSON: []byte(`{"state":"on"}`), UpdatedAt: t0, Version: 2}
 	if err := s.SaveActuatorState(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	older := st
+	older.JSON, older.Version = []byte(`{"state":"off"}`), 1
+	if err := s.QueueActuatorState(ctx, older); err != nil {
 		t.Fatal(err)
 	}
 
@@ -52,9 +57,15 @@ func TestActuatorRoundTrip(t *testing.T) {
 			CorrelationID: "c0", Status: "acknowledged", Success: &ok, IssuedAt: t0.Add(-time.Hour)},
 	}
 	for _, c := range cmds {
+		c.Version = 2
 		if err := s.QueueActuatorCommand(ctx, c); err != nil {
 			t.Fatal(err)
 		}
+	}
+	stale := cmds[0]
+	stale.Status, stale.Version = "queued", 1
+	if err := s.SaveActuatorCommand(ctx, stale); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -68,7 +79,7 @@ func TestActuatorRoundTrip(t *testing.T) {
 	}
 	states, err := s.LoadActuatorStates(ctx)
 	if err != nil || len(states) != 1 || string(states[0].JSON) != `{"state":"on"}` {
-		t.Fatalf("states %+v %v", states, err)
+		t.Fatalf("states %+v %v (an older version never replaces a newer one)", states, err)
 	}
 
 	open, err := s.OpenActuatorCommands(ctx)

@@ -18,9 +18,11 @@ CREATE TABLE actuator_states (
     gpio       INTEGER NOT NULL,
     doc        TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
     PRIMARY KEY (esp_id, gpio)
 );
 
+-- States and history rows are versioned like device records (docs/decisions/0005).
 -- Commands with their lifecycle and device-originated events (docs/domain.md §4.9).
 CREATE TABLE actuator_history (
     id               TEXT PRIMARY KEY,
@@ -40,7 +42,8 @@ CREATE TABLE actuator_history (
     metadata         TEXT NOT NULL,
     issued_at        INTEGER NOT NULL,
     sent_at          INTEGER,
-    completed_at     INTEGER
+    completed_at     INTEGER,
+    version          INTEGER NOT NULL
 );
 CREATE INDEX actuator_history_by_actuator ON actuator_history(esp_id, gpio, issued_at);
 CREATE INDEX actuator_history_by_correlation ON actuator_history(correlation_id);
