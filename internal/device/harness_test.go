@@ -230,14 +230,14 @@ func newHarnessWith(t *testing.T, cfg Config, st *fakeStore) *harness {
 	t.Helper()
 	events := event.NewBus()
 	h := &harness{
-		t:      t,
-		store:  st,
-		bus:    &fakeBus{},
+		t:     t,
+		store: st,
+		bus:   &fakeBus{},
 		source: &fakeSource{
 			items:     map[string][]contract.SensorConfigItem{},
 			actuators: map[string][]contract.ActuatorConfigItem{},
 		},
-		sub:    events.Subscribe(1024),
+		sub: events.Subscribe(1024),
 	}
 	if cfg.Stopping == nil {
 		cfg.Stopping = h.stopping.Load
