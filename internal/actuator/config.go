@@ -124,7 +124,8 @@ func (c Config) travel(second time.Duration) time.Duration {
 	return time.Duration(c.ValveTravelSeconds) * second
 }
 
-// Defaults of docs/domain.md §4.2 for fields a caller leaves at zero.
+// Defaults of docs/domain.md §4.2 for fields a caller leaves at zero; Upsert
+// applies them before CheckFields.
 const (
 	defaultMaxRuntime  = 3600
 	defaultValveTravel = 5
@@ -255,11 +256,13 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, error) {
 	if err != nil {
 		return c, err
 	}
+	if typ, ok := NormaliseType(c.Type); ok {
+		c.Type = typ
+	}
+	c.applyDefaults()
 	if errs := CheckFields(c); len(errs) > 0 {
 		return c, &InvalidError{Errors: errs}
 	}
-	c.Type, _ = NormaliseType(c.Type)
-	c.applyDefaults()
 
 	now := s.now()
 	k := key{c.EspID, c.GPIO}
