@@ -393,6 +393,7 @@ func (s *Service) newHubOffLocked(u *unit, in offIntent, now time.Time) *command
 	return c
 }
 
+// result is what c did so far; s.mu is held.
 func (c *command) result(msg string) Result {
 	r := Result{
 		CommandID:     c.rec.ID,
@@ -510,9 +511,10 @@ func (s *Service) userOn(ctx context.Context, p plan) (Result, error) {
 		u.queued = c
 		c.timer = s.afterLocked(s.secs(queueExpiry), func() { s.expireQueuedCommand(c) })
 		fx.cmd(c, now)
+		res := c.result("queued behind the command in flight")
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
-		return c.result("queued behind the command in flight"), nil
+		return res, nil
 	}
 	s.mu.Unlock()
 	s.run(ctx, fx, now)
@@ -594,9 +596,10 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	if u == nil {
 		fx := &effects{}
 		s.finishLocked(nil, c, StatusExpired, nil, "", "actuator deleted", now, fx)
+		res := c.result("actuator deleted")
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
-		return c.result("actuator deleted"), nil
+		return res, nil
 	}
 	prevAuto, prevCand := u.st.AutoOff, u.st.OnCandidate
 	if c.rec.Duration > 0 {
@@ -704,9 +707,10 @@ func (s *Service) publishOff(ctx context.Context, c *command, root string) Resul
 		}
 		fx.state(u, now)
 	}
+	res := c.result(msg)
 	s.mu.Unlock()
 	s.run(ctx, fx, now)
-	return c.result(msg)
+	return res
 }
 
 // armRetryLocked tries the unit's hub OFF again after 10 s; s.mu is held.
@@ -799,8 +803,9 @@ func (s *Service) off(ctx context.Context, r OffRequest, autoOffID string) (Resu
 		if u := s.units[k]; u != nil {
 			u.pendingOffs = append(u.pendingOffs, c)
 		}
+		res := c.result("device not online: the OFF is sent first when it is back")
 		s.mu.Unlock()
-		return c.result("device not online: the OFF is sent first when it is back"), commitErr
+		return res, commitErr
 	}
 	return s.publishOff(ctx, c, d.KaiserID), commitErr
 }

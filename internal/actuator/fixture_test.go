@@ -466,6 +466,9 @@ func (f *fixture) status(gpio int, on bool, extra ...map[string]any) {
 	}
 	p := map[string]any{"ts": 0, "gpio": gpio, "type": "pump", "state": on, "pwm": pwm, "emergency": "normal"}
 	for _, e := range extra {
+		if _, ok := e["value"]; ok {
+			delete(p, "pwm") // a mock reporting `value` instead
+		}
 		maps.Copy(p, e)
 	}
 	if err := f.svc.HandleStatus(context.Background(), f.message(fmt.Sprintf("actuator/%d/status", gpio), p)); err != nil {
