@@ -52,6 +52,7 @@ type Rejection struct {
 	Code    string
 	Message string
 	Reason  string
+	Field   string // the request field a row-1 rejection is about
 }
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
@@ -177,19 +178,25 @@ func (s *Service) check(req Request, now time.Time) (plan, *Rejection) {
 
 // validate is row 1: the command, the value on the 0–1 scale, the duration.
 func validate(req Request, asked string) *Rejection {
+	field := func(r *Rejection, f string) *Rejection {
+		r.Field = f
+		return r
+	}
 	switch asked {
 	case "ON", "OFF", "PWM", "TOGGLE":
 	default:
-		return reject(1, CodeInvalidCommand, "command must be ON, OFF, PWM or TOGGLE, not %q", req.Command)
+		return field(reject(1, CodeInvalidCommand, "command must be ON, OFF, PWM or TOGGLE, not %q", req.Command),
+			"command")
 	}
 	if v := req.Value; v != nil && (math.IsNaN(*v) || *v < 0 || *v > 1) {
-		return reject(1, CodeValueOutOfRange, "value %g is out of range: values are 0.0-1.0, not 0-255", *v)
+		return field(reject(1, CodeValueOutOfRange, "value %g is out of range: values are 0.0-1.0, not 0-255", *v),
+			"value")
 	}
 	if asked == "PWM" && req.Value == nil {
-		return reject(1, CodeInvalidCommand, "PWM needs a value 0.0-1.0")
+		return field(reject(1, CodeInvalidCommand, "PWM needs a value 0.0-1.0"), "value")
 	}
 	if d := req.Duration; d != nil && (*d < 0 || *d > 86400) {
-		return reject(1, CodeValueOutOfRange, "duration %d is out of range: 0-86400 s", *d)
+		return field(reject(1, CodeValueOutOfRange, "duration %d is out of range: 0-86400 s", *d), "duration")
 	}
 	return nil
 }

@@ -15,7 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/actuatorapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
@@ -61,27 +63,31 @@ type Config struct {
 	Ingest          ingest.Config
 	DiscoveryPerMin int
 	ShutdownTimeout time.Duration
+	// ActuatorSecond is the length of one second of the actuator timings
+	// (command timeout, durations, retries); tests shorten it. Zero = 1 s.
+	ActuatorSecond time.Duration
 }
 
 // Hub is a running hub.
 type Hub struct {
-	cfg      Config
-	Log      *slog.Logger
-	logs     *observe.Logs
-	Registry *prometheus.Registry
-	Store    *sqlite.Store
-	Broker   *broker.Embedded
-	Ingest   *ingest.Dispatcher
-	Devices  *device.Service
-	Events   *event.Bus
-	Sched    *schedule.Scheduler
-	API      *api.Server
-	Debug    *debugapi.Debug
-	Auth     *auth.Service
-	Audit    *audit.Log
-	Sensors  *sensor.Service
-	Alerts   *notify.Service
-	Readings *sqlite.ReadingSink
+	cfg       Config
+	Log       *slog.Logger
+	logs      *observe.Logs
+	Registry  *prometheus.Registry
+	Store     *sqlite.Store
+	Broker    *broker.Embedded
+	Ingest    *ingest.Dispatcher
+	Devices   *device.Service
+	Events    *event.Bus
+	Sched     *schedule.Scheduler
+	API       *api.Server
+	Debug     *debugapi.Debug
+	Auth      *auth.Service
+	Audit     *audit.Log
+	Sensors   *sensor.Service
+	Alerts    *notify.Service
+	Readings  *sqlite.ReadingSink
+	Actuators *actuator.Service
 
 	auditStop chan struct{}
 	auditDone chan struct{}
@@ -124,6 +130,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadDevices,
 		h.loadSensors,
 		h.buildAPI,
+		h.loadActuators,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -252,10 +259,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 		Logger:        h.Log.With("component", "sensor"),
 		Registerer:    h.Registry,
 	})
-	if err := h.Sensors.Load(ctx); err != nil {
-		return err
-	}
-	return h.Devices.EnablePush(ctx, h.Sensors, h.Store)
+	return h.Sensors.Load(ctx)
 }
 
 // buildAPI builds the HTTP API (not served yet).
@@ -288,6 +292,51 @@ func (h *Hub) buildAPI(context.Context) error {
 	return nil
 }
 
+// pushSource is what the config push asks for: the device's sensor and
+// actuator items, and valves closed before a push (docs/protocol.md P4).
+type pushSource struct {
+	sensors   *sensor.Service
+	actuators *actuator.Service
+}
+
+func (p pushSource) SensorItems(espID string) []contract.SensorConfigItem {
+	return p.sensors.SensorItems(espID)
+}
+
+func (p pushSource) ActuatorItems(espID string) []contract.ActuatorConfigItem {
+	return p.actuators.ActuatorItems(espID)
+}
+
+func (p pushSource) CloseValves(ctx context.Context, espID string) time.Duration {
+	return p.actuators.CloseValves(ctx, espID)
+}
+
+// loadActuators loads actuator configs, states and open commands before any
+// message or command can arrive (docs/domain.md §4.8), makes the config push
+// carry them and registers their routes (docs/api.md §8.1–8.3).
+func (h *Hub) loadActuators(ctx context.Context) error {
+	h.Actuators = actuator.New(h.Store, h.Devices, h.Sensors, h.Broker, h.Events, h.Alerts, actuator.Options{
+		Second: h.cfg.ActuatorSecond,
+		Logger: h.Log.With("component", "actuator"),
+	})
+	if err := h.Actuators.Load(ctx); err != nil {
+		return err
+	}
+	h.Sensors.SetPinClaims(h.Actuators)
+	if err := h.Devices.EnablePush(ctx, pushSource{h.Sensors, h.Actuators}, h.Store); err != nil {
+		return err
+	}
+	h.Devices.OnPushResult(h.Actuators.PushResult)
+	h.Actuators.Start()
+
+	actuatorapi.Register(h.API, actuatorapi.Deps{
+		Actuators: h.Actuators,
+		Devices:   h.Devices,
+		Audit:     h.Audit,
+	})
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -300,10 +349,14 @@ func (h *Hub) startIngest(context.Context) error {
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
+	d.Handle(contract.KindActuatorStatus, h.Actuators.HandleStatus)
+	d.Handle(contract.KindActuatorResponse, h.Actuators.HandleResponse)
+	d.Handle(contract.KindActuatorAlert, h.Actuators.HandleAlert)
 	for _, k := range contract.InboundKinds {
 		switch k {
 		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData,
-			contract.KindConfigResponse:
+			contract.KindConfigResponse, contract.KindActuatorStatus, contract.KindActuatorResponse,
+			contract.KindActuatorAlert:
 		default:
 			d.Handle(k, h.Devices.HandleGated())
 		}
@@ -344,6 +397,8 @@ func (h *Hub) jobs() []schedule.Job {
 			return h.Sensors.CleanupRollups(ctx, sensor.DefaultRetention())
 		}},
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
+		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
+		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
 	}
 }
 
@@ -491,6 +546,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
 	h.Devices.StopPush()
+	h.Actuators.Stop()
 	step("readings flush", h.Readings.Close(ctx))
 	close(h.auditStop)
 	<-h.auditDone
@@ -529,6 +585,9 @@ func (h *Hub) abort() {
 	}
 	if h.Devices != nil {
 		h.Devices.StopPush()
+	}
+	if h.Actuators != nil {
+		h.Actuators.Stop()
 	}
 	if h.Readings != nil {
 		_ = h.Readings.Close(ctx)
