@@ -1,6 +1,7 @@
-// Package actuator is the hub's actuators (docs/domain.md §4, docs/protocol.md
-// §5.8): their configuration and pins, commands with the safety checks of
-// §4.4 and the lifecycle queued → sent → acknowledged/failed/timeout/expired,
+// Package actuator is the hub's actuators (docs/domain.md §4,
+// docs/protocol.md §5.8): their configuration and pins, commands with the
+// safety checks of docs/domain.md §4.4 and the lifecycle
+// queued → sent → acknowledged/failed/timeout/expired,
 // the state the devices confirm, the hub's own bounds on every output
 // (auto-off, max-runtime watchdog, OFF retries) that survive a restart, the
 // device's alerts and latches, and the actuator section of the config push.

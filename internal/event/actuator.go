@@ -9,8 +9,8 @@ const (
 	TypeActuatorAlert    Type = "actuator_alert"
 )
 
-// ActuatorStatus is an actuator state the device reported (docs/domain.md
-// §4.6), or the same state marked stale when its device went offline.
+// ActuatorStatus is an actuator state the device reported (docs/domain.md §4.6),
+// or the same state marked stale when its device went offline.
 type ActuatorStatus struct {
 	EspID        string  `json:"esp_id"`
 	GPIO         int     `json:"gpio"`
@@ -37,8 +37,8 @@ type ActuatorResponse struct {
 	Timestamp int64    `json:"timestamp"`
 }
 
-// ActuatorAlert is an alert a device raised for an actuator (docs/domain.md
-// §4.7); gpio 255 is the whole device.
+// ActuatorAlert is an alert a device raised for an actuator
+// (docs/domain.md §4.7); gpio 255 is the whole device.
 type ActuatorAlert struct {
 	EspID     string `json:"esp_id"`
 	GPIO      int    `json:"gpio"`

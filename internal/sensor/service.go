@@ -412,8 +412,8 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) 
 	return c, warning, nil
 }
 
-// claimed refuses c's pin when another component owns it (docs/domain.md
-// §8.2: existing actuator on the pin, after the sensor checks).
+// claimed refuses c's pin when another component owns it: existing
+// actuator on the pin, after the sensor checks (docs/domain.md §8.2).
 func (s *Service) claimed(c Config) error {
 	s.mu.RLock()
 	claims := s.claims

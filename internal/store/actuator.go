@@ -2,8 +2,8 @@ package store
 
 import "time"
 
-// ActuatorState is an actuator's persisted runtime state (docs/domain.md
-// §4.6, §4.8): the confirmed state, the device latch, the auto-off deadline
+// ActuatorState is an actuator's persisted runtime state
+// (docs/domain.md §4.6, §4.8): the confirmed state, the device latch, the auto-off deadline
 // and the on-time, as a document the actuator domain owns.
 type ActuatorState struct {
 	EspID     string
@@ -17,8 +17,8 @@ type ActuatorState struct {
 	Version int64
 }
 
-// ActuatorCommand is one row of an actuator's history (docs/domain.md
-// §4.9): a command with its lifecycle, or a device-originated event
+// ActuatorCommand is one row of an actuator's history (docs/domain.md §4.9):
+// a command with its lifecycle, or a device-originated event
 // (Status "" for an alert or an unmatched response).
 type ActuatorCommand struct {
 	ID              string // the command id; equal to CorrelationID for commands

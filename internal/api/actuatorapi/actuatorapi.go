@@ -1,8 +1,8 @@
 // Package actuatorapi serves the actuator routes of docs/api.md §8.1–8.3 under
 // /api/v1/actuators: configuration, commands with every rejection of
 // docs/domain.md §4.4 as its HTTP answer, command status, runtime status,
-// history and alert configuration. The emergency routes of §8.4 belong to
-// the emergency part. The hub registers these routes on the HTTP server.
+// history and alert configuration. The emergency routes (docs/api.md §8.4)
+// belong to the emergency part. The hub registers these routes on the HTTP server.
 package actuatorapi
 
 import (

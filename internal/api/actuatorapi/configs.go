@@ -173,8 +173,8 @@ func (rt *routes) get(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 }
 
 // upsertRequest is a whole actuator config (docs/api.md §8.2); esp_id and
-// gpio may repeat the path's values. The field rules of docs/domain.md
-// §4.2 come from the domain (actuator.CheckFields), so REST and every other
+// gpio may repeat the path's values. The field rules (docs/domain.md §4.2)
+// come from the domain (actuator.CheckFields), so REST and every other
 // caller refuse the same things with the same reasons.
 type upsertRequest struct {
 	ActuatorType       string         `json:"actuator_type" api:"min=1,max=20,default=relay"`
