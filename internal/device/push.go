@@ -554,9 +554,10 @@ func splitConfig(
 func (s *Service) savePush(ctx context.Context, espID string, p *Push) {
 	s.push.mu.Lock()
 	doc, err := json.Marshal(p)
+	corr, status := p.CorrelationID, p.Status // read under the lock: an answer may settle p meanwhile
 	s.push.mu.Unlock()
 	if err == nil {
-		err = s.push.store.SaveConfigPush(ctx, espID, p.CorrelationID, p.Status, doc)
+		err = s.push.store.SaveConfigPush(ctx, espID, corr, status, doc)
 	}
 	if err != nil {
 		s.log.Error("saving config push failed", "esp_id", espID, "error", err)
