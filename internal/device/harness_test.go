@@ -165,8 +165,12 @@ func (b *fakeBus) take(suffix string) []sent {
 
 // fakeSource is the hub's configuration of each device.
 type fakeSource struct {
-	mu    sync.Mutex
-	items map[string][]contract.SensorConfigItem
+	mu        sync.Mutex
+	items     map[string][]contract.SensorConfigItem
+	actuators map[string][]contract.ActuatorConfigItem
+	// travel is what CloseValves answers; closed counts its calls.
+	travel time.Duration
+	closed int
 }
 
 var _ ConfigSource = (*fakeSource)(nil)
@@ -175,6 +179,25 @@ func (f *fakeSource) SensorItems(espID string) []contract.SensorConfigItem {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.items[espID])
+}
+
+func (f *fakeSource) ActuatorItems(espID string) []contract.ActuatorConfigItem {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.actuators[espID])
+}
+
+func (f *fakeSource) CloseValves(context.Context, string) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed++
+	return f.travel
+}
+
+func (f *fakeSource) setActuators(espID string, items ...contract.ActuatorConfigItem) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.actuators[espID] = items
 }
 
 func (f *fakeSource) set(espID string, items ...contract.SensorConfigItem) {
@@ -207,11 +230,14 @@ func newHarnessWith(t *testing.T, cfg Config, st *fakeStore) *harness {
 	t.Helper()
 	events := event.NewBus()
 	h := &harness{
-		t:      t,
-		store:  st,
-		bus:    &fakeBus{},
-		source: &fakeSource{items: map[string][]contract.SensorConfigItem{}},
-		sub:    events.Subscribe(1024),
+		t:     t,
+		store: st,
+		bus:   &fakeBus{},
+		source: &fakeSource{
+			items:     map[string][]contract.SensorConfigItem{},
+			actuators: map[string][]contract.ActuatorConfigItem{},
+		},
+		sub: events.Subscribe(1024),
 	}
 	if cfg.Stopping == nil {
 		cfg.Stopping = h.stopping.Load

@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/kaiserhub/kaiser/internal/contract"
 )
 
 // PushResult is a config push as the push hooks see it.
@@ -17,6 +19,10 @@ type PushResult struct {
 	// Sections maps each section the push carried (sensor, actuator) to its
 	// state; a section the push had no items for is absent.
 	Sections map[string]string
+	// Actuators is what the push sent, removals included; empty for a push
+	// without an actuator section (docs/protocol.md C5: a successful
+	// actuator section re-created the listed actuators).
+	Actuators []contract.ActuatorConfigItem
 }
 
 // pushHooks are the callers told about pushes (the emergency stop re-safes
@@ -52,6 +58,7 @@ func (s *Service) notifyPush(settled bool, espID string, p *Push) {
 		Trigger:       p.Trigger,
 		Status:        p.Status,
 		Sections:      maps.Clone(p.Sections),
+		Actuators:     slices.Clone(p.SentActuators),
 	}
 	s.push.mu.Unlock()
 

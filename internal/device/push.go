@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +22,24 @@ import (
 // hub is the source of truth, docs/protocol.md P1).
 type ConfigSource interface {
 	SensorItems(espID string) []contract.SensorConfigItem
+	ActuatorItems(espID string) []contract.ActuatorConfigItem
 }
+
+// valveCloser is a ConfigSource that can make a push wait for valves
+// (docs/protocol.md P4): the re-creation of an actuator leaves a valve where
+// it is (Q14), so valves not confirmed closed get their OFF first, and the
+// push goes out once the returned travel time has passed.
+type valveCloser interface {
+	CloseValves(ctx context.Context, espID string) time.Duration
+}
+
+// Push triggers. A push caused only by sensor changes sends `actuators:[]`
+// (P1): the device's C2 error for the empty section leaves running outputs
+// alone, where listing them would switch them off (C5).
+const (
+	TriggerSensorChange   = "config_change"
+	TriggerActuatorChange = "actuator_change"
+)
 
 // PushStore persists the last push per device.
 type PushStore interface {
@@ -75,6 +94,9 @@ type Push struct {
 	Failures      []FailedItem                  `json:"failures"`
 	Sensors       []contract.SensorConfigItem   `json:"sensors"`
 	Actuators     []contract.ActuatorConfigItem `json:"actuators"`
+	// SentActuators is the actuator section this push carried, removals
+	// included (Actuators is what the device has afterwards).
+	SentActuators []contract.ActuatorConfigItem `json:"sent_actuators"`
 	firstErr      map[string]time.Time
 	timer         *time.Timer
 }
@@ -104,6 +126,7 @@ type pushes struct {
 	grace   time.Duration
 	wg      sync.WaitGroup
 	stopped bool
+	// results are told of every settled push.
 }
 
 // armLocked (re)starts p's timer to run settle after d, unless the pushes
@@ -183,6 +206,7 @@ func (s *Service) LastPush(espID string) *Push {
 	}
 	cp := *p
 	cp.Failures = append([]FailedItem(nil), p.Failures...)
+	cp.Sections = maps.Clone(p.Sections)
 	return &cp
 }
 
@@ -199,7 +223,10 @@ func packetLimit(hw string) int {
 
 // PushConfig sends the device's combined config (docs/protocol.md P1–P6): every item
 // the hub knows plus removals since the last push, split to fit the packet
-// limit. It returns the correlation id.
+// limit, actuators first. A push caused by sensor changes alone carries no
+// actuators (P1). A push with valves not confirmed closed waits for their
+// travel after their OFF (P4): it is then published later, and the
+// correlation id returned at once. It returns the correlation id.
 func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string, error) {
 	if s.push == nil {
 		return "", errors.New("config push not enabled")
@@ -210,17 +237,26 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 	}
 
 	sensors := s.push.withRemovals(espID, s.push.source.SensorItems(espID))
+	var actuators []contract.ActuatorConfigItem
+	if trigger != TriggerSensorChange || s.push.actuatorsUnconfirmed(espID) {
+		actuators = s.push.withActuatorRemovals(espID, s.push.source.ActuatorItems(espID))
+	}
 	now := s.now()
 	corr := "cfg-" + uuid.NewString()[:18]
 	topic := contract.DeviceTopic(d.KaiserID, espID, "config")
-	parts, err := splitConfig(sensors, topic, packetLimit(d.HardwareType), now, corr)
+	parts, err := splitConfig(sensors, actuators, topic, packetLimit(d.HardwareType), now, corr)
 	if err != nil {
 		return "", err
 	}
 
-	push := newPush(corr, trigger, now, parts, sensors)
+	push := newPush(corr, trigger, now, parts, sensors, actuators, s.push.previous(espID))
 	if len(push.Sections) == 0 {
 		return "", nil // nothing to configure
+	}
+	if wait := s.valveTravel(ctx, espID, actuators); wait > 0 {
+		s.deferPush(ctx, espID, topic, parts, push, wait)
+		s.log.Info("config push waits for valves to close", "esp_id", espID, "correlation_id", corr, "wait", wait)
+		return corr, nil
 	}
 	if err := s.publishParts(ctx, topic, parts); err != nil {
 		return "", err
@@ -230,6 +266,76 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
 	s.notifyPush(false, espID, push)
 	return corr, nil
+}
+
+// valveTravel closes the valves of a push with an actuator section and
+// returns how long they need (P4); 0 without valves to wait for.
+func (s *Service) valveTravel(ctx context.Context, espID string, actuators []contract.ActuatorConfigItem) time.Duration {
+	vc, ok := s.push.source.(valveCloser)
+	if !ok || len(actuators) == 0 {
+		return 0
+	}
+	return vc.CloseValves(ctx, espID)
+}
+
+// deferPush makes push the device's current one and publishes it after
+// wait, if it is still current and the device still online then; its
+// timeout runs from the publish.
+func (s *Service) deferPush(
+	ctx context.Context, espID, topic string, parts []contract.Config, push *Push, wait time.Duration,
+) {
+	corr := push.CorrelationID
+	s.push.mu.Lock()
+	s.push.disarmLocked(s.push.byID[espID])
+	s.push.byID[espID] = push
+	s.push.armLocked(push, wait, func() { s.publishDeferred(espID, topic, parts, corr) })
+	s.push.mu.Unlock()
+	s.savePush(ctx, espID, push)
+}
+
+func (s *Service) publishDeferred(espID, topic string, parts []contract.Config, corr string) {
+	ctx := context.Background()
+	s.push.mu.Lock()
+	p := s.push.byID[espID]
+	current := p != nil && p.CorrelationID == corr && p.Status == PushPending
+	s.push.mu.Unlock()
+	if !current {
+		return
+	}
+
+	_, err := s.online(espID)
+	if err == nil {
+		err = s.publishParts(ctx, topic, parts)
+	}
+	if err != nil {
+		s.log.Warn("deferred config push not sent", "esp_id", espID, "correlation_id", corr, "error", err)
+		s.finishPush(ctx, espID, corr, true)
+		return
+	}
+
+	s.push.mu.Lock()
+	p.SentAt = s.now()
+	s.push.armLocked(p, s.push.timeout, func() { s.finishPush(context.Background(), espID, corr, true) })
+	s.push.mu.Unlock()
+	s.savePush(ctx, espID, p)
+	s.log.Info("config push sent", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "deferred", true)
+}
+
+// actuatorsUnconfirmed reports a last push whose actuator section the
+// device has not confirmed: a sensor change must not drop it by replacing
+// that push with one without actuators.
+func (ps *pushes) actuatorsUnconfirmed(espID string) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p := ps.byID[espID]
+	return p != nil && len(p.SentActuators) > 0 && p.Sections["actuator"] != PushApplied
+}
+
+// previous is the device's last push, or nil.
+func (ps *pushes) previous(espID string) *Push {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.byID[espID]
 }
 
 // withRemovals adds, inactive, the items of the previous push that are
@@ -255,9 +361,40 @@ func (ps *pushes) withRemovals(espID string, sensors []contract.SensorConfigItem
 	return sensors
 }
 
+// withActuatorRemovals adds, inactive, the actuators the device was last
+// given that are gone now (P1); an actuator is known by its pin.
+func (ps *pushes) withActuatorRemovals(
+	espID string, actuators []contract.ActuatorConfigItem,
+) []contract.ActuatorConfigItem {
+	prev := ps.previous(espID)
+	if prev == nil {
+		return actuators
+	}
+
+	have := map[int]bool{}
+	for _, it := range actuators {
+		have[it.GPIO] = true
+	}
+	for _, it := range prev.Actuators {
+		if it.Active && !have[it.GPIO] {
+			it.Active = false
+			actuators = append(actuators, it)
+		}
+	}
+	return actuators
+}
+
 // newPush is the pending push of parts: each section a part carries
-// expects one success per part.
-func newPush(corr, trigger string, now time.Time, parts []contract.Config, sensors []contract.SensorConfigItem) *Push {
+// expects one success per part. A push without an actuator section leaves
+// the device's actuators as prev knew them.
+func newPush(
+	corr, trigger string, now time.Time, parts []contract.Config,
+	sensors []contract.SensorConfigItem, actuators []contract.ActuatorConfigItem, prev *Push,
+) *Push {
+	kept := activeActuators(actuators)
+	if len(actuators) == 0 && prev != nil {
+		kept = prev.Actuators
+	}
 	push := &Push{
 		CorrelationID: corr,
 		Status:        PushPending,
@@ -268,6 +405,8 @@ func newPush(corr, trigger string, now time.Time, parts []contract.Config, senso
 		Expected:      map[string]int{},
 		Successes:     map[string]int{},
 		Sensors:       activeOnly(sensors),
+		Actuators:     kept,
+		SentActuators: actuators,
 		firstErr:      map[string]time.Time{},
 	}
 	for _, part := range parts {
@@ -312,6 +451,16 @@ func (s *Service) track(ctx context.Context, espID string, push *Push) {
 	s.savePush(ctx, espID, push)
 }
 
+func activeActuators(items []contract.ActuatorConfigItem) []contract.ActuatorConfigItem {
+	var out []contract.ActuatorConfigItem
+	for _, it := range items {
+		if it.Active {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
 func activeOnly(items []contract.SensorConfigItem) []contract.SensorConfigItem {
 	var out []contract.SensorConfigItem
 	for _, it := range items {
@@ -322,10 +471,12 @@ func activeOnly(items []contract.SensorConfigItem) []contract.SensorConfigItem {
 	return out
 }
 
-// splitConfig packs items into as few messages as fit the limit (C7, P5);
-// the parts after the first carry the correlation id with a part suffix.
+// splitConfig packs items into as few messages as fit the limit (C7, P5),
+// actuators first; the parts after the first carry the correlation id with
+// a part suffix.
 func splitConfig(
-	sensors []contract.SensorConfigItem, topic string, limit int, now time.Time, corr string,
+	sensors []contract.SensorConfigItem, actuators []contract.ActuatorConfigItem,
+	topic string, limit int, now time.Time, corr string,
 ) ([]contract.Config, error) {
 	fits := func(c contract.Config) bool {
 		b, err := contract.MarshalConfig(c)
@@ -334,24 +485,39 @@ func splitConfig(
 
 	var parts []contract.Config
 	cur := contract.Config{Timestamp: now.Unix(), CorrelationID: corr}
-	for _, it := range sensors {
-		next := cur
-		next.Sensors = append(append([]contract.SensorConfigItem(nil), cur.Sensors...), it)
-		if fits(next) {
+	// add puts one item into cur, or cur into parts and the item into a new part.
+	add := func(with func(contract.Config) contract.Config, what string, gpio int) error {
+		if next := with(cur); fits(next) {
 			cur = next
-			continue
+			return nil
 		}
-		if len(cur.Sensors) == 0 {
-			return nil, fmt.Errorf("%w: sensor on GPIO %d", ErrConfigTooLarge, it.GPIO)
+		if len(cur.Sensors) == 0 && len(cur.Actuators) == 0 {
+			return fmt.Errorf("%w: %s on GPIO %d", ErrConfigTooLarge, what, gpio)
 		}
 		parts = append(parts, cur)
-		cur = contract.Config{
-			Timestamp:     now.Unix(),
-			CorrelationID: fmt.Sprintf("%s-%d", corr, len(parts)),
-			Sensors:       []contract.SensorConfigItem{it},
-		}
+		cur = with(contract.Config{Timestamp: now.Unix(), CorrelationID: fmt.Sprintf("%s-%d", corr, len(parts))})
 		if !fits(cur) {
-			return nil, fmt.Errorf("%w: sensor on GPIO %d", ErrConfigTooLarge, it.GPIO)
+			return fmt.Errorf("%w: %s on GPIO %d", ErrConfigTooLarge, what, gpio)
+		}
+		return nil
+	}
+
+	for _, it := range actuators {
+		with := func(c contract.Config) contract.Config {
+			c.Actuators = append(slices.Clone(c.Actuators), it)
+			return c
+		}
+		if err := add(with, "actuator", it.GPIO); err != nil {
+			return nil, err
+		}
+	}
+	for _, it := range sensors {
+		with := func(c contract.Config) contract.Config {
+			c.Sensors = append(slices.Clone(c.Sensors), it)
+			return c
+		}
+		if err := add(with, "sensor", it.GPIO); err != nil {
+			return nil, err
 		}
 	}
 
@@ -364,9 +530,10 @@ func splitConfig(
 func (s *Service) savePush(ctx context.Context, espID string, p *Push) {
 	s.push.mu.Lock()
 	doc, err := json.Marshal(p)
+	corr, status := p.CorrelationID, p.Status // read under the lock: an answer may settle p meanwhile
 	s.push.mu.Unlock()
 	if err == nil {
-		err = s.push.store.SaveConfigPush(ctx, espID, p.CorrelationID, p.Status, doc)
+		err = s.push.store.SaveConfigPush(ctx, espID, corr, status, doc)
 	}
 	if err != nil {
 		s.log.Error("saving config push failed", "esp_id", espID, "error", err)

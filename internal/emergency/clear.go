@@ -185,6 +185,11 @@ func (s *Service) clearOne(ctx context.Context, espID string, req ClearRequest) 
 	}
 	outcome, msg := s.attemptClear(ctx, espID, req)
 	outcome, msg = s.recordAttempt(espID, incident, req, outcome, msg)
+	if outcome == OutcomeCleared {
+		// The device's emergency_cleared also lifts the latches it set on
+		// its actuators itself (docs/domain.md §4.7).
+		s.acts.ClearDeviceLatches(ctx, espID)
+	}
 	return DeviceClear{EspID: espID, Outcome: outcome, Message: msg}
 }
 

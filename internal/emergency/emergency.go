@@ -37,6 +37,8 @@ type Actuators interface {
 	Fence(espID string, fn func())
 	// DeviceLatched lists the gpios the device itself latched (docs/domain.md §4.7).
 	DeviceLatched(espID string) []int
+	// ClearDeviceLatches lifts the latches the device set on its actuators.
+	ClearDeviceLatches(ctx context.Context, espID string)
 }
 
 // Devices is what the stop needs from the device registry.

@@ -70,6 +70,7 @@ type fakeActuators struct {
 	latched  map[string][]int
 	offs     []actuator.OffRequest
 	expired  []string
+	cleared  []string
 	fences   []string
 	offError error
 }
@@ -90,6 +91,13 @@ func (a *fakeActuators) Off(_ context.Context, r actuator.OffRequest) (actuator.
 		return actuator.Result{Status: "failed"}, err
 	}
 	return actuator.Result{CommandID: "c", CorrelationID: "c", Status: "sent", Published: true}, nil
+}
+
+func (a *fakeActuators) ClearDeviceLatches(_ context.Context, espID string) {
+	a.mu.Lock()
+	a.cleared = append(a.cleared, espID)
+	a.latched[espID] = nil
+	a.mu.Unlock()
 }
 
 func (a *fakeActuators) ExpireQueued(_ context.Context, espID, reason string) {

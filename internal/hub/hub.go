@@ -16,8 +16,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/api/accountapi"
+	"github.com/kaiserhub/kaiser/internal/api/actuatorapi"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
@@ -72,28 +74,32 @@ type Config struct {
 	Ingest          ingest.Config
 	DiscoveryPerMin int
 	ShutdownTimeout time.Duration
+	// ActuatorSecond is the length of one second of the actuator timings
+	// (command timeout, durations, retries); tests shorten it. Zero = 1 s.
+	ActuatorSecond time.Duration
 }
 
 // Hub is a running hub.
 type Hub struct {
-	cfg      Config
-	Log      *slog.Logger
-	logs     *observe.Logs
-	Registry *prometheus.Registry
-	Store    *sqlite.Store
-	Broker   *broker.Embedded
-	Ingest   *ingest.Dispatcher
-	Devices  *device.Service
-	Events   *event.Bus
-	Sched    *schedule.Scheduler
-	API      *api.Server
-	Debug    *debugapi.Debug
-	Auth     *auth.Service
-	Audit    *audit.Log
-	Sensors  *sensor.Service
-	Alerts   *notify.Service
-	Readings *sqlite.ReadingSink
-	Zones    *zone.Service
+	cfg       Config
+	Log       *slog.Logger
+	logs      *observe.Logs
+	Registry  *prometheus.Registry
+	Store     *sqlite.Store
+	Broker    *broker.Embedded
+	Ingest    *ingest.Dispatcher
+	Devices   *device.Service
+	Events    *event.Bus
+	Sched     *schedule.Scheduler
+	API       *api.Server
+	Debug     *debugapi.Debug
+	Auth      *auth.Service
+	Audit     *audit.Log
+	Sensors   *sensor.Service
+	Alerts    *notify.Service
+	Readings  *sqlite.ReadingSink
+	Actuators *actuator.Service
+	Zones     *zone.Service
 	// Emergency holds the emergency-stop latches (docs/domain.md §5).
 	Emergency *emergency.Service
 
@@ -142,6 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadDevices,
 		h.loadSensors,
 		h.buildAPI,
+		h.loadActuators,
 		h.loadZones,
 		h.loadEmergency,
 		h.startIngest,
@@ -272,10 +279,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 		Logger:        h.Log.With("component", "sensor"),
 		Registerer:    h.Registry,
 	})
-	if err := h.Sensors.Load(ctx); err != nil {
-		return err
-	}
-	return h.Devices.EnablePush(ctx, h.Sensors, h.Store)
+	return h.Sensors.Load(ctx)
 }
 
 // buildAPI builds the HTTP API (not served yet).
@@ -302,6 +306,51 @@ func (h *Hub) buildAPI(context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.Log.Handler(), slog.LevelWarn),
 	}
+	return nil
+}
+
+// pushSource is what the config push asks for: the device's sensor and
+// actuator items, and valves closed before a push (docs/protocol.md P4).
+type pushSource struct {
+	sensors   *sensor.Service
+	actuators *actuator.Service
+}
+
+func (p pushSource) SensorItems(espID string) []contract.SensorConfigItem {
+	return p.sensors.SensorItems(espID)
+}
+
+func (p pushSource) ActuatorItems(espID string) []contract.ActuatorConfigItem {
+	return p.actuators.ActuatorItems(espID)
+}
+
+func (p pushSource) CloseValves(ctx context.Context, espID string) time.Duration {
+	return p.actuators.CloseValves(ctx, espID)
+}
+
+// loadActuators loads actuator configs, states and open commands before any
+// message or command can arrive (docs/domain.md §4.8), makes the config push
+// carry them and registers their routes (docs/api.md §8.1–8.3).
+func (h *Hub) loadActuators(ctx context.Context) error {
+	h.Actuators = actuator.New(h.Store, h.Devices, h.Sensors, h.Broker, h.Events, h.Alerts, actuator.Options{
+		Second: h.cfg.ActuatorSecond,
+		Logger: h.Log.With("component", "actuator"),
+	})
+	if err := h.Actuators.Load(ctx); err != nil {
+		return err
+	}
+	h.Sensors.SetPinClaims(h.Actuators)
+	if err := h.Devices.EnablePush(ctx, pushSource{h.Sensors, h.Actuators}, h.Store); err != nil {
+		return err
+	}
+	h.Devices.OnPushResult(h.Actuators.PushResult)
+	h.Actuators.Start()
+
+	actuatorapi.Register(h.API, actuatorapi.Deps{
+		Actuators: h.Actuators,
+		Devices:   h.Devices,
+		Audit:     h.Audit,
+	})
 	return nil
 }
 
@@ -346,6 +395,10 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 		return fmt.Errorf("load emergency latches: %w", err)
 	}
 
+	// Only now may a command be accepted: the latches block it from here on.
+	h.Actuators.SetLatches(h.Emergency)
+	h.Actuators.OnEmergencyReport(h.Emergency.Confirm)
+
 	h.Devices.OnPushPublished(h.Emergency.HandlePushPublished)
 	h.Devices.OnPushResult(h.Emergency.HandlePushResult)
 	// Not ready while a latch is held only in memory (docs/domain.md §5.2 step 1).
@@ -370,13 +423,17 @@ func (h *Hub) startIngest(context.Context) error {
 	d.Handle(contract.KindWill, h.Devices.HandleWill)
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindConfigResponse, h.Devices.HandleConfigResponse)
+	d.Handle(contract.KindActuatorStatus, h.Actuators.HandleStatus)
+	d.Handle(contract.KindActuatorResponse, h.Actuators.HandleResponse)
+	d.Handle(contract.KindActuatorAlert, h.Actuators.HandleAlert)
 	d.Handle(contract.KindEmergencyResponse, h.Emergency.HandleEmergencyResponse)
 	d.Handle(contract.KindEmergencyError, h.Emergency.HandleEmergencyError)
 	d.Handle(contract.KindSystemCommandResponse, h.Emergency.HandleSystemCommandResponse)
 	for _, k := range contract.InboundKinds {
 		switch k {
 		case contract.KindHeartbeat, contract.KindWill, contract.KindNewer, contract.KindSensorData,
-			contract.KindConfigResponse, contract.KindEmergencyResponse, contract.KindEmergencyError,
+			contract.KindConfigResponse, contract.KindActuatorStatus, contract.KindActuatorResponse,
+			contract.KindActuatorAlert, contract.KindEmergencyResponse, contract.KindEmergencyError,
 			contract.KindSystemCommandResponse:
 		default:
 			d.Handle(k, h.Devices.HandleGated())
@@ -422,6 +479,8 @@ func (h *Hub) jobs() []schedule.Job {
 			return h.Sensors.CleanupRollups(ctx, sensor.DefaultRetention())
 		}},
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
+		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
+		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
 	}
 }
 
@@ -573,6 +632,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("ingest drain", h.Ingest.Stop(ctx))
 	h.Devices.StopPush()
 	h.Zones.Stop()
+	h.Actuators.Stop()
 	step("readings flush", h.Readings.Close(ctx))
 	close(h.auditStop)
 	<-h.auditDone
@@ -617,6 +677,9 @@ func (h *Hub) abort() {
 	}
 	if h.Zones != nil {
 		h.Zones.Stop()
+	}
+	if h.Actuators != nil {
+		h.Actuators.Stop()
 	}
 	if h.Readings != nil {
 		_ = h.Readings.Close(ctx)

@@ -200,6 +200,16 @@ func CheckPin(b Board, c *Config, others []*Config) (warning string, err error) 
 	return warning, nil
 }
 
+// outputBus is an actuator's pin in refuses: it is driven, so input-only
+// pins are out, and it is no I2C sensor, so the bus pins are out too.
+const outputBus = "output"
+
+// RefusesOutput says why the board cannot give pin g to an actuator output
+// (docs/domain.md §8.2: range, not bonded, system-reserved, input-only, I2C
+// bus pin, in that order); "" when it can. Actuators share the board rules
+// of sensors, so the two can never disagree about a pin.
+func (b Board) RefusesOutput(g int) string { return b.refuses(g, outputBus) }
+
 // refuses says why the board cannot give pin g to a sensor on bus; "" when
 // it can.
 func (b Board) refuses(g int, bus string) string {
@@ -212,6 +222,8 @@ func (b Board) refuses(g int, bus string) string {
 		return fmt.Sprintf("GPIO %d is reserved by the system on %s", g, b.Name)
 	case bus == "onewire" && b.InputOnly[g]:
 		return fmt.Sprintf("GPIO %d is input-only and cannot drive a OneWire bus", g)
+	case bus == outputBus && b.InputOnly[g]:
+		return fmt.Sprintf("GPIO %d is input-only and cannot drive an actuator", g)
 	case b.I2C[g] && bus != "i2c":
 		return fmt.Sprintf("GPIO %d is an I2C bus pin; only I2C sensors may use it", g)
 	case bus == "analog" && !b.ADC1[g] && !b.ADC2[g]:

@@ -76,6 +76,13 @@ var (
 	_ Alerts  = (*notify.Service)(nil)
 )
 
+// PinClaims tells which pins other components own (docs/domain.md §8.3: a
+// sensor never shares a pin with an actuator, its aux_gpio or a valve's
+// enable pin). Component names the owner for the conflict message.
+type PinClaims interface {
+	PinClaim(espID string, gpio int) (component string, claimed bool)
+}
+
 // Errors of the domain operations.
 var (
 	ErrNotFound        = errors.New("sensor not found")
@@ -112,6 +119,7 @@ type Service struct {
 	bus     Publisher
 	events  *event.Bus
 	alerts  Alerts // nil: no alerts
+	claims  PinClaims
 	log     *slog.Logger
 	opt     Options
 	now     func() time.Time
@@ -155,6 +163,14 @@ func New(
 		opt.Registerer.MustRegister(s.processReqs)
 	}
 	return s
+}
+
+// SetPinClaims makes Upsert refuse pins that claims owns; without it only
+// the board rules and other sensors are checked.
+func (s *Service) SetPinClaims(claims PinClaims) {
+	s.mu.Lock()
+	s.claims = claims
+	s.mu.Unlock()
 }
 
 // Load reads configs, series and the latest reading per series.
@@ -387,10 +403,32 @@ func (s *Service) Upsert(ctx context.Context, c Config) (Config, string, error) 
 	if err != nil {
 		return c, "", err
 	}
+	if err := s.claimed(c); err != nil {
+		return c, "", err
+	}
 	if err := s.save(ctx, c, key); err != nil {
 		return c, "", err
 	}
 	return c, warning, nil
+}
+
+// claimed refuses c's pin when another component owns it: existing
+// actuator on the pin, after the sensor checks (docs/domain.md §8.2).
+func (s *Service) claimed(c Config) error {
+	s.mu.RLock()
+	claims := s.claims
+	s.mu.RUnlock()
+	if claims == nil {
+		return nil
+	}
+	if owner, ok := claims.PinClaim(c.EspID, c.GPIO); ok {
+		return &PinError{
+			Conflict: true,
+			Type:     "actuator",
+			Msg:      fmt.Sprintf("GPIO %d is already used by %s", c.GPIO, owner),
+		}
+	}
+	return nil
 }
 
 // acceptType lower-cases c's type and returns its processor key; a

@@ -68,6 +68,11 @@ func alertKey(prefix string, k store.SeriesKey) string {
 	return key
 }
 
+// Suppressed implements docs/domain.md §3.5 on one alert_config (a sensor's,
+// an actuator's or a device's): alerts are off and the window, if any, has
+// not passed.
+func Suppressed(ac map[string]any, now time.Time) bool { return suppressed(ac, now) }
+
 // suppressed implements docs/domain.md §3.5 on the sensor's (or device's) alert_config.
 func suppressed(ac map[string]any, now time.Time) bool {
 	if ac == nil {
