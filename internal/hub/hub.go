@@ -460,10 +460,11 @@ func (h *Hub) startScheduler(context.Context) error {
 		}
 	}
 	h.Debug = debugapi.Register(h.API, debugapi.Deps{
-		Devices:  h.Devices,
-		Sensors:  h.Sensors,
-		Jobs:     h.Sched,
-		MQTTAddr: func() string { return h.Broker.Addr() },
+		Devices:   h.Devices,
+		Sensors:   h.Sensors,
+		Actuators: h.Actuators,
+		Jobs:      h.Sched,
+		MQTTAddr:  func() string { return h.Broker.Addr() },
 	})
 	h.Sched.Start(context.Background())
 	return nil
