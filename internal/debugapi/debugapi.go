@@ -58,9 +58,10 @@ var _ jobs = (*schedule.Scheduler)(nil)
 
 // Deps are what the debug routes need from the hub.
 type Deps struct {
-	Devices devices
-	Sensors sensors
-	Jobs    jobs
+	Devices   devices
+	Sensors   sensors
+	Actuators actuators
+	Jobs      jobs
 	// MQTTAddr is the broker address mock devices connect to, asked at each start.
 	MQTTAddr func() string
 	// MaxMocks is the number of mock devices that may run at once (docs/api.md §16.1; default 100).
@@ -69,11 +70,12 @@ type Deps struct {
 
 // Debug is the registered debug routes and the mock devices they run.
 type Debug struct {
-	srv     server
-	devices devices
-	sensors sensors
-	jobs    jobs
-	mocks   *runner
+	srv       server
+	devices   devices
+	sensors   sensors
+	actuators actuators
+	jobs      jobs
+	mocks     *runner
 }
 
 // Register adds the debug routes to srv.
@@ -82,11 +84,12 @@ func Register(srv server, d Deps) *Debug {
 		d.MaxMocks = 100
 	}
 	dbg := &Debug{
-		srv:     srv,
-		devices: d.Devices,
-		sensors: d.Sensors,
-		jobs:    d.Jobs,
-		mocks:   newRunner(d.MQTTAddr, d.MaxMocks),
+		srv:       srv,
+		devices:   d.Devices,
+		sensors:   d.Sensors,
+		actuators: d.Actuators,
+		jobs:      d.Jobs,
+		mocks:     newRunner(d.MQTTAddr, d.MaxMocks),
 	}
 	dbg.mockRoutes()
 	dbg.maintenanceRoutes()
@@ -98,7 +101,7 @@ func Register(srv server, d Deps) *Debug {
 func (d *Debug) Resume() {
 	for _, dev := range d.devices.List() {
 		if def, ok := mockDefOf(dev); ok && dev.Metadata["simulation_state"] == "running" {
-			d.mocks.start(def)
+			d.mocks.start(def.in(dev))
 		}
 	}
 }

@@ -102,6 +102,7 @@ func (f *fakeDevices) Register(_ context.Context, reg device.Registration, _ str
 	}
 	d := device.Device{}
 	d.DeviceID, d.Name, d.HardwareType, d.Status = reg.DeviceID, reg.Name, reg.HardwareType, device.StatusApproved
+	d.ZoneID, d.ZoneName = reg.ZoneID, reg.ZoneName
 	d.Metadata = map[string]any{}
 	f.devices[d.DeviceID] = d
 	return d, nil
@@ -125,6 +126,12 @@ func (f *fakeDevices) Update(_ context.Context, id string, p device.Patch) (devi
 		md[k] = v
 	}
 	d.Metadata = md
+	zone := map[*string]*string{&d.ZoneID: p.ZoneID, &d.ZoneName: p.ZoneName, &d.MasterZoneID: p.MasterZoneID}
+	for dst, src := range zone {
+		if src != nil {
+			*dst = *src
+		}
+	}
 	f.devices[id] = d
 	return d, nil
 }
@@ -194,9 +201,10 @@ func (j fakeJobs) Trigger(name string) error {
 
 // fakeNode runs until its context ends and records what it was told.
 type fakeNode struct {
-	cfg     sim.NodeConfig
-	stopped chan struct{}
-	offline bool // the broker connection is down
+	cfg       sim.NodeConfig
+	stopped   chan struct{}
+	offline   bool                // the broker connection is down
+	actuators []sim.ActuatorState // what the simulated device has
 
 	mu    sync.Mutex
 	calls []string
@@ -255,11 +263,18 @@ func (n *fakeNode) Messages(limit int) []sim.Message {
 
 func (n *fakeNode) ClearMessages() { n.record("clear messages") }
 
+func (n *fakeNode) Actuators() []sim.ActuatorState {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.actuators)
+}
+
 type fixture struct {
-	srv     *fakeServer
-	debug   *Debug
-	devices *fakeDevices
-	sensors *fakeSensors
+	srv       *fakeServer
+	debug     *Debug
+	devices   *fakeDevices
+	sensors   *fakeSensors
+	actuators *fakeActuators
 
 	mu    sync.Mutex
 	nodes map[string]*fakeNode
@@ -268,17 +283,19 @@ type fixture struct {
 func newFixture(t *testing.T, jobs jobs) *fixture {
 	t.Helper()
 	f := &fixture{
-		devices: &fakeDevices{devices: map[string]device.Device{}},
-		sensors: &fakeSensors{},
-		nodes:   map[string]*fakeNode{},
+		devices:   &fakeDevices{devices: map[string]device.Device{}},
+		sensors:   &fakeSensors{},
+		actuators: &fakeActuators{},
+		nodes:     map[string]*fakeNode{},
 	}
 	f.srv = &fakeServer{mux: http.NewServeMux(), devices: f.devices}
 	f.debug = Register(f.srv, Deps{
-		Devices:  f.devices,
-		Sensors:  f.sensors,
-		Jobs:     jobs,
-		MQTTAddr: func() string { return "127.0.0.1:1883" },
-		MaxMocks: 2,
+		Devices:   f.devices,
+		Sensors:   f.sensors,
+		Actuators: f.actuators,
+		Jobs:      jobs,
+		MQTTAddr:  func() string { return "127.0.0.1:1883" },
+		MaxMocks:  2,
 	})
 	f.debug.mocks.newNode = func(c sim.NodeConfig) node {
 		n := &fakeNode{cfg: c, stopped: make(chan struct{})}
@@ -335,7 +352,7 @@ func (f *fixture) create(t *testing.T, body map[string]any) reply {
 
 func TestEveryDebugRouteIsForAdmins(t *testing.T) {
 	f := newFixture(t, nil)
-	if len(f.srv.routes) != 23 {
+	if len(f.srv.routes) != 24 {
 		t.Fatalf("%d routes", len(f.srv.routes))
 	}
 	for _, rt := range f.srv.routes {

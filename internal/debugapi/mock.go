@@ -63,9 +63,20 @@ func (ms mockSensor) config(espID string) sensor.Config {
 type mockDef struct {
 	EspID         string       `json:"esp_id" api:"required,min=1,max=31,pattern=esp_id"`
 	Name          string       `json:"name" api:"max=100"`
+	ZoneID        string       `json:"zone_id,omitempty" api:"max=32"`
+	ZoneName      string       `json:"zone_name,omitempty" api:"max=100"`
+	MasterZoneID  string       `json:"master_zone_id,omitempty" api:"max=32"`
 	Sensors       []mockSensor `json:"sensors" api:"max=20"`
 	AutoHeartbeat bool         `json:"auto_heartbeat"`
 	HeartbeatSecs int          `json:"heartbeat_interval_seconds" api:"min=5,max=300,default=60"`
+}
+
+// in is def with the device's current zone, which the simulated node
+// believes it is in when it starts: the zone given at creation, or one
+// assigned since (docs/api.md §9).
+func (def mockDef) in(dev device.Device) mockDef {
+	def.ZoneID, def.MasterZoneID = dev.ZoneID, dev.MasterZoneID
+	return def
 }
 
 // without is def without the sensor on gpio.
@@ -111,27 +122,38 @@ type mockSensorState struct {
 	LastRead   *string `json:"last_read"`
 }
 
+// mockActuatorState is an actuator of MockESPResponse.
+type mockActuatorState struct {
+	GPIO             int     `json:"gpio"`
+	ActuatorType     string  `json:"actuator_type"`
+	Name             *string `json:"name"`
+	State            bool    `json:"state"`
+	PWMValue         float64 `json:"pwm_value"`
+	EmergencyStopped bool    `json:"emergency_stopped"`
+	LastCommand      *string `json:"last_command"`
+}
+
 // mockResponse is docs/api.md §16.1 MockESPResponse.
 type mockResponse struct {
-	EspID                    string            `json:"esp_id"`
-	Name                     *string           `json:"name"`
-	ZoneID                   *string           `json:"zone_id"`
-	ZoneName                 *string           `json:"zone_name"`
-	MasterZoneID             *string           `json:"master_zone_id"`
-	SubzoneID                *string           `json:"subzone_id"`
-	SystemState              any               `json:"system_state"`
-	Sensors                  []mockSensorState `json:"sensors"`
-	Actuators                []any             `json:"actuators"`
-	AutoHeartbeat            bool              `json:"auto_heartbeat"`
-	HeapFree                 any               `json:"heap_free"`
-	WifiRSSI                 any               `json:"wifi_rssi"`
-	Uptime                   any               `json:"uptime"`
-	LastHeartbeat            any               `json:"last_heartbeat"`
-	CreatedAt                *string           `json:"created_at"`
-	Connected                bool              `json:"connected"`
-	HardwareType             string            `json:"hardware_type"`
-	Status                   string            `json:"status"`
-	HeartbeatIntervalSeconds int               `json:"heartbeat_interval_seconds"`
+	EspID                    string              `json:"esp_id"`
+	Name                     *string             `json:"name"`
+	ZoneID                   *string             `json:"zone_id"`
+	ZoneName                 *string             `json:"zone_name"`
+	MasterZoneID             *string             `json:"master_zone_id"`
+	SubzoneID                *string             `json:"subzone_id"`
+	SystemState              any                 `json:"system_state"`
+	Sensors                  []mockSensorState   `json:"sensors"`
+	Actuators                []mockActuatorState `json:"actuators"`
+	AutoHeartbeat            bool                `json:"auto_heartbeat"`
+	HeapFree                 any                 `json:"heap_free"`
+	WifiRSSI                 any                 `json:"wifi_rssi"`
+	Uptime                   any                 `json:"uptime"`
+	LastHeartbeat            any                 `json:"last_heartbeat"`
+	CreatedAt                *string             `json:"created_at"`
+	Connected                bool                `json:"connected"`
+	HardwareType             string              `json:"hardware_type"`
+	Status                   string              `json:"status"`
+	HeartbeatIntervalSeconds int                 `json:"heartbeat_interval_seconds"`
 }
 
 func (d *Debug) mockJSON(dev device.Device, def mockDef) mockResponse {
@@ -156,7 +178,7 @@ func (d *Debug) mockJSON(dev device.Device, def mockDef) mockResponse {
 		MasterZoneID:             api.NullString(dev.MasterZoneID),
 		SystemState:              md["system_state"],
 		Sensors:                  sensors,
-		Actuators:                []any{},
+		Actuators:                d.mockActuators(dev.DeviceID),
 		AutoHeartbeat:            def.AutoHeartbeat,
 		HeapFree:                 md["last_heap_free"],
 		WifiRSSI:                 md["last_wifi_rssi"],
@@ -289,6 +311,8 @@ func (d *Debug) mockRoutes() {
 		pinCommand(d, "set_actuator", func(n node, g int, q *actuatorStateRequest) (bool, any) {
 			return n.SetActuator(g, "", q.State, q.PWMValue, q.Publish), map[string]any{"gpio": g, "state": q.State}
 		}), actuatorStateRequest{}, commandResponse{})
+	d.admin("POST", one+"/actuators/{gpio}/command", "Command a simulated actuator through the hub's command path",
+		d.commandActuator, mockCommandRequest{}, mockCommandResponse{})
 	d.admin("POST", one+"/auto-heartbeat", "Switch automatic heartbeats", d.withMock(d.autoHeartbeat),
 		nil, commandResponse{})
 	d.admin("POST", one+"/emergency-stop", "The mock's own emergency state (not the hub's latch)",
@@ -305,18 +329,25 @@ type mockHandler func(w http.ResponseWriter, r *http.Request, dev device.Device,
 // withMock loads the path's device (422, 404) and answers 404 unless it is a mock.
 func (d *Debug) withMock(h mockHandler) api.Authed {
 	return func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-		dev, ok := d.srv.DeviceFromPath(w, r)
-		if !ok {
-			return
+		if dev, def, ok := d.mockFromPath(w, r); ok {
+			h(w, r, dev, def)
 		}
-		def, ok := mockDefOf(dev)
-		if !ok {
-			api.WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND",
-				"ESP device '"+dev.DeviceID+"' is not a simulated device", nil)
-			return
-		}
-		h(w, r, dev, def)
 	}
+}
+
+// mockFromPath is the mock device the path names; it has answered 422 or
+// 404 when it reports false.
+func (d *Debug) mockFromPath(w http.ResponseWriter, r *http.Request) (device.Device, mockDef, bool) {
+	dev, ok := d.srv.DeviceFromPath(w, r)
+	if !ok {
+		return dev, mockDef{}, false
+	}
+	def, ok := mockDefOf(dev)
+	if !ok {
+		api.WriteError(w, r, http.StatusNotFound, "ESP_NOT_FOUND",
+			"ESP device '"+dev.DeviceID+"' is not a simulated device", nil)
+	}
+	return dev, def, ok
 }
 
 // pinCommand is the shape of the commands on one pin of a running mock: a
@@ -370,7 +401,13 @@ func (d *Debug) createMock(w http.ResponseWriter, r *http.Request, p auth.Princi
 		return
 	}
 
-	reg := device.Registration{DeviceID: def.EspID, Name: def.Name, HardwareType: mockHardware}
+	reg := device.Registration{
+		DeviceID:     def.EspID,
+		Name:         def.Name,
+		ZoneID:       def.ZoneID,
+		ZoneName:     def.ZoneName,
+		HardwareType: mockHardware,
+	}
 	if _, err := d.devices.Register(r.Context(), reg, p.User.Username); err != nil {
 		d.srv.DeviceError(w, r, def.EspID, err)
 		return
@@ -387,15 +424,19 @@ func (d *Debug) createMock(w http.ResponseWriter, r *http.Request, p auth.Princi
 	if def.AutoHeartbeat {
 		state = "running"
 	}
-	dev, err := d.devices.Update(r.Context(), def.EspID, device.Patch{
+	patch := device.Patch{
 		Metadata: map[string]any{"simulation_config": def.metadata(), "simulation_state": state},
-	})
+	}
+	if def.MasterZoneID != "" {
+		patch.MasterZoneID = &def.MasterZoneID
+	}
+	dev, err := d.devices.Update(r.Context(), def.EspID, patch)
 	if err != nil {
 		d.srv.Internal(w, r, err)
 		return
 	}
 	if def.AutoHeartbeat {
-		d.mocks.start(def)
+		d.mocks.start(def.in(dev))
 	}
 	api.WriteJSON(w, http.StatusCreated, d.mockJSON(dev, def))
 }
@@ -432,7 +473,7 @@ func (d *Debug) simulation(start bool) mockHandler {
 	}
 	return func(w http.ResponseWriter, r *http.Request, dev device.Device, def mockDef) {
 		if start {
-			d.mocks.start(def)
+			d.mocks.start(def.in(dev))
 		} else {
 			d.mocks.stop(dev.DeviceID)
 		}

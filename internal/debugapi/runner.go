@@ -23,6 +23,7 @@ type node interface {
 	SetState(s string) bool
 	Messages(limit int) []sim.Message
 	ClearMessages()
+	Actuators() []sim.ActuatorState
 }
 
 var _ node = (*sim.Node)(nil)
@@ -104,6 +105,8 @@ func nodeConfig(def mockDef, broker string) sim.NodeConfig {
 	return sim.NodeConfig{
 		EspID:          def.EspID,
 		Broker:         broker,
+		ZoneID:         def.ZoneID,
+		MasterZoneID:   def.MasterZoneID,
 		Quirks:         sim.Quirks{Seq: true},
 		Sensors:        specs,
 		HeartbeatEvery: hb,

@@ -110,8 +110,9 @@ type Service struct {
 	discovered []time.Time          // discovery times in the last minute
 	perID      map[string]time.Time
 
-	push  *pushes
-	hooks pushHooks
+	push   *pushes
+	hooks  pushHooks
+	counts counts
 }
 
 // New builds the service; call Load before serving traffic.
@@ -391,7 +392,7 @@ func (s *Service) storeBeat(ctx context.Context, b beatOutcome, hb contract.Hear
 
 func (s *Service) publish(evs []event.Event) {
 	for _, ev := range evs {
-		s.events.Publish(ev)
+		s.events.Publish(s.withCounts(ev))
 	}
 }
 
@@ -661,8 +662,8 @@ func (s *Service) goOffline(e *entry, cause string, now time.Time) (store.Device
 		HeapFree:      md["last_heap_free"],
 		WifiRSSI:      md["last_wifi_rssi"],
 		Uptime:        md["last_uptime"],
-		SensorCount:   md["last_sensor_count"],
-		ActuatorCount: md["last_actuator_count"],
+		SensorCount:   storedCount(md["last_sensor_count"]),
+		ActuatorCount: storedCount(md["last_actuator_count"]),
 		Source:        cause,
 		Timestamp:     now.Unix(),
 	}}}
@@ -848,14 +849,15 @@ func statusEvent(e *entry, prev, reason string, now time.Time) event.Event {
 }
 
 func healthEvent(e *entry, hb contract.Heartbeat, source string, now time.Time) event.Event {
+	sensors, actuators := reportedCounts(hb)
 	return event.Event{Time: now, Data: event.EspHealth{
 		EspID:         e.rec.DeviceID,
 		Status:        e.rec.Status,
 		HeapFree:      hb.HeapFree,
 		WifiRSSI:      hb.RSSI,
 		Uptime:        hb.Uptime,
-		SensorCount:   hb.SensorCount,
-		ActuatorCount: hb.ActuatorCount,
+		SensorCount:   sensors,
+		ActuatorCount: actuators,
 		Source:        source,
 		Timestamp:     now.Unix(),
 	}}

@@ -43,17 +43,19 @@ type SensorHealth struct {
 // EspHealth is a device's vital figures, sent with every heartbeat of an
 // approved device and on its transition to offline.
 //
-// The figures are any because the offline event repeats what the device
-// last reported as stored in its metadata, verbatim: int64 while the hub
-// runs, float64 after a restart, null when never reported.
+// The vital figures are any because the offline event repeats what the
+// device last reported as stored in its metadata, verbatim: int64 while the
+// hub runs, float64 after a restart, null when never reported. The counts
+// are the hub's configured sensors and actuators, which clients render, so
+// they are always integers (docs/api.md §17.5).
 type EspHealth struct {
 	EspID         string `json:"esp_id"`
 	Status        string `json:"status"`
 	HeapFree      any    `json:"heap_free"`
 	WifiRSSI      any    `json:"wifi_rssi"`
 	Uptime        any    `json:"uptime"`
-	SensorCount   any    `json:"sensor_count"`
-	ActuatorCount any    `json:"actuator_count"`
+	SensorCount   int    `json:"sensor_count"`
+	ActuatorCount int    `json:"actuator_count"`
 	Source        string `json:"source"` // heartbeat, heartbeat_timeout, lwt
 	Timestamp     int64  `json:"timestamp"`
 }

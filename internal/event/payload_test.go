@@ -11,7 +11,6 @@ func ptr[T any](v T) *T { return &v }
 // The `data` objects WebSocket clients received when payloads were maps:
 // every key present, null where a value is unknown (docs/api.md §17.5).
 func TestPayloadJSON(t *testing.T) {
-	var noCount *int64
 	tests := []struct {
 		name    string
 		payload Payload
@@ -89,20 +88,19 @@ func TestPayloadJSON(t *testing.T) {
 				"last_reading_at":"t","timeout_seconds":0,"timestamp":0}`,
 		},
 		{
-			name: "esp_health heartbeat without counts",
+			name: "esp_health heartbeat",
 			payload: EspHealth{
 				EspID:         "E",
 				Status:        "online",
 				HeapFree:      int64(187432),
 				WifiRSSI:      int64(-61),
 				Uptime:        int64(61),
-				SensorCount:   noCount,
-				ActuatorCount: ptr(int64(2)),
+				ActuatorCount: 2,
 				Source:        "heartbeat",
 				Timestamp:     1767600930,
 			},
 			want: `{"esp_id":"E","status":"online","heap_free":187432,"wifi_rssi":-61,"uptime":61,
-				"sensor_count":null,"actuator_count":2,"source":"heartbeat","timestamp":1767600930}`,
+				"sensor_count":0,"actuator_count":2,"source":"heartbeat","timestamp":1767600930}`,
 		},
 		{
 			name: "esp_health offline with nothing reported",
@@ -113,7 +111,7 @@ func TestPayloadJSON(t *testing.T) {
 				Timestamp: 5,
 			},
 			want: `{"esp_id":"E","status":"offline","heap_free":null,"wifi_rssi":null,"uptime":null,
-				"sensor_count":null,"actuator_count":null,"source":"lwt","timestamp":5}`,
+				"sensor_count":0,"actuator_count":0,"source":"lwt","timestamp":5}`,
 		},
 		{
 			name: "esp_health offline from stored metadata",
@@ -125,7 +123,7 @@ func TestPayloadJSON(t *testing.T) {
 				Source:   "heartbeat_timeout",
 			},
 			want: `{"esp_id":"E","status":"offline","heap_free":187432,"wifi_rssi":null,"uptime":61,
-				"sensor_count":null,"actuator_count":null,"source":"heartbeat_timeout","timestamp":0}`,
+				"sensor_count":0,"actuator_count":0,"source":"heartbeat_timeout","timestamp":0}`,
 		},
 		{
 			name: "device_status",

@@ -344,6 +344,7 @@ func (h *Hub) loadActuators(ctx context.Context) error {
 		return err
 	}
 	h.Devices.OnPushResult(h.Actuators.PushResult)
+	h.Devices.SetCounts(deviceComponents{h})
 	h.Actuators.Start()
 
 	actuatorapi.Register(h.API, actuatorapi.Deps{
@@ -459,10 +460,11 @@ func (h *Hub) startScheduler(context.Context) error {
 		}
 	}
 	h.Debug = debugapi.Register(h.API, debugapi.Deps{
-		Devices:  h.Devices,
-		Sensors:  h.Sensors,
-		Jobs:     h.Sched,
-		MQTTAddr: func() string { return h.Broker.Addr() },
+		Devices:   h.Devices,
+		Sensors:   h.Sensors,
+		Actuators: h.Actuators,
+		Jobs:      h.Sched,
+		MQTTAddr:  func() string { return h.Broker.Addr() },
 	})
 	h.Sched.Start(context.Background())
 	return nil
@@ -722,7 +724,12 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Devices:  h.Devices,
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
-	deviceapi.Register(h.API, deviceapi.Deps{Devices: h.Devices, Sensors: h.Sensors, Audit: h.Audit})
+	deviceapi.Register(h.API, deviceapi.Deps{
+		Devices:   h.Devices,
+		Sensors:   h.Sensors,
+		Actuators: deviceComponents{h},
+		Audit:     h.Audit,
+	})
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})

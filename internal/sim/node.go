@@ -543,8 +543,13 @@ func (n *Node) heartbeat() map[string]any {
 	return hb
 }
 
-// value advances a sensor's pattern (docs/domain.md §10.2).
+// value advances a sensor's pattern (docs/domain.md §10.2), rounded to 2
+// places, so that a fractional value is published as it is.
 func (n *Node) value(s SensorSpec) float64 {
+	return math.Round(n.pattern(s)*100) / 100
+}
+
+func (n *Node) pattern(s SensorSpec) float64 {
 	if o, ok := n.override[s.GPIO]; ok {
 		return o // a manual override wins over the pattern
 	}
@@ -560,13 +565,16 @@ func (n *Node) value(s SensorSpec) float64 {
 		}
 		n.values[s.GPIO] = v
 	}
-	return math.Round(v)
+	return v
 }
 
-// reading publishes the fallback format (HTTP processing off): value = raw,
-// unit "raw", quality "fair" (docs/protocol.md §4.4).
+// reading publishes the fallback format (HTTP processing off): unit "raw",
+// quality "fair" (docs/protocol.md §4.4). The wire's raw word is an integer,
+// the nearest to the value; the value goes unchanged, which the hub keeps as
+// the reading of a raw_mode:false sensor.
 func (n *Node) reading(s SensorSpec) {
-	raw := n.value(s)
+	v := n.value(s)
+	raw := math.Round(v)
 	unit, quality, rawMode := "raw", "fair", true
 	if s.RawMode != nil {
 		rawMode = *s.RawMode
@@ -579,7 +587,7 @@ func (n *Node) reading(s SensorSpec) {
 	}
 	payload := fmt.Sprintf(`{"esp_id":"%s","zone_id":"%s","subzone_id":"","gpio":%d,"sensor_type":"%s",`+
 		`"raw":%d,"value":%.2f,"unit":"%s","quality":"%s","ts":%d,"raw_mode":%t`,
-		n.cfg.EspID, n.zone, s.GPIO, s.Type, int64(raw), raw, unit, quality, n.unix(), rawMode)
+		n.cfg.EspID, n.zone, s.GPIO, s.Type, int64(raw), v, unit, quality, n.unix(), rawMode)
 	if n.cfg.Quirks.Seq {
 		payload += fmt.Sprintf(`,"seq":%d`, n.Stats.Sent.Load()+1)
 	}

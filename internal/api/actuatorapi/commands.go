@@ -108,12 +108,25 @@ var answers = map[string]answer{
 }
 
 func (rt *routes) rejected(w http.ResponseWriter, r *http.Request, espID string, gpio int, rej *actuator.Rejection) {
+	WriteRejection(w, r, rt.srv, espID, gpio, rej)
+}
+
+// DeviceErrors answers a device error the way the HTTP core does.
+type DeviceErrors interface {
+	DeviceError(w http.ResponseWriter, r *http.Request, id string, err error)
+}
+
+// WriteRejection answers a command refused by the checks of docs/domain.md
+// §4.4 with its HTTP status and code (docs/api.md §8.2); the mock-device
+// command route (docs/api.md §16.1) answers the same way.
+func WriteRejection(w http.ResponseWriter, r *http.Request, srv DeviceErrors, espID string, gpio int,
+	rej *actuator.Rejection) {
 	switch {
 	case rej.Row == 1:
 		writeValidation(w, r, []fieldError{{Loc: []any{"body", rej.Field}, Msg: rej.Message, Type: "value_error"}})
 		return
 	case rej.Code == actuator.CodeDeviceNotFound:
-		rt.srv.DeviceError(w, r, espID, device.ErrNotFound)
+		srv.DeviceError(w, r, espID, device.ErrNotFound)
 		return
 	case rej.Code == actuator.CodeValueOutOfRange:
 		api.WriteError(w, r, http.StatusBadRequest, "SAFETY_CONSTRAINT_VIOLATION", rej.Message,

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -37,13 +38,22 @@ type devices interface {
 var _ devices = (*device.Service)(nil)
 
 // sensors is what the device routes need from the sensor configs: a
-// device's count, and removing them with the device.
+// device's sensors with their latest readings for the device object, and
+// removing them with the device.
 type sensors interface {
 	ByDevice(espID string) []sensor.Config
+	LatestOf(c sensor.Config) (store.Reading, bool)
 	DeleteDevice(ctx context.Context, espID string) error
 }
 
 var _ sensors = (*sensor.Service)(nil)
+
+// actuators is what the device object shows of a device's actuators.
+type actuators interface {
+	ForDevice(espID string) []actuator.View
+}
+
+var _ actuators = (*actuator.Service)(nil)
 
 // recorder is where the device routes record what a user did to a device.
 type recorder interface {
@@ -54,16 +64,18 @@ var _ recorder = (*audit.Log)(nil)
 
 // Deps are what the device routes need from the hub.
 type Deps struct {
-	Devices devices
-	Sensors sensors
-	Audit   recorder
+	Devices   devices
+	Sensors   sensors
+	Actuators actuators // nil: devices show no actuators
+	Audit     recorder
 }
 
 type handlers struct {
-	srv     *api.Server
-	devices devices
-	sensors sensors
-	audit   recorder
+	srv       *api.Server
+	devices   devices
+	sensors   sensors
+	actuators actuators
+	audit     recorder
 }
 
 var statuses = []string{device.StatusPending, device.StatusApproved, device.StatusOnline, device.StatusOffline,
@@ -91,6 +103,11 @@ type deviceResponse struct {
 	RebootRequired           bool           `json:"reboot_required"`
 	SensorCount              int            `json:"sensor_count"`
 	ActuatorCount            int            `json:"actuator_count"`
+	Actuators                []actuatorView `json:"actuators"`
+	Sensors                  []sensorView   `json:"sensors"`
+	WifiRSSI                 *int64         `json:"wifi_rssi"`
+	HeapFree                 *int64         `json:"heap_free"`
+	Uptime                   *int64         `json:"uptime"`
 	AutoHeartbeat            bool           `json:"auto_heartbeat"`
 	HeartbeatIntervalSeconds *int           `json:"heartbeat_interval_seconds"`
 	DiscoveredAt             *string        `json:"discovered_at"`
@@ -138,17 +155,21 @@ func deviceJSON(d device.Device) deviceResponse {
 		ApprovedAt:        api.NullTimestamp(d.ApprovedAt),
 		ApprovedBy:        api.NullString(d.ApprovedBy),
 		RejectionReason:   api.NullString(d.RejectionReason),
+		WifiRSSI:          lastInt(md, "last_wifi_rssi"),
+		HeapFree:          lastInt(md, "last_heap_free"),
+		Uptime:            lastInt(md, "last_uptime"),
 		CreatedAt:         api.Timestamp(d.CreatedAt),
 		UpdatedAt:         api.Timestamp(d.UpdatedAt),
 	}
 }
 
-// deviceOut is the device object with its configured component counts.
+// deviceOut is the device object with its configured sensors and actuators
+// and what clients render of them.
 func (h *handlers) deviceOut(d device.Device) deviceResponse {
 	out := deviceJSON(d)
-	if h.sensors != nil {
-		out.SensorCount = len(h.sensors.ByDevice(d.DeviceID))
-	}
+	out.Sensors = h.sensorViews(d.DeviceID)
+	out.Actuators = h.actuatorViews(d.DeviceID)
+	out.SensorCount, out.ActuatorCount = len(out.Sensors), len(out.Actuators)
 	return out
 }
 
@@ -353,10 +374,11 @@ func Register(s *api.Server, d Deps) {
 		one  = list + "/{esp_id}"
 	)
 	h := &handlers{
-		srv:     s,
-		devices: d.Devices,
-		sensors: d.Sensors,
-		audit:   d.Audit,
+		srv:       s,
+		devices:   d.Devices,
+		sensors:   d.Sensors,
+		actuators: d.Actuators,
+		audit:     d.Audit,
 	}
 
 	g := s.Group("devices")
