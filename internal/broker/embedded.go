@@ -243,10 +243,14 @@ func (ss *sessionSet) all() []*mqtt.Client {
 }
 
 // disconnectAll disconnects every network client, whether or not mochi's
-// client list still knows it.
-func (e *Embedded) disconnectAll(listenerID string) {
-	for _, cl := range e.server.Clients.GetByListener(listenerID) {
-		_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+// client list still knows it. It never calls mochi's GetByListener: that
+// takes the list's read lock twice, and deadlocks when a connecting or
+// leaving client waits for the write lock in between.
+func (e *Embedded) disconnectAll(string) {
+	for _, cl := range e.server.Clients.GetAll() {
+		if !cl.Net.Inline && !cl.Closed() {
+			_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
 	}
 	for _, cl := range e.sessions.all() {
 		if !cl.Closed() {
@@ -296,7 +300,20 @@ func (e *Embedded) Close() error {
 	e.closeMu.Unlock()
 	e.serving.Store(false)
 
-	e.disconnectAll("")
+	e.disconnectAll("all")
+	// mochi's Close lists clients with GetByListener (see disconnectAll):
+	// let the disconnected clients leave first, so no one is waiting for
+	// the list's write lock when it does.
+	left := make(chan struct{})
+	go func() {
+		e.server.Listeners.ClientsWg.Wait()
+		close(left)
+	}()
+	select {
+	case <-left:
+	case <-time.After(closeWait):
+	}
+
 	done := make(chan struct{})
 	go func() {
 		_ = e.server.Close()
