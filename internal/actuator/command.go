@@ -614,6 +614,7 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 		u.st.OnCandidate = &mark{CommandID: c.rec.ID, At: now}
 	}
 	stRec, cRec := u.stateRecLocked(now), c.snapshotLocked()
+	u.beginPublishLocked()
 	s.mu.Unlock()
 
 	err := s.store.SaveActuatorCommand(ctx, cRec)
@@ -632,6 +633,7 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	fx := &effects{}
 	s.mu.Lock()
 	defer func() {
+		u.endPublishLocked()
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
 	}()
@@ -688,6 +690,12 @@ func (s *Service) publishCommand(ctx context.Context, root string, c *command, n
 // OFF whose publish failed is tried again after 10 s (K8); a valve's OFF
 // starts its travel (Q14).
 func (s *Service) publishOff(ctx context.Context, c *command, root string) Result {
+	s.mu.Lock()
+	publishing := s.units[c.key()]
+	if publishing != nil {
+		publishing.beginPublishLocked()
+	}
+	s.mu.Unlock()
 	now := s.now()
 	err := s.publishCommand(ctx, root, c, now)
 
@@ -713,6 +721,9 @@ func (s *Service) publishOff(ctx context.Context, c *command, root string) Resul
 			s.closing[u.key()] = now.Add(u.cfg.travel(s.second))
 		}
 		fx.state(u, now)
+	}
+	if publishing != nil {
+		publishing.endPublishLocked()
 	}
 	res := c.result(msg)
 	s.mu.Unlock()

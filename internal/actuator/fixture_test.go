@@ -258,6 +258,9 @@ type fakeBus struct {
 	err  error
 	// onPublish runs at each publish (before it is recorded).
 	onPublish func(topic string)
+	// answer runs at each publish after it is recorded, before Publish
+	// returns: a device that answers faster than the publisher goes on.
+	answer func(p published)
 }
 
 func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byte, _ bool) error {
@@ -283,7 +286,11 @@ func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byt
 	p.cmd.CorrelationID, _ = raw["correlation_id"].(string)
 	b.mu.Lock()
 	b.sent = append(b.sent, p)
+	answer := b.answer
 	b.mu.Unlock()
+	if answer != nil {
+		answer(p)
+	}
 	return nil
 }
 

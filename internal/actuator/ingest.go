@@ -178,6 +178,7 @@ func (s *Service) HandleResponse(ctx context.Context, m ingest.Message) error {
 
 	now := m.ReceivedAt
 	k := key{r.EspID, r.GPIO}
+	s.awaitPublishes(k)
 	fx := &effects{}
 	s.mu.Lock()
 	u := s.units[k]
@@ -215,6 +216,28 @@ func (s *Service) HandleResponse(ctx context.Context, m ingest.Message) error {
 	})
 	s.run(ctx, fx, now)
 	return nil
+}
+
+// awaitPublishes waits while commands of k are being published: an answer
+// can overtake the bookkeeping of its own publish and must find its
+// command sent (K6). The wait is bounded by the command timeout.
+func (s *Service) awaitPublishes(k key) {
+	s.mu.Lock()
+	u := s.units[k]
+	if u == nil || u.publishing == 0 {
+		s.mu.Unlock()
+		return
+	}
+	done := u.published
+	s.mu.Unlock()
+
+	t := time.NewTimer(s.secs(commandTimeout))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("answer handled while its command is still being published", "key", k)
+	}
 }
 
 // matchLocked finds the command a response answers (K6): by correlation id

@@ -371,3 +371,55 @@ func TestHistoryAndLookup(t *testing.T) {
 		}
 	})
 }
+
+// A device may answer before the publish call returns: the embedded broker
+// delivers inline and the answer is ingested on another goroutine. The
+// answer still completes its command (K6), found by correlation id or by
+// its command, and the command reads sent before acknowledged.
+func TestAnswerBeforePublishReturns(t *testing.T) {
+	cases := []struct {
+		name string
+		cmd  string
+		echo bool // newer firmware echoes the correlation id
+	}{
+		{"baseline ON", "ON", false},
+		{"newer ON", "ON", true},
+		{"baseline OFF", "OFF", false},
+		{"newer OFF", "OFF", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t)
+				f.pump(60)
+				f.status(pump, false)
+				f.bus.answer = func(p published) {
+					payload := map[string]any{"esp_id": esp, "ts": 0, "gpio": pump, "command": p.cmd.Command,
+						"value": p.cmd.Value.V, "duration": p.cmd.Duration, "success": true, "message": "Command executed"}
+					if tc.echo {
+						payload["correlation_id"] = p.cmd.CorrelationID
+					}
+					m := f.message("actuator/5/response", payload)
+					go func() {
+						if err := f.svc.HandleResponse(context.Background(), m); err != nil {
+							t.Errorf("response: %v", err)
+						}
+					}()
+					synctest.Wait() // the answer is handled, or waits, before Publish returns
+				}
+				f.drain()
+
+				res := f.mustCommand(tc.cmd, nil, dur(20))
+				synctest.Wait()
+				if got := f.cmd(res.CommandID); got.Status != StatusAcknowledged || got.Metadata["late_ack"] != nil {
+					t.Fatalf("the answer during the publish left the command %s (late_ack %v)", got.Status,
+						got.Metadata["late_ack"])
+				}
+				if got := commandStatuses(f.drain(), res.CommandID); !slices.Equal(got, []string{StatusSent,
+					StatusAcknowledged}) {
+					t.Fatalf("lifecycle events %v", got)
+				}
+			})
+		})
+	}
+}

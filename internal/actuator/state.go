@@ -90,6 +90,29 @@ type unit struct {
 	autoOff     *time.Timer
 	retry       *time.Timer
 	root        string // kaiser root the device was last reached on
+
+	// publishing counts the unit's commands being published; published is
+	// closed when it drops to zero. A device's answer can overtake the
+	// bookkeeping of its own publish (the embedded broker delivers inline),
+	// so answers wait for it (awaitPublishes).
+	publishing int
+	published  chan struct{}
+}
+
+// beginPublishLocked notes a publish of one of u's commands; s.mu is held.
+func (u *unit) beginPublishLocked() {
+	if u.publishing == 0 {
+		u.published = make(chan struct{})
+	}
+	u.publishing++
+}
+
+// endPublishLocked notes that the publish and its bookkeeping are done; s.mu is held.
+func (u *unit) endPublishLocked() {
+	u.publishing--
+	if u.publishing == 0 {
+		close(u.published)
+	}
 }
 
 func newUnit(c Config) *unit {

@@ -128,6 +128,9 @@ type fakeBus struct {
 	mu   sync.Mutex
 	sent []sent
 	err  error
+	// answer, if set, runs after each publish, before Publish returns: a
+	// device that answers faster than the publisher goes on.
+	answer func(topic string)
 }
 
 type sent struct {
@@ -139,11 +142,16 @@ var _ Publisher = (*fakeBus)(nil)
 
 func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byte, _ bool) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.err != nil {
+		b.mu.Unlock()
 		return b.err
 	}
 	b.sent = append(b.sent, sent{topic: topic, payload: slices.Clone(payload)})
+	answer := b.answer
+	b.mu.Unlock()
+	if answer != nil {
+		answer(topic)
+	}
 	return nil
 }
 

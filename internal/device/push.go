@@ -258,11 +258,15 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 		s.log.Info("config push waits for valves to close", "esp_id", espID, "correlation_id", corr, "wait", wait)
 		return corr, nil
 	}
+	// Tracked before it goes out: the device's answer can be ingested
+	// before the publish call returns, and must find its push.
+	prev := s.push.begin(espID, push, func() { s.finishPush(context.Background(), espID, corr, true) })
 	if err := s.publishParts(ctx, topic, parts); err != nil {
+		s.push.abandon(espID, push, prev, func() { s.finishPush(context.Background(), espID, prev.CorrelationID, true) })
 		return "", err
 	}
 
-	s.track(ctx, espID, push)
+	s.savePush(ctx, espID, push)
 	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
 	s.notifyPush(false, espID, push)
 	return corr, nil
@@ -435,20 +439,37 @@ func (s *Service) publishParts(ctx context.Context, topic string, parts []contra
 	return nil
 }
 
-// track makes push the device's current one, replacing any earlier push
-// (P3: one at a time), starts its timeout and saves it.
-func (s *Service) track(ctx context.Context, espID string, push *Push) {
-	corr := push.CorrelationID
+// begin makes push the device's current one, replacing any earlier push
+// (P3: one at a time), and starts its timeout, which runs expire; it
+// returns the push it replaced.
+func (ps *pushes) begin(espID string, push *Push, expire func()) *Push {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	prev := ps.byID[espID]
+	ps.disarmLocked(prev)
+	ps.byID[espID] = push
+	ps.armLocked(push, ps.timeout, expire)
+	return prev
+}
 
-	s.push.mu.Lock()
-	s.push.disarmLocked(s.push.byID[espID])
-	s.push.byID[espID] = push
-	s.push.armLocked(push, s.push.timeout, func() {
-		s.finishPush(context.Background(), espID, corr, true)
-	})
-	s.push.mu.Unlock()
-
-	s.savePush(ctx, espID, push)
+// abandon undoes begin for a push that could not be published: the device
+// never got it, so prev stays what it has (removals are computed from it).
+// A pending prev gets a new timeout, which runs expire.
+func (ps *pushes) abandon(espID string, push, prev *Push, expire func()) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.byID[espID] != push {
+		return
+	}
+	ps.disarmLocked(push)
+	if prev == nil {
+		delete(ps.byID, espID)
+		return
+	}
+	ps.byID[espID] = prev
+	if prev.Status == PushPending {
+		ps.armLocked(prev, ps.timeout, expire)
+	}
 }
 
 func activeActuators(items []contract.ActuatorConfigItem) []contract.ActuatorConfigItem {

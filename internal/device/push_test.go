@@ -224,6 +224,55 @@ func mapsEqual(a, b map[string]string) bool {
 	return true
 }
 
+// A device may answer before the publish call returns (the embedded
+// broker delivers at once, and the answer is ingested concurrently): the
+// push is tracked before it goes out, so that answer completes it.
+func TestPushAnsweredBeforePublishReturns(t *testing.T) {
+	h := newHarness(t, Config{HeartbeatTimeout: time.Hour})
+	h.source.set(testID, sensorItem(4, "soil"))
+	h.bus.answer = func(topic string) {
+		if !strings.HasSuffix(topic, "/config") {
+			return
+		}
+		for _, r := range []reply{ok("sensor"), failure("actuator", "MISSING_FIELD", "Actuator config array is empty")} {
+			if err := h.respond(r); err != nil {
+				t.Errorf("answer: %v", err)
+			}
+		}
+	}
+	h.online()
+	applied := h.svc.LastPush(testID)
+	if applied == nil || applied.Status != PushApplied {
+		t.Fatalf("push answered during its publish: %+v", applied)
+	}
+
+	// A push that cannot be published leaves the device's last push in
+	// place, so that the next one still removes what the device has.
+	h.bus.answer = nil
+	h.source.set(testID)
+	h.source.setActuators(testID, contract.ActuatorConfigItem{GPIO: 5, ActuatorType: "pump", Active: true})
+	h.bus.mu.Lock()
+	h.bus.err = errors.New("broker down")
+	h.bus.mu.Unlock()
+	if _, err := h.svc.PushConfig(context.Background(), testID, "manual"); err == nil {
+		t.Fatal("a failed publish reported success")
+	}
+	if p := h.svc.LastPush(testID); p == nil || p.CorrelationID != applied.CorrelationID || p.Status != PushApplied {
+		t.Fatalf("after a failed publish the last push is %+v", p)
+	}
+	h.bus.mu.Lock()
+	h.bus.err = nil
+	h.bus.mu.Unlock()
+	h.bus.take("/config")
+	if _, err := h.svc.PushConfig(context.Background(), testID, "manual"); err != nil {
+		t.Fatal(err)
+	}
+	cfgs := h.configs()
+	if len(cfgs) != 1 || len(cfgs[0].Sensors) != 1 || cfgs[0].Sensors[0].GPIO != 4 || cfgs[0].Sensors[0].Active {
+		t.Fatalf("the next push does not remove the sensor: %+v", cfgs)
+	}
+}
+
 func TestPushErrorGraceTiming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, Config{HeartbeatTimeout: time.Hour})

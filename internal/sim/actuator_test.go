@@ -417,3 +417,38 @@ func TestActuatorPublicationsRetained(t *testing.T) {
 		})
 	}
 }
+
+// A command lost on the way (Lose) draws no answer and changes nothing;
+// the same command delivered late (Inject) is answered as the firmware
+// answers it then. Other messages pass.
+func TestLostAndLateCommands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var lost []string
+		r := boot(t, "default", func(c *NodeConfig) {
+			c.Lose = func(topic string, payload []byte) bool {
+				if !strings.HasSuffix(topic, "/command") {
+					return false
+				}
+				lost = append(lost, string(payload)) // the rig delivers on the test's goroutine
+				return true
+			}
+		})
+		onePerType(r)
+
+		r.command(5, "ON", 1, 20, "c-1")
+		r.wait(time.Second)
+		if got := r.take(); len(got) != 0 || len(lost) != 1 {
+			t.Fatalf("a lost command was answered: %v (lost %d)", got, len(lost))
+		}
+		if r.state(5).On {
+			t.Fatal("a lost command switched the pump on")
+		}
+
+		if !r.node.Inject(dev("actuator/5/command"), []byte(lost[0])) {
+			t.Fatal("inject refused by a running node")
+		}
+		synctest.Wait()
+		st := r.status(5, "pump", true, 255, 0, "normal")
+		r.expect(st, r.response(5, "ON", "1.000", 20, true, "Command executed", ""), st)
+	})
+}

@@ -130,6 +130,11 @@ type NodeConfig struct {
 	// Observe, if set, sees every message the node receives or publishes,
 	// in order, on the node's goroutine; it must not call the node.
 	Observe func(Message)
+	// Lose, if set, is asked about every message the broker delivers; true
+	// loses it on the way, so the node never sees it (a test seam for a lossy
+	// network; Inject delivers a held-back message late). It runs on the
+	// connection's goroutine and must not call the node.
+	Lose func(topic string, payload []byte) bool
 }
 
 // Stats are a node's counters.
@@ -385,6 +390,9 @@ func (n *Node) connect(first bool) error {
 		WillQoS:     1,
 		WillRetain:  true,
 		OnMessage: func(topic string, payload []byte) {
+			if n.cfg.Lose != nil && n.cfg.Lose(topic, payload) {
+				return
+			}
 			n.Stats.Received.Add(1)
 			select {
 			case n.inbox <- [2]string{topic, string(payload)}:
@@ -675,6 +683,18 @@ func (n *Node) Do(f func()) bool {
 	}
 	select {
 	case <-done:
+		return true
+	case <-n.stopped:
+		return false
+	}
+}
+
+// Inject hands the node a hub message as if the broker delivered it now,
+// e.g. one that Lose held back; false if the node stopped.
+func (n *Node) Inject(topic string, payload []byte) bool {
+	select {
+	case n.inbox <- [2]string{topic, string(payload)}:
+		n.Stats.Received.Add(1)
 		return true
 	case <-n.stopped:
 		return false

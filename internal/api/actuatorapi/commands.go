@@ -43,14 +43,20 @@ func (rt *routes) command(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if !api.Decode(w, r, &req) {
 		return
 	}
-	d, g, ok := rt.target(w, r)
+	// The domain looks the device up itself (row 2), after validating the
+	// command (row 1): an invalid command to an unknown device is a 422.
+	espID, ok := api.PathESPID(w, r)
+	if !ok {
+		return
+	}
+	g, ok := api.PathGPIO(w, r)
 	if !ok {
 		return
 	}
 
 	v := req.Value
 	res, err := rt.Actuators.Command(r.Context(), actuator.Request{
-		EspID:    d.DeviceID,
+		EspID:    espID,
 		GPIO:     g,
 		Command:  req.Command,
 		Value:    &v,
@@ -60,7 +66,7 @@ func (rt *routes) command(w http.ResponseWriter, r *http.Request, p auth.Princip
 	var rej *actuator.Rejection
 	switch {
 	case errors.As(err, &rej):
-		rt.rejected(w, r, d.DeviceID, g, rej)
+		rt.rejected(w, r, espID, g, rej)
 		return
 	case err != nil:
 		rt.srv.Internal(w, r, err)
@@ -74,7 +80,7 @@ func (rt *routes) command(w http.ResponseWriter, r *http.Request, p auth.Princip
 	api.WriteJSON(w, http.StatusOK, commandResponse{
 		Success:        res.Status != actuator.StatusFailed,
 		Message:        res.Message,
-		EspID:          d.DeviceID,
+		EspID:          espID,
 		GPIO:           g,
 		Command:        res.Command,
 		Value:          res.Value,
