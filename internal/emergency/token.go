@@ -169,7 +169,7 @@ func (s *Service) sendTokens(ctx context.Context, d device.Device) error {
 
 // awaitTokens waits for the two success answers.
 func (s *Service) awaitTokens(ch chan contract.EmergencyReply) error {
-	t := time.NewTimer(tokenWait)
+	t := time.NewTimer(s.hub(tokenWait))
 	defer t.Stop()
 	for got := 0; got < 2; {
 		select {
