@@ -158,7 +158,10 @@ type Service struct {
 	// resafed is when the last one started.
 	resafing map[string]bool
 	resafed  map[string]time.Time
-	tokens   map[string]*store.EmergencyToken
+	// offerAfter are token offers (with their force) that wait for the
+	// device's running re-safing.
+	offerAfter map[string]bool
+	tokens     map[string]*store.EmergencyToken
 	// tokenTried marks devices whose token was offered since the hub started.
 	tokenTried map[string]bool
 	// confirms are the devices' outstanding confirmations of a stop message (E2).
@@ -203,6 +206,7 @@ func New(d Deps) *Service {
 		resafe:     map[string]bool{},
 		resafing:   map[string]bool{},
 		resafed:    map[string]time.Time{},
+		offerAfter: map[string]bool{},
 		tokens:     map[string]*store.EmergencyToken{},
 		tokenTried: map[string]bool{},
 		confirms:   map[string]*confirmation{},
