@@ -556,3 +556,63 @@ func TestHubOffInHandIsNotSentTwice(t *testing.T) {
 		t.Fatalf("OFF records %+v", rows)
 	}
 }
+
+// A device may answer before the hub's publish call has returned (a local
+// broker hands the command over at once): its answer still completes the
+// command, matched by command name from the baseline and by correlation id
+// from newer firmware (K6, K7), and a hub OFF so answered is not retried.
+func TestAnswerBeforeThePublishReturns(t *testing.T) {
+	tests := []struct {
+		name string
+		cmd  string
+		echo bool // newer firmware echoes the correlation id
+	}{
+		{name: "hub OFF, baseline", cmd: "OFF"},
+		{name: "hub OFF, newer firmware", cmd: "OFF", echo: true},
+		{name: "ON, baseline", cmd: "ON"},
+		{name: "ON, newer firmware", cmd: "ON", echo: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t)
+				f.pump(60)
+				f.status(pump, tt.cmd == "OFF")
+				f.bus.take()
+				f.bus.mu.Lock()
+				f.bus.answer = func(p published) {
+					if p.cmd.Command != tt.cmd {
+						return
+					}
+					corr := ""
+					if tt.echo {
+						corr = p.cmd.CorrelationID
+					}
+					f.status(pump, tt.cmd == "ON")
+					f.respond(pump, tt.cmd, true, corr)
+				}
+				f.bus.mu.Unlock()
+
+				var r Result
+				if tt.cmd == "OFF" {
+					var err error
+					r, err = f.svc.Off(context.Background(), OffRequest{EspID: esp, GPIO: pump, IssuedBy: "emergency:admin"})
+					if err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					r = f.mustCommand("ON", nil, dur(20))
+				}
+				time.Sleep(15 * time.Second) // past the 10 s command timeout and the OFF retry
+				synctest.Wait()
+
+				if c := f.cmd(r.CommandID); c.Status != StatusAcknowledged || c.Metadata["late_ack"] != nil {
+					t.Fatalf("command %s %v, want acknowledged", c.Status, c.Metadata)
+				}
+				if sent := f.bus.take(); len(sent) != 1 {
+					t.Fatalf("published %d times: %+v", len(sent), sent)
+				}
+			})
+		})
+	}
+}
