@@ -159,8 +159,9 @@ type Service struct {
 	resafing map[string]bool
 	resafed  map[string]time.Time
 	// offerAfter are token offers (with their force) that wait for the
-	// device's running re-safing.
+	// device's running re-safing; offered is when the last offer started.
 	offerAfter map[string]bool
+	offered    map[string]time.Time
 	tokens     map[string]*store.EmergencyToken
 	// tokenTried marks devices whose token was offered since the hub started.
 	tokenTried map[string]bool
@@ -207,6 +208,7 @@ func New(d Deps) *Service {
 		resafing:   map[string]bool{},
 		resafed:    map[string]time.Time{},
 		offerAfter: map[string]bool{},
+		offered:    map[string]time.Time{},
 		tokens:     map[string]*store.EmergencyToken{},
 		tokenTried: map[string]bool{},
 		confirms:   map[string]*confirmation{},

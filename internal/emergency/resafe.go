@@ -54,7 +54,7 @@ func (s *Service) onEvent(ev event.Event) {
 // offers newer firmware its tokens once no re-safing runs.
 func (s *Service) cameOnline(espID string, at time.Time) {
 	claimed := s.Latched(espID) && s.claimResafe(espID, at)
-	now := s.offerNow(espID, true)
+	now := s.offerNow(espID, true, at)
 	s.goSafe(func() {
 		ctx := context.Background()
 		if claimed {
@@ -76,7 +76,7 @@ func (s *Service) heartbeat(espID string) {
 	}
 
 	claimed := marked && s.claimResafe(espID, time.Time{})
-	now := s.offerNow(espID, false)
+	now := s.offerNow(espID, false, time.Time{})
 	s.goSafe(func() {
 		ctx := context.Background()
 		if claimed {
@@ -97,7 +97,7 @@ func (s *Service) HandlePushPublished(r device.PushResult) {
 	}
 	reboot := r.Trigger == "reboot"
 	claimed := s.Latched(r.EspID) && s.claimResafe(r.EspID, time.Time{})
-	now := reboot && s.offerNow(r.EspID, true)
+	now := reboot && s.offerNow(r.EspID, true, time.Time{})
 	if !claimed && !now {
 		return
 	}
@@ -114,17 +114,19 @@ func (s *Service) HandlePushPublished(r device.PushResult) {
 
 // offerNow decides when newer firmware is offered its tokens (S4): now,
 // unless a re-safing of the device is claimed or running, which then offers
-// them when its device stop is out. Nothing but OFFs may precede the
-// re-safing (docs/protocol.md E3), and an offer waits up to 10 s for its
-// answers. force is offerTokens' force; requests meanwhile add up.
-func (s *Service) offerNow(espID string, force bool) bool {
+// them when its device stop is out, or an offer started at or after since
+// (the reboot's push of the same reconnect made it). Nothing but OFFs may
+// precede the re-safing (docs/protocol.md E3), and an offer waits up to
+// 10 s for its answers. force is offerTokens' force; requests meanwhile add up.
+func (s *Service) offerNow(espID string, force bool, since time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.resafing[espID] {
-		return true
+	if s.resafing[espID] {
+		s.offerAfter[espID] = s.offerAfter[espID] || force
+		return false
 	}
-	s.offerAfter[espID] = s.offerAfter[espID] || force
-	return false
+	last, ok := s.offered[espID]
+	return since.IsZero() || !ok || last.Before(since)
 }
 
 // HandlePushResult is the device registry's settled-push hook: it

@@ -126,6 +126,9 @@ func (s *Service) offerTokens(ctx context.Context, espID string, force bool) boo
 
 	ch, done := expect(&s.waits, s.waits.tokens, espID, 2)
 	defer done()
+	s.mu.Lock()
+	s.offered[espID] = time.Now()
+	s.mu.Unlock()
 	if err := s.sendTokens(ctx, d); err != nil {
 		s.tokenProblem(espID, "emergency tokens not sent: "+err.Error())
 		return false
