@@ -552,7 +552,8 @@ func TestHubOffInHandIsNotSentTwice(t *testing.T) {
 	if len(sent) != 1 || sent[0].cmd.CorrelationID != r.CorrelationID {
 		t.Fatalf("published %+v, want only the OFF %s", sent, r.CorrelationID)
 	}
-	if rows := f.commands(func(c store.ActuatorCommand) bool { return c.GPIO == pump && c.Command == "OFF" }); len(rows) != 1 {
+	rows := f.commands(func(c store.ActuatorCommand) bool { return c.GPIO == pump && c.Command == "OFF" })
+	if len(rows) != 1 {
 		t.Fatalf("OFF records %+v", rows)
 	}
 }

@@ -268,7 +268,8 @@ func resafedFirst(t *testing.T, d *simDevice, mark int, leading []string, gpios 
 		t.Fatalf("%s handled %v", d.id, got)
 	}
 	offs := slices.Sorted(slices.Values(got[len(leading) : n-1]))
-	if !slices.Equal(got[:len(leading)], leading) || !slices.Equal(offs, offLabels(gpios)) || got[n-1] != "emergency_stop" {
+	if !slices.Equal(got[:len(leading)], leading) || !slices.Equal(offs, offLabels(gpios)) ||
+		got[n-1] != "emergency_stop" {
 		for _, m := range d.since(mark) {
 			t.Logf("%s %s %s %v", m.at.Format("15:04:05.000000"), m.dir, m.topic, m.body)
 		}
@@ -400,8 +401,9 @@ func TestGlobalStopWithSimulatedNodesSurvivesRestart(t *testing.T) {
 			resafed = at
 		}
 	}
-	if r := c.do("POST", "/api/v1/actuators/"+newer.id+"/5/command", op, map[string]any{"command": "ON"}); r.status != 409 {
-		t.Fatalf("ON to the re-safed newer node: %d %s", r.status, r.raw)
+	on = c.do("POST", "/api/v1/actuators/"+newer.id+"/5/command", op, map[string]any{"command": "ON"})
+	if on.status != 409 {
+		t.Fatalf("ON to the re-safed newer node: %d %s", on.status, on.raw)
 	}
 
 	// The guard counts from the re-safing's stop message: wait it out.
@@ -539,7 +541,7 @@ func TestGlobalStopWaitsForTheValve(t *testing.T) {
 	broadcast := d.awaitIn(mark, "broadcast")
 
 	in := d.received(mark)
-	if got := labels(in); len(got) != 3 || !slices.Equal(slices.Sorted(slices.Values(got[:2])), []string{"OFF 25", "OFF 5"}) {
+	if got := labels(in); len(got) != 3 || !slices.Equal(slices.Sorted(slices.Values(got[:2])), offLabels([]int{5, 25})) {
 		for _, m := range d.since(mark) {
 			t.Logf("%s %s %s %v", m.at.Sub(asked), m.dir, m.topic, m.body)
 		}
