@@ -128,9 +128,6 @@ type fakeBus struct {
 	mu   sync.Mutex
 	sent []sent
 	err  error
-	// answer, if set, runs once a publication is recorded and before
-	// Publish returns: a device answering at once over a local broker.
-	answer func(s sent)
 }
 
 type sent struct {
@@ -142,17 +139,11 @@ var _ Publisher = (*fakeBus)(nil)
 
 func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byte, _ bool) error {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.err != nil {
-		b.mu.Unlock()
 		return b.err
 	}
-	p := sent{topic: topic, payload: slices.Clone(payload)}
-	b.sent = append(b.sent, p)
-	answer := b.answer
-	b.mu.Unlock()
-	if answer != nil {
-		answer(p)
-	}
+	b.sent = append(b.sent, sent{topic: topic, payload: slices.Clone(payload)})
 	return nil
 }
 

@@ -258,16 +258,11 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 		s.log.Info("config push waits for valves to close", "esp_id", espID, "correlation_id", corr, "wait", wait)
 		return corr, nil
 	}
-	// Current before it is published: the device may answer before the
-	// publish call returns, and its answers must find the push (P3).
-	prev := s.begin(espID, push)
 	if err := s.publishParts(ctx, topic, parts); err != nil {
-		s.abandon(espID, push, prev)
 		return "", err
 	}
 
-	s.replaced(prev)
-	s.savePush(ctx, espID, push)
+	s.track(ctx, espID, push)
 	s.log.Info("config pushed", "esp_id", espID, "correlation_id", corr, "parts", len(parts), "trigger", trigger)
 	s.notifyPush(false, espID, push)
 	return corr, nil
@@ -440,42 +435,20 @@ func (s *Service) publishParts(ctx context.Context, topic string, parts []contra
 	return nil
 }
 
-// begin makes push the device's current one (P3: one at a time) and starts
-// its timeout; it returns the push it replaces, whose timer still runs and
-// finds itself replaced, in case push is abandoned.
-func (s *Service) begin(espID string, push *Push) *Push {
+// track makes push the device's current one, replacing any earlier push
+// (P3: one at a time), starts its timeout and saves it.
+func (s *Service) track(ctx context.Context, espID string, push *Push) {
 	corr := push.CorrelationID
+
 	s.push.mu.Lock()
-	defer s.push.mu.Unlock()
-	prev := s.push.byID[espID]
+	s.push.disarmLocked(s.push.byID[espID])
 	s.push.byID[espID] = push
 	s.push.armLocked(push, s.push.timeout, func() {
 		s.finishPush(context.Background(), espID, corr, true)
 	})
-	return prev
-}
-
-// replaced stops the timer of a push that another one replaced.
-func (s *Service) replaced(prev *Push) {
-	s.push.mu.Lock()
-	s.push.disarmLocked(prev)
 	s.push.mu.Unlock()
-}
 
-// abandon undoes begin for a push that was not published: prev is the
-// device's current push again.
-func (s *Service) abandon(espID string, push, prev *Push) {
-	s.push.mu.Lock()
-	defer s.push.mu.Unlock()
-	if s.push.byID[espID] != push {
-		return
-	}
-	s.push.disarmLocked(push)
-	if prev == nil {
-		delete(s.push.byID, espID)
-		return
-	}
-	s.push.byID[espID] = prev
+	s.savePush(ctx, espID, push)
 }
 
 func activeActuators(items []contract.ActuatorConfigItem) []contract.ActuatorConfigItem {

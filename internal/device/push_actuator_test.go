@@ -2,7 +2,6 @@ package device
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -218,61 +217,6 @@ func TestDeferredPushNeedsTheDeviceOnline(t *testing.T) {
 		}
 		if st := h.svc.LastPush(testID).Status; st != PushTimedOut {
 			t.Fatalf("status %s", st)
-		}
-	})
-}
-
-// A device may answer a config before the hub's publish call has returned
-// (a local broker hands it over at once): the answers still settle the
-// push, which is current before it is published (P3). A push whose publish
-// fails leaves the previous one current.
-func TestPushAnsweredBeforeThePublishReturns(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config{HeartbeatTimeout: time.Hour})
-		var res results
-		h.svc.OnPushResult(res.add)
-		h.online()
-		h.source.setActuators(testID, actuatorItem(5, "pump"))
-		h.bus.mu.Lock()
-		h.bus.answer = func(s sent) {
-			if !strings.HasSuffix(s.topic, "/config") {
-				return
-			}
-			for _, r := range []reply{failure("sensor", "MISSING_FIELD", "Sensor config array is empty"), ok("actuator")} {
-				if err := h.respond(r); err != nil {
-					t.Error(err)
-				}
-			}
-		}
-		h.bus.mu.Unlock()
-
-		corr, err := h.svc.PushConfig(context.Background(), testID, TriggerActuatorChange)
-		if err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(pushTimeout)
-		synctest.Wait()
-		if p := h.svc.LastPush(testID); p.CorrelationID != corr || p.Status != PushApplied {
-			t.Fatalf("push %+v, want %s applied", p, corr)
-		}
-		if got := res.all(); len(got) != 1 || got[0].Status != PushApplied {
-			t.Fatalf("push results %+v", got)
-		}
-		if st := h.store.savedPushStatus(testID); st != PushApplied {
-			t.Fatalf("stored push status %s", st)
-		}
-
-		h.bus.mu.Lock()
-		h.bus.answer, h.bus.err = nil, errors.New("broker down")
-		h.bus.mu.Unlock()
-		if _, err := h.svc.PushConfig(context.Background(), testID, TriggerActuatorChange); err == nil {
-			t.Fatal("a push that was not published reported no error")
-		}
-		if p := h.svc.LastPush(testID); p.CorrelationID != corr || p.Status != PushApplied {
-			t.Fatalf("after a failed publish the current push is %+v, want %s", p, corr)
-		}
-		if st := h.store.savedPushStatus(testID); st != PushApplied {
-			t.Fatalf("stored push status %s after a failed publish", st)
 		}
 	})
 }
