@@ -593,9 +593,8 @@ var ErrNotCommitted = errors.New("command not published: its auto-off deadline c
 
 // publishRunning publishes a non-OFF command under the device's gate. The
 // auto-off deadline and the on-time candidate are committed before the
-// publish (docs/domain.md §4.8); the command is in flight before it is
-// published, since the device may answer before the publish call returns
-// (K6); the auto-off is armed once it is sent and replaces the earlier one (K4).
+// publish (docs/domain.md §4.8); the auto-off is armed once it is sent and
+// replaces the earlier one (K4).
 func (s *Service) publishRunning(ctx context.Context, c *command, root string) (Result, error) {
 	now := s.now()
 	k := c.key()
@@ -621,60 +620,44 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	if err == nil {
 		err = s.store.SaveActuatorState(ctx, stRec)
 	}
-	if err != nil {
+	if err == nil {
+		err = s.publishCommand(ctx, root, c, now)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrPublish, err)
+		}
+	} else {
 		err = fmt.Errorf("%w: %w", ErrNotCommitted, err)
-		return s.notPublished(ctx, u, c, prevAuto, prevCand, err, now), err
 	}
 
 	fx := &effects{}
-	s.mu.Lock()
-	prevCmd, prevCmdAt := u.st.LastCommand, u.st.LastCommandAt
-	s.markSentLocked(u, c, root, now, fx)
-	s.mu.Unlock()
-	s.run(ctx, fx, now)
-
-	if err := s.publishCommand(ctx, root, c, now); err != nil {
-		s.mu.Lock()
-		u.st.LastCommand, u.st.LastCommandAt = prevCmd, prevCmdAt
-		s.mu.Unlock()
-		return s.notPublished(ctx, u, c, prevAuto, prevCand, fmt.Errorf("%w: %w", ErrPublish, err), now), nil
-	}
-
-	fx = &effects{}
 	s.mu.Lock()
 	defer func() {
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
 	}()
-	if a := u.st.AutoOff; c.rec.Duration > 0 && a != nil && a.CommandID == c.rec.ID {
+	if err != nil {
+		if u.st.AutoOff != nil && u.st.AutoOff.CommandID == c.rec.ID {
+			u.st.AutoOff, u.st.OnCandidate = prevAuto, prevCand
+			fx.state(u, now)
+		}
+		s.finishLocked(u, c, StatusFailed, nil, "", err.Error(), now, fx)
+		if errors.Is(err, ErrPublish) {
+			return c.result(err.Error()), nil
+		}
+		return c.result(err.Error()), err
+	}
+
+	s.markSentLocked(u, c, root, now, fx)
+	if c.rec.Duration > 0 {
 		s.stopTimerLocked(&u.autoOff)
 		id := c.rec.ID
-		u.autoOff = s.afterLocked(a.At.Sub(now), func() { s.autoOffDue(k, id) })
+		u.autoOff = s.afterLocked(u.st.AutoOff.At.Sub(now), func() { s.autoOffDue(k, id) })
 	}
 	// A newer command reached the device: the retry of an earlier hub OFF
 	// ends (its own auto-off now bounds the output, docs/decisions/0006).
 	u.st.PendingOff = nil
 	fx.state(u, now)
 	return c.result("command sent"), nil
-}
-
-// notPublished ends a non-OFF command that was not published: its auto-off
-// deadline and on-time candidate go back to the earlier ones.
-func (s *Service) notPublished(
-	ctx context.Context, u *unit, c *command, prevAuto, prevCand *mark, err error, now time.Time,
-) Result {
-	fx := &effects{}
-	s.mu.Lock()
-	if u.st.AutoOff != nil && u.st.AutoOff.CommandID == c.rec.ID {
-		u.st.AutoOff, u.st.OnCandidate = prevAuto, prevCand
-		fx.state(u, now)
-	}
-	c.rec.SentAt = nil
-	s.finishLocked(u, c, StatusFailed, nil, "", err.Error(), now, fx)
-	res := c.result(err.Error())
-	s.mu.Unlock()
-	s.run(ctx, fx, now)
-	return res
 }
 
 // ErrPublish is a command the broker did not accept.
@@ -701,60 +684,38 @@ func (s *Service) publishCommand(ctx context.Context, root string, c *command, n
 	return s.bus.Publish(ctx, topic, payload, 1, false)
 }
 
-// publishOff publishes an OFF (never waiting behind other commands). It is
-// in flight before it is published, since the device may answer before the
-// publish call returns (K6). A hub OFF whose publish failed is tried again
-// after 10 s (K8); a valve's OFF starts its travel (Q14).
+// publishOff publishes an OFF (never waiting behind other commands). A hub
+// OFF whose publish failed is tried again after 10 s (K8); a valve's OFF
+// starts its travel (Q14).
 func (s *Service) publishOff(ctx context.Context, c *command, root string) Result {
 	now := s.now()
+	err := s.publishCommand(ctx, root, c, now)
+
 	fx := &effects{}
 	s.mu.Lock()
 	u := s.units[c.key()]
-	var closing *time.Time
+	if u != nil {
+		u.handedLocked(c)
+	}
+	msg := "command sent"
 	switch {
+	case err != nil:
+		msg = "publish failed: " + err.Error()
+		s.finishLocked(u, c, StatusFailed, nil, "", msg, now, fx)
+		if c.hubOff && u != nil {
+			s.armRetryLocked(u)
+		}
 	case u == nil: // deleted meanwhile: the answer can still match it
 		t := now
 		c.rec.Status, c.rec.SentAt = StatusSent, &t
 		c.timer = s.afterLocked(s.secs(commandTimeout), func() { s.timeout(c) })
 		fx.cmd(c, now)
 	default:
-		u.handedLocked(c)
 		s.markSentLocked(u, c, root, now, fx)
 		if u.cfg.Type == "valve" {
-			if prev, ok := s.closing[u.key()]; ok {
-				closing = &prev
-			}
 			s.closing[u.key()] = now.Add(u.cfg.travel(s.second))
 		}
 		fx.state(u, now)
-	}
-	s.mu.Unlock()
-	s.run(ctx, fx, now)
-
-	err := s.publishCommand(ctx, root, c, now)
-	if err == nil {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return c.result("command sent")
-	}
-
-	msg := "publish failed: " + err.Error()
-	fx = &effects{}
-	s.mu.Lock()
-	u = s.units[c.key()]
-	if u != nil && u.cfg.Type == "valve" {
-		if closing != nil {
-			s.closing[u.key()] = *closing
-		} else {
-			delete(s.closing, u.key())
-		}
-	}
-	if c.rec.Status == StatusSent {
-		c.rec.SentAt = nil
-		s.finishLocked(u, c, StatusFailed, nil, "", msg, now, fx)
-	}
-	if c.hubOff && u != nil {
-		s.armRetryLocked(u)
 	}
 	res := c.result(msg)
 	s.mu.Unlock()

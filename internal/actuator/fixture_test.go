@@ -266,9 +266,6 @@ type fakeBus struct {
 	err  error
 	// onPublish runs at each publish (before it is recorded).
 	onPublish func(topic string)
-	// answer, if set, runs once a publication is recorded and before
-	// Publish returns: a device answering at once over a local broker.
-	answer func(p published)
 }
 
 func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byte, _ bool) error {
@@ -294,11 +291,7 @@ func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byt
 	p.cmd.CorrelationID, _ = raw["correlation_id"].(string)
 	b.mu.Lock()
 	b.sent = append(b.sent, p)
-	answer := b.answer
 	b.mu.Unlock()
-	if answer != nil {
-		answer(p)
-	}
 	return nil
 }
 
