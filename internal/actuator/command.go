@@ -702,6 +702,9 @@ func (s *Service) publishOff(ctx context.Context, c *command, root string) Resul
 	fx := &effects{}
 	s.mu.Lock()
 	u := s.units[c.key()]
+	if u != nil {
+		u.handedLocked(c)
+	}
 	msg := "command sent"
 	switch {
 	case err != nil:
@@ -801,6 +804,7 @@ func (s *Service) off(ctx context.Context, r OffRequest, autoOffID string) (Resu
 	in := offIntent{IssuedBy: r.IssuedBy, CommandType: r.CommandType, Metadata: r.Metadata, Since: now}
 	u.st.PendingOff = &in
 	c := s.newHubOffLocked(u, in, now)
+	u.takeLocked(c)
 	cRec, stRec := c.snapshotLocked(), u.stateRecLocked(now)
 	fx.events = append(fx.events, c.statusEvent(now))
 	s.mu.Unlock()
@@ -819,6 +823,7 @@ func (s *Service) off(ctx context.Context, r OffRequest, autoOffID string) (Resu
 	if err != nil || d.Status != device.StatusOnline {
 		s.mu.Lock()
 		if u := s.units[k]; u != nil {
+			u.handedLocked(c)
 			u.pendingOffs = append(u.pendingOffs, c)
 		}
 		res := c.result("device not online: the OFF is sent first when it is back")
@@ -857,11 +862,15 @@ func (s *Service) flushPending(ctx context.Context, espID string) {
 			continue
 		}
 		need := u.st.PendingOff != nil && !u.hasHubOffLocked()
+		for _, c := range u.pendingOffs {
+			u.takeLocked(c)
+		}
 		todo = append(todo, u.pendingOffs...)
 		u.pendingOffs = nil
 		if need {
 			c := s.newHubOffLocked(u, *u.st.PendingOff, now)
 			c.rec.Metadata = withEntry(c.rec.Metadata, "retry", true)
+			u.takeLocked(c)
 			fx.cmd(c, now)
 			todo = append(todo, c)
 		}

@@ -32,6 +32,8 @@ type memStore struct {
 	states   map[key]store.ActuatorState
 	cmds     map[string]store.ActuatorCommand
 	stateErr error
+	// onSaveCommand, if set, runs at the start of each committed command save.
+	onSaveCommand func(c store.ActuatorCommand)
 }
 
 var _ Store = (*memStore)(nil)
@@ -94,6 +96,12 @@ func (m *memStore) LoadActuatorStates(context.Context) ([]store.ActuatorState, e
 }
 
 func (m *memStore) SaveActuatorCommand(ctx context.Context, c store.ActuatorCommand) error {
+	m.mu.Lock()
+	hook := m.onSaveCommand
+	m.mu.Unlock()
+	if hook != nil {
+		hook(c)
+	}
 	return m.QueueActuatorCommand(ctx, c)
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // ON with duration 20 for a pump with max runtime 60: the device gets ON,
@@ -516,4 +518,42 @@ func TestCooldown(t *testing.T) {
 			t.Fatalf("after the cooldown: %v", err)
 		}
 	})
+}
+
+// A hub OFF is published once even when a message of its device arrives
+// while the OFF is being committed: that message sends the device's
+// pending hub OFFs first (K8), and an OFF between its commit and its
+// publish is one of them, not an intent without an attempt. The
+// emergency stop commits and publishes its OFFs one actuator after the
+// other while the device answers the first ones.
+func TestHubOffInHandIsNotSentTwice(t *testing.T) {
+	f := newFixture(t)
+	f.pump(60)
+	f.configure(Config{GPIO: 16, Type: "relay"})
+	f.status(pump, true)
+	f.status(16, true)
+	f.bus.take()
+
+	var once sync.Once
+	f.store.mu.Lock()
+	f.store.onSaveCommand = func(c store.ActuatorCommand) {
+		if c.GPIO == pump && c.Command == "OFF" {
+			once.Do(func() { f.status(16, false) }) // the device reports meanwhile
+		}
+	}
+	f.store.mu.Unlock()
+	r, err := f.svc.Off(context.Background(), OffRequest{EspID: esp, GPIO: pump, IssuedBy: "emergency:admin",
+		CommandType: "EMERGENCY_STOP"})
+	if err != nil || r.Status != StatusSent {
+		t.Fatalf("off %+v %v", r, err)
+	}
+
+	sent := offs(f.bus.take())
+	if len(sent) != 1 || sent[0].cmd.CorrelationID != r.CorrelationID {
+		t.Fatalf("published %+v, want only the OFF %s", sent, r.CorrelationID)
+	}
+	rows := f.commands(func(c store.ActuatorCommand) bool { return c.GPIO == pump && c.Command == "OFF" })
+	if len(rows) != 1 {
+		t.Fatalf("OFF records %+v", rows)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/event"
@@ -91,6 +92,11 @@ type unit struct {
 	retry       *time.Timer
 	root        string // kaiser root the device was last reached on
 
+	// inHand are hub OFFs between their creation and their publish (or
+	// their place in pendingOffs): attempts of the intent all the same, so
+	// a message of the device meanwhile does not send another (K8).
+	inHand []*command
+
 	// publishing counts the unit's commands being published; published is
 	// closed when it drops to zero. A device's answer can overtake the
 	// bookkeeping of its own publish (the embedded broker delivers inline),
@@ -131,9 +137,9 @@ func (u *unit) inflightLocked() *command {
 	return nil
 }
 
-// hasHubOffLocked reports a hub OFF in flight or waiting; s.mu is held.
+// hasHubOffLocked reports a hub OFF in flight, waiting or on its way; s.mu is held.
 func (u *unit) hasHubOffLocked() bool {
-	if len(u.pendingOffs) > 0 {
+	if len(u.pendingOffs) > 0 || len(u.inHand) > 0 {
 		return true
 	}
 	for _, c := range u.sent {
@@ -142,6 +148,18 @@ func (u *unit) hasHubOffLocked() bool {
 		}
 	}
 	return false
+}
+
+// takeLocked marks the hub OFF c as on its way to its publish; s.mu is held.
+func (u *unit) takeLocked(c *command) {
+	if c.hubOff {
+		u.inHand = append(u.inHand, c)
+	}
+}
+
+// handedLocked ends c's way to its publish; s.mu is held.
+func (u *unit) handedLocked(c *command) {
+	u.inHand = slices.DeleteFunc(u.inHand, func(h *command) bool { return h == c })
 }
 
 // stopTimers stops every timer of the unit and its commands; s.mu is held.

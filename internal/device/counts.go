@@ -8,8 +8,8 @@ import (
 )
 
 // Counts tells how many sensors and actuators the hub has configured for a
-// device. The heartbeat's own counts are not authoritative (docs/protocol.md
-// §3.1.2: the baseline loses one actuator per re-configuration), so esp_health
+// device. The heartbeat's own counts are not authoritative
+// (docs/protocol.md §3.1.2: the baseline loses one actuator per re-configuration), so esp_health
 // carries these once the hub provides them.
 type Counts interface {
 	ComponentCounts(espID string) (sensors, actuators int)

@@ -203,7 +203,7 @@ func (s *Service) attemptClear(ctx context.Context, espID string, req ClearReque
 		return OutcomeOffline, "device is " + d.Status + "; it stays latched until it is online and cleared"
 	}
 	if l := s.snapshot(deviceScope(espID)); l != nil && l.Active {
-		if ok, msg := guardPassed(l.StopPublishedAt, time.Now()); !ok {
+		if ok, msg := s.guardPassed(l.StopPublishedAt, time.Now()); !ok {
 			return OutcomeGuard, msg
 		}
 	}
@@ -224,14 +224,14 @@ func (s *Service) attemptClear(ctx context.Context, espID string, req ClearReque
 }
 
 // guardPassed applies docs/protocol.md E5: a clear only ClearGuard after
-// the stop message was published.
-func guardPassed(published *time.Time, now time.Time) (bool, string) {
+// the stop message was published, both in the hub's seconds.
+func (s *Service) guardPassed(published *time.Time, now time.Time) (bool, string) {
 	if published == nil {
 		return false, "the stop message is not published yet (it waits for a valve's travel time)"
 	}
-	if since := now.Sub(*published); since < ClearGuard {
+	if since := now.Sub(*published); since < s.hub(ClearGuard) {
 		return false, fmt.Sprintf("the stop message was published %.1f s ago; a clear is allowed %d s after it",
-			since.Seconds(), int(ClearGuard/time.Second))
+			float64(since)/float64(s.second), int(ClearGuard/time.Second))
 	}
 	return true, ""
 }
@@ -255,7 +255,7 @@ func (s *Service) askClear(ctx context.Context, d device.Device) (contract.Emerg
 		return contract.EmergencyReply{}, false, err
 	}
 
-	t := time.NewTimer(ClearWait)
+	t := time.NewTimer(s.hub(ClearWait))
 	defer t.Stop()
 	select {
 	case r := <-ch:
@@ -358,7 +358,7 @@ func (s *Service) clearGlobal(req ClearRequest, incident string, now time.Time) 
 	defer s.mu.Unlock()
 	g := s.latches[store.LatchGlobal]
 	out := DeviceClear{Outcome: OutcomeCleared, Message: "global latch removed"}
-	ok, msg := guardPassed(g.StopPublishedAt, now)
+	ok, msg := s.guardPassed(g.StopPublishedAt, now)
 	switch {
 	case !g.Active:
 		out.Message = "global latch already removed"

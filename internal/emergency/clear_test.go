@@ -358,3 +358,51 @@ func TestNewerStopSurvivesAPendingClear(t *testing.T) {
 		}
 	})
 }
+
+// With a hub second of 100 ms (Deps.Second, as the hub's ActuatorSecond)
+// the 6 s guard, the 10 s clear wait, the 10 s confirmation wait and the
+// 10 s token wait are 600 ms, 1 s, 1 s and 1 s.
+func TestHubSecondsScaleTheWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const second = 100 * time.Millisecond
+		r := newRig(t)
+		r.svc.Close()
+		r.second = second
+		r.start()
+		r.device(espA, pump(5))
+		r.device(espB)
+		dev, _ := r.devices.Get(espB)
+		dev.Metadata = map[string]any{"firmware_generation": "newer"}
+		r.devices.set(dev)
+		r.statusEvent(espB, device.StatusOnline)
+
+		stopped := time.Now()
+		res := r.stop("", nil)
+		time.Sleep(6*second - time.Millisecond)
+		if d := r.clear(ClearRequest{EspID: espA}).Details[0]; d.Outcome != OutcomeGuard ||
+			!strings.Contains(d.Message, "allowed 6 s after it") {
+			t.Fatalf("clear just before 6 hub seconds: %+v", d)
+		}
+		if _, ok := r.alerts.raisedKey(tokenAlertKey(espB)); ok {
+			t.Fatal("token provisioning reported before 10 hub seconds")
+		}
+
+		time.Sleep(time.Millisecond)
+		start := time.Now()
+		d := r.clear(ClearRequest{EspID: espA}).Details[0]
+		if waited := time.Since(start); d.Outcome != OutcomeTimeout || waited != 10*second {
+			t.Fatalf("clear after the guard: %+v after %s, want timeout after %s", d, waited, 10*second)
+		}
+		if !r.svc.Latched(espA) {
+			t.Fatal("a clear without an answer unlatched")
+		}
+		synctest.Wait()
+		if _, ok := r.alerts.raisedKey(tokenAlertKey(espB)); !ok {
+			t.Error("unanswered token provisioning not reported after 10 hub seconds")
+		}
+		if _, ok := r.alerts.raisedKey("emergency_unconfirmed:" + res.IncidentCorrelationID); !ok ||
+			time.Since(stopped) < 10*second {
+			t.Error("unconfirmed stop not reported after 10 hub seconds")
+		}
+	})
+}

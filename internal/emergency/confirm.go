@@ -10,7 +10,7 @@ import (
 )
 
 // ConfirmWait is how long after a stop message its devices have to confirm
-// it (docs/protocol.md E2).
+// it (docs/protocol.md E2), in the hub's seconds.
 const ConfirmWait = 10 * time.Second
 
 // confirmation is one device's outstanding confirmation of a stop message:
@@ -46,7 +46,7 @@ func (s *Service) expectConfirmation(incident string, espIDs []string) {
 	}
 	s.mu.Unlock()
 	if len(tracked) > 0 {
-		s.after(ConfirmWait, func() { s.reportUnconfirmed(incident, tracked) })
+		s.after(s.hub(ConfirmWait), func() { s.reportUnconfirmed(incident, tracked) })
 	}
 }
 

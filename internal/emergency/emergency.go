@@ -86,7 +86,9 @@ var (
 	ErrBrokerDown     = errors.New("mqtt broker unavailable")
 )
 
-// Timing of docs/protocol.md E5 and docs/domain.md §5.2.
+// Timing of docs/protocol.md E5 and docs/domain.md §5.2. ClearGuard,
+// ClearWait, ConfirmWait and tokenWait are in the hub's seconds
+// (Deps.Second); the others are real time.
 const (
 	// ClearGuard is how long after the stop message a clear is refused (E5).
 	ClearGuard = 6 * time.Second
@@ -94,7 +96,8 @@ const (
 	ClearWait = 10 * time.Second
 	// PushWait bounds the wait for a clear by re-configuration: the push's
 	// own 15 s timeout and its 2 s error grace, and a second to spare; with
-	// ClearWait the request stays within docs/api.md §1.1's 30 s.
+	// ClearWait the request stays within docs/api.md §1.1's 30 s. It is
+	// not scaled: the device registry's push timeouts are real seconds.
 	PushWait = 18 * time.Second
 	// RetryEvery is the retry period of a latch write that failed
 	// (docs/domain.md §5.2 step 1).
@@ -120,6 +123,11 @@ type Deps struct {
 	Alerts    Alerter
 	Events    *event.Bus
 	Logger    *slog.Logger
+	// Second is the length of one of the hub's seconds for the guard, the
+	// clear's wait and the confirmation and token waits, as the actuator
+	// part's Options.Second is for its timings (valve travel among them):
+	// tests shorten both alike. Zero means time.Second.
+	Second time.Duration
 }
 
 // Service owns the latches. It implements actuator.Latches.
@@ -132,6 +140,7 @@ type Service struct {
 	alerts  Alerter
 	events  *event.Bus
 	log     *slog.Logger
+	second  time.Duration
 
 	mu sync.RWMutex
 	// latches holds every latch record by scope, inactive ones included.
@@ -149,7 +158,11 @@ type Service struct {
 	// resafed is when the last one started.
 	resafing map[string]bool
 	resafed  map[string]time.Time
-	tokens   map[string]*store.EmergencyToken
+	// offerAfter are token offers (with their force) that wait for the
+	// device's running re-safing; offered is when the last offer started.
+	offerAfter map[string]bool
+	offered    map[string]time.Time
+	tokens     map[string]*store.EmergencyToken
 	// tokenTried marks devices whose token was offered since the hub started.
 	tokenTried map[string]bool
 	// confirms are the devices' outstanding confirmations of a stop message (E2).
@@ -176,6 +189,9 @@ func New(d Deps) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
+	if d.Second <= 0 {
+		d.Second = time.Second
+	}
 	return &Service{
 		acts:       d.Actuators,
 		devices:    d.Devices,
@@ -185,11 +201,14 @@ func New(d Deps) *Service {
 		alerts:     d.Alerts,
 		events:     d.Events,
 		log:        log,
+		second:     d.Second,
 		latches:    map[string]*store.EmergencyLatch{},
 		unsaved:    map[string]bool{},
 		resafe:     map[string]bool{},
 		resafing:   map[string]bool{},
 		resafed:    map[string]time.Time{},
+		offerAfter: map[string]bool{},
+		offered:    map[string]time.Time{},
 		tokens:     map[string]*store.EmergencyToken{},
 		tokenTried: map[string]bool{},
 		confirms:   map[string]*confirmation{},
@@ -255,6 +274,11 @@ func (s *Service) Close() {
 		s.events.Unsubscribe(s.sub)
 	}
 	s.wg.Wait()
+}
+
+// hub is d, given in seconds, in the hub's seconds (Deps.Second).
+func (s *Service) hub(d time.Duration) time.Duration {
+	return time.Duration(float64(d) / float64(time.Second) * float64(s.second))
 }
 
 // join adds one to wg unless the service is closed.

@@ -395,6 +395,8 @@ type rig struct {
 	events  *event.Bus
 	feed    *event.Subscription
 	svc     *Service
+	// second is the service's Deps.Second; zero is a real second.
+	second time.Duration
 }
 
 // Device ids of the rigs.
@@ -435,6 +437,7 @@ func (r *rig) start() {
 		Alerts:    r.alerts,
 		Events:    r.events,
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Second:    r.second,
 	})
 	if err := r.svc.Load(context.Background()); err != nil {
 		r.t.Fatal(err)

@@ -50,14 +50,17 @@ func (s *Service) onEvent(ev event.Event) {
 }
 
 // cameOnline re-safes a latched device that went online at `at`, unless
-// the config push of that same heartbeat already did (a reboot, B2).
+// the config push of that same heartbeat already did (a reboot, B2), and
+// offers newer firmware its tokens once no re-safing runs.
 func (s *Service) cameOnline(espID string, at time.Time) {
 	claimed := s.Latched(espID) && s.claimResafe(espID, at)
+	now := s.offerNow(espID, true, at)
 	s.goSafe(func() {
 		ctx := context.Background()
-		s.offerTokens(ctx, espID, true)
 		if claimed {
 			s.runResafe(ctx, espID, "reconnect")
+		} else if now {
+			s.offerTokens(ctx, espID, true)
 		}
 	})
 }
@@ -73,11 +76,13 @@ func (s *Service) heartbeat(espID string) {
 	}
 
 	claimed := marked && s.claimResafe(espID, time.Time{})
+	now := s.offerNow(espID, false, time.Time{})
 	s.goSafe(func() {
 		ctx := context.Background()
-		s.offerTokens(ctx, espID, false)
 		if claimed {
 			s.runResafe(ctx, espID, "pending")
+		} else if now {
+			s.offerTokens(ctx, espID, false)
 		}
 	})
 }
@@ -85,26 +90,43 @@ func (s *Service) heartbeat(espID string) {
 // HandlePushPublished is the device registry's push hook: every push to a
 // hub-latched device other than a clear by re-configuration is followed at
 // once by the re-safing (docs/protocol.md E7, B2); after a reboot newer
-// firmware is also offered its tokens first.
+// firmware is also offered its tokens, after the re-safing.
 func (s *Service) HandlePushPublished(r device.PushResult) {
 	if r.Trigger == TriggerClear {
 		return
 	}
 	reboot := r.Trigger == "reboot"
 	claimed := s.Latched(r.EspID) && s.claimResafe(r.EspID, time.Time{})
-	if !claimed && !reboot {
+	now := reboot && s.offerNow(r.EspID, true, time.Time{})
+	if !claimed && !now {
 		return
 	}
 
 	s.goSafe(func() {
 		ctx := context.Background()
-		if reboot {
-			s.offerTokens(ctx, r.EspID, true)
-		}
 		if claimed {
 			s.runResafe(ctx, r.EspID, "config push ("+r.Trigger+")")
+		} else {
+			s.offerTokens(ctx, r.EspID, true)
 		}
 	})
+}
+
+// offerNow decides when newer firmware is offered its tokens (S4): now,
+// unless a re-safing of the device is claimed or running, which then offers
+// them when its device stop is out, or an offer started at or after since
+// (the reboot's push of the same reconnect made it). Nothing but OFFs may
+// precede the re-safing (docs/protocol.md E3), and an offer waits up to
+// 10 s for its answers. force is offerTokens' force; requests meanwhile add up.
+func (s *Service) offerNow(espID string, force bool, since time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.resafing[espID] {
+		s.offerAfter[espID] = s.offerAfter[espID] || force
+		return false
+	}
+	last, ok := s.offered[espID]
+	return since.IsZero() || !ok || last.Before(since)
 }
 
 // HandlePushResult is the device registry's settled-push hook: it
@@ -136,24 +158,33 @@ func (s *Service) claimResafe(espID string, since time.Time) bool {
 // runResafe is E3 for a claimed device: OFF to each configured actuator,
 // then the device stop with its token, after the largest valve travel time.
 // A device that is not online stays marked and is re-safed when it is.
+// Token offers asked for meanwhile follow; a device stop sent with a token
+// the device had not confirmed is sent again once it confirms the new one,
+// since newer production builds refuse a stop without their token (S4).
 func (s *Service) runResafe(ctx context.Context, espID, why string) {
-	release := func(mark bool) {
+	trusted := s.tokenConfirmed(espID)
+	release := func(mark, stopped bool) {
 		s.mu.Lock()
 		delete(s.resafing, espID)
 		if mark {
 			s.resafe[espID] = true
 		}
+		force, offer := s.offerAfter[espID]
+		delete(s.offerAfter, espID)
 		s.mu.Unlock()
+		if offer && s.offerTokens(ctx, espID, force) && stopped && !trusted {
+			s.publishDeviceStop(espID, "")
+		}
 	}
 
 	st, ok := s.stopOf(espID)
 	if !ok {
-		release(false)
+		release(false, false)
 		return
 	}
 	d, err := s.devices.Get(espID)
 	if err != nil || !reachable(d) {
-		release(err == nil)
+		release(err == nil, false)
 		return
 	}
 
@@ -170,8 +201,7 @@ func (s *Service) runResafe(ctx context.Context, espID, why string) {
 		}
 	}
 	s.later(travel, func() {
-		s.publishDeviceStop(espID, "")
-		release(false)
+		release(false, s.publishDeviceStop(espID, ""))
 	})
 }
 

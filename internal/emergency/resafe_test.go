@@ -271,3 +271,78 @@ func TestSystemCommandResponseGate(t *testing.T) {
 		t.Error("unknown device accepted")
 	}
 }
+
+// A latched newer-firmware device that comes back is re-safed before it is
+// offered its tokens (docs/protocol.md E3: only OFFs precede the device
+// stop), after a reconnect and after a reboot's push; a device stop sent
+// with a token the device had not confirmed is sent again once it confirms.
+func TestResafeGoesBeforeTheTokens(t *testing.T) {
+	const (
+		off   = "off " + espA + "/5"
+		stop  = "publish kaiser/god/esp/" + espA + "/actuator/emergency emergency_stop"
+		token = "publish kaiser/god/esp/" + espA + "/system/command set_emergency_token"
+	)
+	tests := []struct {
+		name      string
+		confirmed bool // the device confirmed its token before the stop
+		reboot    bool
+		want      []string
+	}{
+		{name: "reconnect, token confirmed", confirmed: true, want: []string{off, stop, token, token}},
+		{name: "reboot, token confirmed", confirmed: true, reboot: true, want: []string{off, stop, token, token}},
+		{name: "reconnect, token unconfirmed", want: []string{off, stop, token, token, stop}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRig(t)
+				r.device(espA, pump(5))
+				dev, _ := r.devices.Get(espA)
+				dev.Metadata = map[string]any{"firmware_generation": "newer"}
+				r.devices.set(dev)
+				answer := func(p published) {
+					if p.payload["command"] == "set_emergency_token" {
+						m := message(t, espA, "system/command/response", `{"command":"set_emergency_token","success":true}`)
+						if err := r.svc.HandleSystemCommandResponse(context.Background(), m); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+				if tt.confirmed {
+					r.broker.answer = answer
+				}
+				r.statusEvent(espA, device.StatusOnline)
+				time.Sleep(tokenWait)
+				synctest.Wait()
+				r.broker.mu.Lock()
+				r.broker.answer = answer
+				r.broker.mu.Unlock()
+
+				r.devices.setStatus(espA, device.StatusOffline)
+				r.statusEvent(espA, device.StatusOffline)
+				r.stop(espA, nil)
+				mark := len(r.j.all())
+				r.devices.setStatus(espA, device.StatusOnline)
+				if tt.reboot {
+					r.svc.HandlePushPublished(device.PushResult{EspID: espA, CorrelationID: "cfg-r", Trigger: "reboot"})
+				}
+				r.statusEvent(espA, device.StatusOnline)
+				synctest.Wait()
+
+				var got []string
+				for _, e := range r.j.all()[mark:] {
+					if e == off || e == stop || e == token {
+						got = append(got, e)
+					}
+				}
+				if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+					t.Fatalf("after coming back:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "))
+				}
+				stops := r.broker.on(espA + "/actuator/emergency")
+				if last := stops[len(stops)-1]; last.payload["auth_token"] != r.svc.deviceToken(espA) {
+					t.Fatalf("the last device stop carries %v, want the device's token", last.payload["auth_token"])
+				}
+			})
+		})
+	}
+}

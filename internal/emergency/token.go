@@ -83,6 +83,15 @@ func (s *Service) deviceToken(espID string) string {
 	return espID
 }
 
+// tokenConfirmed reports whether the device confirmed the token its
+// emergency messages carry.
+func (s *Service) tokenConfirmed(espID string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.tokens[deviceScope(espID)]
+	return t != nil && t.SentAt != nil && t.ConfirmedAt != nil
+}
+
 // newerFirmware reports a device whose payloads carry seq (docs/protocol.md §3).
 func newerFirmware(d device.Device) bool {
 	return d.Metadata["firmware_generation"] == "newer"
@@ -93,39 +102,43 @@ func newerFirmware(d device.Device) bool {
 // token is committed before it is sent, both are sent, and the provisioning
 // is reported unless both are answered with success within 10 s. Without
 // force, a device is offered its tokens once per hub run, and not at all
-// once it confirmed them.
-func (s *Service) offerTokens(ctx context.Context, espID string, force bool) {
+// once it confirmed them. It reports whether the device confirmed them now.
+func (s *Service) offerTokens(ctx context.Context, espID string, force bool) bool {
 	s.mu.Lock()
 	t := s.tokens[deviceScope(espID)]
 	skip := !force && (s.tokenTried[espID] || (t != nil && t.ConfirmedAt != nil))
 	s.tokenTried[espID] = true
 	s.mu.Unlock()
 	if skip {
-		return
+		return false
 	}
 
 	d, err := s.devices.Get(espID)
 	if err != nil || !reachable(d) || !newerFirmware(d) {
-		return
+		return false
 	}
 	s.waits.mu.Lock()
 	_, running := s.waits.tokens[espID]
 	s.waits.mu.Unlock()
 	if running {
-		return
+		return false
 	}
 
 	ch, done := expect(&s.waits, s.waits.tokens, espID, 2)
 	defer done()
+	s.mu.Lock()
+	s.offered[espID] = time.Now()
+	s.mu.Unlock()
 	if err := s.sendTokens(ctx, d); err != nil {
 		s.tokenProblem(espID, "emergency tokens not sent: "+err.Error())
-		return
+		return false
 	}
 	if err := s.awaitTokens(ch); err != nil {
 		s.tokenProblem(espID, err.Error())
-		return
+		return false
 	}
-	s.tokenConfirmed(ctx, espID)
+	s.confirmTokens(ctx, espID)
+	return true
 }
 
 // sendTokens commits the device's token, then sends it and the broadcast token.
@@ -169,7 +182,7 @@ func (s *Service) sendTokens(ctx context.Context, d device.Device) error {
 
 // awaitTokens waits for the two success answers.
 func (s *Service) awaitTokens(ch chan contract.EmergencyReply) error {
-	t := time.NewTimer(tokenWait)
+	t := time.NewTimer(s.hub(tokenWait))
 	defer t.Stop()
 	for got := 0; got < 2; {
 		select {
@@ -187,7 +200,8 @@ func (s *Service) awaitTokens(ch chan contract.EmergencyReply) error {
 	return nil
 }
 
-func (s *Service) tokenConfirmed(ctx context.Context, espID string) {
+// confirmTokens records and commits the device's confirmation of its token.
+func (s *Service) confirmTokens(ctx context.Context, espID string) {
 	now := time.Now().UTC()
 	s.mu.Lock()
 	t := *s.tokens[deviceScope(espID)]

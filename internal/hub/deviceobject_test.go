@@ -9,8 +9,8 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 )
 
-// A mock device over the real broker shows what clients render (docs/api.md
-// §6.2, §16.1): created in a zone it keeps, with a device-processed sensor
+// A mock device over the real broker shows what clients render
+// (docs/api.md §6.2, §16.1): created in a zone it keeps, with a device-processed sensor
 // whose fractional value arrives unchanged, and a pump configured through the
 // REST route. The mock's command route runs the hub's command path, so the
 // mock's status makes the pump confirmed on in the device object; esp_health

@@ -75,7 +75,8 @@ type Config struct {
 	DiscoveryPerMin int
 	ShutdownTimeout time.Duration
 	// ActuatorSecond is the length of one second of the actuator timings
-	// (command timeout, durations, retries); tests shorten it. Zero = 1 s.
+	// (command timeout, durations, retries, valve travel) and of the
+	// emergency stop's guard and waits; tests shorten it. Zero = 1 s.
 	ActuatorSecond time.Duration
 }
 
@@ -391,6 +392,7 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 		Alerts:    h.Alerts,
 		Events:    h.Events,
 		Logger:    h.Log.With("component", "emergency"),
+		Second:    h.cfg.ActuatorSecond,
 	})
 	if err := h.Emergency.Load(ctx); err != nil {
 		return fmt.Errorf("load emergency latches: %w", err)

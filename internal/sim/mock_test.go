@@ -143,3 +143,44 @@ func TestStatusesBufferedWhileDisconnected(t *testing.T) {
 		}
 	})
 }
+
+// A dropped link keeps the node offline, without a reboot, until it is
+// restored: no reconnect meanwhile, statuses buffered, then one reconnect
+// that subscribes again (without Q3) and flushes them, uptime running on.
+func TestDropAndRestoreLink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := boot(t, "two-statuses")
+		r.configure(item(5, "pump"))
+		r.take()
+		r.net.mu.Lock()
+		subs := len(r.net.subs)
+		r.net.mu.Unlock()
+
+		r.node.DropLink()
+		r.wait(10 * time.Minute)
+		r.net.mu.Lock()
+		resubscribed := len(r.net.subs) != subs
+		r.net.mu.Unlock()
+		if resubscribed || r.node.Stats.Reconnects.Load() != 0 {
+			t.Fatalf("reconnected while the link was down (%d reconnects)", r.node.Stats.Reconnects.Load())
+		}
+		r.expect()
+
+		r.node.RestoreLink()
+		r.wait(time.Second)
+		r.net.mu.Lock()
+		added := len(r.net.subs) - subs
+		r.net.mu.Unlock()
+		if added != 8 || r.node.Stats.Reconnects.Load() != 1 {
+			t.Fatalf("after the restore: %d filters subscribed, %d reconnects", added, r.node.Stats.Reconnects.Load())
+		}
+		got := r.take()
+		if len(got) < 20 || !strings.HasPrefix(got[0], "actuator/5/status") {
+			t.Fatalf("buffered statuses after the restore: %d, first %v", len(got), got)
+		}
+		hb, _ := r.node.HeartbeatNow()
+		if up := hb["uptime"].(int64); up < 600 {
+			t.Fatalf("uptime %d after the restore: the node rebooted", up)
+		}
+	})
+}

@@ -178,6 +178,7 @@ type Node struct {
 	Stats          Stats
 	killed         atomic.Bool
 	paused         atomic.Bool
+	linkDown       atomic.Bool
 	stopped        chan struct{}
 }
 
@@ -337,8 +338,8 @@ func (n *Node) Run(ctx context.Context) error {
 			nextStatus = up + n.cfg.StatusEvery
 		}
 		if !n.isConnected() {
-			if failures >= 10 {
-				continue // Q8: gives up until power-cycled
+			if failures >= 10 || n.linkDown.Load() {
+				continue // Q8: gives up until power-cycled; or no WiFi
 			}
 			if up >= retryAt {
 				if err := n.connect(false); err != nil {
@@ -762,6 +763,25 @@ func (n *Node) SetState(s string) bool { return n.Do(func() { n.state = s }) }
 // Resume continues.
 func (n *Node) Pause()  { n.paused.Store(true) }
 func (n *Node) Resume() { n.paused.Store(false) }
+
+// DropLink simulates a lost WiFi link: the TCP connection closes without
+// DISCONNECT, so the broker publishes the will, and the node stays
+// disconnected until RestoreLink, without rebooting. Its actuator loop runs
+// on and buffers what U3 buffers.
+func (n *Node) DropLink() {
+	n.linkDown.Store(true)
+	n.mu.Lock()
+	w := n.wire
+	n.connected = false
+	n.mu.Unlock()
+	if w != nil {
+		w.Kill()
+	}
+}
+
+// RestoreLink lets a node after DropLink reconnect at its next attempt; the
+// baseline does not subscribe again (Q3).
+func (n *Node) RestoreLink() { n.linkDown.Store(false) }
 
 // Kill simulates a crash: TCP closes without DISCONNECT, the will fires (D6).
 func (n *Node) Kill() { n.kill() }

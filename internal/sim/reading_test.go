@@ -9,8 +9,8 @@ import (
 	"github.com/kaiserhub/kaiser/internal/contract"
 )
 
-// Fractional values are published unchanged, to 2 places (docs/domain.md
-// §10.2), in `value`; the wire's raw word is the nearest integer
+// Fractional values are published unchanged, to 2 places
+// (docs/domain.md §10.2), in `value`; the wire's raw word is the nearest integer
 // (docs/protocol.md §4.1), for bases and overrides alike.
 func TestFractionalValuesArePublishedUnchanged(t *testing.T) {
 	off, on := false, true

@@ -122,8 +122,8 @@ type DeviceErrors interface {
 	DeviceError(w http.ResponseWriter, r *http.Request, id string, err error)
 }
 
-// WriteRejection answers a command refused by the checks of docs/domain.md
-// §4.4 with its HTTP status and code (docs/api.md §8.2); the mock-device
+// WriteRejection answers a command refused by the checks of
+// docs/domain.md §4.4 with its HTTP status and code (docs/api.md §8.2); the mock-device
 // command route (docs/api.md §16.1) answers the same way.
 func WriteRejection(w http.ResponseWriter, r *http.Request, srv DeviceErrors, espID string, gpio int,
 	rej *actuator.Rejection) {
