@@ -144,7 +144,12 @@ func (s *Service) seedFromReplay(ctx context.Context, k key, st contract.Actuato
 }
 
 // eventRow is a device-originated history row (docs/domain.md §4.9).
-func (s *Service) eventRow(u *unit, commandType, issuedBy string, now time.Time, md map[string]any) store.ActuatorCommand {
+func (s *Service) eventRow(
+	u *unit,
+	commandType, issuedBy string,
+	now time.Time,
+	md map[string]any,
+) store.ActuatorCommand {
 	f := false
 	return store.ActuatorCommand{
 		ID:           uuid.NewString(),

@@ -274,7 +274,11 @@ func (s *Service) PushConfig(ctx context.Context, espID, trigger string) (string
 
 // valveTravel closes the valves of a push with an actuator section and
 // returns how long they need (P4); 0 without valves to wait for.
-func (s *Service) valveTravel(ctx context.Context, espID string, actuators []contract.ActuatorConfigItem) time.Duration {
+func (s *Service) valveTravel(
+	ctx context.Context,
+	espID string,
+	actuators []contract.ActuatorConfigItem,
+) time.Duration {
 	vc, ok := s.push.source.(valveCloser)
 	if !ok || len(actuators) == 0 {
 		return 0
