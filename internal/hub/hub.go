@@ -368,6 +368,13 @@ func (h *Hub) loadZones(ctx context.Context) error {
 			}
 			return pins
 		},
+		ActuatorPins: func(espID string) []int {
+			var pins []int
+			for _, o := range h.Actuators.Outputs(espID) {
+				pins = append(pins, o.GPIO)
+			}
+			return pins
+		},
 		Logger: h.Log.With("component", "zone"),
 	}, h.Store, h.Devices, h.Broker, h.Events, h.Alerts)
 	if err := h.Zones.Load(ctx); err != nil {
