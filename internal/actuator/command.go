@@ -620,13 +620,15 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	if err == nil {
 		err = s.store.SaveActuatorState(ctx, stRec)
 	}
-	if err == nil {
-		err = s.publishCommand(ctx, root, c, now)
-		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrPublish, err)
-		}
-	} else {
+	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrNotCommitted, err)
+		return s.notPublished(ctx, u, c, prevAuto, prevCand, nil, err, now), err
+	}
+
+	res, undo := s.markSent(ctx, u, c, root, now)
+	if err := s.publishCommand(ctx, root, c, now); err != nil {
+		err = fmt.Errorf("%w: %w", ErrPublish, err)
+		return s.notPublished(ctx, u, c, prevAuto, prevCand, undo, err, now), nil
 	}
 
 	fx := &effects{}
@@ -635,19 +637,6 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
 	}()
-	if err != nil {
-		if u.st.AutoOff != nil && u.st.AutoOff.CommandID == c.rec.ID {
-			u.st.AutoOff, u.st.OnCandidate = prevAuto, prevCand
-			fx.state(u, now)
-		}
-		s.finishLocked(u, c, StatusFailed, nil, "", err.Error(), now, fx)
-		if errors.Is(err, ErrPublish) {
-			return c.result(err.Error()), nil
-		}
-		return c.result(err.Error()), err
-	}
-
-	s.markSentLocked(u, c, root, now, fx)
 	if c.rec.Duration > 0 {
 		s.stopTimerLocked(&u.autoOff)
 		id := c.rec.ID
@@ -657,7 +646,59 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	// ends (its own auto-off now bounds the output, docs/decisions/0006).
 	u.st.PendingOff = nil
 	fx.state(u, now)
-	return c.result("command sent"), nil
+	return res, nil
+}
+
+// markSent records c as sent before it is published, because the device may
+// answer before the publish returns (an answer handled while the publishing
+// goroutine waits to run) and its answer must find the command in flight; u
+// is nil for an actuator deleted meanwhile, whose answer can still match c.
+// It returns the result to report and what undoes the unit's side if the
+// publish fails.
+func (s *Service) markSent(ctx context.Context, u *unit, c *command, root string, now time.Time) (Result, func()) {
+	fx := &effects{}
+	s.mu.Lock()
+	undo := func() {}
+	if u == nil {
+		t := now
+		c.rec.Status, c.rec.SentAt = StatusSent, &t
+		c.timer = s.afterLocked(s.secs(commandTimeout), func() { s.timeout(c) })
+		fx.cmd(c, now)
+	} else {
+		last, lastAt := u.st.LastCommand, u.st.LastCommandAt
+		undo = func() { u.st.LastCommand, u.st.LastCommandAt = last, lastAt }
+		s.markSentLocked(u, c, root, now, fx)
+	}
+	res := c.result("command sent")
+	s.mu.Unlock()
+	s.run(ctx, fx, now)
+	return res, undo
+}
+
+// notPublished fails a non-OFF command that was not published: its record
+// or the deadline was not committed, or the broker refused it. The earlier
+// auto-off and on-time candidate come back, since this one never went out.
+func (s *Service) notPublished(
+	ctx context.Context, u *unit, c *command, prevAuto, prevCand *mark, undo func(), err error, now time.Time,
+) Result {
+	fx := &effects{}
+	s.mu.Lock()
+	if u.st.AutoOff != nil && u.st.AutoOff.CommandID == c.rec.ID {
+		u.st.AutoOff, u.st.OnCandidate = prevAuto, prevCand
+	}
+	// Marked sent, it may have been ended meanwhile (its device deleted).
+	if undo == nil || c.rec.Status == StatusSent {
+		if undo != nil {
+			undo()
+			c.rec.SentAt = nil
+		}
+		s.finishLocked(u, c, StatusFailed, nil, "", err.Error(), now, fx)
+	}
+	fx.state(u, now)
+	res := c.result(err.Error())
+	s.mu.Unlock()
+	s.run(ctx, fx, now)
+	return res
 }
 
 // ErrPublish is a command the broker did not accept.
@@ -689,32 +730,35 @@ func (s *Service) publishCommand(ctx context.Context, root string, c *command, n
 // starts its travel (Q14).
 func (s *Service) publishOff(ctx context.Context, c *command, root string) Result {
 	now := s.now()
+	s.mu.Lock()
+	u := s.units[c.key()]
+	s.mu.Unlock()
+	res, undo := s.markSent(ctx, u, c, root, now)
 	err := s.publishCommand(ctx, root, c, now)
 
 	fx := &effects{}
 	s.mu.Lock()
-	u := s.units[c.key()]
-	msg := "command sent"
 	switch {
 	case err != nil:
-		msg = "publish failed: " + err.Error()
-		s.finishLocked(u, c, StatusFailed, nil, "", msg, now, fx)
+		msg := "publish failed: " + err.Error()
+		if c.rec.Status == StatusSent { // not ended meanwhile (its device deleted)
+			undo()
+			c.rec.SentAt = nil
+			s.finishLocked(u, c, StatusFailed, nil, "", msg, now, fx)
+		}
+		if u != nil {
+			fx.state(u, now)
+		}
 		if c.hubOff && u != nil {
 			s.armRetryLocked(u)
 		}
-	case u == nil: // deleted meanwhile: the answer can still match it
-		t := now
-		c.rec.Status, c.rec.SentAt = StatusSent, &t
-		c.timer = s.afterLocked(s.secs(commandTimeout), func() { s.timeout(c) })
-		fx.cmd(c, now)
-	default:
-		s.markSentLocked(u, c, root, now, fx)
+		res = c.result(msg)
+	case u != nil:
 		if u.cfg.Type == "valve" {
 			s.closing[u.key()] = now.Add(u.cfg.travel(s.second))
 		}
 		fx.state(u, now)
 	}
-	res := c.result(msg)
 	s.mu.Unlock()
 	s.run(ctx, fx, now)
 	return res

@@ -257,7 +257,7 @@ type fakeBus struct {
 	sent []published
 	err  error
 	// onPublish runs at each publish (before it is recorded).
-	onPublish func(topic string)
+	onPublish func(topic string, payload []byte)
 }
 
 func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byte, _ bool) error {
@@ -265,7 +265,7 @@ func (b *fakeBus) Publish(_ context.Context, topic string, payload []byte, _ byt
 	hook, err := b.onPublish, b.err
 	b.mu.Unlock()
 	if hook != nil {
-		hook(topic)
+		hook(topic, payload)
 	}
 	if err != nil {
 		return err

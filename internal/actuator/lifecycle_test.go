@@ -2,12 +2,14 @@ package actuator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 )
@@ -248,13 +250,58 @@ func TestPublishFailure(t *testing.T) {
 	}
 }
 
+// A device may answer before the hub's publish has returned: a fast node on
+// a loaded hub, whose answer is handled while the publishing goroutine waits
+// to run. The answer still acknowledges its command, matched by correlation
+// id (newer firmware) or by command (the baseline echoes none), and the
+// command is not left in flight, where it would queue the next ON and time out.
+func TestAnswerBeforePublishReturns(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cmd  string
+		echo bool
+	}{
+		{"ON, baseline", "ON", false},
+		{"ON, newer firmware", "ON", true},
+		{"OFF, baseline", "OFF", false},
+		{"OFF, newer firmware", "OFF", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.pump(60)
+			f.status(pump, tc.cmd == "OFF")
+			f.bus.onPublish = func(_ string, payload []byte) {
+				corr := ""
+				if tc.echo {
+					var c contract.ActuatorCommand
+					_ = json.Unmarshal(payload, &c)
+					corr = c.CorrelationID
+				}
+				f.status(pump, tc.cmd == "ON")
+				f.respond(pump, tc.cmd, true, corr)
+			}
+			r := f.mustCommand(tc.cmd, nil, dur(20))
+			f.bus.onPublish = nil
+
+			if c := f.cmd(r.CommandID); c.Status != StatusAcknowledged || c.Metadata["late_ack"] != nil {
+				t.Fatalf("answered before the publish returned: %s %v", c.Status, c.Metadata)
+			}
+			if tc.cmd == "ON" {
+				if next := f.mustCommand("ON", nil, dur(20)); next.Status != StatusSent {
+					t.Fatalf("the next ON is %s: the answered one is still in flight", next.Status)
+				}
+			}
+		})
+	}
+}
+
 // The auto-off deadline and the on-time candidate are committed before the
 // ON is published; without the commit nothing is published (docs/domain.md §4.8).
 func TestDeadlineCommittedBeforePublish(t *testing.T) {
 	f := newFixture(t)
 	f.pump(60)
 	var seen *State
-	f.bus.onPublish = func(string) {
+	f.bus.onPublish = func(string, []byte) {
 		st := f.store.state(t, esp, pump)
 		seen = &st
 	}
