@@ -616,11 +616,7 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	stRec, cRec := u.stateRecLocked(now), c.snapshotLocked()
 	s.mu.Unlock()
 
-	err := s.store.SaveActuatorCommand(ctx, cRec)
-	if err == nil {
-		err = s.store.SaveActuatorState(ctx, stRec)
-	}
-	if err != nil {
+	if err := s.commitBeforePublish(ctx, cRec, stRec); err != nil {
 		err = fmt.Errorf("%w: %w", ErrNotCommitted, err)
 		return s.notPublished(ctx, u, c, prevAuto, prevCand, nil, err, now), err
 	}
@@ -647,6 +643,17 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	u.st.PendingOff = nil
 	fx.state(u, now)
 	return res, nil
+}
+
+// commitBeforePublish commits an ON's record and the state with its
+// deadline. Both wait for the store's one writer, which commits what is
+// queued together: issued at once they share a commit, where one after the
+// other the second waits for a commit of its own (the ON's latency).
+func (s *Service) commitBeforePublish(ctx context.Context, c store.ActuatorCommand, st store.ActuatorState) error {
+	cmdErr := make(chan error, 1)
+	go func() { cmdErr <- s.store.SaveActuatorCommand(ctx, c) }()
+	stErr := s.store.SaveActuatorState(ctx, st)
+	return errors.Join(<-cmdErr, stErr)
 }
 
 // markSent records c as sent before it is published, because the device may
