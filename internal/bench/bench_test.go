@@ -66,3 +66,19 @@ func TestCommandScenario(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// BenchmarkCommand is the command scenario with 5 s phases (the REST
+// command path, idle and under 20,000 readings/s); profile it with
+// -cpuprofile or -blockprofile.
+func BenchmarkCommand(b *testing.B) {
+	res, err := Command(context.Background(), CommandConfig{Duration: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	idle, loaded := res.Phases[0], res.Phases[1]
+	b.ReportMetric(idle.ToDevice.P99ms, "idle_to_device_p99_ms")
+	b.ReportMetric(idle.Acknowledged.P99ms, "idle_ack_p99_ms")
+	b.ReportMetric(loaded.ToDevice.P99ms, "loaded_to_device_p99_ms")
+	b.ReportMetric(loaded.Acknowledged.P99ms, "loaded_ack_p99_ms")
+	b.ReportMetric(loaded.BaselineToDevice.P99ms, "loaded_baseline_p99_ms")
+}
