@@ -228,20 +228,17 @@ func drive(ctx context.Context, d time.Duration, devices int, interval time.Dura
 }
 
 // quantiles turns samples into the two latency distributions, with the
-// commands per second achieved over d.
-func quantiles(ss []sample, d time.Duration) (toDevice, done Percentiles) {
+// commands per second offered by the phase and achieved over it.
+func quantiles(ss []sample, cfg CommandConfig) (toDevice, done Percentiles) {
 	a, b := make([]int64, len(ss)), make([]int64, len(ss))
 	for i, s := range ss {
 		a[i], b[i] = s.toDevice, s.done
 	}
-	toDevice, done = micros(a), micros(b)
-	toDevice.Achieved = float64(len(ss)) / d.Seconds()
-	done.Achieved = toDevice.Achieved
-	return toDevice, done
+	return cfg.rated(micros(a), len(ss)), cfg.rated(micros(b), len(ss))
 }
 
 // byCommand is the → device quantiles of the ONs and of the OFFs alone.
-func byCommand(ss []sample) (on, off Percentiles) {
+func byCommand(ss []sample, cfg CommandConfig) (on, off Percentiles) {
 	var a, b []int64
 	for _, s := range ss {
 		if s.on {
@@ -250,7 +247,16 @@ func byCommand(ss []sample) (on, off Percentiles) {
 			b = append(b, s.toDevice)
 		}
 	}
-	return micros(a), micros(b)
+	half := cfg
+	half.Interval *= 2 // every other command
+	return half.rated(micros(a), len(a)), half.rated(micros(b), len(b))
+}
+
+// rated fills in the commands per second offered and the n achieved.
+func (c CommandConfig) rated(p Percentiles, n int) Percentiles {
+	p.Rate = float64(c.Devices) / c.Interval.Seconds()
+	p.Achieved = float64(n) / c.Duration.Seconds()
+	return p
 }
 
 // withBackground runs measure alone, then while load publishes at rate; it
@@ -366,8 +372,8 @@ func hubCommands(ctx context.Context, cfg CommandConfig) ([]CommandPhase, error)
 	phases := []CommandPhase{{Name: "idle"}, {Name: "background", BackgroundPS: bgPS}}
 	for i := range phases {
 		phases[i].Commands = len(samples[i])
-		phases[i].ToDevice, phases[i].Acknowledged = quantiles(samples[i], cfg.Duration)
-		phases[i].ToDeviceON, phases[i].ToDeviceOFF = byCommand(samples[i])
+		phases[i].ToDevice, phases[i].Acknowledged = quantiles(samples[i], cfg)
+		phases[i].ToDeviceON, phases[i].ToDeviceOFF = byCommand(samples[i], cfg)
 		cfg.say("    %s: %d commands, → device p50 %.2f / p99 %.2f ms (ON p99 %.2f, OFF p99 %.2f), "+
 			"→ acknowledged p50 %.2f / p99 %.2f ms",
 			phases[i].Name, phases[i].Commands, phases[i].ToDevice.P50ms, phases[i].ToDevice.P99ms,
@@ -591,7 +597,7 @@ func bareCommands(ctx context.Context, cfg CommandConfig, phases []CommandPhase)
 	}
 	phases[1].BaselineBackgroundPS = bgPS
 	for i := range phases {
-		phases[i].BaselineToDevice, phases[i].BaselineRoundTrip = quantiles(samples[i], cfg.Duration)
+		phases[i].BaselineToDevice, phases[i].BaselineRoundTrip = quantiles(samples[i], cfg)
 		cfg.say("    %s: %d commands, → device p50 %.2f / p99 %.2f ms, round trip p50 %.2f / p99 %.2f ms",
 			phases[i].Name, len(samples[i]), phases[i].BaselineToDevice.P50ms, phases[i].BaselineToDevice.P99ms,
 			phases[i].BaselineRoundTrip.P50ms, phases[i].BaselineRoundTrip.P99ms)
