@@ -15,9 +15,10 @@ import (
 )
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "ingest" && args[0] != "heartbeat" && args[0] != "fanout") {
-		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout [--devices N] [--sensors N] "+
-			"[--clients K] [--rate R] [--duration D] [--json FILE]")
+	if len(args) == 0 || (args[0] != "ingest" && args[0] != "heartbeat" && args[0] != "fanout" &&
+		args[0] != "command") {
+		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout|command [--devices N] [--sensors N] "+
+			"[--clients K] [--rate R] [--nodes N] [--interval D] [--background R] [--duration D] [--json FILE]")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
@@ -28,11 +29,29 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	clients := fs.Int("clients", 10, "fanout: WebSocket clients (baseline: MQTT subscribers)")
 	rate := fs.Float64("rate", 2000, "fanout: readings published per second")
+	nodes := fs.Int("nodes", 2, "command: commanded nodes, one pump each")
+	interval := fs.Duration("interval", 10*time.Millisecond, "command: time between one node's commands")
+	background := fs.Float64("background", 20000, "command: readings/s of background ingest in the loaded phase")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if args[0] == "command" {
+		res, err := bench.Command(ctx, bench.CommandConfig{
+			Devices:    *nodes,
+			Duration:   *duration,
+			Interval:   *interval,
+			Background: *background,
+			Console:    stderr,
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
+			return 1
+		}
+		printCommand(stdout, res)
+		return writeJSON(stderr, *jsonOut, res)
+	}
 	if args[0] != "ingest" {
 		var rt bench.RoundTrip
 		var err error
@@ -54,14 +73,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%-34s %14.3f %14.3f\n", "delivered share per client", rt.Ours.Achieved, rt.Baseline.Achieved)
 		}
 		fmt.Fprintf(stdout, "%-34s %14.2f\n", "ratio ours/baseline", rt.Ratio)
-		if *jsonOut != "" {
-			b, _ := json.MarshalIndent(rt, "", "  ")
-			if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-				fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
-				return 1
-			}
-		}
-		return 0
+		return writeJSON(stderr, *jsonOut, rt)
 	}
 	res, err := bench.Ingest(ctx, bench.IngestConfig{
 		Devices:  *devices,
@@ -82,15 +94,60 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 			p.Rate, p.P50ms, p.P95ms, p.P99ms)
 	}
 	fmt.Fprintf(stdout, "%-34s %14d\n", "lost readings", res.Lost)
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-			fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
-			return 1
-		}
-	}
-	if res.Lost != 0 {
+	if code := writeJSON(stderr, *jsonOut, res); code != 0 || res.Lost != 0 {
 		return 1
 	}
 	return 0
+}
+
+// writeJSON writes v to path if one was given; it returns the exit code.
+func writeJSON(stderr io.Writer, path string, v any) int {
+	if path == "" {
+		return 0
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// printCommand prints the command scenario as a table: p50 / p99 in ms per
+// phase, the hub beside the bare broker.
+func printCommand(stdout io.Writer, res bench.CommandResult) {
+	fmt.Fprintf(stdout, "\n%-40s", "command latency, p50 / p99 ms")
+	for _, p := range res.Phases {
+		fmt.Fprintf(stdout, " %20s", p.Name)
+	}
+	row := func(label string, get func(bench.CommandPhase) bench.Percentiles) {
+		fmt.Fprintf(stdout, "\n%-40s", label)
+		for _, p := range res.Phases {
+			q := get(p)
+			fmt.Fprintf(stdout, " %20s", fmt.Sprintf("%.2f / %.2f", q.P50ms, q.P99ms))
+		}
+	}
+	row("hub: REST → command on device topic", func(p bench.CommandPhase) bench.Percentiles { return p.ToDevice })
+	row("hub: REST → acknowledged", func(p bench.CommandPhase) bench.Percentiles { return p.Acknowledged })
+	row("bare broker: publish → receive", func(p bench.CommandPhase) bench.Percentiles { return p.BaselineToDevice })
+	row("bare broker: publish → response back", func(p bench.CommandPhase) bench.Percentiles {
+		return p.BaselineRoundTrip
+	})
+	fmt.Fprintf(stdout, "\n%-40s", "ratio p99 (→ device / publish → receive)")
+	for _, p := range res.Phases {
+		fmt.Fprintf(stdout, " %20.1f", p.RatioToDeviceP99)
+	}
+	fmt.Fprintf(stdout, "\n%-40s", "ratio p99 (→ acknowledged / round trip)")
+	for _, p := range res.Phases {
+		fmt.Fprintf(stdout, " %20.1f", p.RatioAcknowledgedP99)
+	}
+	fmt.Fprintf(stdout, "\n%-40s", "commands")
+	for _, p := range res.Phases {
+		fmt.Fprintf(stdout, " %20d", p.Commands)
+	}
+	fmt.Fprintf(stdout, "\n%-40s", "background readings/s (hub / bare)")
+	for _, p := range res.Phases {
+		fmt.Fprintf(stdout, " %20s", fmt.Sprintf("%.0f / %.0f", p.BackgroundPS, p.BaselineBackgroundPS))
+	}
+	fmt.Fprintln(stdout)
 }

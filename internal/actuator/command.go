@@ -587,6 +587,17 @@ func (s *Service) dequeue(ctx context.Context, c *command) {
 	}
 }
 
+// commitBeforePublish commits an ON's record and the state with its
+// deadline. Both wait for the store's one writer, which commits what is
+// queued together: issued at once they share a commit, where one after the
+// other the second waits for a commit of its own (the ON's latency).
+func (s *Service) commitBeforePublish(ctx context.Context, c store.ActuatorCommand, st store.ActuatorState) error {
+	cmdErr := make(chan error, 1)
+	go func() { cmdErr <- s.store.SaveActuatorCommand(ctx, c) }()
+	stErr := s.store.SaveActuatorState(ctx, st)
+	return errors.Join(<-cmdErr, stErr)
+}
+
 // ErrNotCommitted is a command not published because its auto-off deadline
 // could not be committed first (docs/domain.md §4.8).
 var ErrNotCommitted = errors.New("command not published: its auto-off deadline could not be committed")
@@ -617,10 +628,7 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	u.beginPublishLocked()
 	s.mu.Unlock()
 
-	err := s.store.SaveActuatorCommand(ctx, cRec)
-	if err == nil {
-		err = s.store.SaveActuatorState(ctx, stRec)
-	}
+	err := s.commitBeforePublish(ctx, cRec, stRec)
 	if err == nil {
 		err = s.publishCommand(ctx, root, c, now)
 		if err != nil {

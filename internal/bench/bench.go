@@ -187,6 +187,53 @@ func (l *load) run(ctx context.Context, rate float64, window int64) error {
 	return <-errs
 }
 
+// hubLoad is a load against a hub whose closed loop counts what the hub's
+// ingest handled per device, so that a burst never overfills a device's
+// ingest queue and nothing is dropped.
+type hubLoad struct {
+	*load
+	h      *hub.Hub
+	mu     sync.Mutex
+	before map[string]int64 // each device's handled count when the phase began
+}
+
+func newHubLoad(h *hub.Hub, ids []string, sensors int) *hubLoad {
+	l := &hubLoad{h: h, before: map[string]int64{}}
+	l.load = &load{
+		addr:    h.MQTTAddr(),
+		ids:     ids,
+		sensors: sensors,
+		tsBase:  time.Now().Unix() - 86000,
+		inFlight: func(id string, sent int64) int64 {
+			l.mu.Lock()
+			prev := l.before[id]
+			l.mu.Unlock()
+			return prev + sent - h.Ingest.DeviceCounters(id).Processed
+		},
+	}
+	return l
+}
+
+// phase runs the publishers until ctx ends; the in-flight count restarts
+// from the devices' counters, because every phase counts its own sent.
+func (l *hubLoad) phase(ctx context.Context, rate float64, window int64) error {
+	l.mu.Lock()
+	for _, id := range l.ids {
+		l.before[id] = l.h.Ingest.DeviceCounters(id).Processed
+	}
+	l.mu.Unlock()
+	return l.run(ctx, rate, window)
+}
+
+// handled is the readings the hub's ingest handled for the load's devices.
+func (l *hubLoad) handled() int64 {
+	var n int64
+	for _, id := range l.ids {
+		n += l.h.Ingest.DeviceCounters(id).Processed
+	}
+	return n
+}
+
 // Ingest runs the ingest scenario: max sustained durable readings/s, then
 // publish → durable latency at 25/50/75 % of that rate, then the baseline.
 func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
@@ -234,34 +281,8 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		latMu.Unlock()
 	})
 	base := h.Readings.Committed()
-	// Per-device closed loop: in-flight = published − handled by ingest,
-	// kept below the per-device queue bound so nothing is ever dropped.
-	perDevSent := map[string]int64{}
-	var perMu sync.Mutex
-	l := &load{
-		addr:    h.MQTTAddr(),
-		ids:     ids,
-		sensors: cfg.Sensors,
-		tsBase:  time.Now().Unix() - 86000,
-		inFlight: func(id string, sent int64) int64 {
-			perMu.Lock()
-			prev := perDevSent[id]
-			perMu.Unlock()
-			return prev + sent - h.Ingest.DeviceCounters(id).Processed
-		},
-	}
-	runPhase := func(ctx context.Context, rate float64) error {
-		before := map[string]int64{}
-		for _, id := range ids {
-			before[id] = h.Ingest.DeviceCounters(id).Processed
-		}
-		perMu.Lock()
-		for _, id := range ids {
-			perDevSent[id] = before[id]
-		}
-		perMu.Unlock()
-		return l.run(ctx, rate, int64(cfg.Window))
-	}
+	l := newHubLoad(h, ids, cfg.Sensors)
+	runPhase := func(ctx context.Context, rate float64) error { return l.phase(ctx, rate, int64(cfg.Window)) }
 
 	// 1. Maximum sustained rate, closed loop (no loss by construction).
 	say("ingest: %d devices × %d sensors, max rate for %s ...", cfg.Devices, cfg.Sensors, cfg.Duration)
@@ -273,7 +294,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	cancel()
 	res.DurableReadingsPS = float64(h.Readings.Committed()-c0) / time.Since(t0).Seconds()
 	say("  durable: %.0f readings/s", res.DurableReadingsPS)
-	if err := waitDrained(h, l, base); err != nil {
+	if err := waitDrained(h, l.load, base); err != nil {
 		return res, err
 	}
 
@@ -290,7 +311,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 		_ = runPhase(pctx, rate)
 		cancel()
 		elapsed := time.Since(start)
-		if err := waitDrained(h, l, base); err != nil {
+		if err := waitDrained(h, l.load, base); err != nil {
 			return res, err
 		}
 		recording.Store(false)
@@ -345,35 +366,22 @@ func percentiles(ms []int64) Percentiles {
 	return Percentiles{P50ms: q(0.50), P95ms: q(0.95), P99ms: q(0.99)}
 }
 
+// micros is the quantiles of latencies in microseconds, in milliseconds.
+func micros(us []int64) Percentiles {
+	p := percentiles(us)
+	p.P50ms, p.P95ms, p.P99ms = p.P50ms/1000, p.P95ms/1000, p.P99ms/1000
+	return p
+}
+
 // Baseline measures the same publishers against the bare embedded broker
 // with an inline subscriber that only counts.
 func Baseline(ctx context.Context, devices, sensors int, d time.Duration, window int64) (float64, error) {
-	b, err := broker.NewEmbedded(broker.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	b, count, err := countingBroker()
 	if err != nil {
 		return 0, err
 	}
-	var count atomic.Int64
-	onData := func(string, []byte, bool, bool) { count.Add(1) }
-	if err := b.Subscribe([]string{"kaiser/+/esp/+/sensor/+/data"}, onData); err != nil {
-		return 0, err
-	}
-	if err := b.Start(); err != nil {
-		return 0, err
-	}
 	defer b.Close()
-	ids := make([]string, devices)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("BASE_%06X", i)
-	}
-	var l0 *load
-	l := &load{
-		addr:     b.Addr(),
-		ids:      ids,
-		sensors:  sensors,
-		tsBase:   time.Now().Unix(),
-		inFlight: func(_ string, _ int64) int64 { return (l0.sent.Load() - count.Load()) / int64(devices) },
-	}
-	l0 = l
+	l := bareLoad(b.Addr(), devices, sensors, count)
 	bctx, cancel := context.WithTimeout(ctx, d+2*time.Second)
 	defer cancel()
 	go func() { _ = l.run(bctx, 0, window) }()
@@ -381,4 +389,39 @@ func Baseline(ctx context.Context, devices, sensors int, d time.Duration, window
 	c0, t0 := count.Load(), time.Now()
 	<-bctx.Done()
 	return float64(count.Load()-c0) / time.Since(t0).Seconds(), nil
+}
+
+// countingBroker starts the bare embedded broker with an inline subscriber
+// that counts sensor readings.
+func countingBroker() (*broker.Embedded, *atomic.Int64, error) {
+	b, err := broker.NewEmbedded(broker.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, nil, err
+	}
+	count := new(atomic.Int64)
+	onData := func(string, []byte, bool, bool) { count.Add(1) }
+	if err := b.Subscribe([]string{"kaiser/+/esp/+/sensor/+/data"}, onData); err != nil {
+		return nil, nil, err
+	}
+	if err := b.Start(); err != nil {
+		return nil, nil, err
+	}
+	return b, count, nil
+}
+
+// bareLoad is the publishers of devices × sensors against a counting
+// broker; its window is the same per-device bound as against the hub.
+func bareLoad(addr string, devices, sensors int, count *atomic.Int64) *load {
+	ids := make([]string, devices)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("BASE_%06X", i)
+	}
+	l := &load{
+		addr:    addr,
+		ids:     ids,
+		sensors: sensors,
+		tsBase:  time.Now().Unix(),
+	}
+	l.inFlight = func(string, int64) int64 { return (l.sent.Load() - count.Load()) / int64(devices) }
+	return l
 }

@@ -83,9 +83,7 @@ func heartbeatRTT(addr string, devices int, d time.Duration) (Percentiles, float
 	if err := <-errs; err != nil {
 		return Percentiles{}, 0, err
 	}
-	p := percentiles(lat)
-	p.P50ms, p.P95ms, p.P99ms = p.P50ms/1000, p.P95ms/1000, p.P99ms/1000
-	return p, float64(total.Load()) / time.Since(start).Seconds(), nil
+	return micros(lat), float64(total.Load()) / time.Since(start).Seconds(), nil
 }
 
 // Heartbeat measures the heartbeat → ack round trip; the baseline is the
