@@ -85,9 +85,11 @@ func saveState(tx *Tx, st store.ActuatorState) error {
 }
 
 // SaveActuatorState upserts an actuator's runtime state and waits for the
-// commit: the caller may publish what the state allows only afterwards.
+// commit: the caller may publish what the state allows only afterwards, so
+// it takes the writer's urgent lane. Overtaking a QueueActuatorState still
+// queued is safe: the upsert keeps the higher version.
 func (s *Store) SaveActuatorState(ctx context.Context, st store.ActuatorState) error {
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
+	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
 }
 
 // QueueActuatorState upserts an actuator's runtime state without waiting.
@@ -144,9 +146,12 @@ func saveCommand(tx *Tx, c store.ActuatorCommand) error {
 	return nil
 }
 
-// SaveActuatorCommand upserts a history row and waits for the commit.
+// SaveActuatorCommand upserts a history row and waits for the commit. An ON
+// is published only after it, so it takes the writer's urgent lane;
+// overtaking a QueueActuatorCommand of the same row is safe because the
+// upsert keeps the higher version.
 func (s *Store) SaveActuatorCommand(ctx context.Context, c store.ActuatorCommand) error {
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
+	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
 }
 
 // QueueActuatorCommand upserts a history row without waiting; rows of one

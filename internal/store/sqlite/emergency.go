@@ -26,7 +26,9 @@ const saveLatch = `INSERT INTO emergency_latches (scope, esp_id, active, inciden
 
 // SaveLatches writes the latches in one transaction and returns once it is
 // committed (docs/domain.md §5.2 step 1: committed, not queued, before
-// anything is published).
+// anything is published), through the writer's urgent lane: a stop must not
+// wait behind bulk writes. Latches are written only here, so no queued write
+// of theirs can be overtaken.
 func (s *Store) SaveLatches(ctx context.Context, latches []store.EmergencyLatch) error {
 	type row struct {
 		l        store.EmergencyLatch
@@ -44,7 +46,7 @@ func (s *Store) SaveLatches(ctx context.Context, latches []store.EmergencyLatch)
 		rows = append(rows, row{l, string(attempts)})
 	}
 
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
 		for _, r := range rows {
 			l := r.l
 			_, err := tx.Exec(saveLatch, l.Scope, l.EspID, l.Active, l.IncidentCorrelationID, l.Reason,
@@ -94,9 +96,10 @@ func (s *Store) LoadLatches(ctx context.Context) ([]store.EmergencyLatch, error)
 
 // SaveEmergencyToken writes a token and returns once it is committed: a
 // token must be stored before a device is told it, or a crash would leave
-// the device with a token the hub no longer knows.
+// the device with a token the hub no longer knows. Tokens are written only
+// here, through the urgent lane, so their writes keep their order.
 func (s *Store) SaveEmergencyToken(ctx context.Context, t store.EmergencyToken) error {
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO emergency_tokens (scope, esp_id, token, sent_at, confirmed_at, updated_at)
 			VALUES (?,?,?,?,?,?) ON CONFLICT(scope) DO UPDATE SET esp_id=excluded.esp_id, token=excluded.token,
 			sent_at=excluded.sent_at, confirmed_at=excluded.confirmed_at, updated_at=excluded.updated_at`,

@@ -264,16 +264,27 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 		return
 	}
 	rows := append([]store.Reading(nil), batch...)
+	chunks := rollupChunks(rolls, rollupChunk)
+	first := []rollEntry(nil)
+	if len(chunks) > 0 {
+		first, chunks = chunks[0], chunks[1:]
+	}
 	err := k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
 		if err := insertReadings(tx, rows); err != nil {
 			return err
 		}
-		return upsertRollups(tx, rolls)
+		return upsertRollups(tx, first)
 	})
 	if err != nil {
 		k.store.log.Error("storing readings failed", "rows", len(rows), "error", err)
 		return
 	}
+	k.recordCommit(rows)
+	k.storeRollups(chunks)
+}
+
+// recordCommit counts committed readings and tells the instrumentation.
+func (k *ReadingSink) recordCommit(rows []store.Reading) {
 	k.committed.Add(int64(len(rows)))
 	if f := k.onCommit.Load(); f != nil {
 		(*f)(rows, time.Now())
@@ -340,8 +351,52 @@ func nullable(v float64, present bool) any {
 	return v
 }
 
-func upsertRollups(tx *Tx, rolls map[rollKey]*agg) error {
+// rollupChunk bounds the bucket upserts of one transaction (a few ms each):
+// a commit that must not wait (Writer.DoUrgent) then waits for at most one
+// chunk, not for a whole second's rollups.
+var rollupChunk = 1000
+
+type rollEntry struct {
+	key rollKey
+	agg *agg
+}
+
+func rollupChunks(rolls map[rollKey]*agg, size int) [][]rollEntry {
+	var chunks [][]rollEntry
+	cur := make([]rollEntry, 0, min(size, len(rolls)))
 	for key, a := range rolls {
+		if len(cur) == size {
+			chunks = append(chunks, cur)
+			cur = make([]rollEntry, 0, min(size, len(rolls)))
+		}
+		cur = append(cur, rollEntry{key, a})
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
+	return chunks
+}
+
+// storeRollups commits the remaining rollup chunks one transaction each,
+// waiting for every commit, so that Flush still returns only once they are
+// durable. Each chunk is its own normal request (not all queued at once) so
+// that an urgent commit overtakes the rest. A crash between chunks leaves
+// some buckets short of readings that are stored: RepairRollups, which
+// recomputes recent buckets from the raw readings, restores them.
+func (k *ReadingSink) storeRollups(chunks [][]rollEntry) {
+	for _, c := range chunks {
+		err := k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+			return upsertRollups(tx, c)
+		})
+		if err != nil {
+			k.store.log.Error("storing rollups failed; the repair job recomputes them", "buckets", len(c), "error", err)
+		}
+	}
+}
+
+func upsertRollups(tx *Tx, rolls []rollEntry) error {
+	for _, e := range rolls {
+		key, a := e.key, e.agg
 		t := rollupTables[key.table].table
 		_, err := tx.Exec(`
 			INSERT INTO `+t+` (

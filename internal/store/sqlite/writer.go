@@ -82,10 +82,16 @@ type request struct {
 
 // Writer is the single goroutine that owns every SQLite write. Callers queue
 // operations; the writer commits whatever is queued as one transaction.
+//
+// Urgent operations (DoUrgent) have a lane of their own that the writer
+// empties before it looks at the normal one: a commit that gates a publish
+// (an actuator ON, an emergency latch) waits for the transaction already
+// running, never for the backlog of bulk work queued ahead of it.
 type Writer struct {
 	conn      *sql.Conn
 	stmts     map[string]*sql.Stmt
 	queue     chan request
+	urgent    chan request
 	mu        sync.RWMutex // guards closed against concurrent Submit/Close
 	closed    bool
 	stopped   chan struct{}
@@ -115,6 +121,7 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 		conn:      conn,
 		stmts:     map[string]*sql.Stmt{},
 		queue:     make(chan request, opt.QueueSize),
+		urgent:    make(chan request, opt.QueueSize),
 		stopped:   make(chan struct{}),
 		batchRows: opt.BatchRows,
 		batchWait: opt.BatchWait,
@@ -122,7 +129,7 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 		log:       opt.Logger,
 	}
 	if w.metrics != nil {
-		w.metrics.queueDepth = func() float64 { return float64(len(w.queue)) }
+		w.metrics.queueDepth = func() float64 { return float64(len(w.queue) + len(w.urgent)) }
 	}
 	go w.run()
 	return w, nil
@@ -131,13 +138,26 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 // Submit queues op without waiting for its commit. When the queue is full it
 // waits for space until ctx ends (backpressure with a deadline).
 func (w *Writer) Submit(ctx context.Context, op Op) error {
-	return w.enqueue(ctx, request{op: op})
+	return w.enqueue(ctx, w.queue, request{op: op})
 }
 
 // Do queues op and waits for its transaction to commit.
 func (w *Writer) Do(ctx context.Context, op Op) error {
+	return w.do(ctx, w.queue, op)
+}
+
+// DoUrgent is Do for a commit that something time-critical waits on: op is
+// taken before every normal operation still queued. It may therefore commit
+// before operations submitted earlier, so it is only for writes whose rows
+// are not also written through the normal lane, or whose upserts are
+// version-guarded so that order does not matter.
+func (w *Writer) DoUrgent(ctx context.Context, op Op) error {
+	return w.do(ctx, w.urgent, op)
+}
+
+func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 	done := make(chan error, 1)
-	if err := w.enqueue(ctx, request{op: op, done: done}); err != nil {
+	if err := w.enqueue(ctx, lane, request{op: op, done: done}); err != nil {
 		return err
 	}
 	select {
@@ -148,24 +168,25 @@ func (w *Writer) Do(ctx context.Context, op Op) error {
 	}
 }
 
-// Flush waits until every operation queued before it is committed.
+// Flush waits until every normal operation queued before it is committed
+// (urgent ones queued before it are taken first anyway).
 func (w *Writer) Flush(ctx context.Context) error {
 	return w.Do(ctx, func(context.Context, *Tx) error { return nil })
 }
 
-func (w *Writer) enqueue(ctx context.Context, r request) error {
+func (w *Writer) enqueue(ctx context.Context, lane chan request, r request) error {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
 		return ErrClosed
 	}
 	select {
-	case w.queue <- r:
+	case lane <- r:
 		return nil
 	default:
 	}
 	select {
-	case w.queue <- r:
+	case lane <- r:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("store writer queue full: %w", ctx.Err())
@@ -178,6 +199,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	if !w.closed {
 		w.closed = true
 		close(w.queue)
+		close(w.urgent)
 	}
 	w.mu.Unlock()
 	select {
@@ -193,17 +215,99 @@ func (w *Writer) Close(ctx context.Context) error {
 
 func (w *Writer) run() {
 	defer close(w.stopped)
+	l := &lanes{urgent: w.urgent, normal: w.queue}
 	batch := make([]request, 0, w.batchRows)
-	for r := range w.queue {
+	for {
+		r, isUrgent, ok := l.take(nil, false)
+		if !ok {
+			return
+		}
 		batch = append(batch[:0], r)
-		batch = w.fill(batch)
+		batch = w.fill(l, batch, isUrgent)
 		w.commit(batch)
 	}
 }
 
+// lanes is the writer goroutine's view of its two queues; a lane becomes nil
+// once it is closed and drained.
+type lanes struct {
+	urgent chan request
+	normal chan request
+}
+
+func (l *lanes) open() bool { return l.urgent != nil || l.normal != nil }
+
+// poll takes a queued request without waiting, urgent first.
+func (l *lanes) poll(urgentOnly bool) (request, bool) {
+	for l.urgent != nil {
+		select {
+		case r, ok := <-l.urgent:
+			if !ok {
+				l.urgent = nil
+				continue
+			}
+			return r, true
+		default:
+		}
+		break
+	}
+	if urgentOnly {
+		return request{}, false
+	}
+	for l.normal != nil {
+		select {
+		case r, ok := <-l.normal:
+			if !ok {
+				l.normal = nil
+				continue
+			}
+			return r, true
+		default:
+		}
+		break
+	}
+	return request{}, false
+}
+
+// take returns the next request, urgent first, waiting until one arrives,
+// wait fires (nil: never) or both lanes are closed and drained.
+func (l *lanes) take(wait <-chan time.Time, urgentOnly bool) (r request, isUrgent, ok bool) {
+	for l.open() {
+		if r, ok := l.poll(true); ok {
+			return r, true, true
+		}
+		if !l.open() { // poll found the urgent lane closed
+			break
+		}
+		normal := l.normal
+		if urgentOnly {
+			normal = nil
+		}
+		select {
+		case r, ok := <-l.urgent:
+			if !ok {
+				l.urgent = nil
+				continue
+			}
+			return r, true, true
+		case r, ok := <-normal:
+			if !ok {
+				l.normal = nil
+				continue
+			}
+			return r, false, true
+		case <-wait:
+			return request{}, false, false
+		}
+	}
+	return request{}, false, false
+}
+
 // fill takes what is already queued, then waits briefly for more so that a
-// burst lands in one transaction.
-func (w *Writer) fill(batch []request) []request {
+// burst lands in one transaction. A batch begun by an urgent request takes
+// only urgent ones: bulk work queued meanwhile must not lengthen the
+// transaction a publish is waiting for.
+func (w *Writer) fill(l *lanes, batch []request, urgentOnly bool) []request {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -211,27 +315,21 @@ func (w *Writer) fill(batch []request) []request {
 		}
 	}()
 	for len(batch) < w.batchRows {
-		select {
-		case r, ok := <-w.queue:
-			if !ok {
-				return batch
-			}
+		if r, ok := l.poll(urgentOnly); ok {
 			batch = append(batch, r)
 			continue
-		default:
+		}
+		if !l.open() {
+			return batch
 		}
 		if timer == nil {
 			timer = time.NewTimer(w.batchWait)
 		}
-		select {
-		case r, ok := <-w.queue:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, r)
-		case <-timer.C:
+		r, _, ok := l.take(timer.C, urgentOnly)
+		if !ok {
 			return batch
 		}
+		batch = append(batch, r)
 	}
 	return batch
 }
