@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/apitest"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/schedule"
@@ -26,34 +27,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeServer serves registered routes as the admin, with the HTTP layer's
-// device lookup and error answers reduced to what the routes rely on.
+// fakeServer serves the registered routes as the admin
+// (apitest.Registrar).
 type fakeServer struct {
-	mux     *http.ServeMux
-	routes  []api.Route
-	devices *fakeDevices
+	*apitest.Registrar
 }
 
-func (s *fakeServer) Register(rt api.Route, h api.Authed) {
-	s.routes = append(s.routes, rt)
-	s.mux.HandleFunc(rt.Method+" "+rt.Path, func(w http.ResponseWriter, r *http.Request) {
-		h(w, r, auth.Principal{User: store.User{Username: "admin", Role: auth.RoleAdmin}})
-	})
-}
-
-func (s *fakeServer) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
-	d, err := s.devices.Get(r.PathValue("esp_id"))
-	if err != nil {
-		s.DeviceError(w, r, r.PathValue("esp_id"), err)
-		return d, false
-	}
-	return d, true
-}
-
-func (s *fakeServer) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
-	code := map[error]string{device.ErrNotFound: "ESP_NOT_FOUND", device.ErrDuplicate: "DUPLICATE_ESP"}[err]
-	status := map[error]int{device.ErrNotFound: 404, device.ErrDuplicate: 409}[err]
-	api.WriteError(w, r, status, code, id, nil)
+func newFakeServer(devices *fakeDevices) *fakeServer {
+	as := auth.Principal{User: store.User{Username: "admin", Role: auth.RoleAdmin}}
+	return &fakeServer{apitest.NewRegistrar(as, devices.Get)}
 }
 
 func (s *fakeServer) SensorError(w http.ResponseWriter, r *http.Request, err error) bool {
@@ -62,10 +44,6 @@ func (s *fakeServer) SensorError(w http.ResponseWriter, r *http.Request, err err
 	}
 	api.WriteError(w, r, 409, "GPIO_CONFLICT", err.Error(), nil)
 	return true
-}
-
-func (s *fakeServer) Internal(w http.ResponseWriter, r *http.Request, _ error) {
-	api.WriteError(w, r, 500, "INTERNAL_ERROR", "internal error", nil)
 }
 
 type fakeDevices struct {
@@ -288,7 +266,7 @@ func newFixture(t *testing.T, jobs jobs) *fixture {
 		actuators: &fakeActuators{},
 		nodes:     map[string]*fakeNode{},
 	}
-	f.srv = &fakeServer{mux: http.NewServeMux(), devices: f.devices}
+	f.srv = newFakeServer(f.devices)
 	f.debug = Register(f.srv, Deps{
 		Devices:   f.devices,
 		Sensors:   f.sensors,
@@ -339,7 +317,7 @@ func (f *fixture) do(t *testing.T, method, path string, body any) reply {
 		rd = strings.NewReader(string(raw))
 	}
 	rec := httptest.NewRecorder()
-	f.srv.mux.ServeHTTP(rec, httptest.NewRequest(method, path, rd))
+	f.srv.Mux.ServeHTTP(rec, httptest.NewRequest(method, path, rd))
 	r := reply{status: rec.Code, raw: rec.Body.String()}
 	_ = json.Unmarshal(rec.Body.Bytes(), &r.body)
 	return r
@@ -352,10 +330,10 @@ func (f *fixture) create(t *testing.T, body map[string]any) reply {
 
 func TestEveryDebugRouteIsForAdmins(t *testing.T) {
 	f := newFixture(t, nil)
-	if len(f.srv.routes) != 24 {
-		t.Fatalf("%d routes", len(f.srv.routes))
+	if len(f.srv.Routes) != 24 {
+		t.Fatalf("%d routes", len(f.srv.Routes))
 	}
-	for _, rt := range f.srv.routes {
+	for _, rt := range f.srv.Routes {
 		if rt.MinRole != auth.RoleAdmin || rt.Tag != "debug" || !strings.HasPrefix(rt.Path, "/api/v1/debug/") {
 			t.Errorf("%+v", rt)
 		}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -18,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/apitest"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/device"
@@ -30,45 +29,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeServer serves the registered routes as an operator, with the HTTP
-// layer's device lookup and device error answers reduced to their codes.
+// fakeServer serves the registered routes as an operator
+// (apitest.Registrar).
 type fakeServer struct {
-	mux     *http.ServeMux
-	routes  []api.Route
-	devices *fakeDevices
+	*apitest.Registrar
 }
 
-func (s *fakeServer) Register(rt api.Route, h api.Authed) {
-	s.routes = append(s.routes, rt)
-	s.mux.HandleFunc(rt.Method+" "+rt.Path, func(w http.ResponseWriter, r *http.Request) {
-		h(w, r, auth.Principal{User: store.User{Username: "op", Role: auth.RoleOperator}})
-	})
-}
-
-func (s *fakeServer) DeviceFromPath(w http.ResponseWriter, r *http.Request) (device.Device, bool) {
-	d, err := s.devices.Get(r.PathValue("esp_id"))
-	if err != nil {
-		s.DeviceError(w, r, r.PathValue("esp_id"), err)
-		return d, false
-	}
-	return d, true
-}
-
-func (s *fakeServer) DeviceError(w http.ResponseWriter, r *http.Request, id string, err error) {
-	switch {
-	case errors.Is(err, device.ErrNotFound):
-		api.WriteError(w, r, 404, "ESP_NOT_FOUND", id, nil)
-	case errors.Is(err, device.ErrNotApproved):
-		api.WriteError(w, r, 409, "DEVICE_NOT_APPROVED", id, nil)
-	case errors.Is(err, device.ErrOffline):
-		api.WriteError(w, r, 409, "DEVICE_OFFLINE", id, nil)
-	default:
-		s.Internal(w, r, err)
-	}
-}
-
-func (s *fakeServer) Internal(w http.ResponseWriter, r *http.Request, _ error) {
-	api.WriteError(w, r, 500, "INTERNAL_ERROR", "internal error", nil)
+func newFakeServer(devices *fakeDevices) *fakeServer {
+	as := auth.Principal{User: store.User{Username: "op", Role: auth.RoleOperator}}
+	return &fakeServer{apitest.NewRegistrar(as, devices.Get)}
 }
 
 type fakeDevices struct {
@@ -211,7 +180,7 @@ func newFixture(t *testing.T) *fixture {
 		bus:     &fakeBus{},
 	}
 	f.addDevice(espID, device.StatusOnline)
-	f.srv = &fakeServer{mux: http.NewServeMux(), devices: f.devices}
+	f.srv = newFakeServer(f.devices)
 	f.zones = zone.New(zone.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		&memStore{subzones: map[string]store.Subzone{}}, f.devices, f.bus, event.NewBus(), nil)
 	if err := f.zones.Load(context.Background()); err != nil {
@@ -251,7 +220,7 @@ func (f *fixture) do(method, path string, body any) reply {
 	}
 	req := httptest.NewRequest(method, path, rd)
 	rec := httptest.NewRecorder()
-	f.srv.mux.ServeHTTP(rec, req)
+	f.srv.Mux.ServeHTTP(rec, req)
 	r := reply{status: rec.Code, raw: rec.Body.String()}
 	_ = json.Unmarshal(rec.Body.Bytes(), &r.body)
 	_ = json.Unmarshal(rec.Body.Bytes(), &r.list)
@@ -288,10 +257,10 @@ func (f *fixture) zoned() {
 
 func TestRoutesAndRoles(t *testing.T) {
 	f := newFixture(t)
-	if len(f.srv.routes) != 18 {
-		t.Fatalf("%d routes registered, want the 18 of docs/api.md §9", len(f.srv.routes))
+	if len(f.srv.Routes) != 18 {
+		t.Fatalf("%d routes registered, want the 18 of docs/api.md §9", len(f.srv.Routes))
 	}
-	for _, rt := range f.srv.routes {
+	for _, rt := range f.srv.Routes {
 		want := auth.RoleOperator
 		if rt.Method == "GET" {
 			want = auth.RoleViewer
