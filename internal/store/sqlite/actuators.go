@@ -13,7 +13,7 @@ import (
 
 // SaveActuatorConfig upserts an actuator config document and waits for the commit.
 func (s *Store) SaveActuatorConfig(ctx context.Context, d store.Doc) error {
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+	return s.control.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO actuator_configs (id, esp_id, gpio, actuator_type, doc, created_at, updated_at)
 			VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET esp_id=excluded.esp_id, gpio=excluded.gpio,
 			actuator_type=excluded.actuator_type, doc=excluded.doc, updated_at=excluded.updated_at`,
@@ -31,7 +31,7 @@ func (s *Store) SaveActuatorConfig(ctx context.Context, d store.Doc) error {
 // DeleteActuatorConfig removes an actuator config and its runtime state;
 // its history stays.
 func (s *Store) DeleteActuatorConfig(ctx context.Context, id string) error {
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+	return s.control.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
 		var esp string
 		var gpio int
 		err := tx.QueryRow(`SELECT esp_id, gpio FROM actuator_configs WHERE id = ?`, id).Scan(&esp, &gpio)
@@ -53,7 +53,7 @@ func (s *Store) DeleteActuatorConfig(ctx context.Context, id string) error {
 
 // LoadActuatorConfigs returns every actuator config document.
 func (s *Store) LoadActuatorConfigs(ctx context.Context) ([]store.Doc, error) {
-	rows, err := s.read.QueryContext(ctx,
+	rows, err := s.control.read.QueryContext(ctx,
 		`SELECT id, esp_id, gpio, actuator_type, doc, created_at, updated_at FROM actuator_configs`)
 	if err != nil {
 		return nil, fmt.Errorf("load actuator configs: %w", err)
@@ -89,17 +89,17 @@ func saveState(tx *Tx, st store.ActuatorState) error {
 // it takes the writer's urgent lane. Overtaking a QueueActuatorState still
 // queued is safe: the upsert keeps the higher version.
 func (s *Store) SaveActuatorState(ctx context.Context, st store.ActuatorState) error {
-	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
+	return s.control.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
 }
 
 // QueueActuatorState upserts an actuator's runtime state without waiting.
 func (s *Store) QueueActuatorState(ctx context.Context, st store.ActuatorState) error {
-	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
+	return s.control.writer.Submit(ctx, func(_ context.Context, tx *Tx) error { return saveState(tx, st) })
 }
 
 // LoadActuatorStates returns every actuator's runtime state.
 func (s *Store) LoadActuatorStates(ctx context.Context) ([]store.ActuatorState, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT esp_id, gpio, doc, updated_at, version FROM actuator_states`)
+	rows, err := s.control.read.QueryContext(ctx, `SELECT esp_id, gpio, doc, updated_at, version FROM actuator_states`)
 	if err != nil {
 		return nil, fmt.Errorf("load actuator states: %w", err)
 	}
@@ -151,13 +151,13 @@ func saveCommand(tx *Tx, c store.ActuatorCommand) error {
 // overtaking a QueueActuatorCommand of the same row is safe because the
 // upsert keeps the higher version.
 func (s *Store) SaveActuatorCommand(ctx context.Context, c store.ActuatorCommand) error {
-	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
+	return s.control.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
 }
 
 // QueueActuatorCommand upserts a history row without waiting; rows of one
 // command keep their order because the writer is one queue.
 func (s *Store) QueueActuatorCommand(ctx context.Context, c store.ActuatorCommand) error {
-	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
+	return s.control.writer.Submit(ctx, func(_ context.Context, tx *Tx) error { return saveCommand(tx, c) })
 }
 
 const commandCols = `id, esp_id, gpio, actuator_type, command_type, command, value, duration, issued_by,
@@ -190,7 +190,7 @@ func scanCommand(row interface{ Scan(...any) error }) (store.ActuatorCommand, er
 }
 
 func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]store.ActuatorCommand, error) {
-	rows, err := s.read.QueryContext(ctx, q, args...)
+	rows, err := s.control.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query actuator history: %w", err)
 	}
@@ -208,12 +208,12 @@ func (s *Store) queryCommands(ctx context.Context, q string, args ...any) ([]sto
 
 // GetActuatorCommand returns one history row by id (store.ErrNotFound if none).
 func (s *Store) GetActuatorCommand(ctx context.Context, id string) (store.ActuatorCommand, error) {
-	return scanCommand(s.read.QueryRowContext(ctx, `SELECT `+commandCols+` FROM actuator_history WHERE id = ?`, id))
+	return scanCommand(s.control.read.QueryRowContext(ctx, `SELECT `+commandCols+` FROM actuator_history WHERE id = ?`, id))
 }
 
 // FindActuatorCommand returns the command a correlation id names (store.ErrNotFound if none).
 func (s *Store) FindActuatorCommand(ctx context.Context, correlationID string) (store.ActuatorCommand, error) {
-	return scanCommand(s.read.QueryRowContext(ctx, `SELECT `+commandCols+` FROM actuator_history
+	return scanCommand(s.control.read.QueryRowContext(ctx, `SELECT `+commandCols+` FROM actuator_history
 		WHERE correlation_id = ? AND status != '' ORDER BY issued_at DESC LIMIT 1`, correlationID))
 }
 
@@ -228,7 +228,7 @@ func (s *Store) ActuatorHistory(
 	ctx context.Context, espID string, gpio, limit int,
 ) ([]store.ActuatorCommand, int, error) {
 	var total int
-	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM actuator_history WHERE esp_id = ? AND gpio = ?`,
+	err := s.control.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM actuator_history WHERE esp_id = ? AND gpio = ?`,
 		espID, gpio).Scan(&total)
 	if err != nil {
 		return nil, 0, fmt.Errorf("count actuator history: %w", err)
@@ -242,7 +242,7 @@ func (s *Store) ActuatorHistory(
 // before the cutoff, oldest first (docs/domain.md §9.1); open commands stay.
 func (s *Store) DeleteActuatorHistoryBefore(ctx context.Context, before time.Time, limit int) (int64, error) {
 	var n int64
-	err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+	err := s.control.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
 		res, err := tx.Exec(`DELETE FROM actuator_history WHERE id IN (SELECT id FROM actuator_history
 			WHERE issued_at < ? AND status NOT IN ('queued', 'sent') ORDER BY issued_at LIMIT ?)`,
 			before.UnixMilli(), limit)

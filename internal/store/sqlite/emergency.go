@@ -46,7 +46,7 @@ func (s *Store) SaveLatches(ctx context.Context, latches []store.EmergencyLatch)
 		rows = append(rows, row{l, string(attempts)})
 	}
 
-	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
+	return s.control.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
 		for _, r := range rows {
 			l := r.l
 			_, err := tx.Exec(saveLatch, l.Scope, l.EspID, l.Active, l.IncidentCorrelationID, l.Reason,
@@ -62,7 +62,7 @@ func (s *Store) SaveLatches(ctx context.Context, latches []store.EmergencyLatch)
 
 // LoadLatches reads every latch record, inactive ones included.
 func (s *Store) LoadLatches(ctx context.Context) ([]store.EmergencyLatch, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT scope, esp_id, active, incident_correlation_id, reason,
+	rows, err := s.control.read.QueryContext(ctx, `SELECT scope, esp_id, active, incident_correlation_id, reason,
 		activated_by, activated_at, stop_published_at, cleared_by, cleared_at, clear_attempts, rules_paused,
 		updated_at, version FROM emergency_latches ORDER BY scope`)
 	if err != nil {
@@ -99,7 +99,7 @@ func (s *Store) LoadLatches(ctx context.Context) ([]store.EmergencyLatch, error)
 // the device with a token the hub no longer knows. Tokens are written only
 // here, through the urgent lane, so their writes keep their order.
 func (s *Store) SaveEmergencyToken(ctx context.Context, t store.EmergencyToken) error {
-	return s.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
+	return s.control.writer.DoUrgent(ctx, func(_ context.Context, tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO emergency_tokens (scope, esp_id, token, sent_at, confirmed_at, updated_at)
 			VALUES (?,?,?,?,?,?) ON CONFLICT(scope) DO UPDATE SET esp_id=excluded.esp_id, token=excluded.token,
 			sent_at=excluded.sent_at, confirmed_at=excluded.confirmed_at, updated_at=excluded.updated_at`,
@@ -113,7 +113,7 @@ func (s *Store) SaveEmergencyToken(ctx context.Context, t store.EmergencyToken) 
 
 // LoadEmergencyTokens reads every stored emergency token.
 func (s *Store) LoadEmergencyTokens(ctx context.Context) ([]store.EmergencyToken, error) {
-	rows, err := s.read.QueryContext(ctx, `SELECT scope, esp_id, token, sent_at, confirmed_at, updated_at
+	rows, err := s.control.read.QueryContext(ctx, `SELECT scope, esp_id, token, sent_at, confirmed_at, updated_at
 		FROM emergency_tokens ORDER BY scope`)
 	if err != nil {
 		return nil, fmt.Errorf("load emergency tokens: %w", err)

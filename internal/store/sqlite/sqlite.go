@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -21,7 +22,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/control/*.sql
 var migrations embed.FS
 
 // Options tunes the store; zero values take defaults.
@@ -33,11 +34,25 @@ type Options struct {
 	// QueueSize bounds the writer queue; Submit waits (with its context) when full.
 	QueueSize int
 	Metrics   *WriterMetrics
-	Logger    *slog.Logger
+	// ControlMetrics instruments the control database's writer.
+	ControlMetrics *WriterMetrics
+	Logger         *slog.Logger
 }
 
-// Store is an open SQLite database.
+// Store is the hub's two SQLite databases: the main one (devices, sensors,
+// readings, accounts, audit, zones) and the control one (actuator configs,
+// states and command history, emergency latches and tokens). Each has its own
+// writer goroutine and file lock, so a commit that gates a publish (an
+// actuator ON and its auto-off deadline, a latch) never waits behind a
+// reading or rollup transaction (docs/decisions/0013-control-database.md).
 type Store struct {
+	*database
+	control *database
+}
+
+// database is one SQLite file: a single writer connection behind the
+// group-commit Writer, a pool of read-only connections, and a checkpointer.
+type database struct {
 	path   string
 	write  *sql.DB
 	read   *sql.DB
@@ -48,8 +63,20 @@ type Store struct {
 	ckDone chan struct{}
 }
 
-// Open opens (creating if needed) the database file in dir, applies pending
-// migrations and starts the writer.
+// dbConfig is what differs between the main and the control database.
+type dbConfig struct {
+	file       string
+	migrations string // glob in the embedded migrations
+	cacheKiB   int
+	readConns  int
+	metrics    *WriterMetrics
+	// beforeMigration runs outside any transaction before the migration
+	// with that version is applied (data moves that need ATTACH).
+	beforeMigration map[int]func(ctx context.Context, conn *sql.DB) error
+}
+
+// Open opens (creating if needed) the database files in dir, applies pending
+// migrations and starts the writers.
 func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -57,14 +84,48 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	path := filepath.Join(dir, "kaiser.db")
+
+	// The control database opens first: the main database's migration 8
+	// moves the control tables into it.
+	control, err := openDatabase(ctx, dir, opt, dbConfig{
+		file:       controlFile,
+		migrations: "migrations/control/*.sql",
+		// A few thousand rows of state and a history tail: 4 MiB is plenty.
+		cacheKiB:  4096,
+		readConns: 2,
+		metrics:   opt.ControlMetrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	main, err := openDatabase(ctx, dir, opt, dbConfig{
+		file:       "kaiser.db",
+		migrations: "migrations/*.sql",
+		// A 64 MiB page cache holds the tail pages of thousands of series.
+		cacheKiB:  65536,
+		readConns: 4,
+		metrics:   opt.Metrics,
+		beforeMigration: map[int]func(context.Context, *sql.DB) error{
+			moveControlVersion: func(ctx context.Context, db *sql.DB) error {
+				return moveControlTables(ctx, db, control.path)
+			},
+		},
+	})
+	if err != nil {
+		control.close(ctx)
+		return nil, err
+	}
+	return &Store{database: main, control: control}, nil
+}
+
+func openDatabase(ctx context.Context, dir string, opt Options, cfg dbConfig) (*database, error) {
+	path := filepath.Join(dir, cfg.file)
 	dsn := func(extra string) string {
 		q := url.Values{}
-		// A 64 MiB page cache holds the tail pages of thousands of series.
 		// Checkpoints run in their own goroutine (checkpointer), not inside
 		// the writer's commits, so commits never wait for them.
 		for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(on)",
-			"cache_size(-65536)", "wal_autocheckpoint(0)"} {
+			fmt.Sprintf("cache_size(-%d)", cfg.cacheKiB), "wal_autocheckpoint(0)"} {
 			q.Add("_pragma", p)
 		}
 		if extra != "" {
@@ -84,101 +145,121 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		write.Close()
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
-	read.SetMaxOpenConns(4)
-	s := &Store{
+	read.SetMaxOpenConns(cfg.readConns)
+	d := &database{
 		path:  path,
 		write: write,
 		read:  read,
 		log:   opt.Logger,
 	}
-	if err := s.migrate(ctx); err != nil {
-		s.closeDBs()
+	if err := d.migrate(ctx, cfg); err != nil {
+		d.closeDBs()
 		return nil, err
 	}
-	w, err := newWriter(ctx, write, opt)
+	wopt := opt
+	wopt.Metrics = cfg.metrics
+	w, err := newWriter(ctx, write, wopt)
 	if err != nil {
-		s.closeDBs()
+		d.closeDBs()
 		return nil, err
 	}
-	s.writer = w
-	s.ckpt, err = sql.Open("sqlite", dsn(""))
+	d.writer = w
+	d.ckpt, err = sql.Open("sqlite", dsn(""))
 	if err != nil {
-		s.closeDBs()
+		d.closeDBs()
 		return nil, err
 	}
-	s.ckpt.SetMaxOpenConns(1)
-	s.stopCk, s.ckDone = make(chan struct{}), make(chan struct{})
-	go s.checkpointer()
-	return s, nil
+	d.ckpt.SetMaxOpenConns(1)
+	d.stopCk, d.ckDone = make(chan struct{}), make(chan struct{})
+	go d.checkpointer()
+	return d, nil
 }
 
 // checkpointer copies WAL pages into the database file every second with a
 // PASSIVE checkpoint, which never blocks the writer or readers. When the WAL
 // has grown past 64 MiB anyway (readers pinned old pages), a RESTART
 // checkpoint, which waits for readers, brings it back.
-func (s *Store) checkpointer() {
-	defer close(s.ckDone)
+func (d *database) checkpointer() {
+	defer close(d.ckDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stopCk:
+		case <-d.stopCk:
 			return
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var busy, logFrames, done int
-		err := s.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+		err := d.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
 		if err == nil && logFrames > 16384 {
-			err = s.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &logFrames, &done)
+			err = d.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &logFrames, &done)
 		}
 		cancel()
 		if err != nil {
-			s.log.Warn("wal checkpoint failed", "error", err)
+			d.log.Warn("wal checkpoint failed", "db", d.path, "error", err)
 		}
 	}
 }
 
-func (s *Store) closeDBs() {
-	if s.stopCk != nil {
-		close(s.stopCk)
-		<-s.ckDone
-		s.stopCk = nil
+func (d *database) closeDBs() {
+	if d.stopCk != nil {
+		close(d.stopCk)
+		<-d.ckDone
+		d.stopCk = nil
 	}
-	if s.ckpt != nil {
-		s.ckpt.Close()
+	if d.ckpt != nil {
+		d.ckpt.Close()
 	}
-	s.read.Close()
-	s.write.Close()
+	if d.read != nil {
+		d.read.Close()
+	}
+	d.write.Close()
 }
 
-// Close stops the writer after committing everything queued, then closes the database.
-func (s *Store) Close(ctx context.Context) error {
-	err := s.writer.Close(ctx)
-	s.closeDBs()
+// close stops the writer after committing everything queued, then closes the files.
+func (d *database) close(ctx context.Context) error {
+	err := d.writer.Close(ctx)
+	d.closeDBs()
 	return err
 }
 
-// Writer gives access to the group-commit writer for domain-specific batch operations.
-func (s *Store) Writer() *Writer { return s.writer }
-
-// ReadDB is the pool for concurrent reads.
-func (s *Store) ReadDB() *sql.DB { return s.read }
-
-// Ping checks the database with a real round trip.
-func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+// Close stops both writers after committing everything queued, then closes
+// the databases.
+func (s *Store) Close(ctx context.Context) error {
+	return errors.Join(s.database.close(ctx), s.control.close(ctx))
 }
 
-// Flush waits until every operation queued before the call is committed.
-func (s *Store) Flush(ctx context.Context) error { return s.writer.Flush(ctx) }
+// Writer gives access to the main database's group-commit writer for
+// domain-specific batch operations.
+func (s *Store) Writer() *Writer { return s.writer }
 
-// Path is the database file.
+// ReadDB is the main database's pool for concurrent reads.
+func (s *Store) ReadDB() *sql.DB { return s.read }
+
+// Ping checks both databases with a real round trip.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return err
+	}
+	return s.control.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+// Flush waits until every operation queued before the call is committed, in
+// both databases.
+func (s *Store) Flush(ctx context.Context) error {
+	return errors.Join(s.writer.Flush(ctx), s.control.writer.Flush(ctx))
+}
+
+// Path is the main database file.
 func (s *Store) Path() string { return s.path }
 
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.write.ExecContext(ctx, `
+// ControlPath is the control database file.
+func (s *Store) ControlPath() string { return s.control.path }
+
+func (d *database) migrate(ctx context.Context, cfg dbConfig) error {
+	if _, err := d.write.ExecContext(ctx, `
 		CREATE TABLE IF NOT EXISTS schema_migrations (
 			version INTEGER PRIMARY KEY,
 			applied_at INTEGER NOT NULL
@@ -186,11 +267,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	var current int
-	err := s.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(version),0) FROM schema_migrations`).Scan(&current)
+	err := d.write.QueryRowContext(ctx, `SELECT COALESCE(MAX(version),0) FROM schema_migrations`).Scan(&current)
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	names, err := fs.Glob(migrations, cfg.migrations)
 	if err != nil {
 		return err
 	}
@@ -204,11 +285,16 @@ func (s *Store) migrate(ctx context.Context) error {
 		if v <= current {
 			continue
 		}
+		if before := cfg.beforeMigration[v]; before != nil {
+			if err := before(ctx, d.write); err != nil {
+				return fmt.Errorf("migration %s: %w", base, err)
+			}
+		}
 		body, err := migrations.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		tx, err := s.write.BeginTx(ctx, nil)
+		tx, err := d.write.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("migration %s: %w", base, err)
 		}
@@ -226,7 +312,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("migration %s: %w", base, err)
 		}
-		s.log.Info("applied migration", "version", v, "name", base)
+		d.log.Info("applied migration", "db", cfg.file, "version", v, "name", base)
 	}
 	return nil
 }

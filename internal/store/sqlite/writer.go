@@ -54,19 +54,35 @@ type WriterMetrics struct {
 	queueDepth func() float64
 }
 
-// NewWriterMetrics registers the writer metrics on reg.
-func NewWriterMetrics(reg prometheus.Registerer) *WriterMetrics {
+// NewWriterMetrics registers the metrics of one database's writer on reg,
+// labelled db="main" or db="control".
+func NewWriterMetrics(reg prometheus.Registerer, db string) *WriterMetrics {
+	labels := prometheus.Labels{"db": db}
 	m := &WriterMetrics{
-		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_store_batch_ops",
-			Help: "Operations committed per group-commit transaction.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
-		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kaiser_store_commit_seconds",
-			Help: "Duration of group-commit transactions.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_store_write_errors_total",
-			Help: "Store write operations that failed."}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "kaiser_store_batch_ops",
+			Help:        "Operations committed per group-commit transaction.",
+			ConstLabels: labels,
+			Buckets:     prometheus.ExponentialBuckets(1, 4, 8),
+		}),
+		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:        "kaiser_store_commit_seconds",
+			Help:        "Duration of group-commit transactions.",
+			ConstLabels: labels,
+			Buckets:     prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		Errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "kaiser_store_write_errors_total",
+			Help:        "Store write operations that failed.",
+			ConstLabels: labels,
+		}),
 	}
 	reg.MustRegister(m.BatchSize, m.CommitTime, m.Errors)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_store_queue_depth",
-		Help: "Operations waiting for the store writer."}, func() float64 {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "kaiser_store_queue_depth",
+		Help:        "Operations waiting for the store writer.",
+		ConstLabels: labels,
+	}, func() float64 {
 		if m.queueDepth == nil {
 			return 0
 		}
