@@ -199,8 +199,9 @@ func (h *Hub) listenHTTP(context.Context) error {
 func (h *Hub) openStore(ctx context.Context) error {
 	var err error
 	h.Store, err = sqlite.Open(ctx, h.cfg.DataDir, sqlite.Options{
-		Metrics: sqlite.NewWriterMetrics(h.Registry),
-		Logger:  h.Log.With("component", "store"),
+		Metrics:        sqlite.NewWriterMetrics(h.Registry, "main"),
+		ControlMetrics: sqlite.NewWriterMetrics(h.Registry, "control"),
+		Logger:         h.Log.With("component", "store"),
 	})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)

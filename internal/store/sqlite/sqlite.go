@@ -1,6 +1,7 @@
 // Package sqlite implements the hub's store on SQLite through a pure-Go
 // driver: WAL mode, versioned migrations applied at open, one writer
-// goroutine with group commit, and a separate pool for concurrent reads.
+// goroutine with group commit per database file, and a separate pool for
+// concurrent reads. The control state has a file of its own (control.db).
 package sqlite
 
 import (
