@@ -71,6 +71,10 @@ type dbConfig struct {
 	cacheKiB   int
 	readConns  int
 	metrics    *WriterMetrics
+	// immediate commits as soon as work arrives instead of waiting
+	// BatchWait for more: every write here gates a publish, and requests
+	// that queue while a commit runs still share the next one.
+	immediate bool
 	// beforeMigration runs outside any transaction before the migration
 	// with that version is applied (data moves that need ATTACH).
 	beforeMigration map[int]func(ctx context.Context, conn *sql.DB) error
@@ -95,6 +99,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		cacheKiB:  4096,
 		readConns: 2,
 		metrics:   opt.ControlMetrics,
+		immediate: true,
 	})
 	if err != nil {
 		return nil, err
@@ -159,6 +164,9 @@ func openDatabase(ctx context.Context, dir string, opt Options, cfg dbConfig) (*
 	}
 	wopt := opt
 	wopt.Metrics = cfg.metrics
+	if cfg.immediate {
+		wopt.BatchWait = -1
+	}
 	w, err := newWriter(ctx, write, wopt)
 	if err != nil {
 		d.closeDBs()
