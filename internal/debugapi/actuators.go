@@ -19,6 +19,7 @@ type actuators interface {
 	ForDevice(espID string) []actuator.View
 	State(espID string, gpio int) (actuator.StateView, error)
 	Command(ctx context.Context, req actuator.Request) (actuator.Result, error)
+	Upsert(ctx context.Context, c actuator.Config) (actuator.Config, error)
 }
 
 var _ actuators = (*actuator.Service)(nil)

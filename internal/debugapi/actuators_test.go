@@ -3,23 +3,37 @@ package debugapi
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/sim"
 )
 
 // fakeActuators is the hub's actuators: configured views, states, and a
 // command path that records what it was asked and answers as told.
 type fakeActuators struct {
-	mu       sync.Mutex
-	views    map[string][]actuator.View
-	last     map[string]string // "esp/gpio" → last command
-	result   actuator.Result
-	err      error
-	requests []actuator.Request
+	mu        sync.Mutex
+	views     map[string][]actuator.View
+	last      map[string]string // "esp/gpio" → last command
+	result    actuator.Result
+	err       error
+	requests  []actuator.Request
+	upserted  []actuator.Config
+	upsertErr error
+}
+
+func (f *fakeActuators) Upsert(_ context.Context, c actuator.Config) (actuator.Config, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.upsertErr != nil {
+		return actuator.Config{}, f.upsertErr
+	}
+	f.upserted = append(f.upserted, c)
+	return c, nil
 }
 
 func (f *fakeActuators) ForDevice(espID string) []actuator.View {
@@ -298,5 +312,45 @@ func TestMockKeepsItsZone(t *testing.T) {
 	long := "z_123456789012345678901234567890123"
 	if r := f.create(t, map[string]any{"esp_id": "MOCK_2", "zone_id": long}); r.status != 422 {
 		t.Fatalf("a 33-character zone id: %d %s", r.status, r.raw)
+	}
+}
+
+// The actuators given at creation are configured in the hub, through the
+// same rules as the actuator routes; a mock they would refuse is not created.
+func TestCreateMockConfiguresItsActuators(t *testing.T) {
+	f := newFixture(t, nil)
+	bad := f.create(t, map[string]any{
+		"esp_id":    "MOCK_1",
+		"sensors":   []any{map[string]any{"gpio": 34, "sensor_type": "ph"}},
+		"actuators": []any{map[string]any{"gpio": 34}, map[string]any{"gpio": 5, "actuator_type": "fan"}},
+	})
+	if bad.status != 422 || !strings.Contains(bad.raw, `"actuators"`) || !strings.Contains(bad.raw, "GPIO 34 is used twice") {
+		t.Fatalf("a shared pin and an unknown type: %d %s", bad.status, bad.raw)
+	}
+	if len(f.devices.List()) != 0 || len(f.actuators.upserted) != 0 {
+		t.Fatal("a refused mock left a device or an actuator behind")
+	}
+
+	r := f.create(t, map[string]any{
+		"esp_id": "MOCK_1",
+		"actuators": []any{
+			map[string]any{"gpio": 5, "actuator_type": "pump", "name": "Feed pump"},
+			map[string]any{"gpio": 26},
+		},
+	})
+	if r.status != 201 {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	got := f.actuators.upserted
+	if len(got) != 2 || got[0].EspID != "MOCK_1" || got[0].GPIO != 5 || got[0].Type != "pump" ||
+		got[0].Name != "Feed pump" || got[0].MaxRuntimeSeconds != 3600 || !got[0].Enabled ||
+		got[1].GPIO != 26 || got[1].Type != "relay" || got[1].MaxValue != 1 {
+		t.Fatalf("hub configs %+v", got)
+	}
+
+	f.actuators.upsertErr = &sensor.PinError{Conflict: true, Msg: "GPIO 5 is taken", Type: "sensor"}
+	r = f.create(t, map[string]any{"esp_id": "MOCK_2", "actuators": []any{map[string]any{"gpio": 5}}})
+	if r.status != 409 || r.code() != "GPIO_CONFLICT" {
+		t.Fatalf("pin conflict: %d %s", r.status, r.raw)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/actuatorapi"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/sensor"
@@ -61,14 +64,29 @@ func (ms mockSensor) config(espID string) sensor.Config {
 // mockDef is docs/api.md §16.1 MockESPCreate and the mock's persisted definition
 // (device metadata simulation_config, docs/domain.md §10.1).
 type mockDef struct {
-	EspID         string       `json:"esp_id" api:"required,min=1,max=31,pattern=esp_id"`
-	Name          string       `json:"name" api:"max=100"`
-	ZoneID        string       `json:"zone_id,omitempty" api:"max=32"`
-	ZoneName      string       `json:"zone_name,omitempty" api:"max=100"`
-	MasterZoneID  string       `json:"master_zone_id,omitempty" api:"max=32"`
-	Sensors       []mockSensor `json:"sensors" api:"max=20"`
-	AutoHeartbeat bool         `json:"auto_heartbeat"`
-	HeartbeatSecs int          `json:"heartbeat_interval_seconds" api:"min=5,max=300,default=60"`
+	EspID         string         `json:"esp_id" api:"required,min=1,max=31,pattern=esp_id"`
+	Name          string         `json:"name" api:"max=100"`
+	ZoneID        string         `json:"zone_id,omitempty" api:"max=32"`
+	ZoneName      string         `json:"zone_name,omitempty" api:"max=100"`
+	MasterZoneID  string         `json:"master_zone_id,omitempty" api:"max=32"`
+	Sensors       []mockSensor   `json:"sensors" api:"max=20"`
+	Actuators     []mockActuator `json:"actuators" api:"max=12"`
+	AutoHeartbeat bool           `json:"auto_heartbeat"`
+	HeartbeatSecs int            `json:"heartbeat_interval_seconds" api:"min=5,max=300,default=60"`
+}
+
+// Validate refuses two mock actuators, or a mock actuator and sensor, on one pin.
+func (def *mockDef) Validate(b *api.Body) {
+	used := map[int]bool{}
+	for _, ms := range def.Sensors {
+		used[ms.GPIO] = true
+	}
+	for _, ma := range def.Actuators {
+		if used[ma.GPIO] {
+			b.Fail("actuators", fmt.Sprintf("GPIO %d is used twice", ma.GPIO), "value_error")
+		}
+		used[ma.GPIO] = true
+	}
 }
 
 // in is def with the device's current zone, which the simulated node
@@ -259,8 +277,38 @@ func (q *batchRequest) Validate(b *api.Body) {
 type mockActuator struct {
 	GPIO         int     `json:"gpio" api:"required,min=0,max=39"`
 	ActuatorType string  `json:"actuator_type" api:"min=1,max=20,enum=relay|pump|valve|pwm|digital|servo,default=relay"`
+	Name         string  `json:"name,omitempty" api:"max=100"`
 	State        bool    `json:"state"`
 	PWMValue     float64 `json:"pwm_value" api:"min=0,max=1"`
+	MinValue     float64 `json:"min_value" api:"min=0,max=1,default=0"`
+	MaxValue     float64 `json:"max_value" api:"min=0,max=1,default=1"`
+}
+
+// Validate applies the hub's actuator field rules (docs/domain.md §4.2), so
+// that a mock is refused before anything of it is created.
+func (ma *mockActuator) Validate(b *api.Body) {
+	for _, fe := range actuator.CheckFields(ma.config("")) {
+		if !b.Failed(fe.Field) {
+			b.Fail(fe.Field, fe.Msg, fe.Type)
+		}
+	}
+}
+
+// config is the hub's actuator config for a mock actuator given at creation:
+// the mock's actuators are configured in the hub like any device's, so
+// commands, bounds and latches apply to them (docs/decisions/0009).
+func (ma mockActuator) config(espID string) actuator.Config {
+	return actuator.Config{
+		EspID:              espID,
+		GPIO:               ma.GPIO,
+		Type:               ma.ActuatorType,
+		Name:               ma.Name,
+		Enabled:            true,
+		MinValue:           ma.MinValue,
+		MaxValue:           ma.MaxValue,
+		MaxRuntimeSeconds:  3600,
+		ValveTravelSeconds: 5,
+	}
 }
 
 type actuatorStateRequest struct {
@@ -416,6 +464,15 @@ func (d *Debug) createMock(w http.ResponseWriter, r *http.Request, p auth.Princi
 		_, _, err := d.sensors.Upsert(r.Context(), ms.config(def.EspID))
 		if err != nil && !errors.Is(err, sensor.ErrUnsupportedType) {
 			d.srv.SensorError(w, r, err)
+			return
+		}
+	}
+
+	for _, ma := range def.Actuators {
+		if d.actuators == nil {
+			break
+		}
+		if _, err := d.actuators.Upsert(r.Context(), ma.config(def.EspID)); actuatorapi.WriteConfigError(w, r, d.srv, err) {
 			return
 		}
 	}

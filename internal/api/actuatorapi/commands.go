@@ -122,6 +122,12 @@ type DeviceErrors interface {
 	DeviceError(w http.ResponseWriter, r *http.Request, id string, err error)
 }
 
+// ErrorWriter answers device errors and internal failures the way the HTTP core does.
+type ErrorWriter interface {
+	DeviceErrors
+	Internal(w http.ResponseWriter, r *http.Request, err error)
+}
+
 // WriteRejection answers a command refused by the checks of
 // docs/domain.md §4.4 with its HTTP status and code (docs/api.md §8.2); the mock-device
 // command route (docs/api.md §16.1) answers the same way.

@@ -280,6 +280,13 @@ func (rt *routes) upsert(w http.ResponseWriter, r *http.Request, p auth.Principa
 
 // configError answers a domain error of a config change; it reports whether it answered.
 func (rt *routes) configError(w http.ResponseWriter, r *http.Request, err error) bool {
+	return WriteConfigError(w, r, rt.srv, err)
+}
+
+// WriteConfigError answers a domain error of an actuator config change
+// (pin conflicts, field rules, limits, unknown device) the way the actuator
+// routes do; it reports whether it answered. Mock creation uses it too.
+func WriteConfigError(w http.ResponseWriter, r *http.Request, srv ErrorWriter, err error) bool {
 	var pe *sensor.PinError
 	var inv *actuator.InvalidError
 	switch {
@@ -300,9 +307,9 @@ func (rt *routes) configError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, actuator.ErrNotFound):
 		api.WriteError(w, r, http.StatusNotFound, "ACTUATOR_NOT_FOUND", "actuator not found", nil)
 	case errors.Is(err, device.ErrNotFound):
-		rt.srv.DeviceError(w, r, r.PathValue("esp_id"), err)
+		srv.DeviceError(w, r, r.PathValue("esp_id"), err)
 	default:
-		rt.srv.Internal(w, r, err)
+		srv.Internal(w, r, err)
 	}
 	return true
 }
