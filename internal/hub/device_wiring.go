@@ -1,8 +1,12 @@
 package hub
 
 import (
+	"context"
+	"errors"
+
 	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
 var _ device.Counts = deviceComponents{}
@@ -12,6 +16,15 @@ var _ device.Counts = deviceComponents{}
 // routes are registered with the HTTP core before the actuators are loaded,
 // so it looks the services up when asked; nothing asks before the hub serves.
 type deviceComponents struct{ h *Hub }
+
+// Assign performs the zone assignment an approval asks for; zones load
+// after the device routes are registered, hence the indirection.
+func (c deviceComponents) Assign(ctx context.Context, espID string, a zone.Assignment) (zone.AssignResult, error) {
+	if c.h.Zones == nil {
+		return zone.AssignResult{}, errors.New("zones are not loaded")
+	}
+	return c.h.Zones.Assign(ctx, espID, a)
+}
 
 // ForDevice lists the device's actuators for its device object.
 func (c deviceComponents) ForDevice(espID string) []actuator.View {

@@ -738,6 +738,7 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,
 		Actuators: deviceComponents{h},
+		Zones:     deviceComponents{h},
 		Audit:     h.Audit,
 	})
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})

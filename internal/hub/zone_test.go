@@ -169,3 +169,57 @@ func TestZoneAssignmentToADeviceWithoutKaiserID(t *testing.T) {
 		t.Fatalf("subzone for a deaf device: %d %s", r.status, r.raw)
 	}
 }
+
+// An approval that names a zone performs the assignment (docs/api.md §6.3):
+// the zone is created on the fly, stored on the device, and sent once the
+// device is online after its approval.
+func TestApprovalWithZoneAssigns(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	_, operator, viewer := setupUsers(t, c)
+	const id = "ESP_C0FFEE"
+	dev := mustDial(t, h.MQTTAddr(), id)
+	dev.subscribe(t, "kaiser/god/esp/"+id+"/zone/assign")
+	hb := "kaiser/god/esp/" + id + "/system/heartbeat"
+	if err := dev.publish(hb, heartbeat(61), false); err != nil {
+		t.Fatal(err)
+	}
+	waitDevice(t, h, id, "pending_approval")
+
+	r := c.do("POST", "/api/v1/esp/devices/"+id+"/approve", operator, map[string]any{
+		"zone_id":   "Bench_A",
+		"zone_name": "Bench A",
+	})
+	if r.status != 200 || r.body["status"] != "approved" {
+		t.Fatalf("approve: %d %s", r.status, r.raw)
+	}
+	if d := c.do("GET", "/api/v1/esp/devices/"+id, viewer, nil); d.body["zone_id"] != "bench_a" || d.body["zone_name"] != "Bench A" {
+		t.Fatalf("the approval's zone is not on the device: %s", d.raw)
+	}
+	if z := c.do("GET", "/api/v1/zones/bench_a", viewer, nil); z.status != 200 {
+		t.Fatalf("zone not created: %d %s", z.status, z.raw)
+	}
+
+	if err := dev.publish(hb, heartbeat(121), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, p := awaitTopic(t, dev, "zone/assign"); p["zone_id"] != "bench_a" || p["zone_name"] != "Bench A" {
+		t.Fatalf("on the wire: %v", p)
+	}
+
+	// An archived zone is refused, and the answer says the approval stands.
+	if r := c.do("POST", "/api/v1/zones/bench_a/archive", operator, nil); r.status != 200 {
+		t.Fatalf("archive: %d %s", r.status, r.raw)
+	}
+	const other = "ESP_C0FFE2"
+	dev2 := mustDial(t, h.MQTTAddr(), other)
+	if err := dev2.publish("kaiser/god/esp/"+other+"/system/heartbeat", heartbeat(61), false); err != nil {
+		t.Fatal(err)
+	}
+	waitDevice(t, h, other, "pending_approval")
+	r = c.do("POST", "/api/v1/esp/devices/"+other+"/approve", operator, map[string]any{"zone_id": "bench_a"})
+	if r.status != 409 || !strings.Contains(r.raw, `"INVALID_STATE"`) || !strings.Contains(r.raw, `"approved":true`) {
+		t.Fatalf("archived zone: %d %s", r.status, r.raw)
+	}
+	waitDevice(t, h, other, "approved")
+}

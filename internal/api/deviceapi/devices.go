@@ -7,6 +7,7 @@ package deviceapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store"
+	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
 // devices is what the device routes need from the device registry.
@@ -55,6 +57,13 @@ type actuators interface {
 
 var _ actuators = (*actuator.Service)(nil)
 
+// zones performs the zone assignment an approval may ask for (docs/api.md §6.3, §9).
+type zones interface {
+	Assign(ctx context.Context, espID string, a zone.Assignment) (zone.AssignResult, error)
+}
+
+var _ zones = (*zone.Service)(nil)
+
 // recorder is where the device routes record what a user did to a device.
 type recorder interface {
 	Record(ctx context.Context, e store.AuditEntry)
@@ -67,6 +76,7 @@ type Deps struct {
 	Devices   devices
 	Sensors   sensors
 	Actuators actuators // nil: devices show no actuators
+	Zones     zones     // nil: an approval's zone_id is refused
 	Audit     recorder
 }
 
@@ -75,6 +85,7 @@ type handlers struct {
 	devices   devices
 	sensors   sensors
 	actuators actuators
+	zones     zones
 	audit     recorder
 }
 
@@ -378,6 +389,7 @@ func Register(s *api.Server, d Deps) {
 		devices:   d.Devices,
 		sensors:   d.Sensors,
 		actuators: d.Actuators,
+		zones:     d.Zones,
 		audit:     d.Audit,
 	}
 
@@ -562,6 +574,9 @@ func (h *handlers) approveDevice(w http.ResponseWriter, r *http.Request, p auth.
 		return
 	}
 	h.auditDevice(r, p, "device_approved", d.DeviceID, "device approved", map[string]any{"previous_status": prev})
+	if req.ZoneID != "" && !h.assignOnApproval(w, r, p, d, req) {
+		return
+	}
 	api.WriteJSON(w, http.StatusOK, approveResponse{
 		Success:    true,
 		Message:    "device approved",
@@ -570,6 +585,37 @@ func (h *handlers) approveDevice(w http.ResponseWriter, r *http.Request, p auth.
 		ApprovedBy: d.ApprovedBy,
 		ApprovedAt: api.NullTimestamp(d.ApprovedAt),
 	})
+}
+
+// assignOnApproval performs the zone assignment an approval asks for
+// (docs/api.md §6.3: as POST /zone/devices/{esp_id}/assign would). The
+// approval is already committed; a refused assignment answers its error
+// with approved: true in the details, so the client knows what stands.
+func (h *handlers) assignOnApproval(w http.ResponseWriter, r *http.Request, p auth.Principal,
+	d device.Device, req approveRequest) bool {
+	if h.zones == nil {
+		h.srv.Internal(w, r, errors.New("zone assignment is not available"))
+		return false
+	}
+	res, err := h.zones.Assign(r.Context(), d.DeviceID, zone.Assignment{
+		ZoneID:   req.ZoneID,
+		ZoneName: req.ZoneName,
+		Actor:    p.User.Username,
+	})
+	switch {
+	case errors.Is(err, zone.ErrInvalidState):
+		api.WriteError(w, r, http.StatusConflict, "INVALID_STATE", "device approved; zone not assigned: "+err.Error(),
+			map[string]any{"approved": true, "zone_id": req.ZoneID})
+		return false
+	case err != nil:
+		h.srv.Internal(w, r, fmt.Errorf("zone assignment after approval: %w", err))
+		return false
+	}
+	h.auditDevice(r, p, "zone_assigned", d.DeviceID, "zone assigned on approval", map[string]any{
+		"zone_id":   res.ZoneID,
+		"mqtt_sent": res.Sent,
+	})
+	return true
 }
 
 // reasonTransition is the shared shape of reject and set-pending: a reason
