@@ -39,6 +39,8 @@ Usage:
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
+  kaiser backup --to F   snapshot the databases of a (running) hub into one archive
+  kaiser restore --from F --data-dir D   unpack a backup into an empty data directory
   kaiser version         print version and commit
 
 Run "kaiser serve --help" for the flags.
@@ -58,6 +60,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return soakCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(args[1:], stdout, stderr)
+	case "restore":
+		return restoreCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "kaiser %s (commit %s)\n", version, buildCommit())
 		return 0
