@@ -3,6 +3,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -45,54 +46,51 @@ func (c *stoppedClock) install(e *Embedded) {
 
 func knownESP(id string) bool { return strings.HasPrefix(id, "ESP_") }
 
-// Past the connect rate an unknown client is refused; a known device is
-// delayed, never refused (baseline nodes give up after 10 failed
-// attempts), and never by more than ConnectDelay.
-func TestConnectRateRefusesUnknownClientsAndDelaysKnownDevices(t *testing.T) {
+// Past the connect rate a CONNACK waits for the client's turn; an unknown
+// client that would wait longer than ConnectDelay is refused, a known
+// device is never refused (baseline nodes give up after 10 failed
+// attempts) and waits at most ConnectDelay.
+func TestConnectRateDelaysAndRefusesOnlyUnknownClients(t *testing.T) {
 	clock := &stoppedClock{t: time.Unix(1_800_000_000, 0)}
 	e, logs := startBroker(t, Config{
 		Known:  knownESP,
 		Limits: Limits{ConnectRate: 1, ConnectDelay: 3 * time.Second},
 	}, clock.install)
 
-	for _, id := range []string{"tool-1", "tool-2"} { // the burst: twice the rate
+	// The burst is 2; then 1 s, 2 s and 3 s of debt.
+	for _, id := range []string{"tool-1", "tool-2", "tool-3", "tool-4", "tool-5"} {
 		w, err := sim.DialWire(e.Addr(), sim.WireOptions{ClientID: id})
 		if err != nil {
-			t.Fatalf("%s within the burst: %v", id, err)
+			t.Fatalf("%s within the rate and the delay: %v", id, err)
 		}
 		defer w.Kill()
 	}
-	if _, err := sim.DialWire(e.Addr(), sim.WireOptions{ClientID: "tool-3"}); err == nil ||
+	if _, err := sim.DialWire(e.Addr(), sim.WireOptions{ClientID: "tool-6"}); err == nil ||
 		!strings.Contains(err.Error(), "code 3") {
-		t.Fatalf("unknown client past the rate: %v, want CONNACK 3 (server unavailable)", err)
+		t.Fatalf("unknown client past the delay: %v, want CONNACK 3 (server unavailable)", err)
 	}
-	refusedV5 := dialPahoErr(t, e.Addr(), "tool-4")
+	refusedV5 := dialPahoErr(t, e.Addr(), "tool-7")
 	if refusedV5 == nil || !strings.Contains(refusedV5.Error(), "connection rate exceeded") {
-		t.Fatalf("MQTT 5 client past the rate: %v, want 0x9F", refusedV5)
+		t.Fatalf("MQTT 5 client past the delay: %v, want 0x9F", refusedV5)
 	}
-
-	for _, id := range []string{"ESP_A00001", "ESP_A00002", "ESP_A00003", "ESP_A00004", "ESP_A00005"} {
+	for _, id := range []string{"ESP_A00001", "ESP_A00002", "ESP_A00003"} {
 		w, err := sim.DialWire(e.Addr(), sim.WireOptions{ClientID: id})
 		if err != nil {
 			t.Fatalf("known device %s refused: %v", id, err)
 		}
 		defer w.Kill()
 	}
-	waits := clock.recorded()
-	want := []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second, 3 * time.Second}
-	if len(waits) != len(want) {
+
+	s := time.Second
+	want := []time.Duration{s, 2 * s, 3 * s, 3 * s, 3 * s, 3 * s}
+	if waits := clock.recorded(); fmt.Sprint(waits) != fmt.Sprint(want) {
 		t.Fatalf("waits %v, want %v", waits, want)
-	}
-	for i := range want {
-		if waits[i] != want[i] {
-			t.Fatalf("waits %v, want %v", waits, want)
-		}
 	}
 	if n := testutil.ToFloat64(e.refused.WithLabelValues(refusedConnectRate)); n != 2 {
 		t.Fatalf("refused connect_rate = %v, want 2", n)
 	}
-	if n := testutil.ToFloat64(e.delayed); n != 5 {
-		t.Fatalf("connects delayed = %v, want 5", n)
+	if n := testutil.ToFloat64(e.delayed); n != 6 {
+		t.Fatalf("connects delayed = %v, want 6", n)
 	}
 	if n := len(logs.with(`"reason":"connect_rate"`)); n != 2 {
 		t.Fatalf("%d refusal lines, want 2", n)

@@ -149,7 +149,7 @@ func (e *Embedded) registerMetrics() {
 	e.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_broker_refused_total",
 		Help: "Connections, publishes and wills the embedded broker refused, by reason."}, []string{"reason"})
 	e.delayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_connects_delayed_total",
-		Help: "CONNACKs of known devices delayed by the connect rate instead of refused (docs/protocol.md M5)."})
+		Help: "CONNACKs delayed by the connect rate (docs/protocol.md M5)."})
 	e.notStored = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_retained_not_stored_total",
 		Help: "Retained messages delivered live but not stored: the retained store was full."})
 	e.suppressed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_log_lines_suppressed_total",

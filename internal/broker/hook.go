@@ -172,30 +172,27 @@ func (e *Embedded) mayWrite(clientID, topic string) bool {
 	return len(parts) == 5 && parts[2] == "esp" && parts[3] == clientID && parts[4] != ""
 }
 
-// admit applies the connect rate and the client limit to a CONNECT and
-// returns the refusal reason, or "" to go on. A known device is never
-// refused: past the rate its CONNACK waits for its turn, at most
-// Limits.ConnectDelay, because a baseline node gives up after 10 failed
-// attempts (docs/protocol.md M5, Q8).
+// admit applies the client limit and the connect rate to a CONNECT and
+// returns the refusal reason, or "" to go on. Past the rate a CONNACK
+// waits for the client's turn, at most Limits.ConnectDelay: a baseline node
+// gives up after 10 failed attempts (Q8), and one refused at its first
+// connect never subscribes (Q3). A known device is never refused
+// (docs/protocol.md M5).
 func (e *Embedded) admit(cl *mqtt.Client) string {
-	if e.cfg.Known != nil && e.cfg.Known(cl.ID) {
-		if d := e.connects.reserve(e.now()); d > 0 {
-			e.delayed.Inc()
-			e.wait(d, e.stop)
-		}
-		return ""
-	}
+	known := e.cfg.Known != nil && e.cfg.Known(cl.ID)
 	reason := ""
-	switch {
-	case e.overClientLimit(cl.ID):
+	if !known && e.overClientLimit(cl.ID) {
 		reason = refusedClientLimit
-	case !e.connects.take(e.now()):
+	} else if d, ok := e.connects.reserve(e.now(), known); !ok {
 		reason = refusedConnectRate
-	default:
-		return ""
+	} else if d > 0 {
+		e.delayed.Inc()
+		e.wait(d, e.stop)
 	}
-	e.refused.WithLabelValues(reason).Inc()
-	e.log.Warn("mqtt connect refused", "reason", reason, "client_id", cl.ID, "remote", cl.Net.Remote)
+	if reason != "" {
+		e.refused.WithLabelValues(reason).Inc()
+		e.log.Warn("mqtt connect refused", "reason", reason, "client_id", cl.ID, "remote", cl.Net.Remote)
+	}
 	return reason
 }
 

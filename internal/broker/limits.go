@@ -41,11 +41,12 @@ type Limits struct {
 	// refused. The limit in force is at least twice the registered fleet;
 	// known devices are never refused by it.
 	MaxClients int
-	// ConnectRate is CONNECTs per second, with a burst of twice as many. A
-	// client that is not a known device is refused beyond it; a known
-	// device's CONNACK is delayed instead, by at most ConnectDelay.
+	// ConnectRate is CONNECTs per second, with a burst of twice as many.
+	// Past it a CONNACK is delayed until the client's turn, by at most
+	// ConnectDelay; a client that is not a known device and would wait
+	// longer is refused, a known device waits ConnectDelay and is admitted.
 	ConnectRate float64
-	// ConnectDelay is the longest a known device's CONNACK is delayed.
+	// ConnectDelay is the longest a CONNACK is delayed.
 	ConnectDelay time.Duration
 	// RetainedMessages and RetainedBytes (topic + payload) bound the
 	// retained store; a retained message beyond them is delivered live and
@@ -125,24 +126,27 @@ func checkPrefix(p string) error {
 	return nil
 }
 
-// bucket is a token bucket over CONNECTs. A known device may borrow tokens
-// it waits for (down to floor), so a reconnect storm of the fleet is spread
-// out instead of refused.
+// bucket is a token bucket over CONNECTs that lends: a CONNECT past the
+// burst waits for its token, as long as the debt stays within floor (the
+// longest delay). Past that a known device still waits the longest delay
+// and is admitted; anyone else is refused.
 type bucket struct {
-	mu     sync.Mutex
-	rate   float64 // tokens per second
-	burst  float64
-	floor  float64 // lowest level: the debt of delayed known devices
-	tokens float64
-	last   time.Time
+	mu       sync.Mutex
+	rate     float64 // tokens per second
+	burst    float64
+	floor    float64 // lowest level: the debt of delayed CONNECTs
+	maxDelay time.Duration
+	tokens   float64
+	last     time.Time
 }
 
 func newBucket(rate float64, maxDelay time.Duration) *bucket {
 	return &bucket{
-		rate:   rate,
-		burst:  2 * rate,
-		floor:  -rate * maxDelay.Seconds(),
-		tokens: 2 * rate,
+		rate:     rate,
+		burst:    2 * rate,
+		floor:    -rate * maxDelay.Seconds(),
+		maxDelay: maxDelay,
+		tokens:   2 * rate,
 	}
 }
 
@@ -155,27 +159,23 @@ func (b *bucket) refill(now time.Time) {
 	}
 }
 
-// take takes a token if one is there now.
-func (b *bucket) take(now time.Time) bool {
+// reserve takes a token now or later and returns how long to wait for it.
+// ok is false when the wait would pass the longest delay and the CONNECT
+// is not known's; a known one then waits the longest delay.
+func (b *bucket) reserve(now time.Time, known bool) (wait time.Duration, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.refill(now)
-	if b.tokens < 1 {
-		return false
+	if b.tokens-1 < b.floor {
+		if !known {
+			return 0, false
+		}
+		b.tokens = b.floor
+		return b.maxDelay, true
 	}
 	b.tokens--
-	return true
-}
-
-// reserve takes a token now or later and returns how long to wait for it;
-// past the floor the wait stays at its longest and the debt stops growing.
-func (b *bucket) reserve(now time.Time) time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.refill(now)
-	b.tokens = max(b.tokens-1, b.floor)
 	if b.tokens >= 0 {
-		return 0
+		return 0, true
 	}
-	return time.Duration(-b.tokens / b.rate * float64(time.Second))
+	return time.Duration(-b.tokens / b.rate * float64(time.Second)), true
 }
