@@ -99,16 +99,17 @@ func TestConnectRateDelaysAndRefusesOnlyUnknownClients(t *testing.T) {
 
 // A delayed CONNECT ends when shutdown begins instead of holding it up.
 func TestShutdownEndsADelayedConnect(t *testing.T) {
+	waiting := make(chan struct{})
 	e, _ := startBroker(t, Config{
 		Known:  knownESP,
 		Limits: Limits{ConnectRate: 0.001, ConnectDelay: time.Hour},
+	}, func(e *Embedded) {
+		wait := e.wait
+		e.wait = func(d time.Duration, stop <-chan struct{}) {
+			close(waiting)
+			wait(d, stop)
+		}
 	})
-	waiting := make(chan struct{})
-	wait := e.wait
-	e.wait = func(d time.Duration, stop <-chan struct{}) {
-		close(waiting)
-		wait(d, stop)
-	}
 	dialed := make(chan error, 1)
 	go func() {
 		w, err := sim.DialWire(e.Addr(), sim.WireOptions{ClientID: "ESP_A00001"})
