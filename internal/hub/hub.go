@@ -67,6 +67,10 @@ type Config struct {
 	// NoProcessedEcho disables the processed-value echo (docs/protocol.md §3.2.11).
 	NoProcessedEcho bool
 
+	// MQTT bounds what network clients can make the embedded broker hold
+	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
+	MQTT broker.Limits
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
 	LoginLimit      int
@@ -217,6 +221,9 @@ func (h *Hub) createBroker(context.Context) error {
 		Logger:     h.Log,
 		Registerer: h.Registry,
 		Roots:      func(id string) (string, bool) { return h.Devices.Root(id) },
+		Known:      func(id string) bool { return h.Devices.Known(id) },
+		Fleet:      func() int { return h.Devices.Registered() },
+		Limits:     h.cfg.MQTT,
 	})
 	return err
 }
