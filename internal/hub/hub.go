@@ -40,6 +40,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 	"github.com/kaiserhub/kaiser/internal/zone"
@@ -718,6 +719,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		h.Log.Warn("systemd notification failed", "error", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go h.serviceWatchdog(watchCtx)
+
 	select {
 	case <-ctx.Done():
 	case err := <-h.httpErr:
@@ -725,7 +733,38 @@ func Run(ctx context.Context, cfg Config) error {
 			h.Log.Error("http server failed", "error", err)
 		}
 	}
+	stopWatch()
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	return h.Stop(context.Background())
+}
+
+// serviceWatchdog answers systemd's watchdog (WatchdogSec in the unit) while
+// both store writers still commit: a wedged writer stops the pings, and
+// systemd restarts the hub. Without a watchdog it returns at once.
+func (h *Hub) serviceWatchdog(ctx context.Context) {
+	every, ok := sdnotify.WatchdogInterval()
+	if !ok {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fctx, cancel := context.WithTimeout(ctx, every)
+		err := h.Store.Flush(fctx)
+		cancel()
+		if err != nil {
+			h.Log.Error("store did not commit in time; withholding the systemd watchdog ping", "error", err)
+			continue
+		}
+		if _, err := sdnotify.Notify(sdnotify.Watchdog); err != nil {
+			h.Log.Warn("systemd watchdog ping failed", "error", err)
+		}
+	}
 }
 
 // resourceRoutes adds the resources' routes to the HTTP core, one package
