@@ -172,15 +172,15 @@ func (x *execution) snapshot() Execution {
 	return r
 }
 
-// changedLocked emits the logic_execution event of a terminal result and
-// saves the record; x.mu is held.
+// changedLocked saves the record, then emits the logic_execution event of a
+// terminal result, so that whoever sees the event finds the record saved;
+// x.mu is held.
 func (x *execution) changedLocked(i int) {
-	a := x.rec.Actions[i]
-	if a.Status != StatusPending {
-		x.emitLocked(a)
-	}
 	if !x.finishLocked() {
 		x.saveLocked()
+	}
+	if a := x.rec.Actions[i]; a.Status != StatusPending {
+		x.emitLocked(a)
 	}
 }
 
