@@ -544,4 +544,3 @@ func (w *world) logicEvents() []event.LogicExecution {
 		}
 	}
 }
-
