@@ -204,7 +204,7 @@ func (s *Service) doNotify(ctx context.Context, e *entry, x *execution, i int, n
 		res.Status = StatusPending
 		idx := x.add(res)
 		s.background(func() {
-			if err := s.hooks.post(n.Target, webhookBody(spec, now)); err != nil {
+			if err := s.hooks.post(s.ctx, n.Target, webhookBody(spec, now)); err != nil {
 				x.set(idx, StatusFailed, codeDelivery, err.Error())
 				return
 			}
@@ -219,7 +219,7 @@ func (s *Service) doNotify(ctx context.Context, e *entry, x *execution, i int, n
 		res.Status = StatusPending
 		idx := x.add(res)
 		s.background(func() {
-			if err := s.mailer.send(n.Target, spec); err != nil {
+			if err := s.mailer.send(s.ctx, n.Target, spec); err != nil {
 				x.set(idx, StatusFailed, codeDelivery, err.Error())
 				return
 			}

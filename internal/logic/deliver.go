@@ -2,6 +2,7 @@ package logic
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -49,10 +50,10 @@ func webhookBody(spec notify.Spec, now time.Time) webhookPayload {
 type webhooks struct {
 	client  *http.Client
 	backoff []time.Duration
-	stop    <-chan struct{}
 }
 
-func (w *webhooks) post(url string, body webhookPayload) error {
+// post delivers body; ctx ends with the engine, cutting a delivery short.
+func (w *webhooks) post(ctx context.Context, url string, body webhookPayload) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -62,19 +63,19 @@ func (w *webhooks) post(url string, body webhookPayload) error {
 		if attempt > 0 {
 			select {
 			case <-time.After(w.backoff[attempt-1]):
-			case <-w.stop:
+			case <-ctx.Done():
 				return fmt.Errorf("hub stopping: %w", last)
 			}
 		}
-		if last = w.once(url, data); last == nil {
+		if last = w.once(ctx, url, data); last == nil {
 			return nil
 		}
 	}
 	return fmt.Errorf("webhook failed after %d attempts: %w", len(w.backoff)+1, last)
 }
 
-func (w *webhooks) once(url string, data []byte) error {
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(data))
+func (w *webhooks) once(ctx context.Context, url string, data []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
@@ -97,18 +98,22 @@ type mailer struct {
 
 func (m *mailer) enabled() bool { return m.cfg.Addr != "" && m.cfg.From != "" }
 
-// send delivers one message, within the relay timeout; STARTTLS is used
-// when the relay offers it, and credentials are sent only over TLS.
-func (m *mailer) send(to string, spec notify.Spec) error {
+// send delivers one message, within the relay timeout or until ctx ends;
+// STARTTLS is used when the relay offers it, and credentials are sent only
+// over TLS.
+func (m *mailer) send(ctx context.Context, to string, spec notify.Spec) error {
 	timeout := m.cfg.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	conn, err := net.DialTimeout("tcp", m.cfg.Addr, timeout)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", m.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("smtp dial: %w", err)
 	}
 	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}

@@ -72,6 +72,7 @@ func (s *Service) Stop() {
 	}
 	s.stopped = true
 	close(s.stop)
+	s.cancel()
 	for _, t := range s.pending {
 		if t.timer != nil && t.timer.Stop() {
 			s.wg.Done()
@@ -117,7 +118,16 @@ func (s *Service) enqueue(key string, j job, must bool) bool {
 	}
 	if !must {
 		s.metrics.dropped.Inc()
-		s.log.Warn("rule trigger dropped: the engine is behind", "worker", key)
+		s.mu.Lock()
+		loud := time.Since(s.droppedLog) >= 10*time.Second
+		if loud {
+			s.droppedLog = time.Now()
+		}
+		s.mu.Unlock()
+		if loud {
+			s.log.Warn("rule trigger dropped: the engine is behind (counted in kaiser_logic_triggers_dropped_total)",
+				"worker", key)
+		}
 		return false
 	}
 	select {

@@ -160,7 +160,12 @@ type Service struct {
 	metrics   *metrics
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends at Stop: deliveries off the rule path stop with the engine.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// droppedLog is when a dropped trigger was last logged.
+	droppedLog time.Time
 }
 
 // Errors of the rule operations besides *InvalidError.
@@ -211,8 +216,9 @@ func New(d Deps, opt Options) *Service {
 		stop:      make(chan struct{}),
 		metrics:   newMetrics(opt.Registerer),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mailer = &mailer{cfg: opt.SMTP}
-	s.hooks = &webhooks{client: opt.WebhookClient, backoff: opt.WebhookBackoff, stop: s.stop}
+	s.hooks = &webhooks{client: opt.WebhookClient, backoff: opt.WebhookBackoff}
 	if s.hooks.client == nil {
 		s.hooks.client = &http.Client{Timeout: 5 * time.Second}
 	}
