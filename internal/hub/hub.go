@@ -25,6 +25,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
@@ -37,6 +38,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/live"
+	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
@@ -83,6 +85,14 @@ type Config struct {
 	// (command timeout, durations, retries, valve travel) and of the
 	// emergency stop's guard and waits; tests shorten it. Zero = 1 s.
 	ActuatorSecond time.Duration
+
+	// Rules: the hub's time zone for time windows (UTC), the timer
+	// trigger's period (60 s), the hosts webhooks may reach (any when
+	// empty) and the SMTP relay of e-mail actions (none).
+	Zone         *time.Location
+	LogicTimer   time.Duration
+	WebhookHosts []string
+	SMTP         logic.SMTP
 }
 
 // Hub is a running hub.
@@ -108,6 +118,8 @@ type Hub struct {
 	Zones     *zone.Service
 	// Emergency holds the emergency-stop latches (docs/domain.md §5).
 	Emergency *emergency.Service
+	// Rules is the rule engine (docs/domain.md §6).
+	Rules *logic.Service
 
 	// serving is set while the hub serves devices; readiness changes of the
 	// emergency latches apply only then.
@@ -157,6 +169,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadActuators,
 		h.loadZones,
 		h.loadEmergency,
+		h.loadRules,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -430,6 +443,36 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 	return nil
 }
 
+// loadRules loads the rules, their hysteresis states and pending delay
+// continuations once commands can be issued and latches block them, and
+// starts the engine's triggers before any reading arrives
+// (docs/domain.md §4.8, §6.6); the timer trigger is a scheduled job.
+func (h *Hub) loadRules(ctx context.Context) error {
+	h.Rules = logic.New(logic.Deps{
+		Store:     h.Store,
+		Actuators: h.Actuators,
+		Devices:   h.Devices,
+		Sensors:   h.Sensors,
+		Alerts:    h.Alerts,
+		Users:     h.Auth,
+		Pauses:    h.Emergency,
+		Events:    h.Events,
+	}, logic.Options{
+		Zone:          h.cfg.Zone,
+		TimerInterval: h.cfg.LogicTimer,
+		WebhookHosts:  h.cfg.WebhookHosts,
+		SMTP:          h.cfg.SMTP,
+		Logger:        h.Log.With("component", "logic"),
+		Registerer:    h.Registry,
+	})
+	if err := h.Rules.Load(ctx); err != nil {
+		return err
+	}
+	h.Rules.Start()
+	logicapi.Register(h.API, logicapi.Deps{Rules: h.Rules, Audit: h.Audit})
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -501,6 +544,7 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
 		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
 		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
+		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
 	}
 }
 
@@ -650,6 +694,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	h.Emergency.Close()
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
+	h.Rules.Stop()
 	h.Devices.StopPush()
 	h.Zones.Stop()
 	h.Actuators.Stop()
@@ -691,6 +736,9 @@ func (h *Hub) abort() {
 	}
 	if h.Ingest != nil {
 		_ = h.Ingest.Stop(ctx)
+	}
+	if h.Rules != nil {
+		h.Rules.Stop()
 	}
 	if h.Devices != nil {
 		h.Devices.StopPush()
