@@ -77,3 +77,15 @@ type RuleContinuation struct {
 	DueAt       time.Time
 	Doc         []byte // the rule domain's continuation state
 }
+
+// Sequence is one sequence run's progress (docs/domain.md §6.5): kept while
+// it runs, so that a restart resumes or ends it, and for an hour after it
+// ended. The document is the sequence domain's.
+type Sequence struct {
+	ID         string // the sequence_id
+	RuleID     string
+	Status     string
+	StartedAt  time.Time
+	FinishedAt *time.Time // nil while pending or running
+	Doc        []byte
+}
