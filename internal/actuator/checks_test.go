@@ -152,14 +152,30 @@ func TestChecksInOrder(t *testing.T) {
 				id = tc.espID
 			}
 
-			res, err := f.svc.Command(context.Background(), Request{
+			req := Request{
 				EspID:    id,
 				GPIO:     gpio,
 				Command:  tc.cmd,
 				Value:    tc.value,
 				Duration: tc.dur,
 				IssuedBy: "user:op",
-			})
+			}
+			// Check gives the same verdict and leaves no trace.
+			f.drain()
+			before := len(f.commands(func(storeRow) bool { return true }))
+			chk, cerr := f.svc.Check(req)
+			if c := rejection(cerr); tc.passing != (cerr == nil) || (c != nil && (c.Row != tc.row || c.Code != tc.code)) {
+				t.Fatalf("Check: %v, want row %d %s (passing %v)", cerr, tc.row, tc.code, tc.passing)
+			}
+			if n := len(f.commands(func(storeRow) bool { return true })); n != before || len(f.bus.take()) != 0 ||
+				len(f.drain()) != 0 {
+				t.Fatalf("Check left a trace: %d history rows (was %d)", n, before)
+			}
+			if tc.passing && chk.Command != "OFF" {
+				t.Fatalf("Check resolved %q to %s, want OFF", tc.cmd, chk.Command)
+			}
+
+			res, err := f.svc.Command(context.Background(), req)
 			if tc.passing {
 				if err != nil || res.Status != StatusSent || len(f.bus.take()) != 1 {
 					t.Fatalf("accepted command: %+v %v", res, err)

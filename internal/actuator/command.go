@@ -138,6 +138,26 @@ func (s *Service) Command(ctx context.Context, req Request) (Result, error) {
 	return s.userOn(ctx, p)
 }
 
+// Check runs the checks of docs/domain.md §4.4 on req exactly as Command
+// would, and nothing else: no command, no history row, no event (the
+// dry-run's safety verdict, docs/domain.md §6.12). A refusal is a
+// *Rejection; otherwise the result tells what the device would get
+// (Command, Value, the wire Duration, Warnings) and its Status is empty.
+func (s *Service) Check(req Request) (Result, error) {
+	now := s.now()
+	p, rej := s.check(req, now)
+	if rej != nil {
+		return Result{Status: StatusRejected, Message: rej.Message, IssuedAt: now}, rej
+	}
+	return Result{
+		Command:  p.cmd,
+		Value:    p.value,
+		Duration: p.duration,
+		Warnings: p.warnings,
+		IssuedAt: now,
+	}, nil
+}
+
 // check runs the checks of docs/domain.md §4.4 in their order; the first
 // failure rejects.
 func (s *Service) check(req Request, now time.Time) (plan, *Rejection) {
