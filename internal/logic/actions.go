@@ -163,69 +163,131 @@ func (s *Service) unchanged(c *rule.Command) (string, bool) {
 func (s *Service) doNotify(ctx context.Context, e *entry, x *execution, i int, n *rule.Notification, trig rule.Trigger) {
 	res := ActionResult{Index: i, Type: rule.TypeNotification, Target: n.Channel + ":" + n.Target}
 	now := s.now()
-	spec := notify.Spec{
+	spec := notifySpec(&e.rule, n, trig, now, map[string]any{"execution_id": x.rec.ID})
+	if err := s.usable(n); err != nil {
+		res.Status, res.Code, res.Message = StatusFailed, err.Code, err.Message
+		x.add(res)
+		return
+	}
+	if n.Channel == rule.ChannelWebSocket {
+		msg, err := s.deliverWebSocket(ctx, spec, n.Target)
+		res.Status, res.Message = StatusSucceeded, msg
+		if err != nil {
+			res.Status, res.Code, res.Message = StatusFailed, err.Code, err.Message
+		}
+		x.add(res)
+		return
+	}
+	res.Status = StatusPending
+	idx := x.add(res)
+	s.background(func() {
+		msg, err := s.deliverRemote(s.ctx, n, spec, now)
+		if err != nil {
+			x.set(idx, StatusFailed, err.Code, err.Message)
+			return
+		}
+		x.set(idx, StatusSucceeded, "", msg)
+	})
+}
+
+// DeliveryError is a notification that was not delivered, with the
+// action result code (delivery_failed, no_recipients, host_not_allowed,
+// email_disabled).
+type DeliveryError struct {
+	Code    string
+	Message string
+}
+
+func (e *DeliveryError) Error() string { return e.Code + ": " + e.Message }
+
+// ErrorCode is the result code, for callers that record it.
+func (e *DeliveryError) ErrorCode() string { return e.Code }
+
+// Deliver sends a notification of rule r at once and returns when its
+// channel accepted it (a sequence's notification step, docs/domain.md §6.5):
+// the rendering, recipients and channels of a rule's notification action,
+// with extra metadata. A failure is a *DeliveryError.
+func (s *Service) Deliver(ctx context.Context, r *rule.Rule, n *rule.Notification, trig rule.Trigger,
+	metadata map[string]any) (string, error) {
+	if err := s.usable(n); err != nil {
+		return "", err
+	}
+	now := s.now()
+	spec := notifySpec(r, n, trig, now, metadata)
+	var msg string
+	var err *DeliveryError
+	if n.Channel == rule.ChannelWebSocket {
+		msg, err = s.deliverWebSocket(ctx, spec, n.Target)
+	} else {
+		msg, err = s.deliverRemote(ctx, n, spec, now)
+	}
+	if err != nil {
+		return "", err
+	}
+	return msg, nil
+}
+
+// notifySpec is the notification of rule r (docs/domain.md §6.4).
+func notifySpec(r *rule.Rule, n *rule.Notification, trig rule.Trigger, now time.Time, extra map[string]any) notify.Spec {
+	md := map[string]any{
+		"rule_id":   r.ID,
+		"rule_name": r.Name,
+		"channel":   n.Channel,
+		"target":    n.Target,
+	}
+	for k, v := range extra {
+		md[k] = v
+	}
+	return notify.Spec{
 		Severity: n.Severity,
 		Category: "system",
 		Source:   "logic_engine",
-		Title:    e.rule.Name,
-		Body:     render(n.MessageTemplate, &e.rule, trig, now),
-		Metadata: map[string]any{
-			"rule_id":      e.rule.ID,
-			"rule_name":    e.rule.Name,
-			"channel":      n.Channel,
-			"target":       n.Target,
-			"execution_id": x.rec.ID,
-		},
+		Title:    r.Name,
+		Body:     render(n.MessageTemplate, r, trig, now),
+		Metadata: md,
 	}
-	switch n.Channel {
-	case rule.ChannelWebSocket:
-		users, err := s.recipients(ctx, n.Target)
-		switch {
-		case err != nil:
-			res.Status, res.Code, res.Message = StatusFailed, codeDelivery, err.Error()
-		case len(users) == 0:
-			res.Status, res.Code, res.Message = StatusFailed, codeNoRecipients, "no active user matches "+n.Target
-		default:
-			to, err := s.d.Alerts.Send(ctx, spec, users)
-			if err != nil {
-				res.Status, res.Code, res.Message = StatusFailed, codeDelivery, err.Error()
-			} else {
-				res.Status = StatusSucceeded
-				res.Message = fmt.Sprintf("delivered to %d of %d users (the others within the dedup window)", len(to), len(users))
-			}
-		}
-		x.add(res)
-	case rule.ChannelWebhook:
-		if !s.webhookAllowed(n.Target) {
-			res.Status, res.Code, res.Message = StatusFailed, codeHostNotAllowed, "webhook host is not allowed"
-			x.add(res)
-			return
-		}
-		res.Status = StatusPending
-		idx := x.add(res)
-		s.background(func() {
-			if err := s.hooks.post(s.ctx, n.Target, webhookBody(spec, now)); err != nil {
-				x.set(idx, StatusFailed, codeDelivery, err.Error())
-				return
-			}
-			x.set(idx, StatusSucceeded, "", "delivered")
-		})
-	case rule.ChannelEmail:
-		if !s.mailer.enabled() {
-			res.Status, res.Code, res.Message = StatusFailed, codeEmailDisabled, "no SMTP relay is configured"
-			x.add(res)
-			return
-		}
-		res.Status = StatusPending
-		idx := x.add(res)
-		s.background(func() {
-			if err := s.mailer.send(s.ctx, n.Target, spec); err != nil {
-				x.set(idx, StatusFailed, codeDelivery, err.Error())
-				return
-			}
-			x.set(idx, StatusSucceeded, "", "sent")
-		})
+}
+
+// usable refuses a channel the hub cannot use: a webhook host outside the
+// allow-list, e-mail without a relay.
+func (s *Service) usable(n *rule.Notification) *DeliveryError {
+	switch {
+	case n.Channel == rule.ChannelWebhook && !s.webhookAllowed(n.Target):
+		return &DeliveryError{Code: codeHostNotAllowed, Message: "webhook host is not allowed"}
+	case n.Channel == rule.ChannelEmail && !s.mailer.enabled():
+		return &DeliveryError{Code: codeEmailDisabled, Message: "no SMTP relay is configured"}
 	}
+	return nil
+}
+
+// deliverWebSocket stores one copy per recipient of target.
+func (s *Service) deliverWebSocket(ctx context.Context, spec notify.Spec, target string) (string, *DeliveryError) {
+	users, err := s.recipients(ctx, target)
+	switch {
+	case err != nil:
+		return "", &DeliveryError{Code: codeDelivery, Message: err.Error()}
+	case len(users) == 0:
+		return "", &DeliveryError{Code: codeNoRecipients, Message: "no active user matches " + target}
+	}
+	to, err := s.d.Alerts.Send(ctx, spec, users)
+	if err != nil {
+		return "", &DeliveryError{Code: codeDelivery, Message: err.Error()}
+	}
+	return fmt.Sprintf("delivered to %d of %d users (the others within the dedup window)", len(to), len(users)), nil
+}
+
+// deliverRemote posts a webhook or sends an e-mail; ctx bounds it.
+func (s *Service) deliverRemote(ctx context.Context, n *rule.Notification, spec notify.Spec, now time.Time) (string, *DeliveryError) {
+	if n.Channel == rule.ChannelWebhook {
+		if err := s.hooks.post(ctx, n.Target, webhookBody(spec, now)); err != nil {
+			return "", &DeliveryError{Code: codeDelivery, Message: err.Error()}
+		}
+		return "delivered", nil
+	}
+	if err := s.mailer.send(ctx, n.Target, spec); err != nil {
+		return "", &DeliveryError{Code: codeDelivery, Message: err.Error()}
+	}
+	return "sent", nil
 }
 
 // background runs fn off the rule path; Stop waits for it.
@@ -299,7 +361,11 @@ func (s *Service) doSequence(ctx context.Context, e *entry, x *execution, i int,
 	}
 	id, err := s.seq.Start(ctx, &e.rule, q, trig)
 	if err != nil {
-		res.Status, res.Code, res.Message = StatusFailed, "sequence_failed", err.Error()
+		res.Status, res.Code, res.Message = StatusFailed, codeSequenceFailed, err.Error()
+		var coded interface{ ErrorCode() string }
+		if errors.As(err, &coded) {
+			res.Code = coded.ErrorCode()
+		}
 	} else {
 		res.Status, res.SequenceID = StatusStarted, id
 	}

@@ -82,12 +82,7 @@ func newConflicts() *conflicts { return &conflicts{locks: map[string]holder{}} }
 func (c *conflicts) take(key string, h holder) (ok bool, lost *Conflict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cur, held := c.locks[key]
-	if held && h.at.Sub(cur.at) > lockTTL {
-		held = false
-	}
-	wins := !held || cur.ruleID == h.ruleID || h.effective() < cur.effective() ||
-		(h.effective() == cur.effective() && h.ruleID < cur.ruleID)
+	cur, wins := c.contestLocked(key, h)
 	if wins {
 		c.locks[key] = h
 		return true, nil
@@ -98,6 +93,29 @@ func (c *conflicts) take(key string, h holder) (ok bool, lost *Conflict) {
 		c.recent = c.recent[len(c.recent)-keptConflicts:]
 	}
 	return false, &cf
+}
+
+// peek reports who would hold key after take(key, h), changing nothing
+// (the dry-run's lock outcome): "" when h would get it.
+func (c *conflicts) peek(key string, h holder) (holderRule string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, wins := c.contestLocked(key, h); !wins {
+		return cur.ruleID
+	}
+	return ""
+}
+
+// contestLocked is docs/domain.md §6.8's contest for key between its
+// holder and h: a free, expired or own lock goes to h, a held one only if h
+// wins; c.mu is held.
+func (c *conflicts) contestLocked(key string, h holder) (cur holder, wins bool) {
+	cur, held := c.locks[key]
+	if held && h.at.Sub(cur.at) > lockTTL {
+		held = false
+	}
+	return cur, !held || cur.ruleID == h.ruleID || h.effective() < cur.effective() ||
+		(h.effective() == cur.effective() && h.ruleID < cur.ruleID)
 }
 
 func (c *conflicts) release(key, ruleID string) {
@@ -192,11 +210,7 @@ func (l *limiter) take(now time.Time, devices []string) bool {
 	}
 	var bs []*bucket
 	for _, d := range devices {
-		b := l.devices[d]
-		if b == nil {
-			b = &bucket{rate: 20, capacity: 30}
-			l.devices[d] = b
-		}
+		b := l.deviceLocked(d)
 		b.refill(now)
 		if b.tokens < 1 {
 			return false
@@ -208,4 +222,51 @@ func (l *limiter) take(now time.Time, devices []string) bool {
 		b.tokens--
 	}
 	return true
+}
+
+// takeDevice takes a token from one device's bucket only (a sequence
+// step's command, docs/domain.md §6.9).
+func (l *limiter) takeDevice(now time.Time, espID string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.deviceLocked(espID)
+	b.refill(now)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// wouldTake reports whether take would succeed, changing nothing (the
+// dry-run's rate_limited gate).
+func (l *limiter) wouldTake(now time.Time, devices []string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hub := l.hub
+	hub.refill(now)
+	if hub.tokens < 1 {
+		return false
+	}
+	for _, d := range devices {
+		b := bucket{rate: 20, capacity: 30}
+		if cur := l.devices[d]; cur != nil {
+			b = *cur
+		}
+		b.refill(now)
+		if b.tokens < 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// deviceLocked is the bucket of espID, created full; l.mu is held.
+func (l *limiter) deviceLocked(espID string) *bucket {
+	b := l.devices[espID]
+	if b == nil {
+		b = &bucket{rate: 20, capacity: 30}
+		l.devices[espID] = b
+	}
+	return b
 }

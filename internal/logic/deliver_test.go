@@ -204,12 +204,12 @@ func TestEmailWithoutRelayFails(t *testing.T) {
 }
 
 func TestMessageHeadersCannotBeInjected(t *testing.T) {
-	m := string(message("hub@x.example", "a@x.example", notifySpec("Fan\r\nBcc: evil@x.example", "body")))
+	m := string(message("hub@x.example", "a@x.example", testSpec("Fan\r\nBcc: evil@x.example", "body")))
 	if strings.Contains(m, "\r\nBcc:") {
 		t.Fatalf("header injected:\n%s", m)
 	}
 }
 
-func notifySpec(title, body string) notify.Spec {
+func testSpec(title, body string) notify.Spec {
 	return notify.Spec{Title: title, Body: body, Severity: "info"}
 }

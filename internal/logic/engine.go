@@ -319,7 +319,7 @@ func (s *Service) runRule(ctx context.Context, e *entry, trig rule.Trigger, b *b
 		return
 	}
 	// Every target offline: skip before the tokens (the SHOULD of docs/domain.md §6.7).
-	if s.allTargetsOffline(e) {
+	if s.allTargetsOffline(&e.rule) {
 		if now.Sub(e.offlineNoted) >= 30*time.Second {
 			e.offlineNoted = now
 			s.recordSkip(ctx, e, trig, res.Leaves, now, codeTargetOffline, "every actuator target is offline")
@@ -383,8 +383,8 @@ func (s *Service) inCooldown(e *entry, trig rule.Trigger, now time.Time) bool {
 
 // allTargetsOffline reports a rule whose actions drive only actuators on
 // devices that are not online; a rule without actuator targets never is.
-func (s *Service) allTargetsOffline(e *entry) bool {
-	targets := e.rule.Targets(true)
+func (s *Service) allTargetsOffline(r *rule.Rule) bool {
+	targets := r.Targets(true)
 	if len(targets) == 0 {
 		return false
 	}

@@ -196,6 +196,10 @@ func TestConflictContest(t *testing.T) {
 			if ok, _ := c.take("k", tc.holder); !ok {
 				t.Fatal("first take failed")
 			}
+			// The dry-run's peek agrees and leaves no trace.
+			if by := c.peek("k", tc.comer); (by == "") != tc.wins || len(c.Recent()) != 0 {
+				t.Errorf("peek = %q with %d conflicts kept, want wins %v", by, len(c.Recent()), tc.wins)
+			}
 			ok, lost := c.take("k", tc.comer)
 			if ok != tc.wins || (lost == nil) == !ok {
 				t.Errorf("take = %v %+v, want %v", ok, lost, tc.wins)
@@ -208,11 +212,11 @@ func TestTokenBuckets(t *testing.T) {
 	l := newLimiter()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := 0
-	for l.take(now, []string{"D"}) {
+	for l.wouldTake(now, []string{"D"}) && l.take(now, []string{"D"}) {
 		n++
 	}
-	if n != 30 {
-		t.Fatalf("device burst %d, want 30", n)
+	if n != 30 || l.wouldTake(now, []string{"D"}) {
+		t.Fatalf("device burst %d, want 30, then an empty bucket", n)
 	}
 	if l.take(now.Add(40*time.Millisecond), []string{"D"}) {
 		t.Fatal("a token after 40 ms at 20/s")

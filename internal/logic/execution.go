@@ -43,6 +43,7 @@ const (
 	codeEmailDisabled  = "email_disabled"
 	codeNotSupported   = "not_supported"
 	codeCancelled      = "cancelled"
+	codeSequenceFailed = "sequence_failed"
 )
 
 // ActionResult is one action's outcome (docs/domain.md §6.11 action_results).

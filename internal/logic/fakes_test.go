@@ -42,6 +42,7 @@ type fakeActuators struct {
 	reject  map[string]string // target → rejection code for non-OFF commands
 	log     []issued
 	recs    map[string]store.ActuatorCommand
+	checked int // Check calls that passed
 }
 
 func newFakeActuators(bus *event.Bus, targets ...string) *fakeActuators {
@@ -78,6 +79,21 @@ func (f *fakeActuators) Command(_ context.Context, req actuator.Request) (actuat
 	f.log = append(f.log, issued{req: req, id: id})
 	f.recs[id] = store.ActuatorCommand{ID: id, Status: actuator.StatusSent, IssuedBy: req.IssuedBy}
 	return actuator.Result{CommandID: id, Status: actuator.StatusSent, Command: req.Command, Published: true}, nil
+}
+
+// Check answers what Command would, without recording the command.
+func (f *fakeActuators) Check(req actuator.Request) (actuator.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := key(req.EspID, req.GPIO)
+	if _, ok := f.configs[k]; !ok {
+		return actuator.Result{Status: actuator.StatusRejected}, &actuator.Rejection{Row: 2, Code: actuator.CodeNotFound}
+	}
+	if code := f.reject[k]; code != "" && req.Command != "OFF" {
+		return actuator.Result{Status: actuator.StatusRejected}, &actuator.Rejection{Row: 4, Code: code, Message: code}
+	}
+	f.checked++
+	return actuator.Result{Command: req.Command, Value: 1}, nil
 }
 
 func (f *fakeActuators) Off(_ context.Context, r actuator.OffRequest) (actuator.Result, error) {

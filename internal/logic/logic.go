@@ -46,6 +46,8 @@ type Store interface {
 // (docs/domain.md §4.4) and tells the confirmed states.
 type Actuators interface {
 	Command(ctx context.Context, req actuator.Request) (actuator.Result, error)
+	// Check is Command's checks without the command (the dry-run).
+	Check(req actuator.Request) (actuator.Result, error)
 	Off(ctx context.Context, r actuator.OffRequest) (actuator.Result, error)
 	State(espID string, gpio int) (actuator.StateView, error)
 	Get(espID string, gpio int) (actuator.Config, error)
@@ -86,6 +88,9 @@ type Pauses interface {
 // with not_supported.
 type Sequencer interface {
 	Start(ctx context.Context, r *rule.Rule, s *rule.Sequence, trig rule.Trigger) (sequenceID string, err error)
+	// CanStart tells why Start would refuse the sequence now (the hub-wide
+	// limit, a running duplicate id), changing nothing: the dry-run's view.
+	CanStart(r *rule.Rule, s *rule.Sequence) error
 }
 
 var (
@@ -227,6 +232,11 @@ func New(d Deps, opt Options) *Service {
 
 // SetSequencer connects the sequence runner; call it before Start.
 func (s *Service) SetSequencer(q Sequencer) { s.seq = q }
+
+// AdmitStep takes a token from the device's bucket for a sequence step's
+// command (docs/domain.md §6.9: the per-device bucket counts actuator
+// actions and sequence-step actions); false when it is empty.
+func (s *Service) AdmitStep(espID string) bool { return s.limits.takeDevice(s.now(), espID) }
 
 // TimerInterval is the period Tick should be called with.
 func (s *Service) TimerInterval() time.Duration { return s.opt.TimerInterval }
