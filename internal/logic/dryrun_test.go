@@ -47,7 +47,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 		w.logicEvents()
 
 		got, err := w.eng.Test(context.Background(), id, TestInput{Mocks: mocks(t, map[string]float64{
-			"ESP_12AB34:21":         31,
+			"ESP_12AB34:21":        31,
 			"ESP_12AB34:4:DS18B20": 17, // the type is normalised like a leaf's
 		})})
 		if err != nil {
