@@ -27,6 +27,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
+	"github.com/kaiserhub/kaiser/internal/api/sequenceapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -44,6 +45,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/schedule"
 	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
+	"github.com/kaiserhub/kaiser/internal/sequence"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 	"github.com/kaiserhub/kaiser/internal/zone"
 )
@@ -82,8 +84,9 @@ type Config struct {
 	DiscoveryPerMin int
 	ShutdownTimeout time.Duration
 	// ActuatorSecond is the length of one second of the actuator timings
-	// (command timeout, durations, retries, valve travel) and of the
-	// emergency stop's guard and waits; tests shorten it. Zero = 1 s.
+	// (command timeout, durations, retries, valve travel), of the
+	// emergency stop's guard and waits and of the sequence steps' delays
+	// and timeouts; tests shorten it. Zero = 1 s.
 	ActuatorSecond time.Duration
 
 	// Rules: the hub's time zone for time windows (UTC), the timer
@@ -120,6 +123,8 @@ type Hub struct {
 	Emergency *emergency.Service
 	// Rules is the rule engine (docs/domain.md §6).
 	Rules *logic.Service
+	// Sequences runs the rules' sequence actions (docs/domain.md §6.5).
+	Sequences *sequence.Service
 
 	// serving is set while the hub serves devices; readiness changes of the
 	// emergency latches apply only then.
@@ -443,10 +448,11 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 	return nil
 }
 
-// loadRules loads the rules, their hysteresis states and pending delay
-// continuations once commands can be issued and latches block them, and
-// starts the engine's triggers before any reading arrives
-// (docs/domain.md §4.8, §6.6); the timer trigger is a scheduled job.
+// loadRules loads the rules, their hysteresis states, pending delay
+// continuations and running sequences once commands can be issued and
+// latches block them, and starts the engine's triggers before any reading
+// arrives (docs/domain.md §4.8, §6.6); the timer trigger and the sequence
+// sweep are scheduled jobs.
 func (h *Hub) loadRules(ctx context.Context) error {
 	h.Rules = logic.New(logic.Deps{
 		Store:     h.Store,
@@ -465,11 +471,27 @@ func (h *Hub) loadRules(ctx context.Context) error {
 		Logger:        h.Log.With("component", "logic"),
 		Registerer:    h.Registry,
 	})
+	h.Sequences = sequence.New(sequence.Deps{
+		Store:     h.Store,
+		Actuators: h.Actuators,
+		Engine:    h.Rules,
+		Pauses:    h.Emergency,
+		Events:    h.Events,
+	}, sequence.Options{
+		Second: h.cfg.ActuatorSecond,
+		Logger: h.Log.With("component", "sequence"),
+	})
+	h.Rules.SetSequencer(h.Sequences)
 	if err := h.Rules.Load(ctx); err != nil {
 		return err
 	}
+	if err := h.Sequences.Load(ctx); err != nil {
+		return err
+	}
 	h.Rules.Start()
+	h.Sequences.Resume()
 	logicapi.Register(h.API, logicapi.Deps{Rules: h.Rules, Audit: h.Audit})
+	sequenceapi.Register(h.API, h.Sequences)
 	return nil
 }
 
@@ -545,6 +567,7 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
 		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
 		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
+		{Name: "sequence_sweep", Every: sequence.SweepEvery, Run: h.Sequences.Sweep},
 	}
 }
 
@@ -694,6 +717,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	h.Emergency.Close()
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
+	h.Sequences.Stop()
 	h.Rules.Stop()
 	h.Devices.StopPush()
 	h.Zones.Stop()
@@ -736,6 +760,9 @@ func (h *Hub) abort() {
 	}
 	if h.Ingest != nil {
 		_ = h.Ingest.Stop(ctx)
+	}
+	if h.Sequences != nil {
+		h.Sequences.Stop()
 	}
 	if h.Rules != nil {
 		h.Rules.Stop()

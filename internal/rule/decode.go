@@ -563,6 +563,19 @@ func decodeActions(o object) []Action {
 	return out
 }
 
+// DecodeAction reads one action of a rule's list as Action.MarshalJSON
+// writes it, with the checks of Decode: a persisted copy of an action, such
+// as a running sequence's, reads back as it was stored.
+func DecodeAction(data []byte) (Action, []Issue) {
+	var issues []Issue
+	o, ok := openObject(data, nil, &issues)
+	if !ok {
+		return Action{}, issues
+	}
+	a, _ := decodeAction(&o, true)
+	return a, issues
+}
+
 // decodeAction reads one action; topLevel is false for a sequence step's
 // action, which may only be a command or a notification (docs/domain.md §6.5).
 func decodeAction(o *object, topLevel bool) (Action, bool) {

@@ -281,3 +281,24 @@ func TestDecodeReportsEveryError(t *testing.T) {
 		issueAt(t, issues, want, "")
 	}
 }
+
+// A stored action reads back equal to what was written, the fertigation
+// sequence with every step's defaults included.
+func TestDecodeActionRoundTrip(t *testing.T) {
+	f := mustDecode(t, fertigation)
+	raw, err := json.Marshal(f.Actions[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, issues := DecodeAction(raw)
+	if len(issues) > 0 {
+		t.Fatalf("DecodeAction: %v", issues)
+	}
+	again, _ := json.Marshal(back)
+	if string(again) != string(raw) || back.Sequence == nil || len(back.Sequence.Steps) != 5 {
+		t.Fatalf("round trip:\n%s\n%s", raw, again)
+	}
+	if _, issues := DecodeAction([]byte(`{"type":"sequence","steps":[]}`)); len(issues) == 0 {
+		t.Fatal("an empty step list was accepted")
+	}
+}

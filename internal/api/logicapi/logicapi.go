@@ -1,7 +1,7 @@
 // Package logicapi serves the logic rule routes of docs/api.md §10
 // (/api/v1/logic) over internal/logic: rule CRUD with the save-time checks,
-// toggling and the execution history. The hub registers them, so the HTTP
-// core never imports the rule engine.
+// toggling, the dry-run and the execution history. The hub registers them,
+// so the HTTP core never imports the rule engine.
 package logicapi
 
 import (
@@ -40,6 +40,7 @@ type rules interface {
 	Delete(ctx context.Context, id string) (logic.Rule, error)
 	Toggle(ctx context.Context, id string, enabled bool) (logic.Rule, bool, error)
 	History(ctx context.Context, f store.RuleExecutionFilter) ([]logic.Execution, int, float64, error)
+	Test(ctx context.Context, id string, in logic.TestInput) (logic.TestResult, error)
 }
 
 var _ rules = (*logic.Service)(nil)
@@ -60,7 +61,7 @@ type routes struct {
 	Deps
 }
 
-// Register adds the routes of docs/api.md §10.1 (the test route is the dry-run's).
+// Register adds the routes of docs/api.md §10.1.
 func Register(srv server, d Deps) {
 	rt := &routes{srv: srv, Deps: d}
 	const base = "/api/v1/logic/rules"
@@ -88,6 +89,8 @@ func Register(srv server, d Deps) {
 		ruleObject{})
 	add("POST", one+"/toggle", auth.RoleOperator, "Enable or disable a rule", rt.withRule(rt.toggle),
 		toggleRequest{}, toggleResponse{})
+	add("POST", one+"/test", auth.RoleOperator, "Dry-run a rule: what it would do now, with no side effects",
+		rt.withRule(rt.test), testRequest{}, testResponse{})
 	add("GET", "/api/v1/logic/execution_history", auth.RoleViewer, "Rule execution history", rt.history, nil,
 		historyResponse{})
 }
