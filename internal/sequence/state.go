@@ -96,15 +96,15 @@ type cursor struct {
 	Step        int        `json:"step"`
 	Phase       string     `json:"phase"`
 	Attempts    int        `json:"attempts"`
-	Until       *time.Time `json:"until,omitempty"`       // the end of the current wait
+	Until       *time.Time `json:"until,omitempty"`        // the end of the current wait
 	AttemptEnds *time.Time `json:"attempt_ends,omitempty"` // the timeout of the attempt under way
-	CommandID   string     `json:"command_id,omitempty"`  // the attempt's command
+	CommandID   string     `json:"command_id,omitempty"`   // the attempt's command
 	// Marked: this attempt put its actuator on the switched-on list (taken
 	// back when the command is not issued). Off: the issued command
 	// switches off (an acknowledged one takes the actuator off the list).
-	Marked bool `json:"marked,omitempty"`
-	Off    bool `json:"off,omitempty"`
-	StepStarted time.Time  `json:"step_started"`
+	Marked      bool      `json:"marked,omitempty"`
+	Off         bool      `json:"off,omitempty"`
+	StepStarted time.Time `json:"step_started"`
 	// StepFailed, with its code and message, is the outcome of a step that
 	// failed and went on (on_failure continue) into its delay_after.
 	StepFailed bool   `json:"step_failed,omitempty"`
