@@ -300,8 +300,8 @@ func (s *Service) attempt(ctx context.Context, rn *run, step rule.Step) (outcome
 	return s.command(ctx, rn, step.Action.Command, ends)
 }
 
-// command issues a step's command through every check of docs/domain.md
-// §4.4, as the rule (logic:{rule_id}), and waits for its acknowledgement.
+// command issues a step's command as the rule (logic:{rule_id}) through
+// every check of docs/domain.md §4.4, and waits for its acknowledgement.
 func (s *Service) command(ctx context.Context, rn *run, c *rule.Command, ends time.Time) (outcome, error) {
 	rn.mu.Lock()
 	p := rn.st.Progress

@@ -322,7 +322,7 @@ func (s *Service) CanStart(r *rule.Rule, q *rule.Sequence) error {
 func (s *Service) refusalLocked(id string) error {
 	switch {
 	case s.stopped:
-		return &Error{Code: codeCancelled, Message: "the hub is stopping"}
+		return &Error{Code: "hub_stopping", Message: "the hub is stopping"}
 	case len(s.activeLocked()) >= MaxRunning:
 		return &Error{Code: CodeLimitExceeded, Message: fmt.Sprintf("%d sequences are running (the limit)", MaxRunning)}
 	case s.runs[id] != nil && s.runs[id].active():
