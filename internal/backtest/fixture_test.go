@@ -18,14 +18,14 @@ import (
 // fixture is a backtest over a real SQLite store with the actuator and
 // sensor configs of docs/domain.md §6.13.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	st    *sqlite.Store
 	sink  *sqlite.ReadingSink
 	rules *fakeRules
 	svc   *Service
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, t.TempDir(), sqlite.Options{Logger: slog.New(slog.DiscardHandler)})

@@ -87,6 +87,8 @@ func (s *Service) open(ctx context.Context, r *rule.Rule, start, end time.Time) 
 			})
 		}
 	}
+	// Values of the same instant replay by series id.
+	sort.Slice(streams, func(i, j int) bool { return streams[i].series < streams[j].series })
 	return streams, sources, nil
 }
 

@@ -86,7 +86,7 @@ func (o *output) unchanged(c *rule.Command, now time.Time, interval time.Duratio
 
 // command applies one command at now: the config-dependent checks of
 // docs/domain.md §4.4 (rows 8–11), the clamp to the max runtime (row 12)
-// and the auto-off it arms (§4.8).
+// and the auto-off it arms (docs/domain.md §4.8).
 func (o *output) command(p *replay, asked string, value float64, duration int) verdict {
 	v := o.resolve(asked, value)
 	if v.cmd != "OFF" {
