@@ -273,7 +273,8 @@ func TestTimeWindowOnTimer(t *testing.T) {
 
 // The morning fertigation of docs/domain.md §6.13: a moisture reading of
 // 31.2 at 07:15 Berlin time on a Wednesday with an EC reading 4 minutes
-// older starts the sequence; its steps run on the replay clock.
+// older starts the sequence; its steps run on the replay clock. The same
+// readings on the Saturday, or with the EC reading 20 minutes old, do not.
 func TestFertigationSequence(t *testing.T) {
 	f := newFixture(t)
 	moisture := f.series("ESP_A1B2C3", 34, "moisture")
@@ -282,14 +283,20 @@ func TestFertigationSequence(t *testing.T) {
 	f.write(moisture, at(6, 15, 0), 31.2)
 	f.write(ec, at(8, 0, 0), 1250)
 	f.write(moisture, at(8, 20, 0), 31.2) // EC is 20 minutes old: no trigger
+	saturday := at(0, 0, 0).AddDate(0, 0, 3)
+	f.write(ec, saturday.Add(6*time.Hour+11*time.Minute), 1250)
+	f.write(moisture, saturday.Add(6*time.Hour+15*time.Minute), 31.2) // not a weekday of the window
 	f.flush()
 
-	rep := f.run(Request{Document: []byte(fertigationRule), Start: at(0, 0, 0), End: at(12, 0, 0)})
+	rep := f.run(Request{Document: []byte(fertigationRule), Start: at(0, 0, 0), End: saturday.Add(24 * time.Hour)})
 
 	if rep.Summary.Firings != 1 || rep.Summary.SequencesStarted != 1 {
 		t.Fatalf("summary %+v", rep.Summary)
 	}
 	fr := rep.Firings[0]
+	if id := fr.Actions[0].SequenceID; id != fmt.Sprintf("seq-unsaved-%d", at(6, 15, 0).Unix()) {
+		t.Fatalf("sequence id %q", id)
+	}
 	steps := map[string]time.Time{}
 	for _, a := range fr.Actions {
 		if a.Status != StatusSucceeded && a.Status != StatusStarted {
@@ -406,4 +413,57 @@ func TestDelayChatterAndRateLimit(t *testing.T) {
 	if w := warningOf(rep, WarnRateLimited); w == nil || !w.FirstAt.Equal(at(0, 10, 0)) {
 		t.Fatalf("rate-limit warning %+v", w)
 	}
+}
+
+// The actuator's own checks apply on the replayed state: its cooldown
+// after each switch-off refuses the ONs until it has passed, and a disabled
+// actuator refuses every ON.
+func TestActuatorChecks(t *testing.T) {
+	f := newFixture(t)
+	air := f.series("ESP_12AB34", 21, "sht31_temp")
+	for m := range 60 {
+		f.write(air, at(0, m, 0), 31.0)
+	}
+	f.flush()
+	doc := `{"name": "Pulse the vent", "cooldown_seconds": 0,
+ "conditions": [{"type": "sensor", "esp_id": "ESP_12AB34", "gpio": 21, "operator": ">", "value": 30}],
+ "actions": [{"type": "actuator", "esp_id": "ESP_12AB34", "gpio": 27, "command": "ON"},
+             {"type": "actuator", "esp_id": "ESP_12AB34", "gpio": 14, "command": "ON"},
+             {"type": "delay", "seconds": 120},
+             {"type": "actuator", "esp_id": "ESP_12AB34", "gpio": 27, "command": "OFF"}]}`
+
+	rep := f.run(Request{Document: []byte(doc), Start: at(0, 0, 0), End: at(1, 0, 0)})
+
+	// Firings every 2 minutes; after each OFF the vent refuses ONs for 600 s:
+	// on at 00:00, 00:12, 00:24, 00:36 and 00:48, refused at the 25 others.
+	vent := actuatorOf(t, rep, "ESP_12AB34", 27)
+	if rep.Summary.Firings != 30 || vent.SwitchOns != 5 || vent.SwitchOffs != 5 || vent.Blocked != 25 ||
+		vent.OnSeconds != 600 {
+		t.Fatalf("firings %d, vent %+v", rep.Summary.Firings, vent)
+	}
+	if a := rep.Firings[1].Actions[0]; a.Status != StatusBlocked || a.Code != "cooldown_active" {
+		t.Fatalf("the ON at 00:02: %+v", a)
+	}
+	if w := warningOf(rep, WarnActCooldown); w == nil || w.Count != 25 || !w.FirstAt.Equal(at(0, 2, 0)) {
+		t.Fatalf("cooldown warning %+v", w)
+	}
+	if off := actuatorOf(t, rep, "ESP_12AB34", 14); off.Blocked != 30 || off.SwitchOns != 0 {
+		t.Fatalf("disabled actuator %+v", off)
+	}
+	if w := warningOf(rep, WarnBlocked); w == nil || w.Count != 30 || w.Target != "ESP_12AB34:14" {
+		t.Fatalf("blocked warning %+v", w)
+	}
+}
+
+// One backtest at a time: a second one is refused while the first runs.
+func TestOneAtATime(t *testing.T) {
+	f := newFixture(t)
+	heater := f.save("11111111-1111-1111-1111-111111111111", heaterRule)
+	f.svc.busy.Lock()
+	_, err := f.svc.Run(context.Background(), Request{RuleID: heater.ID, Start: at(0, 0, 0), End: at(1, 0, 0)})
+	f.svc.busy.Unlock()
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("while another runs: %v", err)
+	}
+	f.run(Request{RuleID: heater.ID, Start: at(0, 0, 0), End: at(1, 0, 0)})
 }

@@ -44,6 +44,10 @@ func newFixture(t testing.TB) *fixture {
 	acts := fakeActuators{
 		{EspID: "ESP_12AB34", GPIO: 25, Type: "relay", Enabled: true, MaxValue: 1, MaxRuntimeSeconds: 3600},
 		{EspID: "ESP_12AB34", GPIO: 26, Type: "relay", Enabled: true, MaxValue: 1, MaxRuntimeSeconds: 3600},
+		// Not in the examples: a relay with a 10-minute cooldown and a disabled one.
+		{EspID: "ESP_12AB34", GPIO: 27, Type: "relay", Enabled: true, MaxValue: 1, MaxRuntimeSeconds: 3600,
+			CooldownSeconds: 600},
+		{EspID: "ESP_12AB34", GPIO: 14, Type: "relay", MaxValue: 1, MaxRuntimeSeconds: 3600},
 		{EspID: "ESP_A1B2C3", GPIO: 27, Type: "relay", Enabled: true, MaxValue: 1, MaxRuntimeSeconds: 3600},
 		{EspID: "ESP_A1B2C3", GPIO: 32, Type: "pwm", Enabled: true, MaxValue: 1, MaxRuntimeSeconds: 3600},
 	}

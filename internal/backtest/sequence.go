@@ -27,7 +27,11 @@ type seqRun struct {
 func (p *replay) startSequence(f *Firing, i int, q *rule.Sequence, trig rule.Trigger) {
 	id := q.SequenceID
 	if id == "" {
-		id = fmt.Sprintf("seq-%s-%d", p.r.ID, p.now.Unix())
+		owner := p.r.ID
+		if owner == "" {
+			owner = "unsaved"
+		}
+		id = fmt.Sprintf("seq-%s-%d", owner, p.now.Unix())
 	}
 	out := ActionOutcome{At: p.now, Index: i, Type: rule.TypeSequence, SequenceID: id}
 	if p.seqs[id] != nil {
