@@ -119,14 +119,8 @@ const (
 
 // run replays [Start, End) in time order.
 func (p *replay) run(ctx context.Context) error {
-	end := p.req.End
 	interval := p.s.opt.TimerInterval
-	tick := time.Time{}
-	if p.r.HasTimeLeaf() {
-		step := interval.Milliseconds()
-		first := (p.req.Start.UnixMilli() + step - 1) / step * step
-		tick = time.UnixMilli(first).UTC()
-	}
+	tick := p.firstTick()
 	for n := 0; ; n++ {
 		if n%4096 == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -135,17 +129,8 @@ func (p *replay) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		kind, at := nextNone, end
-		if x != nil {
-			kind, at = nextSample, time.UnixMilli(x.TS).UTC()
-		}
-		if !tick.IsZero() && tick.Before(end) && (kind == nextNone || tick.Before(at)) {
-			kind, at = nextTimer, tick
-		}
-		if a, ok := p.agenda.next(); ok && a.Before(end) && (kind == nextNone || !a.After(at)) {
-			kind, at = nextAgenda, a
-		}
-		if kind == nextNone || !at.Before(end) {
+		kind, at := p.pick(x, tick)
+		if kind == nextNone {
 			break
 		}
 		p.now = at
@@ -163,8 +148,39 @@ func (p *replay) run(ctx context.Context) error {
 			p.evaluate(rule.Trigger{Kind: rule.TriggerTimer})
 		}
 	}
-	p.now = end
+	p.now = p.req.End
 	return nil
+}
+
+// firstTick is the timer's first run in the range, at a multiple of its
+// interval since the epoch; zero for a rule without a time leaf (the
+// timer does not evaluate it).
+func (p *replay) firstTick() time.Time {
+	if !p.r.HasTimeLeaf() {
+		return time.Time{}
+	}
+	step := p.s.opt.TimerInterval.Milliseconds()
+	return time.UnixMilli((p.req.Start.UnixMilli() + step - 1) / step * step).UTC()
+}
+
+// pick chooses what runs next, before the range end: scheduled work, then
+// the next stored value x, then the timer's tick.
+func (p *replay) pick(x *store.Sample, tick time.Time) (int, time.Time) {
+	end := p.req.End
+	kind, at := nextNone, end
+	if x != nil {
+		kind, at = nextSample, time.UnixMilli(x.TS).UTC()
+	}
+	if !tick.IsZero() && (kind == nextNone || tick.Before(at)) {
+		kind, at = nextTimer, tick
+	}
+	if a, ok := p.agenda.next(); ok && (kind == nextNone || !a.After(at)) {
+		kind, at = nextAgenda, a
+	}
+	if !at.Before(end) {
+		return nextNone, end
+	}
+	return kind, at
 }
 
 // nextSample is the oldest next value over all streams (ties by series id).
@@ -289,7 +305,12 @@ func (p *replay) record(kind string, trig rule.Trigger, leaves []rule.LeafResult
 		}
 		return nil
 	}
-	f := &Firing{At: p.now, Kind: kind, Trigger: trig, Conditions: leaves}
+	f := &Firing{
+		At:         p.now,
+		Kind:       kind,
+		Trigger:    trig,
+		Conditions: leaves,
+	}
 	p.firings = append(p.firings, f)
 	return f
 }
@@ -359,7 +380,7 @@ func (p *replay) runActions(f *Firing, from int, ru *run) (failed bool) {
 // passed (or was skipped as unchanged).
 func (p *replay) command(f *Firing, i int, c *rule.Command, ru *run) bool {
 	o := p.output(c.Target)
-	out := ActionOutcome{At: p.now, Index: i, Type: rule.TypeCommand, Target: c.Target.Key(), Command: c.Command}
+	out := p.outcome(i, rule.TypeCommand, c.Target.Key())
 	if ru.trigger.Kind == rule.TriggerTimer {
 		if why, same := o.unchanged(c, p.now, p.s.opt.TimerInterval); same {
 			o.stats.NoChange++
@@ -375,6 +396,12 @@ func (p *replay) command(f *Firing, i int, c *rule.Command, ru *run) bool {
 	}
 	f.add(out)
 	return v.accepted
+}
+
+// outcome starts an action result at the replay time; index -1 is an
+// action outside the rule's list (a cleanup OFF, a sequence step).
+func (p *replay) outcome(index int, typ, target string) ActionOutcome {
+	return ActionOutcome{At: p.now, Index: index, Type: typ, Target: target}
 }
 
 // fill copies a verdict into an outcome.
@@ -401,7 +428,7 @@ func (p *replay) hysteresisOff(trig rule.Trigger, leaves []rule.LeafResult) {
 	trig.Reason = "hysteresis_off"
 	f := p.record(KindHysteresisOff, trig, leaves)
 	for i, t := range p.r.Targets(false) {
-		out := ActionOutcome{At: p.now, Index: i, Type: rule.TypeCommand, Target: t.Key()}
+		out := p.outcome(i, rule.TypeCommand, t.Key())
 		fill(&out, p.output(t).command(p, "OFF", 0, 0))
 		f.add(out)
 	}
@@ -411,7 +438,7 @@ func (p *replay) hysteresisOff(trig rule.Trigger, leaves []rule.LeafResult) {
 // docs/domain.md §6.5).
 func (p *replay) offTargets(f *Firing, targets []rule.Target, reason string) {
 	for _, t := range targets {
-		out := ActionOutcome{At: p.now, Index: -1, Type: rule.TypeCommand, Target: t.Key()}
+		out := p.outcome(-1, rule.TypeCommand, t.Key())
 		fill(&out, p.output(t).command(p, "OFF", 0, 0))
 		out.Message = reason
 		f.add(out)

@@ -33,7 +33,8 @@ func (p *replay) startSequence(f *Firing, i int, q *rule.Sequence, trig rule.Tri
 		}
 		id = fmt.Sprintf("seq-%s-%d", owner, p.now.Unix())
 	}
-	out := ActionOutcome{At: p.now, Index: i, Type: rule.TypeSequence, SequenceID: id}
+	out := p.outcome(i, rule.TypeSequence, "")
+	out.SequenceID = id
 	if p.seqs[id] != nil {
 		out.Status, out.Code, out.Message = StatusFailed, "sequence_failed", "a sequence with this id is running"
 		f.add(out)
@@ -42,7 +43,13 @@ func (p *replay) startSequence(f *Firing, i int, q *rule.Sequence, trig rule.Tri
 	out.Status = StatusStarted
 	f.add(out)
 	p.sum.SequencesStarted++
-	sr := &seqRun{p: p, id: id, q: q, f: f, ru: &run{trigger: trig}}
+	sr := &seqRun{
+		p:  p,
+		id: id,
+		q:  q,
+		f:  f,
+		ru: &run{trigger: trig},
+	}
 	p.seqs[id] = sr
 	limit := q.MaxDurationSeconds
 	if limit <= 0 {
@@ -95,7 +102,8 @@ func (sr *seqRun) advance() {
 func (sr *seqRun) act(a *rule.Action) bool {
 	p := sr.p
 	step := sr.step
-	out := ActionOutcome{At: p.now, Index: -1, Type: a.Kind(), SequenceID: sr.id, Step: &step}
+	out := p.outcome(-1, a.Kind(), "")
+	out.SequenceID, out.Step = sr.id, &step
 	switch {
 	case a.Command != nil:
 		c := a.Command
@@ -126,8 +134,8 @@ func (sr *seqRun) finish(status string) {
 	sr.done = true
 	p := sr.p
 	delete(p.seqs, sr.id)
-	out := ActionOutcome{At: p.now, Index: -1, Type: rule.TypeSequence, SequenceID: sr.id,
-		Status: StatusSucceeded, Message: "sequence " + status}
+	out := p.outcome(-1, rule.TypeSequence, "")
+	out.SequenceID, out.Status, out.Message = sr.id, StatusSucceeded, "sequence "+status
 	if status != "completed" {
 		out.Status, out.Code = StatusFailed, status
 		p.offTargets(sr.f, sr.ru.switchedOn, "sequence_abort")
