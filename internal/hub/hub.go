@@ -22,6 +22,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/actuatorapi"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
+	"github.com/kaiserhub/kaiser/internal/api/backtestapi"
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
@@ -30,6 +31,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
@@ -470,6 +472,12 @@ func (h *Hub) loadRules(ctx context.Context) error {
 	}
 	h.Rules.Start()
 	logicapi.Register(h.API, logicapi.Deps{Rules: h.Rules, Audit: h.Audit})
+	backtestapi.Register(h.API, backtest.New(backtest.Deps{
+		History:   h.Store,
+		Rules:     h.Rules,
+		Actuators: h.Actuators,
+		Sensors:   h.Sensors,
+	}, backtest.Options{Zone: h.cfg.Zone, TimerInterval: h.Rules.TimerInterval()}))
 	return nil
 }
 

@@ -759,3 +759,59 @@ func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before i
 	})
 	return n, err
 }
+
+// RawSamples returns up to limit raw readings of a series with from ≤ ts <
+// to, oldest first: one page of a replay, read along the primary key.
+func (s *Store) RawSamples(ctx context.Context, series, from, to int64, limit int) ([]store.Sample, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT ts, processed, quality
+		FROM readings
+		WHERE series_id = ? AND ts >= ? AND ts < ?
+		ORDER BY ts
+		LIMIT ?`,
+		series, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query raw samples: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Sample
+	for rows.Next() {
+		var x store.Sample
+		var p sql.NullFloat64
+		if err := rows.Scan(&x.TS, &p, &x.Quality); err != nil {
+			return nil, err
+		}
+		x.Value = fptr(p)
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// MinuteSamples returns up to limit 1-minute rollups of a series with
+// from ≤ bucket < to, oldest first, as averages of their processed values
+// timed at the minute's last usable reading; minutes without a processed
+// value are left out.
+func (s *Store) MinuteSamples(ctx context.Context, series, from, to int64, limit int) ([]store.Sample, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT bucket, last_ts, sum_p / n_p
+		FROM rollup_1m
+		WHERE series_id = ? AND bucket >= ? AND bucket < ? AND n_p > 0
+		ORDER BY bucket
+		LIMIT ?`,
+		series, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query minute samples: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Sample
+	for rows.Next() {
+		var x store.Sample
+		var avg float64
+		if err := rows.Scan(&x.Bucket, &x.TS, &avg); err != nil {
+			return nil, err
+		}
+		x.Value, x.Quality = &avg, "aggregated"
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
