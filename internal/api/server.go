@@ -77,11 +77,17 @@ type deviceLookup interface {
 
 var _ deviceLookup = (*device.Service)(nil)
 
-// IngestStats is what the API reads from the ingest pipeline.
+// IngestStats is what the API reads from the ingest pipeline: a device's
+// counters, and the pipeline's totals, arrival rate and drops by reason
+// (docs/api.md §13).
 type IngestStats interface {
 	DeviceCounters(espID string) ingest.Counters
 	Totals() (received int64, last time.Time)
+	Rate() float64
+	Dropped() map[string]int64
 }
+
+var _ IngestStats = (*ingest.Dispatcher)(nil)
 
 // Route is one registered route with what the OpenAPI document needs.
 type Route struct {

@@ -732,6 +732,8 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Registry: h.Registry,
 		DataDir:  cfg.DataDir,
 		Devices:  h.Devices,
+		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
+		Queues:   hubQueues{h},
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
 	deviceapi.Register(h.API, deviceapi.Deps{
