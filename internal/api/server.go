@@ -406,6 +406,9 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
+// CORSOrigins are the allowed browser origins, defaults applied.
+func (s *Server) CORSOrigins() []string { return append([]string(nil), s.deps.CORSOrigins...) }
+
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.deps.CORSOrigins {
 		if o == origin {

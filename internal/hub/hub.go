@@ -93,6 +93,7 @@ type Hub struct {
 	Events    *event.Bus
 	Sched     *schedule.Scheduler
 	API       *api.Server
+	Live      *live.Feed
 	Debug     *debugapi.Debug
 	Auth      *auth.Service
 	Audit     *audit.Log
@@ -286,6 +287,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 
 // buildAPI builds the HTTP API (not served yet).
 func (h *Hub) buildAPI(context.Context) error {
+	h.Live = live.New(h.cfg.WS, h.Events, h.Registry)
 	h.API = api.New(api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
@@ -297,7 +299,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		Devices:     h.Devices,
 		Audit:       h.Audit,
 		CORSOrigins: h.cfg.CORSOrigins,
-		Live:        live.New(h.cfg.WS, h.Events, h.Registry),
+		Live:        h.Live,
 	})
 	h.resourceRoutes(h.cfg)
 	h.httpSrv = &http.Server{
@@ -475,6 +477,7 @@ func (h *Hub) startScheduler(context.Context) error {
 		Actuators: h.Actuators,
 		Jobs:      h.Sched,
 		MQTTAddr:  func() string { return h.Broker.Addr() },
+		Settings:  h.settings,
 	})
 	h.Sched.Start(context.Background())
 	return nil

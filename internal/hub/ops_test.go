@@ -56,3 +56,53 @@ func TestDetailedHealthIngestFigures(t *testing.T) {
 		t.Fatalf("total size %v", db["size_bytes"])
 	}
 }
+
+func TestDebugConfigMasksTheSecretAndMaintenanceConfigListsTheJobs(t *testing.T) {
+	const secret = "a-jwt-secret-of-more-than-32-bytes-for-the-test"
+	h, c := apiHub(t, Config{JWTSecret: secret, HeartbeatTimeout: 200 * time.Second})
+	defer stopHub(t, h)
+	admin, operator, _ := setupUsers(t, c)
+
+	if r := c.do("GET", "/api/v1/debug/config", operator, nil); r.status != 403 || errCode(r) != "FORBIDDEN" {
+		t.Fatalf("operator: %d %s", r.status, r.raw)
+	}
+	r := c.do("GET", "/api/v1/debug/config", admin, nil)
+	if r.status != 200 || strings.Contains(r.raw, secret) {
+		t.Fatalf("config: %d %s", r.status, r.raw)
+	}
+	jwt := r.body["jwt_secret"].(map[string]any)
+	if jwt["source"] != "environment" || jwt["value"] != "***MASKED***" {
+		t.Fatalf("jwt_secret %v", jwt)
+	}
+	if r.body["mqtt_addr"] != h.MQTTAddr() || r.body["heartbeat_timeout_seconds"] != 200.0 ||
+		r.body["ingest"].(map[string]any)["workers"] != 8.0 ||
+		r.body["websocket"].(map[string]any)["max_connections"] != 100.0 {
+		t.Fatalf("effective values: %s", r.raw)
+	}
+	if origins := r.body["cors_origins"].([]any); len(origins) != 2 {
+		t.Fatalf("default origins: %v", origins)
+	}
+
+	r = c.do("GET", "/api/v1/debug/maintenance/config", admin, nil)
+	jobs := map[string]map[string]any{}
+	for _, j := range r.body["jobs"].([]any) {
+		jobs[j.(map[string]any)["job_id"].(string)] = j.(map[string]any)
+	}
+	if r.status != 200 || r.body["timezone"] != "UTC" || len(jobs) != len(h.jobs()) {
+		t.Fatalf("maintenance config: %d %s", r.status, r.raw)
+	}
+	if j := jobs["liveness_check"]; j["trigger"] != "interval" || j["every_seconds"] != 10.0 {
+		t.Fatalf("liveness_check %v", j)
+	}
+	if j := jobs["token_blacklist_purge"]; j["trigger"] != "cron" || j["cron"] != "10 3 * * *" {
+		t.Fatalf("token_blacklist_purge %v", j)
+	}
+	// The status carries each job's statistics.
+	r = c.do("GET", "/api/v1/debug/maintenance/status", admin, nil)
+	if r.body["service_running"] != true || len(r.body["jobs"].([]any)) != len(jobs) {
+		t.Fatalf("maintenance status: %s", r.raw)
+	}
+	if _, ok := r.body["jobs"].([]any)[0].(map[string]any)["runs"].(float64); !ok {
+		t.Fatalf("job statistics: %s", r.raw)
+	}
+}
