@@ -7,7 +7,8 @@
 // live feed and the service information.
 //
 // The resources live in packages of their own under internal/api
-// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi) and in
+// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi, logapi,
+// and more) and in
 // internal/debugapi. Each declares the small interfaces it needs from the
 // domain and adds its routes with Register(s, deps), which the hub calls
 // after New; they build on Group, Decode, Query, the path readers and the

@@ -25,6 +25,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/api/logapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
@@ -749,4 +750,5 @@ func (h *Hub) resourceRoutes(cfg Config) {
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
+	logapi.Register(h.API, logapi.Deps{Logs: h.logs, Dir: h.logs.Dir})
 }

@@ -106,3 +106,33 @@ func TestDebugConfigMasksTheSecretAndMaintenanceConfigListsTheJobs(t *testing.T)
 		t.Fatalf("job statistics: %s", r.raw)
 	}
 }
+
+// The log routes read the hub's own log file: the start-up line is there,
+// with the data directory hidden (docs/api.md §15).
+func TestLogsRoutesReadTheHubsLog(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	admin, operator, _ := setupUsers(t, c)
+
+	if r := c.do("GET", "/api/v1/logs", operator, nil); r.status != 403 {
+		t.Fatalf("operator: %d", r.status)
+	}
+	r := c.do("GET", "/api/v1/logs/files", admin, nil)
+	files := r.body["files"].([]any)
+	if r.status != 200 || len(files) != 1 || files[0].(map[string]any)["name"] != "kaiser.log" {
+		t.Fatalf("files: %d %s", r.status, r.raw)
+	}
+	r = c.do("GET", "/api/v1/logs?search=kaiser+hub+ready&level=info", admin, nil)
+	logs, _ := r.body["logs"].([]any)
+	if r.status != 200 || len(logs) != 1 || strings.Contains(r.raw, h.cfg.DataDir) {
+		t.Fatalf("logs: %d %s", r.status, r.raw)
+	}
+	if attrs := logs[0].(map[string]any)["attributes"].(map[string]any); attrs["data_dir"] != "<data-dir>" ||
+		attrs["http"] != h.HTTPAddr() {
+		t.Fatalf("attributes %v", attrs)
+	}
+	if r := c.do("GET", "/api/v1/debug/logs?file=../kaiser.db", admin, nil); r.status != 400 ||
+		errCode(r) != "INVALID_LOG_FILE" {
+		t.Fatalf("traversal: %d %s", r.status, r.raw)
+	}
+}
