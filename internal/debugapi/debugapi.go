@@ -1,8 +1,9 @@
 // Package debugapi serves the admin-only debug routes of docs/api.md §16 under
 // /api/v1/debug: mock devices, which the simulator of internal/sim runs
 // inside the hub over the real broker (docs/api.md §16.1), the scheduler's
-// jobs (their schedules and statistics, and running one now) and the hub's
-// effective configuration with its secrets masked. The hub registers
+// jobs (their schedules and statistics, and running one now), the hub's
+// effective configuration with its secrets masked, and the read-only
+// explorer of both database files (docs/api.md §16.2). The hub registers
 // these routes on the HTTP server, so that the HTTP API itself never
 // imports the simulator.
 package debugapi
@@ -73,6 +74,8 @@ type Deps struct {
 	// Settings is the hub's effective configuration, asked at each request
 	// (the broker's address is bound after the routes are registered).
 	Settings func() Settings
+	// Explorer reads the databases for the explorer of docs/api.md §16.2.
+	Explorer explorer
 }
 
 // Debug is the registered debug routes and the mock devices they run.
@@ -84,6 +87,7 @@ type Debug struct {
 	jobs      jobs
 	mocks     *runner
 	settings  func() Settings
+	explorer  explorer
 }
 
 // Register adds the debug routes to srv.
@@ -99,10 +103,14 @@ func Register(srv server, d Deps) *Debug {
 		jobs:      d.Jobs,
 		mocks:     newRunner(d.MQTTAddr, d.MaxMocks),
 		settings:  d.Settings,
+		explorer:  d.Explorer,
 	}
 	dbg.mockRoutes()
 	dbg.maintenanceRoutes()
 	dbg.configRoutes()
+	if d.Explorer != nil {
+		dbg.explorerRoutes()
+	}
 	return dbg
 }
 

@@ -479,6 +479,7 @@ func (h *Hub) startScheduler(context.Context) error {
 		Jobs:      h.Sched,
 		MQTTAddr:  func() string { return h.Broker.Addr() },
 		Settings:  h.settings,
+		Explorer:  h.Store.Explorer(),
 	})
 	h.Sched.Start(context.Background())
 	return nil

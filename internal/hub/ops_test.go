@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,45 @@ func TestLogsRoutesReadTheHubsLog(t *testing.T) {
 	if r := c.do("GET", "/api/v1/debug/logs?file=../kaiser.db", admin, nil); r.status != 400 ||
 		errCode(r) != "INVALID_LOG_FILE" {
 		t.Fatalf("traversal: %d %s", r.status, r.raw)
+	}
+}
+
+// The explorer reads both database files of a running hub, for admins
+// only, with the password hashes masked (docs/api.md §16.2).
+func TestDatabaseExplorerOnTheRunningHub(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	admin, operator, _ := setupUsers(t, c)
+
+	for _, path := range []string{"/api/v1/debug/db/tables", "/api/v1/debug/db/users", "/api/v1/debug/db/users/1",
+		"/api/v1/debug/db/users/schema"} {
+		if r := c.do("GET", path, operator, nil); r.status != 403 || errCode(r) != "FORBIDDEN" {
+			t.Errorf("%s as operator: %d %s", path, r.status, r.raw)
+		}
+	}
+	r := c.do("GET", "/api/v1/debug/db/tables", admin, nil)
+	counts := map[string]float64{}
+	for _, x := range r.body["tables"].([]any) {
+		counts[x.(map[string]any)["table_name"].(string)] = x.(map[string]any)["row_count"].(float64)
+	}
+	if r.status != 200 || counts["users"] != 3 || counts["control.schema_migrations"] < 1 {
+		t.Fatalf("tables: %d %v", r.status, counts)
+	}
+	if _, ok := counts["control.actuator_states"]; !ok {
+		t.Fatalf("control tables missing: %v", counts)
+	}
+	r = c.do("GET", "/api/v1/debug/db/users?sort_by=username&sort_order=asc", admin, nil)
+	rows := r.body["data"].([]any)
+	if r.status != 200 || len(rows) != 3 || rows[0].(map[string]any)["username"] != "admin" ||
+		strings.Contains(r.raw, "$2a$") || rows[0].(map[string]any)["password_hash"] != "***MASKED***" {
+		t.Fatalf("users: %d %s", r.status, r.raw)
+	}
+	// Audit entries are queued for the writer: committed once flushed.
+	if err := h.Store.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r = c.do("GET", `/api/v1/debug/db/audit_log?filters={"event_type":"setup_completed"}`, admin, nil)
+	if r.status != 200 || r.body["total_count"] != 1.0 {
+		t.Fatalf("audit filter: %d %s", r.status, r.raw)
 	}
 }
