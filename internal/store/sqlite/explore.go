@@ -82,7 +82,6 @@ type ExplorerTable struct {
 	RowCount   int64
 
 	local string // the name inside its database
-	db    *sql.DB
 }
 
 func (t ExplorerTable) column(name string) (ExplorerColumn, bool) {
@@ -141,13 +140,16 @@ func (e *Explorer) Tables(ctx context.Context) ([]ExplorerTable, error) {
 	for _, d := range e.dbs {
 		err := readOnly(ctx, d.db, func(tx *sql.Tx) error {
 			tables, err := d.catalogue(ctx, tx)
+			if err != nil {
+				return err
+			}
 			for i := range tables {
-				if err == nil {
-					err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+quote(tables[i].local)).Scan(&tables[i].RowCount)
+				if err := tables[i].count(ctx, tx); err != nil {
+					return err
 				}
 			}
 			out = append(out, tables...)
-			return err
+			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("explorer: %s database: %w", d.database, err)
@@ -162,9 +164,16 @@ func (e *Explorer) Table(ctx context.Context, name string) (ExplorerTable, error
 	var t ExplorerTable
 	err := e.inTable(ctx, name, func(tx *sql.Tx, found ExplorerTable) error {
 		t = found
-		return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+quote(t.local)).Scan(&t.RowCount)
+		return t.count(ctx, tx)
 	})
 	return t, err
+}
+
+func (t *ExplorerTable) count(ctx context.Context, tx *sql.Tx) error {
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+quote(t.local)).Scan(&t.RowCount); err != nil {
+		return fmt.Errorf("count %s: %w", t.Name, err)
+	}
+	return nil
 }
 
 // inTable runs fn in a read-only transaction on the database that holds
@@ -224,10 +233,12 @@ func (d explored) catalogue(ctx context.Context, tx *sql.Tx) ([]ExplorerTable, e
 
 	out := make([]ExplorerTable, 0, len(names))
 	for _, n := range names {
-		t := ExplorerTable{Name: d.prefix + n, Database: d.database, local: n, db: d.db}
-		t.TimeColumn = timeSeries[t.Name]
+		t := ExplorerTable{Name: d.prefix + n, Database: d.database, local: n}
 		if err := t.readColumns(ctx, tx); err != nil {
 			return nil, fmt.Errorf("table %s: %w", n, err)
+		}
+		if _, ok := t.column(timeSeries[t.Name]); ok {
+			t.TimeColumn = timeSeries[t.Name]
 		}
 		out = append(out, t)
 	}
