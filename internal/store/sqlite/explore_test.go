@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -312,5 +313,32 @@ func TestExplorerConnectionsCannotWrite(t *testing.T) {
 	}
 	if v, err := s.SchemaVersion(context.Background()); err != nil || v == 0 {
 		t.Fatalf("schema version %d %v", v, err)
+	}
+}
+
+// Every table of the schema can be read with the defaults, and every column
+// has one of the kinds of docs/api.md §16.2.
+func TestExplorerReadsEveryTable(t *testing.T) {
+	_, e, _ := exploreFixture(t)
+	ctx := context.Background()
+	tables, err := e.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := []string{KindString, KindInteger, KindFloat, KindBoolean, KindDatetime, KindJSON, KindUUID}
+	for _, tb := range tables {
+		for _, c := range tb.Columns {
+			if !slices.Contains(kinds, c.Kind) {
+				t.Errorf("%s.%s: kind %q", tb.Name, c.Name, c.Kind)
+			}
+		}
+		for _, desc := range []bool{true, false} {
+			if _, err := e.Rows(ctx, tb.Name, RowQuery{Limit: 5, Desc: desc}); err != nil {
+				t.Errorf("%s: %v", tb.Name, err)
+			}
+		}
+	}
+	if len(tables) < 20 {
+		t.Fatalf("only %d tables", len(tables))
 	}
 }
