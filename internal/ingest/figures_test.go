@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,5 +72,25 @@ func TestDroppedTotalsByReason(t *testing.T) {
 	got[contract.ReasonOversize] = 99
 	if d.Dropped()[contract.ReasonOversize] != 1 {
 		t.Fatal("Dropped must return a copy")
+	}
+}
+
+// Concurrent arrivals, also across a second's turn, are all counted.
+func TestArrivalsCountConcurrentDeliveries(t *testing.T) {
+	t0 := time.Unix(2_000_000, 0)
+	a := newArrivals(t0.Add(-time.Hour))
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				a.add(t0.Add(time.Duration((g*1000+i)%2) * time.Second)) // alternate between two seconds
+			}
+		}()
+	}
+	wg.Wait()
+	if r := a.perSecond(t0.Add(2 * time.Second)); r != 8000.0/10 {
+		t.Fatalf("rate %v, want 8000 arrivals over the 10 s window", r)
 	}
 }
