@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/observe"
@@ -39,6 +41,8 @@ Usage:
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
+  kaiser backup --to F   snapshot the databases of a (running) hub into one archive
+  kaiser restore --from F --data-dir D   unpack a backup into an empty data directory
   kaiser version         print version and commit
 
 Run "kaiser serve --help" for the flags.
@@ -58,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return soakCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(args[1:], stdout, stderr)
+	case "restore":
+		return restoreCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "kaiser %s (commit %s)\n", version, buildCommit())
 		return 0
@@ -134,6 +142,46 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			env:  "KAISER_PROCESSED_ECHO",
 			def:  "true",
 			help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)",
+		},
+		{
+			name: "mqtt-allow-prefix",
+			env:  "KAISER_MQTT_ALLOW_PREFIX",
+			def:  "",
+			help: "comma-separated topic prefixes outside kaiser/ that MQTT clients may publish to " +
+				"(none: all refused)",
+		},
+		{
+			name: "mqtt-max-packet",
+			env:  "KAISER_MQTT_MAX_PACKET",
+			def:  strconv.Itoa(broker.DefaultMaxPacket),
+			help: fmt.Sprintf("largest MQTT packet in bytes (>= %d); a larger one closes the connection",
+				broker.MinMaxPacket),
+		},
+		{
+			name: "mqtt-max-clients",
+			env:  "KAISER_MQTT_MAX_CLIENTS",
+			def:  strconv.Itoa(broker.DefaultMaxClients),
+			help: "MQTT sessions beyond which a client that is not a registered device is refused " +
+				"(at least twice the registered fleet)",
+		},
+		{
+			name: "mqtt-connect-rate",
+			env:  "KAISER_MQTT_CONNECT_RATE",
+			def:  strconv.Itoa(broker.DefaultConnectRate),
+			help: "MQTT CONNECTs per second (burst twice as many); past it CONNACKs wait up to 5s, " +
+				"registered devices are never refused",
+		},
+		{
+			name: "mqtt-retained-max",
+			env:  "KAISER_MQTT_RETAINED_MAX",
+			def:  strconv.Itoa(broker.DefaultRetainedMessages),
+			help: "retained messages the broker stores; beyond it they are delivered live, not stored",
+		},
+		{
+			name: "mqtt-retained-bytes",
+			env:  "KAISER_MQTT_RETAINED_BYTES",
+			def:  strconv.Itoa(broker.DefaultRetainedBytes),
+			help: "topic + payload bytes of the retained messages the broker stores",
 		},
 		{
 			name: "jwt-secret-file",
@@ -230,10 +278,47 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	default:
 		return cfg, fmt.Errorf("%s: %q must be true or false", src["processed-echo"], v["processed-echo"])
 	}
+	if cfg.MQTT, err = mqttLimits(v, src); err != nil {
+		return cfg, err
+	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
 	if _, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// mqttLimits reads the embedded broker's limits (docs/decisions/0012-mqtt-door.md).
+func mqttLimits(v, src map[string]string) (broker.Limits, error) {
+	var l broker.Limits
+	for _, f := range []struct {
+		name string
+		dst  *int
+	}{
+		{"mqtt-max-packet", &l.MaxPacket},
+		{"mqtt-max-clients", &l.MaxClients},
+		{"mqtt-retained-max", &l.RetainedMessages},
+		{"mqtt-retained-bytes", &l.RetainedBytes},
+	} {
+		n, err := strconv.Atoi(v[f.name])
+		if err != nil || n < 1 {
+			return l, fmt.Errorf("%s: %q must be a positive integer", src[f.name], v[f.name])
+		}
+		*f.dst = n
+	}
+	rate, err := strconv.ParseFloat(v["mqtt-connect-rate"], 64)
+	if err != nil || !(rate > 0) {
+		return l, fmt.Errorf("%s: %q must be a positive number", src["mqtt-connect-rate"], v["mqtt-connect-rate"])
+	}
+	l.ConnectRate = rate
+	for _, p := range strings.Split(v["mqtt-allow-prefix"], ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			l.AllowPrefixes = append(l.AllowPrefixes, p)
+		}
+	}
+	if err := l.Validate(); err != nil {
+		return l, fmt.Errorf("--mqtt-* flags: %w", err)
+	}
+	return l, nil
 }

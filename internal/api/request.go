@@ -162,6 +162,10 @@ func (b *Body) Failed(name string) bool {
 	return false
 }
 
+// JSON is the body as read, for a route that hands a whole document to
+// its domain (a rule document, docs/api.md §10.2).
+func (b *Body) JSON() ([]byte, error) { return json.Marshal(b.m) }
+
 // Keys are the body's field names, for rules about unknown fields.
 func (b *Body) Keys() []string {
 	keys := make([]string, 0, len(b.m))

@@ -4,7 +4,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,11 +14,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/kaiserhub/kaiser/internal/contract"
 )
 
 // Deliver receives one inbound message. It must only decode and enqueue.
@@ -38,14 +34,24 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Roots enables subscription restoring (M4) when set.
 	Roots DeviceRoots
+	// Known reports a registered device id (pending, approved or
+	// rejected): the door's limits delay such a CONNECT, never refuse it
+	// (docs/protocol.md M5). Nil: no id is known.
+	Known func(espID string) bool
+	// Fleet is the number of registered devices; the client limit in force
+	// is at least twice it. Nil: 0.
+	Fleet func() int
+	// Limits bound what network clients can make the broker hold.
+	Limits Limits
 }
 
 // Embedded is the in-process MQTT broker.
 type Embedded struct {
 	cfg      Config
+	limits   Limits
 	server   *mqtt.Server
 	log      *slog.Logger
-	listener *listeners.TCP
+	listener *doorListener
 	addr     atomic.Value // string: the bound address
 	stopping atomic.Bool
 	serving  atomic.Bool
@@ -60,9 +66,24 @@ type Embedded struct {
 	// disconnects every session tracked here instead.
 	sessions sessionSet
 
-	published *prometheus.CounterVec
-	failures  *prometheus.CounterVec
-	restored  prometheus.Counter
+	// The door (docs/decisions/0012-mqtt-door.md): connect rate, retained
+	// store bound, and the clock and wait the connect rate uses (tests
+	// replace them).
+	connects       *bucket
+	retained       *retainedBudget
+	connectTimeout time.Duration
+	now            func() time.Time
+	wait           func(d time.Duration, stop <-chan struct{})
+	stop           chan struct{} // closed when shutdown begins: delayed CONNECTs end
+	stopOnce       sync.Once
+
+	published  *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	restored   prometheus.Counter
+	refused    *prometheus.CounterVec
+	delayed    prometheus.Counter
+	notStored  prometheus.Counter
+	suppressed prometheus.Counter
 }
 
 // NewEmbedded creates the broker with the hub's hook; nothing listens yet.
@@ -70,6 +91,26 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("mqtt limits: %w", err)
+	}
+	limits := cfg.Limits.withDefaults()
+	e := &Embedded{
+		cfg:            cfg,
+		limits:         limits,
+		connects:       newBucket(limits.ConnectRate, limits.ConnectDelay),
+		retained:       newRetainedBudget(limits.RetainedMessages, limits.RetainedBytes),
+		connectTimeout: connectTimeout,
+		now:            time.Now,
+		wait:           waitUnlessStopped,
+		stop:           make(chan struct{}),
+	}
+	e.registerMetrics()
+	rate := newLineRate(func() time.Time { return e.now() })
+	rate.suppressed = e.suppressed.Inc
+	e.log = newBoundedLogger(cfg.Logger, rate)
+	e.addr.Store("")
+
 	caps := mqtt.NewDefaultServerCapabilities()
 	// Bound what offline sessions and slow clients may hold (docs/architecture.md:
 	// mochi pitfalls). Devices use clean sessions; these limits protect
@@ -77,46 +118,69 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	caps.MaximumSessionExpiryInterval = 3600
 	caps.MaximumMessageExpiryInterval = 3600
 	caps.MaximumClientWritesPending = 1024
-	caps.MaximumInflight = 1024
-	srv := mqtt.New(&mqtt.Options{
+	caps.MaximumInflight = uint16(limits.Inflight)
+	caps.ReceiveMaximum = uint16(limits.Inflight)
+	// mochi allocates a packet's declared length before reading it: the
+	// limit is checked on the fixed header, before the allocation.
+	caps.MaximumPacketSize = uint32(limits.MaxPacket)
+	e.server = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       cfg.Logger.With("component", "mqtt"),
+		Logger:       e.log.With("component", "mqtt"),
 		// $SYS topics are not used; keep the interval long.
 		SysTopicResendInterval: 3600,
 	})
-	e := &Embedded{cfg: cfg, server: srv, log: cfg.Logger}
-	e.addr.Store("")
-	if err := srv.AddHook(&hook{e: e}, nil); err != nil {
+	if err := e.server.AddHook(&hook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("broker hook: %w", err)
 	}
+	if cfg.Registerer != nil {
+		e.registerGauges(cfg.Registerer)
+	}
+	return e, nil
+}
+
+func (e *Embedded) registerMetrics() {
 	e.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_messages_published_total",
 		Help: "Messages the hub published, by kind."}, []string{"kind"})
 	e.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_publish_failures_total",
 		Help: "Hub publishes that failed, by kind."}, []string{"kind"})
 	e.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_subscriptions_restored_total",
 		Help: "Device subscription sets restored by the embedded broker on reconnect (docs/protocol.md M4)."})
-	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(e.published, e.failures, e.restored,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_clients",
-				Help: "MQTT clients connected to the embedded broker."}, func() float64 { return float64(e.Clients()) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_retained_messages",
-				Help: "Retained messages held by the embedded broker."}, func() float64 {
-				return float64(atomic.LoadInt64(&srv.Info.Retained))
-			}),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_messages_dropped",
-				Help: "Messages the embedded broker dropped for slow clients."}, func() float64 {
-				return float64(atomic.LoadInt64(&srv.Info.MessagesDropped))
-			}),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "god_kaiser_mqtt_connected",
-				Help: "1 while the hub's broker is serving."}, func() float64 {
-				if e.Connected() {
-					return 1
-				}
-				return 0
-			}))
-	}
-	return e, nil
+	e.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_broker_refused_total",
+		Help: "Connections, publishes and wills the embedded broker refused, by reason."}, []string{"reason"})
+	e.delayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_connects_delayed_total",
+		Help: "CONNACKs delayed by the connect rate (docs/protocol.md M5)."})
+	e.notStored = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_retained_not_stored_total",
+		Help: "Retained messages delivered live but not stored: the retained store was full."})
+	e.suppressed = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_log_lines_suppressed_total",
+		Help: "Broker log lines not written: the same message more than 5 times a second."})
+}
+
+func (e *Embedded) registerGauges(reg prometheus.Registerer) {
+	srv := e.server
+	reg.MustRegister(e.published, e.failures, e.restored, e.refused, e.delayed, e.notStored, e.suppressed,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_clients",
+			Help: "MQTT clients connected to the embedded broker."}, func() float64 { return float64(e.Clients()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_retained_messages",
+			Help: "Retained messages held by the embedded broker."}, func() float64 {
+			return float64(atomic.LoadInt64(&srv.Info.Retained))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_retained_bytes",
+			Help: "Topic and payload bytes of the retained messages held by the embedded broker."}, func() float64 {
+			_, n := e.retained.held()
+			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_messages_dropped",
+			Help: "Messages the embedded broker dropped for slow clients."}, func() float64 {
+			return float64(atomic.LoadInt64(&srv.Info.MessagesDropped))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "god_kaiser_mqtt_connected",
+			Help: "1 while the hub's broker is serving."}, func() float64 {
+			if e.Connected() {
+				return 1
+			}
+			return 0
+		}))
 }
 
 // Subscribe registers the in-process subscription for filters. Retained
@@ -147,7 +211,7 @@ func (e *Embedded) isRetainedCopy(pk packets.Packet) bool {
 
 // Start opens the TCP listener; devices can connect from now on.
 func (e *Embedded) Start() error {
-	l := listeners.NewTCP(listeners.Config{ID: "tcp", Address: e.cfg.Addr})
+	l := newDoorListener(e, e.cfg.Addr)
 	if err := e.server.AddListener(l); err != nil {
 		return fmt.Errorf("mqtt listener %s: %w", e.cfg.Addr, err)
 	}
@@ -266,6 +330,7 @@ func (e *Embedded) disconnectAll(string) {
 // handlers to ignore them.
 func (e *Embedded) StopAccepting(ctx context.Context) error {
 	e.stopping.Store(true)
+	e.stopOnce.Do(func() { close(e.stop) })
 	if e.listener == nil {
 		return nil
 	}
@@ -299,6 +364,7 @@ func (e *Embedded) Close() error {
 	e.closed = true
 	e.closeMu.Unlock()
 	e.serving.Store(false)
+	e.stopOnce.Do(func() { close(e.stop) })
 
 	e.disconnectAll("all")
 	// mochi's Close lists clients with GetByListener (see disconnectAll):
@@ -350,95 +416,4 @@ func publishKind(topic string) string {
 		return "emergency"
 	}
 	return "other"
-}
-
-// hook enforces device identity on writes and restores device subscriptions.
-type hook struct {
-	mqtt.HookBase
-	e *Embedded
-}
-
-func (h *hook) ID() string { return "kaiser" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck,
-		mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect,
-	}, []byte{b})
-}
-
-// OnSessionEstablish tracks the network client for shutdown.
-func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	if !cl.Net.Inline {
-		h.e.sessions.add(cl)
-	}
-}
-
-// OnDisconnect forgets the client.
-func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	h.e.sessions.remove(cl)
-}
-
-// OnConnectAuthenticate admits anonymous clients (the firmware's default) but
-// refuses a will the client could not publish itself, so nobody can plant a
-// forged LWT for another device.
-func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.e.stopping.Load() {
-		return false
-	}
-	if pk.Connect.WillFlag && !mayWrite(cl.ID, pk.Connect.WillTopic) {
-		h.e.log.Warn("mqtt connect refused: will topic not writable by client",
-			"client_id", cl.ID,
-			"will_topic", pk.Connect.WillTopic)
-		return false
-	}
-	return true
-}
-
-// OnACLCheck: reads are open in anonymous mode; writes are checked.
-func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if !write || cl.Net.Inline {
-		return true
-	}
-	if mayWrite(cl.ID, topic) {
-		return true
-	}
-	h.e.log.Warn("mqtt publish refused", "client_id", cl.ID, "topic", topic)
-	return false
-}
-
-// mayWrite is the write rule: under `kaiser/`, a client may publish only
-// device→hub topics of the device whose id equals its client id; hub→device
-// topics and everything else there belong to the hub.
-func mayWrite(clientID, topic string) bool {
-	if !strings.HasPrefix(topic, "kaiser/") {
-		return true
-	}
-	if contract.IsHubToDevice(topic) {
-		return false
-	}
-	parts := strings.SplitN(topic, "/", 5)
-	return len(parts) == 5 && parts[2] == "esp" && parts[3] == clientID && parts[4] != ""
-}
-
-// OnSessionEstablished restores a known device's firmware subscriptions on
-// its recorded root, so a baseline device that reconnects without
-// subscribing (Q3) still hears the hub (docs/protocol.md M4).
-func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	if h.e.cfg.Roots == nil || cl.Net.Inline {
-		return
-	}
-	root, ok := h.e.cfg.Roots(cl.ID)
-	if !ok {
-		return
-	}
-	for _, f := range contract.DeviceSubscriptions(root, cl.ID) {
-		sub := packets.Subscription{Filter: f, Qos: 0}
-		cl.State.Subscriptions.Add(f, sub)
-		h.e.server.Topics.Subscribe(cl.ID, sub)
-	}
-	h.e.restored.Inc()
 }

@@ -854,3 +854,24 @@ func TestSnapshotFlags(t *testing.T) {
 		t.Errorf("subscriptions still lost after a reboot")
 	}
 }
+
+// Every registered status is known to the broker's door; a deleted or
+// never-seen id is not (docs/protocol.md M5).
+func TestKnownDevices(t *testing.T) {
+	st := newFakeStore()
+	for i, s := range []string{StatusPending, StatusApproved, StatusOnline, StatusOffline, StatusRejected, StatusDeleted} {
+		st.loaded = append(st.loaded, store.Device{ID: fmt.Sprint("u", i), DeviceID: "ESP_" + s, Status: s})
+	}
+	h := newHarnessWith(t, Config{}, st)
+	for _, s := range []string{StatusPending, StatusApproved, StatusOnline, StatusOffline, StatusRejected} {
+		if !h.svc.Known("ESP_" + s) {
+			t.Errorf("a %s device is not known", s)
+		}
+	}
+	if h.svc.Known("ESP_"+StatusDeleted) || h.svc.Known("ESP_NEVER") {
+		t.Error("a deleted or unseen id is known")
+	}
+	if n := h.svc.Registered(); n != 5 {
+		t.Errorf("registered %d, want 5", n)
+	}
+}

@@ -48,6 +48,29 @@ func (s *Service) List() []Device {
 	return out
 }
 
+// Known reports a registered device: pending, approved (any liveness) or
+// rejected, not deleted. The embedded broker never refuses such an id at
+// CONNECT (docs/protocol.md M5): a rejected device may be approved later,
+// and a baseline node that was refused 10 times never comes back (Q8).
+func (s *Service) Known(espID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !isGone(s.devices[espID])
+}
+
+// Registered is the number of registered devices (deleted excluded).
+func (s *Service) Registered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.devices {
+		if e.rec.Status != StatusDeleted {
+			n++
+		}
+	}
+	return n
+}
+
 // Counts returns the number of devices per status (deleted excluded).
 func (s *Service) Counts() map[string]int {
 	s.mu.Lock()

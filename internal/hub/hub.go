@@ -26,6 +26,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/api/logapi"
+	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
@@ -38,9 +39,11 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/live"
+	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/schedule"
+	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 	"github.com/kaiserhub/kaiser/internal/zone"
@@ -68,6 +71,10 @@ type Config struct {
 	// NoProcessedEcho disables the processed-value echo (docs/protocol.md §3.2.11).
 	NoProcessedEcho bool
 
+	// MQTT bounds what network clients can make the embedded broker hold
+	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
+	MQTT broker.Limits
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
 	LoginLimit      int
@@ -79,6 +86,14 @@ type Config struct {
 	// (command timeout, durations, retries, valve travel) and of the
 	// emergency stop's guard and waits; tests shorten it. Zero = 1 s.
 	ActuatorSecond time.Duration
+
+	// Rules: the hub's time zone for time windows (UTC), the timer
+	// trigger's period (60 s), the hosts webhooks may reach (any when
+	// empty) and the SMTP relay of e-mail actions (none).
+	Zone         *time.Location
+	LogicTimer   time.Duration
+	WebhookHosts []string
+	SMTP         logic.SMTP
 }
 
 // Hub is a running hub.
@@ -105,6 +120,8 @@ type Hub struct {
 	Zones     *zone.Service
 	// Emergency holds the emergency-stop latches (docs/domain.md §5).
 	Emergency *emergency.Service
+	// Rules is the rule engine (docs/domain.md §6).
+	Rules *logic.Service
 
 	// serving is set while the hub serves devices; readiness changes of the
 	// emergency latches apply only then.
@@ -154,6 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.loadActuators,
 		h.loadZones,
 		h.loadEmergency,
+		h.loadRules,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -219,6 +237,9 @@ func (h *Hub) createBroker(context.Context) error {
 		Logger:     h.Log,
 		Registerer: h.Registry,
 		Roots:      func(id string) (string, bool) { return h.Devices.Root(id) },
+		Known:      func(id string) bool { return h.Devices.Known(id) },
+		Fleet:      func() int { return h.Devices.Registered() },
+		Limits:     h.cfg.MQTT,
 	})
 	return err
 }
@@ -425,6 +446,36 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 	return nil
 }
 
+// loadRules loads the rules, their hysteresis states and pending delay
+// continuations once commands can be issued and latches block them, and
+// starts the engine's triggers before any reading arrives
+// (docs/domain.md §4.8, §6.6); the timer trigger is a scheduled job.
+func (h *Hub) loadRules(ctx context.Context) error {
+	h.Rules = logic.New(logic.Deps{
+		Store:     h.Store,
+		Actuators: h.Actuators,
+		Devices:   h.Devices,
+		Sensors:   h.Sensors,
+		Alerts:    h.Alerts,
+		Users:     h.Auth,
+		Pauses:    h.Emergency,
+		Events:    h.Events,
+	}, logic.Options{
+		Zone:          h.cfg.Zone,
+		TimerInterval: h.cfg.LogicTimer,
+		WebhookHosts:  h.cfg.WebhookHosts,
+		SMTP:          h.cfg.SMTP,
+		Logger:        h.Log.With("component", "logic"),
+		Registerer:    h.Registry,
+	})
+	if err := h.Rules.Load(ctx); err != nil {
+		return err
+	}
+	h.Rules.Start()
+	logicapi.Register(h.API, logicapi.Deps{Rules: h.Rules, Audit: h.Audit})
+	return nil
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the in-process subscription.
 func (h *Hub) startIngest(context.Context) error {
@@ -498,6 +549,7 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
 		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
 		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
+		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
 	}
 }
 
@@ -647,6 +699,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	h.Emergency.Close()
 	step("scheduler", h.Sched.Stop(ctx))
 	step("ingest drain", h.Ingest.Stop(ctx))
+	h.Rules.Stop()
 	h.Devices.StopPush()
 	h.Zones.Stop()
 	h.Actuators.Stop()
@@ -689,6 +742,9 @@ func (h *Hub) abort() {
 	if h.Ingest != nil {
 		_ = h.Ingest.Stop(ctx)
 	}
+	if h.Rules != nil {
+		h.Rules.Stop()
+	}
 	if h.Devices != nil {
 		h.Devices.StopPush()
 	}
@@ -716,6 +772,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
+		h.Log.Warn("systemd notification failed", "error", err)
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go h.serviceWatchdog(watchCtx)
+
 	select {
 	case <-ctx.Done():
 	case err := <-h.httpErr:
@@ -723,7 +786,38 @@ func Run(ctx context.Context, cfg Config) error {
 			h.Log.Error("http server failed", "error", err)
 		}
 	}
+	stopWatch()
+	_, _ = sdnotify.Notify(sdnotify.Stopping)
 	return h.Stop(context.Background())
+}
+
+// serviceWatchdog answers systemd's watchdog (WatchdogSec in the unit) while
+// both store writers still commit: a wedged writer stops the pings, and
+// systemd restarts the hub. Without a watchdog it returns at once.
+func (h *Hub) serviceWatchdog(ctx context.Context) {
+	every, ok := sdnotify.WatchdogInterval()
+	if !ok {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fctx, cancel := context.WithTimeout(ctx, every)
+		err := h.Store.Flush(fctx)
+		cancel()
+		if err != nil {
+			h.Log.Error("store did not commit in time; withholding the systemd watchdog ping", "error", err)
+			continue
+		}
+		if _, err := sdnotify.Notify(sdnotify.Watchdog); err != nil {
+			h.Log.Warn("systemd watchdog ping failed", "error", err)
+		}
+	}
 }
 
 // resourceRoutes adds the resources' routes to the HTTP core, one package

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"fmt"
 	"os"
 	"regexp"
 	"slices"
@@ -48,6 +49,10 @@ func TestRouteTableInDocs(t *testing.T) {
 		if !served[key] {
 			stale = append(stale, key)
 		}
+	}
+	count := fmt.Sprintf("%d routes", len(h.API.Routes()))
+	if strings.Count(string(doc), count) < 2 {
+		t.Errorf("docs/api.md should say %q in its introduction and under Appendix A", count)
 	}
 	slices.Sort(missing)
 	slices.Sort(stale)

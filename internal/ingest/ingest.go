@@ -503,13 +503,28 @@ func (d *Dispatcher) drop(m Message, reason string, err error) {
 		return
 	}
 	if d.logLim.allow(reason) {
-		p := m.Payload
-		if len(p) > 200 {
-			p = p[:200]
-		}
-		d.log.Warn("message dropped", "reason", reason, "topic", m.RawTopic, "esp_id", m.Topic.EspID,
-			"error", err, "payload", string(p))
+		d.log.Warn("message dropped",
+			"reason", reason,
+			"topic", clip(m.RawTopic, maxLoggedText),
+			"esp_id", m.Topic.EspID,
+			"error", clip(fmt.Sprint(err), maxLoggedText),
+			"payload", clip(string(m.Payload), maxLoggedPayload))
 	}
+}
+
+// Bounds of a drop's log line: the topic and the error text (which can
+// quote the payload) come from the network (docs/protocol.md §5.2: the first
+// 200 payload bytes).
+const (
+	maxLoggedPayload = 200
+	maxLoggedText    = 256
+)
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 func reasonOf(err error) string {

@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,3 +222,35 @@ func TestRoutingDrops(t *testing.T) {
 }
 
 func testCount(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+
+// A drop's log line stays short whatever the topic and payload: the topic,
+// the error text and the payload come from the network.
+func TestDropLogLineIsBounded(t *testing.T) {
+	var buf syncBuffer
+	d := New(Config{}, nil, slog.New(slog.NewJSONHandler(&buf, nil)))
+	d.Start()
+	long := "kaiser/god/esp/E1/" + strings.Repeat("t", 20000)
+	d.Submit(long, []byte(strings.Repeat("p", 4000)), false, false)
+	stop(t, d)
+	line := buf.String()
+	if !strings.Contains(line, "message dropped") || len(line) > 1024 {
+		t.Fatalf("drop line of %d bytes: %.300s", len(line), line)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -58,6 +58,24 @@ type Service struct {
 	open         map[string]*store.Alert
 	disarmed     map[string]time.Time // key → manual resolve time
 	autoResolved map[string]time.Time
+	sent         map[sentKey]time.Time // keyless notifications, for the generic dedup
+}
+
+// sentKey is the generic dedup identity of docs/domain.md §3.3.
+type sentKey struct {
+	user                    int64
+	source, category, title string
+}
+
+// dedupWindow is the generic dedup window of a source (docs/domain.md §3.3).
+func dedupWindow(source string) time.Duration {
+	switch source {
+	case "mqtt_handler", "device_event", "system":
+		return 300 * time.Second
+	case "sensor_threshold", "logic_engine":
+		return 120 * time.Second
+	}
+	return 60 * time.Second
 }
 
 // New builds the service; users lists the active users that get copies.
@@ -73,6 +91,7 @@ func New(st Store, events *event.Bus, users func(ctx context.Context) ([]int64, 
 		open:         map[string]*store.Alert{},
 		disarmed:     map[string]time.Time{},
 		autoResolved: map[string]time.Time{},
+		sent:         map[sentKey]time.Time{},
 	}
 }
 
@@ -199,6 +218,62 @@ func (s *Service) IsOpen(key string) bool {
 	return s.open[key] != nil
 }
 
+// Send delivers a notification without an alert lifecycle of its own
+// (a rule's notification action, docs/domain.md §6.4) to users, dropping the
+// copies the generic dedup of docs/domain.md §3.3 holds back: the same (user,
+// source, category, title) within the source's window. It returns the
+// users who got a copy; their copies are stored before it returns.
+func (s *Service) Send(ctx context.Context, spec Spec, users []int64) ([]int64, error) {
+	now := s.now()
+	window := dedupWindow(spec.Source)
+	var to []int64
+	s.mu.Lock()
+	for k, at := range s.sent {
+		if now.Sub(at) >= dedupWindow(k.source) {
+			delete(s.sent, k)
+		}
+	}
+	for _, u := range users {
+		k := sentKey{user: u, source: spec.Source, category: spec.Category, title: spec.Title}
+		if at, ok := s.sent[k]; ok && now.Sub(at) < window {
+			continue
+		}
+		s.sent[k] = now
+		to = append(to, u)
+	}
+	s.mu.Unlock()
+	if len(to) == 0 {
+		return nil, nil
+	}
+
+	md, _ := json.Marshal(spec.Metadata)
+	id := uuid.NewString()
+	key := spec.Key
+	if key == "" {
+		key = "notification_" + id
+	}
+	a := store.Alert{
+		ID:          id,
+		Key:         key,
+		Severity:    spec.Severity,
+		Category:    spec.Category,
+		Source:      spec.Source,
+		Title:       spec.Title,
+		Body:        spec.Body,
+		Metadata:    md,
+		Status:      "active",
+		Occurrences: 1,
+		CreatedAt:   now,
+		UpdatedAt:   now,
+		NotifyUsers: to,
+	}
+	if err := s.store.SaveAlert(ctx, a); err != nil {
+		return nil, fmt.Errorf("store notification: %w", err)
+	}
+	s.emit(a, "new")
+	return to, nil
+}
+
 // Transition applies a user's acknowledge or resolve to the alert behind a
 // notification (all copies share it). Other transitions are no-ops.
 func (s *Service) Transition(
@@ -213,6 +288,13 @@ func (s *Service) Transition(
 	now := s.now()
 	s.mu.Lock()
 	a := s.open[n.Key]
+	if a == nil && n.Alert.Status != "resolved" {
+		// A notification sent without a kept lifecycle (Send): its own
+		// record is the lifecycle.
+		own := n.Alert
+		own.NotifyUsers = []int64{userID}
+		a = &own
+	}
 	if a == nil || a.ID != n.Alert.ID {
 		s.mu.Unlock()
 		return n, nil // resolved is terminal

@@ -756,3 +756,47 @@ func TestUserListFailure(t *testing.T) {
 		}
 	})
 }
+
+func TestSendDeliversToTheNamedUsersWithGenericDedup(t *testing.T) {
+	f := newFixture(t, 1, 2, 3)
+	ctx := context.Background()
+	s := Spec{Severity: "info", Category: "system", Source: "logic_engine", Title: "Heater",
+		Body: "heater on", Metadata: map[string]any{"rule_id": "r1"}}
+
+	to, err := f.svc.Send(ctx, s, []int64{1, 2})
+	if err != nil || len(to) != 2 {
+		t.Fatalf("Send = %v, %v", to, err)
+	}
+	n := f.only(t, 1)
+	if n.Alert.Body != "heater on" || n.Alert.Source != "logic_engine" || n.Alert.Status != "active" {
+		t.Fatalf("copy %+v", n.Alert)
+	}
+	if ns, _, _ := f.svc.List(ctx, store.NotificationFilter{UserID: 3}); len(ns) != 0 {
+		t.Fatalf("user 3 was not named but got %d", len(ns))
+	}
+	if got := f.notices(t); len(got) != 2 || got[0].UserID != 1 || got[1].UserID != 2 {
+		t.Fatalf("events %+v", got)
+	}
+
+	// The same title within 120 s is dropped for users 1 and 2, not for 3.
+	f.clock.Advance(119 * time.Second)
+	to, err = f.svc.Send(ctx, s, []int64{1, 2, 3})
+	if err != nil || len(to) != 1 || to[0] != 3 {
+		t.Fatalf("within the window: %v, %v", to, err)
+	}
+	f.notices(t)
+	f.clock.Advance(time.Second)
+	if to, _ := f.svc.Send(ctx, s, []int64{1}); len(to) != 1 {
+		t.Fatalf("after the window: %v", to)
+	}
+	f.notices(t)
+
+	// A sent notification has a lifecycle of its own.
+	got, err := f.svc.Transition(ctx, 1, n.ID, "acknowledge", "user1")
+	if err != nil || got.Alert.Status != "acknowledged" {
+		t.Fatalf("acknowledge = %+v, %v", got.Alert, err)
+	}
+	if ev := f.notices(t); len(ev) != 1 || ev[0].UserID != 1 || ev[0].Status != "acknowledged" {
+		t.Fatalf("acknowledge events %+v", ev)
+	}
+}

@@ -198,23 +198,10 @@ func (k *ReadingSink) run() {
 	for {
 		select {
 		case done := <-k.flushReq:
-			// Everything added before the request is already queued: drain it.
-			for drained := false; !drained; {
-				batch = batch[:0]
-				for len(batch) < k.maxBatch && !drained {
-					select {
-					case r, ok := <-k.ch:
-						if !ok {
-							drained = true
-						} else {
-							batch = append(batch, r)
-						}
-					default:
-						drained = true
-					}
-				}
-				k.flush(batch, drained)
-			}
+			// Everything added before the request is already queued: take
+			// that many and no more, so that a producer that never pauses
+			// cannot keep the flush from returning.
+			k.drain(batch, len(k.ch))
 			close(done)
 		case r, ok := <-k.ch:
 			if !ok {
@@ -238,6 +225,28 @@ func (k *ReadingSink) run() {
 			timer.Stop()
 			k.flush(batch, false)
 		}
+	}
+}
+
+// drain commits the next n queued readings (fewer if the queue closes) and
+// every pending rollup.
+func (k *ReadingSink) drain(batch []store.Reading, n int) {
+	for {
+		batch = batch[:0]
+		for len(batch) < k.maxBatch && n > 0 {
+			r, ok := <-k.ch
+			if !ok {
+				n = 0
+				break
+			}
+			batch = append(batch, r)
+			n--
+		}
+		if n == 0 {
+			k.flush(batch, true)
+			return
+		}
+		k.flush(batch, false)
 	}
 }
 
