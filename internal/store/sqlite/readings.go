@@ -266,7 +266,7 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 		}
 	}
 	var rolls map[rollKey]*agg
-	if final || time.Since(k.lastRoll) >= time.Second || len(k.rolls) > 20000 {
+	if final || time.Since(k.lastRoll) >= rollupEvery || len(k.rolls) > rollupMaxBuckets {
 		rolls, k.rolls, k.lastRoll = k.rolls, map[rollKey]*agg{}, time.Now()
 	}
 	if len(batch) == 0 && len(rolls) == 0 {
@@ -359,6 +359,20 @@ func nullable(v float64, present bool) any {
 	}
 	return v
 }
+
+// rollupEvery is how long the sink aggregates rollup buckets in memory
+// before it merges them into the rollup tables. A series reporting every
+// second updates its minute, hour and day buckets with every reading; merged
+// every second that is three upserts per series per second, every 10 s a
+// tenth of that, for rollups at most 10 s behind the raw readings (which are
+// committed at once; Flush and Close merge everything, and the repair job
+// recomputes buckets a crash left short).
+const rollupEvery = 10 * time.Second
+
+// rollupMaxBuckets merges early when this many buckets are pending: 20,000
+// series reporting each second fit a 10 s window (three buckets each), and
+// the map stays near 8 MiB.
+const rollupMaxBuckets = 65536
 
 // rollupChunk bounds the bucket upserts of one transaction (a few ms each):
 // a commit that must not wait (Writer.DoUrgent) then waits for at most one
