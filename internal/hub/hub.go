@@ -26,6 +26,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/api/logapi"
 	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
@@ -110,6 +111,7 @@ type Hub struct {
 	Events    *event.Bus
 	Sched     *schedule.Scheduler
 	API       *api.Server
+	Live      *live.Feed
 	Debug     *debugapi.Debug
 	Auth      *auth.Service
 	Audit     *audit.Log
@@ -309,6 +311,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 
 // buildAPI builds the HTTP API (not served yet).
 func (h *Hub) buildAPI(context.Context) error {
+	h.Live = live.New(h.cfg.WS, h.Events, h.Registry)
 	h.API = api.New(api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
@@ -320,7 +323,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		Devices:     h.Devices,
 		Audit:       h.Audit,
 		CORSOrigins: h.cfg.CORSOrigins,
-		Live:        live.New(h.cfg.WS, h.Events, h.Registry),
+		Live:        h.Live,
 	})
 	h.resourceRoutes(h.cfg)
 	h.httpSrv = &http.Server{
@@ -534,6 +537,8 @@ func (h *Hub) startScheduler(context.Context) error {
 		Actuators: h.Actuators,
 		Jobs:      h.Sched,
 		MQTTAddr:  func() string { return h.Broker.Addr() },
+		Settings:  h.settings,
+		Explorer:  h.Store.Explorer(),
 	})
 	h.Sched.Start(context.Background())
 	return nil
@@ -834,6 +839,8 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Registry: h.Registry,
 		DataDir:  cfg.DataDir,
 		Devices:  h.Devices,
+		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
+		Queues:   hubQueues{h},
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
 	deviceapi.Register(h.API, deviceapi.Deps{
@@ -846,4 +853,5 @@ func (h *Hub) resourceRoutes(cfg Config) {
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
+	logapi.Register(h.API, logapi.Deps{Logs: h.logs, Dir: h.logs.Dir})
 }
