@@ -32,6 +32,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	nodes := fs.Int("nodes", 2, "command: commanded nodes, one pump each")
 	interval := fs.Duration("interval", 10*time.Millisecond, "command: time between one node's commands")
 	background := fs.Float64("background", 20000, "command: readings/s of background ingest in the loaded phase")
+	shape := fs.String("background-shape", bench.ShapeFastClock,
+		"command: fast-clock (20 devices × 5 sensors, every reading a new minute bucket) or site "+
+			"(1,000 devices × 20 sensors, each series once a second)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -43,6 +46,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 			Duration:   *duration,
 			Interval:   *interval,
 			Background: *background,
+			Shape:      *shape,
 			Console:    stderr,
 		})
 		if err != nil {
@@ -145,6 +149,7 @@ func printCommand(stdout io.Writer, res bench.CommandResult) {
 	for _, p := range res.Phases {
 		fmt.Fprintf(stdout, " %20d", p.Commands)
 	}
+	fmt.Fprintf(stdout, "\n%-40s %41s", "background shape", res.Shape)
 	fmt.Fprintf(stdout, "\n%-40s", "background readings/s (hub / bare)")
 	for _, p := range res.Phases {
 		fmt.Fprintf(stdout, " %20s", fmt.Sprintf("%.0f / %.0f", p.BackgroundPS, p.BaselineBackgroundPS))

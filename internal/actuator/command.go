@@ -661,9 +661,9 @@ func (s *Service) publishRunning(ctx context.Context, c *command, root string) (
 	fx := &effects{}
 	s.mu.Lock()
 	defer func() {
-		u.endPublishLocked()
 		s.mu.Unlock()
 		s.run(ctx, fx, now)
+		s.endPublish(u)
 	}()
 	if err != nil {
 		if u.st.AutoOff != nil && u.st.AutoOff.CommandID == c.rec.ID {
@@ -753,13 +753,22 @@ func (s *Service) publishOff(ctx context.Context, c *command, root string) Resul
 		}
 		fx.state(u, now)
 	}
-	if publishing != nil {
-		publishing.endPublishLocked()
-	}
 	res := c.result(msg)
 	s.mu.Unlock()
 	s.run(ctx, fx, now)
+	if publishing != nil {
+		s.endPublish(publishing)
+	}
 	return res
+}
+
+// endPublish ends a publish once its effects ("sent" among them) are out:
+// an answer that waited for it (awaitPublishes) then comes after them, so
+// command_status events keep the lifecycle's order.
+func (s *Service) endPublish(u *unit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u.endPublishLocked()
 }
 
 // armRetryLocked tries the unit's hub OFF again after 10 s; s.mu is held.

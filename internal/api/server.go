@@ -7,7 +7,8 @@
 // live feed and the service information.
 //
 // The resources live in packages of their own under internal/api
-// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi) and in
+// (accountapi, deviceapi, sensorapi, auditapi, alertapi, healthapi, logapi,
+// and more) and in
 // internal/debugapi. Each declares the small interfaces it needs from the
 // domain and adds its routes with Register(s, deps), which the hub calls
 // after New; they build on Group, Decode, Query, the path readers and the
@@ -77,11 +78,17 @@ type deviceLookup interface {
 
 var _ deviceLookup = (*device.Service)(nil)
 
-// IngestStats is what the API reads from the ingest pipeline.
+// IngestStats is what the API reads from the ingest pipeline: a device's
+// counters, and the pipeline's totals, arrival rate and drops by reason
+// (docs/api.md §13).
 type IngestStats interface {
 	DeviceCounters(espID string) ingest.Counters
 	Totals() (received int64, last time.Time)
+	Rate() float64
+	Dropped() map[string]int64
 }
+
+var _ IngestStats = (*ingest.Dispatcher)(nil)
 
 // Route is one registered route with what the OpenAPI document needs.
 type Route struct {
@@ -399,6 +406,9 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	return false
 }
+
+// CORSOrigins are the allowed browser origins, defaults applied.
+func (s *Server) CORSOrigins() []string { return append([]string(nil), s.deps.CORSOrigins...) }
 
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.deps.CORSOrigins {

@@ -68,6 +68,9 @@ func tempHub(ctx context.Context, cfg hub.Config) (h *hub.Hub, stop func(), err 
 		cfg.LogLevel = slog.LevelWarn
 	}
 	cfg.NoProcessedEcho, cfg.DiscoveryPerMin = true, 100000
+	// The bench's fleets connect all at once; the door's connect rate
+	// (docs/decisions/0012) would spread 1,000 CONNECTs over 20 s.
+	cfg.MQTT.ConnectRate, cfg.MQTT.MaxClients = benchConnectRate, benchMaxClients
 	h, err = hub.Start(ctx, cfg)
 	if err != nil {
 		os.RemoveAll(dir)
@@ -75,6 +78,13 @@ func tempHub(ctx context.Context, cfg hub.Config) (h *hub.Hub, stop func(), err 
 	}
 	return h, func() { _ = h.Stop(context.Background()); os.RemoveAll(dir) }, nil
 }
+
+// benchConnectRate and benchMaxClients let a bench fleet of up to 10,000
+// connections connect at once, without the door's pacing.
+const (
+	benchConnectRate = 1e6
+	benchMaxClients  = 10000
+)
 
 // Provision registers approved devices with pi_enhanced pH sensors on
 // GPIO 32, 33, ... so readings are processed and stored.
@@ -128,19 +138,31 @@ type load struct {
 	seq     atomic.Int64
 	sent    atomic.Int64
 	tsBase  int64
+	// deviceClock: a reading's timestamp is tsBase plus the rounds its
+	// device has published over its sensors (one second per round, so each
+	// series reports once a second of device time); otherwise tsBase plus
+	// the load's sequence number (every reading a second of its own).
+	deviceClock bool
 	// inFlight reports a device's readings published but not yet handled.
 	inFlight func(id string, sent int64) int64
+	// connected counts the publishers connected in the current run.
+	connected atomic.Int64
 }
+
+// allConnected reports whether every publisher of the run is connected.
+func (l *load) allConnected() bool { return l.connected.Load() == int64(len(l.ids)) }
 
 func (l *load) run(ctx context.Context, rate float64, window int64) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(l.ids))
 	perConn := rate / float64(len(l.ids))
+	l.connected.Store(0)
 	for i, id := range l.ids {
 		w, err := sim.DialWire(l.addr, sim.WireOptions{ClientID: id})
 		if err != nil {
 			return err
 		}
+		l.connected.Add(1)
 		wg.Add(1)
 		go func(i int, id string, w *sim.Wire) {
 			defer wg.Done()
@@ -168,7 +190,11 @@ func (l *load) run(ctx context.Context, rate float64, window int64) error {
 				}
 				s := int(n % int64(l.sensors))
 				k := l.seq.Add(1)
-				buf = reading(buf, id, sensorPin(s), 1500+int(k%1000), l.tsBase+k)
+				ts := l.tsBase + k
+				if l.deviceClock {
+					ts = l.tsBase + n/int64(l.sensors)
+				}
+				buf = reading(buf, id, sensorPin(s), 1500+int(k%1000), ts)
 				if err := w.Publish(topics[s], buf, true); err != nil {
 					errs <- err
 					return
@@ -394,7 +420,11 @@ func Baseline(ctx context.Context, devices, sensors int, d time.Duration, window
 // countingBroker starts the bare embedded broker with an inline subscriber
 // that counts sensor readings.
 func countingBroker() (*broker.Embedded, *atomic.Int64, error) {
-	b, err := broker.NewEmbedded(broker.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	b, err := broker.NewEmbedded(broker.Config{
+		Addr:   "127.0.0.1:0",
+		Logger: slog.New(slog.DiscardHandler),
+		Limits: broker.Limits{ConnectRate: benchConnectRate, MaxClients: benchMaxClients},
+	})
 	if err != nil {
 		return nil, nil, err
 	}

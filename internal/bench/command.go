@@ -28,7 +28,36 @@ type CommandConfig struct {
 	Duration   time.Duration // per phase
 	Interval   time.Duration // from one command of a node to its next
 	Background float64       // readings/s of the loaded phase
-	Console    io.Writer
+	// Shape is the background's shape: ShapeFastClock (default) or ShapeSite.
+	Shape   string
+	Console io.Writer
+}
+
+// Background shapes of the loaded phase.
+const (
+	// ShapeSite is a site's fleet: 1,000 devices × 20 sensors, each series
+	// reporting once a second of device time (the firmware's timestamps
+	// have one-second resolution), so every reading updates its series'
+	// current minute, hour and day buckets.
+	ShapeSite = "site"
+	// ShapeFastClock is the ingest scenario's publishers: 20 devices × 5
+	// sensors whose device clock runs as fast as the readings (one second
+	// per reading), so every reading opens a new minute bucket: the worst
+	// case for rollups at a given rate.
+	ShapeFastClock = "fast-clock"
+)
+
+// background is a shape's fleet.
+type background struct {
+	devices, sensors int
+	deviceClock      bool // timestamps from each device's own count (ShapeSite)
+}
+
+func (c CommandConfig) background() background {
+	if c.Shape == ShapeSite {
+		return background{devices: 1000, sensors: 20, deviceClock: true}
+	}
+	return background{devices: 20, sensors: 5}
 }
 
 // CommandPhase is one phase's latencies, the hub's and the bare broker's.
@@ -55,15 +84,14 @@ type CommandResult struct {
 	Devices    int            `json:"devices"`
 	IntervalMS float64        `json:"interval_ms"`
 	Background float64        `json:"background_offered_per_s"`
+	Shape      string         `json:"background_shape"`
 	Phases     []CommandPhase `json:"phases"`
 }
 
-// Background load of the loaded phase: the ingest scenario's publishers.
+// bgWindow bounds each background device's readings in flight.
 const (
-	bgDevices = 20
-	bgSensors = 5
-	bgWindow  = 200
-	pumpGPIO  = 5
+	bgWindow = 200
+	pumpGPIO = 5
 )
 
 // Command measures REST command → the command on the device's topic and →
@@ -78,6 +106,7 @@ func Command(ctx context.Context, cfg CommandConfig) (CommandResult, error) {
 		Devices:    cfg.Devices,
 		IntervalMS: float64(cfg.Interval) / float64(time.Millisecond),
 		Background: cfg.Background,
+		Shape:      cfg.Shape,
 	}
 	phases, err := hubCommands(ctx, cfg)
 	if err != nil {
@@ -111,6 +140,9 @@ func (c CommandConfig) withDefaults() CommandConfig {
 	}
 	if c.Background <= 0 {
 		c.Background = 20000
+	}
+	if c.Shape != ShapeSite {
+		c.Shape = ShapeFastClock
 	}
 	return c
 }
@@ -263,7 +295,7 @@ func (c CommandConfig) rated(p Percentiles, n int) Percentiles {
 // returns both phases' samples and the background rate each achieved.
 func withBackground(
 	ctx context.Context, cfg CommandConfig, measure func(ctx context.Context, d time.Duration) ([]sample, error),
-	load func(ctx context.Context, rate float64) error, handled func() int64,
+	load func(ctx context.Context, rate float64) error, handled func() int64, connected func() bool,
 ) (phases [2][]sample, bgPS float64, err error) {
 	cfg.say("  idle, %s ...", cfg.Duration)
 	if phases[0], err = measure(ctx, cfg.Duration); err != nil {
@@ -274,6 +306,14 @@ func withBackground(
 	lctx, stopLoad := context.WithCancel(ctx)
 	loadDone := make(chan error, 1)
 	go func() { loadDone <- load(lctx, cfg.Background) }()
+	for !connected() { // the publishers dial one after another
+		select {
+		case lerr := <-loadDone:
+			stopLoad()
+			return phases, 0, fmt.Errorf("background load: %w", lerr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	time.Sleep(min(time.Second, cfg.Duration/2)) // the background reaches its pace
 	h0, t0 := handled(), time.Now()
 	phases[1], err = measure(ctx, cfg.Duration)
@@ -297,7 +337,8 @@ func hubCommands(ctx context.Context, cfg CommandConfig) ([]CommandPhase, error)
 	if err != nil {
 		return nil, err
 	}
-	bgIDs, err := Provision(ctx, h, bgDevices, bgSensors, "BGL_")
+	shape := cfg.background()
+	bgIDs, err := Provision(ctx, h, shape.devices, shape.sensors, "BGL_")
 	if err != nil {
 		return nil, err
 	}
@@ -361,11 +402,12 @@ func hubCommands(ctx context.Context, cfg CommandConfig) ([]CommandPhase, error)
 	measure := func(ctx context.Context, d time.Duration) ([]sample, error) {
 		return drive(ctx, d, cfg.Devices, cfg.Interval, issue)
 	}
-	bg := newHubLoad(h, bgIDs, bgSensors)
+	bg := newHubLoad(h, bgIDs, shape.sensors)
+	bg.deviceClock = shape.deviceClock
 	load := func(ctx context.Context, rate float64) error { return bg.phase(ctx, rate, bgWindow) }
 
 	cfg.say("command: %d node(s), a command every %s each; hub", cfg.Devices, cfg.Interval)
-	samples, bgPS, err := withBackground(ctx, cfg, measure, load, bg.handled)
+	samples, bgPS, err := withBackground(ctx, cfg, measure, load, bg.handled, bg.allConnected)
 	if err != nil {
 		return nil, err
 	}
@@ -587,11 +629,13 @@ func bareCommands(ctx context.Context, cfg CommandConfig, phases []CommandPhase)
 	measure := func(ctx context.Context, d time.Duration) ([]sample, error) {
 		return drive(ctx, d, cfg.Devices, cfg.Interval, issue)
 	}
-	bg := bareLoad(b.Addr(), bgDevices, bgSensors, count)
+	shape := cfg.background()
+	bg := bareLoad(b.Addr(), shape.devices, shape.sensors, count)
+	bg.deviceClock = shape.deviceClock
 	load := func(ctx context.Context, rate float64) error { return bg.run(ctx, rate, bgWindow) }
 
 	cfg.say("  bare broker")
-	samples, bgPS, err := withBackground(ctx, cfg, measure, load, count.Load)
+	samples, bgPS, err := withBackground(ctx, cfg, measure, load, count.Load, bg.allConnected)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,9 @@
 // Package debugapi serves the admin-only debug routes of docs/api.md §16 under
 // /api/v1/debug: mock devices, which the simulator of internal/sim runs
-// inside the hub over the real broker (docs/api.md §16.1), and the scheduler's
-// jobs (their statistics, and running one now). The hub registers
+// inside the hub over the real broker (docs/api.md §16.1), the scheduler's
+// jobs (their schedules and statistics, and running one now), the hub's
+// effective configuration with its secrets masked, and the read-only
+// explorer of both database files (docs/api.md §16.2). The hub registers
 // these routes on the HTTP server, so that the HTTP API itself never
 // imports the simulator.
 package debugapi
@@ -9,6 +11,7 @@ package debugapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/auth"
@@ -51,6 +54,8 @@ var _ sensors = (*sensor.Service)(nil)
 // jobs is the scheduler as the maintenance routes see it.
 type jobs interface {
 	Stats() []schedule.Stats
+	Schedules() []schedule.Schedule
+	Location() *time.Location
 	Trigger(name string) error
 }
 
@@ -66,6 +71,11 @@ type Deps struct {
 	MQTTAddr func() string
 	// MaxMocks is the number of mock devices that may run at once (docs/api.md §16.1; default 100).
 	MaxMocks int
+	// Settings is the hub's effective configuration, asked at each request
+	// (the broker's address is bound after the routes are registered).
+	Settings func() Settings
+	// Explorer reads the databases for the explorer of docs/api.md §16.2.
+	Explorer explorer
 }
 
 // Debug is the registered debug routes and the mock devices they run.
@@ -76,6 +86,8 @@ type Debug struct {
 	actuators actuators
 	jobs      jobs
 	mocks     *runner
+	settings  func() Settings
+	explorer  explorer
 }
 
 // Register adds the debug routes to srv.
@@ -90,9 +102,15 @@ func Register(srv server, d Deps) *Debug {
 		actuators: d.Actuators,
 		jobs:      d.Jobs,
 		mocks:     newRunner(d.MQTTAddr, d.MaxMocks),
+		settings:  d.Settings,
+		explorer:  d.Explorer,
 	}
 	dbg.mockRoutes()
 	dbg.maintenanceRoutes()
+	dbg.configRoutes()
+	if d.Explorer != nil {
+		dbg.explorerRoutes()
+	}
 	return dbg
 }
 

@@ -168,6 +168,10 @@ type fakeJobs []schedule.Stats
 
 func (j fakeJobs) Stats() []schedule.Stats { return j }
 
+func (j fakeJobs) Schedules() []schedule.Schedule { return nil }
+
+func (j fakeJobs) Location() *time.Location { return time.UTC }
+
 func (j fakeJobs) Trigger(name string) error {
 	for _, st := range j {
 		if st.Name == name {
@@ -330,7 +334,7 @@ func (f *fixture) create(t *testing.T, body map[string]any) reply {
 
 func TestEveryDebugRouteIsForAdmins(t *testing.T) {
 	f := newFixture(t, nil)
-	if len(f.srv.Routes) != 24 {
+	if len(f.srv.Routes) != 26 {
 		t.Fatalf("%d routes", len(f.srv.Routes))
 	}
 	for _, rt := range f.srv.Routes {

@@ -48,11 +48,55 @@ type triggerResponse struct {
 	Message   string `json:"message"`
 }
 
+// jobSchedule is one job of the maintenance config: how it is scheduled.
+type jobSchedule struct {
+	JobID string `json:"job_id"`
+	// Trigger is interval (EverySeconds) or cron (Cron, read in the timezone).
+	Trigger        string   `json:"trigger"`
+	EverySeconds   *float64 `json:"every_seconds"`
+	Cron           *string  `json:"cron"`
+	TimeoutSeconds float64  `json:"timeout_seconds"`
+}
+
+type maintenanceConfig struct {
+	Success  bool          `json:"success"`
+	Timezone string        `json:"timezone"`
+	Jobs     []jobSchedule `json:"jobs"`
+}
+
+func scheduleJSON(sc schedule.Schedule) jobSchedule {
+	out := jobSchedule{
+		JobID:          sc.Name,
+		Trigger:        "interval",
+		TimeoutSeconds: sc.Timeout.Seconds(),
+	}
+	if sc.Cron != "" {
+		out.Trigger, out.Cron = "cron", &sc.Cron
+	} else {
+		every := sc.Every.Seconds()
+		out.EverySeconds = &every
+	}
+	return out
+}
+
 func (d *Debug) maintenanceRoutes() {
 	const base = "/api/v1/debug/maintenance"
 	d.admin("GET", base+"/status", "The scheduler's jobs and their last and next runs", d.maintenanceStatus,
 		nil, maintenanceStatus{})
+	d.admin("GET", base+"/config", "The scheduler's jobs and how each is scheduled", d.maintenanceConfig,
+		nil, maintenanceConfig{})
 	d.admin("POST", base+"/trigger/{job_name}", "Run a scheduled job now", d.triggerJob, nil, triggerResponse{})
+}
+
+func (d *Debug) maintenanceConfig(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
+	out := maintenanceConfig{Success: true, Timezone: "UTC", Jobs: []jobSchedule{}}
+	if d.jobs != nil {
+		out.Timezone = d.jobs.Location().String()
+		for _, sc := range d.jobs.Schedules() {
+			out.Jobs = append(out.Jobs, scheduleJSON(sc))
+		}
+	}
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 func (d *Debug) maintenanceStatus(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {

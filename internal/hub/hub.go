@@ -22,15 +22,18 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api/actuatorapi"
 	"github.com/kaiserhub/kaiser/internal/api/alertapi"
 	"github.com/kaiserhub/kaiser/internal/api/auditapi"
+	"github.com/kaiserhub/kaiser/internal/api/backtestapi"
 	"github.com/kaiserhub/kaiser/internal/api/deviceapi"
 	"github.com/kaiserhub/kaiser/internal/api/emergencyapi"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/api/logapi"
 	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/api/sensorapi"
 	"github.com/kaiserhub/kaiser/internal/api/sequenceapi"
 	"github.com/kaiserhub/kaiser/internal/api/zoneapi"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
@@ -111,6 +114,7 @@ type Hub struct {
 	Events    *event.Bus
 	Sched     *schedule.Scheduler
 	API       *api.Server
+	Live      *live.Feed
 	Debug     *debugapi.Debug
 	Auth      *auth.Service
 	Audit     *audit.Log
@@ -312,6 +316,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 
 // buildAPI builds the HTTP API (not served yet).
 func (h *Hub) buildAPI(context.Context) error {
+	h.Live = live.New(h.cfg.WS, h.Events, h.Registry)
 	h.API = api.New(api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
@@ -323,7 +328,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		Devices:     h.Devices,
 		Audit:       h.Audit,
 		CORSOrigins: h.cfg.CORSOrigins,
-		Live:        live.New(h.cfg.WS, h.Events, h.Registry),
+		Live:        h.Live,
 	})
 	h.resourceRoutes(h.cfg)
 	h.httpSrv = &http.Server{
@@ -492,6 +497,12 @@ func (h *Hub) loadRules(ctx context.Context) error {
 	h.Sequences.Resume()
 	logicapi.Register(h.API, logicapi.Deps{Rules: h.Rules, Audit: h.Audit})
 	sequenceapi.Register(h.API, h.Sequences)
+	backtestapi.Register(h.API, backtest.New(backtest.Deps{
+		History:   h.Store,
+		Rules:     h.Rules,
+		Actuators: h.Actuators,
+		Sensors:   h.Sensors,
+	}, backtest.Options{Zone: h.cfg.Zone, TimerInterval: h.Rules.TimerInterval()}))
 	return nil
 }
 
@@ -548,6 +559,8 @@ func (h *Hub) startScheduler(context.Context) error {
 		Actuators: h.Actuators,
 		Jobs:      h.Sched,
 		MQTTAddr:  func() string { return h.Broker.Addr() },
+		Settings:  h.settings,
+		Explorer:  h.Store.Explorer(),
 	})
 	h.Sched.Start(context.Background())
 	return nil
@@ -853,6 +866,8 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Registry: h.Registry,
 		DataDir:  cfg.DataDir,
 		Devices:  h.Devices,
+		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
+		Queues:   hubQueues{h},
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
 	deviceapi.Register(h.API, deviceapi.Deps{
@@ -865,4 +880,5 @@ func (h *Hub) resourceRoutes(cfg Config) {
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})
+	logapi.Register(h.API, logapi.Deps{Logs: h.logs, Dir: h.logs.Dir})
 }

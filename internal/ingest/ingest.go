@@ -154,6 +154,8 @@ type Dispatcher struct {
 
 	totalReceived atomic.Int64
 	lastReceived  atomic.Int64
+	arrivals      *arrivals
+	drops         dropTotals
 }
 
 // New builds a dispatcher; register handlers, then Start.
@@ -163,6 +165,7 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
 		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	now := time.Now
 	return &Dispatcher{
 		cfg:      cfg,
 		log:      log,
@@ -177,7 +180,8 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
 		cancel:   cancel,
 		quit:     make(chan struct{}),
 		logLim:   newLogLimiter(time.Second),
-		now:      time.Now,
+		now:      now,
+		arrivals: newArrivals(now()),
 	}
 }
 
@@ -223,6 +227,7 @@ func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool
 	}
 	d.totalReceived.Add(1)
 	d.lastReceived.Store(now.UnixNano())
+	d.arrivals.add(now)
 	d.counters.received(t.EspID, replay)
 	if d.metrics != nil {
 		d.metrics.Received.WithLabelValues(string(t.Kind)).Inc()
@@ -486,6 +491,7 @@ func (d *Dispatcher) handled(m Message) {
 // count records a non-error outcome that is not "handled" (empty payloads).
 func (d *Dispatcher) count(m Message, reason string) {
 	d.counters.dropped(m.Topic.EspID, reason)
+	d.drops.add(reason)
 	if d.metrics != nil {
 		d.metrics.Dropped.WithLabelValues(string(m.Topic.Kind), reason).Inc()
 	}

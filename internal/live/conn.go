@@ -24,8 +24,9 @@ type controlError struct {
 	Message string `json:"message"`
 }
 
+// subscriptionAck carries the connection's whole filter set (docs/api.md §17.2).
 type subscriptionAck struct {
-	Filters filters `json:"filters"`
+	Filters []filters `json:"filters"`
 }
 
 // conn is one client connection with its queue and its writer, reader and
@@ -46,7 +47,7 @@ type conn struct {
 	closeReason string
 
 	mu       sync.Mutex
-	filter   filters
+	filters  filterSet
 	queue    []*outMsg
 	byKey    map[string]*outMsg
 	priority []*outMsg // emergency and control messages: not rate-limited
@@ -57,10 +58,11 @@ type conn struct {
 	once     sync.Once
 }
 
-// offer hands a message over without blocking (filters apply first).
+// offer hands a message over without blocking. Filters apply first, except
+// to emergency messages, which every connection receives (docs/api.md §17.3).
 func (c *conn) offer(m *outMsg, data event.Payload) {
 	c.mu.Lock()
-	if !c.filter.match(m.typ, data) {
+	if m.typ != event.TypeEmergency && !c.filters.match(m.typ, data) {
 		c.mu.Unlock()
 		return
 	}
@@ -293,33 +295,39 @@ func (c *conn) handle(msg clientMsg) {
 	}
 }
 
-// subscribe replaces the connection's filters (subscribe), clears them
-// (unsubscribe without filters) or removes the listed values (unsubscribe).
+// subscribe adds a filter to the connection's set (subscribe), clears the
+// set (unsubscribe without filters) or removes a filter or values from it
+// (unsubscribe with filters), then acknowledges with the whole set.
 func (c *conn) subscribe(msg clientMsg) {
 	var f filters
 	null := len(msg.Filters) == 0 || string(msg.Filters) == "null"
 	if !null {
-		if err := json.Unmarshal(msg.Filters, &f); err != nil || !f.withinLimits() {
+		if err := json.Unmarshal(msg.Filters, &f); err != nil {
 			c.control(typeError, controlError{
 				Code:    "INVALID_MESSAGE",
-				Message: "filters must be {types, esp_ids, sensor_types} within the limits",
+				Message: "filters must be {types, esp_ids, sensor_types}, each a list of strings",
 			})
 			return
 		}
 	}
 
 	c.mu.Lock()
+	var err error
 	switch {
 	case msg.Action == "subscribe":
-		c.filter = f
+		c.filters, err = c.filters.add(f)
 	case null:
-		c.filter = filters{}
+		c.filters = nil
 	default:
-		c.filter = c.filter.without(f)
+		c.filters = c.filters.remove(f)
 	}
-	cur := c.filter
+	cur := c.filters.view()
 	c.mu.Unlock()
 
+	if err != nil {
+		c.control(typeError, controlError{Code: "INVALID_MESSAGE", Message: err.Error()})
+		return
+	}
 	c.control(typeAck, subscriptionAck{Filters: cur})
 }
 

@@ -155,6 +155,9 @@ func (f *Feed) register(reg prometheus.Registerer) {
 	)
 }
 
+// Config is the configuration the feed runs with, defaults applied.
+func (f *Feed) Config() Config { return f.cfg }
+
 // Stats are the feed's figures for GET /health/detailed (docs/api.md §13).
 type Stats struct {
 	ActiveConnections     int

@@ -1,6 +1,8 @@
 package live
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +62,7 @@ func TestQueueCoalescesStateMessages(t *testing.T) {
 	}
 
 	// Filters apply before queueing: a filtered-out message costs nothing.
-	c.filter = filters{EspIDs: []string{"E2"}}
+	c.filters = filterSet{{EspIDs: []string{"E2"}}}
 	c.offer(msg(event.TypeSensorData, "k9", "x"), data)
 	if got := drain(c); len(got) != 0 {
 		t.Fatalf("filtered message queued: %v", got)
@@ -149,10 +151,59 @@ func TestFilterMatch(t *testing.T) {
 }
 
 func TestFiltersWithout(t *testing.T) {
-	f := filters{Types: []string{"sensor_data", "esp_health"}, EspIDs: []string{"E1", "E2"}}
-	got := f.without(filters{Types: []string{"esp_health"}, EspIDs: []string{"E1", "E2"}})
-	if strings.Join(got.Types, ",") != "sensor_data" || got.EspIDs != nil || got.SensorTypes != nil {
-		t.Fatalf("without: %+v", got)
+	f := filters{Types: []string{"sensor_data", "esp_health"}, EspIDs: []string{"E1", "E2"}, SensorTypes: []string{"ph"}}
+	got, ok := f.without(filters{Types: []string{"esp_health"}, EspIDs: []string{"E2"}})
+	if !ok || strings.Join(got.Types, ",") != "sensor_data" || strings.Join(got.EspIDs, ",") != "E1" ||
+		strings.Join(got.SensorTypes, ",") != "ph" {
+		t.Fatalf("without: %+v %v", got, ok)
+	}
+	// Emptying a dimension that restricted the filter would widen it to everything.
+	if _, ok := f.without(filters{EspIDs: []string{"E1", "E2"}}); ok {
+		t.Fatal("a filter whose esp_ids are all removed must be dropped")
+	}
+	unrestricted := filters{Types: []string{"sensor_data"}}
+	if got, ok := unrestricted.without(filters{EspIDs: []string{"E1"}}); !ok || len(got.Types) != 1 {
+		t.Fatalf("removing values of a dimension the filter does not restrict: %+v %v", got, ok)
+	}
+}
+
+func TestFilterSet(t *testing.T) {
+	ph := event.SensorData{EspID: "E1", SensorType: "ph"}
+	ec := event.SensorData{EspID: "E2", SensorType: "ec"}
+	var set filterSet
+	if !set.match(ph.EventType(), ph) {
+		t.Fatal("an empty set passes everything")
+	}
+	set, _ = set.add(filters{EspIDs: []string{"E1"}})
+	set, _ = set.add(filters{SensorTypes: []string{"ec"}})
+	set, _ = set.add(filters{EspIDs: []string{"E1"}}) // identical: not added twice
+	if len(set) != 2 || !set.match(ph.EventType(), ph) || !set.match(ec.EventType(), ec) {
+		t.Fatalf("set %+v must hold two filters and pass both readings", set)
+	}
+	if set.match(event.TypeSensorData, event.SensorData{EspID: "E3", SensorType: "ph"}) {
+		t.Fatal("a reading no filter passes was delivered")
+	}
+
+	for range maxFilters - len(set) {
+		var err error
+		if set, err = set.add(filters{Types: []string{fmt.Sprint(len(set))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := set.add(filters{Types: []string{"one too many"}}); !errors.Is(err, errSetFull) {
+		t.Fatalf("filter %d: %v", maxFilters+1, err)
+	}
+	if _, err := filterSet(nil).add(filters{Types: make([]string, 65)}); !errors.Is(err, errFilterLimits) {
+		t.Fatalf("65 types: %v", err)
+	}
+
+	two := filterSet{{EspIDs: []string{"E1", "E2"}}, {SensorTypes: []string{"ec"}}}
+	if got := two.remove(filters{SensorTypes: []string{"ec"}}); len(got) != 1 || len(got[0].EspIDs) != 2 {
+		t.Fatalf("removing the equal filter: %+v", got)
+	}
+	got := two.remove(filters{EspIDs: []string{"E2"}, SensorTypes: []string{"ec"}, Types: []string{"x"}})
+	if len(got) != 1 || strings.Join(got[0].EspIDs, ",") != "E1" {
+		t.Fatalf("removing values: %+v, want the E1 filter only (the ec filter lost its only type)", got)
 	}
 }
 

@@ -265,18 +265,25 @@ func TestNotificationOnlyToOwner(t *testing.T) {
 	other.wantSystemEvent("marker")
 }
 
+// wantAck reads the next message as a subscription_ack and returns its
+// filter set as JSON (keys sorted).
+func (c *client) wantAck() string {
+	c.t.Helper()
+	m := c.next()
+	if m.Type != "subscription_ack" {
+		c.t.Fatalf("got %+v, want subscription_ack", m)
+	}
+	b, _ := json.Marshal(m.Data["filters"])
+	return string(b)
+}
+
 func TestFiltersSelectWhatIsQueued(t *testing.T) {
 	h := start(t, Config{})
 	c := h.dial(1, "tab", "")
 
 	c.send(`{"action":"subscribe","filters":{"esp_ids":["E1"],"sensor_types":["PH"]}}`)
-	ack := c.next()
-	if ack.Type != "subscription_ack" {
-		t.Fatalf("got %+v, want subscription_ack", ack)
-	}
-	wantAck := `{"filters":{"esp_ids":["E1"],"sensor_types":["PH"],"types":null}}`
-	if got, _ := json.Marshal(ack.Data); string(got) != wantAck {
-		t.Fatalf("ack data %s, want %s", got, wantAck)
+	if got, want := c.wantAck(), `[{"esp_ids":["E1"],"sensor_types":["PH"],"types":[]}]`; got != want {
+		t.Fatalf("ack filters %s, want %s", got, want)
 	}
 
 	h.publish(reading("E2", 34, "ph", 1))
@@ -289,12 +296,114 @@ func TestFiltersSelectWhatIsQueued(t *testing.T) {
 	c.wantSystemEvent("no device, no sensor")
 
 	c.send(`{"action":"unsubscribe"}`)
-	if m := c.next(); m.Type != "subscription_ack" {
-		t.Fatalf("got %+v, want subscription_ack", m)
+	if got := c.wantAck(); got != "[]" {
+		t.Fatalf("ack after unsubscribe: %s", got)
 	}
 	h.publish(reading("E2", 34, "ph", 4))
 	if m := c.next(); m.Data["esp_id"] != "E2" {
 		t.Fatalf("after unsubscribe got %+v, want the E2 reading", m)
+	}
+}
+
+// A second subscribe adds a filter (the reference replaced the set and its
+// own dashboard, which subscribes twice, went silent: docs/api.md §17.2).
+func TestSecondSubscribeAddsAFilter(t *testing.T) {
+	h := start(t, Config{})
+	c := h.dial(1, "tab", "")
+
+	c.send(`{"action":"subscribe","filters":{"types":["sensor_data"],"esp_ids":["E1"]}}`)
+	c.wantAck()
+	c.send(`{"action":"subscribe","filters":{"types":["system_event"]}}`)
+	want := `[{"esp_ids":["E1"],"sensor_types":[],"types":["sensor_data"]},` +
+		`{"esp_ids":[],"sensor_types":[],"types":["system_event"]}]`
+	if got := c.wantAck(); got != want {
+		t.Fatalf("ack after the second subscribe: %s, want %s", got, want)
+	}
+	c.send(`{"action":"subscribe","filters":{"esp_ids":["E1"],"types":["sensor_data"]}}`)
+	if got := c.wantAck(); got != want {
+		t.Fatalf("an identical filter was added again: %s", got)
+	}
+
+	h.publish(reading("E2", 34, "ph", 1)) // passes neither filter
+	h.publish(reading("E1", 34, "ph", 2)) // the first
+	h.publish(systemEvent("second"))      // the second
+	if m := c.next(); m.Type != "sensor_data" || m.Data["esp_id"] != "E1" {
+		t.Fatalf("got %+v, want the E1 reading", m)
+	}
+	c.wantSystemEvent("second")
+}
+
+func TestUnsubscribeRemovesAFilterOrValues(t *testing.T) {
+	h := start(t, Config{})
+	c := h.dial(1, "tab", "")
+	c.send(`{"action":"subscribe","filters":{"esp_ids":["E1","E2"]}}`)
+	c.wantAck()
+	c.send(`{"action":"subscribe","filters":{"types":["system_event"]}}`)
+	c.wantAck()
+
+	// Equal to the second filter: that one goes, the first stays whole.
+	c.send(`{"action":"unsubscribe","filters":{"types":["system_event"]}}`)
+	if got, want := c.wantAck(), `[{"esp_ids":["E1","E2"],"sensor_types":[],"types":[]}]`; got != want {
+		t.Fatalf("after removing the equal filter: %s, want %s", got, want)
+	}
+	// Equal to none: the value is removed from every filter.
+	c.send(`{"action":"unsubscribe","filters":{"esp_ids":["E2"]}}`)
+	if got, want := c.wantAck(), `[{"esp_ids":["E1"],"sensor_types":[],"types":[]}]`; got != want {
+		t.Fatalf("after removing a value: %s, want %s", got, want)
+	}
+	h.publish(reading("E2", 34, "ph", 1))
+	h.publish(reading("E1", 34, "ph", 2))
+	if m := c.next(); m.Data["esp_id"] != "E1" {
+		t.Fatalf("got %+v, want only E1 readings", m)
+	}
+
+	// Its last esp_id removed, the filter is dropped rather than widened.
+	c.send(`{"action":"subscribe","filters":{"types":["esp_health"]}}`)
+	c.wantAck()
+	c.send(`{"action":"unsubscribe","filters":{"esp_ids":["E1"],"types":["nothing"]}}`)
+	if got, want := c.wantAck(), `[{"esp_ids":[],"sensor_types":[],"types":["esp_health"]}]`; got != want {
+		t.Fatalf("after emptying the esp_ids: %s, want %s", got, want)
+	}
+	h.publish(reading("E1", 34, "ph", 3))
+	h.publish(event.EspHealth{EspID: "E9", Status: "online"})
+	if m := c.next(); m.Type != "esp_health" {
+		t.Fatalf("got %+v, want the esp_health event: the emptied filter must not pass readings", m)
+	}
+}
+
+func TestFilterSetLimit(t *testing.T) {
+	h := start(t, Config{})
+	c := h.dial(1, "tab", "")
+	for i := range maxFilters {
+		c.send(fmt.Sprintf(`{"action":"subscribe","filters":{"esp_ids":["E%d"]}}`, i))
+		c.wantAck()
+	}
+	c.send(`{"action":"subscribe","filters":{"esp_ids":["one too many"]}}`)
+	if m := c.next(); m.Type != "error" || m.Data["code"] != "INVALID_MESSAGE" {
+		t.Fatalf("filter %d: got %+v, want INVALID_MESSAGE", maxFilters+1, m)
+	}
+	c.send(`{"action":"unsubscribe","filters":{"esp_ids":["E0"]}}`)
+	if got := c.wantAck(); strings.Count(got, "esp_ids") != maxFilters-1 {
+		t.Fatalf("after removing one: %s", got)
+	}
+}
+
+// Emergency messages reach every connection, whatever its filters say
+// (docs/api.md §17.3); other events still obey them.
+func TestEmergencyBypassesFilters(t *testing.T) {
+	h := start(t, Config{})
+	c := h.dial(1, "tab", "")
+	c.send(`{"action":"subscribe","filters":{"types":["sensor_data"],"esp_ids":["E1"]}}`)
+	c.wantAck()
+
+	h.publish(systemEvent("filtered out"))
+	h.publish(event.Emergency{Action: "stop", Scope: "global", Reason: "pump burst"})
+	h.publish(reading("E1", 34, "ph", 1))
+	if m := c.next(); m.Type != "emergency" || m.Data["reason"] != "pump burst" {
+		t.Fatalf("got %+v, want the emergency", m)
+	}
+	if m := c.next(); m.Type != "sensor_data" {
+		t.Fatalf("got %+v, want the reading (the system event is filtered out)", m)
 	}
 }
 

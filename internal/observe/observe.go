@@ -1,7 +1,8 @@
 // Package observe sets up the hub's logs and metrics registry: slog JSON
 // lines in <data-dir>/logs/kaiser.log with size-based rotation, readable
 // console output, secret redaction, and a Prometheus registry with the Go
-// runtime and process collectors.
+// runtime and process collectors. It also reads its log files back,
+// filtered and newest first, for the logs routes.
 package observe
 
 import (

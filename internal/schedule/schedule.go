@@ -200,6 +200,34 @@ func (s *Scheduler) Stats() []Stats {
 	return out
 }
 
+// Schedule is how a job is scheduled: at an interval or by a cron
+// expression, each run bounded by Timeout.
+type Schedule struct {
+	Name    string
+	Every   time.Duration
+	Cron    string
+	Timeout time.Duration
+}
+
+// Schedules returns every job's schedule, by name.
+func (s *Scheduler) Schedules() []Schedule {
+	s.mu.Lock()
+	out := make([]Schedule, 0, len(s.jobs))
+	for _, j := range s.jobs {
+		sc := Schedule{Name: j.Name, Cron: j.Cron, Timeout: j.Timeout}
+		if j.Cron == "" {
+			sc.Every = j.Every
+		}
+		out = append(out, sc)
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// Location is the time zone cron expressions are read in.
+func (s *Scheduler) Location() *time.Location { return s.loc }
+
 func (s *Scheduler) loop(ctx context.Context, j *job) {
 	defer s.wg.Done()
 	next := j.sched.Next(s.now().In(s.loc))

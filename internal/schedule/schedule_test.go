@@ -535,3 +535,34 @@ func TestStopBeforeStart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSchedulesListHowEachJobRuns(t *testing.T) {
+	berlin := time.FixedZone("CET", 3600)
+	s := New(quiet, berlin, nil)
+	for _, j := range []Job{
+		{Name: "purge", Cron: "10 3 * * *", Every: time.Hour, Run: nop},
+		{Name: "liveness", Every: 10 * time.Second, Run: nop},
+		{Name: "rollups", Every: time.Hour, Timeout: time.Minute, Run: nop},
+	} {
+		if err := s.Add(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []Schedule{
+		{Name: "liveness", Every: 10 * time.Second, Timeout: 10 * time.Second},
+		{Name: "purge", Cron: "10 3 * * *", Timeout: 5 * time.Minute}, // the cron wins over Every
+		{Name: "rollups", Every: time.Hour, Timeout: time.Minute},
+	}
+	got := s.Schedules()
+	if len(got) != len(want) {
+		t.Fatalf("schedules %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("schedule %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if s.Location() != berlin {
+		t.Fatalf("location %v", s.Location())
+	}
+}

@@ -224,6 +224,19 @@ type Bucket struct {
 	MinP, MaxP     *float64
 }
 
+// Sample is one value of a series in time order, for a replay: a raw
+// reading, or a 1-minute rollup's average of the processed values.
+type Sample struct {
+	// TS is the reading time (unix ms); for a minute average, the time of
+	// the minute's last usable reading.
+	TS int64
+	// Value is the processed value; nil for a reading without one.
+	Value   *float64
+	Quality string
+	// Bucket is a minute average's bucket start (unix ms); 0 for a raw reading.
+	Bucket int64
+}
+
 // Alert is one alert lifecycle (docs/domain.md §3.3); notifications are its per-user copies.
 type Alert struct {
 	ID             string

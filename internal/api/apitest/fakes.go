@@ -591,8 +591,15 @@ type Pool struct{}
 
 func (Pool) Stats() sql.DBStats { return sql.DBStats{MaxOpenConnections: 4, InUse: 1, Idle: 3} }
 
-// Ingest is the ingest pipeline: 7 messages of every device, 42 in all.
+// Ingest is the ingest pipeline: 7 messages of every device, 42 in all,
+// arriving at 12.5/s, 3 of them dropped.
 type Ingest struct{}
+
+func (Ingest) Rate() float64 { return 12.5 }
+
+func (Ingest) Dropped() map[string]int64 {
+	return map[string]int64{"oversize": 1, "not_approved": 2}
+}
 
 func (Ingest) DeviceCounters(string) ingest.Counters {
 	return ingest.Counters{Received: 7, Processed: 7, Dropped: map[string]int64{}}

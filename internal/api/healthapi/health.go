@@ -8,8 +8,11 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -20,11 +23,10 @@ import (
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// healthRoutes are the hub's own health: overall, the fleet's, and measured
-// in detail (docs/api.md §13).
 // pool reports the database read pool.
 type pool interface {
 	Stats() sql.DBStats
@@ -37,6 +39,11 @@ type fleet interface {
 
 var _ fleet = (*device.Service)(nil)
 
+// queues reports the depth of each of the hub's internal queues by name.
+type queues interface {
+	QueueDepths() map[string]int
+}
+
 // Deps are the parts of the hub whose health the routes measure.
 type Deps struct {
 	Version  string
@@ -46,6 +53,9 @@ type Deps struct {
 	Registry prometheus.Gatherer // for the publish counters
 	DataDir  string
 	Devices  fleet
+	// DBFiles are the database files whose sizes are reported (names only).
+	DBFiles []string
+	Queues  queues
 }
 
 type handlers struct {
@@ -208,6 +218,25 @@ type databaseHealth struct {
 	PoolSize     *int    `json:"pool_size"`
 	PoolInUse    *int    `json:"pool_in_use"`
 	PoolIdle     *int    `json:"pool_idle"`
+	// SizeBytes is every file's database and write-ahead log together.
+	SizeBytes int64          `json:"size_bytes"`
+	Files     []databaseFile `json:"files"`
+}
+
+// databaseFile is one database file and its write-ahead log, by name only
+// (no filesystem path leaves the hub).
+type databaseFile struct {
+	Name         string `json:"name"`
+	SizeBytes    *int64 `json:"size_bytes"`
+	WALSizeBytes *int64 `json:"wal_size_bytes"`
+}
+
+// ingestHealth is the pipeline's throughput, losses and backlog (docs/api.md §13).
+type ingestHealth struct {
+	MessagesPerSecond *float64         `json:"messages_per_second"`
+	RateWindowSeconds int              `json:"rate_window_seconds"`
+	Dropped           map[string]int64 `json:"dropped"`
+	QueueDepths       map[string]int   `json:"queue_depths"`
 }
 
 type brokerHealth struct {
@@ -248,6 +277,7 @@ type detailedHealth struct {
 	Timestamp       int64             `json:"timestamp"`
 	Database        databaseHealth    `json:"database"`
 	MQTT            brokerHealth      `json:"mqtt"`
+	Ingest          ingestHealth      `json:"ingest"`
 	WebSocket       map[string]any    `json:"websocket"`
 	System          systemHealth      `json:"system"`
 	Components      []componentHealth `json:"components"`
@@ -266,6 +296,7 @@ func (h *handlers) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth
 		Timestamp:       time.Now().Unix(),
 		Database:        h.databaseHealth(r.Context()),
 		MQTT:            h.brokerHealth(),
+		Ingest:          h.ingestHealth(),
 		WebSocket:       h.wsHealth(),
 		Warnings:        []string{},
 	}
@@ -298,7 +329,50 @@ func (h *handlers) databaseHealth(ctx context.Context) databaseHealth {
 		st := h.deps.DB.Stats()
 		db.PoolSize, db.PoolInUse, db.PoolIdle = &st.MaxOpenConnections, &st.InUse, &st.Idle
 	}
+	db.Files = []databaseFile{}
+	for _, path := range h.deps.DBFiles {
+		f := databaseFile{Name: filepath.Base(path), SizeBytes: fileSize(path), WALSizeBytes: fileSize(path + "-wal")}
+		for _, n := range []*int64{f.SizeBytes, f.WALSizeBytes} {
+			if n != nil {
+				db.SizeBytes += *n
+			}
+		}
+		db.Files = append(db.Files, f)
+	}
 	return db
+}
+
+// fileSize is the size of the file at path, nil when it cannot be read (a
+// write-ahead log that does not exist right now is 0 bytes).
+func fileSize(path string) *int64 {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(path, "-wal"):
+		var zero int64
+		return &zero
+	case err != nil:
+		return nil
+	}
+	n := st.Size()
+	return &n
+}
+
+// ingestHealth reads the pipeline's live counters; without a pipeline the
+// rate cannot be measured (null) and nothing was dropped.
+func (h *handlers) ingestHealth() ingestHealth {
+	out := ingestHealth{
+		RateWindowSeconds: int(ingest.RateWindow / time.Second),
+		Dropped:           map[string]int64{},
+		QueueDepths:       map[string]int{},
+	}
+	if in := h.srv.Ingest(); in != nil {
+		rate := in.Rate()
+		out.MessagesPerSecond, out.Dropped = &rate, in.Dropped()
+	}
+	if h.deps.Queues != nil {
+		out.QueueDepths = h.deps.Queues.QueueDepths()
+	}
+	return out
 }
 
 func (h *handlers) brokerHealth() brokerHealth {

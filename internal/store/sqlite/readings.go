@@ -266,7 +266,7 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 		}
 	}
 	var rolls map[rollKey]*agg
-	if final || time.Since(k.lastRoll) >= time.Second || len(k.rolls) > 20000 {
+	if final || time.Since(k.lastRoll) >= rollupEvery || len(k.rolls) > rollupMaxBuckets {
 		rolls, k.rolls, k.lastRoll = k.rolls, map[rollKey]*agg{}, time.Now()
 	}
 	if len(batch) == 0 && len(rolls) == 0 {
@@ -359,6 +359,20 @@ func nullable(v float64, present bool) any {
 	}
 	return v
 }
+
+// rollupEvery is how long the sink aggregates rollup buckets in memory
+// before it merges them into the rollup tables. A series reporting every
+// second updates its minute, hour and day buckets with every reading; merged
+// every second that is three upserts per series per second, every 10 s a
+// tenth of that, for rollups at most 10 s behind the raw readings (which are
+// committed at once; Flush and Close merge everything, and the repair job
+// recomputes buckets a crash left short).
+const rollupEvery = 10 * time.Second
+
+// rollupMaxBuckets merges early when this many buckets are pending: 20,000
+// series reporting each second fit a 10 s window (three buckets each), and
+// the map stays near 8 MiB.
+const rollupMaxBuckets = 65536
 
 // rollupChunk bounds the bucket upserts of one transaction (a few ms each):
 // a commit that must not wait (Writer.DoUrgent) then waits for at most one
@@ -744,4 +758,60 @@ func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before i
 		return err
 	})
 	return n, err
+}
+
+// RawSamples returns up to limit raw readings of a series with from ≤ ts <
+// to, oldest first: one page of a replay, read along the primary key.
+func (s *Store) RawSamples(ctx context.Context, series, from, to int64, limit int) ([]store.Sample, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT ts, processed, quality
+		FROM readings
+		WHERE series_id = ? AND ts >= ? AND ts < ?
+		ORDER BY ts
+		LIMIT ?`,
+		series, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query raw samples: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Sample
+	for rows.Next() {
+		var x store.Sample
+		var p sql.NullFloat64
+		if err := rows.Scan(&x.TS, &p, &x.Quality); err != nil {
+			return nil, err
+		}
+		x.Value = fptr(p)
+		out = append(out, x)
+	}
+	return out, rows.Err()
+}
+
+// MinuteSamples returns up to limit 1-minute rollups of a series with
+// from ≤ bucket < to, oldest first, as averages of their processed values
+// timed at the minute's last usable reading; minutes without a processed
+// value are left out.
+func (s *Store) MinuteSamples(ctx context.Context, series, from, to int64, limit int) ([]store.Sample, error) {
+	rows, err := s.read.QueryContext(ctx, `
+		SELECT bucket, last_ts, sum_p / n_p
+		FROM rollup_1m
+		WHERE series_id = ? AND bucket >= ? AND bucket < ? AND n_p > 0
+		ORDER BY bucket
+		LIMIT ?`,
+		series, from, to, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query minute samples: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Sample
+	for rows.Next() {
+		var x store.Sample
+		var avg float64
+		if err := rows.Scan(&x.Bucket, &x.TS, &avg); err != nil {
+			return nil, err
+		}
+		x.Value, x.Quality = &avg, "aggregated"
+		out = append(out, x)
+	}
+	return out, rows.Err()
 }

@@ -261,6 +261,10 @@ func (s *Store) Flush(ctx context.Context) error {
 	return errors.Join(s.writer.Flush(ctx), s.control.writer.Flush(ctx))
 }
 
+// WriterDepths are the operations waiting for the main and the control
+// database's writers.
+func (s *Store) WriterDepths() (main, control int) { return s.writer.Depth(), s.control.writer.Depth() }
+
 // Path is the main database file.
 func (s *Store) Path() string { return s.path }
 

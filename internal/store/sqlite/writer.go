@@ -145,11 +145,14 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 		log:       opt.Logger,
 	}
 	if w.metrics != nil {
-		w.metrics.queueDepth = func() float64 { return float64(len(w.queue) + len(w.urgent)) }
+		w.metrics.queueDepth = func() float64 { return float64(w.Depth()) }
 	}
 	go w.run()
 	return w, nil
 }
+
+// Depth is the number of operations waiting for the writer, both lanes.
+func (w *Writer) Depth() int { return len(w.queue) + len(w.urgent) }
 
 // Submit queues op without waiting for its commit. When the queue is full it
 // waits for space until ctx ends (backpressure with a deadline).
