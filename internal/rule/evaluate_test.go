@@ -194,6 +194,17 @@ func TestTimeWindows(t *testing.T) {
 		{"local date", `"start_time":"00:00","end_time":"01:00","timezone":"Europe/Berlin","days_of_week":[3]`, day.Add(23*time.Hour + 30*time.Minute), nil, true},
 		// Summer time: 06:00 Berlin is 04:00 UTC in July.
 		{"daylight saving", `"start_time":"06:00","end_time":"06:30","timezone":"Europe/Berlin"`, time.Date(2026, 7, 1, 4, 10, 0, 0, time.UTC), nil, true},
+		// 29 March 2026, Berlin springs from 02:00 CET to 03:00 CEST: a
+		// 01:30–03:30 window is one wall-clock hour long that night.
+		{"spring forward before", `"start_time":"01:30","end_time":"03:30","timezone":"Europe/Berlin"`, time.Date(2026, 3, 29, 0, 45, 0, 0, time.UTC), nil, true},
+		{"spring forward after", `"start_time":"01:30","end_time":"03:30","timezone":"Europe/Berlin"`, time.Date(2026, 3, 29, 1, 15, 0, 0, time.UTC), nil, true},
+		{"spring forward past the end", `"start_time":"01:30","end_time":"03:30","timezone":"Europe/Berlin"`, time.Date(2026, 3, 29, 1, 45, 0, 0, time.UTC), nil, false},
+		// 25 October 2026, Berlin falls back from 03:00 CEST to 02:00 CET; a
+		// window across midnight that ends at 02:00 ends at the first 02:00.
+		{"fall back across midnight inside", `"start_time":"22:00","end_time":"02:00","timezone":"Europe/Berlin"`, time.Date(2026, 10, 24, 23, 30, 0, 0, time.UTC), nil, true},
+		{"fall back across midnight after the end", `"start_time":"22:00","end_time":"02:00","timezone":"Europe/Berlin"`, time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC), nil, false},
+		{"fall back repeated hour", `"start_time":"22:00","end_time":"02:00","timezone":"Europe/Berlin"`, time.Date(2026, 10, 25, 1, 30, 0, 0, time.UTC), nil, false},
+		{"fall back evening", `"start_time":"22:00","end_time":"02:00","timezone":"Europe/Berlin"`, time.Date(2026, 10, 25, 21, 5, 0, 0, time.UTC), nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
