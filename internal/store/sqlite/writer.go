@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // ErrClosed is returned by writes after the writer has stopped.
@@ -94,6 +96,9 @@ func NewWriterMetrics(reg prometheus.Registerer, db string) *WriterMetrics {
 type request struct {
 	op   Op
 	done chan error // nil for fire-and-forget
+	// tracked reports the outcome to the work that queued it
+	// (store.Commits on the caller's context); nil when untracked.
+	tracked func(error)
 }
 
 // Writer is the single goroutine that owns every SQLite write. Callers queue
@@ -152,9 +157,18 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 }
 
 // Submit queues op without waiting for its commit. When the queue is full it
-// waits for space until ctx ends (backpressure with a deadline).
+// waits for space until ctx ends (backpressure with a deadline). When ctx
+// carries store.Commits, the commit's outcome is reported there.
 func (w *Writer) Submit(ctx context.Context, op Op) error {
-	return w.enqueue(ctx, w.queue, request{op: op})
+	return w.enqueue(ctx, w.queue, request{op: op, tracked: track(ctx)})
+}
+
+// track registers a write with the work ctx belongs to, if any.
+func track(ctx context.Context) func(error) {
+	if c := store.CommitsFrom(ctx); c != nil {
+		return c.Track()
+	}
+	return nil
 }
 
 // Do queues op and waits for its transaction to commit.
@@ -173,7 +187,7 @@ func (w *Writer) DoUrgent(ctx context.Context, op Op) error {
 
 func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 	done := make(chan error, 1)
-	if err := w.enqueue(ctx, lane, request{op: op, done: done}); err != nil {
+	if err := w.enqueue(ctx, lane, request{op: op, done: done, tracked: track(ctx)}); err != nil {
 		return err
 	}
 	select {
@@ -191,6 +205,14 @@ func (w *Writer) Flush(ctx context.Context) error {
 }
 
 func (w *Writer) enqueue(ctx context.Context, lane chan request, r request) error {
+	err := w.send(ctx, lane, r)
+	if err != nil && r.tracked != nil {
+		r.tracked(err) // never queued: the work's write did not happen
+	}
+	return err
+}
+
+func (w *Writer) send(ctx context.Context, lane chan request, r request) error {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
@@ -379,6 +401,9 @@ func (w *Writer) finish(r request, err error) {
 		if r.done == nil {
 			w.log.Error("store write failed", "error", err)
 		}
+	}
+	if r.tracked != nil {
+		r.tracked(err)
 	}
 	if r.done != nil {
 		r.done <- err

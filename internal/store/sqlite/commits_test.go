@@ -1,0 +1,113 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/kaiserhub/kaiser/internal/store"
+)
+
+// Fire-and-forget writes queued with a context carrying store.Commits
+// report their commit there: Wait returns only once the rows are readable
+// through the read pool (which sees committed data only), and a failed
+// write fails the wait.
+func TestSubmittedWritesReportTheirCommit(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close(ctx)
+	w := s.Writer()
+
+	started, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = w.Do(ctx, func(context.Context, *Tx) error {
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	<-started
+
+	c := store.NewCommits()
+	wctx := store.WithCommits(ctx, c)
+	for i := range 3 {
+		if err := w.Submit(wctx, func(_ context.Context, tx *Tx) error {
+			return insertTransition(tx, "tracked", i)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Seal()
+	select {
+	case <-c.Done():
+		t.Fatal("the commits were reported while the writer was still held")
+	default:
+	}
+	close(release)
+	if err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.read.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM device_transitions WHERE cause = 'tracked'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("%d rows readable after the wait, want 3", n)
+	}
+
+	failed := store.NewCommits()
+	bad := errors.New("constraint")
+	if err := w.Submit(store.WithCommits(ctx, failed), func(context.Context, *Tx) error { return bad }); err != nil {
+		t.Fatal(err)
+	}
+	failed.Seal()
+	if err := failed.Wait(ctx); !errors.Is(err, bad) {
+		t.Fatalf("wait after a failed write: %v", err)
+	}
+}
+
+// A reading added with store.Commits reports the transaction that stores
+// it: success once the row is readable, the error when the insert fails.
+func TestSinkReportsReadingCommit(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close(ctx)
+	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_1", GPIO: 34, SensorType: "ph"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := s.NewReadingSink(16, nil)
+	defer sink.Close(ctx)
+	r := store.Reading{SeriesID: id, TS: 1000, Raw: 1, Unit: "pH", Quality: "good", Mode: "raw",
+		TimeSource: "device", Source: "mqtt"}
+
+	c := store.NewCommits()
+	if err := sink.Add(store.WithCommits(ctx, c), r); err != nil {
+		t.Fatal(err)
+	}
+	c.Seal()
+	if err := c.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CountReadings(ctx, id, 0); err != nil || n != 1 {
+		t.Fatalf("readings after the wait: %d, %v", n, err)
+	}
+
+	// A table the insert cannot write makes the transaction fail.
+	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := tx.Exec(`DROP TABLE readings`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	failed := store.NewCommits()
+	r.TS = 2000
+	if err := sink.Add(store.WithCommits(ctx, failed), r); err != nil {
+		t.Fatal(err)
+	}
+	failed.Seal()
+	if err := failed.Wait(ctx); err == nil {
+		t.Fatal("a reading whose insert failed reported success")
+	}
+}
