@@ -84,6 +84,7 @@ type Embedded struct {
 	// their PUBACK (docs/protocol.md M3).
 	settledMu   sync.RWMutex
 	settledSubs []*settledSub
+	settling    atomic.Int64
 
 	published  *prometheus.CounterVec
 	failures   *prometheus.CounterVec
@@ -178,6 +179,10 @@ func (e *Embedded) registerGauges(reg prometheus.Registerer) {
 			Help: "Topic and payload bytes of the retained messages held by the embedded broker."}, func() float64 {
 			_, n := e.retained.held()
 			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_settling",
+			Help: "QoS 1 PUBLISHes waiting to be committed or dropped before their PUBACK."}, func() float64 {
+			return float64(e.Settling())
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_messages_dropped",
 			Help: "Messages the embedded broker dropped for slow clients."}, func() float64 {

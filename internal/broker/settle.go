@@ -79,6 +79,8 @@ func (e *Embedded) settlePublish(cl *mqtt.Client, pk packets.Packet) error {
 	if len(subs) == 0 {
 		return nil
 	}
+	e.settling.Add(1)
+	defer e.settling.Add(-1)
 	ctx, cancel := context.WithTimeout(e.stopCtx, e.limits.AckDeadline)
 	defer cancel()
 	var settled []*settledSub
@@ -102,6 +104,10 @@ func (e *Embedded) settlePublish(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	return nil
 }
+
+// Settling is the number of QoS ≥1 PUBLISHes waiting for their
+// settlement, one at most per publishing client.
+func (e *Embedded) Settling() int { return int(e.settling.Load()) }
 
 // withholdAck ends a client's session without acknowledging its PUBLISH:
 // MQTT 3.1.1 has no negative PUBACK, and an unacknowledged message would

@@ -431,7 +431,9 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 }
 
 // startIngest starts the dispatcher with a handler for every inbound kind,
-// then the in-process subscription.
+// then the in-process subscription. A QoS 1 message is settled before its
+// PUBACK (docs/protocol.md M3): acknowledged once committed or dropped with
+// a counted reason.
 func (h *Hub) startIngest(context.Context) error {
 	var d *ingest.Dispatcher
 	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
@@ -465,7 +467,7 @@ func (h *Hub) startIngest(context.Context) error {
 
 	d.Start()
 	h.API.SetIngest(d)
-	return h.Broker.Subscribe(contract.HubSubscriptions, d.Submit)
+	return h.Broker.SubscribeSettled(contract.HubSubscriptions, d.Submit, d.SubmitSettled)
 }
 
 // startScheduler adds the periodic jobs (liveness first) and the debug
