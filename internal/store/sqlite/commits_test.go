@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/kaiserhub/kaiser/internal/store"
@@ -109,5 +111,65 @@ func TestSinkReportsReadingCommit(t *testing.T) {
 	failed.Seal()
 	if err := failed.Wait(ctx); err == nil {
 		t.Fatal("a reading whose insert failed reported success")
+	}
+}
+
+// capPages forbids the main database to grow (PRAGMA max_page_count on
+// the writer's connection) or, with capped false, lifts that again: SQLite
+// fails a write that needs a new page with SQLITE_FULL, as on a full disk.
+func capPages(t *testing.T, s *Store, capped bool) {
+	t.Helper()
+	if err := s.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+		limit := int64(1 << 30)
+		if capped {
+			if err := tx.QueryRow("PRAGMA page_count").Scan(&limit); err != nil {
+				return err
+			}
+		}
+		var n int64
+		return tx.QueryRow(fmt.Sprintf("PRAGMA max_page_count = %d", limit)).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A database that cannot grow is reported as unable to commit until a
+// transaction with writes commits again; a refused operation (a
+// constraint) or an empty flush says nothing either way.
+func TestCommitFaultFollowsTransactionsWithWrites(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close(ctx)
+	write := func(size int) error {
+		return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+			return insertTransition(tx, strings.Repeat("x", size), 0)
+		})
+	}
+	if err := write(10); err != nil || s.CommitFault() != nil {
+		t.Fatalf("healthy store: %v, fault %v", err, s.CommitFault())
+	}
+	if err := s.writer.Do(ctx, func(context.Context, *Tx) error { return errors.New("refused") }); err == nil {
+		t.Fatal("refused operation succeeded")
+	}
+	if s.CommitFault() != nil {
+		t.Fatalf("a refused operation counted as a storage fault: %v", s.CommitFault())
+	}
+
+	capPages(t, s, true)
+	if err := write(4 << 20); err == nil {
+		t.Fatal("4 MiB written to a database that cannot grow")
+	}
+	if s.CommitFault() == nil {
+		t.Fatal("a database that cannot grow is not reported")
+	}
+	if err := s.Flush(ctx); err != nil || s.CommitFault() == nil {
+		t.Fatalf("an empty flush cleared the fault (flush %v)", err)
+	}
+	capPages(t, s, false)
+	if err := write(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CommitFault(); err != nil {
+		t.Fatalf("fault after a commit: %v", err)
 	}
 }

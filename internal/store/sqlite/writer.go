@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +97,9 @@ func NewWriterMetrics(reg prometheus.Registerer, db string) *WriterMetrics {
 type request struct {
 	op   Op
 	done chan error // nil for fire-and-forget
+	// barrier marks a Flush: it writes nothing, so its commit says
+	// nothing about whether the database can commit.
+	barrier bool
 	// tracked reports the outcome to the work that queued it
 	// (store.Commits on the caller's context); nil when untracked.
 	tracked func(error)
@@ -120,6 +124,9 @@ type Writer struct {
 	batchWait time.Duration
 	metrics   *WriterMetrics
 	log       *slog.Logger
+	// fault is the storage error of the last transaction that carried
+	// writes, while it failed; nil once one commits again.
+	fault atomic.Pointer[error]
 }
 
 func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
@@ -201,7 +208,79 @@ func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 // Flush waits until every normal operation queued before it is committed
 // (urgent ones queued before it are taken first anyway).
 func (w *Writer) Flush(ctx context.Context) error {
-	return w.Do(ctx, func(context.Context, *Tx) error { return nil })
+	done := make(chan error, 1)
+	r := request{op: func(context.Context, *Tx) error { return nil }, done: done, barrier: true, tracked: track(ctx)}
+	if err := w.enqueue(ctx, w.queue, r); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
+}
+
+// Fault is the storage error of the last transaction that carried writes,
+// while the database cannot commit (disk full, I/O error, read-only or
+// corrupt file, lock not obtained); nil while it commits. Readiness
+// reports it (docs/api.md §13); it clears with the next transaction that
+// commits writes.
+func (w *Writer) Fault() error {
+	if p := w.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// note records what a transaction's outcome says about the database.
+func (w *Writer) note(batch []request, err error) {
+	switch {
+	case err == nil:
+		for _, r := range batch {
+			if !r.barrier {
+				if old := w.fault.Swap(nil); old != nil {
+					w.log.Info("store commits again", "after", (*old).Error())
+				}
+				return
+			}
+		}
+	case storageFault(err):
+		if old := w.fault.Swap(&err); old == nil {
+			w.log.Error("store cannot commit", "error", err)
+		}
+	}
+}
+
+// SQLite's primary result codes that mean the database file cannot take a
+// commit at all, whatever the operation (https://sqlite.org/rescode.html).
+const (
+	sqlitePerm     = 3
+	sqliteBusy     = 5
+	sqliteNoMem    = 7
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteCorrupt  = 11
+	sqliteFull     = 13
+	sqliteCantOpen = 14
+	sqliteProtocol = 15
+	sqliteNoLFS    = 22
+	sqliteNotADB   = 26
+)
+
+// storageFault reports whether err says the database cannot commit (as
+// opposed to one operation being refused, like a constraint).
+func storageFault(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	switch coded.Code() & 0xff {
+	case sqlitePerm, sqliteBusy, sqliteNoMem, sqliteReadOnly, sqliteIOErr, sqliteCorrupt,
+		sqliteFull, sqliteCantOpen, sqliteProtocol, sqliteNoLFS, sqliteNotADB:
+		return true
+	}
+	return false
 }
 
 func (w *Writer) enqueue(ctx context.Context, lane chan request, r request) error {
@@ -376,11 +455,14 @@ func (w *Writer) commit(batch []request) {
 	start := time.Now()
 	ctx := context.Background()
 	err := w.runTx(ctx, batch)
+	w.note(batch, err)
 	if err != nil {
 		// One bad operation must not sink the others: retry each alone.
 		w.log.Warn("group commit failed, retrying operations one by one", "ops", len(batch), "error", err)
 		for i := range batch {
-			w.finish(batch[i], w.runTx(ctx, batch[i:i+1]))
+			err := w.runTx(ctx, batch[i:i+1])
+			w.note(batch[i:i+1], err)
+			w.finish(batch[i], err)
 		}
 	} else {
 		for i := range batch {
