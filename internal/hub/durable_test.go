@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -235,4 +236,129 @@ func TestSIGKILLLosesNoAcknowledgedQoS1Reading(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged readings lost to SIGKILL", lost, total.Load())
 	}
 	t.Logf("SIGKILL after %d acknowledged readings: all stored", total.Load())
+}
+
+// fillStore makes the main database full: it may not grow beyond its
+// current pages (PRAGMA max_page_count on the writer's connection), and
+// filler rows take the free pages it has, so that SQLite fails a write
+// that needs a page with SQLITE_FULL, as on a full disk. The returned
+// function lifts the cap again.
+func fillStore(t *testing.T, h *Hub) (unfill func()) {
+	t.Helper()
+	ctx := context.Background()
+	w := h.Store.Writer()
+	maxPages := func(n string) func(context.Context, *sqlite.Tx) error {
+		return func(_ context.Context, tx *sqlite.Tx) error {
+			if n == "" {
+				if err := tx.QueryRow("PRAGMA page_count").Scan(&n); err != nil {
+					return err
+				}
+			}
+			var got int64
+			return tx.QueryRow("PRAGMA max_page_count = " + n).Scan(&got)
+		}
+	}
+	if err := w.Do(ctx, func(_ context.Context, tx *sqlite.Tx) error {
+		_, err := tx.Exec("CREATE TABLE IF NOT EXISTS test_filler (b BLOB)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Do(ctx, maxPages("")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		err := w.Do(ctx, func(_ context.Context, tx *sqlite.Tx) error {
+			_, err := tx.Exec("INSERT INTO test_filler VALUES (zeroblob(3000))")
+			return err
+		})
+		if err != nil {
+			break
+		}
+		if i > 100000 {
+			t.Fatal("the capped database never filled")
+		}
+	}
+	return func() {
+		if err := w.Do(ctx, maxPages("1073741823")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func readiness(t *testing.T, c apiClient) (int, map[string]any) {
+	t.Helper()
+	r := c.do("GET", "/api/v1/health/ready", "", nil)
+	checks, _ := r.body["checks"].(map[string]any)
+	return r.status, checks
+}
+
+// With the database full, nothing that is not stored is acknowledged: the
+// hub is not ready, a registration is not answered 201, and QoS 1 readings
+// stop being acknowledged at the first that cannot be stored (every one
+// acknowledged is stored). Once the database can grow again, the next
+// commit makes the hub ready.
+func TestFullStoreAcknowledgesNothingItDidNotStore(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	admin, _, _ := setupUsers(t, c)
+	const id = "ESP_A1B2C3"
+	registerDevice(t, c, admin, id)
+	dev := mustDial(t, h.MQTTAddr(), id)
+	base := time.Now().Unix() - 7200
+	if err := dev.publish(readingTopic(id), readingAt(id, 0, base), false); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := readiness(t, c); status != 200 {
+		t.Fatalf("ready before the disk filled: %d", status)
+	}
+
+	unfill := fillStore(t, h)
+	big := map[string]any{"note": strings.Repeat("x", 12<<10)} // needs pages of its own
+	r := c.do("POST", "/api/v1/esp/devices", admin, map[string]any{"device_id": "ESP_D4E5F6", "capabilities": big})
+	if r.status < 500 {
+		t.Fatalf("registration with a full database answered %d %s", r.status, errCode(r))
+	}
+	if status, checks := readiness(t, c); status != 503 || checks["disk_space"] != false {
+		t.Fatalf("readiness with a full database: %d %v", status, checks)
+	}
+	var acked []int64
+	refused := false
+	for i := 1; i <= 2000 && !refused; i++ {
+		if err := dev.publish(readingTopic(id), readingAt(id, i, base+int64(i)), false); err != nil {
+			refused = true
+			break
+		}
+		acked = append(acked, base+int64(i))
+	}
+	if !refused {
+		t.Fatal("a full database acknowledged 2000 readings")
+	}
+	t.Logf("%d readings acknowledged before the first that could not be stored", len(acked))
+	if status, _ := readiness(t, c); status != 503 {
+		t.Fatalf("readiness after a reading could not be stored: %d", status)
+	}
+
+	unfill()
+	stored := storedTimes(t, h.Store, id)
+	for _, ts := range acked {
+		if !stored[ts] {
+			t.Fatalf("reading %d acknowledged but not stored (%d acknowledged)", ts, len(acked))
+		}
+	}
+	if r := c.do("POST", "/api/v1/esp/devices", admin, map[string]any{"device_id": "ESP_D4E5F6"}); r.status != 201 {
+		t.Fatalf("registration once the database can grow: %d %s", r.status, r.raw)
+	}
+	if status, checks := readiness(t, c); status != 200 {
+		t.Fatalf("readiness once a commit succeeded again: %d %v", status, checks)
+	}
+}
+
+// Free space below the reserve makes the hub not ready.
+func TestDiskBelowReserveIsNotReady(t *testing.T) {
+	h, c := apiHub(t, Config{DiskReserve: 1 << 62})
+	defer stopHub(t, h)
+	if status, checks := readiness(t, c); status != 503 || checks["disk_space"] != false || checks["database"] != true {
+		t.Fatalf("readiness below the disk reserve: %d %v", status, checks)
+	}
 }

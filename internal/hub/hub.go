@@ -72,6 +72,11 @@ type Config struct {
 	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
 	MQTT broker.Limits
 
+	// DiskReserve is the free space, in bytes, on the data directory's
+	// filesystem below which the hub is not ready (docs/api.md §13); 0
+	// takes api.DefaultDiskReserve, a negative value keeps none.
+	DiskReserve int64
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
 	LoginLimit      int
@@ -301,6 +306,8 @@ func (h *Hub) buildAPI(context.Context) error {
 		Registry:    h.Registry,
 		Logger:      h.Log.With("component", "api"),
 		DataDir:     h.cfg.DataDir,
+		Commits:     h.Store,
+		DiskReserve: h.cfg.DiskReserve,
 		Auth:        h.Auth,
 		Devices:     h.Devices,
 		Audit:       h.Audit,

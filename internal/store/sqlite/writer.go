@@ -233,21 +233,23 @@ func (w *Writer) Fault() error {
 	return nil
 }
 
-// note records what a transaction's outcome says about the database.
-func (w *Writer) note(batch []request, err error) {
-	switch {
-	case err == nil:
-		for _, r := range batch {
-			if !r.barrier {
-				if old := w.fault.Swap(nil); old != nil {
-					w.log.Info("store commits again", "after", (*old).Error())
-				}
-				return
-			}
+// note records what one commit round says about the database: a storage
+// error in any of its transactions sets the fault, even when other
+// operations of the round fitted (a full disk still takes a small row); a
+// round whose writes all committed clears it.
+func (w *Writer) note(batch []request, fault error) {
+	if fault != nil {
+		if old := w.fault.Swap(&fault); old == nil {
+			w.log.Error("store cannot commit", "error", fault)
 		}
-	case storageFault(err):
-		if old := w.fault.Swap(&err); old == nil {
-			w.log.Error("store cannot commit", "error", err)
+		return
+	}
+	for _, r := range batch {
+		if !r.barrier {
+			if old := w.fault.Swap(nil); old != nil {
+				w.log.Info("store commits again", "after", (*old).Error())
+			}
+			return
 		}
 	}
 }
@@ -455,16 +457,27 @@ func (w *Writer) commit(batch []request) {
 	start := time.Now()
 	ctx := context.Background()
 	err := w.runTx(ctx, batch)
-	w.note(batch, err)
 	if err != nil {
 		// One bad operation must not sink the others: retry each alone.
 		w.log.Warn("group commit failed, retrying operations one by one", "ops", len(batch), "error", err)
+		var fault error
+		var wrote []request
+		errs := make([]error, len(batch))
 		for i := range batch {
-			err := w.runTx(ctx, batch[i:i+1])
-			w.note(batch[i:i+1], err)
-			w.finish(batch[i], err)
+			errs[i] = w.runTx(ctx, batch[i:i+1])
+			if errs[i] == nil {
+				wrote = append(wrote, batch[i])
+			} else if storageFault(errs[i]) {
+				fault = errs[i]
+			}
+		}
+		// The fault is known before anyone waiting hears the outcome.
+		w.note(wrote, fault)
+		for i := range batch {
+			w.finish(batch[i], errs[i])
 		}
 	} else {
+		w.note(batch, nil)
 		for i := range batch {
 			w.finish(batch[i], nil)
 		}
