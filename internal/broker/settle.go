@@ -47,7 +47,7 @@ func (e *Embedded) SubscribeSettled(filters []string, deliver Deliver, settle Se
 	e.settledSubs = append(e.settledSubs, sub)
 	e.settledMu.Unlock()
 	return e.subscribe(filters, func(pk packets.Packet, replay bool) {
-		if !replay && sub.marks.take(pk.Payload) {
+		if !replay && pk.FixedHeader.Qos > 0 && sub.marks.take(pk.Payload) {
 			return // settled before the PUBACK
 		}
 		deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, replay)
