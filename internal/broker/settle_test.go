@@ -208,11 +208,15 @@ func TestUnsettledPublishIsNotAcknowledged(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("connack %d", code)
 	}
-	rc.send(t, publishPacket(dataTopicOf("ESP_A1B2C3"), []byte("{}"), 1, false))
+	rc.send(t, publishPacket(dataTopicOf("ESP_A1B2C3"), []byte("{}"), 1, true))
 	s.next(t).answer <- settleAnswer{err: errors.New("disk full")}
 	rc.awaitClosedWithout(t, 0x40)
 	if n := testutil.ToFloat64(e.refused.WithLabelValues(refusedAckWithheld)); n != 1 {
 		t.Fatalf("withheld acknowledgements counted %v, want 1", n)
+	}
+	_, stored := e.server.Topics.Retained.Get(dataTopicOf("ESP_A1B2C3"))
+	if n, _ := e.retained.held(); n != 0 || stored {
+		t.Fatalf("a refused retained PUBLISH was booked (%d) or stored (%v)", n, stored)
 	}
 
 	dev := dialPaho(t, e.Addr(), "ESP_D4E5F6")
