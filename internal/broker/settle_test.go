@@ -86,6 +86,35 @@ func otherSubscriber(t *testing.T, addr string) <-chan string {
 	return got
 }
 
+// dialPahoSession connects an MQTT 5 client and returns a context that
+// ends with its connection: paho itself keeps waiting for the PUBACK of a
+// message sent before the connection was cut, until its deadline.
+func dialPahoSession(t *testing.T, addr, id string) (*paho.Client, context.Context) {
+	t.Helper()
+	session, end := context.WithCancel(context.Background())
+	t.Cleanup(end)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{
+		Conn:               conn,
+		OnServerDisconnect: func(*paho.Disconnect) { end() },
+		OnClientError:      func(error) { end() },
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 60, CleanStart: true}); err != nil {
+		conn.Close()
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	t.Cleanup(func() {
+		_ = c.Disconnect(&paho.Disconnect{})
+		conn.Close()
+	})
+	return c, session
+}
+
 func dialPahoWith(t *testing.T, addr, id string, onPublish func(paho.PublishReceived) (bool, error)) *paho.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
@@ -219,9 +248,14 @@ func TestUnsettledPublishIsNotAcknowledged(t *testing.T) {
 		t.Fatalf("a refused retained PUBLISH was booked (%d) or stored (%v)", n, stored)
 	}
 
-	dev := dialPaho(t, e.Addr(), "ESP_D4E5F6")
+	dev, session := dialPahoSession(t, e.Addr(), "ESP_D4E5F6")
 	acked := make(chan error, 1)
-	go func() { acked <- publishQoS1(dev, dataTopicOf("ESP_D4E5F6"), []byte("{}"), false) }()
+	go func() {
+		ctx, cancel := context.WithTimeout(session, waitLimit)
+		defer cancel()
+		_, err := dev.Publish(ctx, &paho.Publish{Topic: dataTopicOf("ESP_D4E5F6"), QoS: 1, Payload: []byte("{}")})
+		acked <- err
+	}()
 	waiting := s.next(t)
 	stopped := make(chan error, 1)
 	go func() {
