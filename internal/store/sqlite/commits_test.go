@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kaiserhub/kaiser/internal/store"
 )
@@ -171,5 +172,29 @@ func TestCommitFaultFollowsTransactionsWithWrites(t *testing.T) {
 	}
 	if err := s.CommitFault(); err != nil {
 		t.Fatalf("fault after a commit: %v", err)
+	}
+}
+
+// A commit someone waits for (DoPrompt) does not wait for its batch to
+// fill: with an hour of BatchWait it still commits, taking along what is
+// queued with it.
+func TestPromptCommitDoesNotWaitToFill(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir(), Options{BatchWait: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.writer.DoPrompt(ctx, func(_ context.Context, tx *Tx) error { return insertTransition(tx, "prompt", 0) })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a prompt commit waited for its batch to fill")
 	}
 }

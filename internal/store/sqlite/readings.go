@@ -328,7 +328,11 @@ func (k *ReadingSink) flush(batch []queuedReading, final bool) {
 	if len(chunks) > 0 {
 		first, chunks = chunks[0], chunks[1:]
 	}
-	err := k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+	commit := k.store.writer.Do
+	if waitedFor(batch) {
+		commit = k.store.writer.DoPrompt // a publisher waits for its PUBACK
+	}
+	err := commit(context.Background(), func(_ context.Context, tx *Tx) error {
 		if err := insertReadings(tx, rows); err != nil {
 			return err
 		}
@@ -344,6 +348,16 @@ func (k *ReadingSink) flush(batch []queuedReading, final bool) {
 	// repairable from them (RepairRollups), so no one waits for those.
 	k.report(batch, nil)
 	k.storeRollups(chunks)
+}
+
+// waitedFor reports whether someone waits for a reading of batch.
+func waitedFor(batch []queuedReading) bool {
+	for _, q := range batch {
+		if q.tracked != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // report tells the waiting work the outcome of its readings' transaction.

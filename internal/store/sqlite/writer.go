@@ -100,6 +100,9 @@ type request struct {
 	// barrier marks a Flush: it writes nothing, so its commit says
 	// nothing about whether the database can commit.
 	barrier bool
+	// prompt: someone outside waits for this commit (DoPrompt), so the
+	// batch holding it does not wait to fill.
+	prompt bool
 	// tracked reports the outcome to the work that queued it
 	// (store.Commits on the caller's context); nil when untracked.
 	tracked func(error)
@@ -181,6 +184,23 @@ func track(ctx context.Context) func(error) {
 // Do queues op and waits for its transaction to commit.
 func (w *Writer) Do(ctx context.Context, op Op) error {
 	return w.do(ctx, w.queue, op)
+}
+
+// DoPrompt is Do for a commit that a client waits on (a QoS 1 PUBACK,
+// docs/decisions/0015-durable-ack.md): the batch holding it commits with
+// what is already queued instead of waiting BatchWait for more. Unlike
+// DoUrgent it keeps its place in the normal lane.
+func (w *Writer) DoPrompt(ctx context.Context, op Op) error {
+	done := make(chan error, 1)
+	if err := w.enqueue(ctx, w.queue, request{op: op, done: done, prompt: true, tracked: track(ctx)}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
 }
 
 // DoUrgent is Do for a commit that something time-critical waits on: op is
@@ -433,12 +453,14 @@ func (w *Writer) fill(l *lanes, batch []request, urgentOnly bool) []request {
 			timer.Stop()
 		}
 	}()
+	prompt := batch[0].prompt
 	for len(batch) < w.batchRows {
 		if r, ok := l.poll(urgentOnly); ok {
 			batch = append(batch, r)
+			prompt = prompt || r.prompt
 			continue
 		}
-		if !l.open() {
+		if !l.open() || prompt {
 			return batch
 		}
 		if timer == nil {
@@ -449,6 +471,7 @@ func (w *Writer) fill(l *lanes, batch []request, urgentOnly bool) []request {
 			return batch
 		}
 		batch = append(batch, r)
+		prompt = r.prompt
 	}
 	return batch
 }
