@@ -100,8 +100,9 @@ type request struct {
 	// barrier marks a Flush: it writes nothing, so its commit says
 	// nothing about whether the database can commit.
 	barrier bool
-	// prompt: someone outside waits for this commit (DoPrompt), so the
-	// batch holding it does not wait to fill.
+	// prompt: someone outside waits for this commit (DoPrompt, or a
+	// write tracked by store.Commits), so the batch holding it does not
+	// wait to fill.
 	prompt bool
 	// tracked reports the outcome to the work that queued it
 	// (store.Commits on the caller's context); nil when untracked.
@@ -170,7 +171,8 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 // waits for space until ctx ends (backpressure with a deadline). When ctx
 // carries store.Commits, the commit's outcome is reported there.
 func (w *Writer) Submit(ctx context.Context, op Op) error {
-	return w.enqueue(ctx, w.queue, request{op: op, tracked: track(ctx)})
+	t := track(ctx)
+	return w.enqueue(ctx, w.queue, request{op: op, tracked: t, prompt: t != nil})
 }
 
 // track registers a write with the work ctx belongs to, if any.
@@ -214,7 +216,8 @@ func (w *Writer) DoUrgent(ctx context.Context, op Op) error {
 
 func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 	done := make(chan error, 1)
-	if err := w.enqueue(ctx, lane, request{op: op, done: done, tracked: track(ctx)}); err != nil {
+	t := track(ctx)
+	if err := w.enqueue(ctx, lane, request{op: op, done: done, tracked: t, prompt: t != nil}); err != nil {
 		return err
 	}
 	select {
