@@ -729,11 +729,8 @@ func waitCommitted(ctx context.Context, queue func(ctx context.Context) error) e
 }
 
 func (s *Service) queueChange(ctx context.Context, rec store.Device, tr store.Transition) error {
-	if err := s.store.SaveDevice(ctx, rec); err != nil {
-		return fmt.Errorf("save device %s: %w", rec.DeviceID, err)
-	}
-	if err := s.store.AppendTransition(ctx, tr); err != nil {
-		return fmt.Errorf("store transition %s: %w", rec.DeviceID, err)
+	if err := s.store.SaveDeviceChange(ctx, rec, tr); err != nil {
+		return fmt.Errorf("save device %s and its transition: %w", rec.DeviceID, err)
 	}
 	return nil
 }

@@ -107,6 +107,13 @@ func (f *fakeStore) AppendTransition(ctx context.Context, t store.Transition) er
 	return nil
 }
 
+func (f *fakeStore) SaveDeviceChange(ctx context.Context, d store.Device, t store.Transition) error {
+	if err := f.SaveDevice(ctx, d); err != nil {
+		return err
+	}
+	return f.AppendTransition(ctx, t)
+}
+
 func (f *fakeStore) AppendHeartbeat(_ context.Context, h store.Heartbeat) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
