@@ -113,7 +113,14 @@ func (e *Embedded) Settling() int { return int(e.settling.Load()) }
 // MQTT 3.1.1 has no negative PUBACK, and an unacknowledged message would
 // hold a slot of the client's in-flight window for good; the client learns
 // that the message was not taken and may send it again on a new session.
+// At shutdown every client is being disconnected anyway: a settlement cut
+// short there is neither a refusal nor worth a warning.
 func (e *Embedded) withholdAck(cl *mqtt.Client, pk packets.Packet, err error) {
+	if e.stopping.Load() {
+		e.log.Debug("mqtt publish not acknowledged: the hub is stopping", "client_id", cl.ID, "topic", pk.TopicName)
+		_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		return
+	}
 	e.refused.WithLabelValues(refusedAckWithheld).Inc()
 	e.log.Warn("mqtt publish not acknowledged: not settled; client disconnected",
 		"client_id", cl.ID,
