@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
@@ -184,6 +185,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "topic + payload bytes of the retained messages the broker stores",
 		},
 		{
+			name: "disk-reserve",
+			env:  "KAISER_DISK_RESERVE",
+			def:  strconv.Itoa(api.DefaultDiskReserve >> 20),
+			help: "MiB to keep free on the data directory's filesystem; below it the hub reports not ready",
+		},
+		{
 			name: "jwt-secret-file",
 			env:  "KAISER_JWT_SECRET_FILE",
 			def:  "",
@@ -280,6 +287,14 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	if cfg.MQTT, err = mqttLimits(v, src); err != nil {
 		return cfg, err
+	}
+	mib, err := strconv.ParseInt(v["disk-reserve"], 10, 64)
+	if err != nil || mib < 0 || mib > 1<<30 {
+		return cfg, fmt.Errorf("%s: %q must be a number of MiB, 0 or more", src["disk-reserve"], v["disk-reserve"])
+	}
+	cfg.DiskReserve = mib << 20
+	if mib == 0 {
+		cfg.DiskReserve = -1 // no reserve: 0 would take the default
 	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")

@@ -2,15 +2,27 @@ package api
 
 import "syscall"
 
-// diskOK reports whether the data directory's filesystem is below 95 % used.
-func diskOK(dir string) bool {
+// DefaultDiskReserve is the free space below which the hub is not ready
+// (docs/api.md §13): room for a checkpoint of a grown WAL (64 MiB), the
+// rotated logs (50 MiB) and a backup's temporary files.
+const DefaultDiskReserve = 256 << 20
+
+// diskFree reports the space an unprivileged writer still has on the data
+// directory's filesystem; ok is false when it cannot be measured.
+func diskFree(dir string) (free uint64, ok bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks == 0 {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true
+}
+
+// diskOK reports whether the data directory keeps at least reserve bytes
+// free; an unmeasurable filesystem counts as short of space.
+func diskOK(dir string, reserve int64) bool {
 	if dir == "" {
 		return true
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks == 0 {
-		return false
-	}
-	used := 1 - float64(st.Bavail)/float64(st.Blocks)
-	return used < 0.95
+	free, ok := diskFree(dir)
+	return ok && free >= uint64(max(reserve, 0))
 }

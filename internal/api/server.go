@@ -42,6 +42,11 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// CommitHealth reports why the store cannot commit, nil while it can.
+type CommitHealth interface {
+	CommitFault() error
+}
+
 // BrokerState reports the message bus connection.
 type BrokerState interface {
 	Connected() bool
@@ -56,6 +61,12 @@ type Deps struct {
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
 	DataDir  string
+	// Commits reports whether the store can commit; readiness is false
+	// while it cannot (nil: not checked).
+	Commits CommitHealth
+	// DiskReserve is the free space, in bytes, below which the hub is not
+	// ready; 0 takes DefaultDiskReserve, a negative value keeps none.
+	DiskReserve int64
 
 	// Auth checks the tokens of the guarded routes and of the live feed's
 	// handshake; without it there is no live feed.
@@ -509,10 +520,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		Database:        s.deps.Store != nil && s.deps.Store.Ping(ctx) == nil,
 		MQTT:            s.BrokerConnected(),
 		StartupComplete: s.ready.Load(),
-		DiskSpace:       diskOK(s.deps.DataDir),
+		DiskSpace:       s.canStore(),
 	}
 
-	ok := checks.Database && checks.MQTT && checks.StartupComplete
+	ok := checks.Database && checks.MQTT && checks.StartupComplete && checks.DiskSpace
 	body := readiness{Success: ok, Ready: ok, Checks: checks}
 	if ok {
 		WriteJSON(w, http.StatusOK, body)
@@ -526,6 +537,21 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		RequestID: RequestID(r),
 	}
 	WriteJSON(w, http.StatusServiceUnavailable, body)
+}
+
+// canStore is the readiness check disk_space: the data directory keeps its
+// reserve free and the store commits (docs/api.md §13). A hub that cannot
+// store what it receives withholds its QoS 1 acknowledgements and fails
+// its writes; it must not look ready meanwhile.
+func (s *Server) canStore() bool {
+	reserve := s.deps.DiskReserve
+	if reserve == 0 {
+		reserve = DefaultDiskReserve
+	}
+	if !diskOK(s.deps.DataDir, reserve) {
+		return false
+	}
+	return s.deps.Commits == nil || s.deps.Commits.CommitFault() == nil
 }
 
 // WSStats reports the live-feed counters.

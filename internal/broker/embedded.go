@@ -76,6 +76,15 @@ type Embedded struct {
 	wait           func(d time.Duration, stop <-chan struct{})
 	stop           chan struct{} // closed when shutdown begins: delayed CONNECTs end
 	stopOnce       sync.Once
+	// stopCtx ends with stop: waits for a QoS 1 message's settlement end.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+
+	// settledSubs are the subscriptions that settle QoS ≥1 messages before
+	// their PUBACK (docs/protocol.md M3).
+	settledMu   sync.RWMutex
+	settledSubs []*settledSub
+	settling    atomic.Int64
 
 	published  *prometheus.CounterVec
 	failures   *prometheus.CounterVec
@@ -105,6 +114,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 		wait:           waitUnlessStopped,
 		stop:           make(chan struct{}),
 	}
+	e.stopCtx, e.stopCancel = context.WithCancel(context.Background())
 	e.registerMetrics()
 	rate := newLineRate(func() time.Time { return e.now() })
 	rate.suppressed = e.suppressed.Inc
@@ -170,6 +180,10 @@ func (e *Embedded) registerGauges(reg prometheus.Registerer) {
 			_, n := e.retained.held()
 			return float64(n)
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_settling",
+			Help: "QoS 1 PUBLISHes waiting to be committed or dropped before their PUBACK."}, func() float64 {
+			return float64(e.Settling())
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kaiser_broker_messages_dropped",
 			Help: "Messages the embedded broker dropped for slow clients."}, func() float64 {
 			return float64(atomic.LoadInt64(&srv.Info.MessagesDropped))
@@ -183,13 +197,27 @@ func (e *Embedded) registerGauges(reg prometheus.Registerer) {
 		}))
 }
 
+// beginStop ends delayed CONNECTs and waits for settlements.
+func (e *Embedded) beginStop() {
+	close(e.stop)
+	e.stopCancel()
+}
+
 // Subscribe registers the in-process subscription for filters. Retained
-// messages handed over inside this call are marked as replays.
+// messages handed over inside this call are marked as replays. mochi calls
+// it after it has acknowledged a QoS 1 PUBLISH; SubscribeSettled is for a
+// subscriber that must answer before.
 func (e *Embedded) Subscribe(filters []string, deliver Deliver) error {
+	return e.subscribe(filters, func(pk packets.Packet, replay bool) {
+		deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, replay)
+	})
+}
+
+func (e *Embedded) subscribe(filters []string, deliver func(pk packets.Packet, replay bool)) error {
 	for _, f := range filters {
 		id := int(e.subID.Add(1))
 		err := e.server.Subscribe(f, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-			deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, e.isRetainedCopy(pk))
+			deliver(pk, e.isRetainedCopy(pk))
 		})
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", f, err)
@@ -330,7 +358,7 @@ func (e *Embedded) disconnectAll(string) {
 // handlers to ignore them.
 func (e *Embedded) StopAccepting(ctx context.Context) error {
 	e.stopping.Store(true)
-	e.stopOnce.Do(func() { close(e.stop) })
+	e.stopOnce.Do(e.beginStop)
 	if e.listener == nil {
 		return nil
 	}
@@ -364,7 +392,7 @@ func (e *Embedded) Close() error {
 	e.closed = true
 	e.closeMu.Unlock()
 	e.serving.Store(false)
-	e.stopOnce.Do(func() { close(e.stop) })
+	e.stopOnce.Do(e.beginStop)
 
 	e.disconnectAll("all")
 	// mochi's Close lists clients with GetByListener (see disconnectAll):

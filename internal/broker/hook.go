@@ -59,6 +59,11 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 // OnDisconnect forgets the client.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.e.sessions.remove(cl)
+	h.e.settledMu.RLock()
+	defer h.e.settledMu.RUnlock()
+	for _, s := range h.e.settledSubs {
+		s.marks.forget(cl)
+	}
 }
 
 // OnConnect applies the connect rate and the client limit before the
@@ -113,9 +118,19 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish stores a retained message only while the retained store has
-// room; beyond it the message is delivered live (docs/protocol.md M5).
+// OnPublish settles a network client's QoS ≥1 PUBLISH on a settled
+// subscription, before mochi writes the PUBACK (docs/protocol.md M3); an
+// empty payload is a retained clear with nothing to commit and is not
+// settled. A message that goes on is stored as retained only while the
+// retained store has room; beyond it the message is delivered live
+// (docs/protocol.md M5). A refused one books nothing there: mochi neither
+// stores nor delivers it.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Qos > 0 && !cl.Net.Inline && len(pk.Payload) > 0 {
+		if err := h.e.settlePublish(cl, pk); err != nil {
+			return pk, err
+		}
+	}
 	if pk.FixedHeader.Retain {
 		pk.FixedHeader.Retain = h.e.keepRetained(pk.TopicName, len(pk.Payload), cl.Net.Inline)
 	}

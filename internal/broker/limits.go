@@ -23,6 +23,7 @@ const (
 	DefaultRetainedMessages = 20000
 	DefaultRetainedBytes    = 16 << 20
 	DefaultInflight         = 64
+	DefaultAckDeadline      = 10 * time.Second
 
 	// connectTimeout bounds how long an accepted TCP connection may take
 	// to send its CONNECT; mochi itself waits forever.
@@ -56,6 +57,12 @@ type Limits struct {
 	// Inflight bounds the QoS 1/2 messages held per client: sent and not yet
 	// acknowledged, and received and not yet released.
 	Inflight int
+	// AckDeadline bounds how long a QoS 1 PUBLISH on a settled
+	// subscription waits to be settled (committed or dropped with a counted
+	// reason) before its PUBACK; past it the PUBACK is withheld and the
+	// client disconnected (docs/protocol.md M3). It covers a full device
+	// queue, the handler's deadline (5 s) and the commit.
+	AckDeadline time.Duration
 	// AllowPrefixes are topic prefixes outside `kaiser/` that clients may
 	// publish to; everything else outside the hub's tree is refused.
 	AllowPrefixes []string
@@ -83,6 +90,9 @@ func (l Limits) withDefaults() Limits {
 	if l.Inflight == 0 {
 		l.Inflight = DefaultInflight
 	}
+	if l.AckDeadline == 0 {
+		l.AckDeadline = DefaultAckDeadline
+	}
 	return l
 }
 
@@ -102,6 +112,8 @@ func (l Limits) Validate() error {
 		return errors.New("retained limits must not be negative")
 	case l.Inflight < 0 || l.Inflight > 65535:
 		return fmt.Errorf("inflight %d: must be 1..65535", l.Inflight)
+	case l.AckDeadline < 0:
+		return errors.New("acknowledgement deadline must not be negative")
 	}
 	for _, p := range l.AllowPrefixes {
 		if err := checkPrefix(p); err != nil {

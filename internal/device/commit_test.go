@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"testing"
 )
 
@@ -65,4 +66,24 @@ func committedStatus(f *fakeStore, id string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.committed[id].Status
+}
+
+// A registration whose commit fails is answered with the error and leaves
+// no device behind: asked again once the store commits, it succeeds.
+func TestFailedRegistrationCommitIsUndone(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.store.commitErr = errors.New("database or disk is full")
+	if _, err := h.svc.Register(context.Background(), Registration{DeviceID: "ESP_REG"}, "admin"); err == nil {
+		t.Fatal("a registration whose commit failed succeeded")
+	}
+	if _, err := h.svc.Get("ESP_REG"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("device after the failed registration: %v", err)
+	}
+	h.store.commitErr = nil
+	if _, err := h.svc.Register(context.Background(), Registration{DeviceID: "ESP_REG"}, "admin"); err != nil {
+		t.Fatalf("registration once the store commits: %v", err)
+	}
+	if got := committedStatus(h.store, "ESP_REG"); got != StatusApproved {
+		t.Fatalf("committed status %q", got)
+	}
 }

@@ -704,26 +704,33 @@ func (s *Service) persist(ctx context.Context, rec store.Device, tr store.Transi
 // persistCommitted is persist for an operator's change: it returns only
 // once the change is committed, because the answer to the operator says it
 // is stored, and a crash right after it must not undo an approval or a
-// deletion.
+// deletion. It waits for the outcome of its own writes: a flush that
+// commits after them says nothing about whether they failed.
 func (s *Service) persistCommitted(
 	ctx context.Context, rec store.Device, tr store.Transition, evs []event.Event,
 ) error {
-	if err := s.queueChange(ctx, rec, tr); err != nil {
-		return err
-	}
-	if err := s.store.Flush(ctx); err != nil {
+	if err := waitCommitted(ctx, func(ctx context.Context) error { return s.queueChange(ctx, rec, tr) }); err != nil {
 		return fmt.Errorf("commit device %s: %w", rec.DeviceID, err)
 	}
 	s.announce(rec, tr, evs)
 	return nil
 }
 
-func (s *Service) queueChange(ctx context.Context, rec store.Device, tr store.Transition) error {
-	if err := s.store.SaveDevice(ctx, rec); err != nil {
-		return fmt.Errorf("save device %s: %w", rec.DeviceID, err)
+// waitCommitted runs queue, which queues writes, and waits until they are
+// committed, returning the first failure.
+func waitCommitted(ctx context.Context, queue func(ctx context.Context) error) error {
+	c := store.NewCommits()
+	err := queue(store.WithCommits(ctx, c))
+	c.Seal()
+	if err != nil {
+		return err
 	}
-	if err := s.store.AppendTransition(ctx, tr); err != nil {
-		return fmt.Errorf("store transition %s: %w", rec.DeviceID, err)
+	return c.Wait(ctx)
+}
+
+func (s *Service) queueChange(ctx context.Context, rec store.Device, tr store.Transition) error {
+	if err := s.store.SaveDeviceChange(ctx, rec, tr); err != nil {
+		return fmt.Errorf("save device %s and its transition: %w", rec.DeviceID, err)
 	}
 	return nil
 }

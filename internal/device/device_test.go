@@ -770,8 +770,8 @@ func TestUpdate(t *testing.T) {
 	if _, ok := d.Metadata["heartbeat_count"]; ok {
 		t.Errorf("a nil metadata value did not delete the key")
 	}
-	if h.store.saved[testID].Name != name || h.store.flushes != 1 {
-		t.Errorf("update not saved and flushed: %+v, %d flushes", h.store.saved[testID], h.store.flushes)
+	if h.store.committed[testID].Name != name {
+		t.Errorf("update not committed: %+v", h.store.committed[testID])
 	}
 
 	if _, err := h.svc.Update(ctx, "ESP_NONE", Patch{Name: &name}); !errors.Is(err, ErrNotFound) {

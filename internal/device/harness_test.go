@@ -32,8 +32,11 @@ type fakeStore struct {
 	transitions []store.Transition
 	heartbeats  []store.Heartbeat
 	flushes     int
-	committed   map[string]store.Device // saved as of the last Flush
+	committed   map[string]store.Device // saved as of the last Flush, or by a tracked save
 	saveErr     error
+	// commitErr fails the commit of a save whose caller waits for it
+	// (store.Commits on its context), as a full disk does.
+	commitErr error
 
 	// beforeSave, when set, runs before each SaveDevice outside the lock:
 	// a test holds a save there to deliver saves out of order.
@@ -63,7 +66,7 @@ func (f *fakeStore) LoadDevices(context.Context) ([]store.Device, error) {
 	return slices.Clone(f.loaded), nil
 }
 
-func (f *fakeStore) SaveDevice(_ context.Context, d store.Device) error {
+func (f *fakeStore) SaveDevice(ctx context.Context, d store.Device) error {
 	if f.beforeSave != nil {
 		f.beforeSave(d)
 	}
@@ -73,6 +76,20 @@ func (f *fakeStore) SaveDevice(_ context.Context, d store.Device) error {
 	if f.saveErr != nil {
 		return f.saveErr
 	}
+	if c := store.CommitsFrom(ctx); c != nil {
+		// A save whose caller waits for it commits at once, or fails.
+		report := c.Track()
+		defer report(f.commitErr)
+		if f.commitErr != nil {
+			return nil
+		}
+		if f.committed == nil {
+			f.committed = map[string]store.Device{}
+		}
+		if old, ok := f.committed[d.DeviceID]; !ok || d.Version > old.Version {
+			f.committed[d.DeviceID] = d
+		}
+	}
 	if old, ok := f.saved[d.DeviceID]; ok && d.Version <= old.Version {
 		return nil
 	}
@@ -80,11 +97,21 @@ func (f *fakeStore) SaveDevice(_ context.Context, d store.Device) error {
 	return nil
 }
 
-func (f *fakeStore) AppendTransition(_ context.Context, t store.Transition) error {
+func (f *fakeStore) AppendTransition(ctx context.Context, t store.Transition) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if c := store.CommitsFrom(ctx); c != nil {
+		defer c.Track()(f.commitErr)
+	}
 	f.transitions = append(f.transitions, t)
 	return nil
+}
+
+func (f *fakeStore) SaveDeviceChange(ctx context.Context, d store.Device, t store.Transition) error {
+	if err := f.SaveDevice(ctx, d); err != nil {
+		return err
+	}
+	return f.AppendTransition(ctx, t)
 }
 
 func (f *fakeStore) AppendHeartbeat(_ context.Context, h store.Heartbeat) error {

@@ -226,7 +226,26 @@ func (s *Service) Register(ctx context.Context, reg Registration, actor string) 
 	ev := statusEvent(e, "", "registered", now)
 	s.mu.Unlock()
 
-	return snap, s.persistCommitted(ctx, rec, tr, []event.Event{ev})
+	if err := s.persistCommitted(ctx, rec, tr, []event.Event{ev}); err != nil {
+		s.unregister(reg.DeviceID, e, old)
+		return Device{}, err
+	}
+	return snap, nil
+}
+
+// unregister undoes a registration whose commit failed, unless the entry
+// has been replaced since: the operator was told it is not stored.
+func (s *Service) unregister(espID string, e, old *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.devices[espID] != e {
+		return
+	}
+	if old == nil {
+		delete(s.devices, espID)
+		return
+	}
+	s.devices[espID] = old
 }
 
 // registered is the approved record of a pre-registration; a deleted
@@ -316,10 +335,11 @@ func (s *Service) Update(ctx context.Context, espID string, p Patch) (Device, er
 	snap := s.snapshot(e)
 	s.mu.Unlock()
 
-	if err := s.store.SaveDevice(ctx, rec); err != nil {
-		return snap, err
+	err = waitCommitted(ctx, func(ctx context.Context) error { return s.store.SaveDevice(ctx, rec) })
+	if err != nil {
+		return snap, fmt.Errorf("commit device %s: %w", espID, err)
 	}
-	return snap, s.store.Flush(ctx)
+	return snap, nil
 }
 
 // ErrOffline and ErrNotApproved refuse publishing to a device (docs/protocol.md A5, §5.4).

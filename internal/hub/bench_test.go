@@ -81,3 +81,32 @@ func BenchmarkHeartbeatAck(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkQoS1ReadingPuback measures one device's QoS 1 reading →
+// PUBACK round trip over real MQTT; the PUBACK waits for the reading's
+// commit (docs/decisions/0015-durable-ack.md), so this is the pace of a
+// QoS 1 publisher on one connection.
+func BenchmarkQoS1ReadingPuback(b *testing.B) {
+	t := &testing.T{}
+	h, c := apiHub(t, Config{})
+	defer h.Stop(context.Background())
+	r := c.do("POST", "/api/v1/auth/setup", "", map[string]any{
+		"username": "admin",
+		"email":    "admin@example.org",
+		"password": adminPW,
+	})
+	tok := r.body["tokens"].(map[string]any)["access_token"].(string)
+	const id = "ESP_BENCH1"
+	registerDevice(t, c, tok, id)
+	dev, err := dial(t, h.MQTTAddr(), id, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base := time.Now().Unix() - 23*3600
+	b.ResetTimer()
+	for i := range b.N {
+		if err := dev.publish(readingTopic(id), readingAt(id, i, base+int64(i)), false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -47,6 +47,10 @@ type client struct {
 	conn net.Conn
 	mu   sync.Mutex
 	msgs chan message
+	// session ends when the connection does: a publish waiting for its
+	// PUBACK then fails at once (paho itself would wait out its deadline).
+	session context.Context
+	end     context.CancelFunc
 }
 
 type message struct {
@@ -62,14 +66,20 @@ func dial(t *testing.T, addr, id string, will *paho.WillMessage) (*client, error
 		return nil, err
 	}
 	c := &client{conn: conn, msgs: make(chan message, 1024)}
-	c.Client = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) {
-			select {
-			case c.msgs <- message{pr.Packet.Topic, string(pr.Packet.Payload), pr.Packet.Retain}:
-			default:
-			}
-			return true, nil
-		}}})
+	c.session, c.end = context.WithCancel(context.Background())
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) {
+				select {
+				case c.msgs <- message{pr.Packet.Topic, string(pr.Packet.Payload), pr.Packet.Retain}:
+				default:
+				}
+				return true, nil
+			}},
+		OnServerDisconnect: func(*paho.Disconnect) { c.end() },
+		OnClientError:      func(error) { c.end() },
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, &paho.Connect{
@@ -80,13 +90,18 @@ func dial(t *testing.T, addr, id string, will *paho.WillMessage) (*client, error
 	})
 	if err != nil {
 		conn.Close()
+		c.end()
 		return nil, err
 	}
 	if ca.ReasonCode != 0 {
 		conn.Close()
+		c.end()
 		return nil, fmt.Errorf("connack reason %d", ca.ReasonCode)
 	}
-	t.Cleanup(func() { c.conn.Close() })
+	t.Cleanup(func() {
+		c.conn.Close()
+		c.end()
+	})
 	return c, nil
 }
 
@@ -114,7 +129,7 @@ func (c *client) subscribe(t *testing.T, filters ...string) {
 
 // publish sends at QoS 1 and reports whether the broker acknowledged it.
 func (c *client) publish(topic, payload string, retain bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.session, 5*time.Second)
 	defer cancel()
 	pr, err := c.Publish(ctx, &paho.Publish{
 		Topic:   topic,

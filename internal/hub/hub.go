@@ -79,6 +79,11 @@ type Config struct {
 	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
 	MQTT broker.Limits
 
+	// DiskReserve is the free space, in bytes, on the data directory's
+	// filesystem below which the hub is not ready (docs/api.md §13); 0
+	// takes api.DefaultDiskReserve, a negative value keeps none.
+	DiskReserve int64
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
 	LoginLimit      int
@@ -324,6 +329,8 @@ func (h *Hub) buildAPI(context.Context) error {
 		Registry:    h.Registry,
 		Logger:      h.Log.With("component", "api"),
 		DataDir:     h.cfg.DataDir,
+		Commits:     h.Store,
+		DiskReserve: h.cfg.DiskReserve,
 		Auth:        h.Auth,
 		Devices:     h.Devices,
 		Audit:       h.Audit,
@@ -507,7 +514,9 @@ func (h *Hub) loadRules(ctx context.Context) error {
 }
 
 // startIngest starts the dispatcher with a handler for every inbound kind,
-// then the in-process subscription.
+// then the in-process subscription. A QoS 1 message is settled before its
+// PUBACK (docs/protocol.md M3): acknowledged once committed or dropped with
+// a counted reason.
 func (h *Hub) startIngest(context.Context) error {
 	var d *ingest.Dispatcher
 	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
@@ -541,7 +550,7 @@ func (h *Hub) startIngest(context.Context) error {
 
 	d.Start()
 	h.API.SetIngest(d)
-	return h.Broker.Subscribe(contract.HubSubscriptions, d.Submit)
+	return h.Broker.SubscribeSettled(contract.HubSubscriptions, d.Submit, d.SubmitSettled)
 }
 
 // startScheduler adds the periodic jobs (liveness first) and the debug

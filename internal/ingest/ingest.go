@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // Message is one inbound device message.
@@ -30,6 +31,17 @@ type Message struct {
 	Retain     bool
 	Replay     bool
 	ReceivedAt time.Time
+
+	// settle is set for a message whose publisher waits for its outcome
+	// (SubmitSettled); nil for the others.
+	settle *settlement
+}
+
+// settlement is what a waiting publisher learns about its message: the
+// handler's verdict, then the commits of the writes the handler queued.
+type settlement struct {
+	commits *store.Commits
+	verdict chan string // the drop reason, "" when handled; buffered
 }
 
 // Handler processes one message. It must honour ctx: the dispatcher cancels
@@ -117,6 +129,26 @@ func (q *deviceQueue) pop() Message {
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
 	return m
+}
+
+// evictUnsettled removes the oldest message no publisher waits for, keeping
+// the order of the rest; false when every queued message is waited for.
+func (q *deviceQueue) evictUnsettled() (Message, bool) {
+	size := len(q.buf)
+	for i := 0; i < q.n; i++ {
+		at := (q.head + i) % size
+		if q.buf[at].settle != nil {
+			continue
+		}
+		m := q.buf[at]
+		for j := i; j+1 < q.n; j++ {
+			q.buf[(q.head+j)%size] = q.buf[(q.head+j+1)%size]
+		}
+		q.n--
+		q.buf[(q.head+q.n)%size] = Message{}
+		return m, true
+	}
+	return Message{}, false
 }
 
 // slot is one worker's in-flight state, read by the watchdog.
@@ -211,11 +243,69 @@ func (d *Dispatcher) startWorker() {
 // Submit routes and enqueues one delivery; it never blocks longer than
 // Config.BlockingWait. It is the only thing a broker callback calls.
 func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool) {
+	m, _, ok := d.accept(rawTopic, payload, retain, replay)
+	if !ok {
+		return
+	}
+	d.enqueue(m)
+}
+
+// Errors of SubmitSettled: the message must not be acknowledged.
+var (
+	// ErrUnsettled: the outcome was not known before the caller's deadline
+	// (the message may still be stored later).
+	ErrUnsettled = errors.New("message not settled in time")
+	// ErrNotStored: a write of the message's handler failed.
+	ErrNotStored = errors.New("message not stored")
+)
+
+// SubmitSettled hands over a message whose publisher waits for the
+// outcome: a QoS 1 PUBLISH, acknowledged only once the message is committed
+// or dropped with a counted reason (docs/protocol.md M3). It returns "" once
+// the handler succeeded and every write it queued is committed, or the
+// counted drop reason. It returns an error wrapping ErrUnsettled when ctx
+// ends first, or ErrNotStored when a write failed; then nothing may be
+// acknowledged.
+//
+// Unlike Submit, a full device queue makes it wait, until ctx ends, instead
+// of applying the kind's policy, and no drop-oldest ever evicts the
+// message once queued. The handler runs as for any message; it does not
+// wait for its commits, so live events and rule triggers do not either:
+// only this caller does.
+func (d *Dispatcher) SubmitSettled(ctx context.Context, rawTopic string, payload []byte, retain bool) (string, error) {
+	m, reason, ok := d.accept(rawTopic, payload, retain, false)
+	if !ok {
+		return reason, nil
+	}
+	m.settle = &settlement{commits: store.NewCommits(), verdict: make(chan string, 1)}
+	if reason, err := d.enqueueSettled(ctx, m); reason != "" || err != nil {
+		return reason, err
+	}
+	select {
+	case reason = <-m.settle.verdict:
+	case <-ctx.Done():
+		return "", fmt.Errorf("%w: %s still queued or in its handler: %v", ErrUnsettled, m.Topic.Kind, ctx.Err())
+	}
+	// A dropping handler may have queued writes too (a pending device's
+	// last payload): a drop is settled once they are committed as well.
+	if err := m.settle.commits.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%w: %s waiting for its commit: %v", ErrUnsettled, m.Topic.Kind, err)
+		}
+		return "", fmt.Errorf("%w: %w", ErrNotStored, err)
+	}
+	return reason, nil
+}
+
+// accept routes, counts and size-checks a delivery. It returns ok=false
+// with the counted reason when the delivery ends here.
+func (d *Dispatcher) accept(rawTopic string, payload []byte, retain, replay bool) (Message, string, bool) {
 	now := d.now()
 	t, err := contract.ParseTopic(rawTopic)
 	if err != nil {
-		d.drop(Message{RawTopic: rawTopic, Payload: payload, ReceivedAt: now}, reasonOf(err), err)
-		return
+		reason := reasonOf(err)
+		d.drop(Message{RawTopic: rawTopic, Payload: payload, ReceivedAt: now}, reason, err)
+		return Message{}, reason, false
 	}
 	m := Message{
 		Topic:      t,
@@ -236,13 +326,13 @@ func (d *Dispatcher) Submit(rawTopic string, payload []byte, retain, replay bool
 	case len(payload) > contract.MaxInboundPayload:
 		err := fmt.Errorf("payload of %d bytes exceeds %d", len(payload), contract.MaxInboundPayload)
 		d.drop(m, contract.ReasonOversize, err)
-		return
+		return m, contract.ReasonOversize, false
 	case len(payload) == 0:
 		// A retained-clear: not an error (docs/protocol.md §5.2 step 2).
 		d.count(m, contract.ReasonEmpty)
-		return
+		return m, contract.ReasonEmpty, false
 	}
-	d.enqueue(m)
+	return m, "", true
 }
 
 func (d *Dispatcher) enqueue(m Message) {
@@ -255,33 +345,25 @@ func (d *Dispatcher) enqueue(m Message) {
 	}()
 	d.mu.Lock()
 	for {
-		if d.stopped {
+		q, err := d.queueLocked(m.Topic.EspID)
+		if err != nil {
 			d.mu.Unlock()
-			d.drop(m, contract.ReasonQueueOverflow, ErrStopped)
+			d.drop(m, contract.ReasonQueueOverflow, err)
 			return
 		}
-		q := d.devices[m.Topic.EspID]
-		if q == nil {
-			if len(d.devices) >= d.cfg.MaxDevices {
-				d.mu.Unlock()
-				d.drop(m, contract.ReasonQueueOverflow, errors.New("too many devices with queued work"))
-				return
-			}
-			q = &deviceQueue{id: m.Topic.EspID, buf: make([]Message, d.cfg.QueueCapacity), space: make(chan struct{}, 1)}
-			d.devices[q.id] = q
-		}
 		if q.n < len(q.buf) {
-			q.push(m)
-			d.pending++
-			if !q.scheduled {
-				q.scheduled = true
-				d.ready <- q // capacity MaxDevices ≥ number of queues: never blocks
-			}
+			d.pushLocked(q, m)
 			d.mu.Unlock()
 			return
 		}
 		if policy == DropOldest {
-			old := q.pop()
+			old, ok := q.evictUnsettled()
+			if !ok {
+				// Every queued message has a publisher waiting for it.
+				d.mu.Unlock()
+				d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full of messages awaiting acknowledgement"))
+				return
+			}
 			q.push(m)
 			d.mu.Unlock()
 			d.drop(old, contract.ReasonQueueOverflow, errors.New("device queue full, oldest telemetry dropped"))
@@ -300,6 +382,67 @@ func (d *Dispatcher) enqueue(m Message) {
 			return
 		}
 		d.mu.Lock()
+	}
+}
+
+// enqueueSettled queues a message whose publisher waits: a full queue
+// makes it wait for space until ctx ends, whatever its kind's policy. It
+// returns a counted drop reason when the message cannot be queued at all,
+// or an ErrUnsettled error when ctx ended first.
+func (d *Dispatcher) enqueueSettled(ctx context.Context, m Message) (string, error) {
+	d.mu.Lock()
+	for {
+		q, err := d.queueLocked(m.Topic.EspID)
+		if errors.Is(err, ErrStopped) {
+			d.mu.Unlock()
+			return "", fmt.Errorf("%w: %w", ErrUnsettled, err)
+		}
+		if err != nil {
+			d.mu.Unlock()
+			d.drop(m, contract.ReasonQueueOverflow, err)
+			return contract.ReasonQueueOverflow, nil
+		}
+		if q.n < len(q.buf) {
+			d.pushLocked(q, m)
+			d.mu.Unlock()
+			return "", nil
+		}
+		space := q.space
+		d.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			d.log.Warn("device queue full; acknowledgement withheld", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind)
+			d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full until the acknowledgement deadline"))
+			return "", fmt.Errorf("%w: device queue full: %v", ErrUnsettled, ctx.Err())
+		}
+		d.mu.Lock()
+	}
+}
+
+// queueLocked returns the device's queue, creating it; d.mu is held.
+func (d *Dispatcher) queueLocked(espID string) (*deviceQueue, error) {
+	if d.stopped {
+		return nil, ErrStopped
+	}
+	q := d.devices[espID]
+	if q == nil {
+		if len(d.devices) >= d.cfg.MaxDevices {
+			return nil, errors.New("too many devices with queued work")
+		}
+		q = &deviceQueue{id: espID, buf: make([]Message, d.cfg.QueueCapacity), space: make(chan struct{}, 1)}
+		d.devices[q.id] = q
+	}
+	return q, nil
+}
+
+// pushLocked queues m on q and schedules q; d.mu is held.
+func (d *Dispatcher) pushLocked(q *deviceQueue, m Message) {
+	q.push(m)
+	d.pending++
+	if !q.scheduled {
+		q.scheduled = true
+		d.ready <- q // capacity MaxDevices ≥ number of queues: never blocks
 	}
 }
 
@@ -358,10 +501,15 @@ func (d *Dispatcher) run(m Message) {
 	h := d.handlers[m.Topic.Kind]
 	if h == nil {
 		d.handled(m)
+		d.settle(m, "")
 		return
 	}
 	ctx, cancel := context.WithTimeout(d.baseCtx, d.cfg.HandlerTimeout)
 	defer cancel()
+	if m.settle != nil {
+		// Every write the handler queues reports its commit to the waiting publisher.
+		ctx = store.WithCommits(ctx, m.settle.commits)
+	}
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -379,13 +527,28 @@ func (d *Dispatcher) run(m Message) {
 			"panic", fmt.Sprint(pe.value),
 			"stack", string(pe.stack))
 		d.drop(m, contract.ReasonHandlerPanic, err)
+		d.settle(m, contract.ReasonHandlerPanic)
 	case ctx.Err() == context.DeadlineExceeded:
 		d.drop(m, contract.ReasonHandlerTimeout, fmt.Errorf("handler exceeded %s: %v", d.cfg.HandlerTimeout, err))
+		d.settle(m, contract.ReasonHandlerTimeout)
 	case err != nil:
-		d.drop(m, reasonOf(err), err)
+		reason := reasonOf(err)
+		d.drop(m, reason, err)
+		d.settle(m, reason)
 	default:
 		d.handled(m)
+		d.settle(m, "")
 	}
+}
+
+// settle tells a waiting publisher the handler's verdict; the commits of
+// what the handler queued follow on their own.
+func (d *Dispatcher) settle(m Message, reason string) {
+	if m.settle == nil {
+		return
+	}
+	m.settle.commits.Seal()
+	m.settle.verdict <- reason
 }
 
 type panicError struct {

@@ -78,6 +78,9 @@ type Devices interface {
 	// the store in any order: an older one never replaces a newer one.
 	SaveDevice(ctx context.Context, d Device) error
 	AppendTransition(ctx context.Context, t Transition) error
+	// SaveDeviceChange is SaveDevice and AppendTransition in one
+	// transaction: a status change is stored whole or not at all.
+	SaveDeviceChange(ctx context.Context, d Device, t Transition) error
 	AppendHeartbeat(ctx context.Context, h Heartbeat) error
 	Flush(ctx context.Context) error
 }

@@ -76,15 +76,43 @@ const saveDevice = `INSERT INTO devices (id, device_id, name, status, kaiser_id,
 // SaveDevice queues a versioned upsert of the whole device record (see
 // store.Devices): it is written only if d.Version is newer than the stored one.
 func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
+	save, err := s.deviceSave(d)
+	if err != nil {
+		return err
+	}
+	return s.writer.Submit(ctx, save)
+}
+
+// AppendTransition queues a status-transition record.
+func (s *Store) AppendTransition(ctx context.Context, t store.Transition) error {
+	return s.writer.Submit(ctx, transitionAppend(t))
+}
+
+// SaveDeviceChange queues the record and its transition as one operation,
+// so they commit in one transaction.
+func (s *Store) SaveDeviceChange(ctx context.Context, d store.Device, t store.Transition) error {
+	save, err := s.deviceSave(d)
+	if err != nil {
+		return err
+	}
+	appendTr := transitionAppend(t)
+	return s.writer.Submit(ctx, func(ctx context.Context, tx *Tx) error {
+		if err := save(ctx, tx); err != nil {
+			return err
+		}
+		return appendTr(ctx, tx)
+	})
+}
+
+func (s *Store) deviceSave(d store.Device) (Op, error) {
 	meta, err := json.Marshal(d.Metadata)
 	if err != nil {
-		return fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
+		return nil, fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
 	}
 	if d.Metadata == nil {
 		meta = []byte("{}")
 	}
-
-	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
+	return func(_ context.Context, tx *Tx) error {
 		res, err := tx.Exec(saveDevice,
 			d.ID, d.DeviceID, d.Name, d.Status, d.KaiserID, d.ZoneID, d.ZoneName, d.MasterZoneID,
 			d.HardwareType, d.IPAddress, d.FirmwareVersion, string(meta), ms(d.LastSeen), ms(d.DiscoveredAt),
@@ -97,19 +125,18 @@ func (s *Store) SaveDevice(ctx context.Context, d store.Device) error {
 			s.log.Debug("stale device save ignored", "esp_id", d.DeviceID, "version", d.Version)
 		}
 		return nil
-	})
+	}, nil
 }
 
-// AppendTransition queues a status-transition record.
-func (s *Store) AppendTransition(ctx context.Context, t store.Transition) error {
-	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {
+func transitionAppend(t store.Transition) Op {
+	return func(_ context.Context, tx *Tx) error {
 		_, err := tx.Exec(`INSERT INTO device_transitions (device_id, from_state, to_state, cause, at, version)
 			VALUES (?,?,?,?,?,?)`, t.DeviceID, t.From, t.To, t.Cause, t.At.UnixMilli(), t.Version)
 		if err != nil {
 			return fmt.Errorf("append transition %s: %w", t.DeviceID, err)
 		}
 		return nil
-	})
+	}
 }
 
 // AppendHeartbeat queues a heartbeat record.

@@ -90,7 +90,7 @@ func NewSinkMetrics(reg prometheus.Registerer) *SinkMetrics {
 // channel (backpressure with the caller's deadline).
 type ReadingSink struct {
 	store     *Store
-	ch        chan store.Reading
+	ch        chan queuedReading
 	mu        sync.RWMutex // guards closed against Add/Close
 	closed    bool
 	done      chan struct{}
@@ -111,7 +111,7 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 	}
 	k := &ReadingSink{
 		store:    s,
-		ch:       make(chan store.Reading, capacity),
+		ch:       make(chan queuedReading, capacity),
 		done:     make(chan struct{}),
 		rolls:    map[rollKey]*agg{},
 		lastRoll: time.Now(),
@@ -127,20 +127,39 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 // ErrSinkClosed is returned by Add after Close.
 var ErrSinkClosed = errors.New("reading sink closed")
 
-// Add queues a reading; it waits for space until ctx ends.
+// queuedReading is a reading on its way to the database, with the work
+// that waits for its commit (store.Commits), if any.
+type queuedReading struct {
+	r       store.Reading
+	tracked func(error)
+}
+
+// Add queues a reading; it waits for space until ctx ends. When ctx
+// carries store.Commits, the outcome of the transaction that stores the
+// reading is reported there (the PUBACK of a QoS 1 reading waits for it,
+// docs/protocol.md M3); Add itself never waits for a commit.
 func (k *ReadingSink) Add(ctx context.Context, r store.Reading) error {
+	q := queuedReading{r: r, tracked: track(ctx)}
+	err := k.send(ctx, q)
+	if err != nil && q.tracked != nil {
+		q.tracked(err)
+	}
+	return err
+}
+
+func (k *ReadingSink) send(ctx context.Context, q queuedReading) error {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.closed {
 		return ErrSinkClosed
 	}
 	select {
-	case k.ch <- r:
+	case k.ch <- q:
 		return nil
 	default:
 	}
 	select {
-	case k.ch <- r:
+	case k.ch <- q:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("reading queue full: %w", ctx.Err())
@@ -194,7 +213,7 @@ func (k *ReadingSink) Close(ctx context.Context) error {
 
 func (k *ReadingSink) run() {
 	defer close(k.done)
-	batch := make([]store.Reading, 0, k.maxBatch)
+	batch := make([]queuedReading, 0, k.maxBatch)
 	for {
 		select {
 		case done := <-k.flushReq:
@@ -203,43 +222,70 @@ func (k *ReadingSink) run() {
 			// cannot keep the flush from returning.
 			k.drain(batch, len(k.ch))
 			close(done)
-		case r, ok := <-k.ch:
+		case q, ok := <-k.ch:
 			if !ok {
 				k.flush(nil, true)
 				return
 			}
-			batch = append(batch[:0], r)
-			timer := time.NewTimer(k.wait)
-		fill:
-			for len(batch) < k.maxBatch {
-				select {
-				case r, ok := <-k.ch:
-					if !ok {
-						break fill
-					}
-					batch = append(batch, r)
-				case <-timer.C:
-					break fill
-				}
-			}
-			timer.Stop()
+			batch = k.fill(append(batch[:0], q))
 			k.flush(batch, false)
 		}
 	}
 }
 
+// fill adds to batch what is queued, waiting up to k.wait for more so that
+// a burst lands in one transaction. Once the batch holds a reading whose
+// commit a publisher waits for, it takes only what is already queued: that
+// wait is the publisher's (a QoS 1 device waits for its PUBACK before it
+// sends the next message), and readings arriving meanwhile share the next
+// transaction anyway.
+func (k *ReadingSink) fill(batch []queuedReading) []queuedReading {
+	waited := batch[0].tracked != nil
+	var timer <-chan time.Time
+	if !waited {
+		t := time.NewTimer(k.wait)
+		defer t.Stop()
+		timer = t.C
+	}
+	for len(batch) < k.maxBatch {
+		if waited {
+			select {
+			case q, ok := <-k.ch:
+				if !ok {
+					return batch
+				}
+				batch = append(batch, q)
+				continue
+			default:
+				return batch
+			}
+		}
+		select {
+		case q, ok := <-k.ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, q)
+			waited = q.tracked != nil
+		case <-timer:
+			return batch
+		}
+	}
+	return batch
+}
+
 // drain commits the next n queued readings (fewer if the queue closes) and
 // every pending rollup.
-func (k *ReadingSink) drain(batch []store.Reading, n int) {
+func (k *ReadingSink) drain(batch []queuedReading, n int) {
 	for {
 		batch = batch[:0]
 		for len(batch) < k.maxBatch && n > 0 {
-			r, ok := <-k.ch
+			q, ok := <-k.ch
 			if !ok {
 				n = 0
 				break
 			}
-			batch = append(batch, r)
+			batch = append(batch, q)
 			n--
 		}
 		if n == 0 {
@@ -250,8 +296,9 @@ func (k *ReadingSink) drain(batch []store.Reading, n int) {
 	}
 }
 
-func (k *ReadingSink) flush(batch []store.Reading, final bool) {
-	for _, r := range batch {
+func (k *ReadingSink) flush(batch []queuedReading, final bool) {
+	for _, q := range batch {
+		r := q.r
 		if !r.Usable() {
 			continue
 		}
@@ -272,13 +319,20 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 	if len(batch) == 0 && len(rolls) == 0 {
 		return
 	}
-	rows := append([]store.Reading(nil), batch...)
+	rows := make([]store.Reading, len(batch))
+	for i, q := range batch {
+		rows[i] = q.r
+	}
 	chunks := rollupChunks(rolls, rollupChunk)
 	first := []rollEntry(nil)
 	if len(chunks) > 0 {
 		first, chunks = chunks[0], chunks[1:]
 	}
-	err := k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+	commit := k.store.writer.Do
+	if waitedFor(batch) {
+		commit = k.store.writer.DoPrompt // a publisher waits for its PUBACK
+	}
+	err := commit(context.Background(), func(_ context.Context, tx *Tx) error {
 		if err := insertReadings(tx, rows); err != nil {
 			return err
 		}
@@ -286,10 +340,33 @@ func (k *ReadingSink) flush(batch []store.Reading, final bool) {
 	})
 	if err != nil {
 		k.store.log.Error("storing readings failed", "rows", len(rows), "error", err)
+		k.report(batch, fmt.Errorf("store readings: %w", err))
 		return
 	}
 	k.recordCommit(rows)
+	// The readings are durable now; the remaining rollup chunks are
+	// repairable from them (RepairRollups), so no one waits for those.
+	k.report(batch, nil)
 	k.storeRollups(chunks)
+}
+
+// waitedFor reports whether someone waits for a reading of batch.
+func waitedFor(batch []queuedReading) bool {
+	for _, q := range batch {
+		if q.tracked != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// report tells the waiting work the outcome of its readings' transaction.
+func (k *ReadingSink) report(batch []queuedReading, err error) {
+	for _, q := range batch {
+		if q.tracked != nil {
+			q.tracked(err)
+		}
+	}
 }
 
 // recordCommit counts committed readings and tells the instrumentation.

@@ -265,6 +265,18 @@ func (s *Store) Flush(ctx context.Context) error {
 // database's writers.
 func (s *Store) WriterDepths() (main, control int) { return s.writer.Depth(), s.control.writer.Depth() }
 
+// CommitFault reports why a database cannot commit, nil while both do
+// (Writer.Fault): readiness is false meanwhile (docs/api.md §13).
+func (s *Store) CommitFault() error {
+	var errs []error
+	for _, d := range []*database{s.database, s.control} {
+		if err := d.writer.Fault(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(d.path), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Path is the main database file.
 func (s *Store) Path() string { return s.path }
 

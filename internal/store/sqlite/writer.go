@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // ErrClosed is returned by writes after the writer has stopped.
@@ -94,6 +97,16 @@ func NewWriterMetrics(reg prometheus.Registerer, db string) *WriterMetrics {
 type request struct {
 	op   Op
 	done chan error // nil for fire-and-forget
+	// barrier marks a Flush: it writes nothing, so its commit says
+	// nothing about whether the database can commit.
+	barrier bool
+	// prompt: someone outside waits for this commit (DoPrompt, or a
+	// write tracked by store.Commits), so the batch holding it does not
+	// wait to fill.
+	prompt bool
+	// tracked reports the outcome to the work that queued it
+	// (store.Commits on the caller's context); nil when untracked.
+	tracked func(error)
 }
 
 // Writer is the single goroutine that owns every SQLite write. Callers queue
@@ -115,6 +128,9 @@ type Writer struct {
 	batchWait time.Duration
 	metrics   *WriterMetrics
 	log       *slog.Logger
+	// fault is the storage error of the last transaction that carried
+	// writes, while it failed; nil once one commits again.
+	fault atomic.Pointer[error]
 }
 
 func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
@@ -155,14 +171,41 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 func (w *Writer) Depth() int { return len(w.queue) + len(w.urgent) }
 
 // Submit queues op without waiting for its commit. When the queue is full it
-// waits for space until ctx ends (backpressure with a deadline).
+// waits for space until ctx ends (backpressure with a deadline). When ctx
+// carries store.Commits, the commit's outcome is reported there.
 func (w *Writer) Submit(ctx context.Context, op Op) error {
-	return w.enqueue(ctx, w.queue, request{op: op})
+	t := track(ctx)
+	return w.enqueue(ctx, w.queue, request{op: op, tracked: t, prompt: t != nil})
+}
+
+// track registers a write with the work ctx belongs to, if any.
+func track(ctx context.Context) func(error) {
+	if c := store.CommitsFrom(ctx); c != nil {
+		return c.Track()
+	}
+	return nil
 }
 
 // Do queues op and waits for its transaction to commit.
 func (w *Writer) Do(ctx context.Context, op Op) error {
 	return w.do(ctx, w.queue, op)
+}
+
+// DoPrompt is Do for a commit that a client waits on (a QoS 1 PUBACK,
+// docs/decisions/0015-durable-ack.md): the batch holding it commits with
+// what is already queued instead of waiting BatchWait for more. Unlike
+// DoUrgent it keeps its place in the normal lane.
+func (w *Writer) DoPrompt(ctx context.Context, op Op) error {
+	done := make(chan error, 1)
+	if err := w.enqueue(ctx, w.queue, request{op: op, done: done, prompt: true, tracked: track(ctx)}); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
 }
 
 // DoUrgent is Do for a commit that something time-critical waits on: op is
@@ -176,7 +219,8 @@ func (w *Writer) DoUrgent(ctx context.Context, op Op) error {
 
 func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 	done := make(chan error, 1)
-	if err := w.enqueue(ctx, lane, request{op: op, done: done}); err != nil {
+	t := track(ctx)
+	if err := w.enqueue(ctx, lane, request{op: op, done: done, tracked: t, prompt: t != nil}); err != nil {
 		return err
 	}
 	select {
@@ -190,10 +234,92 @@ func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
 // Flush waits until every normal operation queued before it is committed
 // (urgent ones queued before it are taken first anyway).
 func (w *Writer) Flush(ctx context.Context) error {
-	return w.Do(ctx, func(context.Context, *Tx) error { return nil })
+	done := make(chan error, 1)
+	r := request{op: func(context.Context, *Tx) error { return nil }, done: done, barrier: true, tracked: track(ctx)}
+	if err := w.enqueue(ctx, w.queue, r); err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
+}
+
+// Fault is the storage error of the last transaction that carried writes,
+// while the database cannot commit (disk full, I/O error, read-only or
+// corrupt file, lock not obtained); nil while it commits. Readiness
+// reports it (docs/api.md §13); it clears with the next transaction that
+// commits writes.
+func (w *Writer) Fault() error {
+	if p := w.fault.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// note records what one commit round says about the database: a storage
+// error in any of its transactions sets the fault, even when other
+// operations of the round fitted (a full disk still takes a small row); a
+// round whose writes all committed clears it.
+func (w *Writer) note(batch []request, fault error) {
+	if fault != nil {
+		if old := w.fault.Swap(&fault); old == nil {
+			w.log.Error("store cannot commit", "error", fault)
+		}
+		return
+	}
+	for _, r := range batch {
+		if !r.barrier {
+			if old := w.fault.Swap(nil); old != nil {
+				w.log.Info("store commits again", "after", (*old).Error())
+			}
+			return
+		}
+	}
+}
+
+// SQLite's primary result codes that mean the database file cannot take a
+// commit at all, whatever the operation (https://sqlite.org/rescode.html).
+const (
+	sqlitePerm     = 3
+	sqliteBusy     = 5
+	sqliteNoMem    = 7
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteCorrupt  = 11
+	sqliteFull     = 13
+	sqliteCantOpen = 14
+	sqliteProtocol = 15
+	sqliteNoLFS    = 22
+	sqliteNotADB   = 26
+)
+
+// storageFault reports whether err says the database cannot commit (as
+// opposed to one operation being refused, like a constraint).
+func storageFault(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	switch coded.Code() & 0xff {
+	case sqlitePerm, sqliteBusy, sqliteNoMem, sqliteReadOnly, sqliteIOErr, sqliteCorrupt,
+		sqliteFull, sqliteCantOpen, sqliteProtocol, sqliteNoLFS, sqliteNotADB:
+		return true
+	}
+	return false
 }
 
 func (w *Writer) enqueue(ctx context.Context, lane chan request, r request) error {
+	err := w.send(ctx, lane, r)
+	if err != nil && r.tracked != nil {
+		r.tracked(err) // never queued: the work's write did not happen
+	}
+	return err
+}
+
+func (w *Writer) send(ctx context.Context, lane chan request, r request) error {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
@@ -333,12 +459,14 @@ func (w *Writer) fill(l *lanes, batch []request, urgentOnly bool) []request {
 			timer.Stop()
 		}
 	}()
+	prompt := batch[0].prompt
 	for len(batch) < w.batchRows {
 		if r, ok := l.poll(urgentOnly); ok {
 			batch = append(batch, r)
+			prompt = prompt || r.prompt
 			continue
 		}
-		if !l.open() {
+		if !l.open() || prompt {
 			return batch
 		}
 		if timer == nil {
@@ -349,6 +477,7 @@ func (w *Writer) fill(l *lanes, batch []request, urgentOnly bool) []request {
 			return batch
 		}
 		batch = append(batch, r)
+		prompt = r.prompt
 	}
 	return batch
 }
@@ -360,10 +489,24 @@ func (w *Writer) commit(batch []request) {
 	if err != nil {
 		// One bad operation must not sink the others: retry each alone.
 		w.log.Warn("group commit failed, retrying operations one by one", "ops", len(batch), "error", err)
+		var fault error
+		var wrote []request
+		errs := make([]error, len(batch))
 		for i := range batch {
-			w.finish(batch[i], w.runTx(ctx, batch[i:i+1]))
+			errs[i] = w.runTx(ctx, batch[i:i+1])
+			if errs[i] == nil {
+				wrote = append(wrote, batch[i])
+			} else if storageFault(errs[i]) {
+				fault = errs[i]
+			}
+		}
+		// The fault is known before anyone waiting hears the outcome.
+		w.note(wrote, fault)
+		for i := range batch {
+			w.finish(batch[i], errs[i])
 		}
 	} else {
+		w.note(batch, nil)
 		for i := range batch {
 			w.finish(batch[i], nil)
 		}
@@ -382,6 +525,9 @@ func (w *Writer) finish(r request, err error) {
 		if r.done == nil {
 			w.log.Error("store write failed", "error", err)
 		}
+	}
+	if r.tracked != nil {
+		r.tracked(err)
 	}
 	if r.done != nil {
 		r.done <- err
