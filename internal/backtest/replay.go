@@ -27,7 +27,7 @@ type replay struct {
 	maxAge        map[int64]time.Duration
 	lastTriggered *time.Time
 	runs          []time.Time // starts of gate 6 in the trailing hour
-	limits        *limiter
+	limits        *rule.RateLimits
 	cont          *continuation
 
 	agenda  agenda
@@ -57,7 +57,7 @@ func newReplay(s *Service, r *rule.Rule, req Request, streams []*stream) *replay
 		keys:    map[int64]store.SeriesKey{},
 		refs:    map[rule.SensorRef][]int64{},
 		maxAge:  map[int64]time.Duration{},
-		limits:  newLimiter(),
+		limits:  rule.NewRateLimits(),
 		outputs: map[rule.Target]*output{},
 		byKey:   map[string]*output{},
 		seqs:    map[string]*seqRun{},
@@ -282,7 +282,7 @@ func (p *replay) admit() bool {
 			devices = append(devices, t.EspID)
 		}
 	}
-	return p.limits.take(p.now, devices)
+	return p.limits.Take(p.now, devices)
 }
 
 // fire is gate 6: the actions run and last_triggered is now.
@@ -604,55 +604,3 @@ func (a *agenda) next() (time.Time, bool) {
 }
 
 func (a *agenda) pop() func() { return heap.Pop(&a.items).(agendaItem).fn }
-
-// limiter is the token buckets of docs/domain.md §6.9, serving this rule alone.
-type limiter struct {
-	hub     bucket
-	devices map[string]*bucket
-}
-
-type bucket struct {
-	tokens, rate, capacity float64
-	last                   time.Time
-}
-
-func (b *bucket) refill(now time.Time) {
-	if b.last.IsZero() {
-		b.tokens, b.last = b.capacity, now
-		return
-	}
-	if d := now.Sub(b.last).Seconds(); d > 0 {
-		b.tokens = min(b.capacity, b.tokens+d*b.rate)
-		b.last = now
-	}
-}
-
-func newLimiter() *limiter {
-	return &limiter{hub: bucket{rate: 100, capacity: 150}, devices: map[string]*bucket{}}
-}
-
-// take takes a token from the hub bucket and from each target device's, or none.
-func (l *limiter) take(now time.Time, devices []string) bool {
-	l.hub.refill(now)
-	if l.hub.tokens < 1 {
-		return false
-	}
-	var bs []*bucket
-	for _, d := range devices {
-		b := l.devices[d]
-		if b == nil {
-			b = &bucket{rate: 20, capacity: 30}
-			l.devices[d] = b
-		}
-		b.refill(now)
-		if b.tokens < 1 {
-			return false
-		}
-		bs = append(bs, b)
-	}
-	l.hub.tokens--
-	for _, b := range bs {
-		b.tokens--
-	}
-	return true
-}

@@ -172,56 +172,21 @@ func (b *batch) release() {
 	b.owner = map[string]string{}
 }
 
-// limiter is the token buckets of docs/domain.md §6.9.
+// limiter is the token buckets of docs/domain.md §6.9 (rule.RateLimits)
+// behind a mutex: triggers of different devices are evaluated concurrently.
 type limiter struct {
-	mu      sync.Mutex
-	hub     bucket
-	devices map[string]*bucket
+	mu     sync.Mutex
+	limits *rule.RateLimits
 }
 
-type bucket struct {
-	tokens, rate, capacity float64
-	last                   time.Time
-}
-
-func (b *bucket) refill(now time.Time) {
-	if b.last.IsZero() {
-		b.tokens, b.last = b.capacity, now
-		return
-	}
-	if d := now.Sub(b.last).Seconds(); d > 0 {
-		b.tokens = min(b.capacity, b.tokens+d*b.rate)
-		b.last = now
-	}
-}
-
-func newLimiter() *limiter {
-	return &limiter{hub: bucket{rate: 100, capacity: 150}, devices: map[string]*bucket{}}
-}
+func newLimiter() *limiter { return &limiter{limits: rule.NewRateLimits()} }
 
 // take takes a token from the hub bucket and from the bucket of every
 // target device, or none when any is empty.
 func (l *limiter) take(now time.Time, devices []string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.hub.refill(now)
-	if l.hub.tokens < 1 {
-		return false
-	}
-	var bs []*bucket
-	for _, d := range devices {
-		b := l.deviceLocked(d)
-		b.refill(now)
-		if b.tokens < 1 {
-			return false
-		}
-		bs = append(bs, b)
-	}
-	l.hub.tokens--
-	for _, b := range bs {
-		b.tokens--
-	}
-	return true
+	return l.limits.Take(now, devices)
 }
 
 // takeDevice takes a token from one device's bucket only (a sequence
@@ -229,13 +194,7 @@ func (l *limiter) take(now time.Time, devices []string) bool {
 func (l *limiter) takeDevice(now time.Time, espID string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.deviceLocked(espID)
-	b.refill(now)
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return l.limits.TakeDevice(now, espID)
 }
 
 // wouldTake reports whether take would succeed, changing nothing (the
@@ -243,30 +202,5 @@ func (l *limiter) takeDevice(now time.Time, espID string) bool {
 func (l *limiter) wouldTake(now time.Time, devices []string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	hub := l.hub
-	hub.refill(now)
-	if hub.tokens < 1 {
-		return false
-	}
-	for _, d := range devices {
-		b := bucket{rate: 20, capacity: 30}
-		if cur := l.devices[d]; cur != nil {
-			b = *cur
-		}
-		b.refill(now)
-		if b.tokens < 1 {
-			return false
-		}
-	}
-	return true
-}
-
-// deviceLocked is the bucket of espID, created full; l.mu is held.
-func (l *limiter) deviceLocked(espID string) *bucket {
-	b := l.devices[espID]
-	if b == nil {
-		b = &bucket{rate: 20, capacity: 30}
-		l.devices[espID] = b
-	}
-	return b
+	return l.limits.WouldTake(now, devices)
 }
