@@ -159,6 +159,9 @@ type timings struct {
 	mu      sync.Mutex
 	seen    map[string]time.Time
 	waiters map[string]chan time.Time
+	// every, when set, also hears each mark, for commands whose id the
+	// waiter cannot know (a rule's).
+	every chan time.Time
 }
 
 func newTimings() *timings {
@@ -168,6 +171,12 @@ func newTimings() *timings {
 func (t *timings) mark(id string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.every != nil {
+		select {
+		case t.every <- at:
+		default:
+		}
+	}
 	if ch, ok := t.waiters[id]; ok {
 		delete(t.waiters, id)
 		ch <- at

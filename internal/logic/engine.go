@@ -262,8 +262,13 @@ func containsString(list []string, s string) bool {
 // by id (docs/domain.md §6.6), holding the conflict locks they take until
 // the batch ends (docs/domain.md §6.8).
 func (s *Service) runBatch(ctx context.Context, trig rule.Trigger, matched []*entry) {
-	sort.Slice(matched, func(i, j int) bool {
-		a, b := matched[i].snapshotKey(), matched[j].snapshotKey()
+	// Each rule's key is read once, under its lock, not at every comparison.
+	order := make([]ordered, len(matched))
+	for i, e := range matched {
+		order[i] = ordered{e, e.snapshotKey()}
+	}
+	sort.Slice(order, func(i, j int) bool {
+		a, b := order[i].key, order[j].key
 		if a.priority != b.priority {
 			return a.priority < b.priority
 		}
@@ -271,9 +276,14 @@ func (s *Service) runBatch(ctx context.Context, trig rule.Trigger, matched []*en
 	})
 	b := s.conflicts.batch()
 	defer b.release()
-	for _, e := range matched {
-		s.runRule(ctx, e, trig, b)
+	for _, o := range order {
+		s.runRule(ctx, o.e, trig, b)
 	}
+}
+
+type ordered struct {
+	e   *entry
+	key orderKey
 }
 
 type orderKey struct {

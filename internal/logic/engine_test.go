@@ -548,3 +548,52 @@ func (w *world) logicEvents() []event.LogicExecution {
 		}
 	}
 }
+
+// The heater of docs/domain.md §6.13 across a hub restart: the active
+// state comes back from the store, so a reading between the thresholds
+// sends nothing and the first one above 21 °C sends exactly one OFF.
+func TestHysteresisStateSurvivesARestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, Options{})
+		id := w.rule(`{"name":"Heater","cooldown_seconds":300,
+			"conditions":[{"type":"hysteresis","esp_id":"ESP_12AB34","gpio":4,"sensor_type":"ds18b20",
+			"activate_below":18,"deactivate_above":21}],
+			"actions":[{"type":"actuator","esp_id":"ESP_12AB34","gpio":26,"command":"ON","value":1}]}`)
+		synctest.Wait()
+		w.reading(4, "ds18b20", 17.5)
+		synctest.Wait()
+		on := w.acts.issued()
+		if len(on) != 1 || on[0].req.Command != "ON" || on[0].req.GPIO != 26 {
+			t.Fatalf("before the restart: %+v", on)
+		}
+		w.acts.finish(on[0].id, actuator.StatusAcknowledged)
+		w.acts.setState(devESP+":26", actuator.StateView{State: "on", Value: 1})
+		synctest.Wait()
+
+		time.Sleep(time.Minute)
+		w.close()
+		w.open()
+		defer w.close()
+		synctest.Wait()
+		if n := len(w.acts.issued()); n != 1 {
+			t.Fatalf("the restart itself sent %d commands", n-1)
+		}
+
+		w.reading(4, "ds18b20", 19.9)
+		synctest.Wait()
+		if cmds := w.acts.issued(); len(cmds) != 1 {
+			t.Fatalf("a reading between the thresholds after the restart sent %+v", cmds[1:])
+		}
+		time.Sleep(time.Minute)
+		w.reading(4, "ds18b20", 21.3)
+		synctest.Wait()
+		time.Sleep(time.Minute)
+		w.reading(4, "ds18b20", 21.5) // inactive now: nothing more
+		synctest.Wait()
+		cmds := w.acts.issued()
+		if len(cmds) != 2 || cmds[1].off == nil || cmds[1].off.GPIO != 26 ||
+			cmds[1].off.IssuedBy != "logic:"+id {
+			t.Fatalf("after the restart, want exactly one OFF: %+v", cmds)
+		}
+	})
+}

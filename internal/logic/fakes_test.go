@@ -268,7 +268,7 @@ func (f fakePauses) RulesPaused(esp string) bool { return f[esp] }
 
 // world is an engine with its collaborators.
 type world struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	st      *sqlite.Store
 	bus     *event.Bus
@@ -284,7 +284,7 @@ type world struct {
 // devESP is the device of the tests' sensors and actuators.
 const devESP = "ESP_12AB34"
 
-func newWorld(t *testing.T, opt Options) *world {
+func newWorld(t testing.TB, opt Options) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir(), bus: event.NewBus(), opt: opt}
 	w.acts = newFakeActuators(w.bus, devESP+":25", devESP+":26", devESP+":27")
