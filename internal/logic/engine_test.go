@@ -597,3 +597,45 @@ func TestHysteresisStateSurvivesARestart(t *testing.T) {
 		}
 	})
 }
+
+// Issue 10 acceptance: a rule waiting in a 10-minute delay neither blocks
+// other rules nor holds a lock on what it switched: a lower-priority rule on
+// the same actuator commands it during the delay, the waiting rule's own new
+// trigger is skipped (already running), and the continuation still runs.
+func TestLongDelayNeitherBlocksNorHoldsALock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t, Options{})
+		defer w.close()
+		long := w.rule(`{"name":"Long","priority":10,"cooldown_seconds":0,
+			"conditions":[{"type":"sensor","esp_id":"ESP_12AB34","gpio":21,"operator":">","value":30}],
+			"actions":[{"type":"actuator","esp_id":"ESP_12AB34","gpio":25},{"type":"delay","seconds":600},
+			{"type":"actuator","esp_id":"ESP_12AB34","gpio":26}]}`)
+		other := w.rule(`{"name":"Other","priority":50,"cooldown_seconds":0,
+			"conditions":[{"type":"sensor","esp_id":"ESP_12AB34","gpio":4,"operator":"<","value":18}],
+			"actions":[{"type":"actuator","esp_id":"ESP_12AB34","gpio":25,"command":"OFF"}]}`)
+		synctest.Wait()
+
+		w.reading(21, "sht31_temp", 31)
+		synctest.Wait()
+		time.Sleep(time.Minute) // a minute into the delay
+		w.reading(4, "ds18b20", 17)
+		w.reading(21, "sht31_temp", 32)
+		synctest.Wait()
+
+		cmds := w.acts.issued()
+		if len(cmds) != 2 || cmds[0].req.IssuedBy != "logic:"+long || cmds[0].req.GPIO != 25 ||
+			cmds[1].req.IssuedBy != "logic:"+other || cmds[1].req.GPIO != 25 {
+			t.Fatalf("during the delay %+v (want Long's ON, then Other's command on the same pin)", cmds)
+		}
+		if xs := w.history(other); len(xs) != 1 || xs[0].TerminalReason == codeConflict {
+			t.Fatalf("the other rule was blocked: %+v", xs)
+		}
+
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		cmds = w.acts.issued()
+		if len(cmds) != 3 || cmds[2].req.IssuedBy != "logic:"+long || cmds[2].req.GPIO != 26 {
+			t.Fatalf("after the delay %+v (want the continuation's ON on 26, once)", cmds)
+		}
+	})
+}

@@ -165,6 +165,43 @@ func TestTwoSensorsAND(t *testing.T) {
 	}
 }
 
+// Issue 10 acceptance: an AND of two sensors on two devices fires only
+// when both are true and the other one's stored reading is fresh (younger
+// than max_age_seconds) and its device online.
+func TestTwoDevicesANDNeedsBothFreshAndTrue(t *testing.T) {
+	r := mustDecode(t, `{"name":"abc","conditions":[
+		{"type":"sensor","esp_id":"ESP_A1B2C3","gpio":34,"sensor_type":"moisture","operator":"<","value":35},
+		{"type":"sensor","esp_id":"ESP_12AB34","gpio":21,"sensor_type":"sht31_temp","operator":">","value":25,
+		 "max_age_seconds":600}],
+		"actions":[{"type":"delay","seconds":1}]}`)
+	other := SensorRef{EspID: "ESP_12AB34", GPIO: 21, SensorType: "sht31_temp"}
+	cases := []struct {
+		name    string
+		value   float64       // the other device's stored value
+		age     time.Duration // how old it is
+		offline bool
+		trigger float64 // the triggering moisture reading
+		want    bool
+	}{
+		{"both true and fresh", 27, 9 * time.Minute, false, 31.2, true},
+		{"the other one stale", 27, 11 * time.Minute, false, 31.2, false},
+		{"the other one false", 24, time.Minute, false, 31.2, false},
+		{"the trigger false", 27, time.Minute, false, 36, false},
+		{"the other device offline", 27, time.Minute, true, 31.2, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld()
+			w.readings[other] = Reading{Value: tc.value, At: t0.Add(-tc.age)}
+			w.offline["ESP_12AB34"] = tc.offline
+			res := Evaluate(&r, w.ctx(t0, SensorTrigger("ESP_A1B2C3", 34, "moisture", tc.trigger, t0)))
+			if res.Matched != tc.want {
+				t.Errorf("matched %v, want %v: %+v", res.Matched, tc.want, res.Leaves)
+			}
+		})
+	}
+}
+
 func TestTimeWindows(t *testing.T) {
 	day := time.Date(2026, 1, 7, 0, 0, 0, 0, time.UTC) // Wednesday
 	cases := []struct {
