@@ -22,6 +22,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/hub"
+	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/observe"
 )
 
@@ -191,6 +192,43 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "MiB to keep free on the data directory's filesystem; below it the hub reports not ready",
 		},
 		{
+			name: "timezone",
+			env:  "KAISER_TIMEZONE",
+			def:  "UTC",
+			help: "IANA time zone of rule time windows that name none",
+		},
+		{
+			name: "logic-timer",
+			env:  "KAISER_LOGIC_TIMER",
+			def:  "60s",
+			help: "period of the rules' timer trigger (1s-1h)",
+		},
+		{
+			name: "webhook-hosts",
+			env:  "KAISER_WEBHOOK_HOSTS",
+			def:  "",
+			help: "comma-separated hosts that rule webhooks may call (none given: any host)",
+		},
+		{
+			name: "smtp-addr",
+			env:  "KAISER_SMTP_ADDR",
+			def:  "",
+			help: "host:port of the SMTP relay for rule e-mails (none: e-mail actions fail); " +
+				"the password only as KAISER_SMTP_PASSWORD",
+		},
+		{
+			name: "smtp-from",
+			env:  "KAISER_SMTP_FROM",
+			def:  "",
+			help: "sender address of rule e-mails",
+		},
+		{
+			name: "smtp-username",
+			env:  "KAISER_SMTP_USERNAME",
+			def:  "",
+			help: "SMTP user name (with KAISER_SMTP_PASSWORD)",
+		},
+		{
 			name: "jwt-secret-file",
 			env:  "KAISER_JWT_SECRET_FILE",
 			def:  "",
@@ -296,6 +334,9 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	if mib == 0 {
 		cfg.DiskReserve = -1 // no reserve: 0 would take the default
 	}
+	if err := ruleConfig(&cfg, v, src); err != nil {
+		return cfg, err
+	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
 	if _, err := auth.LoadSecret(cfg.DataDir, cfg.JWTSecretFile, cfg.JWTSecretFileSource, cfg.JWTSecret); err != nil {
@@ -336,4 +377,40 @@ func mqttLimits(v, src map[string]string) (broker.Limits, error) {
 		return l, fmt.Errorf("--mqtt-* flags: %w", err)
 	}
 	return l, nil
+}
+
+// ruleConfig reads the rules' settings: the time zone, the timer, the
+// webhook hosts and the SMTP relay (its password only from the environment,
+// never the command line).
+func ruleConfig(cfg *hub.Config, v, src map[string]string) error {
+	zone, err := time.LoadLocation(v["timezone"])
+	if err != nil {
+		return fmt.Errorf("%s: %q is not an IANA time zone", src["timezone"], v["timezone"])
+	}
+	cfg.Zone = zone
+	timer, err := time.ParseDuration(v["logic-timer"])
+	if err != nil || timer < time.Second || timer > time.Hour {
+		return fmt.Errorf("%s: %q must be a duration from 1s to 1h", src["logic-timer"], v["logic-timer"])
+	}
+	cfg.LogicTimer = timer
+	for _, h := range strings.Split(v["webhook-hosts"], ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.WebhookHosts = append(cfg.WebhookHosts, strings.ToLower(h))
+		}
+	}
+	if addr := v["smtp-addr"]; addr != "" {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return fmt.Errorf("%s: %q is not a host:port address", src["smtp-addr"], addr)
+		}
+		if v["smtp-from"] == "" {
+			return fmt.Errorf("%s: needed with %s", src["smtp-from"], src["smtp-addr"])
+		}
+	}
+	cfg.SMTP = logic.SMTP{
+		Addr:     v["smtp-addr"],
+		From:     v["smtp-from"],
+		Username: v["smtp-username"],
+		Password: os.Getenv("KAISER_SMTP_PASSWORD"),
+	}
+	return nil
 }
