@@ -16,10 +16,10 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/auth"
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/logic"
-	"github.com/kaiserhub/kaiser/internal/rule"
 )
 
 // server is what the route needs from the HTTP layer.
@@ -144,17 +144,7 @@ func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var lim *backtest.LimitError
 	switch {
 	case errors.As(err, &inv):
-		msg := "rule validation failed"
-		if len(inv.Errors) > 0 {
-			msg += ": " + inv.Errors[0].Error()
-			if n := len(inv.Errors) - 1; n > 0 {
-				msg += fmt.Sprintf(" (and %d more)", n)
-			}
-		}
-		api.WriteError(w, r, http.StatusBadRequest, "RULE_VALIDATION_FAILED", msg, map[string]any{
-			"errors":   issuesOf(inv.Errors),
-			"warnings": issuesOf(inv.Warnings),
-		})
+		logicapi.WriteInvalid(w, r, inv, "body", "rule")
 	case errors.Is(err, logic.ErrNotFound):
 		api.WriteError(w, r, http.StatusNotFound, "RULE_NOT_FOUND", "rule not found", nil)
 	case errors.As(err, &lim):
@@ -168,26 +158,4 @@ func (rt *route) fail(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		rt.srv.Internal(w, r, err)
 	}
-}
-
-// issueObject is one finding; loc is under body.rule, path is the
-// document's own (conditions.1.timezone), as the rule routes write it.
-type issueObject struct {
-	Path string `json:"path"`
-	Loc  []any  `json:"loc"`
-	Type string `json:"type"`
-	Msg  string `json:"msg"`
-}
-
-func issuesOf(is []rule.Issue) []issueObject {
-	out := make([]issueObject, 0, len(is))
-	for _, i := range is {
-		out = append(out, issueObject{
-			Path: i.Path(),
-			Loc:  append([]any{"body", "rule"}, i.Loc...),
-			Type: i.Code,
-			Msg:  i.Message,
-		})
-	}
-	return out
 }

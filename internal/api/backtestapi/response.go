@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/api"
+	"github.com/kaiserhub/kaiser/internal/api/logicapi"
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/rule"
 )
@@ -28,7 +29,7 @@ type response struct {
 	Assumptions          []string         `json:"assumptions"`
 	Limits               limits           `json:"limits"`
 	// ValidationWarnings are the non-fatal findings of an unsaved document.
-	ValidationWarnings []issueObject `json:"validation_warnings"`
+	ValidationWarnings []logicapi.IssueObject `json:"validation_warnings"`
 }
 
 type summary struct {
@@ -137,7 +138,7 @@ func responseOf(rep backtest.Report) response {
 			MaxSamples:    backtest.MaxSamples,
 			FiringsListed: backtest.MaxFirings,
 		},
-		ValidationWarnings: issuesOf(rep.ValidationWarnings),
+		ValidationWarnings: logicapi.IssuesAt(rep.ValidationWarnings, "body", "rule"),
 	}
 	for _, s := range rep.Sensors {
 		out.Sensors = append(out.Sensors, sensorSource{

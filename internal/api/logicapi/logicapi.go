@@ -151,23 +151,49 @@ type ruleObject struct {
 	CreatedAt            *string `json:"created_at"`
 	UpdatedAt            *string `json:"updated_at"`
 	// ValidationWarnings are the non-fatal findings of a save.
-	ValidationWarnings []issueObject `json:"validation_warnings,omitempty"`
+	ValidationWarnings []IssueObject `json:"validation_warnings,omitempty"`
 }
 
-// issueObject is one finding with its document path.
-type issueObject struct {
+// IssueObject is one finding of a rule document: path is the document's
+// own (conditions.1.timezone), loc where the document sits in the request.
+type IssueObject struct {
 	Path string `json:"path"`
 	Loc  []any  `json:"loc"`
 	Type string `json:"type"`
 	Msg  string `json:"msg"`
 }
 
-func issuesOf(is []rule.Issue) []issueObject {
-	out := make([]issueObject, 0, len(is))
+// IssuesAt is the findings with their loc under prefix (["body"] for a rule
+// route, ["body", "rule"] for a document inside a request).
+func IssuesAt(is []rule.Issue, prefix ...any) []IssueObject {
+	out := make([]IssueObject, 0, len(is))
 	for _, i := range is {
-		out = append(out, issueObject{Path: i.Path(), Loc: append([]any{"body"}, i.Loc...), Type: i.Code, Msg: i.Message})
+		out = append(out, IssueObject{
+			Path: i.Path(),
+			Loc:  append(append([]any(nil), prefix...), i.Loc...),
+			Type: i.Code,
+			Msg:  i.Message,
+		})
 	}
 	return out
+}
+
+func issuesOf(is []rule.Issue) []IssueObject { return IssuesAt(is, "body") }
+
+// WriteInvalid answers a refused rule document: 400 RULE_VALIDATION_FAILED
+// with every error and warning, their loc under prefix (docs/api.md §10.1).
+func WriteInvalid(w http.ResponseWriter, r *http.Request, inv *logic.InvalidError, prefix ...any) {
+	msg := "rule validation failed"
+	if len(inv.Errors) > 0 {
+		msg += ": " + inv.Errors[0].Error()
+		if n := len(inv.Errors) - 1; n > 0 {
+			msg += fmt.Sprintf(" (and %d more)", n)
+		}
+	}
+	api.WriteError(w, r, http.StatusBadRequest, "RULE_VALIDATION_FAILED", msg, map[string]any{
+		"errors":   IssuesAt(inv.Errors, prefix...),
+		"warnings": IssuesAt(inv.Warnings, prefix...),
+	})
 }
 
 func objectOf(r logic.Rule, warnings []rule.Issue) ruleObject {
@@ -209,7 +235,7 @@ func (rt *routes) withRule(h ruleHandler) api.Authed {
 		id := r.PathValue("rule_id")
 		if _, err := uuid.Parse(id); err != nil {
 			api.WriteError(w, r, http.StatusUnprocessableEntity, "VALIDATION_ERROR", "rule_id must be a UUID",
-				map[string]any{"errors": []issueObject{{Path: "rule_id", Loc: []any{"path", "rule_id"},
+				map[string]any{"errors": []IssueObject{{Path: "rule_id", Loc: []any{"path", "rule_id"},
 					Type: "uuid_parsing", Msg: "must be a UUID"}}})
 			return
 		}
@@ -222,17 +248,7 @@ func (rt *routes) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var inv *logic.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		msg := "rule validation failed"
-		if len(inv.Errors) > 0 {
-			msg += ": " + inv.Errors[0].Error()
-			if n := len(inv.Errors) - 1; n > 0 {
-				msg += fmt.Sprintf(" (and %d more)", n)
-			}
-		}
-		api.WriteError(w, r, http.StatusBadRequest, "RULE_VALIDATION_FAILED", msg, map[string]any{
-			"errors":   issuesOf(inv.Errors),
-			"warnings": issuesOf(inv.Warnings),
-		})
+		WriteInvalid(w, r, inv, "body")
 	case errors.Is(err, logic.ErrNotFound):
 		api.WriteError(w, r, http.StatusNotFound, "RULE_NOT_FOUND", "rule not found", nil)
 	case errors.Is(err, logic.ErrDuplicate):
