@@ -1,0 +1,99 @@
+package hub
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/kaiserhub/kaiser/internal/tlscert"
+)
+
+// listenHTTPS loads the certificate when a TLS listener is asked for and
+// opens the HTTPS listener (docs/decisions/0019-tls.md). A TLS listener
+// without a certificate that loads, or a certificate without a listener,
+// is refused: the hub never runs believed encrypted while it is not.
+func (h *Hub) listenHTTPS() error {
+	c := h.cfg
+	wantTLS := c.HTTPSAddr != "" || c.MQTTTLSAddr != ""
+	haveFiles := c.TLSCertFile != "" || c.TLSKeyFile != ""
+	switch {
+	case !wantTLS && !haveFiles:
+		return nil
+	case !wantTLS:
+		return errors.New("tls certificate given but no TLS listener asked for (HTTPS address, MQTT TLS address)")
+	case c.TLSCertFile == "" || c.TLSKeyFile == "":
+		return errors.New("a TLS listener needs both a certificate file and a key file")
+	}
+	if err := checkNot8883(c.MQTTTLSAddr); err != nil {
+		return err
+	}
+	var err error
+	h.TLS, err = tlscert.Load(c.TLSCertFile, c.TLSKeyFile, h.Log.With("component", "tls"))
+	if err != nil {
+		return err
+	}
+	h.TLS.Register(h.Registry)
+	if c.HTTPSAddr == "" {
+		return nil
+	}
+	h.httpsLn, err = net.Listen("tcp", c.HTTPSAddr)
+	if err != nil {
+		return fmt.Errorf("https listen %s: %w", c.HTTPSAddr, err)
+	}
+	return nil
+}
+
+// checkNot8883 refuses port 8883 for MQTT over TLS: baseline firmware tries
+// plain MQTT there first and falls back to 1883 only when the connect
+// fails (docs/protocol.md §1.5); a TLS listener on 8883 would turn every
+// such node's first attempt into a failed handshake.
+func checkNot8883(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "8883" {
+		return fmt.Errorf("mqtt tls address %s: not port 8883, where baseline nodes speak plain MQTT; use 8884", addr)
+	}
+	return nil
+}
+
+// tlsConfig is a server configuration with the hub's certificate; nil
+// without one.
+func (h *Hub) tlsConfig() *tls.Config {
+	if h.TLS == nil {
+		return nil
+	}
+	return h.TLS.TLSConfig()
+}
+
+// serveHTTPS serves the same handler, with the same timeouts, on the HTTPS
+// listener as on the plain one: one http.Server serves both, and its
+// Shutdown drains both.
+func (h *Hub) serveHTTPS() {
+	if h.httpsLn == nil {
+		return
+	}
+	go func() { h.httpErr <- h.httpSrv.ServeTLS(h.httpsLn, "", "") }()
+}
+
+// reloadTLS reads the certificate files again (SIGHUP). The source logs
+// the outcome; a failure keeps the certificate in use.
+func (h *Hub) reloadTLS() {
+	if h.TLS == nil {
+		h.Log.Info("reload asked for: no TLS certificate configured, nothing to reload")
+		return
+	}
+	_ = h.TLS.Reload()
+}
+
+// HTTPSAddr is the bound HTTPS address; "" without one.
+func (h *Hub) HTTPSAddr() string {
+	if h.httpsLn == nil {
+		return ""
+	}
+	return h.httpsLn.Addr().String()
+}
+
+// MQTTTLSAddr is the bound MQTT-over-TLS address; "" without one.
+func (h *Hub) MQTTTLSAddr() string { return h.Broker.TLSAddr() }
