@@ -369,7 +369,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		WriteTimeout:      35 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.Log.Handler(), slog.LevelWarn),
-		TLSConfig:         h.tlsConfig(), // the HTTPS listener's; the plain one ignores it
+		TLSConfig:         h.httpsConfig(), // the HTTPS listener's; the plain one ignores it
 	}
 	return nil
 }

@@ -32,9 +32,12 @@ func tlsHub(t *testing.T) (Config, tlscerttest.Cert) {
 	}, cert
 }
 
-// httpsClient trusts only cfg's roots.
+// httpsClient trusts only cfg's roots and speaks HTTP/2, as browsers do.
 func httpsClient(cfg *tls.Config) *http.Client {
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   cfg,
+		ForceAttemptHTTP2: true,
+	}}
 }
 
 // With TLS on, a real MQTT client over TLS is a device like any other, the
@@ -84,8 +87,15 @@ func TestTLSListenersServeBesideThePlainOnes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.TLS == nil ||
 		resp.TLS.PeerCertificates[0].SerialNumber.Cmp(cert.Leaf.SerialNumber) != 0 ||
-		resp.TLS.Version < tls.VersionTLS12 {
-		t.Fatalf("https health: %d, tls %+v", resp.StatusCode, resp.TLS)
+		resp.TLS.Version < tls.VersionTLS12 || resp.ProtoMajor != 2 {
+		t.Fatalf("https health: %d over %s, tls %+v", resp.StatusCode, resp.Proto, resp.TLS)
+	}
+	// An HTTP/1.1 client is served as well.
+	h1 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cert.Client()}}
+	if resp, err := h1.Get("https://" + h.HTTPSAddr() + "/api/v1/health"); err != nil || resp.ProtoMajor != 1 {
+		t.Fatalf("https over HTTP/1.1: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// Same routes, same answers: the auth status tells of the MQTT TLS listener.
 	resp, err = httpsClient(cert.Client()).Get("https://" + h.HTTPSAddr() + "/api/v1/auth/status")

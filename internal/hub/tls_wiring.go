@@ -25,7 +25,7 @@ func (h *Hub) listenHTTPS() error {
 	case c.TLSCertFile == "" || c.TLSKeyFile == "":
 		return errors.New("a TLS listener needs both a certificate file and a key file")
 	}
-	if err := checkNot8883(c.MQTTTLSAddr); err != nil {
+	if err := CheckMQTTTLSAddr(c.MQTTTLSAddr); err != nil {
 		return err
 	}
 	var err error
@@ -44,16 +44,16 @@ func (h *Hub) listenHTTPS() error {
 	return nil
 }
 
-// checkNot8883 refuses port 8883 for MQTT over TLS: baseline firmware tries
-// plain MQTT there first and falls back to 1883 only when the connect
-// fails (docs/protocol.md §1.5); a TLS listener on 8883 would turn every
-// such node's first attempt into a failed handshake.
-func checkNot8883(addr string) error {
+// CheckMQTTTLSAddr refuses port 8883 for MQTT over TLS: baseline firmware
+// tries plain MQTT there first and falls back to 1883 only when the
+// connect fails (docs/protocol.md §1.5); a TLS listener on 8883 would turn
+// every such node's first attempt into a failed handshake.
+func CheckMQTTTLSAddr(addr string) error {
 	if addr == "" {
 		return nil
 	}
 	if _, port, err := net.SplitHostPort(addr); err == nil && port == "8883" {
-		return fmt.Errorf("mqtt tls address %s: not port 8883, where baseline nodes speak plain MQTT; use 8884", addr)
+		return fmt.Errorf("mqtt tls address %s: not port 8883, where baseline nodes try plain MQTT first; use 8884", addr)
 	}
 	return nil
 }
@@ -65,6 +65,18 @@ func (h *Hub) tlsConfig() *tls.Config {
 		return nil
 	}
 	return h.TLS.TLSConfig()
+}
+
+// httpsConfig is tlsConfig offering HTTP/2. Naming h2 is what makes
+// http.Server set HTTP/2 up whichever of Serve (plain) and ServeTLS runs
+// first; without it a plain Serve that wins the race leaves HTTP/2 off while
+// ServeTLS still offers it, and every HTTP/2 client's connection is closed.
+func (h *Hub) httpsConfig() *tls.Config {
+	c := h.tlsConfig()
+	if c != nil {
+		c.NextProtos = []string{"h2", "http/1.1"}
+	}
+	return c
 }
 
 // serveHTTPS serves the same handler, with the same timeouts, on the HTTPS

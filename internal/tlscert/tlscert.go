@@ -73,7 +73,7 @@ func Load(certFile, keyFile string, log *slog.Logger) (*Source, error) {
 		return nil, err
 	}
 	s.seen = st
-	if err := s.load(); err != nil {
+	if err := s.load("start"); err != nil {
 		return nil, err
 	}
 	s.warnKeyMode()
@@ -130,7 +130,7 @@ func (s *Source) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 
 // reload loads the files and counts and logs the outcome; s.mu is held.
 func (s *Source) reload(why string) error {
-	if err := s.load(); err != nil {
+	if err := s.load(why); err != nil {
 		s.reloads.WithLabelValues("failed").Inc()
 		s.log.Warn("TLS certificate not reloaded; the previous one stays in use",
 			"trigger", why, "cert_file", s.certFile, "key_file", s.keyFile, "error", err)
@@ -140,7 +140,7 @@ func (s *Source) reload(why string) error {
 	return nil
 }
 
-func (s *Source) load() error {
+func (s *Source) load(why string) error {
 	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
 	if err != nil {
 		return fmt.Errorf("tls certificate %s with key %s: %w", s.certFile, s.keyFile, err)
@@ -154,7 +154,7 @@ func (s *Source) load() error {
 	}
 	s.cert.Store(&c)
 	now := s.now()
-	attrs := []any{"cert_file", s.certFile, "subject", leaf.Subject.String(),
+	attrs := []any{"trigger", why, "cert_file", s.certFile, "subject", leaf.Subject.String(),
 		"dns_names", leaf.DNSNames, "ip_addresses", len(leaf.IPAddresses),
 		"not_before", leaf.NotBefore.UTC(), "not_after", leaf.NotAfter.UTC()}
 	// A Raspberry Pi without a real-time clock boots in the past: a
