@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -25,7 +24,6 @@ import (
 	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/observe"
-	"github.com/kaiserhub/kaiser/internal/tlscert"
 )
 
 // Set by the build (-ldflags "-X main.version=... -X main.commit=...").
@@ -466,22 +464,9 @@ func tlsConfig(cfg *hub.Config, v, src map[string]string) error {
 			return fmt.Errorf("%s: %q is not a host:port address", src[name], v[name])
 		}
 	}
-	if err := hub.CheckMQTTTLSAddr(cfg.MQTTTLSAddr); err != nil {
-		return fmt.Errorf("%s: %w", src["mqtt-tls-addr"], err)
-	}
-	listener := cfg.HTTPSAddr != "" || cfg.MQTTTLSAddr != ""
-	files := cfg.TLSCertFile != "" || cfg.TLSKeyFile != ""
-	switch {
-	case !listener && !files:
-		return nil
-	case !listener:
-		return fmt.Errorf("%s / %s: given, but no TLS listener would use them; set %s or %s",
-			src["tls-cert"], src["tls-key"], src["https-addr"], src["mqtt-tls-addr"])
-	case cfg.TLSCertFile == "" || cfg.TLSKeyFile == "":
-		return fmt.Errorf("a TLS listener needs both %s and %s", src["tls-cert"], src["tls-key"])
-	}
-	if _, err := tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, slog.New(slog.DiscardHandler)); err != nil {
-		return fmt.Errorf("%s / %s: %w", src["tls-cert"], src["tls-key"], err)
+	if err := cfg.CheckTLS(); err != nil {
+		return fmt.Errorf("%s, %s, %s, %s: %w",
+			src["https-addr"], src["mqtt-tls-addr"], src["tls-cert"], src["tls-key"], err)
 	}
 	return nil
 }

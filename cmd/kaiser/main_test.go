@@ -28,15 +28,15 @@ func TestServeRefusesTLSMisconfiguration(t *testing.T) {
 		want string
 	}{
 		{"https without files", []string{"--https-addr", ":8443"}, nil,
-			"needs both --tls-cert (KAISER_TLS_CERT) and --tls-key (KAISER_TLS_KEY)"},
+			"--tls-key (KAISER_TLS_KEY): a TLS listener needs both a certificate file and a key file"},
 		{"mqtt tls without key", []string{"--mqtt-tls-addr", ":8884", "--tls-cert", certFile}, nil,
-			"needs both --tls-cert"},
+			"needs both a certificate file and a key file"},
 		{"files without listener", []string{"--tls-cert", certFile, "--tls-key", keyFile}, nil,
-			"no TLS listener would use them"},
+			"no TLS listener asked for"},
 		{"unloadable", []string{"--https-addr", ":8443", "--tls-cert", garbage, "--tls-key", keyFile}, nil,
 			"garbage.pem"},
 		{"8883 from the environment", []string{"--tls-cert", certFile, "--tls-key", keyFile},
-			map[string]string{"KAISER_MQTT_TLS_ADDR": ":8883"}, "--mqtt-tls-addr (KAISER_MQTT_TLS_ADDR): mqtt tls address :8883"},
+			map[string]string{"KAISER_MQTT_TLS_ADDR": ":8883"}, "--mqtt-tls-addr (KAISER_MQTT_TLS_ADDR), --tls-cert (KAISER_TLS_CERT), --tls-key (KAISER_TLS_KEY): mqtt tls address :8883: not port 8883"},
 		{"not an address", []string{"--https-addr", "8443", "--tls-cert", certFile, "--tls-key", keyFile}, nil,
 			`--https-addr (KAISER_HTTPS_ADDR): "8443" is not a host:port address`},
 	} {

@@ -4,31 +4,50 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/kaiserhub/kaiser/internal/tlscert"
 )
 
-// listenHTTPS loads the certificate when a TLS listener is asked for and
-// opens the HTTPS listener (docs/decisions/0019-tls.md). A TLS listener
-// without a certificate that loads, or a certificate without a listener,
-// is refused: the hub never runs believed encrypted while it is not.
-func (h *Hub) listenHTTPS() error {
-	c := h.cfg
+// CheckTLS reports a TLS configuration Start would refuse, with the
+// certificate loaded once to see that it can be: a TLS listener without a
+// certificate that loads, a certificate no listener would use, MQTT over TLS
+// on port 8883. The hub never runs believed encrypted while it is not.
+func (c Config) CheckTLS() error {
+	on, err := c.tlsWanted()
+	if err != nil || !on {
+		return err
+	}
+	_, err = tlscert.Load(c.TLSCertFile, c.TLSKeyFile, slog.New(slog.DiscardHandler))
+	return err
+}
+
+// tlsWanted reports whether a TLS listener is asked for, and a
+// configuration that does not fit.
+func (c Config) tlsWanted() (bool, error) {
 	wantTLS := c.HTTPSAddr != "" || c.MQTTTLSAddr != ""
 	haveFiles := c.TLSCertFile != "" || c.TLSKeyFile != ""
 	switch {
 	case !wantTLS && !haveFiles:
-		return nil
+		return false, nil
 	case !wantTLS:
-		return errors.New("tls certificate given but no TLS listener asked for (HTTPS address, MQTT TLS address)")
+		return false, errors.New("tls certificate given but no TLS listener asked for (HTTPS address, MQTT TLS address)")
 	case c.TLSCertFile == "" || c.TLSKeyFile == "":
-		return errors.New("a TLS listener needs both a certificate file and a key file")
+		return false, errors.New("a TLS listener needs both a certificate file and a key file")
 	}
-	if err := CheckMQTTTLSAddr(c.MQTTTLSAddr); err != nil {
+	return true, CheckMQTTTLSAddr(c.MQTTTLSAddr)
+}
+
+// listenHTTPS loads the certificate when a TLS listener is asked for and
+// opens the HTTPS listener (docs/decisions/0019-tls.md); CheckTLS says what
+// it refuses.
+func (h *Hub) listenHTTPS() error {
+	c := h.cfg
+	on, err := c.tlsWanted()
+	if err != nil || !on {
 		return err
 	}
-	var err error
 	h.TLS, err = tlscert.Load(c.TLSCertFile, c.TLSKeyFile, h.Log.With("component", "tls"))
 	if err != nil {
 		return err
