@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -135,6 +136,10 @@ type NodeConfig struct {
 	// network; Inject delivers a held-back message late). It runs on the
 	// connection's goroutine and must not call the node.
 	Lose func(topic string, payload []byte) bool
+
+	// TLS, when set, connects over TLS (the hub's MQTT TLS listener);
+	// baseline firmware speaks plain MQTT only.
+	TLS *tls.Config
 }
 
 // Stats are a node's counters.
@@ -385,6 +390,7 @@ func (n *Node) connect(first bool) error {
 	will, _ := json.Marshal(map[string]any{"status": "offline", "reason": "unexpected_disconnect", "timestamp": willTS})
 	w, err := n.dial(n.cfg.Broker, WireOptions{
 		ClientID:    n.cfg.EspID,
+		TLS:         n.cfg.TLS,
 		KeepAlive:   60,
 		WillTopic:   n.topic("system/will"),
 		WillPayload: will,

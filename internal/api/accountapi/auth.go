@@ -46,12 +46,17 @@ type Deps struct {
 	Audit    recorder
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
 	LoginLimit, RefreshLimit int
+
+	// MQTTTLS is whether the broker's MQTT TLS listener is on (GET /auth/status).
+	MQTTTLS bool
 }
 
 type handlers struct {
 	srv      *api.Server
 	accounts accounts
 	audit    recorder
+
+	mqttTLS bool
 }
 
 // Register adds the account routes to s.
@@ -64,6 +69,7 @@ func Register(s *api.Server, d Deps) {
 	}
 
 	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
+	h.mqttTLS = d.MQTTTLS
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -212,7 +218,9 @@ func (h *handlers) authStatus(w http.ResponseWriter, r *http.Request) {
 		h.srv.Internal(w, r, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0})
+	resp := authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0}
+	resp.MQTTTLSEnabled = h.mqttTLS
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (h *handlers) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
