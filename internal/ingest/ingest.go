@@ -131,13 +131,17 @@ func (q *deviceQueue) pop() Message {
 	return m
 }
 
-// evictUnsettled removes the oldest message no publisher waits for, keeping
-// the order of the rest; false when every queued message is waited for.
-func (q *deviceQueue) evictUnsettled() (Message, bool) {
+// evictTelemetry removes the oldest queued telemetry message (a kind whose
+// policy is DropOldest) that no publisher waits for, keeping the order of
+// the rest. Lifecycle messages (wills, heartbeats, statuses, responses,
+// acks, alerts) are never evicted: losing a will or a heartbeat to make
+// room for a reading would change what the hub believes about the device
+// (docs/protocol.md §5.2 step 3). False when nothing may be evicted.
+func (q *deviceQueue) evictTelemetry() (Message, bool) {
 	size := len(q.buf)
 	for i := 0; i < q.n; i++ {
 		at := (q.head + i) % size
-		if q.buf[at].settle != nil {
+		if q.buf[at].settle != nil || PolicyFor(q.buf[at].Topic.Kind) != DropOldest {
 			continue
 		}
 		m := q.buf[at]
@@ -357,11 +361,13 @@ func (d *Dispatcher) enqueue(m Message) {
 			return
 		}
 		if policy == DropOldest {
-			old, ok := q.evictUnsettled()
+			old, ok := q.evictTelemetry()
 			if !ok {
-				// Every queued message has a publisher waiting for it.
+				// Every queued message is lifecycle or has a publisher
+				// waiting for it: the new telemetry is the one to go.
 				d.mu.Unlock()
-				d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full of messages awaiting acknowledgement"))
+				d.drop(m, contract.ReasonQueueOverflow,
+					errors.New("device queue full of lifecycle messages or messages awaiting acknowledgement"))
 				return
 			}
 			q.push(m)
