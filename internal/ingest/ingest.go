@@ -157,7 +157,9 @@ func (q *deviceQueue) evictTelemetry() (Message, bool) {
 
 // slot is one worker's in-flight state, read by the watchdog.
 type slot struct {
-	started  atomic.Int64 // unix nanos of the running handler, 0 when idle
+	// started is when the running handler began on the dispatcher's
+	// monotonic clock (Dispatcher.elapsed, plus 1 so that 0 means idle).
+	started  atomic.Int64
 	detached atomic.Bool
 	device   atomic.Value // string
 }
@@ -186,7 +188,11 @@ type Dispatcher struct {
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	logLim  *logLimiter
-	now     func() time.Time
+	now     func() time.Time // wall clock: receive times (docs/protocol.md T1)
+	// epoch carries the monotonic reading the watchdog measures handler
+	// runs against: a wall-clock step (NTP, an operator) must neither make
+	// every running handler look an hour late nor hide a stuck one.
+	epoch time.Time
 
 	totalReceived atomic.Int64
 	lastReceived  atomic.Int64
@@ -217,6 +223,7 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
 		quit:     make(chan struct{}),
 		logLim:   newLogLimiter(time.Second),
 		now:      now,
+		epoch:    time.Now(),
 		arrivals: newArrivals(now()),
 	}
 }
@@ -484,7 +491,7 @@ func (d *Dispatcher) process(s *slot, q *deviceQueue) {
 		}
 	}
 	s.device.Store(q.id)
-	s.started.Store(d.now().UnixNano())
+	s.started.Store(int64(d.elapsed()) + 1)
 	d.run(m)
 	s.started.Store(0)
 
@@ -582,7 +589,7 @@ func (d *Dispatcher) watchdog() {
 			return
 		case <-tick.C:
 		}
-		now := d.now().UnixNano()
+		now := int64(d.elapsed()) + 1
 		var stuck []*slot
 		d.slotsMu.Lock()
 		for s := range d.slots {
@@ -601,6 +608,10 @@ func (d *Dispatcher) watchdog() {
 		}
 	}
 }
+
+// elapsed is the time since the dispatcher was built, on the monotonic
+// clock, which no wall-clock step moves.
+func (d *Dispatcher) elapsed() time.Duration { return time.Since(d.epoch) }
 
 func (d *Dispatcher) signalDrained() {
 	select {
