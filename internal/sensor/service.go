@@ -776,6 +776,15 @@ const recentDeviceTimes = 16
 // reading whose time was seen recently is a duplicate; hub-timed readings
 // are never merged, each gets a distinct key. It makes r the series'
 // latest reading and clears its stale mark, reporting whether it was set.
+//
+// No series time runs more than contract.MaxFuture ahead of the hub's
+// clock. Device times beyond it are the hub's already (docs/protocol.md
+// §5.3); a series whose last time lies further ahead (the hub's clock
+// stepped back, or a reading stored before that rule) restarts at the
+// receive time instead of counting on from its future end, and its latest
+// reading gives way, so neither pins the series in the future where
+// queries up to now cannot see it. A hub-timed key that is taken there
+// already is moved on by the store, never dropped.
 func (s *Service) dedup(
 	st *seriesState, key store.SeriesKey, r *store.Reading, at time.Time, src contract.TimeSource,
 ) (wasStale bool, err error) {
@@ -783,6 +792,8 @@ func (s *Service) dedup(
 	defer s.mu.Unlock()
 
 	ts := at.UnixMilli()
+	ahead := st.lastTS - r.ReceivedAt // how far the series runs ahead of the hub's clock
+	future := ahead > contract.MaxFuture.Milliseconds()
 	if src == contract.SourceDevice {
 		if slices.Contains(st.recent, ts) {
 			return false, ingest.Drop(contract.ReasonDuplicate, "reading with the same device time already stored")
@@ -791,16 +802,16 @@ func (s *Service) dedup(
 			st.recent = st.recent[1:]
 		}
 		st.recent = append(st.recent, ts)
-	} else if ts <= st.lastTS {
+	} else if ts <= st.lastTS && !future {
 		ts = st.lastTS + 1
 	}
-	if ts > st.lastTS {
+	if ts > st.lastTS || future {
 		st.lastTS = ts
 	}
 	r.TS = ts
 
 	wasStale, st.stale = st.stale, false
-	if l := s.latest[st.id]; l == nil || l.r.TS <= ts {
+	if l := s.latest[st.id]; l == nil || l.r.TS <= ts || l.r.TS-r.ReceivedAt > contract.MaxFuture.Milliseconds() {
 		s.latest[st.id] = &latest{key: key, r: *r}
 	}
 	return wasStale, nil
