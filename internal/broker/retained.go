@@ -73,8 +73,8 @@ func (r *retainedBudget) held() (count, bytes int) {
 	return len(r.sizes), r.bytes
 }
 
-// ownRetained are the hub's own retained messages (server/status, docs/protocol.md
-// §3.2.11), kept for the hub's whole life. mochi removes every retained
+// ownRetained are the hub's own retained messages (server/status,
+// docs/protocol.md §3.2.11), kept for the hub's whole life. mochi removes every retained
 // message older than its maximum message expiry (an hour here, which
 // bounds what devices leave behind); the hub's own would go with them and
 // newer firmware subscribing later would never learn the hub is online.

@@ -18,8 +18,8 @@ func latestRaw(t *testing.T, f *fixture) (float64, time.Time) {
 	return got[0].Reading.Raw, time.UnixMilli(got[0].Reading.TS)
 }
 
-// A device time more than 30 s ahead of the hub is the hub's (docs/protocol.md
-// §5.3, flagged time_source=hub): it neither dates the reading in the future
+// A device time more than 30 s ahead of the hub is the hub's
+// (docs/protocol.md §5.3, flagged time_source=hub): it neither dates the reading in the future
 // nor keeps later readings from becoming the latest.
 func TestFutureDeviceTimeDoesNotPinLatest(t *testing.T) {
 	f := newFixture(t)

@@ -826,9 +826,9 @@ const recentDeviceTimes = 16
 // latest reading and clears its stale mark, reporting whether it was set.
 //
 // No series time runs more than contract.MaxFuture ahead of the hub's
-// clock. Device times beyond it are the hub's already (docs/protocol.md
-// §5.3); a series whose last time lies further ahead (the hub's clock
-// stepped back, or a reading stored before that rule) restarts at the
+// clock. Device times beyond it are the hub's already
+// (docs/protocol.md §5.3); a series whose last time lies further ahead (the
+// hub's clock stepped back, or a reading stored before that rule) restarts at the
 // receive time instead of counting on from its future end, and its latest
 // reading gives way, so neither pins the series in the future where
 // queries up to now cannot see it. A hub-timed key that is taken there
