@@ -113,6 +113,9 @@ func (s *Service) ExpirePending(ctx context.Context) error {
 	cut := s.now().Add(-s.cfg.PendingExpiry)
 	var cands []candidate
 	s.mu.Lock()
+	// Recounted here too: an operator's metadata patch can make a device
+	// stop (or start) awaiting without a status change.
+	s.countAwaiting()
 	for _, e := range s.devices {
 		if awaiting(e) && e.lastHeard().Before(cut) {
 			cands = append(cands, candidate{e, e.rec.Version})
