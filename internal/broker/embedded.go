@@ -81,6 +81,7 @@ type Embedded struct {
 	// replace them).
 	connects       *bucket
 	retained       *retainedBudget
+	own            ownRetained // the hub's own retained messages, renewed on expiry
 	connectTimeout time.Duration
 	now            func() time.Time
 	wait           func(d time.Duration, stop <-chan struct{})

@@ -603,6 +603,7 @@ func (h *Hub) startScheduler(context.Context) error {
 func (h *Hub) jobs() []schedule.Job {
 	return []schedule.Job{
 		{Name: "liveness_check", Every: min(10*time.Second, h.cfg.HeartbeatTimeout/4), Run: h.Devices.CheckLiveness},
+		{Name: "pending_expiry", Every: device.PendingSweepEvery, Run: h.Devices.ExpirePending},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
 		{Name: "sensor_health", Every: 60 * time.Second, Run: h.Sensors.CheckStale},
 		{Name: "rollups", Every: 5 * time.Minute, Run: h.Sensors.RepairRollups},
