@@ -46,6 +46,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
+	"github.com/kaiserhub/kaiser/internal/retention"
 	"github.com/kaiserhub/kaiser/internal/schedule"
 	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
@@ -614,6 +615,7 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
 		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
 		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
+		{Name: "history_retention", Cron: "45 * * * *", Run: h.trimHistories},
 		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
 		{Name: "sequence_sweep", Every: sequence.SweepEvery, Run: h.Sequences.Sweep},
 	}
@@ -622,6 +624,11 @@ func (h *Hub) jobs() []schedule.Job {
 func (h *Hub) cleanupReadings(ctx context.Context) error {
 	res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())
 	h.Log.Info("raw reading retention", "status", res.Status, "deleted", res.Deleted)
+	return err
+}
+
+func (h *Hub) trimHistories(ctx context.Context) error {
+	_, err := retention.Trim(ctx, h.Store, retention.Policies, time.Now(), h.Log.With("component", "retention"))
 	return err
 }
 
