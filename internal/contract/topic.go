@@ -223,6 +223,28 @@ func IsHubToDevice(topic string) bool {
 	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
 }
 
+// IsHubToDeviceSuffix reports whether suffix, the part after
+// `kaiser/{k}/esp/{id}/`, names a hub→device topic of docs/protocol.md §2.2,
+// or is a subscription filter that matches only such topics: `+` may stand
+// for the gpio level (the firmware's `actuator/+/command`).
+func IsHubToDeviceSuffix(suffix string) bool {
+	if hubOnlySuffixes[suffix] {
+		return true
+	}
+	first, rest, ok := strings.Cut(suffix, "/")
+	if !ok {
+		return false
+	}
+	level, leaf, ok := strings.Cut(rest, "/")
+	if !ok {
+		return false
+	}
+	if _, gpio := parseGPIOLevel(level); !gpio && level != "+" {
+		return false
+	}
+	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
+}
+
 // DeviceTopic builds `kaiser/{kaiser}/esp/{esp}/{suffix}`; kaiser may be empty (docs/protocol.md A2).
 func DeviceTopic(kaiserID, espID, suffix string) string {
 	return "kaiser/" + kaiserID + "/esp/" + espID + "/" + suffix
