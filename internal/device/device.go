@@ -110,9 +110,10 @@ type Service struct {
 	discovered []time.Time          // discovery times in the last minute
 	perID      map[string]time.Time
 
-	push   *pushes
-	hooks  pushHooks
-	counts counts
+	push    *pushes
+	hooks   pushHooks
+	deleted deleteHooks
+	counts  counts
 }
 
 // New builds the service; call Load before serving traffic.
