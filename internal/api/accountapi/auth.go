@@ -46,12 +46,15 @@ type Deps struct {
 	Audit    recorder
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
 	LoginLimit, RefreshLimit int
+	// MQTTAuthEnabled: the broker runs with --mqtt-auth devices.
+	MQTTAuthEnabled bool
 }
 
 type handlers struct {
 	srv      *api.Server
 	accounts accounts
 	audit    recorder
+	mqttAuth bool
 }
 
 // Register adds the account routes to s.
@@ -63,7 +66,7 @@ func Register(s *api.Server, d Deps) {
 		d.RefreshLimit = 60
 	}
 
-	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
+	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit, mqttAuth: d.MQTTAuthEnabled}
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -212,7 +215,7 @@ func (h *handlers) authStatus(w http.ResponseWriter, r *http.Request) {
 		h.srv.Internal(w, r, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0})
+	api.WriteJSON(w, http.StatusOK, authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0, MQTTAuthEnabled: h.mqttAuth})
 }
 
 func (h *handlers) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) {
