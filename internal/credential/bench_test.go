@@ -23,8 +23,10 @@ import (
 // a fresh one has no cached password, as after a hub restart.
 type current struct{ svc atomic.Pointer[Service] }
 
-func (c *current) Check(id, user string, pw []byte) (uint64, error) { return c.svc.Load().Check(id, user, pw) }
-func (c *current) Generation(id string) uint64                     { return c.svc.Load().Generation(id) }
+func (c *current) Check(id, user string, pw []byte) (uint64, error) {
+	return c.svc.Load().Check(id, user, pw)
+}
+func (c *current) Generation(id string) uint64 { return c.svc.Load().Generation(id) }
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
