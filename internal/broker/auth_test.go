@@ -2,6 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -427,5 +430,33 @@ func TestOffModeStaysAnonymous(t *testing.T) {
 	}
 	if _, err := dial5(t, e.Addr(), "node-red.1", "", "", nil); err != nil {
 		t.Fatalf("off mode other client: %v", err)
+	}
+}
+
+// BenchmarkPublishACL is the hook's check of one device publish, the cost
+// devices mode adds to every inbound message.
+func BenchmarkPublishACL(b *testing.B) {
+	const topic = "kaiser/god/esp/ESP_AAAAAA/sensor/34/data"
+	for _, mode := range []AuthMode{AuthOff, AuthDevices} {
+		b.Run(string(mode), func(b *testing.B) {
+			e, err := NewEmbedded(Config{Auth: mode, Credentials: newFakeCredentials(),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			h := &hook{e: e}
+			cl := e.server.NewClient(nil, "tcp", "ESP_AAAAAA", false)
+			e.sessions.add(cl, grant{espID: "ESP_AAAAAA", generation: 1})
+			for i := range 1000 { // a fleet's sessions in the set
+				e.sessions.add(e.server.NewClient(nil, "tcp", fmt.Sprint("ESP_", i), false), grant{espID: fmt.Sprint(i)})
+			}
+			b.ResetTimer()
+			for range b.N {
+				if !h.OnACLCheck(cl, topic, true) {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }

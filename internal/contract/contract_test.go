@@ -90,7 +90,7 @@ func TestIsHubToDevice(t *testing.T) {
 }
 
 // The device ACL of devices mode reads a device's own hub→device topics
-// through IsHubToDeviceSuffix: each suffix of §2.2, the firmware's
+// through IsHubToDeviceSuffix: each suffix of docs/protocol.md §2.2, the firmware's
 // `actuator/+/command` filter, nothing of the device's own publications
 // and no `#`.
 func TestIsHubToDeviceSuffix(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package credential issues, stores and checks the devices' MQTT
-// credentials for the embedded broker (docs/domain.md §1.2, docs/api.md
-// §6.3): a generated password per device, kept only as a bcrypt hash, with
-// a bounded cost per CONNECT (docs/decisions/0018-device-credentials.md).
+// credentials for the embedded broker (docs/domain.md §1.2, docs/api.md §6.3):
+// a generated password per device, kept only as a bcrypt hash, with a
+// bounded cost per CONNECT (docs/decisions/0018-device-credentials.md).
 package credential
 
 import (

@@ -266,8 +266,9 @@ func (h *Hub) createBroker(context.Context) error {
 		Credentials: h.Credentials,
 	})
 	if err == nil && !h.mqttAuth() {
-		h.Log.Warn("MQTT DEVICE AUTHENTICATION IS OFF: " + healthapi.MQTTAuthOffWarning +
-			" (docs/decisions/0018-device-credentials.md)")
+		h.Log.Warn("MQTT DEVICE AUTHENTICATION IS OFF (--mqtt-auth off): any client can connect with a device id "+
+			"and publish as that device", "fix", "issue device credentials, then --mqtt-auth devices",
+			"see", "docs/decisions/0018-device-credentials.md")
 	}
 	return err
 }
