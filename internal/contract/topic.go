@@ -209,18 +209,7 @@ func IsHubToDevice(topic string) bool {
 		return false
 	}
 	_, suffix, ok := strings.Cut(rest, "/")
-	if !ok {
-		return false
-	}
-	if hubOnlySuffixes[suffix] {
-		return true
-	}
-	first, rest2, ok := strings.Cut(suffix, "/")
-	if !ok {
-		return false
-	}
-	_, leaf, _ := strings.Cut(rest2, "/")
-	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
+	return ok && hubSuffix(suffix, func(string) bool { return true })
 }
 
 // IsHubToDeviceSuffix reports whether suffix, the part after
@@ -228,6 +217,16 @@ func IsHubToDevice(topic string) bool {
 // or is a subscription filter that matches only such topics: `+` may stand
 // for the gpio level (the firmware's `actuator/+/command`).
 func IsHubToDeviceSuffix(suffix string) bool {
+	return hubSuffix(suffix, func(level string) bool {
+		_, gpio := parseGPIOLevel(level)
+		return gpio || level == "+"
+	})
+}
+
+// hubSuffix reports a hub-only device-topic suffix: a fixed one, or
+// `actuator/{level}/command` or `sensor/{level}/processed` with a middle
+// level that levelOK accepts.
+func hubSuffix(suffix string, levelOK func(string) bool) bool {
 	if hubOnlySuffixes[suffix] {
 		return true
 	}
@@ -235,14 +234,8 @@ func IsHubToDeviceSuffix(suffix string) bool {
 	if !ok {
 		return false
 	}
-	level, leaf, ok := strings.Cut(rest, "/")
-	if !ok {
-		return false
-	}
-	if _, gpio := parseGPIOLevel(level); !gpio && level != "+" {
-		return false
-	}
-	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
+	level, leaf, _ := strings.Cut(rest, "/")
+	return levelOK(level) && (first == "actuator" && leaf == "command" || first == "sensor" && leaf == "processed")
 }
 
 // DeviceTopic builds `kaiser/{kaiser}/esp/{esp}/{suffix}`; kaiser may be empty (docs/protocol.md A2).

@@ -205,6 +205,15 @@ func dialAuth(t *testing.T, addr, id, pass string) (*paho.Client, error) {
 	return cl, err
 }
 
+// devicesHub starts a hub with --mqtt-auth devices and subscribes to its events.
+func devicesHub(t *testing.T) (*Hub, apiClient, *event.Subscription) {
+	t.Helper()
+	h, c := apiHub(t, Config{MQTTAuth: broker.AuthDevices})
+	events := h.Events.Subscribe(1024)
+	t.Cleanup(func() { h.Events.Unsubscribe(events) })
+	return h, c, events
+}
+
 // With --mqtt-auth devices a node registers without credentials, is
 // approved, gets credentials and must use them from then on: the
 // uncredentialed session is disconnected, an impostor is refused while the
@@ -212,11 +221,9 @@ func dialAuth(t *testing.T, addr, id, pass string) (*paho.Client, error) {
 // rotation disconnects the node and its old password stops working, and
 // deleting the device removes its credentials.
 func TestDevicesModeEndToEnd(t *testing.T) {
-	h, c := apiHub(t, Config{MQTTAuth: broker.AuthDevices})
+	h, c, events := devicesHub(t)
 	defer stopHub(t, h)
 	_, operator, viewer := setupUsers(t, c)
-	events := h.Events.Subscribe(1024)
-	defer h.Events.Unsubscribe(events)
 
 	if r := c.do("GET", "/api/v1/auth/status", "", nil); r.body["mqtt_auth_enabled"] != true {
 		t.Fatalf("auth status %s", r.raw)
@@ -318,11 +325,9 @@ func TestDevicesModeEndToEnd(t *testing.T) {
 // In devices mode a mock device connects with credentials the hub issues
 // it, and its readings flow.
 func TestMockDeviceGetsCredentialsInDevicesMode(t *testing.T) {
-	h, c := apiHub(t, Config{MQTTAuth: broker.AuthDevices})
+	h, c, events := devicesHub(t)
 	defer stopHub(t, h)
 	admin, _, _ := setupUsers(t, c)
-	events := h.Events.Subscribe(1024)
-	defer h.Events.Unsubscribe(events)
 	r := c.do("POST", "/api/v1/debug/mock-esp", admin, map[string]any{
 		"esp_id":                     "MOCK_C3ED0001",
 		"auto_heartbeat":             true,
