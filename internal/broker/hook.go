@@ -23,8 +23,9 @@ const (
 	refusedConnectTimeout = "connect_timeout"
 )
 
-// hook enforces device identity on writes, the door's limits, and restores
-// device subscriptions.
+// hook enforces device identity on writes (in devices mode the device
+// credentials and the ACL on reads and writes too, auth.go), the door's
+// limits, and restores device subscriptions.
 type hook struct {
 	mqtt.HookBase
 	e *Embedded
