@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +21,9 @@ import (
 func simCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the hub")
+	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the hub (tls://host:8884 for its TLS listener)")
+	useTLS := fs.Bool("tls", false, "connect over TLS (the hub's --mqtt-tls-addr); baseline firmware cannot")
+	caFile := fs.String("ca", "", "PEM file of the certificates to trust over TLS (implies --tls; none: the system's)")
 	devices := fs.Int("devices", 10, "number of simulated nodes")
 	sensors := fs.Int("sensors", 2, "sensors per node")
 	sensorType := fs.String("sensor-type", "ph", "sensor type of the simulated sensors")
@@ -43,6 +47,14 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	addr := strings.TrimPrefix(*brokerURL, "tcp://")
+	if a, ok := strings.CutPrefix(*brokerURL, "tls://"); ok {
+		addr, *useTLS = a, true
+	}
+	tlsConf, err := simTLS(*useTLS, *caFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "kaiser sim: --ca: %v\n", err)
+		return 2
+	}
 	creds := map[string]sim.Credential{}
 	if *credFile != "" {
 		f, err := os.Open(*credFile)
@@ -87,6 +99,7 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		cfg := sim.NodeConfig{
 			EspID:    id,
 			Broker:   addr,
+			TLS:      tlsConf,
 			Quirks:   q,
 			Sensors:  specs,
 			Interval: *interval,
@@ -132,4 +145,24 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	wg.Wait()
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// simTLS is the nodes' TLS client configuration: nil for plain MQTT,
+// trusting caFile's certificates when given, else the system's.
+func simTLS(on bool, caFile string) (*tls.Config, error) {
+	if !on && caFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+	}
+	return cfg, nil
 }

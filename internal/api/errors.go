@@ -8,6 +8,7 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/sensor"
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 // This file writes responses: JSON bodies, the error shape of docs/api.md §1.5 and the
@@ -55,9 +56,16 @@ func WriteError(w http.ResponseWriter, r *http.Request, status int, code, msg st
 	})
 }
 
-// Internal logs err with the request id and answers a generic 500.
+// Internal logs err with the request id and answers a generic 500, or a
+// 503 when the database cannot commit at all (a full disk), so that a
+// client knows nothing was saved and the request may be repeated later.
 func (s *Server) Internal(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("request failed", "request_id", RequestID(r), "path", r.URL.Path, "error", err)
+	if errors.Is(err, store.ErrUnavailable) {
+		WriteError(w, r, http.StatusServiceUnavailable, "SERVICE_UNAVAILABLE",
+			"the database cannot store anything now (disk full or storage fault); nothing was saved", nil)
+		return
+	}
 	WriteError(w, r, http.StatusInternalServerError, "INTERNAL_ERROR", "internal error", nil)
 }
 

@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,11 @@ type Config struct {
 	Fleet func() int
 	// Limits bound what network clients can make the broker hold.
 	Limits Limits
+	// TLSAddr, when set, opens a second listener that speaks MQTT over TLS,
+	// serving the certificate of TLS (docs/decisions/0019-tls.md). The door's limits belong to the
+	// broker, not to a listener: both listeners share them.
+	TLSAddr string
+	TLS     *tls.Config
 	// Auth is who may connect and what they may do; "" is AuthOff
 	// (docs/decisions/0018-device-credentials.md).
 	Auth AuthMode
@@ -64,6 +70,10 @@ type Embedded struct {
 	closeMu  sync.Mutex
 	closed   bool
 
+	// tlsListener is the MQTT-over-TLS listener (nil: none); tls.go.
+	tlsListener *doorListener
+	tlsAddr     atomic.Value // string
+
 	// sessions are the network clients attached right now. mochi's own
 	// client list can lose a client whose id took over a session that was
 	// ending at that moment (the old session deletes the id on its way
@@ -76,6 +86,7 @@ type Embedded struct {
 	// replace them).
 	connects       *bucket
 	retained       *retainedBudget
+	own            ownRetained // the hub's own retained messages, renewed on expiry
 	connectTimeout time.Duration
 	now            func() time.Time
 	wait           func(d time.Duration, stop <-chan struct{})
@@ -134,6 +145,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	rate.suppressed = e.suppressed.Inc
 	e.log = newBoundedLogger(cfg.Logger, rate)
 	e.addr.Store("")
+	e.tlsAddr.Store("")
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	// Bound what offline sessions and slow clients may hold (docs/architecture.md:
@@ -251,14 +263,18 @@ func (e *Embedded) isRetainedCopy(pk packets.Packet) bool {
 	return ok && len(stored.Payload) > 0 && &stored.Payload[0] == &pk.Payload[0]
 }
 
-// Start opens the TCP listener; devices can connect from now on.
+// Start opens the TCP listener, and the TLS one if configured; devices
+// can connect from now on.
 func (e *Embedded) Start() error {
-	l := newDoorListener(e, e.cfg.Addr)
+	l := newDoorListener(e, "tcp", e.cfg.Addr, nil)
 	if err := e.server.AddListener(l); err != nil {
 		return fmt.Errorf("mqtt listener %s: %w", e.cfg.Addr, err)
 	}
 	e.listener = l
 	e.addr.Store(l.Address())
+	if err := e.addTLSListener(); err != nil {
+		return err
+	}
 	if err := e.server.Serve(); err != nil {
 		return fmt.Errorf("mqtt serve: %w", err)
 	}
@@ -397,6 +413,9 @@ func (e *Embedded) StopAccepting(ctx context.Context) error {
 	e.stopOnce.Do(e.beginStop)
 	if e.listener == nil {
 		return nil
+	}
+	if e.tlsListener != nil {
+		e.server.Listeners.Close(e.tlsListener.ID(), e.disconnectAll)
 	}
 	e.server.Listeners.Close(e.listener.ID(), e.disconnectAll)
 	done := make(chan struct{})

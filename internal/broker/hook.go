@@ -43,6 +43,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnDisconnect,
 		mqtt.OnPublish,
 		mqtt.OnWill,
+		mqtt.OnRetainMessage,
 		mqtt.OnRetainedExpired,
 	}, []byte{b})
 }
@@ -179,8 +180,19 @@ func (h *hook) OnWill(_ *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	return will, nil
 }
 
-// OnRetainedExpired frees the booking of a retained message mochi expired.
-func (h *hook) OnRetainedExpired(topic string) { h.e.retained.expired(topic) }
+// OnRetainMessage remembers the hub's own retained messages (ownRetained).
+func (h *hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
+	if cl.Net.Inline {
+		h.e.own.note(pk)
+	}
+}
+
+// OnRetainedExpired frees the booking of a retained message mochi expired
+// and stores the hub's own one again: it stays retained while the hub runs.
+func (h *hook) OnRetainedExpired(topic string) {
+	h.e.retained.expired(topic)
+	h.e.renewOwn(topic)
+}
 
 // OnSessionEstablished restores a known device's firmware subscriptions on
 // its recorded root, so a baseline device that reconnects without

@@ -332,6 +332,10 @@ func TestNormaliseTime(t *testing.T) {
 		{0, rx.Unix(), SourceHub},
 		{3600, rx.Unix(), SourceHub},
 		{2600000000, rx.Unix(), SourceHub},
+		// More than 30 s ahead of the receive time: the hub's time, flagged.
+		{rx.Unix() + 30, rx.Unix() + 30, SourceDevice},
+		{rx.Unix() + 31, rx.Unix(), SourceHub},
+		{(rx.Unix() + 3600) * 1000, rx.Unix(), SourceHub},
 	}
 	for _, c := range cases {
 		got, src := NormaliseTime(c.in, rx)

@@ -122,10 +122,15 @@ func (s *Service) transition(ctx context.Context, espID string, c statusChange) 
 		return Device{}, fmt.Errorf("%w: device %s is %s", ErrInvalidState, espID, prev)
 	}
 
+	was := awaiting(e)
 	e.rec.Status = c.to
 	e.rec.UpdatedAt = now
 	if c.mutate != nil {
 		c.mutate(&e.rec, now)
+	}
+	s.track(e, was)
+	if isApproved(c.to) || c.to == StatusDeleted {
+		e.release() // payloads are kept for inspection only while not approved
 	}
 
 	rec := e.stamp()

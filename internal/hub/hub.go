@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/sequence"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
+	"github.com/kaiserhub/kaiser/internal/tlscert"
 	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
@@ -87,6 +89,16 @@ type Config struct {
 	// filesystem below which the hub is not ready (docs/api.md §13); 0
 	// takes api.DefaultDiskReserve, a negative value keeps none.
 	DiskReserve int64
+
+	// TLS (docs/decisions/0019-tls.md): HTTPSAddr and MQTTTLSAddr each open
+	// a TLS listener next to the plain ones, which stay; empty: none. Both
+	// serve the certificate in TLSCertFile and TLSKeyFile, read again when
+	// the files change or a value arrives on Reload (SIGHUP).
+	HTTPSAddr   string
+	MQTTTLSAddr string
+	TLSCertFile string
+	TLSKeyFile  string
+	Reload      <-chan os.Signal
 
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
@@ -151,6 +163,10 @@ type Hub struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	httpErr chan error
+
+	// TLS is the certificate of the TLS listeners; nil without them.
+	TLS     *tlscert.Source
+	httpsLn net.Listener
 }
 
 // Start brings the hub up, one named step at a time, in the order of
@@ -169,7 +185,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		Log:      logs.Logger,
 		Registry: observe.NewRegistry(),
 		Events:   event.NewBus(),
-		httpErr:  make(chan error, 1),
+		httpErr:  make(chan error, 2), // the HTTP and the HTTPS listener
 	}
 
 	ok := false
@@ -202,6 +218,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.Log.Info("kaiser hub ready",
 		"http", h.HTTPAddr(),
 		"mqtt", h.MQTTAddr(),
+		"https", h.HTTPSAddr(),
+		"mqtt_tls", h.MQTTTLSAddr(),
 		"data_dir", cfg.DataDir,
 		"version", cfg.Version)
 	return h, nil
@@ -220,8 +238,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// listenHTTP opens the HTTP listener; it is served once the API exists.
+// listenHTTP opens the HTTP listener, and the HTTPS one with its
+// certificate (tls_wiring.go); they are served once the API exists.
 func (h *Hub) listenHTTP(context.Context) error {
+	if err := h.listenHTTPS(); err != nil {
+		return err
+	}
 	var err error
 	h.httpLn, err = net.Listen("tcp", h.cfg.HTTPAddr)
 	if err != nil {
@@ -261,6 +283,8 @@ func (h *Hub) createBroker(context.Context) error {
 		Known:      func(id string) bool { return h.Devices.Known(id) },
 		Fleet:      func() int { return h.Devices.Registered() },
 		Limits:     h.cfg.MQTT,
+		TLSAddr:    h.cfg.MQTTTLSAddr,
+		TLS:        h.tlsConfig(),
 		// Device credentials (docs/decisions/0018-device-credentials.md).
 		Auth:        h.cfg.MQTTAuth,
 		Credentials: h.Credentials,
@@ -365,6 +389,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		WriteTimeout:      35 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.Log.Handler(), slog.LevelWarn),
+		TLSConfig:         h.httpsConfig(), // the HTTPS listener's; the plain one ignores it
 	}
 	return nil
 }
@@ -601,6 +626,7 @@ func (h *Hub) startScheduler(context.Context) error {
 func (h *Hub) jobs() []schedule.Job {
 	return []schedule.Job{
 		{Name: "liveness_check", Every: min(10*time.Second, h.cfg.HeartbeatTimeout/4), Run: h.Devices.CheckLiveness},
+		{Name: "pending_expiry", Every: device.PendingSweepEvery, Run: h.Devices.ExpirePending},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
 		{Name: "sensor_health", Every: 60 * time.Second, Run: h.Sensors.CheckStale},
 		{Name: "rollups", Every: 5 * time.Minute, Run: h.Sensors.RepairRollups},
@@ -635,6 +661,7 @@ func (h *Hub) cleanupAudit(ctx context.Context) error {
 // the hub; from here on devices may connect.
 func (h *Hub) openToDevices(ctx context.Context) error {
 	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
+	h.serveHTTPS()
 
 	if err := h.Broker.Start(); err != nil {
 		return err
@@ -793,6 +820,9 @@ func (h *Hub) abort() {
 	if h.httpLn != nil {
 		_ = h.httpLn.Close()
 	}
+	if h.httpsLn != nil {
+		_ = h.httpsLn.Close()
+	}
 	if h.Emergency != nil {
 		h.Emergency.Close()
 	}
@@ -846,11 +876,17 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopWatch()
 	go h.serviceWatchdog(watchCtx)
 
-	select {
-	case <-ctx.Done():
-	case err := <-h.httpErr:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.Log.Error("http server failed", "error", err)
+	for serving := true; serving; {
+		select {
+		case <-ctx.Done():
+			serving = false
+		case err := <-h.httpErr:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.Log.Error("http server failed", "error", err)
+			}
+			serving = false
+		case <-cfg.Reload:
+			h.reloadTLS()
 		}
 	}
 	stopWatch()
@@ -903,7 +939,7 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		MQTTAuth: string(h.Broker.AuthMode()),
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
-		MQTTAuthEnabled: h.mqttAuth()})
+		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()})
 	deviceapi.Register(h.API, deviceapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -139,6 +140,10 @@ type NodeConfig struct {
 	// network; Inject delivers a held-back message late). It runs on the
 	// connection's goroutine and must not call the node.
 	Lose func(topic string, payload []byte) bool
+
+	// TLS, when set, connects over TLS (the hub's MQTT TLS listener);
+	// baseline firmware speaks plain MQTT only.
+	TLS *tls.Config
 }
 
 // Stats are a node's counters.
@@ -391,6 +396,7 @@ func (n *Node) connect(first bool) error {
 		ClientID:    n.cfg.EspID,
 		Username:    n.cfg.Username,
 		Password:    n.cfg.Password,
+		TLS:         n.cfg.TLS,
 		KeepAlive:   60,
 		WillTopic:   n.topic("system/will"),
 		WillPayload: will,

@@ -6,6 +6,7 @@ package sim
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ type WireOptions struct {
 	Password string
 	// OnMessage receives inbound PUBLISH packets (called from the reader goroutine).
 	OnMessage func(topic string, payload []byte)
+	// TLS, when set, speaks MQTT over TLS; an empty ServerName takes the
+	// address's host.
+	TLS *tls.Config
 }
 
 func putString(b []byte, s string) []byte {
@@ -70,6 +74,11 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
+	}
+	if o.TLS != nil {
+		if conn, err = clientTLS(conn, addr, o.TLS); err != nil {
+			return nil, err
+		}
 	}
 	var body []byte
 	body = putString(body, "MQTT")
@@ -124,6 +133,22 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 	go c.read()
 	go c.keepAlive(time.Duration(o.KeepAlive) * time.Second / 2)
 	return c, nil
+}
+
+// clientTLS completes a TLS handshake on conn within the dial's 5 s.
+func clientTLS(conn net.Conn, addr string, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(conn, cfg)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // Publish queues a QoS 0 PUBLISH; Flush sends it.

@@ -12,6 +12,12 @@ import (
 // ErrNotFound is returned when a record does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnavailable wraps a write that failed because the database cannot
+// commit at all (disk full, I/O error, read-only or corrupt file), as
+// opposed to the one operation being refused: the caller answers "try
+// again later", not "your request is wrong".
+var ErrUnavailable = errors.New("the database cannot commit")
+
 // Device is the persisted device record (docs/domain.md §1, docs/api.md §6.2).
 type Device struct {
 	ID              string // UUID
@@ -82,6 +88,10 @@ type Devices interface {
 	// transaction: a status change is stored whole or not at all.
 	SaveDeviceChange(ctx context.Context, d Device, t Transition) error
 	AppendHeartbeat(ctx context.Context, h Heartbeat) error
+	// PurgeDevice removes a device's record with its transitions and
+	// heartbeats, only if the stored version is at most version (a newer
+	// save means the device is back), and returns once that is committed.
+	PurgeDevice(ctx context.Context, deviceID string, version int64) error
 	Flush(ctx context.Context) error
 }
 

@@ -498,6 +498,7 @@ func (w *Writer) commit(batch []request) {
 				wrote = append(wrote, batch[i])
 			} else if storageFault(errs[i]) {
 				fault = errs[i]
+				errs[i] = fmt.Errorf("%w: %w", store.ErrUnavailable, errs[i])
 			}
 		}
 		// The fault is known before anyone waiting hears the outcome.
