@@ -77,19 +77,6 @@ func devicesBroker(t *testing.T, creds *fakeCredentials, limits Limits, roots De
 	return e, got
 }
 
-// awaitMsg waits for want and fails on any other message before it.
-func awaitMsg(t *testing.T, ch <-chan string, want string) {
-	t.Helper()
-	select {
-	case m := <-ch:
-		if m != want {
-			t.Fatalf("got %q, want %q", m, want)
-		}
-	case <-timeAfterLimit():
-		t.Fatalf("%q not received", want)
-	}
-}
-
 // mqtt5 is a real MQTT 5 client of these tests.
 type mqtt5 struct {
 	*paho.Client
@@ -162,7 +149,7 @@ func (c *mqtt5) pub(t *testing.T, topic, payload string) byte {
 
 func (c *mqtt5) await(t *testing.T, want string) {
 	t.Helper()
-	awaitMsg(t, c.msgs, want)
+	awaitTopic(t, c.msgs, want)
 }
 
 const (
@@ -212,7 +199,7 @@ func TestDevicesModeRefusesAnImpostorAndLeavesTheNodeAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first message the hub hears is the node's, not a will.
-	awaitMsg(t, got, "kaiser/god/esp/ESP_AAAAAA/system/heartbeat still here")
+	awaitTopic(t, got, "kaiser/god/esp/ESP_AAAAAA/system/heartbeat still here")
 	if n := testutil.ToFloat64(e.refused.WithLabelValues(refusedBadCredentials)); n != 4 {
 		t.Fatalf("refused bad_credentials = %v, want 4", n)
 	}
@@ -289,7 +276,7 @@ func TestDevicesModeACLKeepsDevicesApart(t *testing.T) {
 		if code := a.pub(t, topic, "own"); code != 0 {
 			t.Fatalf("A's own %s: reason 0x%x", topic, code)
 		}
-		awaitMsg(t, got, topic+" own") // no forged message came before it
+		awaitTopic(t, got, topic+" own") // no forged message came before it
 	}
 }
 
@@ -318,7 +305,7 @@ func TestDevicesModeUncredentialedIDMayOnlyRegister(t *testing.T) {
 	if code := c.pub(t, "kaiser/god/esp/ESP_CCCCCC/system/heartbeat", "beat"); code != 0 {
 		t.Fatalf("heartbeat: reason 0x%x", code)
 	}
-	awaitMsg(t, got, "kaiser/god/esp/ESP_CCCCCC/system/heartbeat beat")
+	awaitTopic(t, got, "kaiser/god/esp/ESP_CCCCCC/system/heartbeat beat")
 	for _, f := range []string{"kaiser/god/esp/ESP_CCCCCC/config", "kaiser/broadcast/emergency", "kaiser/+/server/status"} {
 		if err := c.sub(f); err == nil {
 			t.Errorf("uncredentialed id subscribed to %s", f)
@@ -369,7 +356,7 @@ func TestDevicesModeOtherClientsOnlyUnderAllowedPrefixes(t *testing.T) {
 	if code := c.pub(t, "lab/bench", "ok"); code != 0 {
 		t.Fatalf("allowed prefix: 0x%x", code)
 	}
-	awaitMsg(t, got, "lab/bench ok")
+	awaitTopic(t, got, "lab/bench ok")
 	c.await(t, "lab/bench ok")
 }
 
