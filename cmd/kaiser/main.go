@@ -172,6 +172,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)",
 		},
 		{
+			name: "mqtt-auth",
+			env:  "KAISER_MQTT_AUTH",
+			def:  string(broker.AuthOff),
+			help: "MQTT device authentication: off (any client may publish as any device; warned) or " +
+				"devices (device credentials and ACL)",
+		},
+		{
 			name: "mqtt-allow-prefix",
 			env:  "KAISER_MQTT_ALLOW_PREFIX",
 			def:  "",
@@ -357,6 +364,9 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	if cfg.MQTT, err = mqttLimits(v, src); err != nil {
 		return cfg, err
+	}
+	if cfg.MQTTAuth, err = broker.ParseAuthMode(v["mqtt-auth"]); err != nil {
+		return cfg, fmt.Errorf("%s: %w", src["mqtt-auth"], err)
 	}
 	mib, err := strconv.ParseInt(v["disk-reserve"], 10, 64)
 	if err != nil || mib < 0 || mib > 1<<30 {

@@ -36,6 +36,8 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	bootLog := fs.String("boot-log", "", "directory for each node's serial log")
 	seed := fs.Int64("seed", 1, "seed for reproducible ids and values")
 	duration := fs.Duration("duration", 0, "stop after this long (0 = until interrupted)")
+	credFile := fs.String("credentials", "", "file of MQTT credentials: the hub's mqtt-credentials replies, "+
+		"appended; nodes without an entry connect anonymously")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -53,6 +55,18 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kaiser sim: --ca: %v\n", err)
 		return 2
 	}
+	creds := map[string]sim.Credential{}
+	if *credFile != "" {
+		f, err := os.Open(*credFile)
+		if err == nil {
+			creds, err = sim.ReadCredentials(f)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "kaiser sim: --credentials: %v\n", err)
+			return 2
+		}
+	}
 	if *bootLog != "" {
 		if err := os.MkdirAll(*bootLog, 0o755); err != nil {
 			fmt.Fprintf(stderr, "kaiser sim: --boot-log: %v\n", err)
@@ -69,6 +83,7 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	clock := sim.NewClock(*speed)
 	nodes := make([]*sim.Node, *devices)
 	var wg sync.WaitGroup
+	withCreds := 0
 	for i := range nodes {
 		id := fmt.Sprintf("ESP_%06X", (uint32(*seed)*2654435761+uint32(i)*40503)&0xFFFFFF)
 		var specs []sim.SensorSpec
@@ -91,6 +106,10 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 			Clock:    clock,
 			Seed:     *seed + int64(i),
 		}
+		if c, ok := creds[id]; ok {
+			cfg.Username, cfg.Password = c.Username, c.Password
+			withCreds++
+		}
 		if *bootLog != "" {
 			f, err := os.Create(filepath.Join(*bootLog, id+".log"))
 			if err != nil {
@@ -103,6 +122,9 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		nodes[i] = sim.NewNode(cfg)
 		wg.Add(1)
 		go func(n *sim.Node) { defer wg.Done(); _ = n.Run(ctx) }(nodes[i])
+	}
+	if *credFile != "" {
+		fmt.Fprintf(stderr, "kaiser sim: %d of %d nodes connect with credentials\n", withCreds, len(nodes))
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

@@ -49,6 +49,11 @@ type Config struct {
 	// broker, not to a listener: both listeners share them.
 	TLSAddr string
 	TLS     *tls.Config
+	// Auth is who may connect and what they may do; "" is AuthOff
+	// (docs/decisions/0018-device-credentials.md).
+	Auth AuthMode
+	// Credentials checks device passwords; required in AuthDevices mode.
+	Credentials Credentials
 }
 
 // Embedded is the in-process MQTT broker.
@@ -113,6 +118,15 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	}
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("mqtt limits: %w", err)
+	}
+	if cfg.Auth == "" {
+		cfg.Auth = AuthOff
+	}
+	if _, err := ParseAuthMode(string(cfg.Auth)); err != nil {
+		return nil, err
+	}
+	if cfg.Auth == AuthDevices && cfg.Credentials == nil {
+		return nil, errors.New("mqtt auth devices: no credential store")
 	}
 	limits := cfg.Limits.withDefaults()
 	e := &Embedded{
@@ -307,20 +321,21 @@ func (e *Embedded) Clients() int {
 // closeWait bounds how long Close waits for attached clients to leave.
 const closeWait = 3 * time.Second
 
-// sessionSet tracks attached network clients by identity, not by id.
+// sessionSet tracks attached network clients by identity, not by id, with
+// what each may do in devices mode.
 type sessionSet struct {
-	mu     sync.Mutex
-	m      map[*mqtt.Client]struct{}
+	mu     sync.RWMutex
+	m      map[*mqtt.Client]grant
 	pruned int // size after the last prune of closed clients
 }
 
-func (ss *sessionSet) add(cl *mqtt.Client) {
+func (ss *sessionSet) add(cl *mqtt.Client, g grant) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.m == nil {
-		ss.m = map[*mqtt.Client]struct{}{}
+		ss.m = map[*mqtt.Client]grant{}
 	}
-	ss.m[cl] = struct{}{}
+	ss.m[cl] = g
 
 	// A session that failed after it was established may never report its
 	// disconnect; prune closed ones whenever the set has doubled.
@@ -341,11 +356,32 @@ func (ss *sessionSet) remove(cl *mqtt.Client) {
 }
 
 func (ss *sessionSet) all() []*mqtt.Client {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
 	out := make([]*mqtt.Client, 0, len(ss.m))
 	for c := range ss.m {
 		out = append(out, c)
+	}
+	return out
+}
+
+// grant is what cl may do; a client not in the set may do nothing but
+// what the allowed prefixes open.
+func (ss *sessionSet) grant(cl *mqtt.Client) grant {
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
+	return ss.m[cl]
+}
+
+// actingFor lists the sessions that act for the device espID.
+func (ss *sessionSet) actingFor(espID string) map[*mqtt.Client]grant {
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
+	out := map[*mqtt.Client]grant{}
+	for c, g := range ss.m {
+		if g.espID == espID {
+			out[c] = g
+		}
 	}
 	return out
 }

@@ -117,9 +117,10 @@ type Service struct {
 	perID      map[string]time.Time
 	awaitingN  int // devices awaiting approval since discovery (pending.go)
 
-	push   *pushes
-	hooks  pushHooks
-	counts counts
+	push    *pushes
+	hooks   pushHooks
+	deleted deleteHooks
+	counts  counts
 }
 
 // New builds the service; call Load before serving traffic.

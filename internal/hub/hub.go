@@ -37,6 +37,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/credential"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/emergency"
@@ -81,6 +82,9 @@ type Config struct {
 	// MQTT bounds what network clients can make the embedded broker hold
 	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
 	MQTT broker.Limits
+	// MQTTAuth is --mqtt-auth: off (default) or devices, the device
+	// credentials and ACL (docs/decisions/0018-device-credentials.md).
+	MQTTAuth broker.AuthMode
 
 	// DiskReserve is the free space, in bytes, on the data directory's
 	// filesystem below which the hub is not ready (docs/api.md §13); 0
@@ -147,6 +151,8 @@ type Hub struct {
 	Rules *logic.Service
 	// Sequences runs the rules' sequence actions (docs/domain.md §6.5).
 	Sequences *sequence.Service
+	// Credentials are the devices' MQTT credentials (docs/domain.md §1.2).
+	Credentials *credential.Service
 
 	// serving is set while the hub serves devices; readiness changes of the
 	// emergency latches apply only then.
@@ -264,8 +270,11 @@ func (h *Hub) openStore(ctx context.Context) error {
 	return nil
 }
 
-// createBroker creates the embedded broker; its listener opens at the end.
+// createBroker creates the embedded broker and the device credentials it
+// checks; its listener opens at the end. Without device authentication it
+// says so loudly: any client can then publish as any device.
 func (h *Hub) createBroker(context.Context) error {
+	h.Credentials = credential.New(h.Store, credentialDeps{h}, credentialDeps{h}, h.Log.With("component", "credential"))
 	var err error
 	h.Broker, err = broker.NewEmbedded(broker.Config{
 		Addr:       h.cfg.MQTTAddr,
@@ -277,9 +286,20 @@ func (h *Hub) createBroker(context.Context) error {
 		Limits:     h.cfg.MQTT,
 		TLSAddr:    h.cfg.MQTTTLSAddr,
 		TLS:        h.tlsConfig(),
+		// Device credentials (docs/decisions/0018-device-credentials.md).
+		Auth:        h.cfg.MQTTAuth,
+		Credentials: h.Credentials,
 	})
+	if err == nil && !h.mqttAuth() {
+		h.Log.Warn("MQTT DEVICE AUTHENTICATION IS OFF (--mqtt-auth off): any client can connect with a device id "+
+			"and publish as that device", "fix", "issue device credentials, then --mqtt-auth devices",
+			"see", "docs/decisions/0018-device-credentials.md")
+	}
 	return err
 }
+
+// mqttAuth reports whether the broker checks device credentials.
+func (h *Hub) mqttAuth() bool { return h.cfg.MQTTAuth == broker.AuthDevices }
 
 // loadAccounts loads users and tokens and starts the audit log's watch of
 // device events.
@@ -319,7 +339,7 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 		return err
 	}
 	h.registerDeviceMetrics()
-	return nil
+	return h.loadCredentials(ctx)
 }
 
 // loadSensors starts the reading sink and loads alerts and sensor configs;
@@ -596,6 +616,9 @@ func (h *Hub) startScheduler(context.Context) error {
 		MQTTAddr:  func() string { return h.Broker.Addr() },
 		Settings:  h.settings,
 		Explorer:  h.Store.Explorer(),
+		// In devices mode mocks connect with credentials the hub issues them.
+		Credentials: h.mockCredentials(),
+		Logger:      h.Log.With("component", "debug"),
 	})
 	h.Sched.Start(context.Background())
 	return nil
@@ -920,15 +943,18 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Devices:  h.Devices,
 		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
 		Queues:   hubQueues{h},
+		MQTTAuth: string(h.Broker.AuthMode()),
 	})
 	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
-		MQTTTLS: cfg.MQTTTLSAddr != ""})
+		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()})
 	deviceapi.Register(h.API, deviceapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,
 		Actuators: deviceComponents{h},
 		Zones:     deviceComponents{h},
 		Audit:     h.Audit,
+		// POST /esp/devices/{esp_id}/mqtt-credentials.
+		Credentials: h.Credentials,
 	})
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})

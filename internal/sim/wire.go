@@ -39,6 +39,10 @@ type WireOptions struct {
 	WillPayload []byte
 	WillRetain  bool
 	WillQoS     byte
+	// Username and Password are sent when Username is set (a device's MQTT
+	// credentials, docs/protocol.md D1); empty connects anonymously.
+	Username string
+	Password string
 	// OnMessage receives inbound PUBLISH packets (called from the reader goroutine).
 	OnMessage func(topic string, payload []byte)
 	// TLS, when set, speaks MQTT over TLS; an empty ServerName takes the
@@ -85,6 +89,9 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 			flags |= 0x20
 		}
 	}
+	if o.Username != "" {
+		flags |= 0xC0 // username and password
+	}
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 60
 	}
@@ -95,6 +102,10 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		body = putString(body, o.WillTopic)
 		body = binary.BigEndian.AppendUint16(body, uint16(len(o.WillPayload)))
 		body = append(body, o.WillPayload...)
+	}
+	if o.Username != "" {
+		body = putString(body, o.Username)
+		body = putString(body, o.Password)
 	}
 	pkt := putLen([]byte{0x10}, len(body))
 	if _, err := conn.Write(append(pkt, body...)); err != nil {

@@ -49,6 +49,8 @@ type Deps struct {
 
 	// MQTTTLS is whether the broker's MQTT TLS listener is on (GET /auth/status).
 	MQTTTLS bool
+	// MQTTAuthEnabled: the broker runs with --mqtt-auth devices.
+	MQTTAuthEnabled bool
 }
 
 type handlers struct {
@@ -56,7 +58,8 @@ type handlers struct {
 	accounts accounts
 	audit    recorder
 
-	mqttTLS bool
+	mqttTLS  bool
+	mqttAuth bool
 }
 
 // Register adds the account routes to s.
@@ -70,6 +73,7 @@ func Register(s *api.Server, d Deps) {
 
 	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
 	h.mqttTLS = d.MQTTTLS
+	h.mqttAuth = d.MQTTAuthEnabled
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -220,6 +224,7 @@ func (h *handlers) authStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0}
 	resp.MQTTTLSEnabled = h.mqttTLS
+	resp.MQTTAuthEnabled = h.mqttAuth
 	api.WriteJSON(w, http.StatusOK, resp)
 }
 
