@@ -1,0 +1,143 @@
+// The fleet overview (issue 12): every approved device by zone with its
+// status, RSSI, last seen and live values, and the devices waiting for
+// approval with approve and reject. Values change in place from the live
+// feed; a status change that moves a device between lists reloads the lists.
+import { all, get, post } from '../api.js';
+import { t } from '../i18n.js';
+import { h, replace, badge, fmtNum, ago, rssiText, table } from '../dom.js';
+
+const UNASSIGNED = '\u0000';
+let lastFilter = ''; // kept across the reloads that live events cause
+
+export async function overview(ctx) {
+  performance.mark('overview-start');
+  const [devices, pending, zones] = await Promise.all([
+    all('/esp/devices'),
+    ctx.can('viewer') ? get('/esp/devices/pending') : { devices: [] },
+    all('/zones').catch(() => []),
+  ]);
+  if (ctx.disposed) return;
+  performance.mark('overview-data');
+
+  const values = new Map(); // esp|gpio|type → value element
+  const cards = new Map(); // esp_id → {status, rssi, seen, lastSeen}
+  const zoneNames = new Map(zones.map((z) => [z.zone_id, z.name]));
+  const filter = h('input', { id: 'filter', type: 'search', placeholder: t('Filter by name or id'), 'aria-label': t('Filter by name or id') });
+
+  const byZone = new Map();
+  for (const d of devices) {
+    const z = d.zone_id || UNASSIGNED;
+    if (!byZone.has(z)) byZone.set(z, []);
+    byZone.get(z).push(d);
+  }
+  const order = [...byZone.keys()].sort((a, b) => (a === UNASSIGNED) - (b === UNASSIGNED) ||
+    (zoneNames.get(a) || a).localeCompare(zoneNames.get(b) || b));
+
+  const counts = devices.reduce((c, d) => { c[d.status] = (c[d.status] || 0) + 1; return c; }, {});
+  const stats = h('div', { class: 'stats', role: 'status' },
+    h('span', null, h('b', null, String(devices.length)), ' ', t('devices')),
+    h('span', null, h('b', { class: 'ok' }, String(counts.online || 0)), ' ', t('online')),
+    h('span', null, h('b', { class: 'error' }, String(counts.offline || 0)), ' ', t('offline')),
+    h('span', null, h('b', null, String(pending.devices.length)), ' ', t('waiting for approval')));
+
+  const card = (d) => {
+    const status = badge(d.status);
+    const rssi = h('span', { title: t('Wi-Fi signal') }, rssiText(d.wifi_rssi));
+    const seen = h('span', { title: t('Last seen') });
+    const entry = { status, rssi, seen, lastSeen: d.last_seen };
+    seen.textContent = ago(d.last_seen);
+    cards.set(d.device_id, entry);
+    const vals = (d.sensors || []).slice(0, 6).map((s) => {
+      const v = h('b', null, fmtNum(s.processed_value ?? s.raw_value));
+      values.set(`${d.device_id}|${s.gpio}|${s.sensor_type}`, v);
+      return h('span', { class: 'value' }, h('span', { class: 'label' }, s.name || s.sensor_type), v,
+        h('span', { class: 'unit' }, s.unit && s.unit !== 'raw' ? s.unit : ''));
+    });
+    const acts = (d.actuators || []).map((a) => h('span', { class: 'small' }, (a.name || a.actuator_type) + ' ',
+      badge(a.stale ? 'stale' : a.confirmed_state, t('state_' + (a.stale ? 'stale' : a.confirmed_state)))));
+    return h('a', { class: 'card device', href: '/ui/devices/' + encodeURIComponent(d.device_id),
+      dataset: { id: d.device_id, search: `${d.device_id} ${d.name || ''}`.toLowerCase() } },
+    h('div', { class: 'head' }, h('span', { class: 'name' }, d.name || d.device_id), status),
+    d.name ? h('span', { class: 'small muted mono' }, d.device_id) : null,
+    vals.length ? h('div', { class: 'values' }, vals) : h('span', { class: 'small muted' }, t('No sensors configured')),
+    acts.length ? h('div', { class: 'values' }, acts) : null,
+    h('div', { class: 'meta' }, rssi, seen));
+  };
+
+  const pendingSection = pending.devices.length ? h('section', { 'aria-labelledby': 'pending-h' },
+    h('h2', { id: 'pending-h' }, t('Waiting for approval'), ` (${pending.devices.length})`),
+    table([t('Device'), t('Discovered'), t('Wi-Fi signal'), t('Address'), t('Hardware'), ctx.can('operator') ? t('Decision') : null].filter(Boolean),
+      pending.devices.map((p) => h('tr', { dataset: { pending: p.device_id } },
+        h('td', { class: 'mono' }, p.device_id),
+        h('td', null, ago(p.discovered_at)),
+        h('td', null, rssiText(p.wifi_rssi)),
+        h('td', { class: 'mono' }, p.ip_address || '–'),
+        h('td', null, p.hardware_type || '–'),
+        ctx.can('operator') ? h('td', null, h('div', { class: 'row' },
+          h('button', { class: 'primary', type: 'button', dataset: { approve: p.device_id }, onclick: (e) => approve(e, p.device_id) }, t('Approve')),
+          h('button', { class: 'danger', type: 'button', dataset: { reject: p.device_id }, onclick: (e) => reject(e, p.device_id) }, t('Reject')))) : null)))) : null;
+
+  const approve = async (e, id) => {
+    e.target.disabled = true;
+    try { await post(`/esp/devices/${encodeURIComponent(id)}/approve`, {}); reload(); } catch (err) { alert(err.message); e.target.disabled = false; }
+  };
+  const reject = async (e, id) => {
+    const reason = prompt(t('Why is {id} rejected?', { id }), t('Unknown device'));
+    if (!reason) return;
+    try { await post(`/esp/devices/${encodeURIComponent(id)}/reject`, { reason }); reload(); } catch (err) { alert(err.message); }
+  };
+
+  const sections = order.map((z) => h('section', { class: 'zone', 'aria-labelledby': 'z-' + (z === UNASSIGNED ? 'none' : z) },
+    h('h2', { id: 'z-' + (z === UNASSIGNED ? 'none' : z) }, z === UNASSIGNED ? t('No zone') : (zoneNames.get(z) || z),
+      h('span', { class: 'small muted' }, ` · ${byZone.get(z).length}`)),
+    h('div', { class: 'grid' }, byZone.get(z).map(card))));
+
+  const applyFilter = () => {
+    lastFilter = filter.value;
+    const q = filter.value.trim().toLowerCase();
+    for (const el of ctx.main.querySelectorAll('.device')) el.hidden = !!q && !el.dataset.search.includes(q);
+  };
+  filter.addEventListener('input', applyFilter);
+  filter.value = lastFilter;
+
+  replace(ctx.main, h('h1', null, t('Overview')), stats, pendingSection,
+    devices.length ? h('div', { class: 'row filter' }, filter) : null,
+    devices.length ? sections : h('p', { class: 'muted', id: 'empty' }, pending.devices.length ? t('Approve a device to see it here.') : t('No devices yet. Nodes appear here when they send their first heartbeat.')));
+  if (lastFilter) applyFilter();
+
+  let timer = null;
+  const reload = () => { clearTimeout(timer); timer = setTimeout(() => { if (!ctx.disposed) ctx.navigate(location.pathname, true); }, 300); };
+  ctx.cleanup(() => clearTimeout(timer));
+
+  ctx.on('sensor_data', (d) => {
+    const el = values.get(`${d.esp_id}|${d.gpio}|${d.sensor_type}`);
+    if (!el) return;
+    el.textContent = fmtNum(d.value ?? d.processed_value ?? d.raw_value);
+    el.classList.remove('flash'); void el.offsetWidth; el.classList.add('flash');
+    const c = cards.get(d.esp_id);
+    if (c) c.lastSeen = d.timestamp;
+  });
+  ctx.on('esp_health', (d) => {
+    const c = cards.get(d.esp_id);
+    if (!c) return;
+    if (d.wifi_rssi != null) c.rssi.textContent = rssiText(d.wifi_rssi);
+    c.lastSeen = d.timestamp;
+    c.seen.textContent = ago(c.lastSeen);
+    replace(c.status, t(d.status));
+    c.status.className = 'badge b-' + d.status;
+  });
+  ctx.on('device_status', (d) => {
+    const c = cards.get(d.esp_id);
+    const moved = ['pending_approval', 'approved', 'rejected', 'deleted'].includes(d.status) || !c;
+    if (moved) { reload(); return; }
+    replace(c.status, t(d.status));
+    c.status.className = 'badge b-' + d.status;
+  });
+  ctx.on('device_discovered', reload);
+  ctx.on('device_rediscovered', reload);
+  ctx.on('_reconnect', reload);
+  ctx.every(10000, () => { for (const c of cards.values()) c.seen.textContent = ago(c.lastSeen); });
+
+  performance.mark('overview-interactive');
+  performance.measure('overview', 'overview-start', 'overview-interactive');
+}
