@@ -52,9 +52,10 @@ export async function draw(el, rows, { unit = '', start, end, markers = [], leve
   const drawn = new Promise((r) => { resolveDrawn = r; });
   const opts = {
     width, height: 260, tzDate: (ts) => new Date(ts * 1000),
-    fmtDate: (tpl) => U.fmtDate(tpl, lang() === 'de' ? { MMM: ['Jan', 'Feb', 'Mär', 'Apr', 'Mai', 'Jun', 'Jul', 'Aug', 'Sep', 'Okt', 'Nov', 'Dez'] } : undefined),
+    // The legend's time, in the UI's language.
+    fmtDate: () => (d) => new Intl.DateTimeFormat(lang(), { dateStyle: 'short', timeStyle: 'short' }).format(d),
     scales: { x: { time: true, range: () => [start.getTime() / 1000, end.getTime() / 1000] } },
-    axes: [{ stroke: css('--muted'), grid: { stroke: css('--line') } },
+    axes: [{ stroke: css('--muted'), grid: { stroke: css('--line') }, values: (u, splits) => timeLabels(splits) },
       { stroke: css('--muted'), grid: { stroke: css('--line') }, values: (u, vals) => vals.map((v) => fmtNum(v)) }],
     series: [{ label: t('Time') },
       { label: t('min'), stroke: 'transparent', value: fmt, points: { show: false } },
@@ -69,9 +70,11 @@ export async function draw(el, rows, { unit = '', start, end, markers = [], leve
           const x = u.valToPos(m.t, 'x', true);
           if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
           ctx.strokeStyle = m.color || css('--warn');
-          ctx.lineWidth = 2 * devicePixelRatio;
+          ctx.globalAlpha = 0.6;
+          ctx.lineWidth = devicePixelRatio;
           ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
         }
+        ctx.globalAlpha = 1;
         ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
         for (const l of levels) {
           const y = u.valToPos(l.y, 'y', true);
@@ -97,6 +100,20 @@ export async function draw(el, rows, { unit = '', start, end, markers = [], leve
   ro.observe(el);
   await drawn;
   return { plot, destroy() { ro.disconnect(); plot.destroy(); } };
+}
+
+// timeLabels formats the x axis in the UI's language: dates for splits a
+// day or more apart, else times, with the date where a split starts a day.
+function timeLabels(splits) {
+  const step = splits.length > 1 ? splits[1] - splits[0] : 86400;
+  const date = new Intl.DateTimeFormat(lang(), { day: 'numeric', month: 'numeric' });
+  const time = new Intl.DateTimeFormat(lang(), { hour: '2-digit', minute: '2-digit' });
+  return splits.map((s, i) => {
+    const d = new Date(s * 1000);
+    if (step >= 86400) return date.format(d);
+    const first = i === 0 || new Date(splits[i - 1] * 1000).getDate() !== d.getDate();
+    return first && step >= 3600 ? date.format(d) + '\n' + time.format(d) : time.format(d);
+  });
 }
 
 // rangePicker is a group of toggle buttons for RANGES.
