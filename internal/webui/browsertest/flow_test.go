@@ -199,8 +199,7 @@ func TestGrowerWalk(t *testing.T) {
 	}
 
 	// German, chosen in the UI and kept across a reload.
-	p.do("switch to German", chromedp.SetValue(chromedp.CSS("#lang"), "de"))
-	eval[bool](p, `document.getElementById('lang').dispatchEvent(new Event('change')), true`)
+	p.fill("#lang", "de")
 	p.await("German navigation", `document.querySelector('nav a').textContent.startsWith('Übersicht')`, wait)
 	p.do("reload", chromedp.Reload())
 	p.await("German after the reload", `document.documentElement.lang === 'de' && !!document.querySelector('#actuators [data-actuator="26"]') && document.querySelector('nav a').textContent.startsWith('Übersicht')`, wait)

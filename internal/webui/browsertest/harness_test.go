@@ -181,7 +181,9 @@ type page struct {
 // saves a screenshot and prints the page's text.
 func (p page) await(what, expr string, timeout time.Duration) {
 	p.tb.Helper()
-	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond),
+	// An element not drawn yet is "not yet", not a failure.
+	guarded := "(() => { try { return !!(" + expr + "); } catch (e) { return false; } })()"
+	if _, err := chromedp.Run(p.ctx, chromedp.Poll[bool](guarded, chromedp.WithPollingInterval(50*time.Millisecond),
 		chromedp.WithPollingTimeout(timeout))); err != nil {
 		text, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.body.innerText`))
 		if p.shots != nil {
@@ -197,6 +199,18 @@ func (p page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	p.tb.Helper()
 	if err := chromedp.Do(p.ctx, steps...); err != nil {
 		p.tb.Fatalf("%s: %v", what, err)
+	}
+}
+
+// fill replaces a form control's value as a user's edit does: the value,
+// then the input and change events the page listens to.
+func (p page) fill(selector, value string) {
+	p.tb.Helper()
+	expr := `(() => { const el = document.querySelector(` + jsString(selector) + `); if (!el) return false;
+		el.focus(); el.value = ` + jsString(value) + `;
+		el.dispatchEvent(new Event('input', {bubbles: true})); el.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`
+	if !eval[bool](p, expr) {
+		p.tb.Fatalf("fill %s: no such element", selector)
 	}
 }
 
