@@ -65,6 +65,12 @@ func seedMonth(tb testing.TB, h *hub.Hub, espID string) int {
 	if err := h.Readings.Flush(ctx); err != nil {
 		tb.Fatal(err)
 	}
+	// The history routes find series through the sensor service, which
+	// learns of a series from ingest or from the store at start; a series
+	// created here must be read in again.
+	if err := h.Sensors.Load(ctx); err != nil {
+		tb.Fatal(err)
+	}
 	return n
 }
 

@@ -163,12 +163,14 @@ export async function signedIn(tokens, u) {
 
 async function boot() {
   const path = location.pathname;
-  let status = null;
-  try { status = await get('/auth/status'); } catch { /* the hub answers below */ }
+  // The setup check and the session's user in parallel: both are needed
+  // before the first view, and the overview's budget is one second.
+  const [status, me] = await Promise.all([
+    get('/auth/status').catch(() => null),
+    getSession() ? get('/auth/me').catch(() => null) : null,
+  ]);
   if (status?.setup_required) { navigate('/ui/setup', true); return; }
-  if (getSession()) {
-    try { user = await get('/auth/me'); } catch { user = null; }
-  }
+  user = me;
   if (!user) {
     if (!/^\/ui\/(login|setup)/.test(path)) sessionStorage.setItem('kaiser.next', path);
     navigate('/ui/login', true);
@@ -176,7 +178,7 @@ async function boot() {
   }
   if (/^\/ui\/(login|setup)/.test(path)) history.replaceState(null, '', '/');
   live.connect();
-  await estop.load();
+  estop.load(); // draws the banner when it answers; views ask estop.latched
   render();
 }
 

@@ -114,12 +114,14 @@ export async function device(ctx, espId) {
     try {
       const name = 'chart-' + range;
       performance.clearMarks(name + '-response'); performance.clearMarks(name + '-drawn');
+      performance.mark(name + '-request');
       const res = await history({ esp_id: espId, gpio: chartSensor.gpio, sensor_type: chartSensor.sensor_type }, span, buckets);
       performance.mark(name + '-response');
       if (mine !== seq || ctx.disposed) return;
       plot?.destroy();
       plot = await draw(chartEl, res.rows, { unit: unitOf(chartSensor), start: res.start, end: res.end, name });
       performance.measure(name, name + '-response', name + '-drawn');
+      performance.measure(name + '-fetch', name + '-request', name + '-response');
       chartInfo.textContent = res.rows.length ? t('{n} buckets · line: average · band: minimum to maximum', { n: res.rows.length }) : t('No readings in this range.');
       chartEl.dataset.points = String(res.rows.length);
       chartEl.dataset.range = range;
