@@ -30,7 +30,7 @@ export default {
   // Device page.
   'Device not found': 'Gerät nicht gefunden', 'Device id': 'Gerätekennung', Zone: 'Zone', Subzones: 'Unterzonen', Configuration: 'Konfiguration',
   'Free memory': 'Freier Speicher', Attention: 'Achtung', 'The device cannot receive until it reboots.': 'Das Gerät empfängt nichts, bis es neu startet.',
-  'nothing configured': 'nichts eingerichtet', applied: 'übernommen', 'waiting for the device': 'wartet auf das Gerät',
+  'nothing configured': 'nichts eingerichtet', 'not configured': 'nicht eingerichtet', applied: 'übernommen', 'waiting for the device': 'wartet auf das Gerät',
   'Re-send config': 'Konfiguration erneut senden', 'Config sent; waiting for the device.': 'Konfiguration gesendet; wartet auf das Gerät.',
   'Assign to zone': 'Zone zuweisen', Assign: 'Zuweisen', Sensors: 'Sensoren', Sensor: 'Sensor', Value: 'Wert', Quality: 'Qualität',
   Reading: 'Messung', 'Config state': 'Konfigurationsstand', Chart: 'Diagramm', History: 'Verlauf', 'Sensor history': 'Sensorverlauf',

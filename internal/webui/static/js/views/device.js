@@ -18,12 +18,20 @@ export async function device(ctx, espId) {
     if (e.status === 404) { replace(ctx.main, h('h1', null, t('Device not found')), h('p', null, h('a', { href: '/' }, t('Back to the overview')))); return; }
     throw e;
   }
-  const [sensors, actuators, subzones, zone] = await Promise.all([
+  const [sensors, actuators, subzones, zone, latest] = await Promise.all([
     all('/sensors' + qs({ esp_id: espId })).catch(() => []),
     all('/actuators' + qs({ esp_id: espId })).catch(() => []),
     get(`/subzone/devices/${enc(espId)}/subzones`).catch(() => ({ subzones: [] })),
     get(`/zone/devices/${enc(espId)}`).catch(() => null),
+    get('/sensors/data/latest' + qs({ esp_id: espId })).then((r) => r.data).catch(() => []),
   ]);
+  // Series the device reports without a sensor config are listed too, so
+  // a node's values and history show before it is configured.
+  const configured = new Set(sensors.map((s) => `${s.gpio}|${s.sensor_type}`));
+  const reported = latest.filter((r) => !configured.has(`${r.gpio}|${r.sensor_type}`)).map((r) => ({
+    esp_device_id: espId, gpio: r.gpio, sensor_type: r.sensor_type, unit: r.unit, latest_value: r.value,
+    latest_quality: r.quality, latest_timestamp: r.timestamp, config_status: null, unconfigured: true,
+  }));
   if (ctx.disposed) return;
   document.title = `${d.name || d.device_id} · kaiser`;
   const op = ctx.can('operator');
@@ -81,8 +89,9 @@ export async function device(ctx, espId) {
   const units = new Map((d.sensors || []).map((s) => [`${s.gpio}|${s.sensor_type}`, s.unit]));
   for (const s of sensors) s.unit ??= units.get(`${s.gpio}|${s.sensor_type}`);
   const sensorKey = (s) => `${s.esp_device_id || espId}|${s.gpio}|${s.sensor_type}`;
-  let chartSensor = sensors[0] || null;
-  const sensorRows = sensors.map((s) => {
+  const shown = [...sensors, ...reported];
+  let chartSensor = shown[0] || null;
+  const sensorRows = shown.map((s) => {
     const value = h('td', { class: 'num' }, h('b', null, fmtNum(s.latest_value)), ' ', h('span', { class: 'muted small' }, unitOf(s)));
     const quality = h('td', null, badge(s.latest_quality || 'unknown'));
     const when = h('td', { class: 'small' }, ago(s.latest_timestamp));
@@ -90,12 +99,12 @@ export async function device(ctx, espId) {
     return h('tr', { dataset: { sensor: sensorKey(s) } },
       h('td', null, s.name || s.sensor_type, h('div', { class: 'small muted' }, `${s.sensor_type} · GPIO ${s.gpio}`)),
       value, quality, when,
-      h('td', null, badge(s.config_status || 'unknown', t('config_' + (s.config_status || 'unknown'))),
+      h('td', null, s.unconfigured ? badge('unknown', t('not configured')) : badge(s.config_status || 'unknown', t('config_' + (s.config_status || 'unknown'))),
         s.config_error_message ? h('div', { class: 'small error' }, s.config_error_message) : null),
       h('td', null, h('button', { type: 'button', onclick: () => { chartSensor = s; loadChart(); } }, t('Chart'))));
   });
   const sensorSection = h('section', { 'aria-labelledby': 'sensors-h' }, h('h2', { id: 'sensors-h' }, t('Sensors')),
-    sensors.length ? table([t('Sensor'), t('Value'), t('Quality'), t('Reading'), t('Config state'), ''], sensorRows, { id: 'sensors' })
+    shown.length ? table([t('Sensor'), t('Value'), t('Quality'), t('Reading'), t('Config state'), ''], sensorRows, { id: 'sensors' })
       : h('p', { class: 'muted' }, t('No sensors configured')));
 
   // The chart.

@@ -11,16 +11,24 @@ let lastFilter = ''; // kept across the reloads that live events cause
 
 export async function overview(ctx) {
   performance.mark('overview-start');
-  const [devices, pending, zones] = await Promise.all([
+  const [devices, pending, zones, latest] = await Promise.all([
     all('/esp/devices'),
-    ctx.can('viewer') ? get('/esp/devices/pending') : { devices: [] },
+    get('/esp/devices/pending'),
     all('/zones').catch(() => []),
+    // Readings of sensors that have no config yet (a node that reports
+    // before anyone configured it) are shown too.
+    get('/sensors/data/latest').then((r) => r.data).catch(() => []),
   ]);
   if (ctx.disposed) return;
   performance.mark('overview-data');
 
   const values = new Map(); // esp|gpio|type → value element
-  const cards = new Map(); // esp_id → {status, rssi, seen, lastSeen}
+  const cards = new Map(); // esp_id → {status, rssi, seen, lastSeen, box, shown}
+  const unconfigured = new Map(); // esp_id → latest readings without a config
+  for (const r of latest) {
+    if (!unconfigured.has(r.esp_id)) unconfigured.set(r.esp_id, []);
+    unconfigured.get(r.esp_id).push({ gpio: r.gpio, sensor_type: r.sensor_type, unit: r.unit, processed_value: r.value });
+  }
   const zoneNames = new Map(zones.map((z) => [z.zone_id, z.name]));
   const filter = h('input', { id: 'filter', type: 'search', placeholder: t('Filter by name or id'), 'aria-label': t('Filter by name or id') });
 
@@ -33,33 +41,60 @@ export async function overview(ctx) {
   const order = [...byZone.keys()].sort((a, b) => (a === UNASSIGNED) - (b === UNASSIGNED) ||
     (zoneNames.get(a) || a).localeCompare(zoneNames.get(b) || b));
 
-  const counts = devices.reduce((c, d) => { c[d.status] = (c[d.status] || 0) + 1; return c; }, {});
-  const stats = h('div', { class: 'stats', role: 'status' },
-    h('span', null, h('b', null, String(devices.length)), ' ', t('devices')),
-    h('span', null, h('b', { class: 'ok' }, String(counts.online || 0)), ' ', t('online')),
-    h('span', null, h('b', { class: 'error' }, String(counts.offline || 0)), ' ', t('offline')),
-    h('span', null, h('b', null, String(pending.devices.length)), ' ', t('waiting for approval')));
+  // The counts follow the live feed like the cards do.
+  const statusOf = new Map(devices.map((d) => [d.device_id, d.status]));
+  const stats = h('div', { class: 'stats', role: 'status' });
+  const drawStats = () => {
+    const counts = {};
+    for (const st of statusOf.values()) counts[st] = (counts[st] || 0) + 1;
+    replace(stats,
+      h('span', null, h('b', null, String(devices.length)), ' ', t('devices')),
+      h('span', null, h('b', { class: 'ok', id: 'count-online' }, String(counts.online || 0)), ' ', t('online')),
+      h('span', null, h('b', { class: 'error' }, String(counts.offline || 0)), ' ', t('offline')),
+      h('span', null, h('b', null, String(pending.devices.length)), ' ', t('waiting for approval')));
+  };
+  drawStats();
+  const setStatus = (espId, st) => {
+    const c = cards.get(espId);
+    if (!c || statusOf.get(espId) === st) return;
+    statusOf.set(espId, st);
+    replace(c.status, t(st));
+    c.status.className = 'badge b-' + st;
+    drawStats();
+  };
+
+  // addValue puts one sensor's value on a device's card (at most six).
+  const addValue = (espId, s) => {
+    const c = cards.get(espId);
+    const key = `${espId}|${s.gpio}|${s.sensor_type}`;
+    if (!c || values.has(key) || c.shown >= 6) return values.get(key);
+    const v = h('b', null, fmtNum(s.processed_value ?? s.raw_value));
+    values.set(key, v);
+    c.shown++;
+    c.box.append(h('span', { class: 'value' }, h('span', { class: 'label' }, s.name || `${s.sensor_type} · ${s.gpio}`), v,
+      h('span', { class: 'unit' }, s.unit && s.unit !== 'raw' ? s.unit : '')));
+    c.box.parentElement?.querySelector('[data-nosensors]')?.remove();
+    return v;
+  };
 
   const card = (d) => {
     const status = badge(d.status);
     const rssi = h('span', { title: t('Wi-Fi signal') }, rssiText(d.wifi_rssi));
     const seen = h('span', { title: t('Last seen') });
-    const entry = { status, rssi, seen, lastSeen: d.last_seen };
+    const box = h('div', { class: 'values' });
+    const entry = { status, rssi, seen, lastSeen: d.last_seen, box, shown: 0 };
     seen.textContent = ago(d.last_seen);
     cards.set(d.device_id, entry);
-    const vals = (d.sensors || []).slice(0, 6).map((s) => {
-      const v = h('b', null, fmtNum(s.processed_value ?? s.raw_value));
-      values.set(`${d.device_id}|${s.gpio}|${s.sensor_type}`, v);
-      return h('span', { class: 'value' }, h('span', { class: 'label' }, s.name || s.sensor_type), v,
-        h('span', { class: 'unit' }, s.unit && s.unit !== 'raw' ? s.unit : ''));
-    });
+    const known = new Set((d.sensors || []).map((s) => `${s.gpio}|${s.sensor_type}`));
+    const extra = (unconfigured.get(d.device_id) || []).filter((r) => !known.has(`${r.gpio}|${r.sensor_type}`));
+    for (const s of [...(d.sensors || []), ...extra]) addValue(d.device_id, s);
     const acts = (d.actuators || []).map((a) => h('span', { class: 'small' }, (a.name || a.actuator_type) + ' ',
       badge(a.stale ? 'stale' : a.confirmed_state, t('state_' + (a.stale ? 'stale' : a.confirmed_state)))));
     return h('a', { class: 'card device', href: '/ui/devices/' + encodeURIComponent(d.device_id),
       dataset: { id: d.device_id, search: `${d.device_id} ${d.name || ''}`.toLowerCase() } },
     h('div', { class: 'head' }, h('span', { class: 'name' }, d.name || d.device_id), status),
     d.name ? h('span', { class: 'small muted mono' }, d.device_id) : null,
-    vals.length ? h('div', { class: 'values' }, vals) : h('span', { class: 'small muted' }, t('No sensors configured')),
+    entry.shown ? box : [box, h('span', { class: 'small muted', dataset: { nosensors: '1' } }, t('No sensors configured'))],
     acts.length ? h('div', { class: 'values' }, acts) : null,
     h('div', { class: 'meta' }, rssi, seen));
   };
@@ -110,7 +145,7 @@ export async function overview(ctx) {
   ctx.cleanup(() => clearTimeout(timer));
 
   ctx.on('sensor_data', (d) => {
-    const el = values.get(`${d.esp_id}|${d.gpio}|${d.sensor_type}`);
+    const el = values.get(`${d.esp_id}|${d.gpio}|${d.sensor_type}`) || addValue(d.esp_id, d);
     if (!el) return;
     el.textContent = fmtNum(d.value ?? d.processed_value ?? d.raw_value);
     el.classList.remove('flash'); void el.offsetWidth; el.classList.add('flash');
@@ -123,15 +158,13 @@ export async function overview(ctx) {
     if (d.wifi_rssi != null) c.rssi.textContent = rssiText(d.wifi_rssi);
     c.lastSeen = d.timestamp;
     c.seen.textContent = ago(c.lastSeen);
-    replace(c.status, t(d.status));
-    c.status.className = 'badge b-' + d.status;
+    setStatus(d.esp_id, d.status);
   });
   ctx.on('device_status', (d) => {
     const c = cards.get(d.esp_id);
     const moved = ['pending_approval', 'approved', 'rejected', 'deleted'].includes(d.status) || !c;
     if (moved) { reload(); return; }
-    replace(c.status, t(d.status));
-    c.status.className = 'badge b-' + d.status;
+    setStatus(d.esp_id, d.status);
   });
   ctx.on('device_discovered', reload);
   ctx.on('device_rediscovered', reload);
