@@ -202,6 +202,16 @@ func (p page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// press clicks the element in one step inside the page: for lists that the
+// live feed redraws, where a node found by one protocol call may be gone by
+// the next.
+func (p page) press(selector string) {
+	p.tb.Helper()
+	if !eval[bool](p, `(() => { const el = document.querySelector(`+jsString(selector)+`); if (!el) return false; el.click(); return true; })()`) {
+		p.tb.Fatalf("press %s: no such element", selector)
+	}
+}
+
 // fill replaces a form control's value as a user's edit does: the value,
 // then the input and change events the page listens to.
 func (p page) fill(selector, value string) {

@@ -45,6 +45,18 @@ func TestOperatorPages(t *testing.T) {
 	api.must("POST", "/api/v1/actuators/"+espID+"/26", admin, map[string]any{"actuator_type": "pump", "name": "Dosing pump"}, 200)
 	seedMonth(t, h, espID)
 
+	// A stranger is rejected with a reason, in the page's dialog.
+	node(t, h, "ESP_0D0E0F")
+	p.await("the stranger pending", `!!document.querySelector('[data-reject="ESP_0D0E0F"]')`, wait)
+	p.do("reject", chromedp.Click(chromedp.CSS(`[data-reject="ESP_0D0E0F"]`)))
+	p.await("the reason dialog", `document.getElementById('dialog').open && !!document.getElementById('ask-input')`, wait)
+	p.fill("#ask-input", "not ours")
+	p.do("confirm", chromedp.Click(chromedp.CSS("#ask-ok")))
+	p.await("the stranger gone", `!document.querySelector('[data-pending="ESP_0D0E0F"]')`, wait)
+	if _, d := api.do("GET", "/api/v1/esp/devices/ESP_0D0E0F", admin, nil); d["status"] != "rejected" || d["rejection_reason"] != "not ours" {
+		t.Fatalf("the stranger: %v / %v", d["status"], d["rejection_reason"])
+	}
+
 	// A rule in the form: pH above 6.5 → pump ON for 30 s.
 	p.do("open the rules", chromedp.Click(chromedp.CSS(`nav a[href="/ui/rules"]`)))
 	p.await("the rules page", `!!document.getElementById('new-rule')`, wait)
@@ -72,12 +84,15 @@ func TestOperatorPages(t *testing.T) {
 	p.do("open the alerts", chromedp.Click(chromedp.CSS(`nav a[href="/ui/alerts"]`)))
 	p.await("an active alert", `!!document.querySelector('[data-ack]')`, wait)
 	p.shot("alerts")
-	p.do("acknowledge", chromedp.Click(chromedp.CSS("[data-ack]")))
-	p.await("acknowledged", `!document.querySelector('[data-ack]')`, wait)
+	alertID := eval[string](p, `document.querySelector('[data-ack]').dataset.ack`)
+	p.press(`[data-ack="` + alertID + `"]`)
+	p.await("acknowledged", `!document.querySelector('[data-ack="`+alertID+`"]')`, wait)
 	p.do("the acknowledged tab", chromedp.Click(chromedp.CSS(`#main .tabs button:nth-child(2)`)))
-	p.await("the alert acknowledged", `!!document.querySelector('[data-resolve]')`, wait)
-	p.do("resolve", chromedp.Click(chromedp.CSS("[data-resolve]")))
-	p.await("resolved", `!document.querySelector('[data-resolve]')`, wait)
+	p.await("the alert acknowledged", `!!document.querySelector('[data-resolve="`+alertID+`"]')`, wait)
+	p.press(`[data-resolve="` + alertID + `"]`)
+	p.await("resolved", `!document.querySelector('[data-resolve="`+alertID+`"]')`, wait)
+	p.do("the resolved tab", chromedp.Click(chromedp.CSS(`#main .tabs button:nth-child(3)`)))
+	p.await("the alert resolved", `!!document.querySelector('[data-alert="`+alertID+`"]')`, wait)
 
 	// The audit log names the stop and the logins.
 	p.do("open the audit log", chromedp.Click(chromedp.CSS(`nav a[href="/ui/audit"]`)))

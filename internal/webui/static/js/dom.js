@@ -78,3 +78,43 @@ export function table(headers, rows, attrs) {
 export function field(label, input) {
   return h('label', null, label, input);
 }
+
+// ask shows the page's dialog with one text field and resolves to the text,
+// or null when cancelled (instead of window.prompt, which blocks the page
+// and cannot be styled or translated).
+export function ask(title, label, value = '', type = 'text') {
+  const dialog = document.getElementById('dialog');
+  return new Promise((resolve) => {
+    const input = h('input', { id: 'ask-input', type, value, required: true, maxLength: 500 });
+    let answer = null;
+    const form = h('form', { class: 'form', method: 'dialog', onsubmit: (e) => {
+      e.preventDefault();
+      if (!input.value.trim()) { input.focus(); return; }
+      answer = input.value.trim();
+      dialog.close();
+    } },
+    h('label', null, label, input),
+    h('div', { class: 'actions' }, h('button', { type: 'button', onclick: () => dialog.close() }, t('Cancel')),
+      h('button', { type: 'submit', class: 'primary', id: 'ask-ok' }, t('OK'))));
+    dialog.replaceChildren(h('h2', { id: 'dialog-title' }, title), form);
+    dialog.addEventListener('close', () => resolve(answer), { once: true });
+    dialog.showModal();
+    input.focus();
+    input.select();
+  });
+}
+
+// sure asks to confirm a destructive step in the page's dialog; it
+// resolves true only for the confirming button.
+export function sure(title, text, confirmLabel) {
+  const dialog = document.getElementById('dialog');
+  return new Promise((resolve) => {
+    let ok = false;
+    const yes = h('button', { type: 'button', class: 'danger', id: 'sure-ok', onclick: () => { ok = true; dialog.close(); } }, confirmLabel);
+    dialog.replaceChildren(h('h2', { id: 'dialog-title' }, title), h('p', null, text),
+      h('div', { class: 'actions' }, h('button', { type: 'button', onclick: () => dialog.close() }, t('Cancel')), yes));
+    dialog.addEventListener('close', () => resolve(ok), { once: true });
+    dialog.showModal();
+    yes.focus();
+  });
+}

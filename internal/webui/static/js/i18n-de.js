@@ -52,7 +52,7 @@ export default {
   'Commands other than OFF are blocked.': 'Befehle außer AUS sind gesperrt.', 'Rules paused after a stop for: {ids}': 'Regeln nach einem Not-Halt pausiert für: {ids}',
   'Clear emergency stop…': 'Not-Halt aufheben…', 'Resume rules…': 'Regeln fortsetzen…', 'Clear emergency stop': 'Not-Halt aufheben',
   'Resume rules': 'Regeln fortsetzen', 'All latched devices': 'Alle gesperrten Geräte', 'What was checked on site': 'Was vor Ort geprüft wurde',
-  Clear: 'Aufheben', Close: 'Schließen', Devices: 'Geräte',
+  Clear: 'Aufheben', OK: 'OK', 'Reject {id}': '{id} ablehnen', Close: 'Schließen', Devices: 'Geräte',
   'The device needs {s} s after the stop before it can be cleared.': 'Das Gerät braucht nach dem Stopp noch {s} s, bevor es aufgehoben werden kann.',
   'Waiting for the devices to confirm…': 'Warte auf die Bestätigung der Geräte…', 'Some latches are still active.': 'Einige Sperren sind noch aktiv.',
   'A device that does not answer (baseline firmware) can be cleared by re-configuration.': 'Ein Gerät, das nicht antwortet (Basis-Firmware), lässt sich durch Neukonfiguration freigeben.',

@@ -32,10 +32,12 @@ export async function alerts(ctx) {
       h('button', { type: 'button', disabled: !p.has_next, onclick: () => { page++; load(); } }, t('Next'))] : []);
   };
   const act = async (id, what) => {
-    try { await api('PATCH', `/notifications/${id}/${what}`); load(); } catch (err) { alert(err.message); }
+    try { await api('PATCH', `/notifications/${id}/${what}`); load(); } catch (err) { replace(list, h('p', { class: 'error', role: 'alert' }, err.message)); }
   };
   const readAll = h('button', { type: 'button', onclick: async () => { await api('PATCH', '/notifications/read-all'); load(); } }, t('Mark all read'));
   replace(ctx.main, h('div', { class: 'titlebar' }, h('h1', null, t('Alerts')), readAll), tabs, list, pager);
   await load();
-  ctx.on('notification', () => load());
+  let timer = null;
+  ctx.on('notification', () => { clearTimeout(timer); timer = setTimeout(() => load(), 200); });
+  ctx.cleanup(() => clearTimeout(timer));
 }

@@ -52,7 +52,7 @@ export async function health(ctx) {
         h('td', { class: 'small' }, fmtTime(j.next_run)),
         h('td', null, h('button', { type: 'button', onclick: async (e) => {
           e.target.disabled = true;
-          try { const r = await post(`/debug/maintenance/trigger/${encodeURIComponent(j.job_id)}`); e.target.title = r.message || ''; } catch (err) { alert(err.message); }
+          try { const r = await post(`/debug/maintenance/trigger/${encodeURIComponent(j.job_id)}`); e.target.title = r.message || ''; } catch (err) { e.target.title = err.message; e.target.classList.add('danger'); }
           e.target.disabled = false; load();
         } }, t('Run now')))))));
     }

@@ -4,7 +4,7 @@
 // feed; a status change that moves a device between lists reloads the lists.
 import { all, get, post } from '../api.js';
 import { t } from '../i18n.js';
-import { h, replace, badge, fmtNum, ago, rssiText, table } from '../dom.js';
+import { h, replace, badge, fmtNum, ago, rssiText, table, ask } from '../dom.js';
 
 const UNASSIGNED = '\u0000';
 let lastFilter = ''; // kept across the reloads that live events cause
@@ -112,14 +112,15 @@ export async function overview(ctx) {
           h('button', { class: 'primary', type: 'button', dataset: { approve: p.device_id }, onclick: (e) => approve(e, p.device_id) }, t('Approve')),
           h('button', { class: 'danger', type: 'button', dataset: { reject: p.device_id }, onclick: (e) => reject(e, p.device_id) }, t('Reject')))) : null)))) : null;
 
+  const problem = h('p', { class: 'error', role: 'alert' });
   const approve = async (e, id) => {
     e.target.disabled = true;
-    try { await post(`/esp/devices/${encodeURIComponent(id)}/approve`, {}); reload(); } catch (err) { alert(err.message); e.target.disabled = false; }
+    try { await post(`/esp/devices/${encodeURIComponent(id)}/approve`, {}); reload(); } catch (err) { problem.textContent = err.message; e.target.disabled = false; }
   };
   const reject = async (e, id) => {
-    const reason = prompt(t('Why is {id} rejected?', { id }), t('Unknown device'));
+    const reason = await ask(t('Reject {id}', { id }), t('Why is {id} rejected?', { id }), t('Unknown device'));
     if (!reason) return;
-    try { await post(`/esp/devices/${encodeURIComponent(id)}/reject`, { reason }); reload(); } catch (err) { alert(err.message); }
+    try { await post(`/esp/devices/${encodeURIComponent(id)}/reject`, { reason }); reload(); } catch (err) { problem.textContent = err.message; }
   };
 
   const sections = order.map((z) => h('section', { class: 'zone', 'aria-labelledby': 'z-' + (z === UNASSIGNED ? 'none' : z) },
@@ -135,7 +136,7 @@ export async function overview(ctx) {
   filter.addEventListener('input', applyFilter);
   filter.value = lastFilter;
 
-  replace(ctx.main, h('h1', null, t('Overview')), stats, pendingSection,
+  replace(ctx.main, h('h1', null, t('Overview')), stats, problem, pendingSection,
     devices.length ? h('div', { class: 'row filter' }, filter) : null,
     devices.length ? sections : h('p', { class: 'muted', id: 'empty' }, pending.devices.length ? t('Approve a device to see it here.') : t('No devices yet. Nodes appear here when they send their first heartbeat.')));
   if (lastFilter) applyFilter();

@@ -6,7 +6,7 @@
 // dashed ones.
 import { all, api, get, post, qs } from '../api.js';
 import { t } from '../i18n.js';
-import { h, replace, badge, fmtNum, fmtTime, ago, table, field } from '../dom.js';
+import { h, replace, badge, fmtNum, ago, table, field, sure } from '../dom.js';
 import { history, draw } from '../chart.js';
 
 const enc = encodeURIComponent;
@@ -15,10 +15,11 @@ export async function list(ctx) {
   const rules = await all('/logic/rules');
   if (ctx.disposed) return;
   const op = ctx.can('operator');
+  const problem = h('p', { class: 'error', role: 'alert' });
   const rows = rules.map((r) => {
     const toggle = h('input', { type: 'checkbox', checked: r.enabled, disabled: !op, 'aria-label': t('Enabled: {n}', { n: r.name }),
       onchange: async (e) => {
-        try { await post(`/logic/rules/${r.id}/toggle`, { enabled: e.target.checked }); } catch (err) { e.target.checked = !e.target.checked; alert(err.message); }
+        try { await post(`/logic/rules/${r.id}/toggle`, { enabled: e.target.checked }); problem.textContent = ''; } catch (err) { e.target.checked = !e.target.checked; problem.textContent = `${r.name}: ${err.message}`; }
       } });
     return h('tr', { dataset: { rule: r.id } },
       h('td', null, h('a', { href: '/ui/rules/' + r.id }, r.name), r.description ? h('div', { class: 'small muted' }, r.description) : null),
@@ -28,7 +29,7 @@ export async function list(ctx) {
       h('td', null, r.last_execution_success == null ? '–' : badge(r.last_execution_success ? 'success' : 'failed', r.last_execution_success ? t('succeeded') : t('failed'))));
   });
   replace(ctx.main, h('div', { class: 'titlebar' }, h('h1', null, t('Rules')),
-    op ? h('a', { class: 'button', href: '/ui/rules/new', id: 'new-rule' }, t('New rule')) : null),
+    op ? h('a', { class: 'button', href: '/ui/rules/new', id: 'new-rule' }, t('New rule')) : null), problem,
   rules.length ? table([t('Rule'), t('Enabled'), t('Priority'), t('Last triggered'), t('Runs'), t('Last run')], rows, { id: 'rules' })
     : h('p', { class: 'muted' }, t('No rules yet.')));
 }
@@ -267,7 +268,7 @@ export async function editor(ctx, id) {
   };
 
   const remove = async () => {
-    if (!confirm(t('Delete the rule {n} and its history?', { n: saved.name }))) return;
+    if (!(await sure(t('Delete'), t('Delete the rule {n} and its history?', { n: saved.name }), t('Delete')))) return;
     try { await api('DELETE', `/logic/rules/${saved.id}`); ctx.navigate('/ui/rules'); } catch (err) { showError(err); }
   };
   replace(ctx.main, h('p', { class: 'small' }, h('a', { href: '/ui/rules' }, '← ', t('Rules'))),

@@ -2,7 +2,7 @@
 // set a password, delete. The hub refuses to lose its last admin.
 import { api, get } from '../api.js';
 import { t } from '../i18n.js';
-import { h, replace, fmtTime, table, field } from '../dom.js';
+import { h, replace, fmtTime, table, field, ask, sure } from '../dom.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 
@@ -27,12 +27,12 @@ export async function users(ctx) {
         h('td', null, role), h('td', null, active), h('td', { class: 'small' }, fmtTime(u.created_at)),
         h('td', null, h('div', { class: 'row' },
           h('button', { type: 'button', onclick: async () => {
-            const pw = prompt(t('New password for {u} (8–72 characters, upper and lower case and a digit):', { u: u.username }));
+            const pw = await ask(t('Set password'), t('New password for {u} (8–72 characters, upper and lower case and a digit):', { u: u.username }), '', 'password');
             if (!pw) return;
             try { await api('POST', `/users/${u.id}/reset-password`, { new_password: pw }); say(t('Password set.')); } catch (err) { say(err.message, true); }
           } }, t('Set password')),
           self ? null : h('button', { type: 'button', class: 'danger', onclick: async () => {
-            if (!confirm(t('Delete the user {u}?', { u: u.username }))) return;
+            if (!(await sure(t('Delete'), t('Delete the user {u}?', { u: u.username }), t('Delete')))) return;
             try { await api('DELETE', `/users/${u.id}`); load(); } catch (err) { say(err.message, true); }
           } }, t('Delete')))));
     })));
