@@ -125,6 +125,21 @@ func TestOperatorPages(t *testing.T) {
 		document.getElementById('jobs').querySelectorAll('tbody tr').length > 0`, wait)
 	p.shot("health")
 	p.do("open logs", chromedp.Click(chromedp.CSS(`nav a[href="/ui/logs"]`)))
+	// The keyboard reaches the emergency stop from the top of the page,
+	// Enter opens it and Escape closes it again.
+	eval[bool](p, `document.activeElement?.blur(), window.scrollTo(0, 0), true`)
+	reached := false
+	for i := 0; i < 25 && !reached; i++ {
+		p.do("tab", chromedp.KeyEvent("\t"))
+		reached = eval[bool](p, `document.activeElement?.id === 'estop'`)
+	}
+	if !reached {
+		t.Fatal("Tab never reached the emergency stop button")
+	}
+	p.do("enter", chromedp.KeyEvent("\r"))
+	p.await("the stop dialog", `document.getElementById('dialog').open`, wait)
+	p.do("escape", chromedp.KeyEvent("\u001b"))
+	p.await("the dialog closed", `!document.getElementById('dialog').open`, wait)
 	p.await("log lines", `document.querySelectorAll("#logs tbody tr").length > 0 && document.querySelector("#logs").textContent.includes("kaiser hub ready")`, wait)
 	p.shot("logs")
 }
