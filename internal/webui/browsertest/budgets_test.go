@@ -30,6 +30,15 @@ func session(b *testing.B, p page, base string, api rest) {
 	eval[bool](p, `localStorage.setItem('kaiser.session', `+jsString(string(s))+`), localStorage.setItem('kaiser.lang', 'en'), true`)
 }
 
+// freshTab is a new browser, signed in, whose cache is still empty.
+func freshTab(b *testing.B, h *hub.Hub, api rest) (page, string) {
+	b.Helper()
+	base := "http://" + h.HTTPAddr()
+	p := page{tb: b, ctx: browser(b, 1280, 900)}
+	session(b, p, base, api)
+	return p, base
+}
+
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
@@ -62,10 +71,8 @@ func fleet(b testing.TB, n int) (*hub.Hub, rest) {
 // the dashboard's files and the API's answers.
 func BenchmarkFirstLoad(b *testing.B) {
 	h, api := fleet(b, 5)
-	base := "http://" + h.HTTPAddr()
 	for range b.N {
-		p := page{tb: b, ctx: browser(b, 1280, 900)}
-		session(b, p, base, api)
+		p, base := freshTab(b, h, api)
 		p.do("first load", chromedp.Navigate(base+"/"))
 		p.await("the overview", `performance.getEntriesByName('overview-interactive').length > 0`, 30*time.Second)
 		type sizes struct{ UI, API, Files, Requests float64 }
@@ -91,10 +98,8 @@ func BenchmarkFirstLoad(b *testing.B) {
 // cache, then the median of 5 reloads.
 func BenchmarkOverview500(b *testing.B) {
 	h, api := fleet(b, 500)
-	base := "http://" + h.HTTPAddr()
 	for range b.N {
-		p := page{tb: b, ctx: browser(b, 1280, 900)}
-		session(b, p, base, api)
+		p, base := freshTab(b, h, api)
 		var warm []float64
 		for i := 0; i < 6; i++ {
 			if i == 0 {
@@ -122,11 +127,9 @@ func BenchmarkOverview500(b *testing.B) {
 // beside it, the median of the request itself (sent to parsed).
 func BenchmarkChart30d(b *testing.B) {
 	h, api := fleet(b, 1)
-	base := "http://" + h.HTTPAddr()
 	points := seedMonth(b, h, "ESP_000000")
 	for range b.N {
-		p := page{tb: b, ctx: browser(b, 1280, 900)}
-		session(b, p, base, api)
+		p, base := freshTab(b, h, api)
 		p.do("device page", chromedp.Navigate(base+"/ui/devices/ESP_000000"))
 		p.await("a chart", `!!document.querySelector('#chart canvas')`, 30*time.Second)
 		var draws, fetches []float64
