@@ -143,3 +143,27 @@ func TestOperatorPages(t *testing.T) {
 	p.await("log lines", `document.querySelectorAll("#logs tbody tr").length > 0 && document.querySelector("#logs").textContent.includes("kaiser hub ready")`, wait)
 	p.shot("logs")
 }
+
+// A stored session whose access token the hub refuses (expired, or here
+// malformed) is renewed with its refresh token on the next visit, so "stay
+// signed in" holds across days; a refused refresh token ends at the login.
+func TestSessionRenewedOnVisit(t *testing.T) {
+	h := startHub(t, hub.Config{})
+	base := "http://" + h.HTTPAddr()
+	api := rest{tb: t, base: base}
+	api.must("POST", "/api/v1/auth/setup", "", map[string]any{"username": "admin", "email": "admin@example.org", "password": adminPW}, 200)
+	_, out := api.do("POST", "/api/v1/auth/login", "", map[string]any{"username": "admin", "password": adminPW, "remember_me": true})
+	refresh := out["tokens"].(map[string]any)["refresh_token"].(string)
+	p := page{tb: t, ctx: browser(t, 1280, 900), shots: newScreens(t)}
+	const wait = 20 * time.Second
+
+	p.do("an origin", chromedp.Navigate(base+"/api/v1/health"))
+	eval[bool](p, `localStorage.setItem('kaiser.session', JSON.stringify({access: 'not-a-token', refresh: `+jsString(refresh)+`})), true`)
+	p.do("visit", chromedp.Navigate(base+"/"))
+	p.await("the overview, signed in", `document.querySelector('main h1')?.textContent === 'Overview' &&
+		JSON.parse(localStorage.getItem('kaiser.session')).access !== 'not-a-token' && document.getElementById('live-state').classList.contains('up')`, wait)
+
+	eval[bool](p, `localStorage.setItem('kaiser.session', JSON.stringify({access: 'not-a-token', refresh: 'nor-this'})), true`)
+	p.do("visit again", chromedp.Reload())
+	p.await("the login", `!!document.getElementById('login-form') && localStorage.getItem('kaiser.session') === null`, wait)
+}

@@ -53,7 +53,9 @@ export function refresh() {
 
 export async function api(method, path, body) {
   let res = await send(method, path, body, session?.access);
-  if (res.status === 401 && session?.refresh && !path.startsWith('/auth/')) {
+  // An expired access token is renewed once; the routes that hand out
+  // tokens answer 401 for wrong credentials, which a refresh cannot fix.
+  if (res.status === 401 && session?.refresh && !/^\/auth\/(login|setup|refresh)/.test(path)) {
     if (await refresh()) res = await send(method, path, body, session?.access);
     else setSession(null);
   }

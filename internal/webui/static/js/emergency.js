@@ -15,7 +15,7 @@ const subs = new Set();
 const banner = document.getElementById('banner');
 const button = document.getElementById('estop');
 const dialog = document.getElementById('dialog');
-let tick = null;
+let stopped = ''; // what the last stop from this tab did, shown in the banner
 
 // latched tells whether commands other than OFF to espId are blocked.
 export function latched(espId) {
@@ -50,8 +50,8 @@ function currentDevice() {
   return m ? decodeURIComponent(m[1]) : null;
 }
 
-function show(title, body, actions) {
-  replace(dialog, h('h2', { id: 'dialog-title' }, title), body, h('div', { class: 'actions' }, actions));
+function show(title, body) {
+  replace(dialog, h('h2', { id: 'dialog-title' }, title), body);
   if (!dialog.open) dialog.showModal();
 }
 
@@ -74,19 +74,15 @@ function openStop() {
       const r = await post('/actuators/emergency_stop', body);
       closeDialog();
       await load();
-      announce(t('Stopped {n} actuators on {d} devices', { n: r.actuators_stopped, d: r.devices_stopped }));
+      stopped = t('Stopped {n} actuators on {d} devices', { n: r.actuators_stopped, d: r.devices_stopped });
+      drawBanner();
     } catch (err) { msg.textContent = err.message; go.disabled = false; }
   } },
   h('p', null, t('Every actuator in scope is switched OFF and stays blocked until the stop is cleared.')),
   h('label', null, t('Scope'), scope), h('label', null, t('Reason'), reason), msg,
   h('div', { class: 'actions' }, h('button', { type: 'button', onclick: closeDialog }, t('Cancel')), go));
-  show(t('Emergency stop'), form, []);
+  show(t('Emergency stop'), form);
   go.focus();
-}
-
-function announce(text) {
-  const live = document.getElementById('live-state');
-  if (live) live.setAttribute('title', text);
 }
 
 // guardLeft is how long the hub will still refuse to clear a stop
@@ -98,7 +94,7 @@ function guardLeft(at) {
 }
 
 function drawBanner() {
-  clearInterval(tick);
+  if (!status?.active) stopped = '';
   if (!status?.active && !(status?.rules_paused || []).length) { replace(banner); return; }
   const parts = [];
   if (status.active) {
@@ -111,7 +107,7 @@ function drawBanner() {
     if (devs.length) {
       parts.push(h('span', null, t('Latched devices: {ids}', { ids: devs.map((d) => d.esp_id).join(', ') })));
     }
-    parts.push(h('span', { class: 'small' }, t('Commands other than OFF are blocked.')));
+    parts.push(h('span', { class: 'small' }, t('Commands other than OFF are blocked.'), stopped ? ' ' + stopped + '.' : ''));
   } else {
     parts.push(h('span', null, t('Rules paused after a stop for: {ids}', { ids: status.rules_paused.join(', ') })));
   }
@@ -175,7 +171,7 @@ function openClear() {
   wait, out,
   h('div', { class: 'actions' }, h('button', { type: 'button', onclick: closeDialog }, t('Close')), go));
   if (!status?.active) resume.checked = true;
-  show(status?.active ? t('Clear emergency stop') : t('Resume rules'), form, []);
+  show(status?.active ? t('Clear emergency stop') : t('Resume rules'), form);
   guard();
   const id = setInterval(() => { if (!dialog.open) clearInterval(id); else guard(); }, 250);
   reason.focus();

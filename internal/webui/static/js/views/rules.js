@@ -4,7 +4,7 @@
 // the dry run of a saved rule, and the backtest (§10.3) drawn on the chart
 // of the rule's first sensor: firings as vertical lines, thresholds as
 // dashed ones.
-import { all, api, get, post, qs } from '../api.js';
+import { all, api, get, post } from '../api.js';
 import { t } from '../i18n.js';
 import { h, replace, badge, fmtNum, ago, table, field, sure } from '../dom.js';
 import { history, draw } from '../chart.js';
