@@ -504,9 +504,9 @@ func (s *Store) DropReadingsBefore(ctx context.Context, before int64) (int64, er
 // statement per level.
 func (s *Store) mergeRollups(ctx context.Context, rolls store.Rollups) error {
 	type cols struct {
-		series, bucket, n, nP, lastTS        []int64
-		sumRaw, sumP                         []float64
-		minRaw, maxRaw, minP, maxP, lastP    []*float64
+		series, bucket, n, nP, lastTS     []int64
+		sumRaw, sumP                      []float64
+		minRaw, maxRaw, minP, maxP, lastP []*float64
 	}
 	var lv [len(store.RollupWidths)]cols
 	opt := func(v float64, ok bool) *float64 {

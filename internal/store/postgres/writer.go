@@ -310,11 +310,11 @@ func storageFault(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (disk full, out of memory)
-			strings.HasPrefix(pgErr.Code, "58"), // system error (I/O)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (disk full, out of memory)
+			strings.HasPrefix(pgErr.Code, "58"),  // system error (I/O)
 			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention (shutdown)
-			strings.HasPrefix(pgErr.Code, "XX"), // internal error, corruption
-			pgErr.Code == "25006":               // read-only transaction (a standby)
+			strings.HasPrefix(pgErr.Code, "XX"),  // internal error, corruption
+			pgErr.Code == "25006":                // read-only transaction (a standby)
 			return true
 		}
 		return false
