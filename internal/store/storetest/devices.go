@@ -8,7 +8,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
-func device(id string, version int64, status string) store.Device {
+func deviceRecord(id string, version int64, status string) store.Device {
 	seen := base.Add(time.Duration(version) * time.Second)
 	return store.Device{
 		ID: "uuid-" + id, DeviceID: id, Name: "bench " + status, Status: status, KaiserID: "god",
@@ -34,19 +34,19 @@ func loadDevice(t *testing.T, s Store, id string) (store.Device, bool) {
 // a newer one (docs/decisions/0005-versioned-device-saves.md).
 func deviceSavesKeepTheNewestVersion(t *testing.T, s Subject) {
 	c := ctx(t)
-	must(t, s.Store.SaveDevice(c, device("ESP_A1", 2, "approved")))
-	must(t, s.Store.SaveDevice(c, device("ESP_A1", 1, "pending_approval")))
+	must(t, s.Store.SaveDevice(c, deviceRecord("ESP_A1", 2, "approved")))
+	must(t, s.Store.SaveDevice(c, deviceRecord("ESP_A1", 1, "pending_approval")))
 	flush(t, s.Store)
 	got, ok := loadDevice(t, s.Store, "ESP_A1")
 	if !ok {
 		t.Fatal("device not stored")
 	}
-	want := device("ESP_A1", 2, "approved")
+	want := deviceRecord("ESP_A1", 2, "approved")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("stored device\n got %+v\nwant %+v", got, want)
 	}
 
-	must(t, s.Store.SaveDevice(c, device("ESP_A1", 3, "online")))
+	must(t, s.Store.SaveDevice(c, deviceRecord("ESP_A1", 3, "online")))
 	flush(t, s.Store)
 	if got, _ := loadDevice(t, s.Store, "ESP_A1"); got.Version != 3 || got.Status != "online" {
 		t.Fatalf("newer save not applied: version %d status %s", got.Version, got.Status)
@@ -71,10 +71,10 @@ func deviceChangeAndTransitionOrder(t *testing.T, s Subject) {
 		return store.Transition{DeviceID: "ESP_T1", From: from, To: to, Cause: "test",
 			At: base.Add(time.Duration(v) * time.Second), Version: v}
 	}
-	must(t, s.Store.SaveDeviceChange(c, device("ESP_T1", 3, "online"), tr("approved", "online", 3)))
+	must(t, s.Store.SaveDeviceChange(c, deviceRecord("ESP_T1", 3, "online"), tr("approved", "online", 3)))
 	must(t, s.Store.AppendTransition(c, tr("pending_approval", "approved", 2)))
 	// A stale change: its record is not written, its transition is kept.
-	must(t, s.Store.SaveDeviceChange(c, device("ESP_T1", 1, "pending_approval"), tr("", "pending_approval", 1)))
+	must(t, s.Store.SaveDeviceChange(c, deviceRecord("ESP_T1", 1, "pending_approval"), tr("", "pending_approval", 1)))
 	flush(t, s.Store)
 
 	got, err := s.Store.Transitions(c, "ESP_T1")
@@ -93,7 +93,7 @@ func deviceChangeAndTransitionOrder(t *testing.T, s Subject) {
 // is stored.
 func purgeDeviceKeepsANewerSave(t *testing.T, s Subject) {
 	c := ctx(t)
-	must(t, s.Store.SaveDevice(c, device("ESP_P1", 5, "deleted")))
+	must(t, s.Store.SaveDevice(c, deviceRecord("ESP_P1", 5, "deleted")))
 	must(t, s.Store.AppendTransition(c, store.Transition{DeviceID: "ESP_P1", From: "online", To: "deleted",
 		Cause: "operator", At: base, Version: 5}))
 	for i := range 3 {
@@ -122,7 +122,7 @@ func purgeDeviceKeepsANewerSave(t *testing.T, s Subject) {
 	}
 
 	// A purge waits for the saves queued before it.
-	must(t, s.Store.SaveDevice(c, device("ESP_P2", 7, "deleted")))
+	must(t, s.Store.SaveDevice(c, deviceRecord("ESP_P2", 7, "deleted")))
 	must(t, s.Store.PurgeDevice(c, "ESP_P2", 7))
 	if _, ok := loadDevice(t, s.Store, "ESP_P2"); ok {
 		t.Fatal("a save queued before the purge outlived it")
