@@ -306,6 +306,57 @@ func TestExternalPublishReconnectAndResubscribe(t *testing.T) {
 	}
 }
 
+// The will: when the hub's connection dies without a DISCONNECT the broker
+// publishes the retained "offline"; the reconnect announces it again.
+func TestExternalWillAndAnnounceAfterReconnect(t *testing.T) {
+	m := mosquitto.Start(t, mosquitto.Options{})
+	status := contract.ServerStatusTopic("god")
+	var x *External
+	x, err := NewExternal(ExternalConfig{
+		URL:      m.URL(false),
+		ClientID: "hub-test-will",
+		Backoff:  quickBackoff,
+		Will:     &Message{Topic: status, Payload: []byte(`{"status":"offline","reason":"unexpected_disconnect"}`), QoS: 1, Retain: true},
+		OnConnect: func(ctx context.Context) {
+			_ = x.Publish(ctx, status, []byte(`{"status":"online"}`), 1, true)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHubSide()
+	x.Subscribe(contract.SharedSubscriptions, contract.OrderedSubscriptions(), h.deliver, h.handover)
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = x.Close() })
+	heard := make(chan string, 16)
+	w := dialPahoWith(t, m.Addr(), "watcher", func(pr paho.PublishReceived) (bool, error) {
+		heard <- string(pr.Packet.Payload)
+		return true, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := w.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: status, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case p := <-heard:
+			if !strings.Contains(p, want) {
+				t.Fatalf("server status %s, want %s", p, want)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("no server status %s", want)
+		}
+	}
+	expect(`"online"`) // retained, from the first connect
+	x.cm.TerminateConnectionForTest()
+	expect("unexpected_disconnect")
+	expect(`"online"`)
+}
+
 // The ordered set can be released and taken again (the device-events lease
 // of several replicas): while released only readings and diagnostics come.
 func TestExternalOrderedSetOnDemand(t *testing.T) {

@@ -56,6 +56,10 @@ type Deps struct {
 	// DBFiles are the database files whose sizes are reported (names only).
 	DBFiles []string
 	Queues  queues
+	// BrokerHost and BrokerPort name an external broker; empty: the
+	// embedded one (docs/decisions/0023-external-broker.md).
+	BrokerHost string
+	BrokerPort int
 }
 
 type handlers struct {
@@ -380,6 +384,10 @@ func (h *handlers) brokerHealth() brokerHealth {
 		Connected:     h.brokerConnected(),
 		BrokerHost:    "embedded",
 		Subscriptions: len(contract.HubSubscriptions),
+	}
+	if h.deps.BrokerHost != "" {
+		port := h.deps.BrokerPort
+		mq.BrokerHost, mq.BrokerPort = h.deps.BrokerHost, &port
 	}
 	if in := h.srv.Ingest(); in != nil {
 		n, last := in.Totals()
