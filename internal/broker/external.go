@@ -669,6 +669,9 @@ func (x *External) Endpoint() (string, int) {
 	return x.url.Hostname(), port
 }
 
+// TLS reports whether the connection is mqtts://.
+func (x *External) TLS() bool { return x.tls != nil }
+
 // Stopping reports whether shutdown has begun.
 func (x *External) Stopping() bool { return x.stopping.Load() }
 

@@ -253,3 +253,22 @@ func TestExternalBrokerQoS1ReadingIsStored(t *testing.T) {
 		}
 	}
 }
+
+// With a password the hub logs in; /auth/mqtt/status names its user, never
+// the password, and /health/ready follows the connection.
+func TestExternalBrokerLogin(t *testing.T) {
+	m := mosquitto.Start(t, mosquitto.Options{Users: map[string]string{"kaiser-hub": "pw-from-a-file"}})
+	cfg := externalConfig(m, Config{})
+	cfg.MQTTBroker.Username, cfg.MQTTBroker.Password = "kaiser-hub", "pw-from-a-file"
+	h, c := apiHub(t, cfg)
+	defer stopHub(t, h)
+	_, _, viewer := setupUsers(t, c)
+	if ready := c.do("GET", "/api/v1/health/ready", "", nil); ready.status != 200 {
+		t.Fatalf("not ready with the right password: %s", ready.raw)
+	}
+	st := c.do("GET", "/api/v1/auth/mqtt/status", viewer, nil)
+	if st.body["enabled"] != true || st.body["username"] != "kaiser-hub" || st.body["broker_connected"] != true ||
+		st.body["tls_enabled"] != false || strings.Contains(st.raw, "pw-from-a-file") {
+		t.Fatalf("mqtt status %s", st.raw)
+	}
+}

@@ -303,6 +303,8 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 		HeartbeatTimeout: h.cfg.HeartbeatTimeout,
 		DiscoveryPerMin:  h.cfg.DiscoveryPerMin,
 		Stopping:         h.Bus.Stopping,
+		// An external broker cannot restore the firmware's subscriptions (docs/protocol.md M4, B3).
+		LostSubscriptions: h.External != nil,
 	}, h.Store, h.Bus, h.Events, h.Log.With("component", "device"))
 	if err := h.Devices.Load(ctx); err != nil {
 		return err
@@ -899,7 +901,11 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		health.BrokerHost, health.BrokerPort = h.External.Endpoint()
 	}
 	healthapi.Register(h.API, health)
-	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit})
+	accounts := accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit}
+	if h.External != nil {
+		accounts.BrokerLogin = accountapi.BrokerLogin{Username: cfg.MQTTBroker.Username, TLS: h.External.TLS()}
+	}
+	accountapi.Register(h.API, accounts)
 	deviceapi.Register(h.API, deviceapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,

@@ -46,12 +46,22 @@ type Deps struct {
 	Audit    recorder
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
 	LoginLimit, RefreshLimit int
+	// BrokerLogin is how the hub logs in to an external broker; zero with
+	// the embedded one (docs/decisions/0023-external-broker.md).
+	BrokerLogin BrokerLogin
+}
+
+// BrokerLogin is the hub's own login at its broker, without the password.
+type BrokerLogin struct {
+	Username string
+	TLS      bool
 }
 
 type handlers struct {
-	srv      *api.Server
-	accounts accounts
-	audit    recorder
+	srv         *api.Server
+	accounts    accounts
+	audit       recorder
+	brokerLogin BrokerLogin
 }
 
 // Register adds the account routes to s.
@@ -63,7 +73,7 @@ func Register(s *api.Server, d Deps) {
 		d.RefreshLimit = 60
 	}
 
-	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
+	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit, brokerLogin: d.BrokerLogin}
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -220,7 +230,11 @@ func (h *handlers) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) 
 }
 
 func (h *handlers) brokerAuth(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	api.WriteJSON(w, http.StatusOK, brokerAuthStatus{Success: true, BrokerConnected: h.srv.BrokerConnected()})
+	st := brokerAuthStatus{Success: true, BrokerConnected: h.srv.BrokerConnected(), TLSEnabled: h.brokerLogin.TLS}
+	if h.brokerLogin.Username != "" {
+		st.Enabled, st.Username = true, &h.brokerLogin.Username
+	}
+	api.WriteJSON(w, http.StatusOK, st)
 }
 
 func (h *handlers) configureBrokerAuth(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
