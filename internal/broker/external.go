@@ -268,11 +268,17 @@ func clientTLS(u *url.URL, cfg ExternalConfig) (*tls.Config, error) {
 	return c, nil
 }
 
+// publishCounters are the hub's publish counters by publishKind, the same
+// for either broker.
+func publishCounters() (published, failures *prometheus.CounterVec) {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_messages_published_total",
+			Help: "Messages the hub published, by kind."}, []string{"kind"}),
+		prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_publish_failures_total",
+			Help: "Hub publishes that failed, by kind."}, []string{"kind"})
+}
+
 func (x *External) registerMetrics(reg prometheus.Registerer) {
-	x.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_messages_published_total",
-		Help: "Messages the hub published, by kind."}, []string{"kind"})
-	x.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_publish_failures_total",
-		Help: "Hub publishes that failed, by kind."}, []string{"kind"})
+	x.published, x.failures = publishCounters()
 	x.reconnects = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_connections_lost_total",
 		Help: "Connections to the external broker that were lost (each is followed by reconnect attempts)."})
 	x.connFails = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_connect_failures_total",
@@ -399,6 +405,13 @@ func (x *External) Start() error {
 func (x *External) connectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	l := &link{}
 	l.ctx, l.cancel = context.WithCancel(x.life)
+	x.swapLink(l)
+	go x.setUp(cm, l)
+}
+
+// swapLink makes l the current connection (nil: none) and ends the waits
+// of the one before.
+func (x *External) swapLink(l *link) {
 	x.mu.Lock()
 	old := x.link
 	x.link = l
@@ -406,7 +419,6 @@ func (x *External) connectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 	if old != nil {
 		old.cancel()
 	}
-	go x.setUp(cm, l)
 }
 
 // setUp subscribes on a new connection, retrying while it lasts, then
@@ -444,13 +456,7 @@ func (x *External) setUp(cm *autopaho.ConnectionManager, l *link) {
 // connectionDown ends the lost connection's waits; false stops reconnecting
 // once the hub closes.
 func (x *External) connectionDown() bool {
-	x.mu.Lock()
-	l := x.link
-	x.link = nil
-	x.mu.Unlock()
-	if l != nil {
-		l.cancel()
-	}
+	x.swapLink(nil)
 	if x.closed.Load() {
 		return false
 	}

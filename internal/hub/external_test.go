@@ -35,21 +35,13 @@ func startSensorNode(t *testing.T, broker, id, quirks string) *simNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &simNode{id: id, changed: make(chan struct{}), lose: map[string]int{}}
-	n.Node = sim.NewNode(sim.NodeConfig{
+	return runSimNode(t, sim.NodeConfig{
 		EspID:    id,
 		Broker:   broker,
 		Quirks:   q,
-		Clock:    sim.NewClock(float64(time.Second / accSecond)),
 		Interval: 5 * time.Second,
 		Sensors:  []sim.SensorSpec{{GPIO: 34, Type: "ph", Base: 2048, Pattern: "random", Range: 20}},
-		Observe:  n.observe,
-		Lose:     n.loses,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-n.Stopped() })
-	return n
 }
 
 // awaitReading waits for the next sensor_data event of id.
