@@ -405,6 +405,9 @@ func (x *External) Start() error {
 func (x *External) connectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	l := &link{}
 	l.ctx, l.cancel = context.WithCancel(x.life)
+	x.mu.Lock()
+	x.cm = cm // the first connection can come up before NewConnection has returned
+	x.mu.Unlock()
 	x.swapLink(l)
 	go x.setUp(cm, l)
 }

@@ -264,3 +264,25 @@ func TestExternalBrokerLogin(t *testing.T) {
 		t.Fatalf("mqtt status %s", st.raw)
 	}
 }
+
+// A hub started before its broker runs, not ready, and becomes ready once
+// the broker is up: it keeps trying.
+func TestExternalBrokerStartsBeforeItsBroker(t *testing.T) {
+	m := mosquitto.Start(t, mosquitto.Options{})
+	m.Stop()
+	cfg := externalConfig(m, Config{})
+	cfg.MQTTBroker.ConnectWait = 100 * time.Millisecond
+	h, c := apiHub(t, cfg)
+	defer stopHub(t, h)
+	events := h.Events.Subscribe(64, event.TypeSystemEvent)
+	defer h.Events.Unsubscribe(events)
+	if ready := c.do("GET", "/api/v1/health/ready", "", nil); ready.status != 503 ||
+		ready.body["checks"].(map[string]any)["mqtt"] != false {
+		t.Fatalf("ready without a broker: %d %s", ready.status, ready.raw)
+	}
+	m.Restart()
+	awaitEvent(t, events, 10*time.Second, systemEventIs("mqtt_connected"))
+	if ready := c.do("GET", "/api/v1/health/ready", "", nil); ready.status != 200 {
+		t.Fatalf("not ready once the broker is up: %s", ready.raw)
+	}
+}
