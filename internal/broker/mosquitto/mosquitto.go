@@ -29,6 +29,11 @@ type Options struct {
 	// TLS, when set, makes the listener TLS-only with these PEM files;
 	// RequireCertificate asks every client for a certificate signed by CA.
 	TLS *TLSFiles
+	// Nagle keeps Mosquitto's default of Nagle's algorithm on its sockets;
+	// otherwise the broker sets TCP_NODELAY (set_tcp_nodelay), as a
+	// deployment should: with Nagle every round trip through the broker
+	// waits about 40 ms for a delayed ACK (docs/BENCHMARKS.md).
+	Nagle bool
 	// Extra lines are appended to the configuration.
 	Extra []string
 }
@@ -109,6 +114,9 @@ func (b *Broker) config(dir string, opts Options) string {
 		"log_type warning",
 		"log_type notice",
 		"user root", // stays the test's user; as root it would drop to "mosquitto" and lose the temp files
+	}
+	if !opts.Nagle {
+		lines = append(lines, "set_tcp_nodelay true")
 	}
 	if len(opts.Users) == 0 {
 		lines = append(lines, "allow_anonymous true")
