@@ -122,6 +122,32 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "embedded MQTT broker listen address",
 		},
 		{
+			name: "https-addr",
+			env:  "KAISER_HTTPS_ADDR",
+			def:  "",
+			help: "HTTPS listen address, e.g. :8443, serving the same routes (none: off); " +
+				"needs --tls-cert and --tls-key; the plain --http-addr stays",
+		},
+		{
+			name: "mqtt-tls-addr",
+			env:  "KAISER_MQTT_TLS_ADDR",
+			def:  "",
+			help: "MQTT-over-TLS listen address, e.g. :8884 (none: off; never 8883, where baseline " +
+				"nodes speak plain MQTT); needs --tls-cert and --tls-key; the plain --mqtt-addr stays",
+		},
+		{
+			name: "tls-cert",
+			env:  "KAISER_TLS_CERT",
+			def:  "",
+			help: "PEM certificate (chain) file of the TLS listeners; read again on SIGHUP and when it changes",
+		},
+		{
+			name: "tls-key",
+			env:  "KAISER_TLS_KEY",
+			def:  "",
+			help: "PEM private key file of --tls-cert",
+		},
+		{
 			name: "kaiser-id",
 			env:  "KAISER_KAISER_ID",
 			def:  "god",
@@ -144,6 +170,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			env:  "KAISER_PROCESSED_ECHO",
 			def:  "true",
 			help: "publish sensor/{gpio}/processed after storing a pi_enhanced reading (true/false)",
+		},
+		{
+			name: "mqtt-auth",
+			env:  "KAISER_MQTT_AUTH",
+			def:  string(broker.AuthOff),
+			help: "MQTT device authentication: off (any client may publish as any device; warned) or " +
+				"devices (device credentials and ACL)",
 		},
 		{
 			name: "mqtt-allow-prefix",
@@ -299,6 +332,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfg.Console = stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reads the TLS certificate again; it never ends the hub
+	// (docs/decisions/0019-tls.md).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	cfg.Reload = hup
 	if err := hub.Run(ctx, cfg); err != nil {
 		fmt.Fprintf(stderr, "kaiser serve: %v\n", err)
 		return 1
@@ -365,6 +404,9 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	if cfg.MQTT, err = mqttLimits(v, src); err != nil {
 		return cfg, err
 	}
+	if cfg.MQTTAuth, err = broker.ParseAuthMode(v["mqtt-auth"]); err != nil {
+		return cfg, fmt.Errorf("%s: %w", src["mqtt-auth"], err)
+	}
 	if cfg.MQTTBroker, err = externalBroker(v, src); err != nil {
 		return cfg, err
 	}
@@ -378,6 +420,21 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	if err := ruleConfig(&cfg, v, src); err != nil {
 		return cfg, err
+	}
+	if err := tlsConfig(&cfg, v, src); err != nil {
+		return cfg, err
+	}
+	if cfg.MQTTBroker.URL != "" {
+		// The embedded broker's TLS listener and device authentication
+		// belong to the embedded broker; an external one does its own.
+		if cfg.MQTTTLSAddr != "" {
+			return cfg, fmt.Errorf("%s: the embedded broker's listener; with %s the external broker offers TLS",
+				src["mqtt-tls-addr"], src["mqtt-broker"])
+		}
+		if cfg.MQTTAuth == broker.AuthDevices {
+			return cfg, fmt.Errorf("%s: devices is the embedded broker's; with %s the external broker authenticates devices",
+				src["mqtt-auth"], src["mqtt-broker"])
+		}
 	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
@@ -513,6 +570,27 @@ func ruleConfig(cfg *hub.Config, v, src map[string]string) error {
 		From:     v["smtp-from"],
 		Username: v["smtp-username"],
 		Password: os.Getenv("KAISER_SMTP_PASSWORD"),
+	}
+	return nil
+}
+
+// tlsConfig reads the TLS listeners and their certificate, and loads the
+// certificate once so that a file that cannot be used stops the start here
+// (docs/decisions/0019-tls.md).
+func tlsConfig(cfg *hub.Config, v, src map[string]string) error {
+	cfg.HTTPSAddr, cfg.MQTTTLSAddr = v["https-addr"], v["mqtt-tls-addr"]
+	cfg.TLSCertFile, cfg.TLSKeyFile = v["tls-cert"], v["tls-key"]
+	for _, name := range []string{"https-addr", "mqtt-tls-addr"} {
+		if v[name] == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(v[name]); err != nil || port == "" {
+			return fmt.Errorf("%s: %q is not a host:port address", src[name], v[name])
+		}
+	}
+	if err := cfg.CheckTLS(); err != nil {
+		return fmt.Errorf("%s, %s, %s, %s: %w",
+			src["https-addr"], src["mqtt-tls-addr"], src["tls-cert"], src["tls-key"], err)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +21,9 @@ import (
 func simCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the hub")
+	brokerURL := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the hub (tls://host:8884 for its TLS listener)")
+	useTLS := fs.Bool("tls", false, "connect over TLS (the hub's --mqtt-tls-addr); baseline firmware cannot")
+	caFile := fs.String("ca", "", "PEM file of the certificates to trust over TLS (implies --tls; none: the system's)")
 	devices := fs.Int("devices", 10, "number of simulated nodes")
 	sensors := fs.Int("sensors", 2, "sensors per node")
 	sensorType := fs.String("sensor-type", "ph", "sensor type of the simulated sensors")
@@ -32,6 +36,8 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	bootLog := fs.String("boot-log", "", "directory for each node's serial log")
 	seed := fs.Int64("seed", 1, "seed for reproducible ids and values")
 	duration := fs.Duration("duration", 0, "stop after this long (0 = until interrupted)")
+	credFile := fs.String("credentials", "", "file of MQTT credentials: the hub's mqtt-credentials replies, "+
+		"appended; nodes without an entry connect anonymously")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -41,6 +47,26 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	addr := strings.TrimPrefix(*brokerURL, "tcp://")
+	if a, ok := strings.CutPrefix(*brokerURL, "tls://"); ok {
+		addr, *useTLS = a, true
+	}
+	tlsConf, err := simTLS(*useTLS, *caFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "kaiser sim: --ca: %v\n", err)
+		return 2
+	}
+	creds := map[string]sim.Credential{}
+	if *credFile != "" {
+		f, err := os.Open(*credFile)
+		if err == nil {
+			creds, err = sim.ReadCredentials(f)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "kaiser sim: --credentials: %v\n", err)
+			return 2
+		}
+	}
 	if *bootLog != "" {
 		if err := os.MkdirAll(*bootLog, 0o755); err != nil {
 			fmt.Fprintf(stderr, "kaiser sim: --boot-log: %v\n", err)
@@ -57,6 +83,7 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	clock := sim.NewClock(*speed)
 	nodes := make([]*sim.Node, *devices)
 	var wg sync.WaitGroup
+	withCreds := 0
 	for i := range nodes {
 		id := fmt.Sprintf("ESP_%06X", (uint32(*seed)*2654435761+uint32(i)*40503)&0xFFFFFF)
 		var specs []sim.SensorSpec
@@ -72,11 +99,16 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		cfg := sim.NodeConfig{
 			EspID:    id,
 			Broker:   addr,
+			TLS:      tlsConf,
 			Quirks:   q,
 			Sensors:  specs,
 			Interval: *interval,
 			Clock:    clock,
 			Seed:     *seed + int64(i),
+		}
+		if c, ok := creds[id]; ok {
+			cfg.Username, cfg.Password = c.Username, c.Password
+			withCreds++
 		}
 		if *bootLog != "" {
 			f, err := os.Create(filepath.Join(*bootLog, id+".log"))
@@ -90,6 +122,9 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 		nodes[i] = sim.NewNode(cfg)
 		wg.Add(1)
 		go func(n *sim.Node) { defer wg.Done(); _ = n.Run(ctx) }(nodes[i])
+	}
+	if *credFile != "" {
+		fmt.Fprintf(stderr, "kaiser sim: %d of %d nodes connect with credentials\n", withCreds, len(nodes))
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -110,4 +145,24 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	wg.Wait()
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// simTLS is the nodes' TLS client configuration: nil for plain MQTT,
+// trusting caFile's certificates when given, else the system's.
+func simTLS(on bool, caFile string) (*tls.Config, error) {
+	if !on && caFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate in it", caFile)
+		}
+	}
+	return cfg, nil
 }

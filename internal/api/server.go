@@ -79,6 +79,9 @@ type Deps struct {
 	CORSOrigins []string
 	// Live serves the WebSocket route; without it there is none.
 	Live LiveFeed
+	// RequestTimeout is the deadline of every route but the long-lived
+	// ones (0: DefaultRequestTimeout).
+	RequestTimeout time.Duration
 }
 
 // deviceLookup is what the HTTP core needs from the device registry: the
@@ -108,6 +111,8 @@ type Route struct {
 	Summary      string
 	Tag          string
 	Deprecated   bool
+	// LongLived routes get no request deadline (see LongLived).
+	LongLived bool
 	// Request and Response are zero values of the body types (nil: not
 	// documented); the OpenAPI schemas are derived from them.
 	Request, Response any
@@ -292,6 +297,9 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 	s.mu.Lock()
 	s.routes = append(s.routes, rt)
 	s.mu.Unlock()
+	if !rt.LongLived {
+		h = s.bounded(h)
+	}
 	wrapped := s.instrument(rt.Path, h)
 	if rt.Path == "/" {
 		s.mux.HandleFunc(rt.Method+" /{$}", wrapped)

@@ -36,6 +36,8 @@ func (s *Server) wsRoutes() {
 		MinRole: auth.RoleViewer,
 		Tag:     "websocket",
 		Summary: "Live event feed (WebSocket, token in ?token=)",
+		// The feed hijacks the connection and lives for hours.
+		LongLived: true,
 	}, s.wsHandshake)
 }
 

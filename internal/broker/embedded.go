@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,16 @@ type Config struct {
 	Fleet func() int
 	// Limits bound what network clients can make the broker hold.
 	Limits Limits
+	// TLSAddr, when set, opens a second listener that speaks MQTT over TLS,
+	// serving the certificate of TLS (docs/decisions/0019-tls.md). The door's limits belong to the
+	// broker, not to a listener: both listeners share them.
+	TLSAddr string
+	TLS     *tls.Config
+	// Auth is who may connect and what they may do; "" is AuthOff
+	// (docs/decisions/0018-device-credentials.md).
+	Auth AuthMode
+	// Credentials checks device passwords; required in AuthDevices mode.
+	Credentials Credentials
 }
 
 // Embedded is the in-process MQTT broker.
@@ -59,6 +70,10 @@ type Embedded struct {
 	closeMu  sync.Mutex
 	closed   bool
 
+	// tlsListener is the MQTT-over-TLS listener (nil: none); tls.go.
+	tlsListener *doorListener
+	tlsAddr     atomic.Value // string
+
 	// sessions are the network clients attached right now. mochi's own
 	// client list can lose a client whose id took over a session that was
 	// ending at that moment (the old session deletes the id on its way
@@ -71,6 +86,7 @@ type Embedded struct {
 	// replace them).
 	connects       *bucket
 	retained       *retainedBudget
+	own            ownRetained // the hub's own retained messages, renewed on expiry
 	connectTimeout time.Duration
 	now            func() time.Time
 	wait           func(d time.Duration, stop <-chan struct{})
@@ -103,6 +119,15 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("mqtt limits: %w", err)
 	}
+	if cfg.Auth == "" {
+		cfg.Auth = AuthOff
+	}
+	if _, err := ParseAuthMode(string(cfg.Auth)); err != nil {
+		return nil, err
+	}
+	if cfg.Auth == AuthDevices && cfg.Credentials == nil {
+		return nil, errors.New("mqtt auth devices: no credential store")
+	}
 	limits := cfg.Limits.withDefaults()
 	e := &Embedded{
 		cfg:            cfg,
@@ -120,6 +145,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	rate.suppressed = e.suppressed.Inc
 	e.log = newBoundedLogger(cfg.Logger, rate)
 	e.addr.Store("")
+	e.tlsAddr.Store("")
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	// Bound what offline sessions and slow clients may hold (docs/architecture.md:
@@ -234,14 +260,18 @@ func (e *Embedded) isRetainedCopy(pk packets.Packet) bool {
 	return ok && len(stored.Payload) > 0 && &stored.Payload[0] == &pk.Payload[0]
 }
 
-// Start opens the TCP listener; devices can connect from now on.
+// Start opens the TCP listener, and the TLS one if configured; devices
+// can connect from now on.
 func (e *Embedded) Start() error {
-	l := newDoorListener(e, e.cfg.Addr)
+	l := newDoorListener(e, "tcp", e.cfg.Addr, nil)
 	if err := e.server.AddListener(l); err != nil {
 		return fmt.Errorf("mqtt listener %s: %w", e.cfg.Addr, err)
 	}
 	e.listener = l
 	e.addr.Store(l.Address())
+	if err := e.addTLSListener(); err != nil {
+		return err
+	}
 	if err := e.server.Serve(); err != nil {
 		return fmt.Errorf("mqtt serve: %w", err)
 	}
@@ -288,20 +318,21 @@ func (e *Embedded) Clients() int {
 // closeWait bounds how long Close waits for attached clients to leave.
 const closeWait = 3 * time.Second
 
-// sessionSet tracks attached network clients by identity, not by id.
+// sessionSet tracks attached network clients by identity, not by id, with
+// what each may do in devices mode.
 type sessionSet struct {
-	mu     sync.Mutex
-	m      map[*mqtt.Client]struct{}
+	mu     sync.RWMutex
+	m      map[*mqtt.Client]grant
 	pruned int // size after the last prune of closed clients
 }
 
-func (ss *sessionSet) add(cl *mqtt.Client) {
+func (ss *sessionSet) add(cl *mqtt.Client, g grant) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.m == nil {
-		ss.m = map[*mqtt.Client]struct{}{}
+		ss.m = map[*mqtt.Client]grant{}
 	}
-	ss.m[cl] = struct{}{}
+	ss.m[cl] = g
 
 	// A session that failed after it was established may never report its
 	// disconnect; prune closed ones whenever the set has doubled.
@@ -322,11 +353,32 @@ func (ss *sessionSet) remove(cl *mqtt.Client) {
 }
 
 func (ss *sessionSet) all() []*mqtt.Client {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
 	out := make([]*mqtt.Client, 0, len(ss.m))
 	for c := range ss.m {
 		out = append(out, c)
+	}
+	return out
+}
+
+// grant is what cl may do; a client not in the set may do nothing but
+// what the allowed prefixes open.
+func (ss *sessionSet) grant(cl *mqtt.Client) grant {
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
+	return ss.m[cl]
+}
+
+// actingFor lists the sessions that act for the device espID.
+func (ss *sessionSet) actingFor(espID string) map[*mqtt.Client]grant {
+	ss.mu.RLock()
+	defer ss.mu.RUnlock()
+	out := map[*mqtt.Client]grant{}
+	for c, g := range ss.m {
+		if g.espID == espID {
+			out[c] = g
+		}
 	}
 	return out
 }
@@ -358,6 +410,9 @@ func (e *Embedded) StopAccepting(ctx context.Context) error {
 	e.stopOnce.Do(e.beginStop)
 	if e.listener == nil {
 		return nil
+	}
+	if e.tlsListener != nil {
+		e.server.Listeners.Close(e.tlsListener.ID(), e.disconnectAll)
 	}
 	e.server.Listeners.Close(e.listener.ID(), e.disconnectAll)
 	done := make(chan struct{})

@@ -63,7 +63,7 @@ func TestSessionSetPrunesClosedClients(t *testing.T) {
 	for range 1000 {
 		cl := e.server.NewClient(nil, "t", "", false)
 		cl.Stop(nil)
-		ss.add(cl)
+		ss.add(cl, grant{})
 	}
 	if n := len(ss.all()); n > 2*64+1 {
 		t.Fatalf("%d closed sessions kept, want them pruned", n)

@@ -129,6 +129,12 @@ func dialRaw(t *testing.T, addr, clientID string) (*rawClient, byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return connectRaw(t, conn, clientID)
+}
+
+// connectRaw sends a clean-session CONNECT on conn and returns the CONNACK code.
+func connectRaw(t *testing.T, conn net.Conn, clientID string) (*rawClient, byte) {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	body := mqttString(nil, "MQTT")
 	body = append(body, 4, 0x02, 0, 60)

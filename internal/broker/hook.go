@@ -23,8 +23,9 @@ const (
 	refusedConnectTimeout = "connect_timeout"
 )
 
-// hook enforces device identity on writes, the door's limits, and restores
-// device subscriptions.
+// hook enforces device identity on writes (in devices mode the device
+// credentials and the ACL on reads and writes too, auth.go), the door's
+// limits, and restores device subscriptions.
 type hook struct {
 	mqtt.HookBase
 	e *Embedded
@@ -42,17 +43,16 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnDisconnect,
 		mqtt.OnPublish,
 		mqtt.OnWill,
+		mqtt.OnRetainMessage,
 		mqtt.OnRetainedExpired,
 	}, []byte{b})
 }
 
-// OnSessionEstablish tracks the network client for shutdown.
+// OnSessionEstablish records the connection's client id for the listener's
+// log line; the session set took the client at authentication.
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	if !cl.Net.Inline {
-		h.e.sessions.add(cl)
-		if h.e.listener != nil {
-			h.e.listener.established(cl.Net.Conn, cl.ID)
-		}
+	if !cl.Net.Inline && h.e.listener != nil {
+		h.e.listener.established(cl.Net.Conn, cl.ID)
 	}
 }
 
@@ -88,29 +88,64 @@ func (h *hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	return code
 }
 
-// OnConnectAuthenticate admits anonymous clients (the firmware's default) but
-// refuses a will the client could not publish itself, so nobody can plant a
-// forged LWT for another device.
+// OnConnectAuthenticate admits anonymous clients in off mode (the
+// firmware's default) and applies the device credentials in devices mode
+// (docs/decisions/0018-device-credentials.md). Either way it refuses a will
+// the client could not publish itself, so nobody can plant a forged LWT for
+// another device. A refused client never touches the session of the id it
+// claimed: mochi takes a session over only after this hook said yes.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if h.e.stopping.Load() {
 		return false
 	}
-	if pk.Connect.WillFlag && !h.e.mayWrite(cl.ID, pk.Connect.WillTopic) {
+	var g grant
+	devices := h.e.cfg.Auth == AuthDevices
+	if devices {
+		var ok bool
+		if g, ok = h.e.authenticate(cl, pk); !ok {
+			return false
+		}
+	}
+	if pk.Connect.WillFlag && !h.e.mayWill(cl, g, pk.Connect.WillTopic) {
 		h.e.refused.WithLabelValues(refusedWill).Inc()
 		h.e.log.Warn("mqtt connect refused: will topic not writable by client",
 			"client_id", cl.ID,
 			"will_topic", pk.Connect.WillTopic)
 		return false
 	}
+	h.e.sessions.add(cl, g)
+	if devices && !h.e.stillCurrent(cl, g) {
+		h.e.sessions.remove(cl)
+		return false
+	}
 	return true
 }
 
-// OnACLCheck: reads are open in anonymous mode; writes are checked.
+func (e *Embedded) mayWill(cl *mqtt.Client, g grant, topic string) bool {
+	if e.cfg.Auth == AuthDevices {
+		return e.mayWriteAs(g, topic, contract.KindWill)
+	}
+	return e.mayWrite(cl.ID, topic)
+}
+
+// OnACLCheck: in off mode reads are open and writes are checked; devices
+// mode checks both against the session's grant. mochi asks for reads at
+// SUBSCRIBE (the filter) and at each delivery (the topic).
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	if !write || cl.Net.Inline {
+	if cl.Net.Inline {
 		return true
 	}
-	if h.e.mayWrite(cl.ID, topic) {
+	devices := h.e.cfg.Auth == AuthDevices
+	if !write {
+		if !devices || h.e.mayRead(h.e.sessions.grant(cl), topic) {
+			return true
+		}
+		h.e.refused.WithLabelValues(refusedNotReadable).Inc()
+		h.e.log.Warn("mqtt subscription or delivery refused", "client_id", cl.ID, "topic", topic)
+		return false
+	}
+	if devices && h.e.mayWriteAs(h.e.sessions.grant(cl), topic, contract.KindHeartbeat) ||
+		!devices && h.e.mayWrite(cl.ID, topic) {
 		return true
 	}
 	h.e.refused.WithLabelValues(refusedNotWritable).Inc()
@@ -145,14 +180,29 @@ func (h *hook) OnWill(_ *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	return will, nil
 }
 
-// OnRetainedExpired frees the booking of a retained message mochi expired.
-func (h *hook) OnRetainedExpired(topic string) { h.e.retained.expired(topic) }
+// OnRetainMessage remembers the hub's own retained messages (ownRetained).
+func (h *hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
+	if cl.Net.Inline {
+		h.e.own.note(pk)
+	}
+}
+
+// OnRetainedExpired frees the booking of a retained message mochi expired
+// and stores the hub's own one again: it stays retained while the hub runs.
+func (h *hook) OnRetainedExpired(topic string) {
+	h.e.retained.expired(topic)
+	h.e.renewOwn(topic)
+}
 
 // OnSessionEstablished restores a known device's firmware subscriptions on
 // its recorded root, so a baseline device that reconnects without
 // subscribing (Q3) still hears the hub (docs/protocol.md M4).
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if h.e.cfg.Roots == nil || cl.Net.Inline {
+		return
+	}
+	// In devices mode only an authenticated device hears its hub topics.
+	if h.e.cfg.Auth == AuthDevices && h.e.sessions.grant(cl).generation == 0 {
 		return
 	}
 	root, ok := h.e.cfg.Roots(cl.ID)

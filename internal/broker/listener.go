@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -19,23 +20,38 @@ import (
 type doorListener struct {
 	*listeners.TCP
 	e *Embedded
+	// tls, when set, makes this the MQTT-over-TLS listener: each connection
+	// completes its handshake before mochi sees it (tls.go).
+	tls *tls.Config
 	// conns maps an established connection to its client id, for the line
-	// about a connection closed for an oversized packet.
-	conns sync.Map // net.Conn → string
+	// about a connection closed for an oversized packet. The TLS listener
+	// shares the plain one's map: the hook records every session there.
+	conns *sync.Map // net.Conn → string
 }
 
-func newDoorListener(e *Embedded, addr string) *doorListener {
+func newDoorListener(e *Embedded, id, addr string, tlsConf *tls.Config) *doorListener {
 	return &doorListener{
-		TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr}),
-		e:   e,
+		TCP:   listeners.NewTCP(listeners.Config{ID: id, Address: addr}),
+		e:     e,
+		tls:   tlsConf,
+		conns: &sync.Map{},
 	}
 }
 
 // Serve hands each accepted connection to mochi under a CONNECT deadline;
 // mochi replaces the deadline with the keepalive's once the CONNECT is read.
+// On the TLS listener the handshake comes first, under the same deadline.
 func (l *doorListener) Serve(establish listeners.EstablishFn) {
 	l.TCP.Serve(func(id string, c net.Conn) error {
-		_ = c.SetReadDeadline(time.Now().Add(l.e.connectTimeout))
+		deadline := time.Now().Add(l.e.connectTimeout)
+		if l.tls != nil {
+			tc, ok := l.handshake(c, deadline)
+			if !ok {
+				return nil
+			}
+			c = tc
+		}
+		_ = c.SetReadDeadline(deadline)
 		err := establish(id, c)
 		clientID, _ := l.conns.LoadAndDelete(c)
 		l.ended(c, clientID, err)

@@ -1,6 +1,12 @@
 package broker
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
 
 // retainedBudget accounts the retained store by topic, so a retained
 // message beyond the bound can be delivered live without being stored
@@ -65,4 +71,54 @@ func (r *retainedBudget) held() (count, bytes int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.sizes), r.bytes
+}
+
+// ownRetained are the hub's own retained messages (server/status,
+// docs/protocol.md §3.2.11), kept for the hub's whole life. mochi removes every retained
+// message older than its maximum message expiry (an hour here, which
+// bounds what devices leave behind); the hub's own would go with them and
+// newer firmware subscribing later would never learn the hub is online.
+// When mochi expires one, the hub's copy is stored again at once.
+type ownRetained struct {
+	mu  sync.Mutex
+	pks map[string]packets.Packet
+}
+
+// note remembers what the hub retained on a topic; an empty payload clears it.
+func (o *ownRetained) note(pk packets.Packet) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(pk.Payload) == 0 {
+		delete(o.pks, pk.TopicName)
+		return
+	}
+	if o.pks == nil {
+		o.pks = map[string]packets.Packet{}
+	}
+	o.pks[pk.TopicName] = pk.Copy(false)
+}
+
+// get is the hub's retained message on topic, if it has one.
+func (o *ownRetained) get(topic string) (packets.Packet, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	pk, ok := o.pks[topic]
+	if ok {
+		pk = pk.Copy(false)
+	}
+	return pk, ok
+}
+
+// renewOwn stores the hub's own retained message on topic again after
+// mochi expired it, dated now; a topic the hub did not retain is left gone.
+// Subscribers are not sent it again: nothing changed for them.
+func (e *Embedded) renewOwn(topic string) {
+	pk, ok := e.own.get(topic)
+	if !ok {
+		return
+	}
+	pk.Created, pk.Expiry = time.Now().Unix(), 0
+	e.retained.admit(topic, len(pk.Payload), true)
+	e.server.Topics.RetainMessage(pk)
+	atomic.StoreInt64(&e.server.Info.Retained, int64(e.server.Topics.Retained.Len()))
 }

@@ -89,6 +89,27 @@ func TestIsHubToDevice(t *testing.T) {
 	}
 }
 
+// The device ACL of devices mode reads a device's own hub→device topics
+// through IsHubToDeviceSuffix: each suffix of docs/protocol.md §2.2, the firmware's
+// `actuator/+/command` filter, nothing of the device's own publications
+// and no `#`.
+func TestIsHubToDeviceSuffix(t *testing.T) {
+	for _, s := range []string{"config", "system/command", "zone/assign", "subzone/assign", "subzone/remove",
+		"subzone/safe", "actuator/emergency", "system/heartbeat/ack", "actuator/5/command", "actuator/+/command",
+		"sensor/34/processed", "sensor/+/processed"} {
+		if !IsHubToDeviceSuffix(s) {
+			t.Errorf("%s should be a hub→device suffix", s)
+		}
+	}
+	for _, s := range []string{"system/heartbeat", "sensor/34/data", "actuator/5/status", "actuator/+/status",
+		"actuator/#", "#", "+", "actuator/abc/command", "actuator/256/command", "actuator/5/command/x",
+		"actuator/emergency/response", "config/x", ""} {
+		if IsHubToDeviceSuffix(s) {
+			t.Errorf("%s should not be a hub→device suffix", s)
+		}
+	}
+}
+
 // Every device→hub example payload of docs/protocol.md §3.1 decodes.
 var contractExamples = map[string]string{
 	"kaiser/god/esp/ESP_A1B2C3/sensor/34/data":              `{"esp_id":"ESP_A1B2C3","zone_id":"greenhouse_1","subzone_id":"bed_north","gpio":34,"sensor_type":"ph","raw":2150,"value":6.19,"unit":"pH","quality":"fair","ts":1767600930,"raw_mode":true}`,
@@ -311,6 +332,10 @@ func TestNormaliseTime(t *testing.T) {
 		{0, rx.Unix(), SourceHub},
 		{3600, rx.Unix(), SourceHub},
 		{2600000000, rx.Unix(), SourceHub},
+		// More than 30 s ahead of the receive time: the hub's time, flagged.
+		{rx.Unix() + 30, rx.Unix() + 30, SourceDevice},
+		{rx.Unix() + 31, rx.Unix(), SourceHub},
+		{(rx.Unix() + 3600) * 1000, rx.Unix(), SourceHub},
 	}
 	for _, c := range cases {
 		got, src := NormaliseTime(c.in, rx)

@@ -23,6 +23,8 @@ const (
 	ReasonUnknownDevice        = "unknown_device"
 	ReasonNotApproved          = "not_approved"
 	ReasonDiscoveryRateLimited = "discovery_rate_limited"
+	ReasonPendingLimit         = "pending_limit"
+	ReasonSeriesLimit          = "series_limit"
 	ReasonReplay               = "replay"
 	ReasonDuplicate            = "duplicate"
 	ReasonTooOld               = "too_old"

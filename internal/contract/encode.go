@@ -281,8 +281,16 @@ const (
 	SourceHub    TimeSource = "hub"
 )
 
+// MaxFuture is how far ahead of the hub's receive time a device time may
+// lie and still be the device's (docs/protocol.md §5.3).
+const MaxFuture = 30 * time.Second
+
 // NormaliseTime applies docs/protocol.md §5.3: milliseconds are scaled, and zero,
-// implausible or out-of-range device times fall back to the receive time.
+// implausible or out-of-range device times fall back to the receive time, as
+// do times more than MaxFuture ahead of it: a device clock running fast (or
+// the hub's stepped back) would otherwise date a record in the future, where
+// it hides from every "up to now" query and outranks later ones. The source
+// "hub" is the flag a record carries for it.
 func NormaliseTime(t int64, receivedAt time.Time) (time.Time, TimeSource) {
 	if t > 1e10 {
 		t /= 1000
@@ -290,5 +298,9 @@ func NormaliseTime(t int64, receivedAt time.Time) (time.Time, TimeSource) {
 	if t == 0 || t < 1700000000 || t > 2500000000 {
 		return receivedAt, SourceHub
 	}
-	return time.Unix(t, 0).UTC(), SourceDevice
+	at := time.Unix(t, 0).UTC()
+	if at.After(receivedAt.Add(MaxFuture)) {
+		return receivedAt, SourceHub
+	}
+	return at, SourceDevice
 }

@@ -209,18 +209,33 @@ func IsHubToDevice(topic string) bool {
 		return false
 	}
 	_, suffix, ok := strings.Cut(rest, "/")
-	if !ok {
-		return false
-	}
+	return ok && hubSuffix(suffix, func(string) bool { return true })
+}
+
+// IsHubToDeviceSuffix reports whether suffix, the part after
+// `kaiser/{k}/esp/{id}/`, names a hub→device topic of docs/protocol.md §2.2,
+// or is a subscription filter that matches only such topics: `+` may stand
+// for the gpio level (the firmware's `actuator/+/command`).
+func IsHubToDeviceSuffix(suffix string) bool {
+	return hubSuffix(suffix, func(level string) bool {
+		_, gpio := parseGPIOLevel(level)
+		return gpio || level == "+"
+	})
+}
+
+// hubSuffix reports a hub-only device-topic suffix: a fixed one, or
+// `actuator/{level}/command` or `sensor/{level}/processed` with a middle
+// level that levelOK accepts.
+func hubSuffix(suffix string, levelOK func(string) bool) bool {
 	if hubOnlySuffixes[suffix] {
 		return true
 	}
-	first, rest2, ok := strings.Cut(suffix, "/")
+	first, rest, ok := strings.Cut(suffix, "/")
 	if !ok {
 		return false
 	}
-	_, leaf, _ := strings.Cut(rest2, "/")
-	return (first == "actuator" && leaf == "command") || (first == "sensor" && leaf == "processed")
+	level, leaf, _ := strings.Cut(rest, "/")
+	return levelOK(level) && (first == "actuator" && leaf == "command" || first == "sensor" && leaf == "processed")
 }
 
 // DeviceTopic builds `kaiser/{kaiser}/esp/{esp}/{suffix}`; kaiser may be empty (docs/protocol.md A2).

@@ -10,6 +10,7 @@ package debugapi
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -76,6 +77,12 @@ type Deps struct {
 	Settings func() Settings
 	// Explorer reads the databases for the explorer of docs/api.md §16.2.
 	Explorer explorer
+	// Credentials issues mock devices their MQTT credentials; nil: they
+	// connect anonymously.
+	Credentials Credentials
+	// Logger receives what goes wrong outside a request (a mock that does
+	// not resume); nil is slog.Default().
+	Logger *slog.Logger
 }
 
 // Debug is the registered debug routes and the mock devices they run.
@@ -88,6 +95,7 @@ type Debug struct {
 	mocks     *runner
 	settings  func() Settings
 	explorer  explorer
+	log       *slog.Logger
 }
 
 // Register adds the debug routes to srv.
@@ -101,9 +109,13 @@ func Register(srv server, d Deps) *Debug {
 		sensors:   d.Sensors,
 		actuators: d.Actuators,
 		jobs:      d.Jobs,
-		mocks:     newRunner(d.MQTTAddr, d.MaxMocks),
+		mocks:     newRunner(d.MQTTAddr, d.MaxMocks, d.Credentials),
 		settings:  d.Settings,
 		explorer:  d.Explorer,
+		log:       d.Logger,
+	}
+	if dbg.log == nil {
+		dbg.log = slog.Default()
 	}
 	dbg.mockRoutes()
 	dbg.maintenanceRoutes()
@@ -119,7 +131,9 @@ func Register(srv server, d Deps) *Debug {
 func (d *Debug) Resume() {
 	for _, dev := range d.devices.List() {
 		if def, ok := mockDefOf(dev); ok && dev.Metadata["simulation_state"] == "running" {
-			d.mocks.start(def.in(dev))
+			if err := d.mocks.start(context.Background(), def.in(dev)); err != nil {
+				d.log.Error("mock device not resumed", "esp_id", dev.DeviceID, "error", err)
+			}
 		}
 	}
 }

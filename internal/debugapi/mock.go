@@ -493,7 +493,10 @@ func (d *Debug) createMock(w http.ResponseWriter, r *http.Request, p auth.Princi
 		return
 	}
 	if def.AutoHeartbeat {
-		d.mocks.start(def.in(dev))
+		if err := d.mocks.start(r.Context(), def.in(dev)); err != nil {
+			d.srv.Internal(w, r, err)
+			return
+		}
 	}
 	api.WriteJSON(w, http.StatusCreated, d.mockJSON(dev, def))
 }
@@ -530,7 +533,10 @@ func (d *Debug) simulation(start bool) mockHandler {
 	}
 	return func(w http.ResponseWriter, r *http.Request, dev device.Device, def mockDef) {
 		if start {
-			d.mocks.start(def.in(dev))
+			if err := d.mocks.start(r.Context(), def.in(dev)); err != nil {
+				d.srv.Internal(w, r, err)
+				return
+			}
 		} else {
 			d.mocks.stop(dev.DeviceID)
 		}

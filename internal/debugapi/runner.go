@@ -2,6 +2,7 @@ package debugapi
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,23 +38,31 @@ type run struct {
 	cancel context.CancelFunc
 }
 
+// Credentials issues the MQTT credentials a mock device connects with
+// (docs/api.md §16.1: in `--mqtt-auth devices` mode the hub issues them,
+// as for a real device).
+type Credentials func(ctx context.Context, espID string) (username, password string, err error)
+
 // runner runs mock devices inside the hub over its real broker.
 type runner struct {
 	mqttAddr func() string
 	limit    int
 	newNode  func(sim.NodeConfig) node
+	// credentials is nil when mocks connect anonymously (`--mqtt-auth off`).
+	credentials Credentials
 
 	mu      sync.Mutex
 	running map[string]*run
 	wg      sync.WaitGroup
 }
 
-func newRunner(mqttAddr func() string, limit int) *runner {
+func newRunner(mqttAddr func() string, limit int, credentials Credentials) *runner {
 	return &runner{
-		mqttAddr: mqttAddr,
-		limit:    limit,
-		newNode:  func(c sim.NodeConfig) node { return sim.NewNode(c) },
-		running:  map[string]*run{},
+		mqttAddr:    mqttAddr,
+		limit:       limit,
+		credentials: credentials,
+		newNode:     func(c sim.NodeConfig) node { return sim.NewNode(c) },
+		running:     map[string]*run{},
 	}
 }
 
@@ -75,22 +84,31 @@ func (m *runner) node(id string) node {
 }
 
 // start runs the device with the newer-firmware profile (docs/domain.md §10); a
-// running device is left as it is.
-func (m *runner) start(def mockDef) {
+// running device is left as it is. With credentials, each start issues the
+// mock new ones: the hub keeps no password to hand it again.
+func (m *runner) start(ctx context.Context, def mockDef) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.running[def.EspID] != nil || m.mqttAddr == nil {
-		return
+		return nil
 	}
 
-	n := m.newNode(nodeConfig(def, m.mqttAddr()))
-	ctx, cancel := context.WithCancel(context.Background())
+	cfg := nodeConfig(def, m.mqttAddr())
+	if m.credentials != nil {
+		var err error
+		if cfg.Username, cfg.Password, err = m.credentials(ctx, def.EspID); err != nil {
+			return fmt.Errorf("credentials for mock %s: %w", def.EspID, err)
+		}
+	}
+	n := m.newNode(cfg)
+	runCtx, cancel := context.WithCancel(context.Background())
 	m.running[def.EspID] = &run{node: n, cancel: cancel}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		_ = n.Run(ctx)
+		_ = n.Run(runCtx)
 	}()
+	return nil
 }
 
 func nodeConfig(def mockDef, broker string) sim.NodeConfig {

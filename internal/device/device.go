@@ -72,6 +72,11 @@ type Config struct {
 	HeartbeatTimeout time.Duration // default defaultHeartbeatTimeout
 	DiscoveryPerMin  int           // new devices per 60 s (default defaultDiscoveryPerMin)
 	DiscoveryPerID   time.Duration // per-id rediscovery spacing (default defaultDiscoveryPerID)
+	// MaxPending caps the discovered devices awaiting approval (default
+	// defaultMaxPending); PendingExpiry forgets one not heard from for
+	// that long (default defaultPendingExpiry). See pending.go.
+	MaxPending    int
+	PendingExpiry time.Duration
 	// Stopping reports hub shutdown; wills then come from the hub closing
 	// connections and are not device facts.
 	Stopping func() bool
@@ -96,6 +101,7 @@ type entry struct {
 	hasUptime     bool
 	wills         []time.Time
 	lastPayloads  map[string][]byte // pending/rejected: last payload per topic, for inspection
+	heldBytes     int               // the bytes of lastPayloads
 }
 
 // Service owns the registry. It is safe for concurrent use; per-device
@@ -113,10 +119,12 @@ type Service struct {
 	unknownIDs map[string]time.Time // recently heard unknown ids (bounded)
 	discovered []time.Time          // discovery times in the last minute
 	perID      map[string]time.Time
+	awaitingN  int // devices awaiting approval since discovery (pending.go)
 
-	push   *pushes
-	hooks  pushHooks
-	counts counts
+	push    *pushes
+	hooks   pushHooks
+	deleted deleteHooks
+	counts  counts
 }
 
 // New builds the service; call Load before serving traffic.
@@ -129,6 +137,12 @@ func New(cfg Config, st store.Devices, bus Publisher, events *event.Bus, log *sl
 	}
 	if cfg.DiscoveryPerID <= 0 {
 		cfg.DiscoveryPerID = defaultDiscoveryPerID
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = defaultMaxPending
+	}
+	if cfg.PendingExpiry <= 0 {
+		cfg.PendingExpiry = defaultPendingExpiry
 	}
 	if cfg.Stopping == nil {
 		cfg.Stopping = func() bool { return false }
@@ -174,6 +188,7 @@ func (s *Service) Load(ctx context.Context) error {
 		}
 		s.devices[r.DeviceID] = e
 	}
+	s.countAwaiting()
 	return nil
 }
 
@@ -219,11 +234,10 @@ func (s *Service) HandleHeartbeat(ctx context.Context, m ingest.Message) error {
 		return err
 	}
 
-	beat, admitted := s.applyBeat(m, hb)
-	if !admitted {
+	beat, refused := s.applyBeat(m, hb)
+	if refused != nil {
 		s.ack(ctx, m, StatusPending, hb)
-		return ingest.Drop(contract.ReasonDiscoveryRateLimited,
-			"discovery rate limit reached; device registers on a later heartbeat")
+		return refused
 	}
 
 	// The ack goes out before any storage work (docs/protocol.md G2).
@@ -267,9 +281,9 @@ func decodeLiveHeartbeat(m ingest.Message) (contract.Heartbeat, error) {
 }
 
 // applyBeat looks the device up, registering it when new or deleted,
-// records the heartbeat and makes the status change it causes. It reports
-// false when the discovery limits turn a new device away.
-func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcome, bool) {
+// records the heartbeat and makes the status change it causes. It returns
+// the drop when the discovery limits turn a new device away.
+func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcome, error) {
 	now := m.ReceivedAt
 	var b beatOutcome
 
@@ -278,9 +292,9 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcom
 
 	e := s.devices[m.Topic.EspID]
 	if isGone(e) {
-		var ok bool
-		if e, ok = s.discover(m.Topic.EspID, e, hb, now, &b); !ok {
-			return b, false
+		var err error
+		if e, err = s.discover(m.Topic.EspID, e, hb, now, &b); err != nil {
+			return b, err
 		}
 	}
 
@@ -297,20 +311,26 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcom
 	for i := range b.transitions { // made before the stamp: they belong to this save
 		b.transitions[i].Version = b.rec.Version
 	}
-	return b, true
+	return b, nil
 }
 
-// discover registers an unknown or deleted device as pending if the
-// discovery limits allow it; s.mu is held.
-func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now time.Time, b *beatOutcome) (*entry, bool) {
+// discover registers an unknown or deleted device as pending if the cap on
+// devices awaiting approval and the discovery limits allow it, else returns
+// the drop; s.mu is held. A device refused for the cap uses none of the
+// discovery rate.
+func (s *Service) discover(id string, old *entry, hb contract.Heartbeat, now time.Time, b *beatOutcome) (*entry, error) {
+	if s.awaitingN >= s.cfg.MaxPending {
+		return nil, errPendingLimit
+	}
 	if !s.allowDiscovery(id, now) {
-		return nil, false
+		return nil, ingest.Drop(contract.ReasonDiscoveryRateLimited,
+			"discovery rate limit reached; device registers on a later heartbeat")
 	}
 
 	e := s.register(id, now, old)
 	b.events = append(b.events, discoveryEvent(old != nil, id, hb, now))
 	b.changed(e, "", "discovered", now)
-	return e, true
+	return e, nil
 }
 
 func discoveryEvent(rediscovered bool, id string, hb contract.Heartbeat, now time.Time) event.Event {
@@ -462,6 +482,7 @@ func (s *Service) register(id string, now time.Time, old *entry) *entry {
 	}
 	e := &entry{rec: rec}
 	s.devices[id] = e
+	s.awaitingN++
 	delete(s.unknownIDs, id)
 	return e
 }
@@ -829,12 +850,7 @@ func (s *Service) gateLocked(e *entry, m ingest.Message) error {
 		return ingest.Drop(contract.ReasonUnknownDevice, "device is not registered")
 	}
 	if !isApproved(e.rec.Status) {
-		if e.lastPayloads == nil {
-			e.lastPayloads = map[string][]byte{}
-		}
-		if _, ok := e.lastPayloads[m.Topic.Suffix]; ok || len(e.lastPayloads) < maxHeldTopics {
-			e.lastPayloads[m.Topic.Suffix] = append([]byte(nil), m.Payload...)
-		}
+		e.hold(m.Topic.Suffix, m.Payload)
 		return ingest.Drop(contract.ReasonNotApproved, "device is "+e.rec.Status)
 	}
 	return nil

@@ -121,6 +121,19 @@ func (f *fakeStore) AppendHeartbeat(_ context.Context, h store.Heartbeat) error 
 	return nil
 }
 
+func (f *fakeStore) PurgeDevice(_ context.Context, id string, version int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d, ok := f.saved[id]; !ok || d.Version > version {
+		return nil
+	}
+	delete(f.saved, id)
+	delete(f.committed, id)
+	f.transitions = slices.DeleteFunc(f.transitions, func(t store.Transition) bool { return t.DeviceID == id })
+	f.heartbeats = slices.DeleteFunc(f.heartbeats, func(h store.Heartbeat) bool { return h.DeviceID == id })
+	return nil
+}
+
 func (f *fakeStore) Flush(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"sync"
@@ -72,5 +73,29 @@ func (s *Service) notifyPush(settled bool, espID string, p *Push) {
 
 	for _, fn := range fns {
 		fn(r)
+	}
+}
+
+// deleteHooks are the callers told about a committed deletion (the device's
+// MQTT credentials are removed with it, docs/decisions/0018-device-credentials.md).
+type deleteHooks struct {
+	mu  sync.Mutex
+	fns []func(ctx context.Context, espID string)
+}
+
+// OnDeleted registers fn to be called after each deletion is committed,
+// outside the registry's locks, on the goroutine that deleted.
+func (s *Service) OnDeleted(fn func(ctx context.Context, espID string)) {
+	s.deleted.mu.Lock()
+	s.deleted.fns = append(s.deleted.fns, fn)
+	s.deleted.mu.Unlock()
+}
+
+func (s *Service) notifyDeleted(ctx context.Context, espID string) {
+	s.deleted.mu.Lock()
+	fns := slices.Clone(s.deleted.fns)
+	s.deleted.mu.Unlock()
+	for _, fn := range fns {
+		fn(ctx, espID)
 	}
 }

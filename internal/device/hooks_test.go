@@ -1,7 +1,10 @@
 package device
 
 import (
+	"context"
+	"errors"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -49,5 +52,33 @@ func TestPushHooks(t *testing.T) {
 	}
 	if len(published) != 1 {
 		t.Errorf("the answer called the published hook again: %+v", published)
+	}
+}
+
+// A committed deletion is told to the OnDeleted hooks with the device id
+// (its credentials go with it); Status still names the deleted device,
+// which Get no longer finds.
+func TestDeletionHooksAndStatus(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.beat(10)
+	var deleted []string
+	h.svc.OnDeleted(func(_ context.Context, id string) { deleted = append(deleted, id) })
+	if st, ok := h.svc.Status(testID); !ok || st != StatusPending {
+		t.Fatalf("status %q %v", st, ok)
+	}
+	if err := h.svc.Delete(context.Background(), "ESP_NOPE01", "admin"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete unknown: %v", err)
+	}
+	if err := h.svc.Delete(context.Background(), testID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(deleted, []string{testID}) {
+		t.Fatalf("hooks told %v", deleted)
+	}
+	if st, ok := h.svc.Status(testID); !ok || st != StatusDeleted {
+		t.Fatalf("status after delete %q %v", st, ok)
+	}
+	if _, ok := h.svc.Status("ESP_NOPE01"); ok {
+		t.Fatal("an unknown id has a status")
 	}
 }

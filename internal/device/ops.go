@@ -58,6 +58,17 @@ func (s *Service) Known(espID string) bool {
 	return !isGone(s.devices[espID])
 }
 
+// Status is a device's status, StatusDeleted included; ok is false for an
+// id the registry never saw.
+func (s *Service) Status(espID string) (status string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.devices[espID]; e != nil {
+		return e.rec.Status, true
+	}
+	return "", false
+}
+
 // Registered is the number of registered devices (deleted excluded).
 func (s *Service) Registered() int {
 	s.mu.Lock()
@@ -111,10 +122,15 @@ func (s *Service) transition(ctx context.Context, espID string, c statusChange) 
 		return Device{}, fmt.Errorf("%w: device %s is %s", ErrInvalidState, espID, prev)
 	}
 
+	was := awaiting(e)
 	e.rec.Status = c.to
 	e.rec.UpdatedAt = now
 	if c.mutate != nil {
 		c.mutate(&e.rec, now)
+	}
+	s.track(e, was)
+	if isApproved(c.to) || c.to == StatusDeleted {
+		e.release() // payloads are kept for inspection only while not approved
 	}
 
 	rec := e.stamp()
@@ -197,6 +213,9 @@ func (s *Service) Delete(ctx context.Context, espID, actor string) error {
 		cause:   "deleted",
 		mutate:  func(r *store.Device, _ time.Time) { r.Metadata["deleted_by"] = actor },
 	})
+	if err == nil {
+		s.notifyDeleted(ctx, espID)
+	}
 	return err
 }
 

@@ -65,6 +65,12 @@ func dial(t *testing.T, addr, id string, will *paho.WillMessage) (*client, error
 	if err != nil {
 		return nil, err
 	}
+	return connectClient(t, conn, id, will)
+}
+
+// connectClient connects an MQTT 5 client over conn (plain or TLS).
+func connectClient(t *testing.T, conn net.Conn, id string, will *paho.WillMessage) (*client, error) {
+	t.Helper()
 	c := &client{conn: conn, msgs: make(chan message, 1024)}
 	c.session, c.end = context.WithCancel(context.Background())
 	c.Client = paho.NewClient(paho.ClientConfig{

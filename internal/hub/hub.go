@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/broker"
 	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/credential"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/emergency"
@@ -45,11 +47,13 @@ import (
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/observe"
+	"github.com/kaiserhub/kaiser/internal/retention"
 	"github.com/kaiserhub/kaiser/internal/schedule"
 	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/sequence"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
+	"github.com/kaiserhub/kaiser/internal/tlscert"
 	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
@@ -78,6 +82,9 @@ type Config struct {
 	// MQTT bounds what network clients can make the embedded broker hold
 	// (docs/decisions/0012-mqtt-door.md); zero values take the defaults.
 	MQTT broker.Limits
+	// MQTTAuth is --mqtt-auth: off (default) or devices, the device
+	// credentials and ACL (docs/decisions/0018-device-credentials.md).
+	MQTTAuth broker.AuthMode
 
 	// MQTTBroker, when its URL is set, is the external MQTT broker the hub
 	// connects to as a client instead of embedding one; MQTTAddr and MQTT
@@ -88,6 +95,16 @@ type Config struct {
 	// filesystem below which the hub is not ready (docs/api.md §13); 0
 	// takes api.DefaultDiskReserve, a negative value keeps none.
 	DiskReserve int64
+
+	// TLS (docs/decisions/0019-tls.md): HTTPSAddr and MQTTTLSAddr each open
+	// a TLS listener next to the plain ones, which stay; empty: none. Both
+	// serve the certificate in TLSCertFile and TLSKeyFile, read again when
+	// the files change or a value arrives on Reload (SIGHUP).
+	HTTPSAddr   string
+	MQTTTLSAddr string
+	TLSCertFile string
+	TLSKeyFile  string
+	Reload      <-chan os.Signal
 
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
@@ -141,6 +158,8 @@ type Hub struct {
 	Rules *logic.Service
 	// Sequences runs the rules' sequence actions (docs/domain.md §6.5).
 	Sequences *sequence.Service
+	// Credentials are the devices' MQTT credentials (docs/domain.md §1.2).
+	Credentials *credential.Service
 
 	// serving is set while the hub serves devices; readiness changes of the
 	// emergency latches apply only then.
@@ -152,6 +171,10 @@ type Hub struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 	httpErr chan error
+
+	// TLS is the certificate of the TLS listeners; nil without them.
+	TLS     *tlscert.Source
+	httpsLn net.Listener
 }
 
 // Start brings the hub up, one named step at a time, in the order of
@@ -170,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		Log:      logs.Logger,
 		Registry: observe.NewRegistry(),
 		Events:   event.NewBus(),
-		httpErr:  make(chan error, 1),
+		httpErr:  make(chan error, 2), // the HTTP and the HTTPS listener
 	}
 
 	ok := false
@@ -203,6 +226,8 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	h.Log.Info("kaiser hub ready",
 		"http", h.HTTPAddr(),
 		"mqtt", h.MQTTAddr(),
+		"https", h.HTTPSAddr(),
+		"mqtt_tls", h.MQTTTLSAddr(),
 		"data_dir", cfg.DataDir,
 		"version", cfg.Version)
 	return h, nil
@@ -221,8 +246,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// listenHTTP opens the HTTP listener; it is served once the API exists.
+// listenHTTP opens the HTTP listener, and the HTTPS one with its
+// certificate (tls_wiring.go); they are served once the API exists.
 func (h *Hub) listenHTTP(context.Context) error {
+	if err := h.listenHTTPS(); err != nil {
+		return err
+	}
 	var err error
 	h.httpLn, err = net.Listen("tcp", h.cfg.HTTPAddr)
 	if err != nil {
@@ -248,9 +277,12 @@ func (h *Hub) openStore(ctx context.Context) error {
 	return nil
 }
 
-// createBroker creates the embedded broker, or the client of an external
-// one; its listener opens, or it connects, at the end.
+// createBroker creates the embedded broker and the device credentials it
+// checks, or the client of an external broker; its listener opens, or it
+// connects, at the end. Without device authentication the embedded broker
+// says so loudly: any client can then publish as any device.
 func (h *Hub) createBroker(context.Context) error {
+	h.Credentials = credential.New(h.Store, credentialDeps{h}, credentialDeps{h}, h.Log.With("component", "credential"))
 	if h.cfg.MQTTBroker.URL != "" {
 		return h.connectExternal()
 	}
@@ -263,12 +295,25 @@ func (h *Hub) createBroker(context.Context) error {
 		Known:      func(id string) bool { return h.Devices.Known(id) },
 		Fleet:      func() int { return h.Devices.Registered() },
 		Limits:     h.cfg.MQTT,
+		TLSAddr:    h.cfg.MQTTTLSAddr,
+		TLS:        h.tlsConfig(),
+		// Device credentials (docs/decisions/0018-device-credentials.md).
+		Auth:        h.cfg.MQTTAuth,
+		Credentials: h.Credentials,
 	})
 	if err == nil {
 		h.Bus = h.Broker
 	}
+	if err == nil && !h.mqttAuth() {
+		h.Log.Warn("MQTT DEVICE AUTHENTICATION IS OFF (--mqtt-auth off): any client can connect with a device id "+
+			"and publish as that device", "fix", "issue device credentials, then --mqtt-auth devices",
+			"see", "docs/decisions/0018-device-credentials.md")
+	}
 	return err
 }
+
+// mqttAuth reports whether the broker checks device credentials.
+func (h *Hub) mqttAuth() bool { return h.cfg.MQTTAuth == broker.AuthDevices }
 
 // loadAccounts loads users and tokens and starts the audit log's watch of
 // device events.
@@ -310,7 +355,7 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 		return err
 	}
 	h.registerDeviceMetrics()
-	return nil
+	return h.loadCredentials(ctx)
 }
 
 // loadSensors starts the reading sink and loads alerts and sensor configs;
@@ -361,6 +406,7 @@ func (h *Hub) buildAPI(context.Context) error {
 		WriteTimeout:      35 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.Log.Handler(), slog.LevelWarn),
+		TLSConfig:         h.httpsConfig(), // the HTTPS listener's; the plain one ignores it
 	}
 	return nil
 }
@@ -590,6 +636,9 @@ func (h *Hub) startScheduler(context.Context) error {
 		MQTTAddr:  func() string { return h.Bus.Addr() },
 		Settings:  h.settings,
 		Explorer:  h.Store.Explorer(),
+		// In devices mode mocks connect with credentials the hub issues them.
+		Credentials: h.mockCredentials(),
+		Logger:      h.Log.With("component", "debug"),
 	})
 	h.Sched.Start(context.Background())
 	return nil
@@ -598,6 +647,7 @@ func (h *Hub) startScheduler(context.Context) error {
 func (h *Hub) jobs() []schedule.Job {
 	return []schedule.Job{
 		{Name: "liveness_check", Every: min(10*time.Second, h.cfg.HeartbeatTimeout/4), Run: h.Devices.CheckLiveness},
+		{Name: "pending_expiry", Every: device.PendingSweepEvery, Run: h.Devices.ExpirePending},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
 		{Name: "sensor_health", Every: 60 * time.Second, Run: h.Sensors.CheckStale},
 		{Name: "rollups", Every: 5 * time.Minute, Run: h.Sensors.RepairRollups},
@@ -608,6 +658,7 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "audit_retention", Cron: "30 3 * * *", Run: h.cleanupAudit},
 		{Name: "actuator_runtime_watchdog", Every: actuator.WatchdogPeriod, Run: h.Actuators.Watchdog},
 		{Name: "actuator_history_retention", Cron: "20 3 * * *", Run: h.Actuators.CleanupHistory},
+		{Name: "history_retention", Cron: "45 * * * *", Run: h.trimHistories},
 		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
 		{Name: "sequence_sweep", Every: sequence.SweepEvery, Run: h.Sequences.Sweep},
 	}
@@ -616,6 +667,11 @@ func (h *Hub) jobs() []schedule.Job {
 func (h *Hub) cleanupReadings(ctx context.Context) error {
 	res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())
 	h.Log.Info("raw reading retention", "status", res.Status, "deleted", res.Deleted)
+	return err
+}
+
+func (h *Hub) trimHistories(ctx context.Context) error {
+	_, err := retention.Trim(ctx, h.Store, retention.Policies, time.Now(), h.Log.With("component", "retention"))
 	return err
 }
 
@@ -633,6 +689,7 @@ func (h *Hub) cleanupAudit(ctx context.Context) error {
 // connect.
 func (h *Hub) openToDevices(ctx context.Context) error {
 	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
+	h.serveHTTPS()
 
 	if err := h.Bus.Start(); err != nil {
 		return err
@@ -789,6 +846,9 @@ func (h *Hub) abort() {
 	if h.httpLn != nil {
 		_ = h.httpLn.Close()
 	}
+	if h.httpsLn != nil {
+		_ = h.httpsLn.Close()
+	}
 	if h.Emergency != nil {
 		h.Emergency.Close()
 	}
@@ -842,11 +902,17 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopWatch()
 	go h.serviceWatchdog(watchCtx)
 
-	select {
-	case <-ctx.Done():
-	case err := <-h.httpErr:
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.Log.Error("http server failed", "error", err)
+	for serving := true; serving; {
+		select {
+		case <-ctx.Done():
+			serving = false
+		case err := <-h.httpErr:
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				h.Log.Error("http server failed", "error", err)
+			}
+			serving = false
+		case <-cfg.Reload:
+			h.reloadTLS()
 		}
 	}
 	stopWatch()
@@ -896,23 +962,31 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		Devices:  h.Devices,
 		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
 		Queues:   hubQueues{h},
+		MQTTAuth: string(h.cfg.MQTTAuth),
 	}
 	if h.External != nil {
 		health.BrokerHost, health.BrokerPort = h.External.Endpoint()
 	}
 	healthapi.Register(h.API, health)
-	accounts := accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit}
+	accounts := accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
+		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()}
 	if h.External != nil {
 		accounts.BrokerLogin = accountapi.BrokerLogin{Username: cfg.MQTTBroker.Username, TLS: h.External.TLS()}
 	}
 	accountapi.Register(h.API, accounts)
-	deviceapi.Register(h.API, deviceapi.Deps{
+	devices := deviceapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,
 		Actuators: deviceComponents{h},
 		Zones:     deviceComponents{h},
 		Audit:     h.Audit,
-	})
+	}
+	// POST /esp/devices/{esp_id}/mqtt-credentials; an external broker
+	// manages its own, and the route answers 409 INVALID_STATE.
+	if h.External == nil {
+		devices.Credentials = h.Credentials
+	}
+	deviceapi.Register(h.API, devices)
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})

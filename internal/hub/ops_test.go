@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
 // The ingest figures of GET /health/detailed come from the running
@@ -178,5 +180,49 @@ func TestDatabaseExplorerOnTheRunningHub(t *testing.T) {
 	r = c.do("GET", `/api/v1/debug/db/audit_log?filters={"event_type":"setup_completed"}`, admin, nil)
 	if r.status != 200 || r.body["total_count"] != 1.0 {
 		t.Fatalf("audit filter: %d %s", r.status, r.raw)
+	}
+}
+
+// The hourly history_retention job is wired to the store: triggered by
+// hand, it deletes a heartbeat older than its 7 days and keeps a new one.
+func TestHistoryRetentionJobTrimsOldHeartbeats(t *testing.T) {
+	h, c := apiHub(t, Config{})
+	defer stopHub(t, h)
+	admin, _, _ := setupUsers(t, c)
+	ctx := context.Background()
+	w := h.Store.Writer()
+	old, recent := time.Now().Add(-8*24*time.Hour).UnixMilli(), time.Now().UnixMilli()
+	err := w.Do(ctx, func(_ context.Context, tx *sqlite.Tx) error {
+		_, err := tx.Exec(`INSERT INTO device_heartbeats (device_id, received_at, device_time, time_source, uptime, heap_free, rssi)
+			VALUES ('ESP_0DD0DD', ?1, ?1, 'device', 1, 1, -60), ('ESP_0DD0DD', ?2, ?2, 'device', 2, 1, -60)`, old, recent)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := func() (n int, oldest int64) {
+		err := w.Do(ctx, func(_ context.Context, tx *sqlite.Tx) error {
+			return tx.QueryRow(`SELECT count(*), coalesce(min(received_at), 0) FROM device_heartbeats
+				WHERE device_id = 'ESP_0DD0DD'`).Scan(&n, &oldest)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, oldest
+	}
+
+	if r := c.do("POST", "/api/v1/debug/maintenance/trigger/history_retention", admin, nil); r.status != 200 {
+		t.Fatalf("trigger: %d %s", r.status, r.raw)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, oldest := kept()
+		if n == 1 && oldest == recent {
+			return
+		}
+		if n < 1 || time.Now().After(deadline) {
+			t.Fatalf("after the job: %d heartbeats, oldest %d (old %d, recent %d)", n, oldest, old, recent)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -131,13 +131,17 @@ func (q *deviceQueue) pop() Message {
 	return m
 }
 
-// evictUnsettled removes the oldest message no publisher waits for, keeping
-// the order of the rest; false when every queued message is waited for.
-func (q *deviceQueue) evictUnsettled() (Message, bool) {
+// evictTelemetry removes the oldest queued telemetry message (a kind whose
+// policy is DropOldest) that no publisher waits for, keeping the order of
+// the rest. Lifecycle messages (wills, heartbeats, statuses, responses,
+// acks, alerts) are never evicted: losing a will or a heartbeat to make
+// room for a reading would change what the hub believes about the device
+// (docs/protocol.md §5.2 step 3). False when nothing may be evicted.
+func (q *deviceQueue) evictTelemetry() (Message, bool) {
 	size := len(q.buf)
 	for i := 0; i < q.n; i++ {
 		at := (q.head + i) % size
-		if q.buf[at].settle != nil {
+		if q.buf[at].settle != nil || PolicyFor(q.buf[at].Topic.Kind) != DropOldest {
 			continue
 		}
 		m := q.buf[at]
@@ -153,7 +157,9 @@ func (q *deviceQueue) evictUnsettled() (Message, bool) {
 
 // slot is one worker's in-flight state, read by the watchdog.
 type slot struct {
-	started  atomic.Int64 // unix nanos of the running handler, 0 when idle
+	// started is when the running handler began on the dispatcher's
+	// monotonic clock (Dispatcher.elapsed, plus 1 so that 0 means idle).
+	started  atomic.Int64
 	detached atomic.Bool
 	device   atomic.Value // string
 }
@@ -182,7 +188,11 @@ type Dispatcher struct {
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	logLim  *logLimiter
-	now     func() time.Time
+	now     func() time.Time // wall clock: receive times (docs/protocol.md T1)
+	// epoch carries the monotonic reading the watchdog measures handler
+	// runs against: a wall-clock step (NTP, an operator) must neither make
+	// every running handler look an hour late nor hide a stuck one.
+	epoch time.Time
 
 	totalReceived atomic.Int64
 	lastReceived  atomic.Int64
@@ -213,6 +223,7 @@ func New(cfg Config, metrics *Metrics, log *slog.Logger) *Dispatcher {
 		quit:     make(chan struct{}),
 		logLim:   newLogLimiter(time.Second),
 		now:      now,
+		epoch:    time.Now(),
 		arrivals: newArrivals(now()),
 	}
 }
@@ -371,11 +382,13 @@ func (d *Dispatcher) enqueue(m Message) string {
 			return ""
 		}
 		if policy == DropOldest {
-			old, ok := q.evictUnsettled()
+			old, ok := q.evictTelemetry()
 			if !ok {
-				// Every queued message has a publisher waiting for it.
+				// Every queued message is lifecycle or has a publisher
+				// waiting for it: the new telemetry is the one to go.
 				d.mu.Unlock()
-				d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full of messages awaiting acknowledgement"))
+				d.drop(m, contract.ReasonQueueOverflow,
+					errors.New("device queue full of lifecycle messages or messages awaiting acknowledgement"))
 				return contract.ReasonQueueOverflow
 			}
 			q.push(m)
@@ -492,7 +505,7 @@ func (d *Dispatcher) process(s *slot, q *deviceQueue) {
 		}
 	}
 	s.device.Store(q.id)
-	s.started.Store(d.now().UnixNano())
+	s.started.Store(int64(d.elapsed()) + 1)
 	d.run(m)
 	s.started.Store(0)
 
@@ -590,7 +603,7 @@ func (d *Dispatcher) watchdog() {
 			return
 		case <-tick.C:
 		}
-		now := d.now().UnixNano()
+		now := int64(d.elapsed()) + 1
 		var stuck []*slot
 		d.slotsMu.Lock()
 		for s := range d.slots {
@@ -609,6 +622,10 @@ func (d *Dispatcher) watchdog() {
 		}
 	}
 }
+
+// elapsed is the time since the dispatcher was built, on the monotonic
+// clock, which no wall-clock step moves.
+func (d *Dispatcher) elapsed() time.Duration { return time.Since(d.epoch) }
 
 func (d *Dispatcher) signalDrained() {
 	select {

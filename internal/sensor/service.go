@@ -96,7 +96,26 @@ type Options struct {
 	ProcessedEcho bool
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
+	// MaxSeriesPerDevice and MaxSeries cap the series readings open without
+	// a sensor config (0: DefaultMaxSeriesPerDevice, DefaultMaxSeries).
+	MaxSeriesPerDevice int
+	MaxSeries          int
 }
+
+// The caps on series (docs/decisions/0020-long-run-bounds.md). A series is
+// opened by the first reading of its key, and the key comes from the
+// payload (sensor type, bus address), so without a cap a device could open
+// series, rows and memory without end. A reading that would open one more
+// is dropped as series_limit (docs/protocol.md §5.2); a configured sensor's
+// series always opens (configs have their own bound, docs/domain.md §1.5).
+const (
+	// DefaultMaxSeriesPerDevice: 20 sensors of up to two values each, with
+	// room for as many again from replaced sensors and unconfigured ones.
+	DefaultMaxSeriesPerDevice = 64
+	// DefaultMaxSeries: a fleet of 1,000 fully equipped devices (40,000)
+	// with a quarter again to spare; about 30 MiB of series state.
+	DefaultMaxSeries = 50000
+)
 
 // latest is the newest reading of a series, served from memory.
 type latest struct {
@@ -129,6 +148,8 @@ type Service struct {
 	byKey   map[store.SeriesKey]*Config
 	series  map[store.SeriesKey]*seriesState
 	latest  map[int64]*latest
+	// perDevice counts each device's series, for the cap.
+	perDevice map[string]int
 
 	processReqs *prometheus.CounterVec
 }
@@ -140,20 +161,27 @@ func New(
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	if opt.MaxSeriesPerDevice <= 0 {
+		opt.MaxSeriesPerDevice = DefaultMaxSeriesPerDevice
+	}
+	if opt.MaxSeries <= 0 {
+		opt.MaxSeries = DefaultMaxSeries
+	}
 	s := &Service{
-		store:   st,
-		sink:    sink,
-		devices: devices,
-		bus:     bus,
-		events:  events,
-		alerts:  alerts,
-		log:     opt.Logger,
-		opt:     opt,
-		now:     time.Now,
-		configs: map[string]*Config{},
-		byKey:   map[store.SeriesKey]*Config{},
-		series:  map[store.SeriesKey]*seriesState{},
-		latest:  map[int64]*latest{},
+		store:     st,
+		sink:      sink,
+		devices:   devices,
+		bus:       bus,
+		events:    events,
+		alerts:    alerts,
+		log:       opt.Logger,
+		opt:       opt,
+		now:       time.Now,
+		configs:   map[string]*Config{},
+		byKey:     map[store.SeriesKey]*Config{},
+		series:    map[store.SeriesKey]*seriesState{},
+		latest:    map[int64]*latest{},
+		perDevice: map[string]int{},
 		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "god_kaiser_sensor_process_requests_total",
 			Help: "Firmware processing requests by result.",
@@ -201,6 +229,7 @@ func (s *Service) Load(ctx context.Context) error {
 
 	for k, id := range series {
 		s.series[k] = &seriesState{id: id}
+		s.perDevice[k.EspID]++
 	}
 
 	for _, r := range lat {
@@ -693,7 +722,8 @@ func readingKey(d contract.SensorData, procKey string) store.SeriesKey {
 }
 
 // identify finds the reading's config (a copy, so that processing needs no
-// lock) and its series, creating the series on its first reading.
+// lock) and its series, creating the series on its first reading within
+// the caps on series.
 func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, error) {
 	s.mu.Lock()
 	if cfg := s.configFor(in.key); cfg != nil {
@@ -701,9 +731,13 @@ func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, err
 		in.cfg = &c
 	}
 	st := s.series[in.key]
+	full := s.seriesFull(in.key.EspID)
 	s.mu.Unlock()
 	if st != nil {
 		return st, nil
+	}
+	if full != "" && in.cfg == nil {
+		return nil, ingest.Drop(contract.ReasonSeriesLimit, full)
 	}
 
 	id, err := s.store.EnsureSeries(ctx, in.key)
@@ -715,8 +749,22 @@ func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, err
 	if st = s.series[in.key]; st == nil {
 		st = &seriesState{id: id}
 		s.series[in.key] = st
+		s.perDevice[in.key.EspID]++
 	}
 	return st, nil
+}
+
+// seriesFull tells why a device may open no more series, "" when it may.
+// Readings of different devices run in parallel, so the total can pass its
+// cap by at most one series per ingest worker; s.mu is held.
+func (s *Service) seriesFull(espID string) string {
+	if n := s.perDevice[espID]; n >= s.opt.MaxSeriesPerDevice {
+		return fmt.Sprintf("device has %d series, the cap per device", n)
+	}
+	if n := len(s.series); n >= s.opt.MaxSeries {
+		return fmt.Sprintf("hub has %d series, the cap", n)
+	}
+	return ""
 }
 
 // reading is the stored row before processing and timing.
@@ -776,6 +824,15 @@ const recentDeviceTimes = 16
 // reading whose time was seen recently is a duplicate; hub-timed readings
 // are never merged, each gets a distinct key. It makes r the series'
 // latest reading and clears its stale mark, reporting whether it was set.
+//
+// No series time runs more than contract.MaxFuture ahead of the hub's
+// clock. Device times beyond it are the hub's already
+// (docs/protocol.md §5.3); a series whose last time lies further ahead (the
+// hub's clock stepped back, or a reading stored before that rule) restarts at the
+// receive time instead of counting on from its future end, and its latest
+// reading gives way, so neither pins the series in the future where
+// queries up to now cannot see it. A hub-timed key that is taken there
+// already is moved on by the store, never dropped.
 func (s *Service) dedup(
 	st *seriesState, key store.SeriesKey, r *store.Reading, at time.Time, src contract.TimeSource,
 ) (wasStale bool, err error) {
@@ -783,6 +840,8 @@ func (s *Service) dedup(
 	defer s.mu.Unlock()
 
 	ts := at.UnixMilli()
+	ahead := st.lastTS - r.ReceivedAt // how far the series runs ahead of the hub's clock
+	future := ahead > contract.MaxFuture.Milliseconds()
 	if src == contract.SourceDevice {
 		if slices.Contains(st.recent, ts) {
 			return false, ingest.Drop(contract.ReasonDuplicate, "reading with the same device time already stored")
@@ -791,16 +850,16 @@ func (s *Service) dedup(
 			st.recent = st.recent[1:]
 		}
 		st.recent = append(st.recent, ts)
-	} else if ts <= st.lastTS {
+	} else if ts <= st.lastTS && !future {
 		ts = st.lastTS + 1
 	}
-	if ts > st.lastTS {
+	if ts > st.lastTS || future {
 		st.lastTS = ts
 	}
 	r.TS = ts
 
 	wasStale, st.stale = st.stale, false
-	if l := s.latest[st.id]; l == nil || l.r.TS <= ts {
+	if l := s.latest[st.id]; l == nil || l.r.TS <= ts || l.r.TS-r.ReceivedAt > contract.MaxFuture.Milliseconds() {
 		s.latest[st.id] = &latest{key: key, r: *r}
 	}
 	return wasStale, nil

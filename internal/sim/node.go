@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -127,6 +128,10 @@ type NodeConfig struct {
 	// empty accepts any (docs/protocol.md §3.2.8). set_emergency_token replaces them.
 	EmergencyToken string
 	BroadcastToken string
+	// Username and Password are the node's MQTT credentials; empty
+	// connects anonymously (docs/protocol.md D1).
+	Username string
+	Password string
 	// Observe, if set, sees every message the node receives or publishes,
 	// in order, on the node's goroutine; it must not call the node.
 	Observe func(Message)
@@ -135,6 +140,10 @@ type NodeConfig struct {
 	// network; Inject delivers a held-back message late). It runs on the
 	// connection's goroutine and must not call the node.
 	Lose func(topic string, payload []byte) bool
+
+	// TLS, when set, connects over TLS (the hub's MQTT TLS listener);
+	// baseline firmware speaks plain MQTT only.
+	TLS *tls.Config
 }
 
 // Stats are a node's counters.
@@ -385,6 +394,9 @@ func (n *Node) connect(first bool) error {
 	will, _ := json.Marshal(map[string]any{"status": "offline", "reason": "unexpected_disconnect", "timestamp": willTS})
 	w, err := n.dial(n.cfg.Broker, WireOptions{
 		ClientID:    n.cfg.EspID,
+		Username:    n.cfg.Username,
+		Password:    n.cfg.Password,
+		TLS:         n.cfg.TLS,
 		KeepAlive:   60,
 		WillTopic:   n.topic("system/will"),
 		WillPayload: will,

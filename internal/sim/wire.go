@@ -6,6 +6,7 @@ package sim
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,8 +39,15 @@ type WireOptions struct {
 	WillPayload []byte
 	WillRetain  bool
 	WillQoS     byte
+	// Username and Password are sent when Username is set (a device's MQTT
+	// credentials, docs/protocol.md D1); empty connects anonymously.
+	Username string
+	Password string
 	// OnMessage receives inbound PUBLISH packets (called from the reader goroutine).
 	OnMessage func(topic string, payload []byte)
+	// TLS, when set, speaks MQTT over TLS; an empty ServerName takes the
+	// address's host.
+	TLS *tls.Config
 }
 
 func putString(b []byte, s string) []byte {
@@ -67,6 +75,11 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.TLS != nil {
+		if conn, err = clientTLS(conn, addr, o.TLS); err != nil {
+			return nil, err
+		}
+	}
 	var body []byte
 	body = putString(body, "MQTT")
 	flags := byte(0x02) // clean session
@@ -75,6 +88,9 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		if o.WillRetain {
 			flags |= 0x20
 		}
+	}
+	if o.Username != "" {
+		flags |= 0xC0 // username and password
 	}
 	if o.KeepAlive == 0 {
 		o.KeepAlive = 60
@@ -86,6 +102,10 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		body = putString(body, o.WillTopic)
 		body = binary.BigEndian.AppendUint16(body, uint16(len(o.WillPayload)))
 		body = append(body, o.WillPayload...)
+	}
+	if o.Username != "" {
+		body = putString(body, o.Username)
+		body = putString(body, o.Password)
 	}
 	pkt := putLen([]byte{0x10}, len(body))
 	if _, err := conn.Write(append(pkt, body...)); err != nil {
@@ -113,6 +133,22 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 	go c.read()
 	go c.keepAlive(time.Duration(o.KeepAlive) * time.Second / 2)
 	return c, nil
+}
+
+// clientTLS completes a TLS handshake on conn within the dial's 5 s.
+func clientTLS(conn net.Conn, addr string, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(conn, cfg)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // Publish queues a QoS 0 PUBLISH; Flush sends it.

@@ -88,6 +88,10 @@ type Devices interface {
 	// transaction: a status change is stored whole or not at all.
 	SaveDeviceChange(ctx context.Context, d Device, t Transition) error
 	AppendHeartbeat(ctx context.Context, h Heartbeat) error
+	// PurgeDevice removes a device's record with its transitions and
+	// heartbeats, only if the stored version is at most version (a newer
+	// save means the device is back), and returns once that is committed.
+	PurgeDevice(ctx context.Context, deviceID string, version int64) error
 	Flush(ctx context.Context) error
 }
 

@@ -46,6 +46,11 @@ type Deps struct {
 	Audit    recorder
 	// LoginLimit and RefreshLimit are requests per minute per client IP (10 and 60).
 	LoginLimit, RefreshLimit int
+
+	// MQTTTLS is whether the broker's MQTT TLS listener is on (GET /auth/status).
+	MQTTTLS bool
+	// MQTTAuthEnabled: the broker runs with --mqtt-auth devices.
+	MQTTAuthEnabled bool
 	// BrokerLogin is how the hub logs in to an external broker; zero with
 	// the embedded one (docs/decisions/0023-external-broker.md).
 	BrokerLogin BrokerLogin
@@ -58,9 +63,12 @@ type BrokerLogin struct {
 }
 
 type handlers struct {
-	srv         *api.Server
-	accounts    accounts
-	audit       recorder
+	srv      *api.Server
+	accounts accounts
+	audit    recorder
+
+	mqttTLS     bool
+	mqttAuth    bool
 	brokerLogin BrokerLogin
 }
 
@@ -73,7 +81,10 @@ func Register(s *api.Server, d Deps) {
 		d.RefreshLimit = 60
 	}
 
-	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit, brokerLogin: d.BrokerLogin}
+	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
+	h.mqttTLS = d.MQTTTLS
+	h.mqttAuth = d.MQTTAuthEnabled
+	h.brokerLogin = d.BrokerLogin
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -222,7 +233,10 @@ func (h *handlers) authStatus(w http.ResponseWriter, r *http.Request) {
 		h.srv.Internal(w, r, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0})
+	resp := authStatusResponse{SetupRequired: n == 0, UsersExist: n > 0}
+	resp.MQTTTLSEnabled = h.mqttTLS
+	resp.MQTTAuthEnabled = h.mqttAuth
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (h *handlers) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) {

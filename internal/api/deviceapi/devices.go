@@ -17,6 +17,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/audit"
 	"github.com/kaiserhub/kaiser/internal/auth"
+	"github.com/kaiserhub/kaiser/internal/credential"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/sensor"
@@ -64,6 +65,14 @@ type zones interface {
 
 var _ zones = (*zone.Service)(nil)
 
+// credentials issues a device's MQTT credentials for the embedded broker
+// (docs/api.md §6.3).
+type credentials interface {
+	Issue(ctx context.Context, espID, actor string) (credential.Issued, error)
+}
+
+var _ credentials = (*credential.Service)(nil)
+
 // recorder is where the device routes record what a user did to a device.
 type recorder interface {
 	Record(ctx context.Context, e store.AuditEntry)
@@ -78,15 +87,19 @@ type Deps struct {
 	Actuators actuators // nil: devices show no actuators
 	Zones     zones     // nil: an approval's zone_id is refused
 	Audit     recorder
+	// Credentials issues MQTT credentials; nil answers 409: no broker of
+	// the hub's checks them.
+	Credentials credentials
 }
 
 type handlers struct {
-	srv       *api.Server
-	devices   devices
-	sensors   sensors
-	actuators actuators
-	zones     zones
-	audit     recorder
+	srv         *api.Server
+	devices     devices
+	sensors     sensors
+	actuators   actuators
+	zones       zones
+	audit       recorder
+	credentials credentials
 }
 
 var statuses = []string{device.StatusPending, device.StatusApproved, device.StatusOnline, device.StatusOffline,
@@ -368,6 +381,14 @@ type deviceMetrics struct {
 	Timestamp     any `json:"timestamp"`
 }
 
+// credentialsResponse is a device's new MQTT credentials, shown once.
+type credentialsResponse struct {
+	Success  bool   `json:"success"`
+	DeviceID string `json:"device_id"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
 type deviceHealthResponse struct {
 	Success         bool             `json:"success"`
 	DeviceID        string           `json:"device_id"`
@@ -385,12 +406,13 @@ func Register(s *api.Server, d Deps) {
 		one  = list + "/{esp_id}"
 	)
 	h := &handlers{
-		srv:       s,
-		devices:   d.Devices,
-		sensors:   d.Sensors,
-		actuators: d.Actuators,
-		zones:     d.Zones,
-		audit:     d.Audit,
+		srv:         s,
+		devices:     d.Devices,
+		sensors:     d.Sensors,
+		actuators:   d.Actuators,
+		zones:       d.Zones,
+		audit:       d.Audit,
+		credentials: d.Credentials,
 	}
 
 	g := s.Group("devices")
@@ -424,6 +446,9 @@ func Register(s *api.Server, d Deps) {
 		"Not provided (moving the root leaves baseline devices deaf)", h.assignKaiser)
 	g.Add("GET", "/api/v1/esp/discovery", auth.RoleViewer, "Recently discovered devices", h.discovery,
 		api.Returns(discoveryResponse{}))
+	g.Add("POST", one+"/mqtt-credentials", auth.RoleOperator,
+		"Issue or rotate a device's MQTT credentials (the password is shown once)", h.issueCredentials,
+		api.Returns(credentialsResponse{}))
 }
 
 // auditDevice records what a user did to the device id.
@@ -723,4 +748,34 @@ func (h *handlers) deviceHealth(w http.ResponseWriter, _ *http.Request, _ auth.P
 		out.Counters = &c
 	}
 	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// issueCredentials issues or rotates a pending or approved device's MQTT
+// credentials. The reply is the only place the password appears: it is
+// neither stored nor audited nor cached by the client.
+func (h *handlers) issueCredentials(w http.ResponseWriter, r *http.Request, p auth.Principal) {
+	id, ok := api.PathESPID(w, r)
+	if !ok {
+		return
+	}
+	if h.credentials == nil {
+		api.WriteError(w, r, http.StatusConflict, "INVALID_STATE",
+			"the hub's broker does not check device credentials here; the broker in use manages them",
+			map[string]any{"esp_id": id})
+		return
+	}
+	c, err := h.credentials.Issue(r.Context(), id, p.User.Username)
+	if err != nil {
+		h.srv.DeviceError(w, r, id, err)
+		return
+	}
+	h.auditDevice(r, p, "device_credentials_issued", id, "MQTT credentials issued",
+		map[string]any{"rotated": c.Rotated})
+	w.Header().Set("Cache-Control", "no-store")
+	api.WriteJSON(w, http.StatusCreated, credentialsResponse{
+		Success:  true,
+		DeviceID: c.DeviceID,
+		Username: c.Username,
+		Password: c.Password,
+	})
 }

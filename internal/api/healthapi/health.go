@@ -6,6 +6,7 @@ package healthapi
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -56,6 +57,8 @@ type Deps struct {
 	// DBFiles are the database files whose sizes are reported (names only).
 	DBFiles []string
 	Queues  queues
+	// MQTTAuth is the broker's --mqtt-auth mode, "off" or "devices".
+	MQTTAuth string
 	// BrokerHost and BrokerPort name an external broker; empty: the
 	// embedded one (docs/decisions/0023-external-broker.md).
 	BrokerHost string
@@ -243,10 +246,17 @@ type ingestHealth struct {
 	QueueDepths       map[string]int   `json:"queue_depths"`
 }
 
+// MQTTAuthOffWarning is the warning of a broker without device
+// authentication, at start and in the detailed health.
+const MQTTAuthOffWarning = "MQTT device authentication is off (--mqtt-auth off): " +
+	"any client can connect with a device id and publish as that device; " +
+	"issue device credentials and switch to --mqtt-auth devices"
+
 type brokerHealth struct {
 	Connected         bool    `json:"connected"`
 	BrokerHost        string  `json:"broker_host"`
 	BrokerPort        *int    `json:"broker_port"`
+	AuthMode          string  `json:"auth_mode"`
 	Subscriptions     int     `json:"subscriptions"`
 	MessagesReceived  int64   `json:"messages_received"`
 	MessagesPublished *int64  `json:"messages_published"`
@@ -307,11 +317,15 @@ func (h *handlers) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth
 	out.System = h.systemHealth(&out.Warnings)
 	out.Components = []componentHealth{
 		component("database", out.Database.Connected, "sqlite"),
-		component("mqtt", out.MQTT.Connected, "embedded broker"),
+		component("mqtt", out.MQTT.Connected, h.brokerName()),
 	}
 	if !out.MQTT.Connected {
 		out.Status = "degraded"
 		out.Warnings = append(out.Warnings, "MQTT broker not connected")
+	}
+	if out.MQTT.AuthMode != "devices" && h.deps.BrokerHost == "" {
+		// An external broker checks the devices itself, or not: not the hub's to say.
+		out.Warnings = append(out.Warnings, MQTTAuthOffWarning)
 	}
 	if !out.Database.Connected {
 		out.Status = "unhealthy"
@@ -379,10 +393,19 @@ func (h *handlers) ingestHealth() ingestHealth {
 	return out
 }
 
+// brokerName names the broker in the components list.
+func (h *handlers) brokerName() string {
+	if h.deps.BrokerHost != "" {
+		return "external broker"
+	}
+	return "embedded broker"
+}
+
 func (h *handlers) brokerHealth() brokerHealth {
 	mq := brokerHealth{
 		Connected:     h.brokerConnected(),
 		BrokerHost:    "embedded",
+		AuthMode:      cmp.Or(h.deps.MQTTAuth, "off"),
 		Subscriptions: len(contract.HubSubscriptions),
 	}
 	if h.deps.BrokerHost != "" {

@@ -139,6 +139,29 @@ func transitionAppend(t store.Transition) Op {
 	}
 }
 
+// PurgeDevice removes a device's record, transitions and heartbeats in one
+// transaction if its stored version is at most version (see store.Devices).
+func (s *Store) PurgeDevice(ctx context.Context, deviceID string, version int64) error {
+	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		res, err := tx.Exec(`DELETE FROM devices WHERE device_id = ? AND version <= ?`, deviceID, version)
+		if err != nil {
+			return fmt.Errorf("purge device %s: %w", deviceID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // a newer save is stored: the device is back, its history stays
+		}
+		for _, q := range []string{
+			`DELETE FROM device_transitions WHERE device_id = ?`,
+			`DELETE FROM device_heartbeats WHERE device_id = ?`,
+		} {
+			if _, err := tx.Exec(q, deviceID); err != nil {
+				return fmt.Errorf("purge device %s: %w", deviceID, err)
+			}
+		}
+		return nil
+	})
+}
+
 // AppendHeartbeat queues a heartbeat record.
 func (s *Store) AppendHeartbeat(ctx context.Context, h store.Heartbeat) error {
 	return s.writer.Submit(ctx, func(_ context.Context, tx *Tx) error {

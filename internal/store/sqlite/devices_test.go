@@ -164,3 +164,57 @@ func TestTransitionsReadInVersionOrder(t *testing.T) {
 		t.Errorf("transitions %s, want %s", strings.Join(causes, ","), strings.Join(want, ","))
 	}
 }
+
+// PurgeDevice removes a record with its history only while no newer
+// version is stored: a device that came back keeps everything.
+func TestPurgeDeviceKeepsANewerSave(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close(ctx)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	save := func(id string, version int64) {
+		t.Helper()
+		d := store.Device{ID: id + "-uuid", DeviceID: id, Status: "pending_approval", Metadata: map[string]any{},
+			CreatedAt: now, UpdatedAt: now, Version: version}
+		tr := store.Transition{DeviceID: id, To: "pending_approval", Cause: "discovered", At: now, Version: version}
+		if err := s.SaveDeviceChange(ctx, d, tr); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AppendHeartbeat(ctx, store.Heartbeat{DeviceID: id, ReceivedAt: now, DeviceTime: now,
+			TimeSource: "hub"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save("ESP_GONE", 3)
+	save("ESP_BACK", 4)
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeDevice(ctx, "ESP_GONE", 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PurgeDevice(ctx, "ESP_BACK", 3); err != nil { // version 4 is stored
+		t.Fatal(err)
+	}
+
+	devs, err := s.LoadDevices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 1 || devs[0].DeviceID != "ESP_BACK" {
+		t.Fatalf("devices after the purge: %+v, want ESP_BACK only", devs)
+	}
+	for id, want := range map[string]int{"ESP_GONE": 0, "ESP_BACK": 1} {
+		tr, err := s.Transitions(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ups, err := s.HeartbeatUptimes(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tr) != want || len(ups) != want {
+			t.Fatalf("%s: %d transitions, %d heartbeats, want %d each", id, len(tr), len(ups), want)
+		}
+	}
+}

@@ -409,7 +409,10 @@ func appendReading(args []any, r store.Reading) []any {
 }
 
 // insertReadings writes rows with multi-row statements: far fewer
-// statement executions than one insert per row in a pure-Go SQLite.
+// statement executions than one insert per row in a pure-Go SQLite. A
+// device-timed row whose (series, time) key is stored already is a
+// duplicate and is ignored (docs/domain.md §2.2); a hub-timed one never is:
+// it moves to the next free millisecond (rows[i].TS is updated).
 func insertReadings(tx *Tx, rows []store.Reading) error {
 	args := make([]any, 0, insertChunk*readingCols)
 	i := 0
@@ -418,13 +421,72 @@ func insertReadings(tx *Tx, rows []store.Reading) error {
 		for _, r := range rows[i : i+insertChunk] {
 			args = appendReading(args, r)
 		}
-		if _, err := tx.Exec(insertMany, args...); err != nil {
+		res, err := tx.Exec(insertMany, args...)
+		if err != nil {
 			return fmt.Errorf("insert readings: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n < int64(insertChunk) {
+			if err := keepHubTimed(tx, rows[i:i+insertChunk]); err != nil {
+				return err
+			}
 		}
 	}
 	for ; i < len(rows); i++ {
-		if _, err := tx.Exec(insertOne, appendReading(args[:0], rows[i])...); err != nil {
+		res, err := tx.Exec(insertOne, appendReading(args[:0], rows[i])...)
+		if err != nil {
 			return fmt.Errorf("insert reading: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			if err := keepHubTimed(tx, rows[i:i+1]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// maxKeyMoves bounds the search for a free millisecond: the rows a key can
+// collide with are one series' readings before the hub's clock stepped back,
+// never a thousand in one millisecond.
+const maxKeyMoves = 1000
+
+// keepHubTimed stores the hub-timed rows of a statement that ignored some
+// of its rows: a hub-timed row ignored for its key (the hub's clock stepped
+// back onto times the series already holds) is inserted at the next free
+// millisecond instead. Hub-timed readings are never deduplicated
+// (docs/protocol.md §5.6).
+func keepHubTimed(tx *Tx, rows []store.Reading) error {
+	for i := range rows {
+		r := &rows[i]
+		if r.TimeSource != "hub" {
+			continue
+		}
+		// The row stored under the key is this one when it was received at
+		// the same millisecond with the same value: had it been another,
+		// nothing would tell them apart.
+		var ours bool
+		err := tx.QueryRow(`
+			SELECT received_at = ? AND raw = ? AND time_source = 'hub'
+			FROM readings WHERE series_id = ? AND ts = ?`,
+			r.ReceivedAt, r.Raw, r.SeriesID, r.TS).Scan(&ours)
+		if err != nil {
+			return fmt.Errorf("check reading key: %w", err)
+		}
+		if ours {
+			continue
+		}
+		for moves := 0; ; moves++ {
+			if moves == maxKeyMoves {
+				return fmt.Errorf("series %d: no free reading time within %d ms of %d", r.SeriesID, maxKeyMoves, r.TS)
+			}
+			r.TS++
+			res, err := tx.Exec(insertOne, appendReading(nil, *r)...)
+			if err != nil {
+				return fmt.Errorf("insert reading: %w", err)
+			}
+			if n, err := res.RowsAffected(); err == nil && n == 1 {
+				break
+			}
 		}
 	}
 	return nil

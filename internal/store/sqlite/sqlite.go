@@ -52,11 +52,17 @@ type Store struct {
 }
 
 // database is one SQLite file: a single writer connection behind the
-// group-commit Writer, a pool of read-only connections, and a checkpointer.
+// group-commit Writer, a pool of read-only connections, a reserved one
+// (prio), and a checkpointer.
 type database struct {
-	path   string
-	write  *sql.DB
-	read   *sql.DB
+	path  string
+	write *sql.DB
+	read  *sql.DB
+	// prio is kept from the read pool for the reads that must answer while
+	// history queries fill it: the readiness probe and the account lookups
+	// of every authentication and login, so a saturated read pool neither
+	// makes the hub look dead nor locks operators out.
+	prio   *sql.DB
 	ckpt   *sql.DB
 	writer *Writer
 	log    *slog.Logger
@@ -70,6 +76,7 @@ type dbConfig struct {
 	migrations string // glob in the embedded migrations
 	cacheKiB   int
 	readConns  int
+	prioConns  int // the reserved read connections (database.prio)
 	metrics    *WriterMetrics
 	// immediate commits as soon as work arrives instead of waiting
 	// BatchWait for more: every write here gates a publish, and requests
@@ -98,6 +105,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		// A few thousand rows of state and a history tail: 4 MiB is plenty.
 		cacheKiB:  4096,
 		readConns: 2,
+		prioConns: 1, // the readiness probe
 		metrics:   opt.ControlMetrics,
 		immediate: true,
 	})
@@ -110,6 +118,7 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 		// A 64 MiB page cache holds the tail pages of thousands of series.
 		cacheKiB:  65536,
 		readConns: 4,
+		prioConns: 2, // the readiness probe and the account lookups
 		metrics:   opt.Metrics,
 		beforeMigration: map[int]func(context.Context, *sql.DB) error{
 			moveControlVersion: func(ctx context.Context, db *sql.DB) error {
@@ -152,10 +161,18 @@ func openDatabase(ctx context.Context, dir string, opt Options, cfg dbConfig) (*
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	read.SetMaxOpenConns(cfg.readConns)
+	prio, err := sql.Open("sqlite", dsn("query_only(on)"))
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("open %s for reserved reads: %w", path, err)
+	}
+	prio.SetMaxOpenConns(cfg.prioConns)
 	d := &database{
 		path:  path,
 		write: write,
 		read:  read,
+		prio:  prio,
 		log:   opt.Logger,
 	}
 	if err := d.migrate(ctx, cfg); err != nil {
@@ -223,6 +240,9 @@ func (d *database) closeDBs() {
 	if d.read != nil {
 		d.read.Close()
 	}
+	if d.prio != nil {
+		d.prio.Close()
+	}
 	d.write.Close()
 }
 
@@ -246,13 +266,14 @@ func (s *Store) Writer() *Writer { return s.writer }
 // ReadDB is the main database's pool for concurrent reads.
 func (s *Store) ReadDB() *sql.DB { return s.read }
 
-// Ping checks both databases with a real round trip.
+// Ping checks both databases with a real round trip, on their reserved
+// connections: busy read pools are not a database that is down.
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := s.prio.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return err
 	}
-	return s.control.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	return s.control.prio.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
 // Flush waits until every operation queued before the call is committed, in

@@ -84,14 +84,16 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) (store.User, error
 	return u, err
 }
 
-// GetUser reads a user by id.
+// GetUser reads a user by id, on the reserved connections: every
+// authenticated request asks it.
 func (s *Store) GetUser(ctx context.Context, id int64) (store.User, error) {
-	return scanUser(s.read.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	return scanUser(s.prio.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
 }
 
-// FindUserByLogin matches a username, or an email case-insensitively.
+// FindUserByLogin matches a username, or an email case-insensitively, on
+// the reserved connections: a login must not wait for history queries.
 func (s *Store) FindUserByLogin(ctx context.Context, login string) (store.User, error) {
-	return scanUser(s.read.QueryRowContext(ctx, `
+	return scanUser(s.prio.QueryRowContext(ctx, `
 		SELECT `+userCols+` FROM users
 		WHERE username = ? OR email = ?
 		LIMIT 1`,
