@@ -254,9 +254,17 @@ func TestExternalBrokerLogin(t *testing.T) {
 	cfg.MQTTBroker.Username, cfg.MQTTBroker.Password = "kaiser-hub", "pw-from-a-file"
 	h, c := apiHub(t, cfg)
 	defer stopHub(t, h)
-	_, _, viewer := setupUsers(t, c)
+	_, operator, viewer := setupUsers(t, c)
 	if ready := c.do("GET", "/api/v1/health/ready", "", nil); ready.status != 200 {
 		t.Fatalf("not ready with the right password: %s", ready.raw)
+	}
+	// Device credentials are the external broker's business.
+	if r := c.do("POST", "/api/v1/esp/devices/ESP_EB0004/mqtt-credentials", operator, nil); r.status != 409 ||
+		!strings.Contains(r.raw, "INVALID_STATE") {
+		t.Fatalf("credentials with an external broker: %d %s", r.status, r.raw)
+	}
+	if d := c.do("GET", "/api/v1/health/detailed", viewer, nil); strings.Contains(d.raw, "authentication is off") {
+		t.Fatalf("the embedded broker's auth warning with an external broker: %s", d.raw)
 	}
 	st := c.do("GET", "/api/v1/auth/mqtt/status", viewer, nil)
 	if st.body["enabled"] != true || st.body["username"] != "kaiser-hub" || st.body["broker_connected"] != true ||
