@@ -461,14 +461,18 @@ func (s *Service) List() []Config {
 	return out
 }
 
-// ByDevice returns a device's actuators ordered by gpio.
+// ByDevice returns a device's actuators ordered by gpio. It copies only the
+// device's configs: a device list asks this for every device of a page.
 func (s *Service) ByDevice(espID string) []Config {
 	var out []Config
-	for _, c := range s.List() {
-		if c.EspID == espID {
-			out = append(out, c)
+	s.mu.Lock()
+	for k, u := range s.units {
+		if k.esp == espID {
+			out = append(out, u.cfg)
 		}
 	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].GPIO < out[j].GPIO })
 	return out
 }
 

@@ -116,6 +116,9 @@ type Route struct {
 	// Request and Response are zero values of the body types (nil: not
 	// documented); the OpenAPI schemas are derived from them.
 	Request, Response any
+	// Subtree marks a route whose last segment is {path}: it serves every
+	// path below its prefix, and the bare prefix (the dashboard's /ui tree).
+	Subtree bool
 }
 
 // Server holds the routes and readiness.
@@ -126,6 +129,7 @@ type Server struct {
 	audit     auditRecorder
 	ws        LiveFeed
 	mux       *http.ServeMux
+	dashboard http.Handler
 	routes    []Route
 	ready     atomic.Bool
 	startedAt time.Time
@@ -239,9 +243,26 @@ type serviceInfo struct {
 	APIPrefix     string `json:"api_prefix"`
 }
 
+// SetDashboard makes GET / answer browsers (an Accept header that prefers
+// HTML, docs/api.md §3) with h; every other client keeps the JSON service
+// information.
+func (s *Server) SetDashboard(h http.Handler) {
+	s.mu.Lock()
+	s.dashboard = h
+	s.mu.Unlock()
+}
+
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/" {
 		s.notFound(w, r)
+		return
+	}
+	w.Header().Add("Vary", "Accept")
+	s.mu.Lock()
+	dash := s.dashboard
+	s.mu.Unlock()
+	if dash != nil && PrefersHTML(r.Header.Get("Accept")) {
+		dash.ServeHTTP(w, r)
 		return
 	}
 	WriteJSON(w, http.StatusOK, serviceInfo{
@@ -301,6 +322,15 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 		h = s.bounded(h)
 	}
 	wrapped := s.instrument(rt.Path, h)
+	if rt.Subtree {
+		prefix := strings.TrimSuffix(rt.Path, "{path}")
+		if prefix == rt.Path || !strings.HasSuffix(prefix, "/") {
+			panic(fmt.Sprintf("api: subtree route %s must end in /{path}", rt.Path))
+		}
+		s.mux.HandleFunc(rt.Method+" "+prefix+"{path...}", wrapped)
+		s.mux.HandleFunc(rt.Method+" "+strings.TrimSuffix(prefix, "/"), wrapped)
+		return
+	}
 	if rt.Path == "/" {
 		s.mux.HandleFunc(rt.Method+" /{$}", wrapped)
 		return
@@ -311,6 +341,9 @@ func (s *Server) handle(rt Route, h http.HandlerFunc) {
 
 // RouteOption adds to what the OpenAPI document tells about a route.
 type RouteOption func(*Route)
+
+// Subtree makes a route ending in /{path} serve everything below its prefix.
+func Subtree() RouteOption { return func(rt *Route) { rt.Subtree = true } }
 
 // Accepts documents the request body type (a zero value of it).
 func Accepts(body any) RouteOption { return func(rt *Route) { rt.Request = body } }

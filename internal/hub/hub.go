@@ -54,6 +54,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sequence"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 	"github.com/kaiserhub/kaiser/internal/tlscert"
+	"github.com/kaiserhub/kaiser/internal/webui"
 	"github.com/kaiserhub/kaiser/internal/zone"
 )
 
@@ -399,6 +400,11 @@ func (h *Hub) buildAPI(context.Context) error {
 		Live:        h.Live,
 	})
 	h.resourceRoutes(h.cfg)
+	dash, err := webui.New()
+	if err != nil {
+		return err
+	}
+	webui.Register(h.API, dash)
 	h.httpSrv = &http.Server{
 		Handler:           h.API.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -283,7 +283,7 @@ func (s *Service) CleanupReadings(ctx context.Context, r Retention) (RetentionRe
 	if err != nil {
 		return RetentionResult{}, err
 	}
-	targets, due, err := s.retentionTargets(ctx, r.DefaultDays, now)
+	targets, due, oldest, err := s.retentionTargets(ctx, r.DefaultDays, now)
 	if err != nil {
 		return RetentionResult{}, err
 	}
@@ -301,7 +301,17 @@ func (s *Service) CleanupReadings(ctx context.Context, r Retention) (RetentionRe
 		s.log.Warn("retention deletes more than 10 % of the readings", "due", due, "total", total)
 	}
 
+	// A store partitioned by day drops the days every sensor's retention
+	// has expired whole (docs/decisions/0025-postgres-store.md); the rows
+	// a shorter retention expires in younger days go in batches.
+	var dropped int64
+	if d, ok := s.store.(dayDropper); ok {
+		if dropped, err = d.DropReadingsBefore(ctx, oldest); err != nil {
+			return RetentionResult{Status: "partial", Deleted: dropped}, err
+		}
+	}
 	deleted, err := s.deleteExpired(ctx, targets, r)
+	deleted += dropped
 	if err != nil {
 		return RetentionResult{Status: "partial", Deleted: deleted}, err
 	}
@@ -318,9 +328,18 @@ type expired struct {
 	cutoff int64 // ms: rows before it are due
 }
 
+// dayDropper is a store whose readings are partitioned by day: it drops
+// the days that end before a cutoff at once.
+type dayDropper interface {
+	DropReadingsBefore(ctx context.Context, before int64) (int64, error)
+}
+
 // retentionTargets counts each series' rows past its sensor's retention
-// (defaultDays without one); due is their sum.
-func (s *Service) retentionTargets(ctx context.Context, defaultDays int, now time.Time) ([]expired, int64, error) {
+// (defaultDays without one); due is their sum, and oldest the cutoff of
+// the longest retention: rows before it are due in every series.
+func (s *Service) retentionTargets(
+	ctx context.Context, defaultDays int, now time.Time,
+) ([]expired, int64, int64, error) {
 	s.mu.RLock()
 	days := make(map[int64]int, len(s.series))
 	for k, st := range s.series {
@@ -333,18 +352,20 @@ func (s *Service) retentionTargets(ctx context.Context, defaultDays int, now tim
 
 	var targets []expired
 	var due int64
+	oldest := now.Add(-time.Duration(defaultDays) * 24 * time.Hour).UnixMilli()
 	for id, d := range days {
 		cutoff := now.Add(-time.Duration(d) * 24 * time.Hour).UnixMilli()
+		oldest = min(oldest, cutoff)
 		n, err := s.store.CountReadings(ctx, id, cutoff)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		if n > 0 {
 			targets = append(targets, expired{series: id, cutoff: cutoff})
 			due += n
 		}
 	}
-	return targets, due, nil
+	return targets, due, oldest, nil
 }
 
 // deleteExpired deletes the targets' rows in batches, within the run's

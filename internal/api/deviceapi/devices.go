@@ -476,15 +476,24 @@ func (h *handlers) listDevices(w http.ResponseWriter, r *http.Request, _ auth.Pr
 	}
 
 	// Pending devices have their own list unless asked for by status.
-	var rows []deviceResponse
+	var match []device.Device
 	for _, d := range h.devices.List() {
 		if (status == "" && d.Status == device.StatusPending) || (status != "" && d.Status != status) ||
 			(zone != "" && d.ZoneID != zone) || (hw != "" && d.HardwareType != hw) {
 			continue
 		}
+		match = append(match, d)
+	}
+	// Only the page's devices get their sensors and actuators looked up:
+	// a fleet of hundreds is read a page at a time (the dashboard's
+	// overview), and each lookup scans the component configs.
+	total := len(match)
+	from, to := min((page-1)*size, total), min(page*size, total)
+	rows := make([]deviceResponse, 0, to-from)
+	for _, d := range match[from:to] {
 		rows = append(rows, h.deviceOut(d))
 	}
-	api.WritePage(w, rows, page, size)
+	api.WriteJSON(w, http.StatusOK, api.NewPage(rows, page, size, total))
 }
 
 func (h *handlers) getDevice(w http.ResponseWriter, _ *http.Request, _ auth.Principal, d device.Device) {
