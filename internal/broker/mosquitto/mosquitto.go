@@ -152,6 +152,7 @@ func (b *Broker) Restart() {
 		b.t.Fatal("mosquitto is running")
 	}
 	cmd := exec.Command(b.bin, "-c", b.conf)
+	dieWithTest(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		b.t.Fatal(err)
