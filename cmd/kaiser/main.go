@@ -39,7 +39,7 @@ func main() {
 const usage = `kaiser — control hub for ESP32 sensor and actuator nodes
 
 Usage:
-  kaiser serve [flags]   run the hub (embedded MQTT broker, SQLite, HTTP API)
+  kaiser serve [flags]   run the hub (embedded or external MQTT broker, SQLite, HTTP API)
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
@@ -219,6 +219,43 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "topic + payload bytes of the retained messages the broker stores",
 		},
 		{
+			name: "mqtt-broker",
+			env:  "KAISER_MQTT_BROKER",
+			def:  "",
+			help: "external MQTT broker, mqtt://host[:port] or mqtts://host[:port]; set, no broker is embedded " +
+				"and the hub connects as an MQTT 5 client (none: the embedded broker on --mqtt-addr)",
+		},
+		{
+			name: "mqtt-username",
+			env:  "KAISER_MQTT_USERNAME",
+			def:  "",
+			help: "user name at the external broker",
+		},
+		{
+			name: "mqtt-password-file",
+			env:  "KAISER_MQTT_PASSWORD_FILE",
+			def:  "",
+			help: "file with the external broker's password; the value itself only as KAISER_MQTT_PASSWORD",
+		},
+		{
+			name: "mqtt-ca",
+			env:  "KAISER_MQTT_CA",
+			def:  "",
+			help: "PEM file of the CA that signs the external broker's certificate (mqtts://; none: the system's)",
+		},
+		{
+			name: "mqtt-client-cert",
+			env:  "KAISER_MQTT_CLIENT_CERT",
+			def:  "",
+			help: "PEM client certificate the hub presents to the external broker (mqtts://, with --mqtt-client-key)",
+		},
+		{
+			name: "mqtt-client-key",
+			env:  "KAISER_MQTT_CLIENT_KEY",
+			def:  "",
+			help: "PEM key of --mqtt-client-cert",
+		},
+		{
 			name: "disk-reserve",
 			env:  "KAISER_DISK_RESERVE",
 			def:  strconv.Itoa(api.DefaultDiskReserve >> 20),
@@ -311,6 +348,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 func printServeHelp(w io.Writer, flags []*envFlag) {
 	fmt.Fprintln(w, "Usage: kaiser serve [flags]\n\n"+
 		"Runs the hub with an embedded MQTT broker and SQLite; no configuration needed.\n"+
+		"With --mqtt-broker it connects to an external broker instead (the --mqtt-addr and\n"+
+		"other embedded-broker flags then do nothing).\n"+
 		"Every flag can also be set with its environment variable; a flag wins over its variable.\n\n"+
 		"Flags:")
 	for _, f := range flags {
@@ -368,6 +407,9 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	if cfg.MQTTAuth, err = broker.ParseAuthMode(v["mqtt-auth"]); err != nil {
 		return cfg, fmt.Errorf("%s: %w", src["mqtt-auth"], err)
 	}
+	if cfg.MQTTBroker, err = externalBroker(v, src); err != nil {
+		return cfg, err
+	}
 	mib, err := strconv.ParseInt(v["disk-reserve"], 10, 64)
 	if err != nil || mib < 0 || mib > 1<<30 {
 		return cfg, fmt.Errorf("%s: %q must be a number of MiB, 0 or more", src["disk-reserve"], v["disk-reserve"])
@@ -381,6 +423,18 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	if err := tlsConfig(&cfg, v, src); err != nil {
 		return cfg, err
+	}
+	if cfg.MQTTBroker.URL != "" {
+		// The embedded broker's TLS listener and device authentication
+		// belong to the embedded broker; an external one does its own.
+		if cfg.MQTTTLSAddr != "" {
+			return cfg, fmt.Errorf("%s: the embedded broker's listener; with %s the external broker offers TLS",
+				src["mqtt-tls-addr"], src["mqtt-broker"])
+		}
+		if cfg.MQTTAuth == broker.AuthDevices {
+			return cfg, fmt.Errorf("%s: devices is the embedded broker's; with %s the external broker authenticates devices",
+				src["mqtt-auth"], src["mqtt-broker"])
+		}
 	}
 	cfg.JWTSecretFile, cfg.JWTSecretFileSource = v["jwt-secret-file"], src["jwt-secret-file"]
 	cfg.JWTSecret = os.Getenv("KAISER_JWT_SECRET")
@@ -422,6 +476,66 @@ func mqttLimits(v, src map[string]string) (broker.Limits, error) {
 		return l, fmt.Errorf("--mqtt-* flags: %w", err)
 	}
 	return l, nil
+}
+
+// externalBroker reads the external broker's settings
+// (docs/decisions/0023-external-broker.md): the password from a file or
+// KAISER_MQTT_PASSWORD, never from the command line.
+func externalBroker(v, src map[string]string) (broker.ExternalConfig, error) {
+	c := broker.ExternalConfig{
+		URL:      v["mqtt-broker"],
+		Username: v["mqtt-username"],
+		CAFile:   v["mqtt-ca"],
+		CertFile: v["mqtt-client-cert"],
+		KeyFile:  v["mqtt-client-key"],
+	}
+	if c.URL == "" {
+		for _, name := range []string{"mqtt-username", "mqtt-password-file", "mqtt-ca", "mqtt-client-cert", "mqtt-client-key"} {
+			if v[name] != "" {
+				return c, fmt.Errorf("%s: needs %s", src[name], src["mqtt-broker"])
+			}
+		}
+		return c, nil
+	}
+	u, err := broker.ParseBrokerURL(c.URL)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", src["mqtt-broker"], err)
+	}
+	if u.Scheme != "mqtts" {
+		for _, name := range []string{"mqtt-ca", "mqtt-client-cert", "mqtt-client-key"} {
+			if v[name] != "" {
+				return c, fmt.Errorf("%s: needs an mqtts:// broker, not %s", src[name], u)
+			}
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return c, fmt.Errorf("%s and %s: give both or neither", src["mqtt-client-cert"], src["mqtt-client-key"])
+	}
+	for _, name := range []string{"mqtt-ca", "mqtt-client-cert", "mqtt-client-key"} {
+		if v[name] == "" {
+			continue
+		}
+		if _, err := os.Stat(v[name]); err != nil {
+			return c, fmt.Errorf("%s: %w", src[name], err)
+		}
+	}
+	env, inEnv := os.LookupEnv("KAISER_MQTT_PASSWORD")
+	switch file := v["mqtt-password-file"]; {
+	case file != "" && inEnv:
+		return c, fmt.Errorf("%s and KAISER_MQTT_PASSWORD: give one of them", src["mqtt-password-file"])
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return c, fmt.Errorf("%s: %w", src["mqtt-password-file"], err)
+		}
+		c.Password = strings.TrimRight(string(b), "\r\n")
+		if c.Password == "" {
+			return c, fmt.Errorf("%s: %s is empty", src["mqtt-password-file"], file)
+		}
+	default:
+		c.Password = env
+	}
+	return c, nil
 }
 
 // ruleConfig reads the rules' settings: the time zone, the timer, the

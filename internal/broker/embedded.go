@@ -176,10 +176,7 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 }
 
 func (e *Embedded) registerMetrics() {
-	e.published = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_messages_published_total",
-		Help: "Messages the hub published, by kind."}, []string{"kind"})
-	e.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "god_kaiser_mqtt_publish_failures_total",
-		Help: "Hub publishes that failed, by kind."}, []string{"kind"})
+	e.published, e.failures = publishCounters()
 	e.restored = prometheus.NewCounter(prometheus.CounterOpts{Name: "kaiser_broker_subscriptions_restored_total",
 		Help: "Device subscription sets restored by the embedded broker on reconnect (docs/protocol.md M4)."})
 	e.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kaiser_broker_refused_total",

@@ -80,6 +80,10 @@ type Config struct {
 	// Stopping reports hub shutdown; wills then come from the hub closing
 	// connections and are not device facts.
 	Stopping func() bool
+	// LostSubscriptions applies docs/protocol.md B3: the broker cannot
+	// restore the firmware's subscriptions (an external broker), so a
+	// baseline device back online without a reboot hears nothing.
+	LostSubscriptions bool
 }
 
 // Device is a snapshot of one device for callers outside the package.
@@ -295,8 +299,10 @@ func (s *Service) applyBeat(m ingest.Message, hb contract.Heartbeat) (beatOutcom
 	}
 
 	b.from = e.rec.Status
+	knewUptime := e.hasUptime
 	b.rebooted = s.applyHeartbeat(e, m, hb, now)
 	b.settle(e, now)
+	s.noteLostSubscriptions(e, b, hb, knewUptime)
 	if isApproved(e.rec.Status) {
 		b.events = append(b.events, healthEvent(e, hb, "heartbeat", now))
 	}
@@ -490,6 +496,23 @@ func (s *Service) applyHeartbeat(e *entry, m ingest.Message, hb contract.Heartbe
 	noteFirmware(e.rec.Metadata, m, hb)
 	noteClock(e.rec.Metadata, hb, now)
 	return rebooted
+}
+
+// noteLostSubscriptions flags a baseline device that came back online
+// after an offline transition without a reboot (docs/protocol.md B3): it
+// reconnected, and the baseline subscribes only once per boot (Q3), so it
+// hears nothing until it is power-cycled; commands to it are refused. Only
+// when the broker cannot restore subscriptions, and only when the
+// device's previous uptime is known (else a reboot cannot be ruled out);
+// s.mu is held.
+func (s *Service) noteLostSubscriptions(e *entry, b beatOutcome, hb contract.Heartbeat, knewUptime bool) {
+	if !s.cfg.LostSubscriptions || !b.cameOnline || b.from != StatusOffline || b.rebooted ||
+		!knewUptime || hb.Seq != nil {
+		return
+	}
+	e.rec.Metadata["subscriptions_lost"] = true
+	s.log.Warn("device reconnected without a reboot and hears nothing until it is power-cycled "+
+		"(baseline firmware, docs/protocol.md B3); commands are refused", "esp_id", e.rec.DeviceID)
 }
 
 // noteReboot detects a reboot (docs/protocol.md B1): uptime went backwards.

@@ -86,15 +86,17 @@ func startSimNode(t *testing.T, broker, id, quirks string) *simNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &simNode{id: id, changed: make(chan struct{}), lose: map[string]int{}}
-	n.Node = sim.NewNode(sim.NodeConfig{
-		EspID:   id,
-		Broker:  broker,
-		Quirks:  q,
-		Clock:   sim.NewClock(float64(time.Second / accSecond)),
-		Observe: n.observe,
-		Lose:    n.loses,
-	})
+	return runSimNode(t, sim.NodeConfig{EspID: id, Broker: broker, Quirks: q})
+}
+
+// runSimNode runs a node of cfg whose clock runs at the tests' scale and
+// whose traffic the test reads, until the test ends.
+func runSimNode(t *testing.T, cfg sim.NodeConfig) *simNode {
+	t.Helper()
+	n := &simNode{id: cfg.EspID, changed: make(chan struct{}), lose: map[string]int{}}
+	cfg.Clock = sim.NewClock(float64(time.Second / accSecond))
+	cfg.Observe, cfg.Lose = n.observe, n.loses
+	n.Node = sim.NewNode(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = n.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-n.Stopped() })

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/kaiserhub/kaiser/internal/broker/mosquitto"
 )
 
 // BenchmarkHeartbeatAck measures the heartbeat → ack round trip over real
@@ -52,32 +54,55 @@ func BenchmarkHeartbeatAck(b *testing.B) {
 					}
 				}()
 			}
-			dev, err := dial(t, h.MQTTAddr(), "ESP_BENCH1", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			dev.subscribe(t, "kaiser/+/esp/ESP_BENCH1/system/heartbeat/ack")
-			lat := make([]time.Duration, 0, b.N)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				start := time.Now()
-				if err := dev.publish("kaiser/god/esp/ESP_BENCH1/system/heartbeat", heartbeat(61+i), false); err != nil {
-					b.Fatal(err)
-				}
-				select {
-				case <-dev.msgs:
-				case <-time.After(5 * time.Second):
-					b.Fatal("no ack")
-				}
-				lat = append(lat, time.Since(start))
-			}
-			b.StopTimer()
-			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
+			heartbeatAcks(b, t, h.MQTTAddr())
 			if stalled {
 				b.ReportMetric(float64(h.API.WSStats()["slow_client_disconnects"].(int64)), "slow_disconnects")
 			}
+		})
+	}
+}
+
+// heartbeatAcks measures b.N heartbeat → ack round trips of one device
+// connected to the broker at addr, and reports p50 and p99.
+func heartbeatAcks(b *testing.B, t *testing.T, addr string) {
+	dev, err := dial(t, addr, "ESP_BENCH1", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev.subscribe(t, "kaiser/+/esp/ESP_BENCH1/system/heartbeat/ack")
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := dev.publish("kaiser/god/esp/ESP_BENCH1/system/heartbeat", heartbeat(61+i), false); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-dev.msgs:
+		case <-time.After(5 * time.Second):
+			b.Fatal("no ack")
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50_µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99_µs")
+}
+
+// BenchmarkHeartbeatAckExternal is BenchmarkHeartbeatAck's baseline with
+// the hub as a client of a Mosquitto started for it: device → Mosquitto →
+// hub → Mosquitto (the ack's PUBACK awaited) → device
+// (docs/decisions/0023-external-broker.md), with Mosquitto's TCP_NODELAY
+// and with its default, Nagle's algorithm.
+func BenchmarkHeartbeatAckExternal(b *testing.B) {
+	for name, nagle := range map[string]bool{"set_tcp_nodelay": false, "mosquitto_default": true} {
+		b.Run(name, func(b *testing.B) {
+			m := mosquitto.Start(b, mosquitto.Options{Nagle: nagle})
+			t := &testing.T{}
+			h, _ := apiHub(t, externalConfig(m, Config{}))
+			defer h.Stop(context.Background())
+			heartbeatAcks(b, t, m.Addr())
 		})
 	}
 }

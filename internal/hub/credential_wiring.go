@@ -14,7 +14,14 @@ func (c credentialDeps) Status(espID string) (string, bool) { return c.h.Devices
 
 func (c credentialDeps) Known(espID string) bool { return c.h.Devices.Known(espID) }
 
-func (c credentialDeps) Revoke(espID string, keep uint64) int { return c.h.Broker.Revoke(espID, keep) }
+// Revoke ends the device's sessions on the embedded broker; an external
+// broker's sessions are not the hub's (docs/decisions/0023-external-broker.md).
+func (c credentialDeps) Revoke(espID string, keep uint64) int {
+	if c.h.Broker == nil {
+		return 0
+	}
+	return c.h.Broker.Revoke(espID, keep)
+}
 
 // loadCredentials loads the device credentials once the registry is loaded
 // and removes a device's credentials with the device.

@@ -87,6 +87,11 @@ type Config struct {
 	// credentials and ACL (docs/decisions/0018-device-credentials.md).
 	MQTTAuth broker.AuthMode
 
+	// MQTTBroker, when its URL is set, is the external MQTT broker the hub
+	// connects to as a client instead of embedding one; MQTTAddr and MQTT
+	// are then unused (docs/decisions/0023-external-broker.md).
+	MQTTBroker broker.ExternalConfig
+
 	// DiskReserve is the free space, in bytes, on the data directory's
 	// filesystem below which the hub is not ready (docs/api.md §13); 0
 	// takes api.DefaultDiskReserve, a negative value keeps none.
@@ -131,7 +136,9 @@ type Hub struct {
 	logs      *observe.Logs
 	Registry  *prometheus.Registry
 	Store     *sqlite.Store
-	Broker    *broker.Embedded
+	Broker    *broker.Embedded // nil with an external broker
+	External  *broker.External // nil with the embedded broker
+	Bus       MessageBus       // the message broker: Broker or External
 	Ingest    *ingest.Dispatcher
 	Devices   *device.Service
 	Events    *event.Bus
@@ -272,10 +279,14 @@ func (h *Hub) openStore(ctx context.Context) error {
 }
 
 // createBroker creates the embedded broker and the device credentials it
-// checks; its listener opens at the end. Without device authentication it
+// checks, or the client of an external broker; its listener opens, or it
+// connects, at the end. Without device authentication the embedded broker
 // says so loudly: any client can then publish as any device.
 func (h *Hub) createBroker(context.Context) error {
 	h.Credentials = credential.New(h.Store, credentialDeps{h}, credentialDeps{h}, h.Log.With("component", "credential"))
+	if h.cfg.MQTTBroker.URL != "" {
+		return h.connectExternal()
+	}
 	var err error
 	h.Broker, err = broker.NewEmbedded(broker.Config{
 		Addr:       h.cfg.MQTTAddr,
@@ -291,6 +302,9 @@ func (h *Hub) createBroker(context.Context) error {
 		Auth:        h.cfg.MQTTAuth,
 		Credentials: h.Credentials,
 	})
+	if err == nil {
+		h.Bus = h.Broker
+	}
 	if err == nil && !h.mqttAuth() {
 		h.Log.Warn("MQTT DEVICE AUTHENTICATION IS OFF (--mqtt-auth off): any client can connect with a device id "+
 			"and publish as that device", "fix", "issue device credentials, then --mqtt-auth devices",
@@ -334,8 +348,10 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 	h.Devices = device.New(device.Config{
 		HeartbeatTimeout: h.cfg.HeartbeatTimeout,
 		DiscoveryPerMin:  h.cfg.DiscoveryPerMin,
-		Stopping:         h.Broker.Stopping,
-	}, h.Store, h.Broker, h.Events, h.Log.With("component", "device"))
+		Stopping:         h.Bus.Stopping,
+		// An external broker cannot restore the firmware's subscriptions (docs/protocol.md M4, B3).
+		LostSubscriptions: h.External != nil,
+	}, h.Store, h.Bus, h.Events, h.Log.With("component", "device"))
 	if err := h.Devices.Load(ctx); err != nil {
 		return err
 	}
@@ -357,7 +373,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 		return err
 	}
 
-	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Broker, h.Events, h.Alerts, sensor.Options{
+	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Bus, h.Events, h.Alerts, sensor.Options{
 		ProcessedEcho: !h.cfg.NoProcessedEcho,
 		Logger:        h.Log.With("component", "sensor"),
 		Registerer:    h.Registry,
@@ -371,7 +387,7 @@ func (h *Hub) buildAPI(context.Context) error {
 	h.API = api.New(api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
-		Broker:      h.Broker,
+		Broker:      h.Bus,
 		Registry:    h.Registry,
 		Logger:      h.Log.With("component", "api"),
 		DataDir:     h.cfg.DataDir,
@@ -424,7 +440,7 @@ func (p pushSource) CloseValves(ctx context.Context, espID string) time.Duration
 // message or command can arrive (docs/domain.md §4.8), makes the config push
 // carry them and registers their routes (docs/api.md §8.1–8.3).
 func (h *Hub) loadActuators(ctx context.Context) error {
-	h.Actuators = actuator.New(h.Store, h.Devices, h.Sensors, h.Broker, h.Events, h.Alerts, actuator.Options{
+	h.Actuators = actuator.New(h.Store, h.Devices, h.Sensors, h.Bus, h.Events, h.Alerts, actuator.Options{
 		Second: h.cfg.ActuatorSecond,
 		Logger: h.Log.With("component", "actuator"),
 	})
@@ -467,7 +483,7 @@ func (h *Hub) loadZones(ctx context.Context) error {
 			return pins
 		},
 		Logger: h.Log.With("component", "zone"),
-	}, h.Store, h.Devices, h.Broker, h.Events, h.Alerts)
+	}, h.Store, h.Devices, h.Bus, h.Events, h.Alerts)
 	if err := h.Zones.Load(ctx); err != nil {
 		return err
 	}
@@ -484,7 +500,7 @@ func (h *Hub) loadEmergency(ctx context.Context) error {
 	h.Emergency = emergency.New(emergency.Deps{
 		Actuators: h.emergencyActuators(),
 		Devices:   h.Devices,
-		Broker:    h.Broker,
+		Broker:    h.Bus,
 		Store:     h.Store,
 		Audit:     h.Audit,
 		Alerts:    h.Alerts,
@@ -566,9 +582,9 @@ func (h *Hub) loadRules(ctx context.Context) error {
 }
 
 // startIngest starts the dispatcher with a handler for every inbound kind,
-// then the in-process subscription. A QoS 1 message is settled before its
-// PUBACK (docs/protocol.md M3): acknowledged once committed or dropped with
-// a counted reason.
+// then the subscription (in-process, or the external client's). A QoS 1
+// message is settled before its PUBACK (docs/protocol.md M3): acknowledged
+// once committed or dropped with a counted reason.
 func (h *Hub) startIngest(context.Context) error {
 	var d *ingest.Dispatcher
 	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
@@ -602,6 +618,10 @@ func (h *Hub) startIngest(context.Context) error {
 
 	d.Start()
 	h.API.SetIngest(d)
+	if h.External != nil {
+		h.subscribeExternal(d)
+		return nil
+	}
 	return h.Broker.SubscribeSettled(contract.HubSubscriptions, d.Submit, d.SubmitSettled)
 }
 
@@ -619,7 +639,7 @@ func (h *Hub) startScheduler(context.Context) error {
 		Sensors:   h.Sensors,
 		Actuators: h.Actuators,
 		Jobs:      h.Sched,
-		MQTTAddr:  func() string { return h.Broker.Addr() },
+		MQTTAddr:  func() string { return h.Bus.Addr() },
 		Settings:  h.settings,
 		Explorer:  h.Store.Explorer(),
 		// In devices mode mocks connect with credentials the hub issues them.
@@ -670,20 +690,19 @@ func (h *Hub) cleanupAudit(ctx context.Context) error {
 	return err
 }
 
-// openToDevices serves the API, opens the broker's listener and announces
-// the hub; from here on devices may connect.
+// openToDevices serves the API, opens the broker's listener (or connects
+// to the external broker) and announces the hub; from here on devices may
+// connect.
 func (h *Hub) openToDevices(ctx context.Context) error {
 	go func() { h.httpErr <- h.httpSrv.Serve(h.httpLn) }()
 	h.serveHTTPS()
 
-	if err := h.Broker.Start(); err != nil {
+	if err := h.Bus.Start(); err != nil {
 		return err
 	}
-	// A retained broadcast stop would stop every baseline device at connect (docs/protocol.md §5.6).
-	if err := h.Broker.Publish(ctx, contract.BroadcastEmergencyTopic, nil, 1, true); err != nil {
-		h.Log.Warn("clearing retained broadcast emergency failed", "error", err)
+	if h.External == nil {
+		h.announce(ctx) // the external client announces after every connect
 	}
-	h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
 
 	h.Debug.Resume()
 	h.serving.Store(true)
@@ -699,7 +718,7 @@ func (h *Hub) openToDevices(ctx context.Context) error {
 func (h *Hub) publishServerStatus(ctx context.Context, st contract.ServerStatus) {
 	payload, err := contract.Marshal(st)
 	if err == nil {
-		err = h.Broker.Publish(ctx, contract.ServerStatusTopic(h.cfg.KaiserID), payload, 1, true)
+		err = h.Bus.Publish(ctx, contract.ServerStatusTopic(h.cfg.KaiserID), payload, 1, true)
 	}
 	if err != nil {
 		h.Log.Warn("server status not published", "error", err)
@@ -763,8 +782,8 @@ func (h *Hub) activeUserIDs(ctx context.Context) ([]int64, error) {
 // HTTPAddr is the bound HTTP address.
 func (h *Hub) HTTPAddr() string { return h.httpLn.Addr().String() }
 
-// MQTTAddr is the bound MQTT address.
-func (h *Hub) MQTTAddr() string { return h.Broker.Addr() }
+// MQTTAddr is the bound MQTT address, or the external broker's host:port.
+func (h *Hub) MQTTAddr() string { return h.Bus.Addr() }
 
 // Stop shuts down in reverse order within cfg.ShutdownTimeout: the broker
 // stops accepting PUBLISH, HTTP drains (3 s grace), the scheduler stops,
@@ -789,7 +808,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		Message:   "hub is shutting down",
 		Timestamp: time.Now().Unix(),
 	}})
-	step("broker stop accepting", h.Broker.StopAccepting(ctx))
+	step("broker stop accepting", h.Bus.StopAccepting(ctx))
 	h.Debug.Stop()
 	h.API.Close()
 	hctx, hcancel := context.WithTimeout(ctx, 3*time.Second)
@@ -812,7 +831,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 	<-h.auditDone
 	step("store flush", h.Store.Flush(ctx))
 	h.publishServerStatus(ctx, contract.ServerStatus{Status: "offline", Reason: "graceful_shutdown"})
-	step("broker close", h.Broker.Close())
+	step("broker close", h.Bus.Close())
 	step("store close", h.Store.Close(ctx))
 	log.Info("hub stopped", "errors", len(errs))
 	step("logs", h.logs.Close())
@@ -867,8 +886,8 @@ func (h *Hub) abort() {
 	if h.Readings != nil {
 		_ = h.Readings.Close(ctx)
 	}
-	if h.Broker != nil {
-		_ = h.Broker.Close()
+	if h.Bus != nil {
+		_ = h.Bus.Close()
 	}
 	if h.Store != nil {
 		_ = h.Store.Close(ctx)
@@ -939,29 +958,41 @@ func (h *Hub) serviceWatchdog(ctx context.Context) {
 // resourceRoutes adds the resources' routes to the HTTP core, one package
 // each; the debug routes follow once the scheduler exists.
 func (h *Hub) resourceRoutes(cfg Config) {
-	healthapi.Register(h.API, healthapi.Deps{
+	health := healthapi.Deps{
 		Version:  cfg.Version,
 		Store:    h.Store,
 		DB:       h.Store.ReadDB(),
-		Broker:   h.Broker,
+		Broker:   h.Bus,
 		Registry: h.Registry,
 		DataDir:  cfg.DataDir,
 		Devices:  h.Devices,
 		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
 		Queues:   hubQueues{h},
-		MQTTAuth: string(h.Broker.AuthMode()),
-	})
-	accountapi.Register(h.API, accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
-		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()})
-	deviceapi.Register(h.API, deviceapi.Deps{
+		MQTTAuth: string(h.cfg.MQTTAuth),
+	}
+	if h.External != nil {
+		health.BrokerHost, health.BrokerPort = h.External.Endpoint()
+	}
+	healthapi.Register(h.API, health)
+	accounts := accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
+		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()}
+	if h.External != nil {
+		accounts.BrokerLogin = accountapi.BrokerLogin{Username: cfg.MQTTBroker.Username, TLS: h.External.TLS()}
+	}
+	accountapi.Register(h.API, accounts)
+	devices := deviceapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,
 		Actuators: deviceComponents{h},
 		Zones:     deviceComponents{h},
 		Audit:     h.Audit,
-		// POST /esp/devices/{esp_id}/mqtt-credentials.
-		Credentials: h.Credentials,
-	})
+	}
+	// POST /esp/devices/{esp_id}/mqtt-credentials; an external broker
+	// manages its own, and the route answers 409 INVALID_STATE.
+	if h.External == nil {
+		devices.Credentials = h.Credentials
+	}
+	deviceapi.Register(h.API, devices)
 	auditapi.Register(h.API, auditapi.Deps{Log: h.Audit})
 	sensorapi.Register(h.API, sensorapi.Deps{Sensors: h.Sensors, Devices: h.Devices, Audit: h.Audit})
 	alertapi.Register(h.API, alertapi.Deps{Alerts: h.Alerts})

@@ -23,20 +23,7 @@ func startRuleNode(t *testing.T, broker, id string) *simNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &simNode{id: id, changed: make(chan struct{}), lose: map[string]int{}}
-	n.Node = sim.NewNode(sim.NodeConfig{
-		EspID:    id,
-		Broker:   broker,
-		Quirks:   q,
-		Interval: time.Hour,
-		Clock:    sim.NewClock(float64(time.Second / accSecond)),
-		Observe:  n.observe,
-		Lose:     n.loses,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-n.Stopped() })
-	return n
+	return runSimNode(t, sim.NodeConfig{EspID: id, Broker: broker, Quirks: q, Interval: time.Hour})
 }
 
 // relay configures a relay on gpio and waits until the node reports it off.

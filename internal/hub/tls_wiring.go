@@ -126,5 +126,11 @@ func (h *Hub) HTTPSAddr() string {
 	return h.httpsLn.Addr().String()
 }
 
-// MQTTTLSAddr is the bound MQTT-over-TLS address; "" without one.
-func (h *Hub) MQTTTLSAddr() string { return h.Broker.TLSAddr() }
+// MQTTTLSAddr is the bound MQTT-over-TLS address; "" without one (or
+// with an external broker).
+func (h *Hub) MQTTTLSAddr() string {
+	if h.Broker == nil {
+		return ""
+	}
+	return h.Broker.TLSAddr()
+}

@@ -288,20 +288,31 @@ func (d *Dispatcher) SubmitSettled(ctx context.Context, rawTopic string, payload
 	if !ok {
 		return reason, nil
 	}
-	m.settle = &settlement{commits: store.NewCommits(), verdict: make(chan string, 1)}
+	m.settle = newSettlement()
 	if reason, err := d.enqueueSettled(ctx, m); reason != "" || err != nil {
 		return reason, err
 	}
+	return m.settle.wait(ctx, m.Topic.Kind)
+}
+
+func newSettlement() *settlement {
+	return &settlement{commits: store.NewCommits(), verdict: make(chan string, 1)}
+}
+
+// wait returns the handler's verdict once every write it queued is
+// committed; see SubmitSettled for the errors.
+func (s *settlement) wait(ctx context.Context, kind contract.Kind) (string, error) {
+	var reason string
 	select {
-	case reason = <-m.settle.verdict:
+	case reason = <-s.verdict:
 	case <-ctx.Done():
-		return "", fmt.Errorf("%w: %s still queued or in its handler: %v", ErrUnsettled, m.Topic.Kind, ctx.Err())
+		return "", fmt.Errorf("%w: %s still queued or in its handler: %v", ErrUnsettled, kind, ctx.Err())
 	}
 	// A dropping handler may have queued writes too (a pending device's
 	// last payload): a drop is settled once they are committed as well.
-	if err := m.settle.commits.Wait(ctx); err != nil {
+	if err := s.commits.Wait(ctx); err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("%w: %s waiting for its commit: %v", ErrUnsettled, m.Topic.Kind, err)
+			return "", fmt.Errorf("%w: %s waiting for its commit: %v", ErrUnsettled, kind, err)
 		}
 		return "", fmt.Errorf("%w: %w", ErrNotStored, err)
 	}
@@ -346,7 +357,10 @@ func (d *Dispatcher) accept(rawTopic string, payload []byte, retain, replay bool
 	return m, "", true
 }
 
-func (d *Dispatcher) enqueue(m Message) {
+// enqueue queues m under its kind's policy (docs/protocol.md §5.2 step 3)
+// and returns the counted drop reason when m itself is dropped, "" when it
+// is queued.
+func (d *Dispatcher) enqueue(m Message) string {
 	policy := PolicyFor(m.Topic.Kind)
 	var deadline *time.Timer
 	defer func() {
@@ -360,12 +374,12 @@ func (d *Dispatcher) enqueue(m Message) {
 		if err != nil {
 			d.mu.Unlock()
 			d.drop(m, contract.ReasonQueueOverflow, err)
-			return
+			return contract.ReasonQueueOverflow
 		}
 		if q.n < len(q.buf) {
 			d.pushLocked(q, m)
 			d.mu.Unlock()
-			return
+			return ""
 		}
 		if policy == DropOldest {
 			old, ok := q.evictTelemetry()
@@ -375,12 +389,12 @@ func (d *Dispatcher) enqueue(m Message) {
 				d.mu.Unlock()
 				d.drop(m, contract.ReasonQueueOverflow,
 					errors.New("device queue full of lifecycle messages or messages awaiting acknowledgement"))
-				return
+				return contract.ReasonQueueOverflow
 			}
 			q.push(m)
 			d.mu.Unlock()
 			d.drop(old, contract.ReasonQueueOverflow, errors.New("device queue full, oldest telemetry dropped"))
-			return
+			return ""
 		}
 		space := q.space
 		d.mu.Unlock()
@@ -392,7 +406,7 @@ func (d *Dispatcher) enqueue(m Message) {
 		case <-deadline.C:
 			d.log.Warn("device queue full, message dropped", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind)
 			d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full for 1 s"))
-			return
+			return contract.ReasonQueueOverflow
 		}
 		d.mu.Lock()
 	}

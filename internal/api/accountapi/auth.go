@@ -51,6 +51,15 @@ type Deps struct {
 	MQTTTLS bool
 	// MQTTAuthEnabled: the broker runs with --mqtt-auth devices.
 	MQTTAuthEnabled bool
+	// BrokerLogin is how the hub logs in to an external broker; zero with
+	// the embedded one (docs/decisions/0023-external-broker.md).
+	BrokerLogin BrokerLogin
+}
+
+// BrokerLogin is the hub's own login at its broker, without the password.
+type BrokerLogin struct {
+	Username string
+	TLS      bool
 }
 
 type handlers struct {
@@ -58,8 +67,9 @@ type handlers struct {
 	accounts accounts
 	audit    recorder
 
-	mqttTLS  bool
-	mqttAuth bool
+	mqttTLS     bool
+	mqttAuth    bool
+	brokerLogin BrokerLogin
 }
 
 // Register adds the account routes to s.
@@ -74,6 +84,7 @@ func Register(s *api.Server, d Deps) {
 	h := &handlers{srv: s, accounts: d.Accounts, audit: d.Audit}
 	h.mqttTLS = d.MQTTTLS
 	h.mqttAuth = d.MQTTAuthEnabled
+	h.brokerLogin = d.BrokerLogin
 	h.authRoutes(s.Group("auth"), d.LoginLimit, d.RefreshLimit)
 	h.userRoutes(s.Group("users"))
 }
@@ -233,7 +244,11 @@ func (h *handlers) me(w http.ResponseWriter, _ *http.Request, p auth.Principal) 
 }
 
 func (h *handlers) brokerAuth(w http.ResponseWriter, _ *http.Request, _ auth.Principal) {
-	api.WriteJSON(w, http.StatusOK, brokerAuthStatus{Success: true, BrokerConnected: h.srv.BrokerConnected()})
+	st := brokerAuthStatus{Success: true, BrokerConnected: h.srv.BrokerConnected(), TLSEnabled: h.brokerLogin.TLS}
+	if h.brokerLogin.Username != "" {
+		st.Enabled, st.Username = true, &h.brokerLogin.Username
+	}
+	api.WriteJSON(w, http.StatusOK, st)
 }
 
 func (h *handlers) configureBrokerAuth(w http.ResponseWriter, r *http.Request, _ auth.Principal) {

@@ -59,6 +59,10 @@ type Deps struct {
 	Queues  queues
 	// MQTTAuth is the broker's --mqtt-auth mode, "off" or "devices".
 	MQTTAuth string
+	// BrokerHost and BrokerPort name an external broker; empty: the
+	// embedded one (docs/decisions/0023-external-broker.md).
+	BrokerHost string
+	BrokerPort int
 }
 
 type handlers struct {
@@ -313,13 +317,14 @@ func (h *handlers) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth
 	out.System = h.systemHealth(&out.Warnings)
 	out.Components = []componentHealth{
 		component("database", out.Database.Connected, "sqlite"),
-		component("mqtt", out.MQTT.Connected, "embedded broker"),
+		component("mqtt", out.MQTT.Connected, h.brokerName()),
 	}
 	if !out.MQTT.Connected {
 		out.Status = "degraded"
 		out.Warnings = append(out.Warnings, "MQTT broker not connected")
 	}
-	if out.MQTT.AuthMode != "devices" {
+	if out.MQTT.AuthMode != "devices" && h.deps.BrokerHost == "" {
+		// An external broker checks the devices itself, or not: not the hub's to say.
 		out.Warnings = append(out.Warnings, MQTTAuthOffWarning)
 	}
 	if !out.Database.Connected {
@@ -388,12 +393,24 @@ func (h *handlers) ingestHealth() ingestHealth {
 	return out
 }
 
+// brokerName names the broker in the components list.
+func (h *handlers) brokerName() string {
+	if h.deps.BrokerHost != "" {
+		return "external broker"
+	}
+	return "embedded broker"
+}
+
 func (h *handlers) brokerHealth() brokerHealth {
 	mq := brokerHealth{
 		Connected:     h.brokerConnected(),
 		BrokerHost:    "embedded",
 		AuthMode:      cmp.Or(h.deps.MQTTAuth, "off"),
 		Subscriptions: len(contract.HubSubscriptions),
+	}
+	if h.deps.BrokerHost != "" {
+		port := h.deps.BrokerPort
+		mq.BrokerHost, mq.BrokerPort = h.deps.BrokerHost, &port
 	}
 	if in := h.srv.Ingest(); in != nil {
 		n, last := in.Totals()

@@ -830,6 +830,13 @@ func (h *handlers) resendConfig(w http.ResponseWriter, r *http.Request, p auth.P
 	if !ok {
 		return
 	}
+	if d.Status == device.StatusOnline && d.SubscriptionsLost {
+		// It hears nothing until it is power-cycled (docs/protocol.md B3, an external broker).
+		api.WriteError(w, r, http.StatusConflict, "DEVICE_UNREACHABLE",
+			fmt.Sprintf("ESP device '%s' has lost its subscriptions and needs a power cycle", d.DeviceID),
+			map[string]any{"esp_id": d.DeviceID, "reason": "subscriptions_lost"})
+		return
+	}
 
 	corr, err := h.devices.PushConfig(r.Context(), d.DeviceID, "resend")
 	switch {

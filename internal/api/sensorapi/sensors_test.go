@@ -296,6 +296,14 @@ func TestResendConfig(t *testing.T) {
 			t.Errorf("%v: %s", err, r.Raw)
 		}
 	}
+
+	deaf := apitest.Dev("ESP_DEAF01", device.StatusOnline)
+	deaf.SubscriptionsLost = true // docs/protocol.md B3, with an external broker
+	f = newFixture(t, deaf)
+	r = f.Do(t, "POST", "/api/v1/esp/devices/ESP_DEAF01/config", apitest.OperatorToken, nil)
+	if r.Code() != "DEVICE_UNREACHABLE" || r.Status != 409 || !strings.Contains(r.Raw, `"reason":"subscriptions_lost"`) {
+		t.Fatalf("a device that lost its subscriptions: %s", r.Raw)
+	}
 }
 
 // The firmware parses the processing reply by substring search: one compact
