@@ -72,7 +72,9 @@ func TestDiskFullIsReportedAndRecoveredWithoutRestart(t *testing.T) {
 	const id = "ESP_D15C00"
 	h.register(token, id)
 	dev := mustDial(t, h.mqtt, id)
-	base := time.Now().Unix() - 7200
+	// Device times in the past, distinct per reading: a time more than
+	// 30 s ahead would be replaced by the hub's (docs/protocol.md §5.3).
+	base := time.Now().Unix() - 30000
 	var acked []int64
 	publish := func(ts int64) error {
 		err := dev.publish(readingTopic(id), reading(id, ts), false)
@@ -115,7 +117,7 @@ func TestDiskFullIsReportedAndRecoveredWithoutRestart(t *testing.T) {
 	}
 	dev = mustDial(t, h.mqtt, id)
 	deadline := time.Now().Add(30 * time.Second)
-	next := base + 30000
+	next := base + 25000
 	for h.ready() != http.StatusOK {
 		if time.Now().After(deadline) {
 			t.Fatal("the hub was not ready within 30 s of the disk being freed")
