@@ -84,6 +84,10 @@ type Config struct {
 	// takes api.DefaultDiskReserve, a negative value keeps none.
 	DiskReserve int64
 
+	// MemoryLimit is the Go runtime's soft memory limit in bytes, set by
+	// cmd/kaiser for the whole process (0 = none).
+	MemoryLimit int64
+
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
 	LoginLimit      int
@@ -297,10 +301,16 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 	return nil
 }
 
+// sinkCapacity bounds the readings queued for the store: 16,384 readings
+// (about 2.6 MiB, allocated whole) are 16 s of a 1,000-reading/s fleet and
+// a sixth of a second at the ingest benchmark's peak; a full queue makes
+// ingest wait, it loses nothing (docs/decisions/0021-footprint.md).
+const sinkCapacity = 16384
+
 // loadSensors starts the reading sink and loads alerts and sensor configs;
 // the config push then knows every device's sensors.
 func (h *Hub) loadSensors(ctx context.Context) error {
-	h.Readings = h.Store.NewReadingSink(65536, sqlite.NewSinkMetrics(h.Registry))
+	h.Readings = h.Store.NewReadingSink(sinkCapacity, sqlite.NewSinkMetrics(h.Registry))
 	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kaiser_reading_queue_depth",
 		Help: "Readings waiting for the store.",

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// Wire is a minimal MQTT 3.1.1 client: QoS 0 publishes into a buffered
+// Wire is a minimal MQTT 3.1.1 client: QoS 0 (and QoS 1) publishes into a buffered
 // writer, QoS 0 subscriptions, a will. It exists because load generators
 // share the hub's two cores: a general client costs microseconds per
 // message, this one a fraction of that.
@@ -28,6 +28,7 @@ type Wire struct {
 	readErr error
 	pid     uint16
 	subacks chan struct{}
+	onAck   func(pid uint16)
 }
 
 // WireOptions configure a connection.
@@ -40,6 +41,9 @@ type WireOptions struct {
 	WillQoS     byte
 	// OnMessage receives inbound PUBLISH packets (called from the reader goroutine).
 	OnMessage func(topic string, payload []byte)
+	// OnPuback receives the packet id of each PUBACK (PublishQoS1), from
+	// the reader goroutine.
+	OnPuback func(pid uint16)
 }
 
 func putString(b []byte, s string) []byte {
@@ -107,6 +111,7 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		conn:    conn,
 		w:       bufio.NewWriterSize(conn, 64<<10),
 		onMsg:   o.OnMessage,
+		onAck:   o.OnPuback,
 		done:    make(chan struct{}),
 		subacks: make(chan struct{}, 16),
 	}
@@ -134,6 +139,35 @@ func (c *Wire) Publish(topic string, payload []byte, retain bool) error {
 	}
 	_, err := c.w.Write(payload)
 	return err
+}
+
+// PublishQoS1 queues a QoS 1 PUBLISH and returns its packet id, which
+// OnPuback reports when the broker acknowledges it; Flush sends it.
+func (c *Wire) PublishQoS1(topic string, payload []byte, retain bool) (uint16, error) {
+	h := byte(0x32)
+	if retain {
+		h |= 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pid++
+	if c.pid == 0 {
+		c.pid = 1
+	}
+	var hdr [8]byte
+	b := putLen(append(hdr[:0], h), 2+len(topic)+2+len(payload))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(topic)))
+	if _, err := c.w.Write(b); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.WriteString(topic); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.Write(binary.BigEndian.AppendUint16(hdr[:0], c.pid)); err != nil {
+		return 0, err
+	}
+	_, err := c.w.Write(payload)
+	return c.pid, err
 }
 
 // Flush writes buffered packets.
@@ -228,6 +262,12 @@ func (c *Wire) read() {
 		if _, err := io.ReadFull(r, body); err != nil {
 			c.readErr = err
 			return
+		}
+		if h>>4 == 4 && len(body) >= 2 { // PUBACK
+			if c.onAck != nil {
+				c.onAck(binary.BigEndian.Uint16(body))
+			}
+			continue
 		}
 		if h>>4 == 9 { // SUBACK
 			select {
