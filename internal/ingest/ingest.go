@@ -115,10 +115,10 @@ var ErrStopped = errors.New("ingest stopped")
 
 type deviceQueue struct {
 	id string
-	// buf is a ring that grows on demand up to limit and is let go when
-	// the queue empties: a device that reports once a second holds a few
-	// slots, not QueueCapacity of them (1,000 devices × 256 slots would
-	// keep some 40 MB of rings, and the payloads they last held, alive).
+	// buf is a ring that grows on demand up to limit: a device that
+	// reports once a second holds a few slots, not QueueCapacity of them
+	// (1,000 devices × 256 slots are some 36 MB of rings). A grown ring
+	// is kept, so a bursting device does not allocate it again.
 	buf       []Message
 	limit     int
 	head, n   int
@@ -152,9 +152,6 @@ func (q *deviceQueue) pop() Message {
 	q.buf[q.head] = Message{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
-	if q.n == 0 && len(q.buf) > minQueueSlots {
-		q.buf, q.head = nil, 0 // a burst's ring goes with the burst
-	}
 	return m
 }
 
