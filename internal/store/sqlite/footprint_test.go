@@ -69,7 +69,7 @@ func TestSinkRetriesBatchWhileStoreCannotCommit(t *testing.T) {
 		t.Fatalf("stored %d readings (%v), want the one retried", len(rows), err)
 	}
 	r := rows[0]
-	if r.TS != ts || *r.Processed != 7.25 || r.Unit != "pH" || r.Quality != "good" || r.Mode != "pi_enhanced" ||
+	if r.TS != ts || r.Raw != 2048 || *r.Processed != 7.25 || r.Unit != "pH" || r.Quality != "good" || r.Mode != "pi_enhanced" ||
 		r.TimeSource != "device" || r.ReceivedAt != ts+120 || r.Source != "production" || r.ZoneID != "z1" ||
 		r.DeviceValue != nil || sink.Committed() != 1 {
 		t.Fatalf("stored %+v", r)
@@ -197,4 +197,54 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	if maxWAL > 4*walSizeLimit {
 		t.Fatalf("WAL grew to %d bytes, bound %d", maxWAL, walSizeLimit)
 	}
+}
+
+// A reading of an ADC sensor (whole raw and device values, a processed
+// value with decimals) costs about 30 bytes of record in the readings
+// table: its repeated text is one meta id, its receipt time a small
+// distance, and whole numbers are stored as integers.
+func TestReadingRecordIsCompact(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	defer s.Close(ctx)
+	sink := s.NewReadingSink(0, nil)
+	ts := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).UnixMilli()
+	var ids []int64
+	for gpio := 0; gpio < 200; gpio++ {
+		id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_00AA01", GPIO: gpio, SensorType: "ph"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	for _, series := range ids {
+		for k := int64(0); k < 50; k++ {
+			r := footprintReading(series, ts+k*1000, 7+float64(k%97)/100)
+			r.Raw, r.ReceivedAt = float64(1500+k), ts+k*1000+250
+			dv := r.Raw
+			r.DeviceValue = &dv
+			if err := sink.Add(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := sink.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var cells int64
+	var payload float64
+	if err := s.read.QueryRowContext(ctx, `
+		SELECT SUM(ncell), SUM(payload) FROM dbstat WHERE name = 'readings'`, // interior cells hold records too
+	).Scan(&cells, &payload); err != nil {
+		t.Fatal(err)
+	}
+	if cells != 10_000 || payload/float64(cells) > 32 {
+		t.Fatalf("%d cells, %.1f bytes of record each", cells, payload/float64(cells))
+	}
+	rows, err := s.QueryReadings(ctx, RawQuery{Series: []int64{ids[7]}, Limit: 1, Asc: true})
+	if err != nil || len(rows) != 1 || rows[0].Raw != 1500 || *rows[0].DeviceValue != 1500 ||
+		*rows[0].Processed != 7 || rows[0].ReceivedAt != ts+250 {
+		t.Fatalf("%+v %v", rows, err)
+	}
+	t.Logf("%.1f bytes of record per reading", payload/float64(cells))
 }

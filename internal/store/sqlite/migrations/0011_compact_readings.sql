@@ -2,7 +2,10 @@
 -- columns that repeat with every reading of a series (unit, quality, mode,
 -- time source, source, zone, subzone) become one small integer into
 -- reading_meta, and received_at is kept as its distance from ts (a few
--- bytes instead of six). Every value a query served stays; the copy is in
+-- bytes instead of six). The values are NUMERIC: SQLite stores a REAL of a
+-- WITHOUT ROWID table in 8 bytes even when it is a whole number, a NUMERIC
+-- one as the integer it is (an ADC count: 2 bytes), and every number reads
+-- back as the same number. Every value a query served stays; the copy is in
 -- key order, so the new table's pages are full.
 CREATE TABLE reading_meta (
     id          INTEGER PRIMARY KEY,
@@ -22,9 +25,9 @@ SELECT DISTINCT unit, quality, mode, time_source, source, zone_id, subzone_id FR
 CREATE TABLE readings_compact (
     series_id    INTEGER NOT NULL,
     ts           INTEGER NOT NULL,
-    raw          REAL NOT NULL,
-    processed    REAL,
-    device_value REAL,
+    raw          NUMERIC NOT NULL,
+    processed    NUMERIC,
+    device_value NUMERIC,
     meta         INTEGER NOT NULL,
     received     INTEGER NOT NULL, -- received_at - ts, ms
     PRIMARY KEY (series_id, ts)
