@@ -389,6 +389,7 @@ func startChild(ctx context.Context, cfg FootprintConfig, dir string) (*hubChild
 	}, cfg.HubArgs...)
 	c.cmd = exec.Command(cfg.Binary, args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	dieWithParent(c.cmd)
 	c.cmd.Env = append(os.Environ(), "KAISER_WS_RATE=0")
 	c.cmd.Env = append(c.cmd.Env, cfg.HubEnv...)
 	if err := c.cmd.Start(); err != nil {

@@ -133,7 +133,10 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 		lastRoll: time.Now(),
 		metrics:  m,
 		maxBatch: 32768,
-		wait:     5 * time.Millisecond,
+		// A reading nobody waits for (QoS 0) may wait 25 ms for company:
+		// at 1,000 readings/s that is some 40 commits a second instead of
+		// 150, each with its fixed cost. A waited-for one commits at once.
+		wait:     25 * time.Millisecond,
 		flushReq: make(chan chan struct{}),
 		meta:     map[metaKey]int64{},
 	}
