@@ -42,6 +42,7 @@ Usage:
   kaiser serve [flags]   run the hub (embedded MQTT broker, SQLite, HTTP API)
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
+  kaiser bench footprint a real-time fleet against a kaiser serve child: RSS, CPU, latencies, bytes/reading
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
   kaiser backup --to F   snapshot the databases of a (running) hub into one archive
   kaiser restore --from F --data-dir D   unpack a backup into an empty data directory

@@ -3,9 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -248,3 +250,80 @@ func TestReadingRecordIsCompact(t *testing.T) {
 	}
 	t.Logf("%.1f bytes of record per reading", payload/float64(cells))
 }
+
+// The repair rebuilds minutes from raw rows, the hours they touch from the
+// minutes and the day from its hours, each in transactions of its own: a
+// damaged minute, hour and day come back as the sink had kept them.
+func TestRepairRollupsRebuildsMinutesHoursAndDay(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	defer s.Close(ctx)
+	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_00AA01", GPIO: 32, SensorType: "ph"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := s.NewReadingSink(0, nil)
+	day := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	from, to := day.Add(9*time.Hour), day.Add(11*time.Hour)
+	for at := from; at.Before(to); at = at.Add(10 * time.Second) {
+		r := footprintReading(id, at.UnixMilli(), 6+float64(at.Minute())/10)
+		r.ReceivedAt = r.TS
+		if err := sink.Add(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sink.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := func() map[string][2]float64 {
+		out := map[string][2]float64{}
+		for _, tbl := range []string{"rollup_1m", "rollup_1h", "rollup_1d"} {
+			rows, err := s.read.QueryContext(ctx, `SELECT bucket, n, sum_p FROM `+tbl+` WHERE series_id = ?`, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var b, n int64
+				var sum float64
+				if err := rows.Scan(&b, &n, &sum); err != nil {
+					t.Fatal(err)
+				}
+				out[tbl+"/"+time.UnixMilli(b).UTC().Format(time.TimeOnly)] = [2]float64{float64(n), sum}
+			}
+			rows.Close()
+		}
+		return out
+	}
+	want := snapshot()
+	if len(want) != 120+2+1 {
+		t.Fatalf("%d rollup rows", len(want))
+	}
+	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		for _, q := range []string{
+			`UPDATE rollup_1m SET n = 1 WHERE bucket = ` + fmtMs(from.Add(30*time.Minute)),
+			`UPDATE rollup_1h SET n = 0, sum_p = 0`,
+			`DELETE FROM rollup_1d`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RepairRollups(ctx, from, to); err != nil {
+		t.Fatal(err)
+	}
+	got := snapshot()
+	for k, w := range want {
+		if g := got[k]; g[0] != w[0] || fmt.Sprintf("%.6f", g[1]) != fmt.Sprintf("%.6f", w[1]) {
+			t.Errorf("%s: repaired %v, kept by the sink %v", k, g, w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d rows after the repair, %d before", len(got), len(want))
+	}
+}
+
+func fmtMs(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
