@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,8 +17,8 @@ import (
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "ingest" && args[0] != "heartbeat" && args[0] != "fanout" &&
-		args[0] != "command") {
-		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout|command [--devices N] [--sensors N] "+
+		args[0] != "command" && args[0] != "footprint") {
+		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout|command|footprint [--devices N] [--sensors N] "+
 			"[--clients K] [--rate R] [--nodes N] [--interval D] [--background R] [--duration D] [--json FILE]")
 		return 2
 	}
@@ -35,11 +36,43 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	shape := fs.String("background-shape", bench.ShapeFastClock,
 		"command: fast-clock (20 devices × 5 sensors, every reading a new minute bucket) or site "+
 			"(1,000 devices × 20 sensors, each series once a second)")
+	warmup := fs.Duration("warmup", time.Minute, "footprint: time after the fleet connects before the measurement")
+	sample := fs.Duration("sample", 30*time.Second, "footprint: period of the resource samples")
+	hubBinary := fs.String("hub-binary", "", "footprint: kaiser executable to run as `kaiser serve` (default: this one)")
+	hubArgs := fs.String("hub-args", "", "footprint: extra `kaiser serve` arguments, space-separated")
+	csvOut := fs.String("csv", "", "footprint: write the resource samples as CSV to this file")
+	noWS := fs.Bool("no-ws", false, "footprint: leave out the WebSocket client")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if args[0] == "footprint" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg := bench.FootprintConfig{Devices: 1000, Sensors: 1, Rate: 1000, Duration: 10 * time.Minute,
+			Warmup: *warmup, Sample: *sample, Binary: *hubBinary, HubArgs: strings.Fields(*hubArgs),
+			NoWebSocket: *noWS, Console: stderr, CSV: *csvOut}
+		if set["devices"] {
+			cfg.Devices = *devices
+		}
+		if set["sensors"] {
+			cfg.Sensors = *sensors
+		}
+		if set["rate"] {
+			cfg.Rate = *rate
+		}
+		if set["duration"] {
+			cfg.Duration = *duration
+		}
+		res, err := bench.Footprint(ctx, cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
+			return 1
+		}
+		printFootprint(stdout, res)
+		return writeJSON(stderr, *jsonOut, res)
+	}
 	if args[0] == "command" {
 		res, err := bench.Command(ctx, bench.CommandConfig{
 			Devices:    *nodes,
@@ -155,4 +188,30 @@ func printCommand(stdout io.Writer, res bench.CommandResult) {
 		fmt.Fprintf(stdout, " %20s", fmt.Sprintf("%.0f / %.0f", p.BackgroundPS, p.BaselineBackgroundPS))
 	}
 	fmt.Fprintln(stdout)
+}
+
+// printFootprint prints the footprint scenario's summary.
+func printFootprint(stdout io.Writer, r bench.FootprintResult) {
+	fmt.Fprintf(stdout, "\nfootprint: %d devices × %d sensor(s), %.0f readings/s offered, %.0f/s stored, %.0f s measured\n",
+		r.Devices, r.Sensors, r.Rate, r.AchievedPS, r.DurationS)
+	fmt.Fprintf(stdout, "hub: %s %s\n", r.Binary, r.HubArgs)
+	fmt.Fprintln(stdout, "firmware HTTP processing call: off (the publishers only speak MQTT); WebSocket rate limit: off")
+	fmt.Fprintf(stdout, "%-44s %10.1f MB (after warm-up %.1f, max %.1f)\n", "RSS (/proc)", r.RSSMB, r.RSSWarmMB, r.RSSMaxMB)
+	fmt.Fprintf(stdout, "%-44s %10.1f MB (max %.1f)\n", "Go heap in use", r.HeapMB, r.HeapMaxMB)
+	fmt.Fprintf(stdout, "%-44s %10d\n", "goroutines", r.Goroutines)
+	fmt.Fprintf(stdout, "%-44s %10.1f %%\n", "CPU (share of one core)", r.CPUPct)
+	fmt.Fprintf(stdout, "%-44s %10.1f MB\n", "WAL, largest seen", r.WALMaxMB)
+	fmt.Fprintf(stdout, "%-44s %4.2f / %.2f ms (%d QoS 1 probes)\n", "reading → durable (PUBACK) p50 / p99",
+		r.Durable.P50ms, r.Durable.P99ms, r.DurableProbe)
+	fmt.Fprintf(stdout, "%-44s %4.2f / %.2f ms (%.3f delivered)\n", "reading → WebSocket p50 / p99",
+		r.WS.P50ms, r.WS.P99ms, r.WSDelivered)
+	fmt.Fprintf(stdout, "%-44s %10d\n", "readings stored", r.Stored)
+	fmt.Fprintf(stdout, "%-44s %10.1f B (file %d B)\n", "database bytes per stored reading", r.BytesPer, r.DBBytes)
+	fmt.Fprintf(stdout, "%-44s %10.1f B\n", "readings + rollup tables per reading", r.TablePer)
+	for _, t := range r.Tables {
+		if t.Bytes >= 1<<20 {
+			fmt.Fprintf(stdout, "  %-42s %10.1f MB (%.0f %% unused)\n", t.Name, float64(t.Bytes)/(1<<20),
+				100*float64(t.Unused)/float64(t.Bytes))
+		}
+	}
 }

@@ -153,7 +153,12 @@ func NewEmbedded(cfg Config) (*Embedded, error) {
 	// against other clients.
 	caps.MaximumSessionExpiryInterval = 3600
 	caps.MaximumMessageExpiryInterval = 3600
-	caps.MaximumClientWritesPending = 1024
+	// Each connection's outbound queue is allocated whole at connect:
+	// 256 pointers (2 KiB) per client; a device gets a few messages at a
+	// time, a subscriber falling 256 behind loses QoS 0 deliveries
+	// (counted by mochi) rather than the hub's memory growing
+	// (docs/decisions/0021-footprint.md).
+	caps.MaximumClientWritesPending = 256
 	caps.MaximumInflight = uint16(limits.Inflight)
 	caps.ReceiveMaximum = uint16(limits.Inflight)
 	// mochi allocates a packet's declared length before reading it: the

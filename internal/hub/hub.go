@@ -106,6 +106,9 @@ type Config struct {
 	TLSCertFile string
 	TLSKeyFile  string
 	Reload      <-chan os.Signal
+	// MemoryLimit is the Go runtime's soft memory limit in bytes, set by
+	// cmd/kaiser for the whole process (0 = none).
+	MemoryLimit int64
 
 	// Tuning, mostly for tests and benchmarks; zero values take defaults.
 	BcryptCost      int
@@ -359,10 +362,16 @@ func (h *Hub) loadDevices(ctx context.Context) error {
 	return h.loadCredentials(ctx)
 }
 
+// sinkCapacity bounds the readings queued for the store: 16,384 readings
+// (about 2.6 MiB, allocated whole) are 16 s of a 1,000-reading/s fleet and
+// a sixth of a second at the ingest benchmark's peak; a full queue makes
+// ingest wait, it loses nothing (docs/decisions/0021-footprint.md).
+const sinkCapacity = 16384
+
 // loadSensors starts the reading sink and loads alerts and sensor configs;
 // the config push then knows every device's sensors.
 func (h *Hub) loadSensors(ctx context.Context) error {
-	h.Readings = h.Store.NewReadingSink(65536, sqlite.NewSinkMetrics(h.Registry))
+	h.Readings = h.Store.NewReadingSink(sinkCapacity, sqlite.NewSinkMetrics(h.Registry))
 	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kaiser_reading_queue_depth",
 		Help: "Readings waiting for the store.",

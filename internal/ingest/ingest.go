@@ -114,14 +114,38 @@ func (c *Config) defaults() {
 var ErrStopped = errors.New("ingest stopped")
 
 type deviceQueue struct {
-	id        string
+	id string
+	// buf is a ring that grows on demand up to limit: a device that
+	// reports once a second holds a few slots, not QueueCapacity of them
+	// (1,000 devices × 256 slots are some 36 MB of rings). A grown ring
+	// is kept, so a bursting device does not allocate it again.
 	buf       []Message
+	limit     int
 	head, n   int
 	scheduled bool          // in the ready queue or being processed
 	space     chan struct{} // signalled when a full queue frees a slot
 }
 
-func (q *deviceQueue) push(m Message) { q.buf[(q.head+q.n)%len(q.buf)] = m; q.n++ }
+// minQueueSlots is the ring a queue starts with.
+const minQueueSlots = 4
+
+func (q *deviceQueue) full() bool { return q.n >= q.limit }
+
+func (q *deviceQueue) push(m Message) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = m
+	q.n++
+}
+
+func (q *deviceQueue) grow() {
+	buf := make([]Message, min(max(2*len(q.buf), minQueueSlots), max(q.limit, 1)))
+	for i := 0; i < q.n; i++ {
+		buf[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
+	q.buf, q.head = buf, 0
+}
 
 func (q *deviceQueue) pop() Message {
 	m := q.buf[q.head]
@@ -376,7 +400,7 @@ func (d *Dispatcher) enqueue(m Message) string {
 			d.drop(m, contract.ReasonQueueOverflow, err)
 			return contract.ReasonQueueOverflow
 		}
-		if q.n < len(q.buf) {
+		if !q.full() {
 			d.pushLocked(q, m)
 			d.mu.Unlock()
 			return ""
@@ -429,7 +453,7 @@ func (d *Dispatcher) enqueueSettled(ctx context.Context, m Message) (string, err
 			d.drop(m, contract.ReasonQueueOverflow, err)
 			return contract.ReasonQueueOverflow, nil
 		}
-		if q.n < len(q.buf) {
+		if !q.full() {
 			d.pushLocked(q, m)
 			d.mu.Unlock()
 			return "", nil
@@ -457,7 +481,7 @@ func (d *Dispatcher) queueLocked(espID string) (*deviceQueue, error) {
 		if len(d.devices) >= d.cfg.MaxDevices {
 			return nil, errors.New("too many devices with queued work")
 		}
-		q = &deviceQueue{id: espID, buf: make([]Message, d.cfg.QueueCapacity), space: make(chan struct{}, 1)}
+		q = &deviceQueue{id: espID, limit: d.cfg.QueueCapacity, space: make(chan struct{}, 1)}
 		d.devices[q.id] = q
 	}
 	return q, nil
@@ -495,7 +519,7 @@ func (d *Dispatcher) worker(s *slot) {
 
 func (d *Dispatcher) process(s *slot, q *deviceQueue) {
 	d.mu.Lock()
-	wasFull := q.n == len(q.buf)
+	wasFull := q.full()
 	m := q.pop()
 	d.mu.Unlock()
 	if wasFull {

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Wire is a minimal MQTT 3.1.1 client: QoS 0 publishes into a buffered
+// Wire is a minimal MQTT 3.1.1 client: QoS 0 (and QoS 1) publishes into a buffered
 // writer, QoS 0 subscriptions, a will. It exists because load generators
 // share the hub's two cores: a general client costs microseconds per
 // message, this one a fraction of that.
@@ -29,6 +29,7 @@ type Wire struct {
 	readErr error
 	pid     uint16
 	subacks chan struct{}
+	onAck   func(pid uint16)
 }
 
 // WireOptions configure a connection.
@@ -48,6 +49,9 @@ type WireOptions struct {
 	// TLS, when set, speaks MQTT over TLS; an empty ServerName takes the
 	// address's host.
 	TLS *tls.Config
+	// OnPuback receives the packet id of each PUBACK (PublishQoS1), from
+	// the reader goroutine.
+	OnPuback func(pid uint16)
 }
 
 func putString(b []byte, s string) []byte {
@@ -127,6 +131,7 @@ func DialWire(addr string, o WireOptions) (*Wire, error) {
 		conn:    conn,
 		w:       bufio.NewWriterSize(conn, 64<<10),
 		onMsg:   o.OnMessage,
+		onAck:   o.OnPuback,
 		done:    make(chan struct{}),
 		subacks: make(chan struct{}, 16),
 	}
@@ -170,6 +175,35 @@ func (c *Wire) Publish(topic string, payload []byte, retain bool) error {
 	}
 	_, err := c.w.Write(payload)
 	return err
+}
+
+// PublishQoS1 queues a QoS 1 PUBLISH and returns its packet id, which
+// OnPuback reports when the broker acknowledges it; Flush sends it.
+func (c *Wire) PublishQoS1(topic string, payload []byte, retain bool) (uint16, error) {
+	h := byte(0x32)
+	if retain {
+		h |= 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pid++
+	if c.pid == 0 {
+		c.pid = 1
+	}
+	var hdr [8]byte
+	b := putLen(append(hdr[:0], h), 2+len(topic)+2+len(payload))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(topic)))
+	if _, err := c.w.Write(b); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.WriteString(topic); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.Write(binary.BigEndian.AppendUint16(hdr[:0], c.pid)); err != nil {
+		return 0, err
+	}
+	_, err := c.w.Write(payload)
+	return c.pid, err
 }
 
 // Flush writes buffered packets.
@@ -264,6 +298,12 @@ func (c *Wire) read() {
 		if _, err := io.ReadFull(r, body); err != nil {
 			c.readErr = err
 			return
+		}
+		if h>>4 == 4 && len(body) >= 2 { // PUBACK
+			if c.onAck != nil {
+				c.onAck(binary.BigEndian.Uint16(body))
+			}
+			continue
 		}
 		if h>>4 == 9 { // SUBACK
 			select {

@@ -65,10 +65,11 @@ func copyOnce(t *testing.T, dir string) {
 	t.Helper()
 	ctx := context.Background()
 	control, err := openDatabase(ctx, dir, Options{Logger: slog.New(slog.DiscardHandler)}, dbConfig{
-		file:       controlFile,
-		migrations: "migrations/control/*.sql",
-		cacheKiB:   1024,
-		readConns:  1,
+		file:           controlFile,
+		migrations:     "migrations/control/*.sql",
+		writerCacheKiB: 1024,
+		readerCacheKiB: 1024,
+		readConns:      1,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -307,7 +307,8 @@ func kindOf(table, column, declared string) string {
 			return KindBoolean
 		}
 		return KindInteger
-	case strings.Contains(d, "REAL") || strings.Contains(d, "FLOA") || strings.Contains(d, "DOUB"):
+	case strings.Contains(d, "REAL") || strings.Contains(d, "FLOA") || strings.Contains(d, "DOUB") ||
+		strings.Contains(d, "NUMERIC"): // the readings' values (migration 11): numbers, some stored as integers
 		return KindFloat
 	}
 	switch {

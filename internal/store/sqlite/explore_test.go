@@ -279,9 +279,12 @@ func TestExplorerRecord(t *testing.T) {
 	// A composite key: its values joined by "," in key order, a time as RFC 3339.
 	ts := now.Add(-time.Hour)
 	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		_, err := tx.Exec(`INSERT INTO readings (series_id, ts, raw, unit, quality, mode, time_source, received_at,
-			source, zone_id, subzone_id) VALUES (7, ?, 2150, 'pH', 'good', 'raw', 'device', ?, 'device', '', '')`,
-			ts.UnixMilli(), ts.UnixMilli())
+		if _, err := tx.Exec(`INSERT INTO reading_meta (id, unit, quality, mode, time_source, source, zone_id,
+			subzone_id) VALUES (1, 'pH', 'good', 'raw', 'device', 'device', '', '')`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`INSERT INTO readings (series_id, ts, raw, meta, received) VALUES (7, ?, 2150, 1, 0)`,
+			ts.UnixMilli())
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,6 +103,21 @@ type ReadingSink struct {
 	onCommit  atomic.Pointer[func([]store.Reading, time.Time)]
 	maxBatch  int
 	wait      time.Duration
+	// onRetry, when set (tests), is called before each wait for a retry.
+	onRetry func(tries int)
+	// meta maps the repeated text of a reading to its reading_meta id,
+	// for the ids known to be committed; only the sink goroutine uses it.
+	meta map[metaKey]int64
+}
+
+// metaKey is what a reading_meta row holds: the text columns that repeat
+// with every reading of a series.
+type metaKey struct {
+	unit, quality, mode, timeSource, source, zone, subzone string
+}
+
+func metaOf(r store.Reading) metaKey {
+	return metaKey{r.Unit, r.Quality, r.Mode, r.TimeSource, r.Source, r.ZoneID, r.SubzoneID}
 }
 
 // NewReadingSink starts the sink; capacity bounds the queue.
@@ -117,8 +133,12 @@ func (s *Store) NewReadingSink(capacity int, m *SinkMetrics) *ReadingSink {
 		lastRoll: time.Now(),
 		metrics:  m,
 		maxBatch: 32768,
-		wait:     5 * time.Millisecond,
+		// A reading nobody waits for (QoS 0) may wait 25 ms for company:
+		// at 1,000 readings/s that is some 40 commits a second instead of
+		// 150, each with its fixed cost. A waited-for one commits at once.
+		wait:     25 * time.Millisecond,
 		flushReq: make(chan chan struct{}),
+		meta:     map[metaKey]int64{},
 	}
 	go k.run()
 	return k
@@ -213,7 +233,9 @@ func (k *ReadingSink) Close(ctx context.Context) error {
 
 func (k *ReadingSink) run() {
 	defer close(k.done)
-	batch := make([]queuedReading, 0, k.maxBatch)
+	// The batch grows with the load it meets (up to maxBatch): a small
+	// fleet never pays for the largest batch's 5 MiB.
+	batch := make([]queuedReading, 0, 256)
 	for {
 		select {
 		case done := <-k.flushReq:
@@ -328,19 +350,24 @@ func (k *ReadingSink) flush(batch []queuedReading, final bool) {
 	if len(chunks) > 0 {
 		first, chunks = chunks[0], chunks[1:]
 	}
-	commit := k.store.writer.Do
-	if waitedFor(batch) {
-		commit = k.store.writer.DoPrompt // a publisher waits for its PUBACK
-	}
-	err := commit(context.Background(), func(_ context.Context, tx *Tx) error {
-		if err := insertReadings(tx, rows); err != nil {
-			return err
-		}
-		return upsertRollups(tx, first)
-	})
+	perRow, err := k.commitBatch(batch, rows, first)
 	if err != nil {
-		k.store.log.Error("storing readings failed", "rows", len(rows), "error", err)
+		// Kept out of the store only when the writer is gone, or while
+		// the store cannot commit as the hub stops.
 		k.report(batch, fmt.Errorf("store readings: %w", err))
+		return
+	}
+	if perRow != nil { // stored one by one: some rows were refused
+		stored := rows[:0:0]
+		for i, q := range batch {
+			if perRow[i] == nil {
+				stored = append(stored, rows[i])
+			}
+			if q.tracked != nil {
+				q.tracked(perRow[i])
+			}
+		}
+		k.recordCommit(stored)
 		return
 	}
 	k.recordCommit(rows)
@@ -348,6 +375,98 @@ func (k *ReadingSink) flush(batch []queuedReading, final bool) {
 	// repairable from them (RepairRollups), so no one waits for those.
 	k.report(batch, nil)
 	k.storeRollups(chunks)
+}
+
+// Retry of a batch whose transaction failed: the store said it cannot
+// commit (disk full, I/O error, lock not obtained), so the sink waits and
+// tries again, from retryFirst doubling to retryMax, for as long as the
+// hub runs. Meanwhile its queue fills and ingest waits, then counts drops
+// at the device queues, where they are visible; a reading the sink took
+// is not thrown away (docs/decisions/0021-footprint.md). Once the sink is
+// closing, closingTries bounds the wait.
+var (
+	retryFirst = 100 * time.Millisecond
+	retryMax   = 5 * time.Second
+)
+
+const closingTries = 3
+
+// commitBatch stores rows and the first rollup chunk in one transaction,
+// retrying while the store cannot commit. A refusal that is not about
+// the store (one bad row) is retried row by row, so that only the
+// refused rows are lost, each logged: perRow then holds each row's outcome.
+func (k *ReadingSink) commitBatch(
+	batch []queuedReading, rows []store.Reading, first []rollEntry,
+) (perRow []error, err error) {
+	commit := k.store.writer.Do
+	if waitedFor(batch) {
+		commit = k.store.writer.DoPrompt // a publisher waits for its PUBACK
+	}
+	wait := retryFirst
+	for tries := 1; ; tries++ {
+		var added map[metaKey]int64
+		err := commit(context.Background(), func(_ context.Context, tx *Tx) error {
+			var err error
+			if added, err = k.insertReadings(tx, rows); err != nil {
+				return err
+			}
+			return upsertRollups(tx, first)
+		})
+		if err == nil {
+			maps.Copy(k.meta, added)
+			return nil, nil
+		}
+		if errors.Is(err, ErrClosed) {
+			k.store.log.Error("storing readings failed: the store is closed", "rows", len(rows))
+			return nil, err
+		}
+		if !storageFault(err) {
+			return k.commitOneByOne(rows, err), nil
+		}
+		if k.isClosing() && tries >= closingTries {
+			k.store.log.Error("storing readings failed; the hub stops without them", "rows", len(rows),
+				"tries", tries, "error", err)
+			return nil, err
+		}
+		k.store.log.Warn("storing readings failed; retrying", "rows", len(rows), "tries", tries,
+			"retry_in", wait, "error", err)
+		if k.onRetry != nil {
+			k.onRetry(tries)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, retryMax)
+	}
+}
+
+func (k *ReadingSink) isClosing() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.closed
+}
+
+// commitOneByOne stores each reading in its own transaction after the
+// batch was refused for a reason of its own (cause), and returns each
+// row's outcome. The batch's rollup chunk is left to the repair job, which
+// recomputes buckets from the stored rows.
+func (k *ReadingSink) commitOneByOne(rows []store.Reading, cause error) []error {
+	k.store.log.Warn("a reading batch was refused; storing its readings one by one", "rows", len(rows),
+		"error", cause)
+	out := make([]error, len(rows))
+	for i := range rows {
+		var added map[metaKey]int64
+		out[i] = k.store.writer.Do(context.Background(), func(_ context.Context, tx *Tx) error {
+			var err error
+			added, err = k.insertReadings(tx, rows[i:i+1])
+			return err
+		})
+		if out[i] != nil {
+			k.store.log.Error("reading refused by the store", "series", rows[i].SeriesID, "ts", rows[i].TS,
+				"error", out[i])
+			continue
+		}
+		maps.Copy(k.meta, added)
+	}
+	return out
 }
 
 // waitedFor reports whether someone waits for a reading of batch.
@@ -384,17 +503,14 @@ func (k *ReadingSink) recordCommit(rows []store.Reading) {
 	}
 }
 
-const readingCols = 13
+const readingCols = 7
 
 var insertChunk = 64
 
 func readingInsert(n int) string {
 	row := "(" + strings.TrimSuffix(strings.Repeat("?,", readingCols), ",") + ")"
 	return `
-		INSERT OR IGNORE INTO readings (
-			series_id, ts, raw, processed, unit, quality, mode, device_value, time_source,
-			received_at, source, zone_id, subzone_id
-		)
+		INSERT OR IGNORE INTO readings (series_id, ts, raw, processed, device_value, meta, received)
 		VALUES ` + strings.TrimSuffix(strings.Repeat(row+",", n), ",")
 }
 
@@ -403,46 +519,81 @@ var (
 	insertOne  = readingInsert(1)
 )
 
-func appendReading(args []any, r store.Reading) []any {
-	return append(args, r.SeriesID, r.TS, r.Raw, r.Processed, r.Unit, r.Quality, r.Mode, r.DeviceValue,
-		r.TimeSource, r.ReceivedAt, r.Source, r.ZoneID, r.SubzoneID)
+func appendReading(args []any, r store.Reading, meta int64) []any {
+	return append(args, r.SeriesID, r.TS, r.Raw, r.Processed, r.DeviceValue, meta, r.ReceivedAt-r.TS)
+}
+
+// metaID returns the reading_meta id of key, creating the row inside tx;
+// ids not yet committed are collected in added.
+func (k *ReadingSink) metaID(tx *Tx, key metaKey, added map[metaKey]int64) (int64, error) {
+	if id, ok := k.meta[key]; ok {
+		return id, nil
+	}
+	if id, ok := added[key]; ok {
+		return id, nil
+	}
+	args := []any{key.unit, key.quality, key.mode, key.timeSource, key.source, key.zone, key.subzone}
+	if _, err := tx.Exec(`
+		INSERT OR IGNORE INTO reading_meta (unit, quality, mode, time_source, source, zone_id, subzone_id)
+		VALUES (?,?,?,?,?,?,?)`, args...); err != nil {
+		return 0, fmt.Errorf("insert reading meta: %w", err)
+	}
+	var id int64
+	if err := tx.QueryRow(`
+		SELECT id FROM reading_meta
+		WHERE unit = ? AND quality = ? AND mode = ? AND time_source = ? AND source = ? AND zone_id = ?
+		  AND subzone_id = ?`, args...).Scan(&id); err != nil {
+		return 0, fmt.Errorf("read reading meta: %w", err)
+	}
+	added[key] = id
+	return id, nil
 }
 
 // insertReadings writes rows with multi-row statements: far fewer
 // statement executions than one insert per row in a pure-Go SQLite. A
 // device-timed row whose (series, time) key is stored already is a
 // duplicate and is ignored (docs/domain.md §2.2); a hub-timed one never is:
-// it moves to the next free millisecond (rows[i].TS is updated).
-func insertReadings(tx *Tx, rows []store.Reading) error {
+// it moves to the next free millisecond (rows[i].TS is updated). It
+// returns the reading_meta ids it created, which count once tx commits.
+func (k *ReadingSink) insertReadings(tx *Tx, rows []store.Reading) (map[metaKey]int64, error) {
+	added := map[metaKey]int64{}
+	metas := make([]int64, len(rows))
+	for i, r := range rows {
+		id, err := k.metaID(tx, metaOf(r), added)
+		if err != nil {
+			return nil, err
+		}
+		metas[i] = id
+	}
 	args := make([]any, 0, insertChunk*readingCols)
 	i := 0
 	for ; i+insertChunk <= len(rows); i += insertChunk {
 		args = args[:0]
-		for _, r := range rows[i : i+insertChunk] {
-			args = appendReading(args, r)
+		for j, r := range rows[i : i+insertChunk] {
+			args = appendReading(args, r, metas[i+j])
 		}
 		res, err := tx.Exec(insertMany, args...)
 		if err != nil {
-			return fmt.Errorf("insert readings: %w", err)
+			return nil, fmt.Errorf("insert readings: %w", err)
 		}
 		if n, err := res.RowsAffected(); err == nil && n < int64(insertChunk) {
-			if err := keepHubTimed(tx, rows[i:i+insertChunk]); err != nil {
-				return err
+			if err := keepHubTimed(tx, rows[i:i+insertChunk], metas[i:i+insertChunk]); err != nil {
+				return nil, err
 			}
 		}
 	}
 	for ; i < len(rows); i++ {
-		res, err := tx.Exec(insertOne, appendReading(args[:0], rows[i])...)
+		res, err := tx.Exec(insertOne, appendReading(args[:0], rows[i], metas[i])...)
 		if err != nil {
-			return fmt.Errorf("insert reading: %w", err)
+			return nil, fmt.Errorf("insert reading: %w", err)
 		}
 		if n, err := res.RowsAffected(); err == nil && n == 0 {
-			if err := keepHubTimed(tx, rows[i:i+1]); err != nil {
-				return err
+			if err := keepHubTimed(tx, rows[i:i+1], metas[i:i+1]); err != nil {
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return added, nil
 }
 
 // maxKeyMoves bounds the search for a free millisecond: the rows a key can
@@ -451,24 +602,24 @@ func insertReadings(tx *Tx, rows []store.Reading) error {
 const maxKeyMoves = 1000
 
 // keepHubTimed stores the hub-timed rows of a statement that ignored some
-// of its rows: a hub-timed row ignored for its key (the hub's clock stepped
-// back onto times the series already holds) is inserted at the next free
-// millisecond instead. Hub-timed readings are never deduplicated
-// (docs/protocol.md §5.6).
-func keepHubTimed(tx *Tx, rows []store.Reading) error {
+// of its rows (metas[i] is rows[i]'s reading_meta id): a hub-timed row
+// ignored for its key (the hub's clock stepped back onto times the series
+// already holds) is inserted at the next free millisecond instead.
+// Hub-timed readings are never deduplicated (docs/protocol.md §5.6).
+func keepHubTimed(tx *Tx, rows []store.Reading, metas []int64) error {
 	for i := range rows {
 		r := &rows[i]
 		if r.TimeSource != "hub" {
 			continue
 		}
 		// The row stored under the key is this one when it was received at
-		// the same millisecond with the same value: had it been another,
-		// nothing would tell them apart.
+		// the same millisecond with the same value and meta (hub-timed
+		// included): had it been another, nothing would tell them apart.
 		var ours bool
 		err := tx.QueryRow(`
-			SELECT received_at = ? AND raw = ? AND time_source = 'hub'
+			SELECT received = ? AND raw = ? AND meta = ?
 			FROM readings WHERE series_id = ? AND ts = ?`,
-			r.ReceivedAt, r.Raw, r.SeriesID, r.TS).Scan(&ours)
+			r.ReceivedAt-r.TS, r.Raw, metas[i], r.SeriesID, r.TS).Scan(&ours)
 		if err != nil {
 			return fmt.Errorf("check reading key: %w", err)
 		}
@@ -480,7 +631,7 @@ func keepHubTimed(tx *Tx, rows []store.Reading) error {
 				return fmt.Errorf("series %d: no free reading time within %d ms of %d", r.SeriesID, maxKeyMoves, r.TS)
 			}
 			r.TS++
-			res, err := tx.Exec(insertOne, appendReading(nil, *r)...)
+			res, err := tx.Exec(insertOne, appendReading(nil, *r, metas[i])...)
 			if err != nil {
 				return fmt.Errorf("insert reading: %w", err)
 			}
@@ -590,73 +741,104 @@ func upsertRollups(tx *Tx, rolls []rollEntry) error {
 }
 
 // RepairRollups recomputes the 1-minute rollups of [from, to) from raw
-// readings, and the hour and day rollups touching that span from the
-// minute rollups (idempotent; docs/domain.md §9 catch-up job).
+// readings, the hour rollups touching that span from the minute rollups,
+// and the day rollups touching it from the hour rollups (idempotent;
+// docs/domain.md §9 catch-up job). Each minute, hour and day is its own
+// transaction, and each reads a bounded set: a minute's raw rows, an
+// hour's 60 minute rows or a day's 24 hour rows per series, never the
+// whole day's minutes, so the writer is held about equally long at any
+// time of day (docs/decisions/0021-footprint.md).
 func (s *Store) RepairRollups(ctx context.Context, from, to time.Time) error {
 	f, t := from.UnixMilli()-from.UnixMilli()%60_000, to.UnixMilli()-to.UnixMilli()%60_000
-	return s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
-		if _, err := tx.Exec(`DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ?`, f, t); err != nil {
+	for m := f; m < t; m += 60_000 {
+		if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+			return repairMinutes(tx, m, m+60_000)
+		}); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`
-			INSERT INTO rollup_1m (
-				series_id, bucket, n, sum_raw, min_raw, max_raw,
-				n_p, sum_p, min_p, max_p, last_p, last_ts
-			)
-			SELECT
-				series_id, ts - ts % 60000,
-				COUNT(*), SUM(raw), MIN(raw), MAX(raw),
-				COUNT(processed), COALESCE(SUM(processed), 0), MIN(processed), MAX(processed),
-				(
-					SELECT r2.processed FROM readings r2
-					WHERE r2.series_id = r.series_id
-					  AND r2.ts >= r.ts - r.ts % 60000
-					  AND r2.ts < r.ts - r.ts % 60000 + 60000
-					  AND r2.quality != 'error'
-					  AND r2.processed IS NOT NULL
-					ORDER BY r2.ts DESC
-					LIMIT 1
-				),
-				COALESCE(MAX(CASE WHEN processed IS NOT NULL THEN ts END), 0)
-			FROM readings r
-			WHERE ts >= ? AND ts < ? AND quality != 'error'
-			GROUP BY series_id, ts - ts % 60000`,
-			f, t); err != nil {
-			return fmt.Errorf("rebuild minute rollups: %w", err)
-		}
-		for _, rt := range rollupTables[1:] {
-			lo, hi := f-f%rt.width, t-t%rt.width+rt.width
-			if _, err := tx.Exec(`DELETE FROM `+rt.table+` WHERE bucket >= ? AND bucket < ?`, lo, hi); err != nil {
+	}
+	if f >= t {
+		return nil
+	}
+	// Hours from minutes, then days from hours.
+	for i, rt := range rollupTables[1:] {
+		finer := rollupTables[i].table
+		for b := f - f%rt.width; b < t; b += rt.width {
+			if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+				return repairBucket(tx, rt.table, finer, rt.width, b)
+			}); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(`
-				INSERT INTO `+rt.table+` (
-					series_id, bucket, n, sum_raw, min_raw, max_raw,
-					n_p, sum_p, min_p, max_p, last_p, last_ts
-				)
-				SELECT
-					series_id, bucket - bucket % ?,
-					SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw),
-					SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p),
-					(
-						SELECT m2.last_p FROM rollup_1m m2
-						WHERE m2.series_id = m.series_id
-						  AND m2.bucket >= m.bucket - m.bucket % ?
-						  AND m2.bucket < m.bucket - m.bucket % ? + ?
-						  AND m2.n_p > 0
-						ORDER BY m2.last_ts DESC
-						LIMIT 1
-					),
-					MAX(last_ts)
-				FROM rollup_1m m
-				WHERE bucket >= ? AND bucket < ?
-				GROUP BY series_id, bucket - bucket % ?`,
-				rt.width, rt.width, rt.width, rt.width, lo, hi, rt.width); err != nil {
-				return fmt.Errorf("rebuild %s: %w", rt.table, err)
-			}
 		}
-		return nil
-	})
+	}
+	return nil
+}
+
+// repairMinutes rebuilds the minute rollups of [f, t) from raw readings.
+func repairMinutes(tx *Tx, f, t int64) error {
+	if _, err := tx.Exec(`DELETE FROM rollup_1m WHERE bucket >= ? AND bucket < ?`, f, t); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`
+		INSERT INTO rollup_1m (
+			series_id, bucket, n, sum_raw, min_raw, max_raw,
+			n_p, sum_p, min_p, max_p, last_p, last_ts
+		)
+		SELECT
+			series_id, ts - ts % 60000,
+			COUNT(*), SUM(raw), MIN(raw), MAX(raw),
+			COUNT(processed), COALESCE(SUM(processed), 0), MIN(processed), MAX(processed),
+			(
+				SELECT r2.processed FROM readings r2
+				WHERE r2.series_id = r.series_id
+				  AND r2.ts >= r.ts - r.ts % 60000
+				  AND r2.ts < r.ts - r.ts % 60000 + 60000
+				  AND r2.meta NOT IN (SELECT id FROM reading_meta WHERE quality = 'error')
+				  AND r2.processed IS NOT NULL
+				ORDER BY r2.ts DESC
+				LIMIT 1
+			),
+			COALESCE(MAX(CASE WHEN processed IS NOT NULL THEN ts END), 0)
+		FROM readings r
+		WHERE ts >= ? AND ts < ? AND meta NOT IN (SELECT id FROM reading_meta WHERE quality = 'error')
+		GROUP BY series_id, ts - ts % 60000`,
+		f, t); err != nil {
+		return fmt.Errorf("rebuild minute rollups: %w", err)
+	}
+	return nil
+}
+
+// repairBucket rebuilds the rows of table for the bucket [b, b+width) from
+// the finer rollup table.
+func repairBucket(tx *Tx, table, finer string, width, b int64) error {
+	if _, err := tx.Exec(`DELETE FROM `+table+` WHERE bucket = ?`, b); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`
+		INSERT INTO `+table+` (
+			series_id, bucket, n, sum_raw, min_raw, max_raw,
+			n_p, sum_p, min_p, max_p, last_p, last_ts
+		)
+		SELECT
+			series_id, ?,
+			SUM(n), SUM(sum_raw), MIN(min_raw), MAX(max_raw),
+			SUM(n_p), SUM(sum_p), MIN(min_p), MAX(max_p),
+			(
+				SELECT f2.last_p FROM `+finer+` f2
+				WHERE f2.series_id = f.series_id
+				  AND f2.bucket >= ? AND f2.bucket < ?
+				  AND f2.n_p > 0
+				ORDER BY f2.last_ts DESC
+				LIMIT 1
+			),
+			MAX(last_ts)
+		FROM `+finer+` f
+		WHERE bucket >= ? AND bucket < ?
+		GROUP BY series_id`,
+		b, b, b+width, b, b+width); err != nil {
+		return fmt.Errorf("rebuild %s: %w", table, err)
+	}
+	return nil
 }
 
 // EnsureSeries returns the id of a series, creating it.
@@ -698,10 +880,11 @@ func (s *Store) LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, erro
 
 const readingSelect = `
 	SELECT
-		r.series_id, r.ts, r.raw, r.processed, r.unit, r.quality, r.mode, r.device_value, r.time_source,
-		r.received_at, r.source, r.zone_id, r.subzone_id,
+		r.series_id, r.ts, r.raw, r.processed, m.unit, m.quality, m.mode, r.device_value, m.time_source,
+		r.ts + r.received, m.source, m.zone_id, m.subzone_id,
 		s.esp_id, s.gpio, s.sensor_type, s.address
 	FROM readings r
+	JOIN reading_meta m ON m.id = r.meta
 	JOIN sensor_series s ON s.id = r.series_id`
 
 func scanReadings(rows *sql.Rows) ([]store.RawRow, error) {
@@ -752,11 +935,11 @@ func (s *Store) QueryReadings(ctx context.Context, q RawQuery) ([]store.RawRow, 
 		args = append(args, q.Before)
 	}
 	if q.Quality != "" {
-		conds = append(conds, "r.quality = ?")
+		conds = append(conds, "m.quality = ?")
 		args = append(args, q.Quality)
 	}
 	if q.Source != "" {
-		conds = append(conds, "r.source = ?")
+		conds = append(conds, "m.source = ?")
 		args = append(args, q.Source)
 	}
 	where := ""
@@ -788,7 +971,8 @@ func (s *Store) Buckets(
 				COUNT(*), SUM(raw), MIN(raw), MAX(raw),
 				COUNT(processed), COALESCE(SUM(processed),0), MIN(processed), MAX(processed)
 			FROM readings
-			WHERE series_id = ? AND ts >= ? AND ts < ? AND quality != 'error'
+			WHERE series_id = ? AND ts >= ? AND ts < ?
+			  AND meta NOT IN (SELECT id FROM reading_meta WHERE quality = 'error')
 			GROUP BY b
 			ORDER BY b`
 	case "1m", "1h", "1d":
@@ -903,10 +1087,11 @@ func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before i
 // to, oldest first: one page of a replay, read along the primary key.
 func (s *Store) RawSamples(ctx context.Context, series, from, to int64, limit int) ([]store.Sample, error) {
 	rows, err := s.read.QueryContext(ctx, `
-		SELECT ts, processed, quality
-		FROM readings
-		WHERE series_id = ? AND ts >= ? AND ts < ?
-		ORDER BY ts
+		SELECT r.ts, r.processed, m.quality
+		FROM readings r
+		JOIN reading_meta m ON m.id = r.meta
+		WHERE r.series_id = ? AND r.ts >= ? AND r.ts < ?
+		ORDER BY r.ts
 		LIMIT ?`,
 		series, from, to, limit)
 	if err != nil {

@@ -47,7 +47,10 @@ func TestHubTimedReadingIsNeverDroppedForItsKey(t *testing.T) {
 	for i := range 70 {
 		batch = append(batch, row(int64(20_000+i), int64(70_003+i), 6, "hub"))
 	}
-	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error { return insertReadings(tx, batch) }); err != nil {
+	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := sink.insertReadings(tx, batch)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 

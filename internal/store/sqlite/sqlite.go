@@ -68,16 +68,22 @@ type database struct {
 	log    *slog.Logger
 	stopCk chan struct{}
 	ckDone chan struct{}
+	// pageSize is the size of one WAL frame's page.
+	pageSize int
 }
 
 // dbConfig is what differs between the main and the control database.
 type dbConfig struct {
 	file       string
 	migrations string // glob in the embedded migrations
-	cacheKiB   int
-	readConns  int
-	prioConns  int // the reserved read connections (database.prio)
-	metrics    *WriterMetrics
+	// Page caches, per connection: each lives outside the Go heap and
+	// fills up to its bound with whatever pages the connection touched,
+	// so the bounds are what the process's resident size adds up to.
+	writerCacheKiB int
+	readerCacheKiB int
+	readConns      int
+	prioConns      int // the reserved read connections (database.prio)
+	metrics        *WriterMetrics
 	// immediate commits as soon as work arrives instead of waiting
 	// BatchWait for more: every write here gates a publish, and requests
 	// that queue while a commit runs still share the next one.
@@ -102,12 +108,13 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	control, err := openDatabase(ctx, dir, opt, dbConfig{
 		file:       controlFile,
 		migrations: "migrations/control/*.sql",
-		// A few thousand rows of state and a history tail: 4 MiB is plenty.
-		cacheKiB:  4096,
-		readConns: 2,
-		prioConns: 1, // the readiness probe
-		metrics:   opt.ControlMetrics,
-		immediate: true,
+		// A few thousand rows of state and a history tail.
+		writerCacheKiB: 2048,
+		readerCacheKiB: 1024,
+		readConns:      2,
+		prioConns:      1, // the readiness probe
+		metrics:        opt.ControlMetrics,
+		immediate:      true,
 	})
 	if err != nil {
 		return nil, err
@@ -115,11 +122,17 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 	main, err := openDatabase(ctx, dir, opt, dbConfig{
 		file:       "kaiser.db",
 		migrations: "migrations/*.sql",
-		// A 64 MiB page cache holds the tail pages of thousands of series.
-		cacheKiB:  65536,
-		readConns: 4,
-		prioConns: 2, // the readiness probe and the account lookups
-		metrics:   opt.Metrics,
+		// The writer's cache holds the tail pages of the readings and
+		// rollup tables: four pages per series, 16 MiB for 1,000 series at
+		// 4 KiB pages; a larger fleet reads the rest from the OS's file
+		// cache. Readers serve history pages and the API's lists: they
+		// stream rows and need no large cache of their own
+		// (docs/decisions/0021-footprint.md).
+		writerCacheKiB: 16384,
+		readerCacheKiB: 2048,
+		readConns:      4,
+		prioConns:      2, // the readiness probe and the account lookups
+		metrics:        opt.Metrics,
 		beforeMigration: map[int]func(context.Context, *sql.DB) error{
 			moveControlVersion: func(ctx context.Context, db *sql.DB) error {
 				return moveControlTables(ctx, db, control.path)
@@ -135,33 +148,33 @@ func Open(ctx context.Context, dir string, opt Options) (*Store, error) {
 
 func openDatabase(ctx context.Context, dir string, opt Options, cfg dbConfig) (*database, error) {
 	path := filepath.Join(dir, cfg.file)
-	dsn := func(extra string) string {
+	dsn := func(cacheKiB int, extra ...string) string {
 		q := url.Values{}
 		// Checkpoints run in their own goroutine (checkpointer), not inside
-		// the writer's commits, so commits never wait for them.
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(on)",
-			fmt.Sprintf("cache_size(-%d)", cfg.cacheKiB), "wal_autocheckpoint(0)"} {
+		// the writer's commits, so commits never wait for them. A WAL
+		// that a burst grew is cut back to journal_size_limit when it
+		// restarts after a complete checkpoint.
+		for _, p := range append([]string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)",
+			"foreign_keys(on)", fmt.Sprintf("cache_size(-%d)", cacheKiB), "wal_autocheckpoint(0)",
+			fmt.Sprintf("journal_size_limit(%d)", walSizeLimit)}, extra...) {
 			q.Add("_pragma", p)
-		}
-		if extra != "" {
-			q.Add("_pragma", extra)
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	write, err := sql.Open("sqlite", dsn(""))
+	write, err := sql.Open("sqlite", dsn(cfg.writerCacheKiB))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
-	read, err := sql.Open("sqlite", dsn("query_only(on)"))
+	read, err := sql.Open("sqlite", dsn(cfg.readerCacheKiB, "query_only(on)"))
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	read.SetMaxOpenConns(cfg.readConns)
-	prio, err := sql.Open("sqlite", dsn("query_only(on)"))
+	prio, err := sql.Open("sqlite", dsn(cfg.readerCacheKiB, "query_only(on)"))
 	if err != nil {
 		write.Close()
 		read.Close()
@@ -190,25 +203,49 @@ func openDatabase(ctx context.Context, dir string, opt Options, cfg dbConfig) (*
 		return nil, err
 	}
 	d.writer = w
-	d.ckpt, err = sql.Open("sqlite", dsn(""))
+	// The checkpointer copies WAL frames into the file; it reads no
+	// tables, so its cache stays small. Its busy timeout is 0: a
+	// TRUNCATE that would wait for a reader gives up at once instead
+	// (and then works as a PASSIVE one), so it never holds the write
+	// lock while the writer waits behind it.
+	d.ckpt, err = sql.Open("sqlite", dsn(256, "busy_timeout(0)"))
 	if err != nil {
 		d.closeDBs()
 		return nil, err
 	}
 	d.ckpt.SetMaxOpenConns(1)
+	if err := d.ckpt.QueryRowContext(ctx, "PRAGMA page_size").Scan(&d.pageSize); err != nil {
+		d.closeDBs()
+		return nil, fmt.Errorf("read page size: %w", err)
+	}
 	d.stopCk, d.ckDone = make(chan struct{}), make(chan struct{})
 	go d.checkpointer()
 	return d, nil
 }
 
+// walSizeLimit is the size the WAL file is cut back to when it restarts
+// (PRAGMA journal_size_limit): a burst may grow it, the next restart
+// after a complete checkpoint shrinks it.
+const walSizeLimit = 8 << 20
+
+// idleTruncate is how long the writer must have committed nothing before
+// the checkpointer empties the WAL file altogether.
+const idleTruncate = 10 * time.Second
+
 // checkpointer copies WAL pages into the database file every second with a
-// PASSIVE checkpoint, which never blocks the writer or readers. When the WAL
-// has grown past 64 MiB anyway (readers pinned old pages), a RESTART
-// checkpoint, which waits for readers, brings it back.
+// PASSIVE checkpoint, which never blocks the writer or readers. When the
+// WAL holds more than walSizeLimit of frames, it asks the writer to finish
+// the job between two transactions (Writer.RestartWAL), after which the
+// WAL starts over from its beginning, cut back to walSizeLimit: the file
+// stays bounded under steady load, and nothing ever waits for a lock the
+// checkpointer holds. When the writer has been idle for idleTruncate, a
+// TRUNCATE checkpoint, which does not wait for readers (busy timeout 0),
+// empties the file.
 func (d *database) checkpointer() {
 	defer close(d.ckDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	truncated := false
 	for {
 		select {
 		case <-d.stopCk:
@@ -216,16 +253,36 @@ func (d *database) checkpointer() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var busy, logFrames, done int
-		err := d.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
-		if err == nil && logFrames > 16384 {
-			err = d.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &logFrames, &done)
+		mode := "PASSIVE"
+		idle := time.Since(d.writer.LastCommit()) >= idleTruncate
+		if idle && !truncated {
+			mode = "TRUNCATE"
 		}
+		var busy, logFrames, done int
+		err := d.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logFrames, &done)
 		cancel()
-		if err != nil {
-			d.log.Warn("wal checkpoint failed", "db", d.path, "error", err)
+		switch {
+		case err != nil && storageFault(err) && isBusy(err):
+			// A TRUNCATE that met the writer or a reader: next second.
+		case err != nil:
+			d.log.Warn("wal checkpoint failed", "db", d.path, "mode", mode, "error", err)
+		default:
+			truncated = idle && busy == 0
+			if logFrames*d.pageSize > walSizeLimit {
+				d.writer.RestartWAL()
+			}
 		}
 	}
+}
+
+// isBusy reports SQLITE_BUSY or SQLITE_LOCKED.
+func isBusy(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	c := coded.Code() & 0xff
+	return c == sqliteBusy || c == sqliteLocked
 }
 
 func (d *database) closeDBs() {

@@ -131,6 +131,11 @@ type Writer struct {
 	// fault is the storage error of the last transaction that carried
 	// writes, while it failed; nil once one commits again.
 	fault atomic.Pointer[error]
+	// lastCommit is when a transaction last ended (unix nanos): the
+	// checkpointer empties the WAL only while the writer is idle.
+	lastCommit atomic.Int64
+	// restartWAL asks for a checkpoint between transactions (RestartWAL).
+	restartWAL atomic.Bool
 }
 
 func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
@@ -163,9 +168,13 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 	if w.metrics != nil {
 		w.metrics.queueDepth = func() float64 { return float64(w.Depth()) }
 	}
+	w.lastCommit.Store(time.Now().UnixNano())
 	go w.run()
 	return w, nil
 }
+
+// LastCommit is when the writer last ended a transaction (or started).
+func (w *Writer) LastCommit() time.Time { return time.Unix(0, w.lastCommit.Load()) }
 
 // Depth is the number of operations waiting for the writer, both lanes.
 func (w *Writer) Depth() int { return len(w.queue) + len(w.urgent) }
@@ -289,6 +298,7 @@ func (w *Writer) note(batch []request, fault error) {
 const (
 	sqlitePerm     = 3
 	sqliteBusy     = 5
+	sqliteLocked   = 6
 	sqliteNoMem    = 7
 	sqliteReadOnly = 8
 	sqliteIOErr    = 10
@@ -374,6 +384,27 @@ func (w *Writer) run() {
 		batch = append(batch[:0], r)
 		batch = w.fill(l, batch, isUrgent)
 		w.commit(batch)
+		if w.restartWAL.CompareAndSwap(true, false) {
+			w.checkpoint()
+		}
+	}
+}
+
+// RestartWAL asks the writer to checkpoint between two of its
+// transactions. The checkpointer's own PASSIVE checkpoints run beside the
+// writer's commits, so under steady load they never catch up with the last
+// frame and the WAL never starts over; run by the writer, between commits,
+// nothing is written meanwhile, the checkpoint reaches the end (unless a
+// reader still needs old frames) and the next transaction restarts the WAL
+// from its beginning, cut back to journal_size_limit. Most frames are
+// already copied by then, so this costs the writer a few milliseconds.
+func (w *Writer) RestartWAL() { w.restartWAL.Store(true) }
+
+func (w *Writer) checkpoint() {
+	var busy, logFrames, done int
+	err := w.conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+	if err != nil && !isBusy(err) {
+		w.log.Warn("wal checkpoint in the writer failed", "error", err)
 	}
 }
 
@@ -516,6 +547,7 @@ func (w *Writer) commit(batch []request) {
 			w.finish(batch[i], nil)
 		}
 	}
+	w.lastCommit.Store(time.Now().UnixNano())
 	if w.metrics != nil {
 		w.metrics.BatchSize.Observe(float64(len(batch)))
 		w.metrics.CommitTime.Observe(time.Since(start).Seconds())
