@@ -95,18 +95,16 @@ func (w *writer) flush(ctx context.Context) error {
 }
 
 func (w *writer) wait(ctx context.Context, lane chan request, o op, barrier bool) error {
-	h := new(store.Handoff)
-	handed := func(ctx context.Context, tx pgx.Tx) error {
-		if !h.Start() {
-			return nil // withdrawn: its caller has gone (store.Handoff)
-		}
-		return o(ctx, tx)
-	}
 	done := make(chan error, 1)
-	if err := w.enqueue(ctx, lane, request{op: handed, done: done, barrier: barrier, tracked: track(ctx)}); err != nil {
+	if err := w.enqueue(ctx, lane, request{op: o, done: done, barrier: barrier, tracked: track(ctx)}); err != nil {
 		return err
 	}
-	return h.Wait(ctx, done)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
 }
 
 func (w *writer) enqueue(ctx context.Context, lane chan request, r request) error {

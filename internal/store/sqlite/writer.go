@@ -205,12 +205,16 @@ func (w *Writer) Do(ctx context.Context, op Op) error {
 // what is already queued instead of waiting BatchWait for more. Unlike
 // DoUrgent it keeps its place in the normal lane.
 func (w *Writer) DoPrompt(ctx context.Context, op Op) error {
-	op, h := handedOff(op)
 	done := make(chan error, 1)
 	if err := w.enqueue(ctx, w.queue, request{op: op, done: done, prompt: true, tracked: track(ctx)}); err != nil {
 		return err
 	}
-	return h.Wait(ctx, done)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
 }
 
 // DoUrgent is Do for a commit that something time-critical waits on: op is
@@ -223,25 +227,17 @@ func (w *Writer) DoUrgent(ctx context.Context, op Op) error {
 }
 
 func (w *Writer) do(ctx context.Context, lane chan request, op Op) error {
-	op, h := handedOff(op)
 	done := make(chan error, 1)
 	t := track(ctx)
 	if err := w.enqueue(ctx, lane, request{op: op, done: done, tracked: t, prompt: t != nil}); err != nil {
 		return err
 	}
-	return h.Wait(ctx, done)
-}
-
-// handedOff wraps op so that the writer skips it once its caller has
-// withdrawn it (store.Handoff).
-func handedOff(op Op) (Op, *store.Handoff) {
-	h := new(store.Handoff)
-	return func(ctx context.Context, tx *Tx) error {
-		if !h.Start() {
-			return nil // withdrawn: its caller has gone
-		}
-		return op(ctx, tx)
-	}, h
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for commit: %w", ctx.Err())
+	}
 }
 
 // Flush waits until every normal operation queued before it is committed

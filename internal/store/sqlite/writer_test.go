@@ -2,9 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime"
 	"testing"
 )
 
@@ -84,83 +82,4 @@ func insertTransition(tx *Tx, cause string, at int) error {
 		VALUES (?,?,?,?,?)`,
 		"D", "a", "b", cause, at)
 	return err
-}
-
-// holdWriter keeps the writer inside a transaction until release is
-// closed, and returns once it is held.
-func holdWriter(t *testing.T, w *Writer) (release chan struct{}) {
-	t.Helper()
-	started, release := make(chan struct{}), make(chan struct{})
-	go func() {
-		_ = w.Do(context.Background(), func(context.Context, *Tx) error {
-			close(started)
-			<-release
-			return nil
-		})
-	}()
-	<-started
-	return release
-}
-
-// A caller that stops waiting while its op is still queued withdraws it:
-// Do answers the context's error and the op never runs, so nothing writes
-// into the caller's variables after Do returned (a data race before).
-func TestDoWithdrawsAQueuedOpWhoseCallerLeft(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, t.TempDir())
-	defer s.Close(ctx)
-	w := s.Writer()
-	release := holdWriter(t, w)
-
-	cctx, cancel := context.WithCancel(ctx)
-	ran := false // written by the op, read after Do returned
-	result := make(chan error, 1)
-	go func() {
-		result <- w.Do(cctx, func(context.Context, *Tx) error { ran = true; return nil })
-	}()
-	for w.Depth() == 0 { // queued behind the held transaction
-		runtime.Gosched()
-	}
-	cancel()
-	if err := <-result; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Do answered %v", err)
-	}
-	close(release)
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ran {
-		t.Fatal("a withdrawn op ran after its caller had gone")
-	}
-}
-
-// A caller whose op has started waits for its transaction even if its
-// context ends meanwhile, and learns the write's real outcome.
-func TestDoWaitsForAStartedOpAndTellsItsOutcome(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, t.TempDir())
-	defer s.Close(ctx)
-	w := s.Writer()
-
-	cctx, cancel := context.WithCancel(ctx)
-	started, release := make(chan struct{}), make(chan struct{})
-	var n int64
-	result := make(chan error, 1)
-	go func() {
-		result <- w.Do(cctx, func(_ context.Context, tx *Tx) error {
-			close(started)
-			<-release
-			n = 7
-			return insertTransition(tx, "started", 0)
-		})
-	}()
-	<-started
-	cancel()
-	close(release)
-	if err := <-result; err != nil {
-		t.Fatalf("a started op's commit answered %v", err)
-	}
-	if n != 7 {
-		t.Fatalf("read %d after Do returned", n)
-	}
 }
