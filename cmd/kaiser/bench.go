@@ -34,7 +34,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", 10*time.Millisecond, "command: time between one node's commands")
 	background := fs.Float64("background", 20000, "command: readings/s of background ingest in the loaded phase")
 	shape := fs.String("background-shape", bench.ShapeFastClock,
-		"command: fast-clock (20 devices × 5 sensors, every reading a new minute bucket) or site "+
+		"command: fast-clock (20 devices × 5 sensors, each series' clock one second per reading) or site "+
 			"(1,000 devices × 20 sensors, each series once a second)")
 	warmup := fs.Duration("warmup", time.Minute, "footprint: time after the fleet connects before the measurement")
 	sample := fs.Duration("sample", 30*time.Second, "footprint: period of the resource samples")

@@ -138,11 +138,6 @@ type load struct {
 	seq     atomic.Int64
 	sent    atomic.Int64
 	tsBase  int64
-	// deviceClock: a reading's timestamp is tsBase plus the rounds its
-	// device has published over its sensors (one second per round, so each
-	// series reports once a second of device time); otherwise tsBase plus
-	// the load's sequence number (every reading a second of its own).
-	deviceClock bool
 	// inFlight reports a device's readings published but not yet handled.
 	inFlight func(id string, sent int64) int64
 	// connected counts the publishers connected in the current run.
@@ -190,10 +185,13 @@ func (l *load) run(ctx context.Context, rate float64, window int64) error {
 				}
 				s := int(n % int64(l.sensors))
 				k := l.seq.Add(1)
-				ts := l.tsBase + k
-				if l.deviceClock {
-					ts = l.tsBase + n/int64(l.sensors)
-				}
+				// A reading's time is tsBase plus the rounds its device has
+				// published over its sensors: one second per round, so each
+				// series' times are distinct and, from a day back, stay in
+				// the past that the hub keeps (readings older than 24 h are
+				// too_old; more than 30 s ahead, the hub's time,
+				// docs/protocol.md §5.3) for 86,000 rounds.
+				ts := l.tsBase + n/int64(l.sensors)
 				buf = reading(buf, id, sensorPin(s), 1500+int(k%1000), ts)
 				if err := w.Publish(topics[s], buf, true); err != nil {
 					errs <- err

@@ -42,20 +42,22 @@ const (
 	ShapeSite = "site"
 	// ShapeFastClock is the ingest scenario's publishers: 20 devices × 5
 	// sensors whose device clock runs as fast as the readings (one second
-	// per reading), so every reading opens a new minute bucket: the worst
-	// case for rollups at a given rate.
+	// per reading of a series, from a day back), so a series opens a new
+	// minute bucket every 60 readings, far more often than a real one. (It
+	// once gave every reading a minute of its own; since device times more
+	// than 30 s ahead are the hub's, docs/protocol.md §5.3, no clock can
+	// run that fast for long inside the hub's 24 h window.)
 	ShapeFastClock = "fast-clock"
 )
 
 // background is a shape's fleet.
 type background struct {
 	devices, sensors int
-	deviceClock      bool // timestamps from each device's own count (ShapeSite)
 }
 
 func (c CommandConfig) background() background {
 	if c.Shape == ShapeSite {
-		return background{devices: 1000, sensors: 20, deviceClock: true}
+		return background{devices: 1000, sensors: 20}
 	}
 	return background{devices: 20, sensors: 5}
 }
@@ -412,7 +414,6 @@ func hubCommands(ctx context.Context, cfg CommandConfig) ([]CommandPhase, error)
 		return drive(ctx, d, cfg.Devices, cfg.Interval, issue)
 	}
 	bg := newHubLoad(h, bgIDs, shape.sensors)
-	bg.deviceClock = shape.deviceClock
 	load := func(ctx context.Context, rate float64) error { return bg.phase(ctx, rate, bgWindow) }
 
 	cfg.say("command: %d node(s), a command every %s each; hub", cfg.Devices, cfg.Interval)
@@ -640,7 +641,6 @@ func bareCommands(ctx context.Context, cfg CommandConfig, phases []CommandPhase)
 	}
 	shape := cfg.background()
 	bg := bareLoad(b.Addr(), shape.devices, shape.sensors, count)
-	bg.deviceClock = shape.deviceClock
 	load := func(ctx context.Context, rate float64) error { return bg.run(ctx, rate, bgWindow) }
 
 	cfg.say("  bare broker")

@@ -174,7 +174,7 @@ func Fanout(ctx context.Context, clients int, rate float64, d time.Duration) (Ro
 			addr:     addr,
 			ids:      ids,
 			sensors:  1,
-			tsBase:   time.Now().Unix() - 3600,
+			tsBase:   time.Now().Unix() - 86000,
 			inFlight: func(string, int64) int64 { return 0 },
 		}
 		pctx, cancel := context.WithTimeout(ctx, d)

@@ -596,10 +596,12 @@ func (k *ReadingSink) insertReadings(tx *Tx, rows []store.Reading) (map[metaKey]
 	return added, nil
 }
 
-// maxKeyMoves bounds the search for a free millisecond: the rows a key can
-// collide with are one series' readings before the hub's clock stepped back,
-// never a thousand in one millisecond.
-const maxKeyMoves = 1000
+// maxKeyMoves bounds the search for a free millisecond next to the taken
+// one: after a clock step back a few tries find one. A series that outruns
+// the clock (more hub-timed readings than milliseconds) would need ever
+// more; its row then goes right after the series' last stored time, which
+// is always free, so that a batch never fails for a key and nothing is lost.
+const maxKeyMoves = 16
 
 // keepHubTimed stores the hub-timed rows of a statement that ignored some
 // of its rows (metas[i] is rows[i]'s reading_meta id): a hub-timed row
@@ -627,8 +629,13 @@ func keepHubTimed(tx *Tx, rows []store.Reading, metas []int64) error {
 			continue
 		}
 		for moves := 0; ; moves++ {
-			if moves == maxKeyMoves {
-				return fmt.Errorf("series %d: no free reading time within %d ms of %d", r.SeriesID, maxKeyMoves, r.TS)
+			switch {
+			case moves == maxKeyMoves:
+				if err := tx.QueryRow(`SELECT max(ts) FROM readings WHERE series_id = ?`, r.SeriesID).Scan(&r.TS); err != nil {
+					return fmt.Errorf("last reading time of series %d: %w", r.SeriesID, err)
+				}
+			case moves > maxKeyMoves:
+				return fmt.Errorf("series %d: time %d after its last reading is taken", r.SeriesID, r.TS)
 			}
 			r.TS++
 			res, err := tx.Exec(insertOne, appendReading(nil, *r, metas[i])...)
