@@ -77,3 +77,38 @@ func TestHubTimedReadingIsNeverDroppedForItsKey(t *testing.T) {
 		t.Fatalf("readings stored: %d, %v; want 74", n, err)
 	}
 }
+
+// A series with more hub-timed readings than free milliseconds near their
+// time (1,100 in one millisecond: more than any search near it finds) still stores every one:
+// the rest go right after the series' last time, and the batch does not
+// fail (it once did, and its retries stalled ingest).
+func TestHubTimedBurstIsStoredWhole(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close(ctx)
+	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_1", GPIO: 34, SensorType: "ph"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := s.NewReadingSink(256, nil)
+	defer sink.Close(ctx)
+	const burst = 1100
+	var batch []store.Reading
+	for i := range burst {
+		batch = append(batch, store.Reading{SeriesID: id, TS: 5_000, ReceivedAt: 5_000 + int64(i), Raw: float64(i),
+			Unit: "pH", Quality: "good", Mode: "raw", TimeSource: "hub", Source: "production"})
+	}
+	if err := s.writer.Do(ctx, func(_ context.Context, tx *Tx) error {
+		_, err := sink.insertReadings(tx, batch)
+		return err
+	}); err != nil {
+		t.Fatalf("a burst of hub-timed readings failed its batch: %v", err)
+	}
+	got, err := s.QueryReadings(ctx, store.RawQuery{Series: []int64{id}, Start: 0, End: 1 << 40, Limit: 5000, Asc: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != burst {
+		t.Fatalf("stored %d of %d", len(got), burst)
+	}
+}
