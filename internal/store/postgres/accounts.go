@@ -140,7 +140,10 @@ func (s *Store) DeleteUser(ctx context.Context, id int64) error {
 func (s *Store) CountUsers(ctx context.Context) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM users`).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // BlacklistToken records a revoked token until its expiry.
@@ -180,7 +183,10 @@ func (s *Store) PurgeBlacklist(ctx context.Context, now time.Time) (int64, error
 		n = tag.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // AppendAudit queues an audit entry.
@@ -323,7 +329,10 @@ func (s *Store) DeleteAudit(
 		n = tag.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // GetSetting reads a stored setting.

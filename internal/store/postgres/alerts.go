@@ -146,7 +146,10 @@ func (s *Store) MarkRead(ctx context.Context, userID int64, id string) (int64, e
 		n = tag.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // The event histories that retention trims (docs/domain.md §9.1), oldest
@@ -188,5 +191,8 @@ func (s *Store) DeleteHistoryBefore(ctx context.Context, table string, before ti
 		n = tag.RowsAffected()
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

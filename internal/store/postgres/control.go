@@ -233,7 +233,10 @@ func (s *Store) DeleteActuatorHistoryBefore(ctx context.Context, before time.Tim
 		n = tag.RowsAffected()
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // saveLatch is the versioned upsert of a latch (docs/decisions/0005).

@@ -737,7 +737,10 @@ func (s *Store) CountReadings(ctx context.Context, series int64, before int64) (
 	}
 	var n int64
 	err := s.pool.QueryRow(ctx, q, args...).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeleteReadingsBatch deletes up to limit oldest rows of a series older than before.
@@ -749,7 +752,10 @@ func (s *Store) DeleteReadingsBatch(ctx context.Context, series int64, before in
 		n = tag.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeleteRollupsBefore deletes up to limit rollup rows of a granularity older than before.
@@ -767,7 +773,10 @@ func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before i
 		n = tag.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // RawSamples returns up to limit raw readings of a series with from ≤ ts <

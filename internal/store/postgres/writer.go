@@ -81,7 +81,9 @@ func (w *writer) submit(ctx context.Context, o op) error {
 	return w.enqueue(ctx, w.queue, request{op: o, tracked: track(ctx)})
 }
 
-// do queues o and waits for its commit.
+// do queues o and waits for its commit; as with the SQLite Writer.Do, a
+// caller reads what o wrote only once do returned nil (o may still run
+// after its caller's context ended).
 func (w *writer) do(ctx context.Context, o op) error { return w.wait(ctx, w.queue, o, false) }
 
 // doUrgent is do through the urgent lane: o commits before normal writes

@@ -252,5 +252,8 @@ func (s *Store) DeleteActuatorHistoryBefore(ctx context.Context, before time.Tim
 		n, _ = res.RowsAffected()
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

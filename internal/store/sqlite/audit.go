@@ -177,7 +177,10 @@ func (s *Store) DeleteAudit(
 		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // GetSetting reads a stored setting.

@@ -258,5 +258,8 @@ func (s *Store) MarkRead(ctx context.Context, userID int64, id string) (int64, e
 		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

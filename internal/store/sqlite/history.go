@@ -57,5 +57,8 @@ func (s *Store) DeleteHistoryBefore(ctx context.Context, table string, before ti
 		n, err = res.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

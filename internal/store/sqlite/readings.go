@@ -863,7 +863,10 @@ func (s *Store) EnsureSeries(ctx context.Context, k store.SeriesKey) (int64, err
 			WHERE esp_id = ? AND gpio = ? AND sensor_type = ? AND address = ?`,
 			k.EspID, k.GPIO, k.SensorType, k.Address).Scan(&id)
 	})
-	return id, err
+	if err != nil {
+		return 0, err
+	}
+	return id, nil
 }
 
 // LoadSeries returns every series.
@@ -1046,7 +1049,10 @@ func (s *Store) CountReadings(ctx context.Context, series int64, before int64) (
 	}
 	var n int64
 	err := s.read.QueryRowContext(ctx, q, args...).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeleteReadingsBatch deletes up to limit oldest rows of a series older than before.
@@ -1067,7 +1073,10 @@ func (s *Store) DeleteReadingsBatch(ctx context.Context, series int64, before in
 		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeleteRollupsBefore deletes rollup rows of a granularity older than before.
@@ -1087,7 +1096,10 @@ func (s *Store) DeleteRollupsBefore(ctx context.Context, source string, before i
 		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // RawSamples returns up to limit raw readings of a series with from ≤ ts <

@@ -170,7 +170,10 @@ func (s *Store) DeleteUser(ctx context.Context, id int64) error {
 func (s *Store) CountUsers(ctx context.Context) (int, error) {
 	var n int
 	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n)
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // BlacklistToken records a revoked token until its expiry.
@@ -213,5 +216,8 @@ func (s *Store) PurgeBlacklist(ctx context.Context, now time.Time) (int64, error
 		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

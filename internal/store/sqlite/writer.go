@@ -195,7 +195,10 @@ func track(ctx context.Context) func(error) {
 	return nil
 }
 
-// Do queues op and waits for its transaction to commit.
+// Do queues op and waits for its transaction to commit. When ctx ends
+// first, Do returns its error while op may still run later (its write is
+// queued work others may share): a caller reads what op wrote into its
+// variables only once Do returned nil.
 func (w *Writer) Do(ctx context.Context, op Op) error {
 	return w.do(ctx, w.queue, op)
 }
