@@ -13,14 +13,7 @@ import (
 // Both the multi-row and the single-row insert keep it.
 func TestHubTimedReadingIsNeverDroppedForItsKey(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, t.TempDir())
-	defer s.Close(ctx)
-	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_1", GPIO: 34, SensorType: "ph"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := s.NewReadingSink(256, nil)
-	defer sink.Close(ctx)
+	s, id, sink := seriesSink(t)
 	row := func(ts, receivedAt int64, raw float64, src string) store.Reading {
 		return store.Reading{SeriesID: id, TS: ts, ReceivedAt: receivedAt, Raw: raw, Unit: "pH", Quality: "good",
 			Mode: "raw", TimeSource: src, Source: "production"}
@@ -84,14 +77,7 @@ func TestHubTimedReadingIsNeverDroppedForItsKey(t *testing.T) {
 // fail (it once did, and its retries stalled ingest).
 func TestHubTimedBurstIsStoredWhole(t *testing.T) {
 	ctx := context.Background()
-	s := open(t, t.TempDir())
-	defer s.Close(ctx)
-	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_1", GPIO: 34, SensorType: "ph"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := s.NewReadingSink(256, nil)
-	defer sink.Close(ctx)
+	s, id, sink := seriesSink(t)
 	const burst = 1100
 	var batch []store.Reading
 	for i := range burst {
@@ -111,4 +97,20 @@ func TestHubTimedBurstIsStoredWhole(t *testing.T) {
 	if len(got) != burst {
 		t.Fatalf("stored %d of %d", len(got), burst)
 	}
+}
+
+// seriesSink opens a store with one pH series and a reading sink, closed
+// when the test ends.
+func seriesSink(t *testing.T) (*Store, int64, *ReadingSink) {
+	t.Helper()
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	t.Cleanup(func() { s.Close(ctx) })
+	id, err := s.EnsureSeries(ctx, store.SeriesKey{EspID: "ESP_1", GPIO: 34, SensorType: "ph"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := s.NewReadingSink(256, nil)
+	t.Cleanup(func() { sink.Close(ctx) })
+	return s, id, sink
 }
