@@ -102,6 +102,9 @@ type Embedded struct {
 	settledSubs []*settledSub
 	settling    atomic.Int64
 
+	// audience answers HasSubscribers.
+	audience audience
+
 	published  *prometheus.CounterVec
 	failures   *prometheus.CounterVec
 	restored   prometheus.Counter
@@ -236,16 +239,22 @@ func (e *Embedded) beginStop() {
 // it after it has acknowledged a QoS 1 PUBLISH; SubscribeSettled is for a
 // subscriber that must answer before.
 func (e *Embedded) Subscribe(filters []string, deliver Deliver) error {
-	return e.subscribe(filters, func(pk packets.Packet, replay bool) {
-		deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, replay)
+	return e.subscribe(filters, func(topic string, payload []byte, _ byte, retain, replay bool) {
+		deliver(topic, payload, retain, replay)
 	})
 }
 
-func (e *Embedded) subscribe(filters []string, deliver func(pk packets.Packet, replay bool)) error {
+// subscribe registers deliver for filters. Only the fields go on, not
+// mochi's 800-byte packet: mochi already hands copies of it down a deep
+// call chain in the publishing client's read goroutine, and every further
+// copy there is stack that, at 1,000 connections, is resident memory
+// (docs/decisions/0028-footprint-per-message.md).
+func (e *Embedded) subscribe(filters []string, deliver func(topic string, payload []byte, qos byte, retain, replay bool)) error {
 	for _, f := range filters {
 		id := int(e.subID.Add(1))
+		e.audience.changed()
 		err := e.server.Subscribe(f, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
-			deliver(pk, e.isRetainedCopy(pk))
+			deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Qos, pk.FixedHeader.Retain, e.isRetainedCopy(pk.TopicName, pk.Payload))
 		})
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", f, err)
@@ -254,15 +263,15 @@ func (e *Embedded) subscribe(filters []string, deliver func(pk packets.Packet, r
 	return nil
 }
 
-// isRetainedCopy reports whether pk is the broker's stored retained packet
+// isRetainedCopy reports whether payload is the broker's stored retained one
 // rather than a live PUBLISH: the store keeps its own copy of the payload, so
 // identity of the payload's backing array tells the two apart exactly.
-func (e *Embedded) isRetainedCopy(pk packets.Packet) bool {
-	if len(pk.Payload) == 0 {
+func (e *Embedded) isRetainedCopy(topic string, payload []byte) bool {
+	if len(payload) == 0 {
 		return false
 	}
-	stored, ok := e.server.Topics.Retained.Get(pk.TopicName)
-	return ok && len(stored.Payload) > 0 && &stored.Payload[0] == &pk.Payload[0]
+	stored, ok := e.server.Topics.Retained.Get(topic)
+	return ok && len(stored.Payload) > 0 && &stored.Payload[0] == &payload[0]
 }
 
 // Start opens the TCP listener, and the TLS one if configured; devices
@@ -301,6 +310,15 @@ func (e *Embedded) Publish(_ context.Context, topic string, payload []byte, qos 
 	}
 	e.published.WithLabelValues(kind).Inc()
 	return nil
+}
+
+// HasSubscribers reports whether a PUBLISH on topic would reach anyone:
+// a network client's subscription, a shared one, or the hub's own.
+func (e *Embedded) HasSubscribers(topic string) bool {
+	return e.audience.has(topic, e.now(), func() bool {
+		subs := e.server.Topics.Subscribers(topic)
+		return len(subs.Subscriptions)+len(subs.Shared)+len(subs.InlineSubscriptions) > 0
+	})
 }
 
 // ErrUnavailable is returned when the broker is not serving.

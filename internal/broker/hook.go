@@ -40,6 +40,8 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnACLCheck,
 		mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished,
+		mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed,
 		mqtt.OnDisconnect,
 		mqtt.OnPublish,
 		mqtt.OnWill,
@@ -162,7 +164,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // stores nor delivers it.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Qos > 0 && !cl.Net.Inline && len(pk.Payload) > 0 {
-		if err := h.e.settlePublish(cl, pk); err != nil {
+		if err := h.e.settlePublish(cl, &pk); err != nil {
 			return pk, err
 		}
 	}
@@ -198,6 +200,8 @@ func (h *hook) OnRetainedExpired(topic string) {
 // its recorded root, so a baseline device that reconnects without
 // subscribing (Q3) still hears the hub (docs/protocol.md M4).
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	// A resumed session brings its subscriptions back.
+	defer h.e.audience.changed()
 	if h.e.cfg.Roots == nil || cl.Net.Inline {
 		return
 	}
@@ -216,6 +220,12 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 	h.e.restored.Inc()
 }
+
+// OnSubscribed and OnUnsubscribed tell the audience that who hears what
+// changed.
+func (h *hook) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.e.audience.changed() }
+
+func (h *hook) OnUnsubscribed(*mqtt.Client, packets.Packet) { h.e.audience.changed() }
 
 // mayWrite is the write rule: under `kaiser/`, a client may publish only
 // device→hub topics of the device whose id equals its client id; hub→device

@@ -46,11 +46,11 @@ func (e *Embedded) SubscribeSettled(filters []string, deliver Deliver, settle Se
 	e.settledMu.Lock()
 	e.settledSubs = append(e.settledSubs, sub)
 	e.settledMu.Unlock()
-	return e.subscribe(filters, func(pk packets.Packet, replay bool) {
-		if !replay && pk.FixedHeader.Qos > 0 && sub.marks.take(pk.Payload) {
+	return e.subscribe(filters, func(topic string, payload []byte, qos byte, retain, replay bool) {
+		if !replay && qos > 0 && sub.marks.take(payload) {
 			return // settled before the PUBACK
 		}
-		deliver(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, replay)
+		deliver(topic, payload, retain, replay)
 	})
 }
 
@@ -74,7 +74,7 @@ func (e *Embedded) settledFor(topic string) []*settledSub {
 // matching settled subscription before mochi acknowledges it. It returns
 // nil to let mochi acknowledge and deliver it, a reason code for an MQTT 5
 // negative PUBACK, or ErrRejectPacket when the PUBACK is withheld.
-func (e *Embedded) settlePublish(cl *mqtt.Client, pk packets.Packet) error {
+func (e *Embedded) settlePublish(cl *mqtt.Client, pk *packets.Packet) error {
 	subs := e.settledFor(pk.TopicName)
 	if len(subs) == 0 {
 		return nil
@@ -115,7 +115,7 @@ func (e *Embedded) Settling() int { return int(e.settling.Load()) }
 // that the message was not taken and may send it again on a new session.
 // At shutdown every client is being disconnected anyway: a settlement cut
 // short there is neither a refusal nor worth a warning.
-func (e *Embedded) withholdAck(cl *mqtt.Client, pk packets.Packet, err error) {
+func (e *Embedded) withholdAck(cl *mqtt.Client, pk *packets.Packet, err error) {
 	if e.stopping.Load() {
 		e.log.Debug("mqtt publish not acknowledged: the hub is stopping", "client_id", cl.ID, "topic", pk.TopicName)
 		_ = e.server.DisconnectClient(cl, packets.ErrServerShuttingDown)

@@ -413,3 +413,43 @@ func TestHandleDataLateReadingKeepsLatest(t *testing.T) {
 		t.Fatalf("latest %+v", got)
 	}
 }
+
+// listeningPublisher knows who subscribes, as the embedded broker does.
+type listeningPublisher struct {
+	memPublisher
+	listened map[string]bool
+	asked    []string
+}
+
+func (p *listeningPublisher) HasSubscribers(topic string) bool {
+	p.asked = append(p.asked, topic)
+	return p.listened[topic]
+}
+
+// The processed echo is built only when its topic has a subscriber
+// (docs/protocol.md §3.2.11: no firmware subscribes to it).
+func TestEchoOnlyWhenSomeoneListens(t *testing.T) {
+	const esp = "ESP_ECHO01"
+	topic := "kaiser/god/esp/" + esp + "/sensor/34/processed"
+	for _, listened := range []bool{false, true} {
+		f := newFixture(t)
+		pub := &listeningPublisher{listened: map[string]bool{topic: listened}}
+		f.svc.bus = pub
+		f.addDevice(esp, device.StatusOnline, "ESP32_WROOM")
+		f.configure(t, Config{EspID: esp, GPIO: 34, SensorType: "ph", Enabled: true})
+
+		if err := f.send(esp, 34, reading("ph", 2048, t0)); err != nil {
+			t.Fatal(err)
+		}
+
+		if len(pub.asked) != 1 || pub.asked[0] != topic {
+			t.Fatalf("asked about %v, want %s", pub.asked, topic)
+		}
+		if got := len(pub.sent) == 1; got != listened {
+			t.Fatalf("listened %v: echoed %v (%v)", listened, got, pub.sent)
+		}
+		if f.sink.last(t).Processed == nil {
+			t.Fatal("the reading was not processed")
+		}
+	}
+}

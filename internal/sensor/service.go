@@ -13,6 +13,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,6 +56,13 @@ type Sink interface {
 // Publisher publishes hub messages (the processed echo).
 type Publisher interface {
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// audienceTeller is a Publisher that knows whether a topic has any
+// subscriber (the embedded broker does; an external one cannot), so a
+// message nobody would receive need not be built.
+type audienceTeller interface {
+	HasSubscribers(topic string) bool
 }
 
 // Devices is what the sensor domain asks of the device registry.
@@ -914,6 +922,11 @@ func valueOf(r store.Reading) float64 {
 
 // echo publishes the processed value back (docs/protocol.md §3.2.11, QoS 0).
 func (s *Service) echo(ctx context.Context, m ingest.Message, res processor.Result, now time.Time) {
+	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, "sensor/"+strconv.Itoa(m.Topic.GPIO)+"/processed")
+	if a, ok := s.bus.(audienceTeller); ok && !a.HasSubscribers(topic) {
+		return
+	}
+
 	payload, err := contract.Marshal(contract.Processed{
 		ProcessedValue: contract.Decimal{V: *res.Value, Places: 6},
 		Unit:           res.Unit,
@@ -924,7 +937,6 @@ func (s *Service) echo(ctx context.Context, m ingest.Message, res processor.Resu
 		return
 	}
 
-	topic := contract.DeviceTopic(m.Topic.KaiserID, m.Topic.EspID, fmt.Sprintf("sensor/%d/processed", m.Topic.GPIO))
 	if err := s.bus.Publish(ctx, topic, payload, 0, false); err != nil {
 		s.log.Debug("processed echo not published", "error", err)
 	}
