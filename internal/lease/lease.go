@@ -190,7 +190,15 @@ func (m *Manager) Held(name string) (*Term, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := m.leases[name]
-	if st == nil || st.term == nil {
+	if st == nil {
+		return nil, false
+	}
+	return m.current(st)
+}
+
+// current is the lease's term if it lasts; m.mu is held.
+func (m *Manager) current(st *state) (*Term, bool) {
+	if st.term == nil {
 		return nil, false
 	}
 	if !time.Now().Before(st.deadline) {
@@ -204,18 +212,18 @@ func (m *Manager) Held(name string) (*Term, bool) {
 // Await waits until this replica holds the lease and returns its term.
 func (m *Manager) Await(ctx context.Context, name string) (*Term, error) {
 	for {
-		t, ok := m.Held(name)
-		if ok {
-			return t, nil
-		}
 		m.mu.Lock()
 		st := m.leases[name]
 		if st == nil {
 			m.mu.Unlock()
 			return nil, fmt.Errorf("lease: %q is not one of this manager's leases", name)
 		}
+		t, ok := m.current(st)
 		gained := st.gained
 		m.mu.Unlock()
+		if ok {
+			return t, nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -241,7 +249,8 @@ func (m *Manager) contend(ctx context.Context, st *state) {
 // step takes or renews the lease once and returns when to try next.
 func (m *Manager) step(ctx context.Context, st *state) time.Duration {
 	m.mu.Lock()
-	t, deadline := st.term, st.deadline
+	t, _ := m.current(st)
+	deadline := st.deadline
 	m.mu.Unlock()
 	// The term's length counts from before the call: the row's expiry is
 	// set later, on the database's clock, so the term ends first.
@@ -253,7 +262,7 @@ func (m *Manager) step(ctx context.Context, st *state) time.Duration {
 			m.recovered(st)
 			return m.cfg.RetryEvery
 		case err != nil:
-			m.failed(st, "take", err)
+			m.failed(ctx, st, "take", err)
 			return m.cfg.RetryEvery
 		}
 		m.recovered(st)
@@ -263,7 +272,7 @@ func (m *Manager) step(ctx context.Context, st *state) time.Duration {
 	ok, err := m.renew(ctx, t, deadline)
 	switch {
 	case err != nil:
-		m.failed(st, "renew", err)
+		m.failed(ctx, st, "renew", err)
 		return m.cfg.RetryEvery
 	case !ok:
 		m.recovered(st)
@@ -394,7 +403,10 @@ func (m *Manager) end(st *state, reason string) {
 	m.log.Warn("lease lost", "lease", st.name, "epoch", t.Epoch, "reason", reason)
 }
 
-func (m *Manager) failed(st *state, op string, err error) {
+func (m *Manager) failed(ctx context.Context, st *state, op string, err error) {
+	if ctx.Err() != nil {
+		return // stopping: the call was cut off, not failed
+	}
 	m.mu.Lock()
 	first := !st.failing
 	st.failing = true
