@@ -288,8 +288,8 @@ func TestTakeoverAfterKill(t *testing.T) {
 	a := s.start(t, fast)
 	ta := a.await(t, lease.Jobs, 10*time.Second)
 	b := s.start(t, fast)
+	killed := time.Now() // before: A's last renewal came before this
 	a.kill(t)
-	killed := time.Now()
 	tb := b.await(t, lease.Jobs, fast.TTL+5*time.Second)
 	took := time.Since(killed)
 	if tb.Epoch <= ta.Epoch {
