@@ -47,15 +47,15 @@ type queues interface {
 
 // Deps are the parts of the hub whose health the routes measure.
 type Deps struct {
-	Version  string
-	Store    api.Pinger
-	DB       pool // the read pool
+	Version string
+	Store   api.Pinger
+	DB      pool // the read pool
 	// DatabaseType is database.database_type: "sqlite" (empty) or "postgresql".
 	DatabaseType string
-	Broker   api.BrokerState
-	Registry prometheus.Gatherer // for the publish counters
-	DataDir  string
-	Devices  fleet
+	Broker       api.BrokerState
+	Registry     prometheus.Gatherer // for the publish counters
+	DataDir      string
+	Devices      fleet
 	// DBFiles are the database files whose sizes are reported (names only).
 	DBFiles []string
 	Queues  queues
