@@ -40,13 +40,14 @@ func main() {
 const usage = `kaiser — control hub for ESP32 sensor and actuator nodes
 
 Usage:
-  kaiser serve [flags]   run the hub (embedded or external MQTT broker, SQLite, HTTP API)
+  kaiser serve [flags]   run the hub (embedded or external MQTT broker, SQLite or PostgreSQL, HTTP API)
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser bench footprint a real-time fleet against a kaiser serve child: RSS, CPU, latencies, bytes/reading
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
   kaiser backup --to F   snapshot the databases of a (running) hub into one archive
   kaiser restore --from F --data-dir D   unpack a backup into an empty data directory
+  kaiser migrate-store --from sqlite:DIR --to postgres://…   copy a stopped hub's SQLite store into PostgreSQL
   kaiser version         print version and commit
 
 Run "kaiser serve --help" for the flags.
@@ -70,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return backupCmd(args[1:], stdout, stderr)
 	case "restore":
 		return restoreCmd(args[1:], stdout, stderr)
+	case "migrate-store":
+		return migrateStoreCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "kaiser %s (commit %s)\n", version, buildCommit())
 		return 0
