@@ -84,9 +84,10 @@ var tables = []table{
 }
 
 // notCopied are the tables of either store that hold no site data: each
-// store's migration bookkeeping, and SQLite's reading_meta, which the
-// readings' copy unpacks.
-var notCopied = []string{"schema_migrations", "reading_meta"}
+// store's migration bookkeeping, SQLite's reading_meta, which the
+// readings' copy unpacks, and PostgreSQL's leases among replicas
+// (docs/decisions/0027-leases.md), which a single SQLite hub never had.
+var notCopied = []string{"schema_migrations", "reading_meta", "leases"}
 
 // Options tunes a transfer.
 type Options struct {
