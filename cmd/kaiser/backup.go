@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 )
 
@@ -18,7 +19,11 @@ func backupCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", envOr("KAISER_DATA_DIR", "./data"), "the hub's data directory")
 	to := fs.String("to", "", "archive file to write (a tar of kaiser.db and control.db)")
+	database := fs.String("database", os.Getenv("KAISER_DATABASE"), "the hub's --database; PostgreSQL is refused")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if refusePostgres(stderr, "backup", *database) {
 		return 2
 	}
 	if *to == "" {
@@ -59,7 +64,11 @@ func restoreCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", envOr("KAISER_DATA_DIR", "./data"), "data directory to restore into (no database in it yet)")
 	from := fs.String("from", "", "archive written by kaiser backup")
+	database := fs.String("database", os.Getenv("KAISER_DATABASE"), "the hub's --database; PostgreSQL is refused")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if refusePostgres(stderr, "restore", *database) {
 		return 2
 	}
 	if *from == "" {
@@ -78,6 +87,18 @@ func restoreCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "restored %s into %s\n", *from, *dataDir)
 	return 0
+}
+
+// refusePostgres says so and reports true when the hub's database is
+// PostgreSQL: backup and restore copy SQLite files, and a hub on
+// PostgreSQL has none to copy (docs/decisions/0026-hub-on-postgres.md).
+func refusePostgres(stderr io.Writer, cmd, database string) bool {
+	if !hub.IsPostgresURL(database) {
+		return false
+	}
+	fmt.Fprintf(stderr, "kaiser %s: the hub's database is PostgreSQL (--database / KAISER_DATABASE); "+
+		"kaiser %s copies SQLite files only: use pg_dump and pg_restore (docs/decisions/0026-hub-on-postgres.md)\n", cmd, cmd)
+	return true
 }
 
 func envOr(name, def string) string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -39,13 +40,14 @@ func main() {
 const usage = `kaiser — control hub for ESP32 sensor and actuator nodes
 
 Usage:
-  kaiser serve [flags]   run the hub (embedded or external MQTT broker, SQLite, HTTP API)
+  kaiser serve [flags]   run the hub (embedded or external MQTT broker, SQLite or PostgreSQL, HTTP API)
   kaiser sim [flags]     run simulated ESP32 nodes (the firmware's wire behaviour) against a broker
   kaiser bench ingest    measure publish → durable readings/s against a bare-broker baseline
   kaiser bench footprint a real-time fleet against a kaiser serve child: RSS, CPU, latencies, bytes/reading
   kaiser soak [flags]    play days of fleet traffic in minutes; reconcile and check resources
   kaiser backup --to F   snapshot the databases of a (running) hub into one archive
   kaiser restore --from F --data-dir D   unpack a backup into an empty data directory
+  kaiser migrate-store --from sqlite:DIR --to postgres://…   copy a stopped hub's SQLite store into PostgreSQL
   kaiser version         print version and commit
 
 Run "kaiser serve --help" for the flags.
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return backupCmd(args[1:], stdout, stderr)
 	case "restore":
 		return restoreCmd(args[1:], stdout, stderr)
+	case "migrate-store":
+		return migrateStoreCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "kaiser %s (commit %s)\n", version, buildCommit())
 		return 0
@@ -108,7 +112,21 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			name: "data-dir",
 			env:  "KAISER_DATA_DIR",
 			def:  "./data",
-			help: "directory for the database, logs and secrets",
+			help: "directory for the SQLite database, logs and secrets",
+		},
+		{
+			name: "database",
+			env:  "KAISER_DATABASE",
+			def:  "",
+			help: "the store: empty for SQLite in --data-dir, or postgres://user@host:port/db?sslmode=... for " +
+				"PostgreSQL; a password only in KAISER_DATABASE, --database-password-file or ~/.pgpass, " +
+				"never on the command line",
+		},
+		{
+			name: "database-password-file",
+			env:  "KAISER_DATABASE_PASSWORD_FILE",
+			def:  "",
+			help: "file with the PostgreSQL password of --database",
 		},
 		{
 			name: "http-addr",
@@ -339,7 +357,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			*f.value = v
 		}
 	}
-	cfg, err := buildConfig(flags)
+	cfg, err := buildConfig(flags, set)
 	if err != nil {
 		fmt.Fprintf(stderr, "kaiser serve: %v\n", err)
 		return 2
@@ -373,7 +391,8 @@ func printServeHelp(w io.Writer, flags []*envFlag) {
 	fmt.Fprintln(w, "Usage: kaiser serve [flags]\n\n"+
 		"Runs the hub with an embedded MQTT broker and SQLite; no configuration needed.\n"+
 		"With --mqtt-broker it connects to an external broker instead (the --mqtt-addr and\n"+
-		"other embedded-broker flags then do nothing).\n"+
+		"other embedded-broker flags then do nothing); with --database postgres://... it\n"+
+		"keeps its data in PostgreSQL instead of --data-dir (logs and secrets stay there).\n"+
 		"Every flag can also be set with its environment variable; a flag wins over its variable.\n\n"+
 		"Flags:")
 	for _, f := range flags {
@@ -381,7 +400,7 @@ func printServeHelp(w io.Writer, flags []*envFlag) {
 	}
 }
 
-func buildConfig(flags []*envFlag) (hub.Config, error) {
+func buildConfig(flags []*envFlag, set map[string]bool) (hub.Config, error) {
 	v := map[string]string{}
 	src := map[string]string{}
 	for _, f := range flags {
@@ -398,6 +417,9 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 	}
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("%s: must not be empty", src["data-dir"])
+	}
+	if err := databaseConfig(&cfg, v, src, set); err != nil {
+		return cfg, err
 	}
 	for _, name := range []string{"http-addr", "mqtt-addr"} {
 		if _, port, err := net.SplitHostPort(v[name]); err != nil || port == "" {
@@ -479,6 +501,45 @@ func buildConfig(flags []*envFlag) (hub.Config, error) {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// databaseConfig reads the store (docs/decisions/0026-hub-on-postgres.md):
+// SQLite unless --database names PostgreSQL. A password in a --database
+// given on the command line is refused, since every user of the machine can
+// read the process list; it may come with KAISER_DATABASE, from
+// --database-password-file, or from pgx's PGPASSWORD and ~/.pgpass.
+func databaseConfig(cfg *hub.Config, v, src map[string]string, set map[string]bool) error {
+	db := v["database"]
+	switch {
+	case db == "" || db == "sqlite":
+		if v["database-password-file"] != "" {
+			return fmt.Errorf("%s: needs a PostgreSQL %s", src["database-password-file"], src["database"])
+		}
+		return nil
+	case !hub.IsPostgresURL(db):
+		return fmt.Errorf("%s: want empty (SQLite in --data-dir) or a postgres:// URL", src["database"])
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		// Not echoed: it may hold a password.
+		return fmt.Errorf("%s: not a URL", src["database"])
+	}
+	if _, has := u.User.Password(); has && set["database"] {
+		return fmt.Errorf("--database: a password on the command line is visible to every user of the machine; " +
+			"give it in KAISER_DATABASE, --database-password-file or ~/.pgpass")
+	}
+	cfg.Database = db
+	if file := v["database-password-file"]; file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", src["database-password-file"], err)
+		}
+		cfg.DatabasePassword = strings.TrimRight(string(b), "\r\n")
+		if cfg.DatabasePassword == "" {
+			return fmt.Errorf("%s: %s is empty", src["database-password-file"], file)
+		}
+	}
+	return nil
 }
 
 // mqttLimits reads the embedded broker's limits (docs/decisions/0012-mqtt-door.md).

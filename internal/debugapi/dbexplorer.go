@@ -79,8 +79,17 @@ type recordResponse struct {
 	Record    map[string]any `json:"record"`
 }
 
-func (d *Debug) explorerRoutes() {
+func (d *Debug) explorerRoutes(unavailable string) {
 	const base = "/api/v1/debug/db"
+	if d.explorer == nil {
+		no := func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+			api.WriteError(w, r, http.StatusNotImplemented, "NOT_IMPLEMENTED", unavailable, nil)
+		}
+		for _, p := range []string{"/tables", "/{table_name}/schema", "/{table_name}", "/{table_name}/{record_id}"} {
+			d.admin("GET", base+p, "Database explorer: not available on this store (501)", no, nil, nil)
+		}
+		return
+	}
 	d.admin("GET", base+"/tables", "Every table of both databases with its columns and row count", d.dbTables,
 		nil, tablesResponse{})
 	d.admin("GET", base+"/{table_name}/schema", "One table's columns and row count", d.dbSchema, nil, tableSchema{})

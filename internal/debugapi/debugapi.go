@@ -77,6 +77,10 @@ type Deps struct {
 	Settings func() Settings
 	// Explorer reads the databases for the explorer of docs/api.md §16.2.
 	Explorer explorer
+	// ExplorerUnavailable, without an Explorer, is why there is none (the
+	// hub runs on PostgreSQL): the explorer's routes then answer 501
+	// NOT_IMPLEMENTED with it, instead of a 404 that reads like a typo.
+	ExplorerUnavailable string
 	// Credentials issues mock devices their MQTT credentials; nil: they
 	// connect anonymously.
 	Credentials Credentials
@@ -120,8 +124,8 @@ func Register(srv server, d Deps) *Debug {
 	dbg.mockRoutes()
 	dbg.maintenanceRoutes()
 	dbg.configRoutes()
-	if d.Explorer != nil {
-		dbg.explorerRoutes()
+	if d.Explorer != nil || d.ExplorerUnavailable != "" {
+		dbg.explorerRoutes(d.ExplorerUnavailable)
 	}
 	return dbg
 }

@@ -170,7 +170,14 @@ func commandIs(status string) func(map[string]any) bool {
 // actuatorHub starts a hub with a node whose pump on GPIO 5 has max runtime 60 s.
 func actuatorHub(t *testing.T, dataDir string) (*Hub, apiClient, *node, string, string) {
 	t.Helper()
-	h, c := apiHub(t, Config{DataDir: dataDir, ActuatorSecond: second})
+	return actuatorHubWith(t, Config{DataDir: dataDir})
+}
+
+// actuatorHubWith is actuatorHub on cfg (its store, its data directory).
+func actuatorHubWith(t *testing.T, cfg Config) (*Hub, apiClient, *node, string, string) {
+	t.Helper()
+	cfg.ActuatorSecond = second
+	h, c := apiHub(t, cfg)
 	admin, operator, viewer := setupUsers(t, c)
 	dev := onlineDevice(t, h, c, admin, "ESP_A1B2C3")
 	n := startNode(t, dev, "ESP_A1B2C3")

@@ -37,7 +37,7 @@ func registerDevice(t *testing.T, c apiClient, tok, id string) {
 
 // storedTimes returns the device times (unix seconds) of id's stored pH
 // readings of gpio 34.
-func storedTimes(t *testing.T, st *sqlite.Store, id string) map[int64]bool {
+func storedTimes(t *testing.T, st Store, id string) map[int64]bool {
 	t.Helper()
 	ctx := context.Background()
 	series, err := st.LoadSeries(ctx)
@@ -64,7 +64,7 @@ func storedTimes(t *testing.T, st *sqlite.Store, id string) map[int64]bool {
 func holdWriter(t *testing.T, h *Hub) (release func()) {
 	t.Helper()
 	started, done := make(chan struct{}), make(chan struct{})
-	err := h.Store.Writer().Submit(context.Background(), func(context.Context, *sqlite.Tx) error {
+	err := h.SQLite.Writer().Submit(context.Background(), func(context.Context, *sqlite.Tx) error {
 		close(started)
 		<-done
 		return nil
@@ -178,7 +178,7 @@ func TestUnpacedQoS1PublisherLosesNoAcknowledgedReading(t *testing.T) {
 func fillStore(t *testing.T, h *Hub) (unfill func()) {
 	t.Helper()
 	ctx := context.Background()
-	w := h.Store.Writer()
+	w := h.SQLite.Writer()
 	maxPages := func(n string) func(context.Context, *sqlite.Tx) error {
 		return func(_ context.Context, tx *sqlite.Tx) error {
 			if n == "" {

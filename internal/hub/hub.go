@@ -52,6 +52,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/sdnotify"
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/sequence"
+	"github.com/kaiserhub/kaiser/internal/store/postgres"
 	"github.com/kaiserhub/kaiser/internal/store/sqlite"
 	"github.com/kaiserhub/kaiser/internal/tlscert"
 	"github.com/kaiserhub/kaiser/internal/webui"
@@ -60,7 +61,13 @@ import (
 
 // Config is the hub's configuration (flags and KAISER_* variables in cmd/kaiser).
 type Config struct {
-	DataDir          string
+	DataDir string
+	// Database selects the store: empty, SQLite in DataDir; a postgres://
+	// URL, that PostgreSQL database (docs/decisions/0026-hub-on-postgres.md).
+	Database string
+	// DatabasePassword, when set, is the PostgreSQL password (read from a
+	// file by cmd/kaiser); it overrides one in the URL.
+	DatabasePassword string
 	HTTPAddr         string
 	MQTTAddr         string
 	KaiserID         string
@@ -134,11 +141,15 @@ type Config struct {
 
 // Hub is a running hub.
 type Hub struct {
-	cfg       Config
-	Log       *slog.Logger
-	logs      *observe.Logs
-	Registry  *prometheus.Registry
-	Store     *sqlite.Store
+	cfg      Config
+	Log      *slog.Logger
+	logs     *observe.Logs
+	Registry *prometheus.Registry
+	// Store is the database, SQLite or PostgreSQL; SQLite or Postgres is
+	// the same store as its own type, the other one nil.
+	Store     Store
+	SQLite    *sqlite.Store
+	Postgres  *postgres.Store
 	Broker    *broker.Embedded // nil with an external broker
 	External  *broker.External // nil with the embedded broker
 	Bus       MessageBus       // the message broker: Broker or External
@@ -153,7 +164,7 @@ type Hub struct {
 	Audit     *audit.Log
 	Sensors   *sensor.Service
 	Alerts    *notify.Service
-	Readings  *sqlite.ReadingSink
+	Readings  ReadingSink
 	Actuators *actuator.Service
 	Zones     *zone.Service
 	// Emergency holds the emergency-stop latches (docs/domain.md §5).
@@ -233,6 +244,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		"https", h.HTTPSAddr(),
 		"mqtt_tls", h.MQTTTLSAddr(),
 		"data_dir", cfg.DataDir,
+		"database", cfg.databaseKind(),
 		"version", cfg.Version)
 	return h, nil
 }
@@ -264,19 +276,6 @@ func (h *Hub) listenHTTP(context.Context) error {
 	if _, port, _ := net.SplitHostPort(h.httpLn.Addr().String()); port != "8000" {
 		h.Log.Warn("HTTP port is not 8000: firmware processing calls go to :8000 (docs/protocol.md H1)",
 			"addr", h.httpLn.Addr().String())
-	}
-	return nil
-}
-
-func (h *Hub) openStore(ctx context.Context) error {
-	var err error
-	h.Store, err = sqlite.Open(ctx, h.cfg.DataDir, sqlite.Options{
-		Metrics:        sqlite.NewWriterMetrics(h.Registry, "main"),
-		ControlMetrics: sqlite.NewWriterMetrics(h.Registry, "control"),
-		Logger:         h.Log.With("component", "store"),
-	})
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
 	}
 	return nil
 }
@@ -371,7 +370,7 @@ const sinkCapacity = 16384
 // loadSensors starts the reading sink and loads alerts and sensor configs;
 // the config push then knows every device's sensors.
 func (h *Hub) loadSensors(ctx context.Context) error {
-	h.Readings = h.Store.NewReadingSink(sinkCapacity, sqlite.NewSinkMetrics(h.Registry))
+	h.Readings = h.newReadingSink()
 	h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "kaiser_reading_queue_depth",
 		Help: "Readings waiting for the store.",
@@ -643,18 +642,19 @@ func (h *Hub) startScheduler(context.Context) error {
 			return err
 		}
 	}
-	h.Debug = debugapi.Register(h.API, debugapi.Deps{
+	dbg := debugapi.Deps{
 		Devices:   h.Devices,
 		Sensors:   h.Sensors,
 		Actuators: h.Actuators,
 		Jobs:      h.Sched,
 		MQTTAddr:  func() string { return h.Bus.Addr() },
 		Settings:  h.settings,
-		Explorer:  h.Store.Explorer(),
 		// In devices mode mocks connect with credentials the hub issues them.
 		Credentials: h.mockCredentials(),
 		Logger:      h.Log.With("component", "debug"),
-	})
+	}
+	h.explorerDeps(&dbg)
+	h.Debug = debugapi.Register(h.API, dbg)
 	h.Sched.Start(context.Background())
 	return nil
 }
@@ -968,16 +968,17 @@ func (h *Hub) serviceWatchdog(ctx context.Context) {
 // each; the debug routes follow once the scheduler exists.
 func (h *Hub) resourceRoutes(cfg Config) {
 	health := healthapi.Deps{
-		Version:  cfg.Version,
-		Store:    h.Store,
-		DB:       h.Store.ReadDB(),
-		Broker:   h.Bus,
-		Registry: h.Registry,
-		DataDir:  cfg.DataDir,
-		Devices:  h.Devices,
-		DBFiles:  []string{h.Store.Path(), h.Store.ControlPath()},
-		Queues:   hubQueues{h},
-		MQTTAuth: string(h.cfg.MQTTAuth),
+		Version:      cfg.Version,
+		Store:        h.Store,
+		DB:           dbPool{h},
+		DatabaseType: cfg.databaseKind(),
+		Broker:       h.Bus,
+		Registry:     h.Registry,
+		DataDir:      cfg.DataDir,
+		Devices:      h.Devices,
+		DBFiles:      h.dbFiles(),
+		Queues:       hubQueues{h},
+		MQTTAuth:     string(h.cfg.MQTTAuth),
 	}
 	if h.External != nil {
 		health.BrokerHost, health.BrokerPort = h.External.Endpoint()

@@ -284,5 +284,5 @@ func waitTransitions(h *Hub, id string, _ int) ([]sqliteTransition, error) {
 	if err := h.Store.Flush(context.Background()); err != nil {
 		return nil, err
 	}
-	return h.Store.Transitions(context.Background(), id)
+	return h.SQLite.Transitions(context.Background(), id)
 }

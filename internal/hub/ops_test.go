@@ -190,7 +190,7 @@ func TestHistoryRetentionJobTrimsOldHeartbeats(t *testing.T) {
 	defer stopHub(t, h)
 	admin, _, _ := setupUsers(t, c)
 	ctx := context.Background()
-	w := h.Store.Writer()
+	w := h.SQLite.Writer()
 	old, recent := time.Now().Add(-8*24*time.Hour).UnixMilli(), time.Now().UnixMilli()
 	err := w.Do(ctx, func(_ context.Context, tx *sqlite.Tx) error {
 		_, err := tx.Exec(`INSERT INTO device_heartbeats (device_id, received_at, device_time, time_source, uptime, heap_free, rssi)

@@ -2,7 +2,6 @@ package apitest
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -589,7 +588,7 @@ func (b Broker) Connected() bool { return b.Up }
 // Pool is the read pool: 4 connections, 1 in use.
 type Pool struct{}
 
-func (Pool) Stats() sql.DBStats { return sql.DBStats{MaxOpenConnections: 4, InUse: 1, Idle: 3} }
+func (Pool) PoolStats() (size, inUse, idle int) { return 4, 1, 3 }
 
 // Ingest is the ingest pipeline: 7 messages of every device, 42 in all,
 // arriving at 12.5/s, 3 of them dropped.

@@ -8,7 +8,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"io/fs"
 	"net/http"
@@ -28,9 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// pool reports the database read pool.
+// pool reports the database read pool: its size, the connections in use
+// and the idle ones.
 type pool interface {
-	Stats() sql.DBStats
+	PoolStats() (size, inUse, idle int)
 }
 
 // fleet is what the fleet health needs from the device registry.
@@ -47,13 +47,15 @@ type queues interface {
 
 // Deps are the parts of the hub whose health the routes measure.
 type Deps struct {
-	Version  string
-	Store    api.Pinger
-	DB       pool // the read pool
-	Broker   api.BrokerState
-	Registry prometheus.Gatherer // for the publish counters
-	DataDir  string
-	Devices  fleet
+	Version string
+	Store   api.Pinger
+	DB      pool // the read pool
+	// DatabaseType is database.database_type: "sqlite" (empty) or "postgresql".
+	DatabaseType string
+	Broker       api.BrokerState
+	Registry     prometheus.Gatherer // for the publish counters
+	DataDir      string
+	Devices      fleet
 	// DBFiles are the database files whose sizes are reported (names only).
 	DBFiles []string
 	Queues  queues
@@ -316,7 +318,7 @@ func (h *handlers) healthDetailed(w http.ResponseWriter, r *http.Request, _ auth
 	}
 	out.System = h.systemHealth(&out.Warnings)
 	out.Components = []componentHealth{
-		component("database", out.Database.Connected, "sqlite"),
+		component("database", out.Database.Connected, out.Database.DatabaseType),
 		component("mqtt", out.MQTT.Connected, h.brokerName()),
 	}
 	if !out.MQTT.Connected {
@@ -340,12 +342,12 @@ func (h *handlers) databaseHealth(ctx context.Context) databaseHealth {
 	err := h.deps.Store.Ping(ctx)
 	db := databaseHealth{
 		Connected:    err == nil,
-		DatabaseType: "sqlite",
+		DatabaseType: cmp.Or(h.deps.DatabaseType, "sqlite"),
 		LatencyMS:    float64(time.Since(start).Microseconds()) / 1000,
 	}
 	if h.deps.DB != nil {
-		st := h.deps.DB.Stats()
-		db.PoolSize, db.PoolInUse, db.PoolIdle = &st.MaxOpenConnections, &st.InUse, &st.Idle
+		size, inUse, idle := h.deps.DB.PoolStats()
+		db.PoolSize, db.PoolInUse, db.PoolIdle = &size, &inUse, &idle
 	}
 	db.Files = []databaseFile{}
 	for _, path := range h.deps.DBFiles {

@@ -41,7 +41,10 @@ type Options struct {
 	// StatementTimeout is the server-side limit of one statement
 	// (default 60 s): a query stuck on a lock or a dead plan ends.
 	StatementTimeout time.Duration
-	Logger           *slog.Logger
+	// Password, when set, replaces the DSN's: the hub reads it from a
+	// file so that it need not be on the command line.
+	Password string
+	Logger   *slog.Logger
 }
 
 // Store is the hub's PostgreSQL database. Like the SQLite store it has a
@@ -79,6 +82,9 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("postgres dsn: %w", err)
 	}
 	cfg.MaxConns = opt.MaxConns
+	if opt.Password != "" {
+		cfg.ConnConfig.Password = opt.Password
+	}
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(opt.StatementTimeout.Milliseconds(), 10)
 	cfg.ConnConfig.RuntimeParams["application_name"] = "kaiser"
 	// A connection found dead is replaced rather than handed out.
@@ -176,6 +182,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	_, err := s.pool.Exec(ctx, `SELECT 1`)
 	return err
 }
+
+// PoolStat is the connection pool's figures (/health/detailed).
+func (s *Store) PoolStat() *pgxpool.Stat { return s.pool.Stat() }
 
 // WriterDepths are the operations waiting for the main and the control writer.
 func (s *Store) WriterDepths() (main, control int) { return s.main.depth(), s.control.depth() }

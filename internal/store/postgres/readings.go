@@ -436,6 +436,21 @@ func (s *Store) createPartition(ctx context.Context, day int64) error {
 	return nil
 }
 
+// CreateReadingPartitions creates the daily partitions of every day from
+// the one holding from to the one after to (unix ms), for a bulk load
+// that writes readings past the sink (kaiser migrate-store).
+func (s *Store) CreateReadingPartitions(ctx context.Context, from, to int64) error {
+	for d := dayOf(from); d <= dayOf(to)+dayMS; d += dayMS {
+		if err := s.createPartition(ctx, d); err != nil {
+			return err
+		}
+		s.daysMu.Lock()
+		s.days[d] = true
+		s.daysMu.Unlock()
+	}
+	return nil
+}
+
 // ReadingPartition is one daily partition of the readings.
 type ReadingPartition struct {
 	Name string

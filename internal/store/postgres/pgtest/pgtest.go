@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -181,9 +182,27 @@ func (s *Server) DSN(db string) string {
 	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s sslmode=disable", s.dir, s.port, db)
 }
 
+// URL is the postgres:// URL of a database on the server (the form the
+// hub's --database takes).
+func (s *Server) URL(db string) string {
+	q := url.Values{"host": {s.dir}, "port": {strconv.Itoa(s.port)}, "sslmode": {"disable"}}
+	return "postgres://postgres@/" + db + "?" + q.Encode()
+}
+
 // NewDatabase creates an empty database for t and drops it when t ends;
 // it returns its connection string.
 func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	return s.DSN(s.newDatabase(t))
+}
+
+// NewDatabaseURL is NewDatabase, answering the database's URL.
+func (s *Server) NewDatabaseURL(t testing.TB) string {
+	t.Helper()
+	return s.URL(s.newDatabase(t))
+}
+
+func (s *Server) newDatabase(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d", s.dbs.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -206,7 +225,7 @@ func (s *Server) NewDatabase(t testing.TB) string {
 		defer conn.Close(ctx)
 		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
-	return s.DSN(name)
+	return name
 }
 
 var shared struct {
