@@ -57,6 +57,9 @@ type Config struct {
 	Holder string
 	// Names are the leases to contend for.
 	Names []string
+	// Note is what the other replicas read of this one in the rows of the
+	// leases it holds (Current); the hub puts its API's URL there.
+	Note string
 	// TTL is how long a taken or renewed lease lasts on the database's
 	// clock (default 10 s).
 	TTL time.Duration
@@ -286,6 +289,29 @@ func (m *Manager) step(ctx context.Context, st *state) time.Duration {
 
 var errTaken = errors.New("lease held by another replica")
 
+// Holding is a lease's current term as the leases table shows it to any
+// replica.
+type Holding struct {
+	Holder string
+	Epoch  int64
+	Note   string
+}
+
+// Current reads who holds the lease now: ok is false while nobody does
+// (never taken, released, or expired on the database's clock).
+func Current(ctx context.Context, db DB, name string) (h Holding, ok bool, err error) {
+	err = db.QueryRow(ctx, `
+		SELECT holder, epoch, note FROM leases
+		WHERE name = $1 AND expires_at > clock_timestamp()`, name).Scan(&h.Holder, &h.Epoch, &h.Note)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Holding{}, false, nil
+	}
+	if err != nil {
+		return Holding{}, false, fmt.Errorf("read lease %s: %w", name, err)
+	}
+	return h, true, nil
+}
+
 // acquire takes the lease if it is free, expired, or this replica's from
 // a term it already ended; the epoch goes up in each case.
 func (m *Manager) acquire(ctx context.Context, name string) (int64, error) {
@@ -293,14 +319,14 @@ func (m *Manager) acquire(ctx context.Context, name string) (int64, error) {
 	defer cancel()
 	var epoch int64
 	err := m.db.QueryRow(ctx, `
-		INSERT INTO leases AS l (name, holder, epoch, acquired_at, expires_at)
-		VALUES ($1, $2, 1, clock_timestamp(), clock_timestamp() + $3::bigint * interval '1 millisecond')
+		INSERT INTO leases AS l (name, holder, epoch, acquired_at, expires_at, note)
+		VALUES ($1, $2, 1, clock_timestamp(), clock_timestamp() + $3::bigint * interval '1 millisecond', $4)
 		ON CONFLICT (name) DO UPDATE
 		SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
-		    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at
+		    acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at, note = EXCLUDED.note
 		WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
 		RETURNING epoch`,
-		name, m.cfg.Holder, m.cfg.TTL.Milliseconds()).Scan(&epoch)
+		name, m.cfg.Holder, m.cfg.TTL.Milliseconds(), m.cfg.Note).Scan(&epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, errTaken
 	}

@@ -553,3 +553,31 @@ func TestConfigChecked(t *testing.T) {
 		t.Fatal("Await of a lease the manager does not contend for")
 	}
 }
+
+// Current shows every replica the holder of a lease and its note, and
+// nobody once the holder has released it.
+func TestCurrentShowsHolderAndNote(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	ctx := context.Background()
+	if _, ok, err := lease.Current(ctx, s.pool, lease.Jobs); err != nil || ok {
+		t.Fatalf("before any term: ok=%v err=%v", ok, err)
+	}
+	cfg := fast
+	cfg.Note = "http://10.0.0.7:8000"
+	a := s.start(t, cfg)
+	ta := a.await(t, lease.Jobs, 10*time.Second)
+
+	h, ok, err := lease.Current(ctx, s.pool, lease.Jobs)
+	if err != nil || !ok {
+		t.Fatalf("while held: ok=%v err=%v", ok, err)
+	}
+	if h.Holder != a.Holder() || h.Epoch != ta.Epoch || h.Note != cfg.Note {
+		t.Fatalf("current %+v, want holder %s epoch %d note %s", h, a.Holder(), ta.Epoch, cfg.Note)
+	}
+
+	a.stop()
+	if _, ok, err := lease.Current(ctx, s.pool, lease.Jobs); err != nil || ok {
+		t.Fatalf("after the release: ok=%v err=%v", ok, err)
+	}
+}

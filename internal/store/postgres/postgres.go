@@ -62,6 +62,25 @@ type Store struct {
 	days   map[int64]bool
 }
 
+// PoolConfig is the configuration of a pool on the database named by dsn
+// (a postgres:// URL or a key=value string): password, when set, replaces
+// the DSN's, and the connections show as application name in
+// pg_stat_activity. The store's pool and the pools of the replicas' leases
+// and relay (docs/decisions/0029-replicas.md) all start from it.
+func PoolConfig(dsn, password, name string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres dsn: %w", err)
+	}
+	if password != "" {
+		cfg.ConnConfig.Password = password
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = name
+	// A connection found dead is replaced rather than handed out.
+	cfg.HealthCheckPeriod = 15 * time.Second
+	return cfg, nil
+}
+
 // Open connects to the database named by dsn (a postgres:// URL or a
 // key=value string), applies pending migrations and starts the writers.
 func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
@@ -77,18 +96,12 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if opt.StatementTimeout <= 0 {
 		opt.StatementTimeout = time.Minute
 	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := PoolConfig(dsn, opt.Password, "kaiser")
 	if err != nil {
-		return nil, fmt.Errorf("postgres dsn: %w", err)
+		return nil, err
 	}
 	cfg.MaxConns = opt.MaxConns
-	if opt.Password != "" {
-		cfg.ConnConfig.Password = opt.Password
-	}
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(opt.StatementTimeout.Milliseconds(), 10)
-	cfg.ConnConfig.RuntimeParams["application_name"] = "kaiser"
-	// A connection found dead is replaced rather than handed out.
-	cfg.HealthCheckPeriod = 15 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres connect: %w", err)
