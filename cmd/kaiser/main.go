@@ -129,6 +129,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			help: "file with the PostgreSQL password of --database",
 		},
 		{
+			name: "replica-url",
+			env:  "KAISER_REPLICA_URL",
+			def:  "",
+			help: "with PostgreSQL and --mqtt-broker: this replica's HTTP API as the other replicas reach it, " +
+				"which a standby forwards requests to (default http://{--http-addr}, this host's name for an " +
+				"address on every interface)",
+		},
+		{
 			name: "http-addr",
 			env:  "KAISER_HTTP_ADDR",
 			def:  ":8000",
@@ -529,6 +537,7 @@ func databaseConfig(cfg *hub.Config, v, src map[string]string, set map[string]bo
 			"give it in KAISER_DATABASE, --database-password-file or ~/.pgpass")
 	}
 	cfg.Database = db
+	cfg.ReplicaURL = v["replica-url"]
 	if file := v["database-password-file"]; file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {

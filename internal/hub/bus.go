@@ -42,13 +42,21 @@ var (
 func (h *Hub) connectExternal() error {
 	cfg := h.cfg.MQTTBroker
 	cfg.ClientID = hubClientID(h.cfg.KaiserID)
-	will, err := contract.Marshal(contract.ServerStatus{Status: "offline", Reason: "unexpected_disconnect"})
-	if err != nil {
-		return err
+	// A standby speaks for no hub: no will and no announcement, which
+	// would tell the devices the hub is offline while the primary serves,
+	// or clear a broadcast stop (docs/decisions/0029-replicas.md).
+	standby := h.cfg.role() == RoleStandby
+	if !standby {
+		will, err := contract.Marshal(contract.ServerStatus{Status: "offline", Reason: "unexpected_disconnect"})
+		if err != nil {
+			return err
+		}
+		cfg.Will = &broker.Message{Topic: contract.ServerStatusTopic(h.cfg.KaiserID), Payload: will, QoS: 1, Retain: true}
 	}
-	cfg.Will = &broker.Message{Topic: contract.ServerStatusTopic(h.cfg.KaiserID), Payload: will, QoS: 1, Retain: true}
 	cfg.OnConnect = func(ctx context.Context) {
-		h.announce(ctx)
+		if !standby {
+			h.announce(ctx)
+		}
 		h.systemEvent("mqtt_connected", "connected to the MQTT broker")
 	}
 	cfg.OnConnectionLost = func() {

@@ -78,6 +78,16 @@ type Config struct {
 	Version string
 	Commit  string
 
+	// Replicas (docs/decisions/0029-replicas.md): on PostgreSQL with an
+	// external broker, ReplicaURL is this replica's API as the others
+	// reach it (default http://{HTTPAddr}); LeaseTTL tunes the jobs lease
+	// (default 10 s: a takeover within 15 s of a primary's death). Role
+	// and link are set by Run.
+	ReplicaURL string
+	LeaseTTL   time.Duration
+	Role       Role
+	link       *replicaLink
+
 	// JWT secret: a file path or a value (docs/api.md §2.2); neither = generated in DataDir.
 	JWTSecretFile       string
 	JWTSecretFileSource string // how the file was configured, for error messages
@@ -217,7 +227,31 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 			h.abort()
 		}
 	}()
-	for _, step := range []func(context.Context) error{
+	for _, step := range h.steps() {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	h.Log.Info("kaiser hub ready",
+		"role", cfg.role(),
+		"http", h.HTTPAddr(),
+		"mqtt", h.MQTTAddr(),
+		"https", h.HTTPSAddr(),
+		"mqtt_tls", h.MQTTTLSAddr(),
+		"data_dir", cfg.DataDir,
+		"database", cfg.databaseKind(),
+		"version", cfg.Version)
+	return h, nil
+}
+
+// steps are the start steps of the hub's role: a standby builds only what
+// ingesting sensor data needs (standby.go).
+func (h *Hub) steps() []func(context.Context) error {
+	if h.cfg.role() == RoleStandby {
+		return h.standbySteps()
+	}
+	return []func(context.Context) error{
 		h.listenHTTP,
 		h.openStore,
 		h.createBroker,
@@ -232,21 +266,7 @@ func Start(ctx context.Context, cfg Config) (*Hub, error) {
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
-	} {
-		if err := step(ctx); err != nil {
-			return nil, err
-		}
 	}
-	ok = true
-	h.Log.Info("kaiser hub ready",
-		"http", h.HTTPAddr(),
-		"mqtt", h.MQTTAddr(),
-		"https", h.HTTPSAddr(),
-		"mqtt_tls", h.MQTTTLSAddr(),
-		"data_dir", cfg.DataDir,
-		"database", cfg.databaseKind(),
-		"version", cfg.Version)
-	return h, nil
 }
 
 func (c Config) withDefaults() Config {
@@ -324,6 +344,10 @@ func (h *Hub) loadAccounts(ctx context.Context) error {
 	secret, err := auth.LoadSecret(h.cfg.DataDir, h.cfg.JWTSecretFile, h.cfg.JWTSecretFileSource, h.cfg.JWTSecret)
 	if err != nil {
 		return err
+	}
+	if h.cfg.role() != RoleSolo && h.cfg.JWTSecretFile == "" && h.cfg.JWTSecret == "" {
+		h.Log.Warn("replicas without a shared JWT secret: tokens signed by one primary fail on the next",
+			"fix", "give every replica the same --jwt-secret-file", "see", "docs/decisions/0029-replicas.md")
 	}
 	h.Auth, err = auth.New(ctx, auth.Config{Secret: secret, BcryptCost: h.cfg.BcryptCost}, h.Store)
 	if err != nil {
@@ -827,19 +851,28 @@ func (h *Hub) Stop(ctx context.Context) error {
 		err = h.httpSrv.Close()
 	}
 	step("http", err)
-	h.Emergency.Close()
-	step("scheduler", h.Sched.Stop(ctx))
+	// A standby has no control services and no scheduler (standby.go).
+	if h.Emergency != nil {
+		h.Emergency.Close()
+	}
+	if h.Sched != nil {
+		step("scheduler", h.Sched.Stop(ctx))
+	}
 	step("ingest drain", h.Ingest.Stop(ctx))
-	h.Sequences.Stop()
-	h.Rules.Stop()
-	h.Devices.StopPush()
-	h.Zones.Stop()
-	h.Actuators.Stop()
+	if h.Sequences != nil {
+		h.Sequences.Stop()
+		h.Rules.Stop()
+		h.Devices.StopPush()
+		h.Zones.Stop()
+		h.Actuators.Stop()
+	}
 	step("readings flush", h.Readings.Close(ctx))
 	close(h.auditStop)
 	<-h.auditDone
 	step("store flush", h.Store.Flush(ctx))
-	h.publishServerStatus(ctx, contract.ServerStatus{Status: "offline", Reason: "graceful_shutdown"})
+	if h.cfg.role() != RoleStandby {
+		h.publishServerStatus(ctx, contract.ServerStatus{Status: "offline", Reason: "graceful_shutdown"})
+	}
 	step("broker close", h.Bus.Close())
 	step("store close", h.Store.Close(ctx))
 	log.Info("hub stopped", "errors", len(errs))
@@ -904,12 +937,31 @@ func (h *Hub) abort() {
 	_ = h.logs.Close()
 }
 
-// Run starts the hub and stops it when ctx ends.
+// Run starts the hub and stops it when ctx ends; on PostgreSQL with an
+// external broker it runs as one replica of a site (replica.go).
 func Run(ctx context.Context, cfg Config) error {
+	if cfg.replicated() {
+		return runReplicas(ctx, cfg)
+	}
 	h, err := Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	_, err = h.serve(ctx, nil)
+	return errors.Join(err, h.Stop(context.Background()))
+}
+
+// Why serve returned.
+const (
+	stoppedDone  = iota // ctx ended
+	stoppedHTTP         // the HTTP server failed
+	stoppedUntil        // until was closed
+)
+
+// serve tells systemd the hub is ready, answers its watchdog and reloads
+// the TLS certificate on SIGHUP until ctx ends, the HTTP server fails or
+// until is closed; the caller stops the hub.
+func (h *Hub) serve(ctx context.Context, until <-chan struct{}) (int, error) {
 	if _, err := sdnotify.Notify(sdnotify.Ready); err != nil {
 		h.Log.Warn("systemd notification failed", "error", err)
 	}
@@ -917,22 +969,20 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopWatch()
 	go h.serviceWatchdog(watchCtx)
 
-	for serving := true; serving; {
+	for {
 		select {
 		case <-ctx.Done():
-			serving = false
+			_, _ = sdnotify.Notify(sdnotify.Stopping)
+			return stoppedDone, nil
 		case err := <-h.httpErr:
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				h.Log.Error("http server failed", "error", err)
-			}
-			serving = false
-		case <-cfg.Reload:
+			_, _ = sdnotify.Notify(sdnotify.Stopping)
+			return stoppedHTTP, httpFailure(h, err)
+		case <-until:
+			return stoppedUntil, nil
+		case <-h.cfg.Reload:
 			h.reloadTLS()
 		}
 	}
-	stopWatch()
-	_, _ = sdnotify.Notify(sdnotify.Stopping)
-	return h.Stop(context.Background())
 }
 
 // serviceWatchdog answers systemd's watchdog (WatchdogSec in the unit) while
@@ -984,6 +1034,7 @@ func (h *Hub) resourceRoutes(cfg Config) {
 		health.BrokerHost, health.BrokerPort = h.External.Endpoint()
 	}
 	healthapi.Register(h.API, health)
+	healthapi.RegisterReplica(h.API, h)
 	accounts := accountapi.Deps{Accounts: h.Auth, Audit: h.Audit, LoginLimit: cfg.LoginLimit,
 		MQTTTLS: cfg.MQTTTLSAddr != "", MQTTAuthEnabled: h.mqttAuth()}
 	if h.External != nil {
