@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
@@ -101,20 +99,21 @@ func (h *Hub) openStore(ctx context.Context) error {
 	log := h.Log.With("component", "store")
 	if h.cfg.databaseKind() == DatabasePostgres {
 		st, err := postgres.Open(ctx, h.cfg.Database, postgres.Options{
-			Password: h.cfg.DatabasePassword,
-			Logger:   log,
+			Password:       h.cfg.DatabasePassword,
+			Logger:         log,
+			Metrics:        store.NewWriterMetrics(h.Registry, "main"),
+			ControlMetrics: store.NewWriterMetrics(h.Registry, "control"),
 		})
 		if err != nil {
 			// The DSN may hold a password: only what pgx says, never the URL.
 			return fmt.Errorf("open PostgreSQL store: %w", err)
 		}
 		h.Postgres, h.Store = st, st
-		h.registerPostgresMetrics(st)
 		return nil
 	}
 	st, err := sqlite.Open(ctx, h.cfg.DataDir, sqlite.Options{
-		Metrics:        sqlite.NewWriterMetrics(h.Registry, "main"),
-		ControlMetrics: sqlite.NewWriterMetrics(h.Registry, "control"),
+		Metrics:        store.NewWriterMetrics(h.Registry, "main"),
+		ControlMetrics: store.NewWriterMetrics(h.Registry, "control"),
 		Logger:         log,
 	})
 	if err != nil {
@@ -122,25 +121,6 @@ func (h *Hub) openStore(ctx context.Context) error {
 	}
 	h.SQLite, h.Store = st, st
 	return nil
-}
-
-// registerPostgresMetrics registers the writers' queue depths under the
-// SQLite writers' names, so one dashboard reads either store. The
-// PostgreSQL writers do not measure batch sizes and commit times yet.
-func (h *Hub) registerPostgresMetrics(st *postgres.Store) {
-	for _, db := range []string{"main", "control"} {
-		h.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "kaiser_store_queue_depth",
-			Help:        "Operations waiting for the store writer.",
-			ConstLabels: prometheus.Labels{"db": db},
-		}, func() float64 {
-			m, c := st.WriterDepths()
-			if db == "main" {
-				return float64(m)
-			}
-			return float64(c)
-		}))
-	}
 }
 
 // newReadingSink starts the store's reading sink with the same

@@ -22,6 +22,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 //go:embed migrations/*.sql
@@ -45,6 +47,10 @@ type Options struct {
 	// file so that it need not be on the command line.
 	Password string
 	Logger   *slog.Logger
+	// Metrics and ControlMetrics are the main and the control writer's
+	// instruments, the same as SQLite's (nil: none).
+	Metrics        *store.WriterMetrics
+	ControlMetrics *store.WriterMetrics
 }
 
 // Store is the hub's PostgreSQL database. Like the SQLite store it has a
@@ -112,8 +118,8 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, log: opt.Logger, days: map[int64]bool{}}
 	timeout := opt.StatementTimeout + 10*time.Second
-	s.main = newWriter("main", pool, opt.QueueSize, 2000, timeout, opt.Logger)
-	s.control = newWriter("control", pool, opt.QueueSize, 2000, timeout, opt.Logger)
+	s.main = newWriter("main", pool, opt.QueueSize, 2000, timeout, opt.Metrics, opt.Logger)
+	s.control = newWriter("control", pool, opt.QueueSize, 2000, timeout, opt.ControlMetrics, opt.Logger)
 	return s, nil
 }
 

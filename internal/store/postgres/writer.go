@@ -51,9 +51,12 @@ type writer struct {
 	timeout  time.Duration
 	log      *slog.Logger
 	fault    atomic.Pointer[error]
+	metrics  *store.WriterMetrics // nil: none
 }
 
-func newWriter(name string, pool *pgxpool.Pool, queue, maxBatch int, timeout time.Duration, log *slog.Logger) *writer {
+func newWriter(
+	name string, pool *pgxpool.Pool, queue, maxBatch int, timeout time.Duration, m *store.WriterMetrics, log *slog.Logger,
+) *writer {
 	w := &writer{
 		name:     name,
 		pool:     pool,
@@ -63,6 +66,10 @@ func newWriter(name string, pool *pgxpool.Pool, queue, maxBatch int, timeout tim
 		maxBatch: maxBatch,
 		timeout:  timeout,
 		log:      log,
+		metrics:  m,
+	}
+	if m != nil {
+		m.SetQueueDepth(func() float64 { return float64(len(w.queue) + len(w.urgent)) })
 	}
 	go w.run()
 	return w
@@ -211,9 +218,11 @@ func poll(lane *chan request) (request, bool) {
 }
 
 func (w *writer) commit(batch []request) {
+	start := time.Now()
 	err := w.runTx(batch)
 	if err == nil {
 		w.note(batch, nil)
+		w.observe(len(batch), start, 0)
 		for _, r := range batch {
 			finish(r, nil, w.log)
 		}
@@ -242,9 +251,27 @@ func (w *writer) commit(batch []request) {
 		}
 	}
 	w.note(wrote, fault)
+	failed := 0
 	for i, r := range batch {
+		if errs[i] != nil {
+			failed++
+		}
 		finish(r, errs[i], w.log)
 	}
+	w.observe(len(wrote), start, failed)
+}
+
+// observe records a round: the operations committed, its time, and the
+// failed ones.
+func (w *writer) observe(committed int, start time.Time, failed int) {
+	if w.metrics == nil {
+		return
+	}
+	if committed > 0 {
+		w.metrics.BatchSize.Observe(float64(committed))
+		w.metrics.CommitTime.Observe(time.Since(start).Seconds())
+	}
+	w.metrics.Errors.Add(float64(failed))
 }
 
 func finish(r request, err error, log *slog.Logger) {

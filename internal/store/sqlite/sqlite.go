@@ -21,6 +21,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/kaiserhub/kaiser/internal/store"
 )
 
 //go:embed migrations/*.sql migrations/control/*.sql
@@ -34,9 +36,9 @@ type Options struct {
 	BatchWait time.Duration
 	// QueueSize bounds the writer queue; Submit waits (with its context) when full.
 	QueueSize int
-	Metrics   *WriterMetrics
+	Metrics   *store.WriterMetrics
 	// ControlMetrics instruments the control database's writer.
-	ControlMetrics *WriterMetrics
+	ControlMetrics *store.WriterMetrics
 	Logger         *slog.Logger
 }
 
@@ -83,7 +85,7 @@ type dbConfig struct {
 	readerCacheKiB int
 	readConns      int
 	prioConns      int // the reserved read connections (database.prio)
-	metrics        *WriterMetrics
+	metrics        *store.WriterMetrics
 	// immediate commits as soon as work arrives instead of waiting
 	// BatchWait for more: every write here gates a publish, and requests
 	// that queue while a commit runs still share the next one.

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/kaiserhub/kaiser/internal/store"
 )
 
@@ -49,51 +47,6 @@ func (t *Tx) QueryRow(query string, args ...any) *sql.Row {
 	return t.conn.QueryRowContext(t.ctx, query, args...)
 }
 
-// WriterMetrics are the writer's Prometheus instruments.
-type WriterMetrics struct {
-	BatchSize  prometheus.Histogram
-	CommitTime prometheus.Histogram
-	Errors     prometheus.Counter
-	queueDepth func() float64
-}
-
-// NewWriterMetrics registers the metrics of one database's writer on reg,
-// labelled db="main" or db="control".
-func NewWriterMetrics(reg prometheus.Registerer, db string) *WriterMetrics {
-	labels := prometheus.Labels{"db": db}
-	m := &WriterMetrics{
-		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:        "kaiser_store_batch_ops",
-			Help:        "Operations committed per group-commit transaction.",
-			ConstLabels: labels,
-			Buckets:     prometheus.ExponentialBuckets(1, 4, 8),
-		}),
-		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:        "kaiser_store_commit_seconds",
-			Help:        "Duration of group-commit transactions.",
-			ConstLabels: labels,
-			Buckets:     prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}),
-		Errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "kaiser_store_write_errors_total",
-			Help:        "Store write operations that failed.",
-			ConstLabels: labels,
-		}),
-	}
-	reg.MustRegister(m.BatchSize, m.CommitTime, m.Errors)
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "kaiser_store_queue_depth",
-		Help:        "Operations waiting for the store writer.",
-		ConstLabels: labels,
-	}, func() float64 {
-		if m.queueDepth == nil {
-			return 0
-		}
-		return m.queueDepth()
-	}))
-	return m
-}
-
 type request struct {
 	op   Op
 	done chan error // nil for fire-and-forget
@@ -126,7 +79,7 @@ type Writer struct {
 	stopped   chan struct{}
 	batchRows int
 	batchWait time.Duration
-	metrics   *WriterMetrics
+	metrics   *store.WriterMetrics
 	log       *slog.Logger
 	// fault is the storage error of the last transaction that carried
 	// writes, while it failed; nil once one commits again.
@@ -166,7 +119,7 @@ func newWriter(ctx context.Context, db *sql.DB, opt Options) (*Writer, error) {
 		log:       opt.Logger,
 	}
 	if w.metrics != nil {
-		w.metrics.queueDepth = func() float64 { return float64(w.Depth()) }
+		w.metrics.SetQueueDepth(func() float64 { return float64(w.Depth()) })
 	}
 	w.lastCommit.Store(time.Now().UnixNano())
 	go w.run()
