@@ -43,6 +43,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/emergency"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
+	"github.com/kaiserhub/kaiser/internal/lease"
 	"github.com/kaiserhub/kaiser/internal/live"
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
@@ -87,6 +88,7 @@ type Config struct {
 	LeaseTTL   time.Duration
 	Role       Role
 	link       *replicaLink
+	term       *lease.Term // a primary's term, which fences its writes
 
 	// JWT secret: a file path or a value (docs/api.md §2.2); neither = generated in DataDir.
 	JWTSecretFile       string

@@ -223,7 +223,7 @@ func standBy(ctx context.Context, cfg Config) (*lease.Term, error) {
 // A lost term stops it at once, without the ordered shutdown, so that
 // nothing it would still do overlaps the next primary's work.
 func lead(ctx context.Context, cfg Config, t *lease.Term) error {
-	cfg.Role = RolePrimary
+	cfg.Role, cfg.term = RolePrimary, t
 	h, err := Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -6,11 +6,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/backtest"
 	"github.com/kaiserhub/kaiser/internal/debugapi"
 	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/emergency"
+	"github.com/kaiserhub/kaiser/internal/lease"
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/notify"
 	"github.com/kaiserhub/kaiser/internal/retention"
@@ -103,6 +106,7 @@ func (h *Hub) openStore(ctx context.Context) error {
 			Logger:         log,
 			Metrics:        store.NewWriterMetrics(h.Registry, "main"),
 			ControlMetrics: store.NewWriterMetrics(h.Registry, "control"),
+			Fence:          h.fence(),
 		})
 		if err != nil {
 			// The DSN may hold a password: only what pgx says, never the URL.
@@ -121,6 +125,17 @@ func (h *Hub) openStore(ctx context.Context) error {
 	}
 	h.SQLite, h.Store = st, st
 	return nil
+}
+
+// fence is a primary's: its writes commit only within its term of the
+// jobs lease (docs/decisions/0029-replicas.md). A standby's writes
+// (readings, series, alerts) are nobody's singleton work.
+func (h *Hub) fence() func(context.Context, pgx.Tx) error {
+	t := h.cfg.term
+	if t == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx pgx.Tx) error { return lease.Fence(ctx, tx, t) }
 }
 
 // newReadingSink starts the store's reading sink with the same

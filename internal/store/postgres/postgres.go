@@ -51,6 +51,11 @@ type Options struct {
 	// instruments, the same as SQLite's (nil: none).
 	Metrics        *store.WriterMetrics
 	ControlMetrics *store.WriterMetrics
+	// Fence, when set, runs first in every transaction of both writers; an
+	// error rolls the transaction back. A primary replica fences its writes
+	// with its lease term (lease.Fence), so that nothing it queued commits
+	// once another replica has taken over (docs/decisions/0029-replicas.md).
+	Fence func(ctx context.Context, tx pgx.Tx) error
 }
 
 // Store is the hub's PostgreSQL database. Like the SQLite store it has a
@@ -120,6 +125,7 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	timeout := opt.StatementTimeout + 10*time.Second
 	s.main = newWriter("main", pool, opt.QueueSize, 2000, timeout, opt.Metrics, opt.Logger)
 	s.control = newWriter("control", pool, opt.QueueSize, 2000, timeout, opt.ControlMetrics, opt.Logger)
+	s.main.fence, s.control.fence = opt.Fence, opt.Fence
 	return s, nil
 }
 

@@ -52,6 +52,8 @@ type writer struct {
 	log      *slog.Logger
 	fault    atomic.Pointer[error]
 	metrics  *store.WriterMetrics // nil: none
+	// fence runs first in every transaction (Options.Fence); nil: none.
+	fence func(ctx context.Context, tx pgx.Tx) error
 }
 
 func newWriter(
@@ -294,6 +296,11 @@ func (w *writer) runTx(batch []request) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if w.fence != nil {
+		if err := w.fence(ctx, tx); err != nil {
+			return err
+		}
+	}
 	for _, r := range batch {
 		if err := r.op(ctx, tx); err != nil {
 			return err

@@ -2,12 +2,15 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/kaiserhub/kaiser/internal/lease"
 	"github.com/kaiserhub/kaiser/internal/store"
 	"github.com/kaiserhub/kaiser/internal/store/postgres"
 	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
@@ -71,4 +74,47 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name, db string) uin
 		}
 	}
 	return 0
+}
+
+// A primary's writes are fenced with its lease term: they commit while the
+// term is the lease's, and none commits once another replica has taken
+// the lease over.
+func TestFencedWritesStopAtTakeover(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	term := &lease.Term{Name: lease.Jobs, Holder: "replica-a", Epoch: 1}
+	s, err := postgres.Open(ctx, dsn, postgres.Options{
+		Fence: func(ctx context.Context, tx pgx.Tx) error { return lease.Fence(ctx, tx, term) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	if _, err := db.Exec(ctx, `INSERT INTO leases (name, holder, epoch, acquired_at, expires_at)
+		VALUES ('jobs', 'replica-a', 1, now(), now() + interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
+
+	user := func(name string) store.User {
+		return store.User{Username: name, Email: name + "@example.org", Role: "viewer", IsActive: true,
+			PasswordHash: "x", CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	}
+	if _, err := s.CreateUser(ctx, user("in-term")); err != nil {
+		t.Fatalf("write within the term: %v", err)
+	}
+	if _, err := db.Exec(ctx, `UPDATE leases SET holder = 'replica-b', epoch = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateUser(ctx, user("after-takeover")); !errors.Is(err, lease.ErrFenced) {
+		t.Fatalf("write after the takeover: %v, want lease.ErrFenced", err)
+	}
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM users WHERE username = 'after-takeover'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("fenced user stored: %d %v", n, err)
+	}
 }
