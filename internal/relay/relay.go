@@ -64,6 +64,12 @@ type Config struct {
 	// Types are the local events to send (every type when empty). The
 	// relay's subscription counts for event.Bus.Wants.
 	Types []event.Type
+	// NoSend and NoListen leave out a direction: a replica that only
+	// receives (the primary, whose clients see its own events) or only
+	// sends (a standby, which serves no live feed) of
+	// docs/decisions/0029-replicas.md.
+	NoSend   bool
+	NoListen bool
 	// MaxDelay is how long an event may wait for others to share its
 	// notification (default 20 ms).
 	MaxDelay time.Duration
@@ -208,8 +214,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		return errors.New("relay: already running")
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { newSender(r).run(ctx) })
-	wg.Go(func() { newListener(r).run(ctx) })
+	if !r.cfg.NoSend {
+		wg.Go(func() { newSender(r).run(ctx) })
+	}
+	if !r.cfg.NoListen {
+		wg.Go(func() { newListener(r).run(ctx) })
+	}
 	wg.Wait()
 	return nil
 }

@@ -75,15 +75,18 @@ func (r *records) count(prefix string) int {
 
 func start(t *testing.T, dsn, origin string) *replica {
 	t.Helper()
-	r := &replica{origin: origin, bus: event.NewBus(), reg: prometheus.NewRegistry(), logs: &records{t: t}}
+	return startWith(t, relay.Config{DSN: dsn, Origin: origin})
+}
+
+// startWith starts a replica whose relay has cfg, completed with its bus,
+// logger and registry.
+func startWith(t *testing.T, cfg relay.Config) *replica {
+	t.Helper()
+	r := &replica{origin: cfg.Origin, bus: event.NewBus(), reg: prometheus.NewRegistry(), logs: &records{t: t}}
+	cfg.Bus, cfg.Registerer = r.bus, r.reg
+	cfg.Logger = slog.New(r.logs).With("replica", cfg.Origin)
 	var err error
-	r.relay, err = relay.New(relay.Config{
-		DSN:        dsn,
-		Origin:     origin,
-		Bus:        r.bus,
-		Logger:     slog.New(r.logs).With("replica", origin),
-		Registerer: r.reg,
-	})
+	r.relay, err = relay.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,5 +372,30 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		if _, err := relay.New(cfg); err == nil {
 			t.Errorf("%s: New accepted %+v", name, cfg)
 		}
+	}
+}
+
+// A standby only sends and a primary only listens
+// (docs/decisions/0029-replicas.md): the standby's events reach the
+// primary, and the primary's own events go nowhere.
+func TestOneWayRelays(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	standby := startWith(t, relay.Config{DSN: dsn, Origin: "standby", NoListen: true})
+	primary := startWith(t, relay.Config{DSN: dsn, Origin: "primary", NoSend: true})
+	linked(t, standby, primary)
+
+	primary.bus.Publish(event.Event{Data: reading("ESP_P1", 1)})
+	standby.bus.Publish(event.Event{Data: reading("ESP_S1", 2)})
+	remote := primary.bus.SubscribeWithRemote(16, event.TypeSensorData)
+	defer primary.bus.Unsubscribe(remote)
+	standby.bus.Publish(event.Event{Data: reading("ESP_S1", 3)})
+	if got := await(t, remote, 5*time.Second); got.Data.(event.SensorData).EspID != "ESP_S1" {
+		t.Fatalf("the primary received %+v", got.Data)
+	}
+	if st := primary.relay.Stats(); st.EventsSent != 0 || st.Notifications != 0 {
+		t.Fatalf("the listen-only primary sent: %+v", st)
+	}
+	if st := standby.relay.Stats(); st.EventsReceived != 0 {
+		t.Fatalf("the send-only standby received: %+v", st)
 	}
 }
