@@ -5,6 +5,12 @@
 //
 // Every event type is a Type constant with one payload struct whose JSON is
 // the `data` object of the WebSocket envelope (docs/api.md §17.5).
+//
+// Replicas of one site relay their events to each other (internal/relay):
+// such a remote event, already acted on by the replica it happened on,
+// reaches only the subscriptions made with SubscribeWithRemote, so the
+// watchers that act on events (audit, zones, actuators, emergencies) never
+// act twice. Encode and Decode carry an event across processes.
 package event
 
 import (
@@ -46,6 +52,9 @@ type Payload interface {
 type Event struct {
 	Time time.Time
 	Data Payload
+	// Remote marks an event that happened on another replica and was
+	// relayed here; only subscriptions made with SubscribeWithRemote get it.
+	Remote bool
 }
 
 // Type is the type of e's payload ("" without one).
@@ -70,6 +79,7 @@ type Subscription struct {
 	C       <-chan Event
 	ch      chan Event
 	types   map[Type]bool // nil = every type
+	remote  bool          // takes remote events too
 	dropped atomic.Int64
 }
 
@@ -79,10 +89,22 @@ func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 func (s *Subscription) takes(t Type) bool { return s.types == nil || s.types[t] }
 
 // Subscribe returns a subscription with an inbox of size buffer; with
-// types it receives only those event types.
+// types it receives only those event types. It receives the events of this
+// process only, never remote ones.
 func (b *Bus) Subscribe(buffer int, types ...Type) *Subscription {
+	return b.subscribe(buffer, false, types)
+}
+
+// SubscribeWithRemote is Subscribe for a consumer that also takes the
+// remote events relayed from other replicas (Event.Remote), such as the
+// WebSocket live feed, whose clients may be connected to any replica.
+func (b *Bus) SubscribeWithRemote(buffer int, types ...Type) *Subscription {
+	return b.subscribe(buffer, true, types)
+}
+
+func (b *Bus) subscribe(buffer int, remote bool, types []Type) *Subscription {
 	ch := make(chan Event, buffer)
-	s := &Subscription{C: ch, ch: ch}
+	s := &Subscription{C: ch, ch: ch, remote: remote}
 	if len(types) > 0 {
 		s.types = map[Type]bool{}
 		for _, t := range types {
@@ -103,8 +125,8 @@ func (b *Bus) Unsubscribe(s *Subscription) {
 	b.mu.Unlock()
 }
 
-// Wants reports whether any subscriber takes events of type t, so hot
-// paths can skip building events nobody receives.
+// Wants reports whether any subscriber takes local events of type t, so
+// hot paths can skip building events nobody receives.
 func (b *Bus) Wants(t Type) bool {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -116,7 +138,7 @@ func (b *Bus) Wants(t Type) bool {
 	return false
 }
 
-// Publish delivers e to every subscriber without blocking.
+// Publish delivers e to every subscriber that takes it, without blocking.
 func (b *Bus) Publish(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
@@ -126,7 +148,7 @@ func (b *Bus) Publish(e Event) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for s := range b.subs {
-		if !s.takes(t) {
+		if !s.takes(t) || e.Remote && !s.remote {
 			continue
 		}
 		select {

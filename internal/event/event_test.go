@@ -190,3 +190,35 @@ func TestEventTypeFollowsPayload(t *testing.T) {
 		t.Fatalf("event without payload has type %q", got)
 	}
 }
+
+func TestRemoteEventsReachOnlyOptedInSubscriptions(t *testing.T) {
+	b := NewBus()
+	local := b.Subscribe(4)
+	remote := b.SubscribeWithRemote(4)
+	remoteSensors := b.SubscribeWithRemote(4, TypeSensorData)
+
+	at := time.Unix(1700000000, 5)
+	b.Publish(Event{Time: at, Data: SystemEvent{Event: "relayed"}, Remote: true})
+
+	if e, ok := receive(local); ok {
+		t.Fatalf("plain subscription received the remote event %+v", e)
+	}
+	if e, ok := receive(remoteSensors); ok {
+		t.Fatalf("subscription of sensor data received %+v", e)
+	}
+	e, ok := receive(remote)
+	if !ok {
+		t.Fatal("opted-in subscription received nothing")
+	}
+	if !e.Remote || !e.Time.Equal(at) || e.Data != (SystemEvent{Event: "relayed"}) {
+		t.Fatalf("opted-in subscription received %+v", e)
+	}
+
+	// A local event still reaches both kinds.
+	b.Publish(systemEvent("local"))
+	for name, s := range map[string]*Subscription{"plain": local, "opted-in": remote} {
+		if e, ok := receive(s); !ok || e.Remote {
+			t.Fatalf("%s subscription: local event %+v, received %v", name, e, ok)
+		}
+	}
+}

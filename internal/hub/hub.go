@@ -199,6 +199,9 @@ type Hub struct {
 	httpSrv *http.Server
 	httpErr chan error
 
+	// relayStop ends the event relay among replicas (relay_wiring.go).
+	relayStop func()
+
 	// TLS is the certificate of the TLS listeners; nil without them.
 	TLS     *tlscert.Source
 	httpsLn net.Listener
@@ -265,6 +268,7 @@ func (h *Hub) steps() []func(context.Context) error {
 		h.loadZones,
 		h.loadEmergency,
 		h.loadRules,
+		h.startRelay,
 		h.startIngest,
 		h.startScheduler,
 		h.openToDevices,
@@ -861,6 +865,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		step("scheduler", h.Sched.Stop(ctx))
 	}
 	step("ingest drain", h.Ingest.Stop(ctx))
+	h.stopRelay()
 	if h.Sequences != nil {
 		h.Sequences.Stop()
 		h.Rules.Stop()
@@ -912,6 +917,7 @@ func (h *Hub) abort() {
 	if h.Ingest != nil {
 		_ = h.Ingest.Stop(ctx)
 	}
+	h.stopRelay()
 	if h.Sequences != nil {
 		h.Sequences.Stop()
 	}

@@ -30,6 +30,7 @@ func (h *Hub) standbySteps() []func(context.Context) error {
 		h.loadDevices,
 		h.loadSensors,
 		h.buildStandbyAPI,
+		h.startRelay,
 		h.startStandbyIngest,
 		h.openStandby,
 	}

@@ -279,7 +279,9 @@ func (f *Feed) attach() {
 	if f.sub != nil || f.events == nil {
 		return
 	}
-	f.sub = f.events.Subscribe(f.cfg.EventBuffer)
+	// Remote events too: a replica's clients see what other replicas
+	// ingested (docs/decisions/0029-replicas.md).
+	f.sub = f.events.SubscribeWithRemote(f.cfg.EventBuffer)
 	f.subDone = make(chan struct{})
 	f.wg.Add(1)
 	go f.fanout(f.sub, f.subDone)

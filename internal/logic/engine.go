@@ -29,7 +29,10 @@ const (
 // device reconnects and offline transitions, command outcomes and
 // emergency stops. The timer trigger is Tick, run by the scheduler.
 func (s *Service) Start() {
-	readings := s.d.Events.Subscribe(readingsBuffer, event.TypeSensorData)
+	// Readings stored by standby replicas trigger rules too
+	// (docs/decisions/0029-replicas.md); every other trigger is the
+	// primary's own.
+	readings := s.d.Events.SubscribeWithRemote(readingsBuffer, event.TypeSensorData)
 	control := s.d.Events.Subscribe(controlBuffer, event.TypeDeviceStatus, event.TypeCommandStatus,
 		event.TypeEmergency)
 	s.wg.Add(2)
