@@ -27,11 +27,11 @@ import (
 // of 50 simulated nodes is stored exactly once and both replicas ingest a
 // share; an approval made on one replica admits the device on the other;
 // a command made on either reaches the node and is confirmed, and a
-// WebSocket client of the standby sees it; after a SIGKILL of the primary
-// the other replica is primary within 15 s and sends the auto-off of a
-// duration command made before the kill, once, on time but for the
-// failover; an emergency stop made on one replica stops the nodes and
-// latches commands made on the other.
+// WebSocket client of the standby sees it and the readings both replicas
+// ingest; after a SIGKILL of the primary the other replica is primary
+// within 15 s and sends the auto-off of a duration command made before the
+// kill, once, on time but for the failover; an emergency stop made on one
+// replica stops the nodes and latches commands made on the other.
 func TestTwoReplicas(t *testing.T) {
 	s := startSite(t)
 	a := s.replica(t)
@@ -72,6 +72,9 @@ func TestTwoReplicas(t *testing.T) {
 	})
 	t.Run("commands through either replica, seen by a standby's WebSocket", func(t *testing.T) {
 		commandsThroughEitherReplica(t, a, b, token, pumps)
+	})
+	t.Run("a standby's WebSocket sees the readings both replicas ingest", func(t *testing.T) {
+		liveReadingsOfBothReplicas(t, a, b, token, nodes[0])
 	})
 	t.Run("SIGKILL of the primary: takeover, the auto-off once and on time", func(t *testing.T) {
 		takeoverKeepsTheAutoOff(t, s, a, b, token, pumps[1])
@@ -164,6 +167,7 @@ func readingsExactlyOnce(t *testing.T, s *site, a, b *hub, fleet []*simNode) {
 // for this node alone.
 func approvalReachesStandby(t *testing.T, s *site, a, b *hub, token string) {
 	n := s.node(t, "ESP_A99001", "none", phSensor)
+	defer n.RemoveSensor(34) // quiet for the later points, whatever happens here
 	awaitDevice(t, a, token, n.id, "pending_approval")
 	dropped := counter(t, b, droppedTotal, sensorData)
 	awaitCounter(t, b, droppedTotal, sensorData, dropped, "the standby dropping the pending node's readings")
@@ -212,7 +216,7 @@ func commandsThroughEitherReplica(t *testing.T, a, b *hub, token string, pumps [
 		awaitDevice(t, a, token, n.id, "online")
 		configurePump(t, a, token, n.id)
 	}
-	ws := dialWS(t, b, token, "replicas-test", "command_status")
+	ws := dialWS(t, b, token, "replicas-commands", wsFilter{Types: []string{"command_status"}})
 
 	n := pumps[0]
 	from := n.mark()
@@ -231,6 +235,53 @@ func commandsThroughEitherReplica(t *testing.T, a, b *hub, token string, pumps [
 	awaitOutput(t, n, 5, "off after B's OFF", func(s sim.ActuatorState) bool { return !s.Energised })
 	awaitState(t, b, token, n.id, 5, "off")
 	t.Logf("ON made on A and OFF made on B acknowledged; B's WebSocket saw A's command")
+}
+
+// liveReadingsOfBothReplicas: a WebSocket client of the standby (its feed
+// is the primary's) gets every reading of a node, those the primary
+// ingested and those the standby did and relayed.
+func liveReadingsOfBothReplicas(t *testing.T, a, b *hub, token string, n *simNode) {
+	ws := dialWS(t, b, token, "replicas-readings", wsFilter{Types: []string{"sensor_data"}, EspIDs: []string{n.id}})
+	handledA, handledB := counter(t, a, handled, sensorData), counter(t, b, handled, sensorData)
+	from := len(n.readings())
+	if !n.AddSensor(phSensor[0]) {
+		t.Fatalf("%s stopped", n.id)
+	}
+	defer n.RemoveSensor(34)
+	deadline := time.Now().Add(30 * time.Second)
+	for len(n.readings()) < from+10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s published %d readings in 30 s", n.id, len(n.readings())-from)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	n.quiet(t)
+	want := n.readings()[from:]
+
+	seen := map[int64]bool{}
+	ws.await(t, fmt.Sprintf("the %d readings of %s on B's WebSocket", len(want), n.id), func(m wsMessage) bool {
+		if ts, ok := m.Data["timestamp"].(float64); ok && m.Type == "sensor_data" && m.Data["esp_id"] == n.id {
+			seen[int64(ts)] = true
+		}
+		for _, ts := range want {
+			if !seen[ts] {
+				return false
+			}
+		}
+		return true
+	})
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		dA, dB := counter(t, a, handled, sensorData)-handledA, counter(t, b, handled, sensorData)-handledB
+		if dA+dB == float64(len(want)) && dA > 0 && dB > 0 {
+			t.Logf("B's WebSocket got all %d readings: %v ingested by A, %v by B", len(want), dA, dB)
+			return
+		}
+		if dA+dB > float64(len(want)) || time.Now().After(deadline) {
+			t.Fatalf("%d readings published, handled %v by A and %v by B", len(want), dA, dB)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // takeoverKeepsTheAutoOff: an ON for 20 s made on the primary, persisted
@@ -761,8 +812,14 @@ type wsMessage struct {
 	Data map[string]any `json:"data"`
 }
 
-// dialWS connects to h's live feed and subscribes to the given types.
-func dialWS(t *testing.T, h *hub, token, clientID string, types ...string) *wsClient {
+// wsFilter is a live-feed subscription (docs/api.md §17.2).
+type wsFilter struct {
+	Types  []string `json:"types,omitempty"`
+	EspIDs []string `json:"esp_ids,omitempty"`
+}
+
+// dialWS connects to h's live feed with one filter.
+func dialWS(t *testing.T, h *hub, token, clientID string, filter wsFilter) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -771,7 +828,10 @@ func dialWS(t *testing.T, h *hub, token, clientID string, types ...string) *wsCl
 		t.Fatalf("websocket on %s: %v", h.http, err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
-	sub, _ := json.Marshal(map[string]any{"action": "subscribe", "filters": map[string]any{"types": types}})
+	sub, _ := json.Marshal(struct {
+		Action  string   `json:"action"`
+		Filters wsFilter `json:"filters"`
+	}{"subscribe", filter})
 	if err := conn.Write(ctx, websocket.MessageText, sub); err != nil {
 		t.Fatal(err)
 	}
