@@ -80,7 +80,7 @@ func (s *Store) watchChanges(ctx context.Context, fn func(Change), tm watchTimin
 		if listened {
 			backoff = tm.minBackoff
 		}
-		s.log.Warn("change listener lost its connection; reconnecting", "db", "postgres",
+		s.log.Warn("change listener has no connection; retrying", "db", "postgres",
 			"retry_in", backoff, "error", err)
 		select {
 		case <-ctx.Done():
