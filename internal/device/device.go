@@ -114,6 +114,10 @@ type Service struct {
 	log    *slog.Logger
 	now    func() time.Time
 
+	// refreshMu orders Refresh and RefreshAll, so that a later reload
+	// always applies a later read of the store.
+	refreshMu sync.Mutex
+
 	mu         sync.Mutex
 	devices    map[string]*entry
 	unknownIDs map[string]time.Time // recently heard unknown ids (bounded)
@@ -176,20 +180,27 @@ func (s *Service) Load(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range recs {
-		e := &entry{rec: r}
-		if r.Metadata == nil {
-			e.rec.Metadata = map[string]any{}
-		}
-		if u, ok := e.rec.Metadata["last_uptime"].(float64); ok {
-			e.lastUptime, e.hasUptime = int64(u), true
-		}
-		if r.Status == StatusOnline {
-			e.lastHeartbeat = now
-		}
+		e := &entry{}
+		e.load(r, now)
 		s.devices[r.DeviceID] = e
 	}
 	s.countAwaiting()
 	return nil
+}
+
+// load makes r, as read from the store, e's record. A device online
+// without a live heartbeat here gets a full timeout from now; s.mu is held.
+func (e *entry) load(r store.Device, now time.Time) {
+	if r.Metadata == nil {
+		r.Metadata = map[string]any{}
+	}
+	e.rec = r
+	if u, ok := r.Metadata["last_uptime"].(float64); ok {
+		e.lastUptime, e.hasUptime = int64(u), true
+	}
+	if r.Status == StatusOnline && e.lastHeartbeat.IsZero() {
+		e.lastHeartbeat = now
+	}
 }
 
 // Root returns the recorded kaiser root of an approved device (docs/protocol.md A2, M4).

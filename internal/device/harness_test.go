@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,9 +20,21 @@ import (
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/ingest"
 	"github.com/kaiserhub/kaiser/internal/store"
+	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the PostgreSQL server of the refresh tests after the
+// tests, then looks for leaked goroutines.
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // fakeStore keeps what the service persists, in memory. Like the real
 // store it keeps a device's record only from a save of a newer version.

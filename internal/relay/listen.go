@@ -129,6 +129,9 @@ func (l *listener) handle(payload string) {
 			continue
 		}
 		e.Remote = true
+		if f := l.r.cfg.Received; f != nil {
+			f(e)
+		}
 		l.r.cfg.Bus.Publish(e)
 		l.r.received.Add(1)
 	}

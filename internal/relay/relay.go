@@ -70,6 +70,10 @@ type Config struct {
 	// docs/decisions/0029-replicas.md.
 	NoSend   bool
 	NoListen bool
+	// Received, when set, sees every remote event before the bus does, on
+	// the listener's goroutine: state that the bus's subscribers read (a
+	// series' latest value) is up to date when they get the event.
+	Received func(event.Event)
 	// MaxDelay is how long an event may wait for others to share its
 	// notification (default 20 ms).
 	MaxDelay time.Duration

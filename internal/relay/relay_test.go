@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -381,7 +382,13 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 func TestOneWayRelays(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	standby := startWith(t, relay.Config{DSN: dsn, Origin: "standby", NoListen: true})
-	primary := startWith(t, relay.Config{DSN: dsn, Origin: "primary", NoSend: true})
+	var seen atomic.Int64
+	primary := startWith(t, relay.Config{DSN: dsn, Origin: "primary", NoSend: true,
+		Received: func(e event.Event) {
+			if d, ok := e.Data.(event.SensorData); ok && d.EspID == "ESP_S1" && e.Remote {
+				seen.Add(1)
+			}
+		}})
 	linked(t, standby, primary)
 
 	primary.bus.Publish(event.Event{Data: reading("ESP_P1", 1)})
@@ -391,6 +398,10 @@ func TestOneWayRelays(t *testing.T) {
 	standby.bus.Publish(event.Event{Data: reading("ESP_S1", 3)})
 	if got := await(t, remote, 5*time.Second); got.Data.(event.SensorData).EspID != "ESP_S1" {
 		t.Fatalf("the primary received %+v", got.Data)
+	}
+	// Received saw the event before the bus delivered it.
+	if seen.Load() == 0 {
+		t.Fatal("Received did not see the remote reading before the bus")
 	}
 	if st := primary.relay.Stats(); st.EventsSent != 0 || st.Notifications != 0 {
 		t.Fatalf("the listen-only primary sent: %+v", st)

@@ -151,6 +151,10 @@ type Service struct {
 	opt     Options
 	now     func() time.Time
 
+	// refreshMu orders RefreshDevice and RefreshAll, so that a later
+	// reload always applies a later read of the store.
+	refreshMu sync.Mutex
+
 	mu      sync.RWMutex
 	configs map[string]*Config // by id
 	byKey   map[store.SeriesKey]*Config
@@ -158,6 +162,9 @@ type Service struct {
 	latest  map[int64]*latest
 	// perDevice counts each device's series, for the cap.
 	perDevice map[string]int
+	// pins are the series of each pin and type (bus addresses apart), for
+	// the readings of other replicas, which carry no address (ApplyRemote).
+	pins map[pinKey][]store.SeriesKey
 
 	processReqs *prometheus.CounterVec
 }
@@ -190,6 +197,7 @@ func New(
 		series:    map[store.SeriesKey]*seriesState{},
 		latest:    map[int64]*latest{},
 		perDevice: map[string]int{},
+		pins:      map[pinKey][]store.SeriesKey{},
 		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "god_kaiser_sensor_process_requests_total",
 			Help: "Firmware processing requests by result.",
@@ -236,8 +244,7 @@ func (s *Service) Load(ctx context.Context) error {
 	}
 
 	for k, id := range series {
-		s.series[k] = &seriesState{id: id}
-		s.perDevice[k.EspID]++
+		s.addSeries(k, id)
 	}
 
 	for _, r := range lat {
@@ -545,9 +552,10 @@ func (s *Service) save(ctx context.Context, c Config, key string) error {
 	return nil
 }
 
-// forget drops a config from the caches; s.mu is held.
+// forget drops a config from the caches; its series key is dropped only
+// while it is the config's, not another's that took it over; s.mu is held.
 func (s *Service) forget(id string) {
-	if old := s.configs[id]; old != nil {
+	if old := s.configs[id]; old != nil && s.byKey[keyOf(old)] == old {
 		delete(s.byKey, keyOf(old))
 	}
 	delete(s.configs, id)
@@ -755,11 +763,26 @@ func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, err
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st = s.series[in.key]; st == nil {
-		st = &seriesState{id: id}
-		s.series[in.key] = st
-		s.perDevice[in.key.EspID]++
+		st = s.addSeries(in.key, id)
 	}
 	return st, nil
+}
+
+// pinKey is a series key without its bus address.
+type pinKey struct {
+	espID      string
+	gpio       int
+	sensorType string // normalised
+}
+
+// addSeries opens the state of series k, which is not open; s.mu is held.
+func (s *Service) addSeries(k store.SeriesKey, id int64) *seriesState {
+	st := &seriesState{id: id}
+	s.series[k] = st
+	s.perDevice[k.EspID]++
+	p := pinKey{k.EspID, k.GPIO, k.SensorType}
+	s.pins[p] = append(s.pins[p], k)
+	return st
 }
 
 // seriesFull tells why a device may open no more series, "" when it may.

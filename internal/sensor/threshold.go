@@ -151,10 +151,14 @@ func alertsSuppressed(c *Config, dev device.Device, now time.Time) bool {
 }
 
 // CheckStale marks continuous sensors without a recent reading as stale
-// (docs/domain.md §3.6); it is a scheduled job.
+// (docs/domain.md §3.6), and announces the recovery of stale sensors whose
+// readings came in through another replica; it is a scheduled job.
 func (s *Service) CheckStale(ctx context.Context) error {
 	now := s.now()
-	hits := s.markStale(s.onlineDevices(), now)
+	hits, back := s.markStale(s.onlineDevices(), now)
+	for _, h := range back {
+		s.recovered(ctx, h.k, &h.c, *h.last)
+	}
 	for _, h := range hits {
 		var lastAt *string
 		if h.last != nil {
@@ -198,11 +202,14 @@ func (s *Service) onlineDevices() map[string]bool {
 
 // markStale marks the enabled continuous sensors of online devices whose
 // latest reading (or, without one, whose config) is older than their
-// timeout, and returns those not marked before.
-func (s *Service) markStale(online map[string]bool, now time.Time) []staleHit {
+// timeout, and returns those not marked before. It also returns the
+// sensors marked stale whose latest reading is recent again without the
+// recovery having been announced: a reading another replica ingested
+// (ApplyRemote) renews the latest, while the stale alert is this
+// replica's to resolve.
+func (s *Service) markStale(online map[string]bool, now time.Time) (hits, back []staleHit) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var hits []staleHit
 	for _, c := range s.configs {
 		if !c.Enabled || c.OperatingMode != "continuous" || c.TimeoutSeconds <= 0 || !online[c.EspID] {
 			continue
@@ -215,6 +222,10 @@ func (s *Service) markStale(online map[string]bool, now time.Time) []staleHit {
 			since = *last
 		}
 		if now.Sub(since) <= time.Duration(c.TimeoutSeconds)*time.Second {
+			if st != nil && st.stale && last != nil {
+				st.stale = false
+				back = append(back, staleHit{k: k, c: *c, last: last})
+			}
 			continue
 		}
 
@@ -236,7 +247,7 @@ func (s *Service) markStale(online map[string]bool, now time.Time) []staleHit {
 			reason: reason,
 		})
 	}
-	return hits
+	return hits, back
 }
 
 // lastReceived is when the series' latest reading arrived; s.mu is held.

@@ -44,6 +44,18 @@ func (s *Store) LoadSensorConfigs(ctx context.Context) ([]store.Doc, error) {
 	return collect(rows, err, scanDoc)
 }
 
+// LoadSensorConfigsOf returns one device's sensor config documents (a
+// replica reloads a device's configs it was told have changed, migration 0004).
+func (s *Store) LoadSensorConfigsOf(ctx context.Context, espID string) ([]store.Doc, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, esp_id, gpio, sensor_type, address, doc, created_at, updated_at
+		FROM sensor_configs WHERE esp_id = $1`, espID)
+	docs, err := collect(rows, err, scanDoc)
+	if err != nil {
+		return nil, fmt.Errorf("load sensor configs of %s: %w", espID, err)
+	}
+	return docs, nil
+}
+
 // SaveAlert upserts an alert with the notification copies of its
 // NotifyUsers and waits for the commit.
 func (s *Store) SaveAlert(ctx context.Context, a store.Alert) error {

@@ -19,27 +19,43 @@ const deviceCols = `id, device_id, name, status, kaiser_id, zone_id, zone_name, 
 // LoadDevices reads every device record (deleted ones included).
 func (s *Store) LoadDevices(ctx context.Context) ([]store.Device, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices ORDER BY device_id`)
-	out, err := collect(rows, err, func(r pgx.Rows) (store.Device, error) {
-		var d store.Device
-		var meta string
-		var lastSeen, discovered, approved *int64
-		var created, updated int64
-		if err := r.Scan(&d.ID, &d.DeviceID, &d.Name, &d.Status, &d.KaiserID, &d.ZoneID, &d.ZoneName,
-			&d.MasterZoneID, &d.HardwareType, &d.IPAddress, &d.FirmwareVersion, &meta, &lastSeen, &discovered,
-			&approved, &d.ApprovedBy, &d.RejectionReason, &created, &updated, &d.Version); err != nil {
-			return d, err
-		}
-		if err := json.Unmarshal([]byte(meta), &d.Metadata); err != nil {
-			return d, fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
-		}
-		d.LastSeen, d.DiscoveredAt, d.ApprovedAt = fromMS(lastSeen), fromMS(discovered), fromMS(approved)
-		d.CreatedAt, d.UpdatedAt = at(created), at(updated)
-		return d, nil
-	})
+	out, err := collect(rows, err, scanDevice)
 	if err != nil {
 		return nil, fmt.Errorf("load devices: %w", err)
 	}
 	return out, nil
+}
+
+// LoadDevice reads one device's record; ok is false when there is none (a
+// replica reloads a device it was told has changed, migration 0004).
+func (s *Store) LoadDevice(ctx context.Context, deviceID string) (d store.Device, ok bool, err error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+deviceCols+` FROM devices WHERE device_id = $1`, deviceID)
+	out, err := collect(rows, err, scanDevice)
+	if err != nil {
+		return d, false, fmt.Errorf("load device %s: %w", deviceID, err)
+	}
+	if len(out) == 0 {
+		return d, false, nil
+	}
+	return out[0], true, nil
+}
+
+func scanDevice(r pgx.Rows) (store.Device, error) {
+	var d store.Device
+	var meta string
+	var lastSeen, discovered, approved *int64
+	var created, updated int64
+	if err := r.Scan(&d.ID, &d.DeviceID, &d.Name, &d.Status, &d.KaiserID, &d.ZoneID, &d.ZoneName,
+		&d.MasterZoneID, &d.HardwareType, &d.IPAddress, &d.FirmwareVersion, &meta, &lastSeen, &discovered,
+		&approved, &d.ApprovedBy, &d.RejectionReason, &created, &updated, &d.Version); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal([]byte(meta), &d.Metadata); err != nil {
+		return d, fmt.Errorf("device %s metadata: %w", d.DeviceID, err)
+	}
+	d.LastSeen, d.DiscoveredAt, d.ApprovedAt = fromMS(lastSeen), fromMS(discovered), fromMS(approved)
+	d.CreatedAt, d.UpdatedAt = at(created), at(updated)
+	return d, nil
 }
 
 // saveDevice is the versioned upsert (docs/decisions/0005): the guard is in

@@ -633,7 +633,22 @@ func (s *Store) EnsureSeries(ctx context.Context, k store.SeriesKey) (int64, err
 
 // LoadSeries returns every series.
 func (s *Store) LoadSeries(ctx context.Context) (map[store.SeriesKey]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, esp_id, gpio, sensor_type, address FROM sensor_series`)
+	return s.loadSeries(ctx, `SELECT id, esp_id, gpio, sensor_type, address FROM sensor_series`)
+}
+
+// LoadSeriesOf returns one device's series (a replica learns of the series
+// another one opened, migration 0004).
+func (s *Store) LoadSeriesOf(ctx context.Context, espID string) (map[store.SeriesKey]int64, error) {
+	out, err := s.loadSeries(ctx, `SELECT id, esp_id, gpio, sensor_type, address FROM sensor_series
+		WHERE esp_id = $1`, espID)
+	if err != nil {
+		return nil, fmt.Errorf("load series of %s: %w", espID, err)
+	}
+	return out, nil
+}
+
+func (s *Store) loadSeries(ctx context.Context, q string, args ...any) (map[store.SeriesKey]int64, error) {
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
