@@ -24,7 +24,7 @@ type Role string
 
 const (
 	// RoleSolo is a hub alone: SQLite, or PostgreSQL with the embedded
-	// broker. It holds every lease for good (lease.Solo).
+	// broker. It contends for no lease: all work is its own.
 	RoleSolo Role = "solo"
 	// RolePrimary holds the jobs lease: it handles every device topic but
 	// the shared ones, runs the jobs, the actuators, the emergency stop,

@@ -18,8 +18,7 @@ var ErrFenced = errors.New("lease term is over")
 // while the holder's renewals do not. So every commit of a term's fenced
 // transactions precedes the next term's start. Call it before tx's
 // singleton writes and roll back on error; keep such transactions short,
-// since a takeover waits for them. A Solo term has no row: in the SQLite
-// mode there is nothing to fence.
+// since a takeover waits for them.
 func Fence(ctx context.Context, tx pgx.Tx, t *Term) error {
 	var epoch int64
 	err := tx.QueryRow(ctx, `

@@ -7,9 +7,8 @@
 // monotonic clock, so two replicas never both believe they hold a lease;
 // Fence makes a write commit only for the current term, so a replica that
 // paused past its term cannot commit singleton effects after a takeover.
-// Solo is the Owner of a hub alone (the embedded SQLite mode): it holds
-// every lease for good, so singleton work has one code path in both modes
-// (Hold). See docs/decisions/0027-leases.md.
+// See docs/decisions/0027-leases.md; the hub's replicas use one lease, Jobs
+// (docs/decisions/0029-replicas.md).
 package lease
 
 import (
@@ -28,17 +27,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// The leases of the hub (docs/architecture.md §7).
-const (
-	// Jobs is the lease of the singleton jobs: liveness, retention, rollup
-	// repair, command timeouts, duration auto-offs, the runtime watchdog,
-	// rule timers and sequence continuations.
-	Jobs = "jobs"
-	// DeviceEvents is the lease of the device topics handled in arrival
-	// order (every one but sensor data and diagnostics): its holder
-	// subscribes to them without $share.
-	DeviceEvents = "device-events"
-)
+// Jobs is the lease of the hub's primary replica: the singleton jobs
+// (liveness, retention, rollup repair, command timeouts, duration
+// auto-offs, the runtime watchdog, rule timers, sequence continuations)
+// and the device topics handled in arrival order, which must have one
+// holder (docs/decisions/0029-replicas.md).
+const Jobs = "jobs"
 
 // DB is what a Manager needs of the database: a *pgxpool.Pool. Give the
 // Manager a pool of its own (two connections are plenty) so that renewals
@@ -128,7 +122,7 @@ type Term struct {
 }
 
 // Lost is closed when the term ends: the lease was taken over, could not
-// be renewed in time, or the Manager stopped. A Solo term's is nil: never.
+// be renewed in time, or the Manager stopped.
 func (t *Term) Lost() <-chan struct{} { return t.lost }
 
 // Manager takes and renews the leases of one replica.

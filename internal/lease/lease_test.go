@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -455,81 +454,6 @@ func TestFenceOrdersCommitsBeforeTakeover(t *testing.T) {
 	}
 	if n := s.effects(t, ta); n != 1 {
 		t.Fatalf("A's fenced write: %d rows, want 1", n)
-	}
-}
-
-// Hold runs the work in each term, ends its context when the term is lost,
-// and runs it again in the next term.
-func TestHoldFollowsTerms(t *testing.T) {
-	t.Parallel()
-	s := newSite(t)
-	a := s.start(t, fast)
-	type run struct {
-		term  *lease.Term
-		ended chan struct{}
-	}
-	runs := make(chan run, 4)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		lease.Hold(ctx, a, lease.Jobs, func(ctx context.Context, term *lease.Term) {
-			r := run{term: term, ended: make(chan struct{})}
-			runs <- r
-			<-ctx.Done()
-			close(r.ended)
-		})
-	})
-	defer func() { cancel(); wg.Wait() }()
-	next := func() run {
-		t.Helper()
-		select {
-		case r := <-runs:
-			return r
-		case <-time.After(fast.TTL + 5*time.Second):
-			t.Fatal("work did not start")
-			return run{}
-		}
-	}
-	first := next()
-	a.partition(t)
-	select {
-	case <-first.ended:
-	case <-time.After(fast.TTL + 5*time.Second):
-		t.Fatal("work went on after its term was lost")
-	}
-	a.heal()
-	second := next()
-	if second.term.Epoch <= first.term.Epoch {
-		t.Fatalf("second term's epoch %d after %d", second.term.Epoch, first.term.Epoch)
-	}
-}
-
-// Solo holds every lease in one endless term: Hold runs the work once,
-// until its context ends.
-func TestSolo(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *lease.Term, 2)
-	done := make(chan error)
-	go func() {
-		done <- lease.Hold(ctx, lease.Solo{}, lease.DeviceEvents, func(ctx context.Context, term *lease.Term) {
-			started <- term
-			<-ctx.Done()
-		})
-	}()
-	term := <-started
-	if term.Name != lease.DeviceEvents || term.Lost() != nil {
-		t.Fatalf("solo term %+v", term)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if len(started) != 0 {
-		t.Fatal("solo work ran twice")
-	}
-	if _, err := (lease.Solo{}).Await(ctx, lease.Jobs); err == nil {
-		t.Fatal("Solo granted a term after its context ended")
 	}
 }
 
