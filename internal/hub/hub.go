@@ -413,6 +413,7 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 
 	h.Sensors = sensor.New(h.Store, h.Readings, h.Devices, h.Bus, h.Events, h.Alerts, sensor.Options{
 		ProcessedEcho: !h.cfg.NoProcessedEcho,
+		NoThresholds:  h.cfg.role() == RoleStandby,
 		Logger:        h.Log.With("component", "sensor"),
 		Registerer:    h.Registry,
 	})

@@ -145,18 +145,24 @@ func (m *memDevices) Admit(msg ingest.Message) (device.Device, error) {
 	return d, nil
 }
 
-// memAlerts records raised specs and cleared keys.
+// memAlerts records raised specs and cleared keys; tests read them once
+// the calls are over.
 type memAlerts struct {
+	mu      sync.Mutex
 	raised  []notify.Spec
 	cleared []string
 }
 
 func (m *memAlerts) Raise(_ context.Context, spec notify.Spec) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.raised = append(m.raised, spec)
 	return nil
 }
 
 func (m *memAlerts) Clear(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.cleared = append(m.cleared, key)
 	return nil
 }

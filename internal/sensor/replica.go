@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/kaiserhub/kaiser/internal/contract"
 	"github.com/kaiserhub/kaiser/internal/event"
@@ -161,6 +162,24 @@ func (s *Service) learnSeries(series map[store.SeriesKey]int64) {
 // the renewed reading and announces the recovery, which is this replica's
 // to do, since it raised the stale alert.
 func (s *Service) ApplyRemote(d event.SensorData) {
+	k, cfg, r, ok := s.applyRemote(d)
+	if !ok || cfg == nil || !usable(r) {
+		return
+	}
+	// The standbys leave thresholds to the primary (Options.NoThresholds),
+	// so one replica holds every alert's state.
+	dev, err := s.devices.Get(d.EspID)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.evaluate(ctx, k, cfg, *r.Processed, r.Unit, dev)
+}
+
+// applyRemote makes d the latest of its series if it is newer and returns
+// the series, a copy of its config (nil without one) and the reading.
+func (s *Service) applyRemote(d event.SensorData) (store.SeriesKey, *Config, store.Reading, bool) {
 	key, _ := processor.NormaliseType(d.SensorType)
 	now := s.now().UnixMilli()
 
@@ -168,7 +187,7 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 	defer s.mu.Unlock()
 	keys := s.pins[pinKey{d.EspID, d.GPIO, key}]
 	if len(keys) != 1 {
-		return
+		return store.SeriesKey{}, nil, store.Reading{}, false
 	}
 	k := keys[0]
 	st := s.series[k]
@@ -176,7 +195,7 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 	// in dedup, so that it never pins the series ahead of the clock.
 	if l := s.latest[st.id]; l != nil && d.Timestamp <= l.r.TS/1000 &&
 		l.r.TS-now <= contract.MaxFuture.Milliseconds() {
-		return
+		return store.SeriesKey{}, nil, store.Reading{}, false
 	}
 
 	var processed *float64
@@ -187,7 +206,7 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 	// Received now: when this replica learned of it, which the stale check
 	// measures. The device value, time source and data source are not
 	// relayed; nothing that reads the latest values uses them.
-	s.latest[st.id] = &latest{key: k, r: store.Reading{
+	r := store.Reading{
 		SeriesID:   st.id,
 		TS:         d.Timestamp * 1000,
 		Raw:        d.RawValue,
@@ -198,5 +217,12 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 		ReceivedAt: now,
 		ZoneID:     d.ZoneID,
 		SubzoneID:  d.SubzoneID,
-	}}
+	}
+	s.latest[st.id] = &latest{key: k, r: r}
+	var cfg *Config
+	if c := s.configFor(k); c != nil {
+		cp := *c
+		cfg = &cp
+	}
+	return k, cfg, r, true
 }

@@ -47,9 +47,10 @@ func latestValue(t *testing.T, s *Service, gpio int) (float64, time.Time, bool) 
 }
 
 // A reading another replica ingested becomes the latest of its series when
-// it is newer, for Latest and LatestOf, without being stored, raising an
-// event or evaluating a threshold; an older one, or one of the same second
-// as the latest here, does not.
+// it is newer, for Latest and LatestOf, and is checked against the
+// thresholds here (a standby leaves them to the primary), without being
+// stored or raising an event; an older one, or one of the same second as
+// the latest here, does none of this.
 func TestApplyRemoteLatest(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
@@ -93,8 +94,8 @@ func TestApplyRemoteLatest(t *testing.T) {
 	if n := len(f.sink.readings) - stored; n != 1 {
 		t.Fatalf("%d readings stored, want only the local one", n)
 	}
-	if n := len(f.alerts.raised) - raised; n != 0 {
-		t.Fatalf("remote readings raised %d alerts", n)
+	if n := len(f.alerts.raised) - raised; n != 1 {
+		t.Fatalf("remote readings raised %d alerts, want the one of 60.5 above the max of 50", n)
 	}
 	for {
 		select {
@@ -440,5 +441,34 @@ func TestRefreshBesideIngest(t *testing.T) {
 	wg.Wait()
 	if got := f.svc.ByDevice(esp); len(got) != 2 {
 		t.Fatalf("configs after the reloads: %+v", got)
+	}
+}
+
+// A standby's service (NoThresholds) stores and publishes a reading above
+// its sensor's max but raises no alert: the primary does, from the
+// relayed reading.
+func TestNoThresholdsOnAStandby(t *testing.T) {
+	f := newFixture(t)
+	f.svc.opt.NoThresholds = true
+	f.addDevice(esp, device.StatusOnline, "")
+	f.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, ThresholdMax: ptr(-100.0)})
+	if err := f.send(esp, 4, reading("ds18b20", 400, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.sink.readings) != 1 {
+		t.Fatalf("%d readings stored", len(f.sink.readings))
+	}
+	if len(f.alerts.raised) != 0 {
+		t.Fatalf("the standby raised %+v", f.alerts.raised)
+	}
+
+	primary := newFixture(t)
+	primary.addDevice(esp, device.StatusOnline, "")
+	primary.configure(t, Config{EspID: esp, GPIO: 4, SensorType: "ds18b20", Enabled: true, ThresholdMax: ptr(-100.0)})
+	if err := primary.send(esp, 4, reading("ds18b20", 400, t0)); err != nil {
+		t.Fatal(err)
+	}
+	if len(primary.alerts.raised) != 1 {
+		t.Fatalf("the same reading on a hub that evaluates raised %d alerts", len(primary.alerts.raised))
 	}
 }

@@ -108,6 +108,10 @@ type Options struct {
 	// a sensor config (0: DefaultMaxSeriesPerDevice, DefaultMaxSeries).
 	MaxSeriesPerDevice int
 	MaxSeries          int
+	// NoThresholds leaves the threshold alerts of the readings ingested
+	// here to another service: a standby replica's, whose readings the
+	// primary evaluates in ApplyRemote (docs/decisions/0029-replicas.md).
+	NoThresholds bool
 }
 
 // The caps on series (docs/decisions/0020-long-run-bounds.md). A series is
@@ -665,7 +669,9 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 	if processed && s.opt.ProcessedEcho {
 		s.echo(ctx, m, res, in.now)
 	}
-	s.checkThresholds(ctx, in, r, wasStale)
+	if !s.opt.NoThresholds {
+		s.checkThresholds(ctx, in, r, wasStale)
+	}
 	s.publishData(in.data, in.procKey, r, r.TS, in.now)
 	return nil
 }
