@@ -620,15 +620,21 @@ func (h *Hub) loadRules(ctx context.Context) error {
 	return nil
 }
 
+// newDispatcher is the ingest dispatcher with its metrics, as h.Ingest.
+func (h *Hub) newDispatcher() *ingest.Dispatcher {
+	var d *ingest.Dispatcher
+	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
+	d = ingest.New(h.cfg.Ingest, im, h.Log.With("component", "ingest"))
+	h.Ingest = d
+	return d
+}
+
 // startIngest starts the dispatcher with a handler for every inbound kind,
 // then the subscription (in-process, or the external client's). A QoS 1
 // message is settled before its PUBACK (docs/protocol.md M3): acknowledged
 // once committed or dropped with a counted reason.
 func (h *Hub) startIngest(context.Context) error {
-	var d *ingest.Dispatcher
-	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
-	d = ingest.New(h.cfg.Ingest, im, h.Log.With("component", "ingest"))
-	h.Ingest = d
+	d := h.newDispatcher()
 
 	d.Handle(contract.KindHeartbeat, h.Devices.HandleHeartbeat)
 	d.Handle(contract.KindWill, h.Devices.HandleWill)

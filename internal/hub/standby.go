@@ -11,7 +11,6 @@ import (
 	"github.com/kaiserhub/kaiser/internal/api"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/contract"
-	"github.com/kaiserhub/kaiser/internal/ingest"
 )
 
 // standbySteps start a standby (docs/decisions/0029-replicas.md): the
@@ -65,10 +64,7 @@ func (h *Hub) buildStandbyAPI(context.Context) error {
 // startStandbyIngest handles the shared topics, readings and diagnostics,
 // with the same handlers as the primary, and subscribes to them only.
 func (h *Hub) startStandbyIngest(context.Context) error {
-	var d *ingest.Dispatcher
-	im := ingest.NewMetrics(h.Registry, func() float64 { return float64(d.Pending()) })
-	d = ingest.New(h.cfg.Ingest, im, h.Log.With("component", "ingest"))
-	h.Ingest = d
+	d := h.newDispatcher()
 	d.Handle(contract.KindSensorData, h.Sensors.HandleData)
 	d.Handle(contract.KindDiagnostics, h.Devices.HandleGated())
 	d.Start()
