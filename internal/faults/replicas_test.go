@@ -19,6 +19,7 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/broker/mosquitto"
 	"github.com/kaiserhub/kaiser/internal/sim"
+	"github.com/kaiserhub/kaiser/internal/sim/simtest"
 	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
 )
 
@@ -219,18 +220,18 @@ func commandsThroughEitherReplica(t *testing.T, a, b *hub, token string, pumps [
 	ws := dialWS(t, b, token, "replicas-commands", wsFilter{Types: []string{"command_status"}})
 
 	n := pumps[0]
-	from := n.mark()
+	from := n.Mark()
 	on := command(t, a, token, n.id, map[string]any{"command": "ON"})
-	n.await(t, from, "the ON made on A", commandIn(5, "ON"))
+	n.Await(t, from, "the ON made on A", commandIn(5, "ON"))
 	awaitCommand(t, a, token, on, "acknowledged")
 	ws.await(t, "the command_status of A's ON on B's WebSocket", func(m wsMessage) bool {
 		return m.Type == "command_status" && m.Data["command_id"] == on && m.Data["status"] == "acknowledged"
 	})
 	awaitOutput(t, n, 5, "energised by A's ON", func(s sim.ActuatorState) bool { return s.Energised })
 
-	from = n.mark()
+	from = n.Mark()
 	off := command(t, b, token, n.id, map[string]any{"command": "OFF"})
-	n.await(t, from, "the OFF made on B", commandIn(5, "OFF"))
+	n.Await(t, from, "the OFF made on B", commandIn(5, "OFF"))
 	awaitCommand(t, b, token, off, "acknowledged")
 	awaitOutput(t, n, 5, "off after B's OFF", func(s sim.ActuatorState) bool { return !s.Energised })
 	awaitState(t, b, token, n.id, 5, "off")
@@ -294,9 +295,9 @@ func takeoverKeepsTheAutoOff(t *testing.T, s *site, a, b *hub, token string, n *
 	if st, _ := replicaStatusOf(a); st.Role != "primary" {
 		primary, standby = b, a
 	}
-	from := n.mark()
+	from := n.Mark()
 	id := command(t, primary, token, n.id, map[string]any{"command": "ON", "duration": 20})
-	on, next := n.await(t, from, "the ON for 20 s", commandIn(5, "ON"))
+	on, next := n.Await(t, from, "the ON for 20 s", commandIn(5, "ON"))
 	awaitCommand(t, primary, token, id, "acknowledged")
 	s.awaitAutoOffStored(t, n.id, 5)
 
@@ -306,7 +307,7 @@ func takeoverKeepsTheAutoOff(t *testing.T, s *site, a, b *hub, token string, n *
 	tookOver := time.Since(killed)
 	t.Logf("SIGKILL → the other replica primary: %.1f s", tookOver.Seconds())
 
-	off, _ := n.awaitWithin(t, next, "the auto-off", commandIn(5, "OFF"), 60*time.Second)
+	off, _ := n.AwaitWithin(t, next, "the auto-off", commandIn(5, "OFF"), 60*time.Second)
 	deadline := on.Timestamp.Add(20 * time.Second)
 	// On time, or at once when the new primary leads after the deadline;
 	// it hears a node within one heartbeat (5 s); a commit or a publish
@@ -330,10 +331,10 @@ func takeoverKeepsTheAutoOff(t *testing.T, s *site, a, b *hub, token string, n *
 		t.Fatalf("the OFF the node got: %v", rec)
 	}
 	awaitState(t, standby, token, n.id, 5, "off")
-	if offs := n.since(from, commandIn(5, "OFF")); len(offs) != 1 {
+	if offs := n.Since(from, commandIn(5, "OFF")); len(offs) != 1 {
 		t.Fatalf("the node got %d OFFs for its ON: %v", len(offs), offs)
 	}
-	if n.output(t, 5).Energised {
+	if simtest.Output(t, n.Node, 5).Energised {
 		t.Fatal("the pump still runs on the node")
 	}
 
@@ -473,7 +474,7 @@ func (s *site) node(t *testing.T, id, quirks string, sensors []sim.SensorSpec) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &simNode{id: id, changed: make(chan struct{})}
+	n := &simNode{id: id, Recorder: simtest.NewRecorder(id, 20*time.Second)}
 	n.Node = sim.NewNode(sim.NodeConfig{
 		EspID:          id,
 		Broker:         s.broker.Addr(),
@@ -491,32 +492,30 @@ func (s *site) node(t *testing.T, id, quirks string, sensors []sim.SensorSpec) *
 }
 
 // simNode is a simulated node and every message it handled or sent, in
-// its order (sim's Observe).
+// its order (sim's Observe), but for its readings: of those it keeps the
+// device times.
 type simNode struct {
 	*sim.Node
+	*simtest.Recorder
 	id string
 
-	mu      sync.Mutex
-	log     []sim.Message
-	ts      []int64       // device times of the readings it published
-	changed chan struct{} // closed and replaced on every message
+	mu sync.Mutex
+	ts []int64 // device times of the readings it published
 }
 
 func (n *simNode) observe(m sim.Message) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if m.Direction == "out" && strings.HasSuffix(m.Topic, "/sensor/34/data") {
 		var r struct {
 			TS int64 `json:"ts"`
 		}
 		if json.Unmarshal([]byte(m.Payload), &r) == nil {
+			n.mu.Lock()
 			n.ts = append(n.ts, r.TS)
+			n.mu.Unlock()
 		}
 		return
 	}
-	n.log = append(n.log, m)
-	close(n.changed)
-	n.changed = make(chan struct{})
+	n.Observe(m)
 }
 
 // readings are the device times of the readings the node published.
@@ -535,76 +534,14 @@ func (n *simNode) quiet(t *testing.T) {
 	}
 }
 
-// mark is the position in the node's traffic that later awaits start from.
-func (n *simNode) mark() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.log)
-}
-
-// await returns the first message from position from on that match
-// accepts, and the position after it.
-func (n *simNode) await(t *testing.T, from int, what string, match func(sim.Message) bool) (sim.Message, int) {
-	t.Helper()
-	return n.awaitWithin(t, from, what, match, 20*time.Second)
-}
-
-func (n *simNode) awaitWithin(t *testing.T, from int, what string, match func(sim.Message) bool,
-	within time.Duration) (sim.Message, int) {
-	t.Helper()
-	deadline := time.After(within)
-	for {
-		n.mu.Lock()
-		for i := from; i < len(n.log); i++ {
-			if match(n.log[i]) {
-				m := n.log[i]
-				n.mu.Unlock()
-				return m, i + 1
-			}
-		}
-		changed := n.changed
-		n.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("%s: not seen on %s within %s", what, n.id, within)
-		}
-	}
-}
-
-// since returns the node's messages from position from on that match accepts.
-func (n *simNode) since(from int, match func(sim.Message) bool) []sim.Message {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []sim.Message
-	for _, m := range n.log[min(from, len(n.log)):] {
-		if match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// output is the node's actuator on gpio as its hardware is.
-func (n *simNode) output(t *testing.T, gpio int) sim.ActuatorState {
-	t.Helper()
-	for _, a := range n.Actuators() {
-		if a.GPIO == gpio {
-			return a
-		}
-	}
-	t.Fatalf("%s has no actuator on GPIO %d", n.id, gpio)
-	return sim.ActuatorState{}
-}
-
 // awaitOutput polls the node's hardware: its state changes on the node's
 // loop, after the message that caused it.
 func awaitOutput(t *testing.T, n *simNode, gpio int, what string, ok func(sim.ActuatorState) bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for !ok(n.output(t, gpio)) {
+	for !ok(simtest.Output(t, n.Node, gpio)) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s/%d not %s within 20 s: %+v", n.id, gpio, what, n.output(t, gpio))
+			t.Fatalf("%s/%d not %s within 20 s: %+v", n.id, gpio, what, simtest.Output(t, n.Node, gpio))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/sim"
+	"github.com/kaiserhub/kaiser/internal/sim/simtest"
 )
 
 // The actuator acceptance points of issue 9, end to end with
@@ -69,13 +70,12 @@ func inProcess(t *testing.T) (*Hub, *rig) {
 // lose the hub's commands on the way (sim.NodeConfig.Lose).
 type simNode struct {
 	*sim.Node
+	*simtest.Recorder
 	id string
 
-	mu      sync.Mutex
-	log     []sim.Message
-	changed chan struct{} // closed and replaced on every message
-	lose    map[string]int
-	lost    []sim.Message
+	mu   sync.Mutex
+	lose map[string]int
+	lost []sim.Message
 }
 
 // startSimNode runs a node with the given firmware profile against broker;
@@ -93,22 +93,14 @@ func startSimNode(t *testing.T, broker, id, quirks string) *simNode {
 // whose traffic the test reads, until the test ends.
 func runSimNode(t *testing.T, cfg sim.NodeConfig) *simNode {
 	t.Helper()
-	n := &simNode{id: cfg.EspID, changed: make(chan struct{}), lose: map[string]int{}}
+	n := &simNode{id: cfg.EspID, Recorder: simtest.NewRecorder(cfg.EspID, 10*time.Second), lose: map[string]int{}}
 	cfg.Clock = sim.NewClock(float64(time.Second / accSecond))
-	cfg.Observe, cfg.Lose = n.observe, n.loses
+	cfg.Observe, cfg.Lose = n.Observe, n.loses
 	n.Node = sim.NewNode(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = n.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-n.Stopped() })
 	return n
-}
-
-func (n *simNode) observe(m sim.Message) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.log = append(n.log, m)
-	close(n.changed)
-	n.changed = make(chan struct{})
 }
 
 // loses is the node's network: it loses the commands loseNext asked for.
@@ -145,62 +137,6 @@ func (n *simNode) lostCommands() []sim.Message {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return append([]sim.Message(nil), n.lost...)
-}
-
-// mark is the position in the node's traffic that later awaits start from.
-func (n *simNode) mark() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.log)
-}
-
-// await returns the first message from position from on that match
-// accepts, and the position after it.
-func (n *simNode) await(t *testing.T, from int, what string, match func(sim.Message) bool) (sim.Message, int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		n.mu.Lock()
-		for i := from; i < len(n.log); i++ {
-			if match(n.log[i]) {
-				m := n.log[i]
-				n.mu.Unlock()
-				return m, i + 1
-			}
-		}
-		changed := n.changed
-		n.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("%s: not seen on %s within 10 s", what, n.id)
-		}
-	}
-}
-
-// since returns the node's messages from position from on that match accepts.
-func (n *simNode) since(from int, match func(sim.Message) bool) []sim.Message {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []sim.Message
-	for _, m := range n.log[min(from, len(n.log)):] {
-		if match(m) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// output is the node's actuator on gpio as its hardware is.
-func (n *simNode) output(t *testing.T, gpio int) sim.ActuatorState {
-	t.Helper()
-	for _, a := range n.Actuators() {
-		if a.GPIO == gpio {
-			return a
-		}
-	}
-	t.Fatalf("%s has no actuator on GPIO %d", n.id, gpio)
-	return sim.ActuatorState{}
 }
 
 func body(payload []byte) map[string]any {
@@ -343,9 +279,9 @@ func TestAcceptanceBaselineOnForDuration(t *testing.T) {
 	r.pump(n, 5)
 	ws := dialWS(t, h, r.viewer, "accept")
 
-	from := n.mark()
+	from := n.Mark()
 	id := r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
-	on, next := n.await(t, from, "the ON", commandIn(5, "ON"))
+	on, next := n.Await(t, from, "the ON", commandIn(5, "ON"))
 	if b := fields(on); b["value"] != 1.0 || b["duration"] != 20.0 || b["correlation_id"] != id {
 		t.Fatalf("the device got %s", on.Payload)
 	}
@@ -353,7 +289,7 @@ func TestAcceptanceBaselineOnForDuration(t *testing.T) {
 	// The baseline answers status → response → status (Q16), without the correlation id.
 	var answer []string
 	for len(answer) < 3 {
-		m, at := n.await(t, next, "the answer", answerOut(5))
+		m, at := n.Await(t, next, "the answer", answerOut(5))
 		next = at
 		b := fields(m)
 		switch {
@@ -383,11 +319,11 @@ func TestAcceptanceBaselineOnForDuration(t *testing.T) {
 		}
 		return len(seen) == 3
 	})
-	if !n.output(t, 5).Energised {
+	if !simtest.Output(t, n.Node, 5).Energised {
 		t.Fatal("the pump is not running on the node")
 	}
 
-	off, _ := n.await(t, next, "the auto-off", commandIn(5, "OFF"))
+	off, _ := n.Await(t, next, "the auto-off", commandIn(5, "OFF"))
 	between(t, "the OFF came", off.Timestamp.Sub(on.Timestamp), secs(20)-skew, secs(20)+late)
 	t.Logf("ON → the hub's OFF: %.2f s", hubSeconds(off.Timestamp.Sub(on.Timestamp)))
 	r.state(n.id, 5, fresh("off"))
@@ -395,7 +331,7 @@ func TestAcceptanceBaselineOnForDuration(t *testing.T) {
 	if rec["issued_by"] != "system:duration" || rec["command"] != "OFF" {
 		t.Fatalf("the OFF: %v", rec)
 	}
-	if n.output(t, 5).Energised {
+	if simtest.Output(t, n.Node, 5).Energised {
 		t.Fatal("the pump still runs on the node")
 	}
 	hist := r.api.do("GET", "/api/v1/actuators/"+n.id+"/5/history?limit=20", r.viewer, nil)
@@ -424,7 +360,7 @@ func TestAcceptanceTimeoutThenLateAck(t *testing.T) {
 			r.pump(n, 5)
 
 			n.loseNext("ON", -1)
-			from := n.mark()
+			from := n.Mark()
 			sent := time.Now()
 			id := r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
 			timedOut := r.commandRecord(id, commandIs("timeout"))
@@ -434,7 +370,7 @@ func TestAcceptanceTimeoutThenLateAck(t *testing.T) {
 				t.Fatalf("late_ack before any answer: %v", timedOut)
 			}
 			lost := n.lostCommands()
-			if len(lost) != 1 || n.since(from, answerOut(5)) != nil {
+			if len(lost) != 1 || n.Since(from, answerOut(5)) != nil {
 				t.Fatalf("the node answered or saw more than the one ON: lost %d", len(lost))
 			}
 
@@ -447,7 +383,7 @@ func TestAcceptanceTimeoutThenLateAck(t *testing.T) {
 			}
 			r.state(n.id, 5, fresh("on")) // the state is what the device reports
 
-			off, _ := n.await(t, from, "the auto-off", commandIn(5, "OFF"))
+			off, _ := n.Await(t, from, "the auto-off", commandIn(5, "OFF"))
 			between(t, "the auto-off came", off.Timestamp.Sub(lost[0].Timestamp), secs(20)-skew, secs(20)+late)
 			r.state(n.id, 5, fresh("off"))
 		})
@@ -463,10 +399,10 @@ func TestAcceptanceLostAutoOffRetriedUntilOff(t *testing.T) {
 	r.pump(n, 5)
 
 	n.loseNext("OFF", 2)
-	from := n.mark()
+	from := n.Mark()
 	r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
-	on, next := n.await(t, from, "the ON", commandIn(5, "ON"))
-	off, _ := n.await(t, next, "the third OFF", commandIn(5, "OFF"))
+	on, next := n.Await(t, from, "the ON", commandIn(5, "ON"))
+	off, _ := n.Await(t, next, "the third OFF", commandIn(5, "OFF"))
 	r.state(n.id, 5, fresh("off"))
 
 	lost := n.lostCommands()
@@ -497,9 +433,9 @@ func TestAcceptanceLostAutoOffRetriedUntilOff(t *testing.T) {
 	}
 
 	// Confirmed off: nothing more is sent, not even after another retry period.
-	settled := n.mark()
+	settled := n.Mark()
 	time.Sleep(secs(12))
-	if more := n.since(settled, commandIn(5, "OFF")); len(more) != 0 {
+	if more := n.Since(settled, commandIn(5, "OFF")); len(more) != 0 {
 		t.Fatalf("%d OFFs after the confirmed off", len(more))
 	}
 }
@@ -523,9 +459,9 @@ func TestAcceptanceCommandRolesAndLatchBeforeOffline(t *testing.T) {
 		t.Fatalf("viewer: %d %s", got.status, got.raw)
 	}
 	for _, tok := range []string{r.operator, r.admin} {
-		from := n.mark()
+		from := n.Mark()
 		id := r.commandAs(tok, n.id, 5, off)
-		if got, _ := n.await(t, from, "the OFF", commandIn(5, "OFF")); corrID(got) != id {
+		if got, _ := n.Await(t, from, "the OFF", commandIn(5, "OFF")); corrID(got) != id {
 			t.Fatalf("the device got %s for command %s", got.Payload, id)
 		}
 		r.commandRecord(id, commandIs("acknowledged"))
@@ -686,9 +622,9 @@ func TestAcceptanceSIGKILLNewerNodeSwitchesItselfOff(t *testing.T) {
 	r.admit(n)
 	r.pump(n, 5)
 
-	from := n.mark()
+	from := n.Mark()
 	id := r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
-	on, _ := n.await(t, from, "the ON", commandIn(5, "ON"))
+	on, _ := n.Await(t, from, "the ON", commandIn(5, "ON"))
 	if corrID(on) != id || fields(on)["duration"] != 20.0 {
 		t.Fatalf("the device got %s", on.Payload)
 	}
@@ -698,7 +634,7 @@ func TestAcceptanceSIGKILLNewerNodeSwitchesItselfOff(t *testing.T) {
 	p.kill()
 	killed := time.Now()
 	var offAt time.Time
-	for n.output(t, 5).Energised {
+	for simtest.Output(t, n.Node, 5).Energised {
 		if time.Since(on.Timestamp) > secs(25) {
 			t.Fatal("the node did not switch off by itself within its duration")
 		}
@@ -721,17 +657,17 @@ func TestAcceptanceSIGKILLNewerNodeSwitchesItselfOff(t *testing.T) {
 		t.Fatalf("before the node reports, the restarted hub claims %v", st)
 	}
 
-	mark := n.mark()
+	mark := n.Mark()
 	n.Resume()
 	reconnected(t, n, reconnects+1)
-	first, _ := n.await(t, mark, "the next status", func(m sim.Message) bool { return isTopic(m, "out", 5, "status") })
+	first, _ := n.Await(t, mark, "the next status", func(m sim.Message) bool { return isTopic(m, "out", 5, "status") })
 	if fields(first)["state"] != false {
 		t.Fatalf("the node's next status: %s", first.Payload)
 	}
 	if st := r.state(n.id, 5, fresh("off")); st["pending_off"] != nil {
 		t.Fatalf("after the status the hub still has a pending OFF: %v", st)
 	}
-	if n.output(t, 5).Energised {
+	if simtest.Output(t, n.Node, 5).Energised {
 		t.Fatal("the pump runs again")
 	}
 }
@@ -748,9 +684,9 @@ func TestAcceptanceSIGKILLBaselineAutoOffAtTheDeadline(t *testing.T) {
 			r.admit(n)
 			r.pump(n, 5)
 
-			from := n.mark()
+			from := n.Mark()
 			r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
-			on, next := n.await(t, from, "the ON", commandIn(5, "ON"))
+			on, next := n.Await(t, from, "the ON", commandIn(5, "ON"))
 			r.state(n.id, 5, fresh("on"))
 			deadline := on.Timestamp.Add(secs(20))
 
@@ -767,7 +703,7 @@ func TestAcceptanceSIGKILLBaselineAutoOffAtTheDeadline(t *testing.T) {
 			if !passed && time.Now().After(deadline.Add(-secs(3))) {
 				t.Fatalf("the restart took too long for the deadline %s ahead", time.Until(deadline))
 			}
-			if !n.output(t, 5).Energised {
+			if !simtest.Output(t, n.Node, 5).Energised {
 				t.Fatal("the baseline switched off by itself: it ignores the duration")
 			}
 			n.Resume()
@@ -777,7 +713,7 @@ func TestAcceptanceSIGKILLBaselineAutoOffAtTheDeadline(t *testing.T) {
 				t.Fatal("node stopped")
 			}
 
-			off, _ := n.await(t, next, "the auto-off", commandIn(5, "OFF"))
+			off, _ := n.Await(t, next, "the auto-off", commandIn(5, "OFF"))
 			if passed {
 				between(t, "the overdue OFF came", off.Timestamp.Sub(heard), 0, late)
 				t.Logf("node heard → the overdue OFF: %.2f s", hubSeconds(off.Timestamp.Sub(heard)))
@@ -790,7 +726,7 @@ func TestAcceptanceSIGKILLBaselineAutoOffAtTheDeadline(t *testing.T) {
 				t.Fatalf("the OFF: %v", rec)
 			}
 			r.state(n.id, 5, fresh("off"))
-			if n.output(t, 5).Energised {
+			if simtest.Output(t, n.Node, 5).Energised {
 				t.Fatal("the pump still runs on the node")
 			}
 		})

@@ -98,9 +98,9 @@ func TestExternalBrokerEndToEnd(t *testing.T) {
 	r.pump(n, 5)
 	command := func() {
 		t.Helper()
-		from := n.mark()
+		from := n.Mark()
 		id := r.command(n.id, 5, map[string]any{"command": "ON", "duration": 20})
-		n.await(t, from, "the ON", commandIn(5, "ON"))
+		n.Await(t, from, "the ON", commandIn(5, "ON"))
 		var seen []string
 		awaitEvent(t, events, 10*time.Second, func(e event.Event) bool {
 			cs, ok := e.Data.(event.CommandStatus)

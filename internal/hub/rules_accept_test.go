@@ -126,9 +126,9 @@ func TestAcceptanceRuleExamples(t *testing.T) {
 	}
 
 	// Vent fan: 30.4 °C sends ON for 600 s with the rule as issuer.
-	from := n.mark()
+	from := n.Mark()
 	reading(21, 30.4)
-	on, _ := n.await(t, from, "the fan's ON", commandIn(25, "ON"))
+	on, _ := n.Await(t, from, "the fan's ON", commandIn(25, "ON"))
 	if b := fields(on); b["duration"] != 600.0 || b["value"] != 1.0 {
 		t.Fatalf("the fan got %s", on.Payload)
 	}
@@ -150,17 +150,17 @@ func TestAcceptanceRuleExamples(t *testing.T) {
 	// 31.0 °C a moment later is inside the 900 s cooldown. The heater's
 	// readings that follow go through the same device's queue, so once the
 	// heater has acted the fan's second reading has been evaluated.
-	afterFan := n.mark()
+	afterFan := n.Mark()
 	reading(21, 31.0)
 
 	// Heater: 19.0 °C keeps it inactive, 17.5 °C activates it (ON).
 	reading(4, 19.0)
 	reading(4, 17.5)
-	heaterOn, next := n.await(t, afterFan, "the heater's ON", commandIn(26, "ON"))
+	heaterOn, next := n.Await(t, afterFan, "the heater's ON", commandIn(26, "ON"))
 	if b := fields(heaterOn); b["duration"] != 3600.0 {
 		t.Fatalf("the heater got %s (want the max runtime as its bound)", heaterOn.Payload)
 	}
-	if ons := n.since(afterFan, commandIn(25, "ON")); len(ons) != 0 {
+	if ons := n.Since(afterFan, commandIn(25, "ON")); len(ons) != 0 {
 		t.Fatalf("the fan was switched on again inside its cooldown: %v", ons)
 	}
 	r.executions(fan, func(es []map[string]any) bool { return len(es) == 1 })
@@ -173,8 +173,8 @@ func TestAcceptanceRuleExamples(t *testing.T) {
 	// 21.3 °C deactivates: OFF at once, recorded as hysteresis_off.
 	reading(4, 19.9)
 	reading(4, 21.3)
-	off, _ := n.await(t, next, "the heater's OFF", commandIn(26, "OFF"))
-	if ons := n.since(next, commandIn(26, "ON")); len(ons) != 0 {
+	off, _ := n.Await(t, next, "the heater's OFF", commandIn(26, "OFF"))
+	if ons := n.Since(next, commandIn(26, "ON")); len(ons) != 0 {
 		t.Fatalf("the heater's ON was repeated inside its cooldown: %v", ons)
 	}
 	es = r.executions(heater, finished(2, "completed"))

@@ -109,12 +109,12 @@ func TestAcceptanceFertigationSequence(t *testing.T) {
 	r.latest(34, "50")
 	n.publish(t, 35, 1250)
 	r.latest(35, "1250")
-	from := n.mark()
+	from := n.Mark()
 	n.publish(t, 34, 31.2)
 
-	open, next := n.await(t, from, "the valve's ON", commandIn(27, "ON"))
-	pump, next := n.await(t, next, "the pump's PWM", commandIn(32, "PWM"))
-	closed, _ := n.await(t, next, "the valve's OFF", commandIn(27, "OFF"))
+	open, next := n.Await(t, from, "the valve's ON", commandIn(27, "ON"))
+	pump, next := n.Await(t, next, "the pump's PWM", commandIn(32, "PWM"))
+	closed, _ := n.Await(t, next, "the valve's OFF", commandIn(27, "OFF"))
 	if b := fields(pump); b["value"] != 0.6 || b["duration"] != 30.0 {
 		t.Fatalf("the pump got %s", pump.Payload)
 	}
@@ -195,13 +195,13 @@ func TestSequenceCancelOverREST(t *testing.T) {
 	n := startRuleNode(t, r.mqtt, "ESP_A1B2C3")
 	r.admit(n)
 	r.actuator(n, 27, "relay", "Solenoid valve")
-	from := n.mark()
+	from := n.Mark()
 	// An all-day window: the rule runs at once when it is created.
 	id := r.createRule(`{"name":"Flush","conditions":[{"type":"time","start_time":"00:00","end_time":"24:00"}],
 		"actions":[{"type":"sequence","sequence_id":"flush-1","steps":[
 		  {"name":"Open","action":{"type":"actuator","esp_id":"ESP_A1B2C3","gpio":27}},
 		  {"name":"Flush","delay_seconds":600}]}]}`)
-	on, next := n.await(t, from, "the valve's ON", commandIn(27, "ON"))
+	on, next := n.Await(t, from, "the valve's ON", commandIn(27, "ON"))
 	r.poll("/api/v1/sequences/flush-1", func(b map[string]any) bool {
 		return b["status"] == "running" && b["current_step_name"] == "Flush"
 	})
@@ -217,7 +217,7 @@ func TestSequenceCancelOverREST(t *testing.T) {
 	if c.status != 200 || c.body["status"] != "cancelled" || c.body["reason"] != "valve check" {
 		t.Fatalf("cancel: %d %s", c.status, c.raw)
 	}
-	off, _ := n.await(t, next, "the cleanup OFF", commandIn(27, "OFF"))
+	off, _ := n.Await(t, next, "the cleanup OFF", commandIn(27, "OFF"))
 	r.commandRecord(corrID(off), commandIs("acknowledged"))
 	hist := r.api.do("GET", "/api/v1/actuators/ESP_A1B2C3/27/history", r.viewer, nil)
 	var cleanup map[string]any
@@ -305,7 +305,7 @@ func TestRuleDryRunHasNoSideEffects(t *testing.T) {
 			"SELECT * FROM emergency_latches")...)
 	}
 	before := snapshot()
-	from := n.mark()
+	from := n.Mark()
 
 	test := "/api/v1/logic/rules/" + id + "/test"
 	got := r.api.do("POST", test, r.operator, map[string]any{
@@ -361,7 +361,7 @@ func TestRuleDryRunHasNoSideEffects(t *testing.T) {
 	if gone, added := difference(before, after), difference(after, before); len(gone)+len(added) > 0 {
 		t.Fatalf("the dry-run changed stored rows:\nremoved %v\nadded %v", gone, added)
 	}
-	if sent := n.since(from, func(m sim.Message) bool {
+	if sent := n.Since(from, func(m sim.Message) bool {
 		return m.Direction == "in" && !strings.HasSuffix(m.Topic, "/system/heartbeat/ack")
 	}); len(sent) != 0 {
 		t.Fatalf("the dry-run published %v", sent)
