@@ -68,6 +68,9 @@ func (h *Hub) connectExternal() error {
 		return err
 	}
 	h.External, h.Bus = x, x
+	if t := h.cfg.term; t != nil {
+		h.Bus = termBus{MessageBus: x, term: t}
+	}
 	return nil
 }
 

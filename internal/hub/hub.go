@@ -201,6 +201,9 @@ type Hub struct {
 
 	// relayStop ends the event relay among replicas (relay_wiring.go).
 	relayStop func()
+	// forwardKey signs and checks the client addresses a standby forwards
+	// (standby.go); nil for a hub alone.
+	forwardKey []byte
 
 	// TLS is the certificate of the TLS listeners; nil without them.
 	TLS     *tlscert.Source
@@ -351,6 +354,9 @@ func (h *Hub) loadAccounts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if h.cfg.role() != RoleSolo {
+		h.forwardKey = forwardKeyOf(secret)
+	}
 	if h.cfg.role() != RoleSolo && h.cfg.JWTSecretFile == "" && h.cfg.JWTSecret == "" {
 		h.Log.Warn("replicas without a shared JWT secret: tokens signed by one primary fail on the next",
 			"fix", "give every replica the same --jwt-secret-file", "see", "docs/decisions/0029-replicas.md")
@@ -444,8 +450,12 @@ func (h *Hub) buildAPI(context.Context) error {
 		return err
 	}
 	webui.Register(h.API, dash)
+	handler := h.API.Handler()
+	if h.cfg.role() == RolePrimary {
+		handler = trustForwarded(h.forwardKey, handler)
+	}
 	h.httpSrv = &http.Server{
-		Handler:           h.API.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      35 * time.Second,
@@ -697,7 +707,7 @@ func (h *Hub) startScheduler(context.Context) error {
 }
 
 func (h *Hub) jobs() []schedule.Job {
-	return []schedule.Job{
+	jobs := []schedule.Job{
 		{Name: "liveness_check", Every: min(10*time.Second, h.cfg.HeartbeatTimeout/4), Run: h.Devices.CheckLiveness},
 		{Name: "pending_expiry", Every: device.PendingSweepEvery, Run: h.Devices.ExpirePending},
 		{Name: "token_blacklist_purge", Cron: "10 3 * * *", Run: h.Auth.PurgeExpired},
@@ -714,7 +724,20 @@ func (h *Hub) jobs() []schedule.Job {
 		{Name: "logic_timer", Every: h.Rules.TimerInterval(), Run: h.Rules.Tick},
 		{Name: "sequence_sweep", Every: sequence.SweepEvery, Run: h.Sequences.Sweep},
 	}
+	if h.cfg.role() == RolePrimary {
+		// A primary that died leaves its will, "offline", which the
+		// broker publishes only once it notices (up to 1.5 keepalives,
+		// 90 s) and so possibly after the next primary's "online".
+		jobs = append(jobs, schedule.Job{Name: "server_status", Every: serverStatusEvery, Run: func(ctx context.Context) error {
+			h.publishServerStatus(ctx, contract.ServerStatus{Status: "online", Timestamp: time.Now().Unix()})
+			return nil
+		}})
+	}
+	return jobs
 }
+
+// serverStatusEvery is how often a primary replica says "online" again.
+const serverStatusEvery = 30 * time.Second
 
 func (h *Hub) cleanupReadings(ctx context.Context) error {
 	res, err := h.Sensors.CleanupReadings(ctx, sensor.DefaultRetention())

@@ -43,13 +43,28 @@ func (h *Hub) startRelay(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = r.Run(ctx) })
-	wg.Go(func() { _ = h.Postgres.WatchChanges(ctx, h.applyChange) })
+	wg.Go(func() {
+		_ = h.Postgres.WatchChanges(ctx, func(c postgres.Change) { h.applyChange(ctx, c) })
+	})
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
 	h.relayStop = func() {
 		cancel()
-		wg.Wait()
+		select {
+		case <-done:
+		case <-time.After(relayStopWait):
+			h.Log.Warn("relay still busy with the database after the stop; not waiting for it")
+		}
 	}
 	return nil
 }
+
+// relayStopWait bounds the stop of the relay and the change listener,
+// whose database calls end with their contexts but may be slow to.
+const relayStopWait = 5 * time.Second
 
 // applyRemote folds a reading another replica stored into this one's
 // latest values before the bus hands it on, so rule conditions read it.
@@ -63,8 +78,8 @@ func (h *Hub) applyRemote(e event.Event) {
 // reloads the device or its sensor configs; the primary, which writes the
 // registry itself, only learns of the series and configs others wrote
 // (a reload of a device it just changed in memory could undo it).
-func (h *Hub) applyChange(c postgres.Change) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (h *Hub) applyChange(ctx context.Context, c postgres.Change) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	standby := h.cfg.role() == RoleStandby
 	var err error

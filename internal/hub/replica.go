@@ -211,9 +211,14 @@ func standBy(ctx context.Context, cfg Config) (*lease.Term, error) {
 		}
 	}()
 	cause, err := h.serve(ctx, gained)
-	err = errors.Join(err, h.Stop(context.Background()))
-	if cause != stoppedUntil || err != nil {
-		return nil, err
+	stopErr := h.Stop(context.Background())
+	if cause != stoppedUntil {
+		return nil, errors.Join(err, stopErr)
+	}
+	// The lease is ours: a stop that did not go cleanly (a drain past its
+	// deadline) must not leave the site without a primary.
+	if stopErr != nil {
+		h.Log.Warn("the standby did not stop cleanly; becoming the primary all the same", "error", stopErr)
 	}
 	h.Log.Info("jobs lease gained: the standby stopped, the primary starts", "epoch", term.Epoch)
 	return term, nil
@@ -224,8 +229,21 @@ func standBy(ctx context.Context, cfg Config) (*lease.Term, error) {
 // nothing it would still do overlaps the next primary's work.
 func lead(ctx context.Context, cfg Config, t *lease.Term) error {
 	cfg.Role, cfg.term = RolePrimary, t
-	h, err := Start(ctx, cfg)
+	// Start ends early when the term does: it loads state and may publish.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-t.Lost():
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	h, err := Start(sctx, cfg)
 	if err != nil {
+		if termOver(t) {
+			return fmt.Errorf("%w while starting the primary: %w", ErrLeaseLost, err)
+		}
 		return err
 	}
 	cause, err := h.serve(ctx, t.Lost())
@@ -236,6 +254,31 @@ func lead(ctx context.Context, cfg Config, t *lease.Term) error {
 		return ErrLeaseLost
 	}
 	return errors.Join(err, h.Stop(context.Background()))
+}
+
+// termOver reports whether t has ended.
+func termOver(t *lease.Term) bool {
+	select {
+	case <-t.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// termBus is a primary's message bus: it publishes nothing once the term
+// is over, so no command, auto-off or announcement leaves a replica that
+// is no longer the primary, also while it starts or stops.
+type termBus struct {
+	MessageBus
+	term *lease.Term
+}
+
+func (b termBus) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	if termOver(b.term) {
+		return ErrLeaseLost
+	}
+	return b.MessageBus.Publish(ctx, topic, payload, qos, retain)
 }
 
 // httpFailure is a listener's error worth reporting: not the one of a

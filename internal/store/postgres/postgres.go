@@ -113,6 +113,12 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	}
 	cfg.MaxConns = opt.MaxConns
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(opt.StatementTimeout.Milliseconds(), 10)
+	// A transaction left open by a client that died (power cut, network
+	// gone) ends within seconds, not when TCP gives up hours later: its
+	// locks would hold up everyone, a replicas' takeover too, which waits
+	// for the fenced transactions of the old term. The store's own
+	// transactions are never idle that long.
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "5000"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres connect: %w", err)
