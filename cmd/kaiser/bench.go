@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,9 +18,11 @@ import (
 
 func benchCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || (args[0] != "ingest" && args[0] != "heartbeat" && args[0] != "fanout" &&
-		args[0] != "command" && args[0] != "footprint") {
-		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout|command|footprint [--devices N] [--sensors N] "+
-			"[--clients K] [--rate R] [--nodes N] [--interval D] [--background R] [--duration D] [--json FILE]")
+		args[0] != "command" && args[0] != "footprint" && args[0] != "failover") {
+		fmt.Fprintln(stderr, "usage: kaiser bench ingest|heartbeat|fanout|command|footprint|failover [--devices N] [--sensors N] "+
+			"[--clients K] [--rate R] [--nodes N] [--interval D] [--background R] [--duration D] [--json FILE]\n"+
+			"  footprint and failover on replicas: --database postgres://... --mqtt-broker mqtt://host:port "+
+			"[--replicas N] [--repeat N]; kaiser bench footprint -h lists every flag")
 		return 2
 	}
 	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
@@ -42,17 +45,60 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	hubArgs := fs.String("hub-args", "", "footprint: extra `kaiser serve` arguments, space-separated")
 	csvOut := fs.String("csv", "", "footprint: write the resource samples as CSV to this file")
 	noWS := fs.Bool("no-ws", false, "footprint: leave out the WebSocket client")
+	replicas := fs.Int("replicas", 1, "footprint: kaiser serve replicas of one site (more than one needs "+
+		"--database and --mqtt-broker); the first leads, the others stand by")
+	database := fs.String("database", "", "footprint, failover: a PostgreSQL server, postgres://user@host:port/db "+
+		"(password from PGPASSWORD or ~/.pgpass); each run creates a scratch database on it (CREATEDB) and "+
+		"drops it afterwards (none: SQLite)")
+	mqttBroker := fs.String("mqtt-broker", "", "footprint, failover: an external MQTT broker, mqtt://host:port, "+
+		"that every hub (--mqtt-broker) and the fleet connect to (none: the hub's embedded broker)")
+	measurePIDs := fs.String("measure-pid", "", "footprint: comma-separated PIDs of other processes (the "+
+		"PostgreSQL postmaster, Mosquitto) whose CPU, with their children's, is reported beside the hubs'")
+	repeat := fs.Int("repeat", 3, "failover: SIGKILLs of the primary")
+	settle := fs.Duration("settle", 10*time.Second, "failover: time after the killed replica stands by again "+
+		"before the next kill")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if args[0] == "failover" {
+		cfg := bench.FailoverConfig{Devices: 200, Rate: 200, Repeat: *repeat, Warmup: 10 * time.Second,
+			Settle: *settle, Binary: *hubBinary, HubArgs: strings.Fields(*hubArgs), Database: *database,
+			Broker: *mqttBroker, Console: stderr}
+		if set["devices"] {
+			cfg.Devices = *devices
+		}
+		if set["rate"] {
+			cfg.Rate = *rate
+		}
+		if set["warmup"] {
+			cfg.Warmup = *warmup
+		}
+		res, err := bench.Failover(ctx, cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "kaiser bench: %v\n", err)
+			return 1
+		}
+		printFailover(stdout, res)
+		return writeJSON(stderr, *jsonOut, res)
+	}
 	if args[0] == "footprint" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		var pids []int
+		for _, f := range strings.FieldsFunc(*measurePIDs, func(r rune) bool { return r == ',' || r == ' ' }) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || pid <= 0 {
+				fmt.Fprintf(stderr, "kaiser bench: --measure-pid %q: not a PID\n", f)
+				return 2
+			}
+			pids = append(pids, pid)
+		}
 		cfg := bench.FootprintConfig{Devices: 1000, Sensors: 1, Rate: 1000, Duration: 10 * time.Minute,
 			Warmup: *warmup, Sample: *sample, Binary: *hubBinary, HubArgs: strings.Fields(*hubArgs),
-			NoWebSocket: *noWS, Console: stderr, CSV: *csvOut}
+			NoWebSocket: *noWS, Console: stderr, CSV: *csvOut, Replicas: *replicas, Database: *database,
+			Broker: *mqttBroker, AlsoMeasure: pids}
 		if set["devices"] {
 			cfg.Devices = *devices
 		}
@@ -195,17 +241,44 @@ func printFootprint(stdout io.Writer, r bench.FootprintResult) {
 	fmt.Fprintf(stdout, "\nfootprint: %d devices × %d sensor(s), %.0f readings/s offered, %.0f/s stored, %.0f s measured\n",
 		r.Devices, r.Sensors, r.Rate, r.AchievedPS, r.DurationS)
 	fmt.Fprintf(stdout, "hub: %s %s\n", r.Binary, r.HubArgs)
+	broker := "embedded"
+	if r.Broker != "" {
+		broker = r.Broker
+	}
+	fmt.Fprintf(stdout, "%d hub(s) on %s, MQTT broker %s\n", r.Replicas, r.Store, broker)
 	fmt.Fprintln(stdout, "firmware HTTP processing call: off (the publishers only speak MQTT); WebSocket rate limit: off")
-	fmt.Fprintf(stdout, "%-44s %10.1f MB (after warm-up %.1f, max %.1f)\n", "RSS (/proc)", r.RSSMB, r.RSSWarmMB, r.RSSMaxMB)
-	fmt.Fprintf(stdout, "%-44s %10.1f MB (max %.1f)\n", "Go heap in use", r.HeapMB, r.HeapMaxMB)
-	fmt.Fprintf(stdout, "%-44s %10d\n", "goroutines", r.Goroutines)
-	fmt.Fprintf(stdout, "%-44s %10.1f %%\n", "CPU (share of one core)", r.CPUPct)
-	fmt.Fprintf(stdout, "%-44s %10.1f MB\n", "WAL, largest seen", r.WALMaxMB)
-	fmt.Fprintf(stdout, "%-44s %4.2f / %.2f ms (%d QoS 1 probes)\n", "reading → durable (PUBACK) p50 / p99",
-		r.Durable.P50ms, r.Durable.P99ms, r.DurableProbe)
+	all := ""
+	if len(r.Hubs) > 1 {
+		all = ", all hubs"
+	}
+	fmt.Fprintf(stdout, "%-44s %10.1f MB (after warm-up %.1f, max %.1f)\n", "RSS (/proc)"+all, r.RSSMB, r.RSSWarmMB, r.RSSMaxMB)
+	fmt.Fprintf(stdout, "%-44s %10.1f MB (max %.1f)\n", "Go heap in use"+all, r.HeapMB, r.HeapMaxMB)
+	fmt.Fprintf(stdout, "%-44s %10d\n", "goroutines"+all, r.Goroutines)
+	fmt.Fprintf(stdout, "%-44s %10.1f %%\n", "CPU (share of one core)"+all, r.CPUPct)
+	fmt.Fprintf(stdout, "%-44s %10.3f s (%.1f s in all)\n", "CPU per 1,000 stored readings"+all, r.CPUPer1k, r.CPUSeconds)
+	if len(r.Hubs) > 1 {
+		for i, h := range r.Hubs {
+			fmt.Fprintf(stdout, "  hub %d (%-7s) CPU %5.1f %%, %6.1f s; RSS %6.1f MB; stored %d (%.1f %%)\n",
+				i, h.Role, h.CPUPct, h.CPUSeconds, h.RSSMB, h.Stored, 100*h.Share)
+		}
+	}
+	for _, o := range r.Others {
+		fmt.Fprintf(stdout, "  %-42s %10.1f %% (%.1f s)\n", fmt.Sprintf("CPU of %s (pid %d and children)", o.Name, o.PID),
+			o.CPUPct, o.CPUSeconds)
+	}
+	if r.Store == "sqlite" {
+		fmt.Fprintf(stdout, "%-44s %10.1f MB\n", "WAL, largest seen", r.WALMaxMB)
+	}
+	if r.DurableProbe > 0 {
+		fmt.Fprintf(stdout, "%-44s %4.2f / %.2f ms (%d QoS 1 probes)\n", "reading → durable (PUBACK) p50 / p99",
+			r.Durable.P50ms, r.Durable.P99ms, r.DurableProbe)
+	}
 	fmt.Fprintf(stdout, "%-44s %4.2f / %.2f ms (%.3f delivered)\n", "reading → WebSocket p50 / p99",
 		r.WS.P50ms, r.WS.P99ms, r.WSDelivered)
 	fmt.Fprintf(stdout, "%-44s %10d\n", "readings stored", r.Stored)
+	if r.Store != "sqlite" {
+		return
+	}
 	fmt.Fprintf(stdout, "%-44s %10.1f B (file %d B)\n", "database bytes per stored reading", r.BytesPer, r.DBBytes)
 	fmt.Fprintf(stdout, "%-44s %10.1f B\n", "readings + rollup tables per reading", r.TablePer)
 	for _, t := range r.Tables {
@@ -214,4 +287,19 @@ func printFootprint(stdout io.Writer, r bench.FootprintResult) {
 				100*float64(t.Unused)/float64(t.Bytes))
 		}
 	}
+}
+
+// printFailover prints each failover and their spread.
+func printFailover(stdout io.Writer, r bench.FailoverResult) {
+	fmt.Fprintf(stdout, "\nfailover: 2 replicas, %d devices at %.0f readings/s, broker %s; SIGKILL of the primary × %d\n",
+		r.Devices, r.Rate, r.Broker, len(r.Runs))
+	fmt.Fprintf(stdout, "%-48s %8s %8s %8s\n", "seconds after the SIGKILL", "min", "median", "max")
+	row := func(label string, s bench.Spread) {
+		fmt.Fprintf(stdout, "%-48s %8.2f %8.2f %8.2f\n", label, s.Min, s.Median, s.Max)
+	}
+	row("the other replica reports role primary", r.Takeover)
+	row("readings stored by the new primary", r.Stored)
+	row("a command through it accepted (sent)", r.Command)
+	row("that command acknowledged by the node", r.Acked)
+	fmt.Fprintf(stdout, "%-48s %8.0f %8.0f %8.0f\n", "readings lost (approximate)", r.Lost.Min, r.Lost.Median, r.Lost.Max)
 }

@@ -52,6 +52,26 @@ type FootprintConfig struct {
 	Console     io.Writer
 	// CSV, if set, receives the resource samples as they are taken.
 	CSV string
+	// Replicas is the number of `kaiser serve` children (default 1); more
+	// than one needs Database and Broker, and makes them replicas of one
+	// site (docs/decisions/0029-replicas.md): the first is started first
+	// and becomes the primary, the others stand by.
+	Replicas int
+	// Database, a postgres:// URL, puts the hubs on PostgreSQL: the bench
+	// creates a scratch database on that server for the run (the URL's
+	// user needs CREATEDB) and drops it afterwards; its password comes
+	// from the URL, PGPASSWORD or ~/.pgpass. Empty: SQLite in the child's
+	// data directory.
+	Database string
+	// Broker, mqtt://host[:port], is an external MQTT broker: every child
+	// connects to it (KAISER_MQTT_BROKER; --mqtt-broker in HubArgs wins)
+	// and so does the fleet. Empty: the fleet connects to the embedded
+	// broker of the (single) child.
+	Broker string
+	// AlsoMeasure are the PIDs of other processes on this machine whose CPU,
+	// with their children's, is reported beside the hubs': the PostgreSQL
+	// postmaster and Mosquitto the hubs share.
+	AlsoMeasure []int
 }
 
 // FootprintSample is one reading of the hub process's resources.
@@ -65,6 +85,9 @@ type FootprintSample struct {
 	WALMB      float64 `json:"wal_mb"`
 	Stored     int64   `json:"readings_stored"`
 	Published  int64   `json:"readings_published"`
+	// HubCPUPct is each child's CPU, in the order of FootprintResult.Hubs,
+	// when there is more than one (CPUPct is their sum).
+	HubCPUPct []float64 `json:"hub_cpu_pct_one_core,omitempty"`
 }
 
 // FootprintResult is the scenario's outcome.
@@ -100,6 +123,46 @@ type FootprintResult struct {
 	TablePer     float64           `json:"reading_and_rollup_bytes_per_reading"`
 	Tables       []TableSize       `json:"tables,omitempty"`
 	Samples      []FootprintSample `json:"samples"`
+
+	// Replicas is the number of hubs; Store "sqlite" or "postgresql";
+	// Broker the external broker's URL ("" for the embedded one). With
+	// more than one hub the resources above are all hubs' together (RSS,
+	// heap and goroutines summed, CPUPct the sum of shares of one core);
+	// Hubs has them per hub.
+	Replicas int    `json:"replicas"`
+	Store    string `json:"store"`
+	Broker   string `json:"mqtt_broker,omitempty"`
+	// CPUSeconds is the CPU (user + system) of all hubs over the measured
+	// time; CPUPer1k that per thousand readings the hubs stored in it.
+	CPUSeconds float64            `json:"cpu_seconds"`
+	CPUPer1k   float64            `json:"cpu_seconds_per_1k_readings"`
+	Hubs       []FootprintHub     `json:"hubs"`
+	Others     []FootprintProcess `json:"other_processes,omitempty"`
+}
+
+// FootprintHub is one hub's share of the measured time.
+type FootprintHub struct {
+	Role       string  `json:"role"` // solo, primary or standby, at the start
+	PID        int     `json:"pid"`
+	CPUPct     float64 `json:"cpu_pct_one_core"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSMB      float64 `json:"rss_mb_last"`
+	RSSMaxMB   float64 `json:"rss_mb_max"`
+	HeapMB     float64 `json:"go_heap_inuse_mb_last"`
+	Goroutines int     `json:"goroutines_last"`
+	// Stored is the readings this hub committed in the measured time;
+	// Share its part of all hubs' (the shared subscription's split).
+	Stored int64   `json:"readings_stored_measured"`
+	Share  float64 `json:"readings_share"`
+}
+
+// FootprintProcess is the CPU of a process of AlsoMeasure and its children
+// over the measured time.
+type FootprintProcess struct {
+	PID        int     `json:"pid"`
+	Name       string  `json:"name"`
+	CPUPct     float64 `json:"cpu_pct_one_core"`
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 // TableSize is one table or index's share of the database file.
@@ -109,13 +172,15 @@ type TableSize struct {
 	Unused int64  `json:"unused_bytes"`
 }
 
-// Footprint runs the fleet against a `kaiser serve` child: devices are
-// registered over REST, then publish pi_enhanced pH readings in real time
-// (QoS 0 with RETAIN, as the firmware does; every ProbeEvery-th device at
-// QoS 1), send a heartbeat a minute and keep their MQTT sessions; one
-// WebSocket client with its rate limit off receives sensor_data. The
-// publishers never make the firmware's HTTP processing call. The child's
-// RSS and CPU come from /proc, its Go heap and goroutines from /metrics.
+// Footprint runs the fleet against `kaiser serve` children (one, or
+// Replicas of one site): devices are registered over REST, then publish
+// pi_enhanced pH readings in real time (QoS 0 with RETAIN, as the firmware
+// does; on the embedded broker every ProbeEvery-th device at QoS 1), send
+// a heartbeat a minute and keep their MQTT sessions; one WebSocket client
+// of the first hub with its rate limit off receives sensor_data. The
+// publishers never make the firmware's HTTP processing call. Each child's
+// RSS and CPU come from /proc, its Go heap, goroutines and stored readings
+// from its /metrics.
 func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error) {
 	if cfg.Devices <= 0 {
 		cfg.Devices = 1000
@@ -139,6 +204,13 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 	if cfg.Console == nil {
 		cfg.Console = io.Discard
 	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas > 1 && (cfg.Database == "" || cfg.Broker == "") {
+		return FootprintResult{}, errors.New("replicas share one PostgreSQL database and one MQTT broker: " +
+			"give both (--database, --mqtt-broker)")
+	}
 	if cfg.Binary == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -149,40 +221,56 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 	res := FootprintResult{
 		Scenario: "footprint", Binary: cfg.Binary, HubArgs: strings.Join(cfg.HubArgs, " "),
 		Devices: cfg.Devices, Sensors: cfg.Sensors, Rate: cfg.Rate, ProcessingOff: true, WSRateOff: true,
+		Replicas: cfg.Replicas, Store: "sqlite", Broker: cfg.Broker,
+	}
+	if cfg.Database != "" {
+		res.Store = "postgresql"
+	}
+	others, err := otherProcesses(cfg.AlsoMeasure)
+	if err != nil {
+		return res, err
 	}
 	dir, err := os.MkdirTemp("", "kaiser-footprint-")
 	if err != nil {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	child, err := startChild(ctx, cfg, dir)
+	s, err := startSite(ctx, cfg, dir)
 	if err != nil {
 		return res, err
 	}
-	defer child.kill()
-	fmt.Fprintf(cfg.Console, "hub pid %d, data %s, log %s\n", child.cmd.Process.Pid, dir, child.logPath)
-
-	token, err := child.setup(ctx)
+	defer s.close()
+	token, err := s.hubs[0].setup(ctx)
 	if err != nil {
 		return res, err
 	}
-	ids, err := child.provision(ctx, token, cfg.Devices, cfg.Sensors)
+	ids, err := s.hubs[0].provision(ctx, token, cfg.Devices, cfg.Sensors)
 	if err != nil {
 		return res, err
 	}
 	fmt.Fprintf(cfg.Console, "%d devices with %d sensor(s) each registered\n", len(ids), cfg.Sensors)
+	// The standbys start after the registration, which they load.
+	if err := s.startStandbys(ctx); err != nil {
+		return res, err
+	}
+	for _, c := range s.hubs {
+		fmt.Fprintf(cfg.Console, "hub %d: %s, pid %d, http %s, data %s, log %s\n",
+			c.index, c.role, c.cmd.Process.Pid, c.httpAddr, c.dir, c.logPath)
+	}
 
 	m := newFootprintMeter()
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var wsDone chan struct{}
 	if !cfg.NoWebSocket {
-		wsDone, err = m.watch(runCtx, child.httpAddr, token)
+		wsDone, err = m.watch(runCtx, s.hubs[0].httpAddr, token)
 		if err != nil {
 			return res, err
 		}
 	}
-	fleet := &footprintFleet{cfg: cfg, ids: ids, addr: child.mqttAddr, m: m}
+	// On an external broker a PUBACK is the broker's, not the hub's
+	// commit: no probes.
+	fleet := &footprintFleet{cfg: cfg, ids: ids, addr: s.mqttAddr, m: m, probes: cfg.Broker == ""}
 	if err := fleet.connect(); err != nil {
 		return res, err
 	}
@@ -199,28 +287,48 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 		}
 		defer f.Close()
 		csvW = csv.NewWriter(f)
-		_ = csvW.Write([]string{"elapsed_s", "rss_mb", "go_heap_inuse_mb", "goroutines", "cpu_pct_one_core",
-			"db_mb", "wal_mb", "readings_stored", "readings_published"})
+		head := []string{"elapsed_s", "rss_mb", "go_heap_inuse_mb", "goroutines", "cpu_pct_one_core",
+			"db_mb", "wal_mb", "readings_stored", "readings_published"}
+		if len(s.hubs) > 1 {
+			for _, c := range s.hubs {
+				head = append(head, fmt.Sprintf("cpu_pct_hub%d", c.index))
+			}
+		}
+		_ = csvW.Write(head)
 	}
+	exited := s.exits(runCtx)
 	start := time.Now()
-	prev, err := child.sample(start, fleet)
+	prev, err := s.sample(start, fleet, others)
 	if err != nil {
 		return res, err
 	}
-	record := func(s FootprintSample) {
-		res.Samples = append(res.Samples, s)
+	record := func(smp FootprintSample) {
+		res.Samples = append(res.Samples, smp)
 		if csvW != nil {
-			_ = csvW.Write([]string{f1(s.ElapsedS), f1(s.RSSMB), f1(s.HeapMB), strconv.Itoa(s.Goroutines),
-				f1(s.CPUPct), f1(s.DBMB), f1(s.WALMB), strconv.FormatInt(s.Stored, 10),
-				strconv.FormatInt(s.Published, 10)})
+			row := []string{f1(smp.ElapsedS), f1(smp.RSSMB), f1(smp.HeapMB), strconv.Itoa(smp.Goroutines),
+				f1(smp.CPUPct), f1(smp.DBMB), f1(smp.WALMB), strconv.FormatInt(smp.Stored, 10),
+				strconv.FormatInt(smp.Published, 10)}
+			for _, p := range smp.HubCPUPct {
+				row = append(row, f1(p))
+			}
+			_ = csvW.Write(row)
 			csvW.Flush()
 		}
-		fmt.Fprintf(cfg.Console, "t=%6.0fs rss %6.1f MB heap %5.1f MB goroutines %5d cpu %5.1f%% wal %5.1f MB stored %d\n",
-			s.ElapsedS, s.RSSMB, s.HeapMB, s.Goroutines, s.CPUPct, s.WALMB, s.Stored)
+		per := ""
+		if len(smp.HubCPUPct) > 1 {
+			parts := make([]string, len(smp.HubCPUPct))
+			for i, p := range smp.HubCPUPct {
+				parts[i] = fmt.Sprintf("%.1f", p)
+			}
+			per = " (" + strings.Join(parts, " + ") + ")"
+		}
+		fmt.Fprintf(cfg.Console, "t=%6.0fs rss %6.1f MB heap %5.1f MB goroutines %5d cpu %5.1f%%%s wal %5.1f MB stored %d\n",
+			smp.ElapsedS, smp.RSSMB, smp.HeapMB, smp.Goroutines, smp.CPUPct, per, smp.WALMB, smp.Stored)
 	}
 	record(prev.FootprintSample)
 	end := start.Add(cfg.Warmup + cfg.Duration)
-	var warm *childSample
+	var warm *siteSample
+	hubMax := make([]FootprintHub, len(s.hubs))
 	if cfg.Warmup <= 0 {
 		w := prev
 		warm = &w
@@ -244,41 +352,67 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 			return res, ctx.Err()
 		case err := <-fleetDone:
 			return res, fmt.Errorf("fleet stopped: %w", err)
-		case <-child.exited:
-			return res, fmt.Errorf("kaiser serve exited early; see %s", child.logPath)
+		case c := <-exited:
+			return res, fmt.Errorf("hub %d (kaiser serve) exited early: %s", c.index, c.logTail())
 		case <-warmTimer.C:
 			takeWarm = true
 		case <-tick.C:
 		case <-endTimer.C:
 			running = false
 		}
-		s, err := child.sample(start, fleet)
+		smp, err := s.sample(start, fleet, others)
 		if err != nil {
 			return res, err
 		}
 		if takeWarm {
 			// The warm-up's end is a mark, not a row of the series.
-			w := s
+			w := smp
 			warm = &w
 			m.measure.Store(true)
-			res.RSSWarmMB = s.RSSMB
+			res.RSSWarmMB = smp.RSSMB
 			continue
 		}
-		s.CPUPct = child.cpuPct(prev, s)
-		prev = s
-		record(s.FootprintSample)
+		smp.CPUPct, smp.HubCPUPct = s.cpuPct(prev, smp)
+		prev = smp
+		record(smp.FootprintSample)
 		if warm != nil {
-			res.RSSMaxMB = max(res.RSSMaxMB, s.RSSMB)
-			res.HeapMaxMB = max(res.HeapMaxMB, s.HeapMB)
+			res.RSSMaxMB = max(res.RSSMaxMB, smp.RSSMB)
+			res.HeapMaxMB = max(res.HeapMaxMB, smp.HeapMB)
+			for i, h := range smp.hubs {
+				hubMax[i].RSSMaxMB = max(hubMax[i].RSSMaxMB, h.RSSMB)
+			}
 		}
-		res.WALMaxMB = max(res.WALMaxMB, s.WALMB)
+		res.WALMaxMB = max(res.WALMaxMB, smp.WALMB)
 	}
 	m.measure.Store(false)
 	last := prev
 	res.RSSMB, res.HeapMB, res.Goroutines = last.RSSMB, last.HeapMB, last.Goroutines
-	res.CPUPct = child.cpuPct(*warm, last)
+	res.CPUPct, _ = s.cpuPct(*warm, last)
 	res.DurationS = last.at.Sub(warm.at).Seconds()
-	res.AchievedPS = float64(last.Stored-warm.Stored) / max(res.DurationS, 1e-9)
+	measured := last.Stored - warm.Stored
+	res.AchievedPS = float64(measured) / max(res.DurationS, 1e-9)
+	res.CPUSeconds = float64(last.cpuTicks-warm.cpuTicks) / clockTicks
+	if measured > 0 {
+		res.CPUPer1k = res.CPUSeconds / (float64(measured) / 1000)
+	}
+	for i, c := range s.hubs {
+		w, l := warm.hubs[i], last.hubs[i]
+		h := FootprintHub{
+			Role: c.role, PID: c.cmd.Process.Pid, CPUPct: c.cpuPct(w, l),
+			CPUSeconds: float64(l.cpuTicks-w.cpuTicks) / clockTicks,
+			RSSMB:      l.RSSMB, RSSMaxMB: hubMax[i].RSSMaxMB, HeapMB: l.HeapMB, Goroutines: l.Goroutines,
+			Stored: l.Stored - w.Stored,
+		}
+		if measured > 0 {
+			h.Share = float64(h.Stored) / float64(measured)
+		}
+		res.Hubs = append(res.Hubs, h)
+	}
+	for i, o := range others {
+		ticks := last.others[i] - warm.others[i]
+		res.Others = append(res.Others, FootprintProcess{PID: o.pid, Name: o.name,
+			CPUSeconds: float64(ticks) / clockTicks, CPUPct: float64(ticks) / clockTicks / max(res.DurationS, 1e-9) * 100})
+	}
 	res.Durable, res.DurableProbe = m.durable()
 	var sent int64
 	res.WS, sent = m.ws()
@@ -291,10 +425,16 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 		<-wsDone
 	}
 	fleet.close()
-	if err := child.stop(); err != nil {
+	if err := s.stop(); err != nil {
 		return res, err
 	}
-	if err := res.measureDB(ctx, filepath.Join(child.dir, "kaiser.db")); err != nil {
+	if s.db != nil {
+		// The database's size is SQLite's measurement; PostgreSQL's
+		// files are the server's, shared with whatever else it holds.
+		res.Stored, err = s.db.readings(ctx)
+		return res, err
+	}
+	if err := res.measureDB(ctx, filepath.Join(s.hubs[0].dir, "kaiser.db")); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -346,15 +486,23 @@ func (r *FootprintResult) measureDB(ctx context.Context, path string) error {
 	return rows.Err()
 }
 
-// hubChild is the `kaiser serve` process under measurement.
+// hubChild is one `kaiser serve` process under measurement; start runs
+// it again after a kill, with the same data directory and addresses.
 type hubChild struct {
-	cmd      *exec.Cmd
-	dir      string
+	index    int
+	binary   string
+	args     []string
+	env      []string
+	dir      string // data directory
 	logPath  string
 	httpAddr string
-	mqttAddr string
-	exited   chan struct{}
+	mqttAddr string // the embedded broker's; "" on an external one
 	client   *http.Client
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	role   string // solo, primary or standby, as it reported after its (last) start
+	holder string // its lease holder id, as a replica
 }
 
 func freePort() (string, error) {
@@ -366,63 +514,102 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func startChild(ctx context.Context, cfg FootprintConfig, dir string) (*hubChild, error) {
+// newChild prepares hub index in dir: its data directory, log, addresses
+// and arguments. dbURL and secret, when set, are the site's database and
+// shared JWT secret file.
+func newChild(cfg FootprintConfig, dir string, index int, dbURL, secret string) (*hubChild, error) {
 	httpAddr, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	mqttAddr, err := freePort()
-	if err != nil {
-		return nil, err
+	c := &hubChild{index: index, binary: cfg.Binary, dir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "serve.log"), httpAddr: httpAddr,
+		client: &http.Client{Timeout: 30 * time.Second}}
+	c.args = []string{"serve", "--data-dir", c.dir, "--http-addr", httpAddr, "--log-level", "warn"}
+	c.env = append(os.Environ(), "KAISER_WS_RATE=0")
+	if cfg.Broker == "" {
+		if c.mqttAddr, err = freePort(); err != nil {
+			return nil, err
+		}
+		c.args = append(c.args, "--mqtt-addr", c.mqttAddr,
+			// The fleet connects at once and is registered: the door's pacing
+			// (docs/decisions/0012-mqtt-door.md) is not what is measured.
+			"--mqtt-connect-rate", "100000", "--mqtt-max-clients", strconv.Itoa(max(2*cfg.Devices+10, 100)))
+	} else {
+		// Variables, so that --mqtt-broker or --database in HubArgs win, and a
+		// database password stays out of the process list.
+		c.env = append(c.env, "KAISER_MQTT_BROKER="+cfg.Broker)
 	}
-	c := &hubChild{dir: dir, logPath: filepath.Join(dir, "serve.log"), httpAddr: httpAddr, mqttAddr: mqttAddr,
-		exited: make(chan struct{}), client: &http.Client{Timeout: 30 * time.Second}}
-	logf, err := os.Create(c.logPath)
-	if err != nil {
-		return nil, err
+	if dbURL != "" {
+		c.env = append(c.env, "KAISER_DATABASE="+dbURL)
 	}
-	args := append([]string{"serve", "--data-dir", filepath.Join(dir, "data"),
-		"--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--log-level", "warn",
-		// The fleet connects at once and is registered: the door's pacing
-		// (docs/decisions/0012-mqtt-door.md) is not what is measured.
-		"--mqtt-connect-rate", "100000", "--mqtt-max-clients", strconv.Itoa(max(2*cfg.Devices+10, 100)),
-	}, cfg.HubArgs...)
-	c.cmd = exec.Command(cfg.Binary, args...)
+	if secret != "" {
+		c.env = append(c.env, "KAISER_JWT_SECRET_FILE="+secret)
+	}
+	c.args = append(c.args, cfg.HubArgs...)
+	c.env = append(c.env, cfg.HubEnv...)
+	return c, nil
+}
+
+// start starts the process and waits until it is ready.
+func (c *hubChild) start(ctx context.Context) error {
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	c.cmd = exec.Command(c.binary, c.args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	dieWithParent(c.cmd)
-	c.cmd.Env = append(os.Environ(), "KAISER_WS_RATE=0")
-	c.cmd.Env = append(c.cmd.Env, cfg.HubEnv...)
+	c.cmd.Env = c.env
 	if err := c.cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s serve: %w", cfg.Binary, err)
+		return fmt.Errorf("start %s serve: %w", c.binary, err)
 	}
-	go func() { _ = c.cmd.Wait(); logf.Close(); close(c.exited) }()
-	c.dir = filepath.Join(dir, "data")
+	c.exited = make(chan struct{})
+	cmd, exited := c.cmd, c.exited
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := c.client.Get("http://" + httpAddr + "/api/v1/health/ready")
+		resp, err := c.client.Get("http://" + c.httpAddr + "/api/v1/health/ready")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return c, nil
+				return nil
 			}
 		}
 		select {
 		case <-c.exited:
-			return nil, fmt.Errorf("kaiser serve exited; see %s", c.logPath)
+			return fmt.Errorf("hub %d (kaiser serve) exited: %s", c.index, c.logTail())
 		case <-ctx.Done():
 			c.kill()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			c.kill()
-			return nil, errors.New("kaiser serve not ready within 30 s")
+			return fmt.Errorf("hub %d (kaiser serve) not ready within 30 s: %s", c.index, c.logTail())
 		}
 	}
 }
 
+// logTail is the end of the child's log, for an error that outlives the
+// bench's temporary directory.
+func (c *hubChild) logTail() string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return "no log: " + err.Error()
+	}
+	const keep = 2000
+	if len(b) > keep {
+		b = b[len(b)-keep:]
+	}
+	return "log ends:\n" + string(b)
+}
+
 func (c *hubChild) kill() {
+	if c.cmd == nil {
+		return
+	}
 	select {
 	case <-c.exited:
 	default:
@@ -433,13 +620,16 @@ func (c *hubChild) kill() {
 
 // stop ends the child with SIGTERM (a clean shutdown checkpoints the WAL).
 func (c *hubChild) stop() error {
+	if c.cmd == nil {
+		return nil
+	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
 		return nil
 	case <-time.After(60 * time.Second):
 		c.kill()
-		return errors.New("kaiser serve did not stop within 60 s of SIGTERM")
+		return fmt.Errorf("hub %d (kaiser serve) did not stop within 60 s of SIGTERM", c.index)
 	}
 }
 
@@ -552,19 +742,11 @@ func (c *hubChild) sample(start time.Time, fleet *footprintFleet) (childSample, 
 			s.RSSMB = kb / 1024
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := readProcStat(pid)
 	if err != nil {
 		return s, err
 	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 12 {
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			k, _ := strconv.ParseInt(f[12], 10, 64)
-			s.cpuTicks = u + k
-		}
-	}
+	s.cpuTicks = st.ticks
 	metrics, err := c.metrics()
 	if err != nil {
 		return s, err
@@ -744,20 +926,21 @@ func (m *footprintMeter) watch(ctx context.Context, httpAddr, token string) (cha
 
 // footprintFleet is the devices' MQTT connections.
 type footprintFleet struct {
-	cfg   FootprintConfig
-	ids   []string
-	addr  string
-	m     *footprintMeter
-	wires []*sim.Wire
-	sent  atomic.Int64
-	once  sync.Once
+	cfg    FootprintConfig
+	ids    []string
+	addr   string
+	probes bool // every ProbeEvery-th device publishes at QoS 1
+	m      *footprintMeter
+	wires  []*sim.Wire
+	sent   atomic.Int64
+	once   sync.Once
 }
 
 func (f *footprintFleet) connect() error {
 	f.wires = make([]*sim.Wire, len(f.ids))
 	for i, id := range f.ids {
 		opt := sim.WireOptions{ClientID: id, KeepAlive: 60}
-		if i%f.cfg.ProbeEvery == 0 {
+		if f.probe(i) {
 			opt.OnPuback = func(pid uint16) { f.m.probeAcked(id, pid, time.Now()) }
 		}
 		w, err := sim.DialWire(f.addr, opt)
@@ -768,6 +951,8 @@ func (f *footprintFleet) connect() error {
 	}
 	return nil
 }
+
+func (f *footprintFleet) probe(i int) bool { return f.probes && i%f.cfg.ProbeEvery == 0 }
 
 func (f *footprintFleet) close() {
 	f.once.Do(func() {
@@ -805,7 +990,7 @@ func (f *footprintFleet) run(ctx context.Context) error {
 		go func(i int) {
 			defer wg.Done()
 			id, w := f.ids[i], f.wires[i]
-			probe := i%f.cfg.ProbeEvery == 0
+			probe := f.probe(i)
 			offset := time.Duration(int64(period) * int64(i) / int64(n))
 			topics := make([]string, f.cfg.Sensors)
 			for s := range topics {
