@@ -117,24 +117,11 @@ func Failover(ctx context.Context, cfg FailoverConfig) (FailoverResult, error) {
 	fc := FootprintConfig{Devices: cfg.Devices, Sensors: 1, Rate: cfg.Rate, Binary: cfg.Binary,
 		HubArgs: cfg.HubArgs, HubEnv: cfg.HubEnv, Replicas: 2, Database: cfg.Database, Broker: cfg.Broker,
 		ProbeEvery: 1}
-	dir, err := os.MkdirTemp("", "kaiser-failover-")
+	s, token, ids, closeSite, err := openSite(ctx, fc, "kaiser-failover-")
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	s, err := startSite(ctx, fc, dir)
-	if err != nil {
-		return res, err
-	}
-	defer s.close()
-	token, err := s.hubs[0].setup(ctx)
-	if err != nil {
-		return res, err
-	}
-	ids, err := s.hubs[0].provision(ctx, token, cfg.Devices, 1)
-	if err != nil {
-		return res, err
-	}
+	defer closeSite()
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	pump, err := startFailoverPump(runCtx, s, token)

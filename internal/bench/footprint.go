@@ -230,24 +230,11 @@ func Footprint(ctx context.Context, cfg FootprintConfig) (FootprintResult, error
 	if err != nil {
 		return res, err
 	}
-	dir, err := os.MkdirTemp("", "kaiser-footprint-")
+	s, token, ids, closeSite, err := openSite(ctx, cfg, "kaiser-footprint-")
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	s, err := startSite(ctx, cfg, dir)
-	if err != nil {
-		return res, err
-	}
-	defer s.close()
-	token, err := s.hubs[0].setup(ctx)
-	if err != nil {
-		return res, err
-	}
-	ids, err := s.hubs[0].provision(ctx, token, cfg.Devices, cfg.Sensors)
-	if err != nil {
-		return res, err
-	}
+	defer closeSite()
 	fmt.Fprintf(cfg.Console, "%d devices with %d sensor(s) each registered\n", len(ids), cfg.Sensors)
 	// The standbys start after the registration, which they load.
 	if err := s.startStandbys(ctx); err != nil {

@@ -417,3 +417,31 @@ func (c *hubChild) login(ctx context.Context) (string, error) {
 	}, &out)
 	return out.Tokens.AccessToken, err
 }
+
+// openSite starts the hubs of cfg in a temporary directory named after
+// prefix, sets up the admin and registers the fleet through the first hub;
+// close removes everything.
+func openSite(ctx context.Context, cfg FootprintConfig, prefix string) (s *site, token string, ids []string,
+	closeSite func(), err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, "", nil, nil, err
+	}
+	s, err = startSite(ctx, cfg, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, nil, err
+	}
+	closeSite = func() {
+		s.close()
+		os.RemoveAll(dir)
+	}
+	if token, err = s.hubs[0].setup(ctx); err == nil {
+		ids, err = s.hubs[0].provision(ctx, token, cfg.Devices, cfg.Sensors)
+	}
+	if err != nil {
+		closeSite()
+		return nil, "", nil, nil, err
+	}
+	return s, token, ids, closeSite, nil
+}

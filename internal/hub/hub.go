@@ -426,10 +426,10 @@ func (h *Hub) loadSensors(ctx context.Context) error {
 	return h.Sensors.Load(ctx)
 }
 
-// buildAPI builds the HTTP API (not served yet).
-func (h *Hub) buildAPI(context.Context) error {
-	h.Live = live.New(h.cfg.WS, h.Events, h.Registry)
-	h.API = api.New(api.Deps{
+// apiDeps are what the HTTP core of every role needs: the store, the
+// broker and the device registry for the probes, health and metrics.
+func (h *Hub) apiDeps() api.Deps {
+	return api.Deps{
 		Version:     h.cfg.Version,
 		Store:       h.Store,
 		Broker:      h.Bus,
@@ -438,12 +438,16 @@ func (h *Hub) buildAPI(context.Context) error {
 		DataDir:     h.cfg.DataDir,
 		Commits:     h.Store,
 		DiskReserve: h.cfg.DiskReserve,
-		Auth:        h.Auth,
 		Devices:     h.Devices,
-		Audit:       h.Audit,
-		CORSOrigins: h.cfg.CORSOrigins,
-		Live:        h.Live,
-	})
+	}
+}
+
+// buildAPI builds the HTTP API (not served yet).
+func (h *Hub) buildAPI(context.Context) error {
+	h.Live = live.New(h.cfg.WS, h.Events, h.Registry)
+	deps := h.apiDeps()
+	deps.Auth, deps.Audit, deps.CORSOrigins, deps.Live = h.Auth, h.Audit, h.cfg.CORSOrigins, h.Live
+	h.API = api.New(deps)
 	h.resourceRoutes(h.cfg)
 	dash, err := webui.New()
 	if err != nil {

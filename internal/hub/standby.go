@@ -43,17 +43,7 @@ func (h *Hub) standbySteps() []func(context.Context) error {
 // metrics and the replica route are its own, every other request goes to
 // the primary.
 func (h *Hub) buildStandbyAPI(context.Context) error {
-	h.API = api.New(api.Deps{
-		Version:     h.cfg.Version,
-		Store:       h.Store,
-		Broker:      h.Bus,
-		Registry:    h.Registry,
-		Logger:      h.Log.With("component", "api"),
-		DataDir:     h.cfg.DataDir,
-		Commits:     h.Store,
-		DiskReserve: h.cfg.DiskReserve,
-		Devices:     h.Devices,
-	})
+	h.API = api.New(h.apiDeps())
 	healthapi.RegisterReplica(h.API, h)
 	h.httpSrv = &http.Server{
 		Handler:           newForwarder(h.API.Handler(), h.cfg.link, h.forwardKey, h.Log.With("component", "forward")),
