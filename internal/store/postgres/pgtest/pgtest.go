@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"go.uber.org/goleak"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -249,12 +251,19 @@ func DSN(t testing.TB) string {
 	return shared.srv.NewDatabase(t)
 }
 
-// Main runs the tests and then stops the shared server: call it from
-// TestMain of a package that uses DSN.
+// Main runs the tests, stops the shared server and then fails a passing
+// run that left goroutines behind: call it from TestMain of a package that
+// uses DSN, as os.Exit(pgtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
 	if shared.srv != nil {
 		shared.srv.Stop()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
 	}
 	return code
 }
