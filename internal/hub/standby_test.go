@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -8,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
+	"github.com/kaiserhub/kaiser/internal/lease"
+	"github.com/kaiserhub/kaiser/internal/store/postgres"
+	"github.com/kaiserhub/kaiser/internal/store/postgres/pgtest"
 )
 
 // linkTo is a replica link whose lease row names primary at url, as read
@@ -81,4 +88,63 @@ func TestForwarderRefusesLoops(t *testing.T) {
 func hostOf(addr string) string {
 	h, _, _ := net.SplitHostPort(addr)
 	return h
+}
+
+// recordingBus is a MessageBus that counts what it published.
+type recordingBus struct {
+	MessageBus
+	published int
+}
+
+func (b *recordingBus) Publish(context.Context, string, []byte, byte, bool) error {
+	b.published++
+	return nil
+}
+
+// A primary's bus publishes while its term lasts and refuses once it is
+// over, so nothing leaves a replica that is no longer the primary.
+func TestTermBusStopsWithTheTerm(t *testing.T) {
+	ctx := context.Background()
+	// A server of this test's own: the hub package has no pgtest.Main.
+	dsn := pgtest.Start(t, pgtest.Config{}).NewDatabase(t)
+	st, err := postgres.Open(ctx, dsn, postgres.Options{}) // applies the leases' migrations
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close(ctx)
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	m, err := lease.New(pool, lease.Config{Holder: lease.NewHolderID(), Names: []string{lease.Jobs},
+		TTL: 2 * time.Second, RenewEvery: 500 * time.Millisecond, RetryEvery: 100 * time.Millisecond,
+		Margin: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = m.Run(mctx)
+	}()
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	term, err := m.Await(actx, lease.Jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	inner := &recordingBus{}
+	bus := termBus{MessageBus: inner, term: term}
+	if err := bus.Publish(ctx, "kaiser/god/esp/ESP_1/actuator/5/command", nil, 1, false); err != nil || inner.published != 1 {
+		t.Fatalf("within the term: %v, %d published", err, inner.published)
+	}
+	stop()
+	<-done
+	if err := bus.Publish(ctx, "kaiser/god/esp/ESP_1/actuator/5/command", nil, 1, false); !errors.Is(err, ErrLeaseLost) ||
+		inner.published != 1 {
+		t.Fatalf("after the term: %v, %d published", err, inner.published)
+	}
 }
