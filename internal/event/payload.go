@@ -26,6 +26,12 @@ type SensorData struct {
 	ZoneID         string   `json:"zone_id"`
 	SubzoneID      string   `json:"subzone_id"`
 	Timestamp      int64    `json:"timestamp"` // reading time, unix seconds
+	// The bus address of a sensor that shares its pin with others, as its
+	// config names it (docs/decisions/0030-sensor-event-address.md): present
+	// for I2C and OneWire sensors only, the one exception to "every key is
+	// always present".
+	I2CAddress     *int   `json:"i2c_address,omitempty"`
+	OneWireAddress string `json:"onewire_address,omitempty"`
 }
 
 // SensorHealth reports a sensor going stale or recovering (docs/domain.md §3.6).
@@ -180,7 +186,17 @@ func (p SensorHealth) Sensor() string { return p.SensorType }
 
 // Subject identifies what a state event reports on; a newer event of the
 // same type and subject supersedes an older one.
-func (p SensorData) Subject() string   { return sensorSubject(p.EspID, p.GPIO, p.SensorType) }
+func (p SensorData) Subject() string {
+	s := sensorSubject(p.EspID, p.GPIO, p.SensorType)
+	switch {
+	case p.I2CAddress != nil:
+		s += "|i2c:" + strconv.Itoa(*p.I2CAddress)
+	case p.OneWireAddress != "":
+		s += "|ow:" + p.OneWireAddress
+	}
+	return s
+}
+
 func (p SensorHealth) Subject() string { return sensorSubject(p.EspID, p.GPIO, p.SensorType) }
 func (p EspHealth) Subject() string    { return p.EspID }
 func (p DeviceStatus) Subject() string { return p.EspID }

@@ -270,6 +270,12 @@ func TestSubjectsSeparateSensors(t *testing.T) {
 		{"other type", ph34Health, SensorHealth{EspID: "E", GPIO: 34, SensorType: "ec"}, false},
 		{"other device", EspHealth{EspID: "E1"}, EspHealth{EspID: "E2"}, false},
 		{"ids that concatenate alike", SensorData{EspID: "E1", GPIO: 2}, SensorData{EspID: "E", GPIO: 12}, false},
+		{"two OneWire sensors on one pin", SensorData{EspID: "E", GPIO: 4, SensorType: "ds18b20", OneWireAddress: "28FF0000000000A1"},
+			SensorData{EspID: "E", GPIO: 4, SensorType: "ds18b20", OneWireAddress: "28FF0000000000B2"}, false},
+		{"two I2C sensors on one pin", SensorData{EspID: "E", GPIO: 21, SensorType: "sht31", I2CAddress: ptr(68)},
+			SensorData{EspID: "E", GPIO: 21, SensorType: "sht31", I2CAddress: ptr(69)}, false},
+		{"one I2C sensor", SensorData{EspID: "E", GPIO: 21, SensorType: "sht31", I2CAddress: ptr(68)},
+			SensorData{EspID: "E", GPIO: 21, SensorType: "sht31", I2CAddress: ptr(68)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -149,14 +149,15 @@ func (s *Service) learnSeries(series map[store.SeriesKey]int64) {
 
 // ApplyRemote makes a reading another replica ingested and stored the
 // latest of its series here, if it is newer than the latest known, so that
-// Latest, LatestOf and the stale check see it. It stores nothing, raises
-// no event and evaluates no threshold: the replica that ingested it did.
+// Latest, LatestOf and the stale check see it, and evaluates its
+// thresholds, which only the primary does (Options.NoThresholds). It
+// stores nothing and raises no sensor_data event: the replica that
+// ingested it did both.
 //
-// The event carries no bus address, so the series is the one of its
-// device, pin and type; when there is none here yet (the other replica
-// opened it a moment ago, and its change notice has not been applied) or
-// several (sensors on one bus pin that differ by address only), the
-// reading is skipped. Its time has whole seconds only: it is newer only if
+// The series is the one of the event's device, pin, type and bus address;
+// when there is none here yet (the other replica opened it a moment ago,
+// and its change notice has not been applied), the reading is skipped.
+// Its time has whole seconds only: it is newer only if
 // its second is later than the latest reading's, so that a reading here
 // in the same second is kept. A stale mark stays until CheckStale sees
 // the renewed reading and announces the recovery, which is this replica's
@@ -183,14 +184,19 @@ func (s *Service) applyRemote(d event.SensorData) (store.SeriesKey, *Config, sto
 	key, _ := processor.NormaliseType(d.SensorType)
 	now := s.now().UnixMilli()
 
+	k := store.SeriesKey{
+		EspID:      d.EspID,
+		GPIO:       d.GPIO,
+		SensorType: key,
+		Address:    busAddress(d.I2CAddress, d.OneWireAddress),
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := s.pins[pinKey{d.EspID, d.GPIO, key}]
-	if len(keys) != 1 {
+	st := s.series[k]
+	if st == nil {
 		return store.SeriesKey{}, nil, store.Reading{}, false
 	}
-	k := keys[0]
-	st := s.series[k]
 	// The latest here gives way when it lies beyond the future bound, as
 	// in dedup, so that it never pins the series ahead of the clock.
 	if l := s.latest[st.id]; l != nil && d.Timestamp <= l.r.TS/1000 &&

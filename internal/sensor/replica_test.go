@@ -112,21 +112,53 @@ func TestApplyRemoteLatest(t *testing.T) {
 	}
 }
 
-// Sensors on one bus pin that differ by address only cannot be told apart
-// by a relayed reading, which carries no address: it is skipped.
-func TestApplyRemoteSkipsAmbiguousSeries(t *testing.T) {
+// Sensors on one bus pin that differ by address only: the sensor_data
+// event of each names its address, and a relayed one updates the series of
+// that address alone; one without an address matches neither.
+func TestApplyRemoteFindsBusSensorsByAddress(t *testing.T) {
 	f := newFixture(t)
 	f.addDevice(esp, device.StatusOnline, "")
-	for i, addr := range []string{"28AA", "28BB"} {
+	data := f.subscribe(t, "sensor_data")
+	for i, addr := range []string{"28aa", "28bb"} {
 		if err := f.send(esp, 4, reading("ds18b20", 400, t0.Add(time.Duration(i)*time.Second),
 			"onewire_address", addr)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.svc.ApplyRemote(remote(4, "ds18b20", 30, t0.Add(time.Minute)))
-	for _, l := range f.svc.Latest(esp, 4, "") {
-		if *l.Reading.Processed == 30 {
-			t.Fatalf("remote reading applied to %+v", l.Key)
+	evs := data()
+	if len(evs) != 2 {
+		t.Fatalf("%d sensor_data events, want 2", len(evs))
+	}
+	relayed := evs[1].Data.(event.SensorData)
+	if relayed.OneWireAddress != "28BB" || relayed.I2CAddress != nil {
+		t.Fatalf("the event of sensor 28bb names %q / %v", relayed.OneWireAddress, relayed.I2CAddress)
+	}
+
+	latestOf := func(addr string) float64 {
+		t.Helper()
+		for _, l := range f.svc.Latest(esp, 4, "") {
+			if l.Key.Address == addr {
+				return *l.Reading.Processed
+			}
+		}
+		t.Fatalf("no series of %s", addr)
+		return 0
+	}
+	before := latestOf("ow:28AA")
+
+	relayed.Value, relayed.ProcessedValue, relayed.Timestamp = 30, ptr(30.0), t0.Add(time.Minute).Unix()
+	f.svc.ApplyRemote(relayed)
+	if v := latestOf("ow:28BB"); v != 30 {
+		t.Fatalf("latest of 28BB %v after the relayed 30", v)
+	}
+	if v := latestOf("ow:28AA"); v != before {
+		t.Fatalf("latest of 28AA %v, was %v: the relayed reading of 28BB landed there", v, before)
+	}
+
+	f.svc.ApplyRemote(remote(4, "ds18b20", 40, t0.Add(2*time.Minute))) // no address
+	for _, addr := range []string{"ow:28AA", "ow:28BB"} {
+		if v := latestOf(addr); v == 40 {
+			t.Fatalf("a relayed reading without an address landed on %s", addr)
 		}
 	}
 }

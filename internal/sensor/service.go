@@ -166,9 +166,6 @@ type Service struct {
 	latest  map[int64]*latest
 	// perDevice counts each device's series, for the cap.
 	perDevice map[string]int
-	// pins are the series of each pin and type (bus addresses apart), for
-	// the readings of other replicas, which carry no address (ApplyRemote).
-	pins map[pinKey][]store.SeriesKey
 
 	processReqs *prometheus.CounterVec
 }
@@ -201,7 +198,6 @@ func New(
 		series:    map[store.SeriesKey]*seriesState{},
 		latest:    map[int64]*latest{},
 		perDevice: map[string]int{},
-		pins:      map[pinKey][]store.SeriesKey{},
 		processReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "god_kaiser_sensor_process_requests_total",
 			Help: "Firmware processing requests by result.",
@@ -729,18 +725,24 @@ func (s *Service) receive(m ingest.Message) (incoming, error) {
 // readingKey is the series identity of a reading: device, pin, type and
 // bus address.
 func readingKey(d contract.SensorData, procKey string) store.SeriesKey {
-	addr := ""
-	if d.I2CAddress != nil {
-		addr = fmt.Sprintf("i2c:%d", *d.I2CAddress)
-	} else if d.OneWireAddr != "" {
-		addr = "ow:" + strings.ToUpper(d.OneWireAddr)
-	}
 	return store.SeriesKey{
 		EspID:      d.EspID,
 		GPIO:       d.GPIO,
 		SensorType: procKey,
-		Address:    addr,
+		Address:    busAddress(d.I2CAddress, d.OneWireAddr),
 	}
+}
+
+// busAddress is a series key's address: the sensor's I2C address or its
+// upper-cased OneWire ROM code, "" for a sensor alone on its pin.
+func busAddress[I int | int64](i2c *I, oneWire string) string {
+	switch {
+	case i2c != nil:
+		return "i2c:" + strconv.FormatInt(int64(*i2c), 10)
+	case oneWire != "":
+		return "ow:" + strings.ToUpper(oneWire)
+	}
+	return ""
 }
 
 // identify finds the reading's config (a copy, so that processing needs no
@@ -774,20 +776,11 @@ func (s *Service) identify(ctx context.Context, in *incoming) (*seriesState, err
 	return st, nil
 }
 
-// pinKey is a series key without its bus address.
-type pinKey struct {
-	espID      string
-	gpio       int
-	sensorType string // normalised
-}
-
 // addSeries opens the state of series k, which is not open; s.mu is held.
 func (s *Service) addSeries(k store.SeriesKey, id int64) *seriesState {
 	st := &seriesState{id: id}
 	s.series[k] = st
 	s.perDevice[k.EspID]++
-	p := pinKey{k.EspID, k.GPIO, k.SensorType}
-	s.pins[p] = append(s.pins[p], k)
 	return st
 }
 
@@ -939,7 +932,17 @@ func (s *Service) publishData(d contract.SensorData, key string, r store.Reading
 		ZoneID:         d.ZoneID,
 		SubzoneID:      d.SubzoneID,
 		Timestamp:      ts / 1000,
+		I2CAddress:     eventI2C(d.I2CAddress),
+		OneWireAddress: strings.ToUpper(d.OneWireAddr),
 	}})
+}
+
+func eventI2C(a *int64) *int {
+	if a == nil {
+		return nil
+	}
+	v := int(*a)
+	return &v
 }
 
 func valueOf(r store.Reading) float64 {
