@@ -30,8 +30,13 @@ const (
 	DefaultReceiveMaximum = 256
 	// ackInterval is how often the client writes the PUBACKs that became
 	// due, in order (paho's manual acknowledgement): it bounds how long a
-	// committed delivery holds a slot of the broker's in-flight window.
-	ackInterval = 5 * time.Millisecond
+	// committed delivery holds a slot of the broker's in-flight window, so
+	// with DefaultReceiveMaximum it caps QoS 1 deliveries near 256 per
+	// (commit time + interval), some 4,000/s. paho's ticker wakes the
+	// process at this interval even when nothing is due; at 5 ms that was
+	// most of an idle hub's CPU (docs/decisions/0023-external-broker.md).
+	// Baseline firmware publishes QoS 0, which is not acknowledged at all.
+	ackInterval = 50 * time.Millisecond
 	// keepAlive is the hub's MQTT keepalive (docs/protocol.md M1).
 	keepAlive = 60
 	// subscribeTimeout bounds one SUBSCRIBE or UNSUBSCRIBE round trip.
