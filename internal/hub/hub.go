@@ -89,6 +89,9 @@ type Config struct {
 	Role       Role
 	link       *replicaLink
 	term       *lease.Term // a primary's term, which fences its writes
+	// logs, when set, are a replica's logs, which its standby and primary
+	// hubs and its lease manager share; the replica closes them.
+	logs *observe.Logs
 
 	// JWT secret: a file path or a value (docs/api.md §2.2); neither = generated in DataDir.
 	JWTSecretFile       string
@@ -216,7 +219,7 @@ type Hub struct {
 // the broker's listener opens last. A failed step undoes the earlier ones.
 func Start(ctx context.Context, cfg Config) (*Hub, error) {
 	cfg = cfg.withDefaults()
-	logs, err := observe.NewLogs(cfg.DataDir, cfg.LogLevel, cfg.Console)
+	logs, err := cfg.openLogs()
 	if err != nil {
 		return nil, err
 	}
@@ -917,8 +920,18 @@ func (h *Hub) Stop(ctx context.Context) error {
 	step("broker close", h.Bus.Close())
 	step("store close", h.Store.Close(ctx))
 	log.Info("hub stopped", "errors", len(errs))
-	step("logs", h.logs.Close())
+	if h.cfg.logs == nil {
+		step("logs", h.logs.Close())
+	}
 	return errors.Join(errs...)
+}
+
+// openLogs opens the hub's logs, or returns the replica's that it shares.
+func (c Config) openLogs() (*observe.Logs, error) {
+	if c.logs != nil {
+		return c.logs, nil
+	}
+	return observe.NewLogs(c.DataDir, c.LogLevel, c.Console)
 }
 
 // abort releases what a failed Start opened.
@@ -976,7 +989,9 @@ func (h *Hub) abort() {
 	if h.Store != nil {
 		_ = h.Store.Close(ctx)
 	}
-	_ = h.logs.Close()
+	if h.cfg.logs == nil {
+		_ = h.logs.Close()
+	}
 }
 
 // Run starts the hub and stops it when ctx ends; on PostgreSQL with an

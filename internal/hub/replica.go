@@ -15,6 +15,7 @@ import (
 
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/lease"
+	"github.com/kaiserhub/kaiser/internal/observe"
 	"github.com/kaiserhub/kaiser/internal/store/postgres"
 )
 
@@ -92,6 +93,7 @@ func openReplicaLink(ctx context.Context, cfg Config) (*replicaLink, error) {
 		Holder: l.holder,
 		Names:  []string{lease.Jobs},
 		Note:   l.url,
+		Logger: cfg.logs.Logger.With("component", "lease"),
 	}
 	if ttl := cfg.LeaseTTL; ttl > 0 {
 		// The defaults' proportions (10 s, renewed every 3 s, retried
@@ -163,6 +165,13 @@ func (h *Hub) ReplicaStatus(ctx context.Context) healthapi.ReplicaStatus {
 // A standby's hub stops before the primary's starts, so the two never
 // share the HTTP listener or the broker session.
 func runReplicas(ctx context.Context, cfg Config) error {
+	logs, err := observe.NewLogs(cfg.DataDir, cfg.LogLevel, cfg.Console)
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+	cfg.logs = logs
+
 	link, err := openReplicaLink(ctx, cfg)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +83,15 @@ func TestReplicasHandOver(t *testing.T) {
 	awaitRole(t, b, "primary", 15*time.Second)
 	if r := b.do("GET", "/api/v1/esp/devices", viewer, nil); r.status != 200 {
 		t.Fatalf("devices on the new primary: %d %s", r.status, r.raw)
+	}
+
+	// The lease manager, which outlives B's standby hub, logs into B's log.
+	logged, err := os.ReadFile(filepath.Join(cfgB.DataDir, "logs", "kaiser.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logged), `"msg":"lease gained","component":"lease"`) {
+		t.Fatalf("no lease gained in B's log:\n%s", logged)
 	}
 }
 
