@@ -137,6 +137,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 				"address on every interface)",
 		},
 		{
+			name: "lease-ttl",
+			env:  "KAISER_LEASE_TTL",
+			def:  "10s",
+			help: "with PostgreSQL and --mqtt-broker: how long the primary's jobs lease lasts unrenewed, " +
+				"about the time a standby needs to take over from a dead primary (2s to 5m)",
+		},
+		{
 			name: "http-addr",
 			env:  "KAISER_HTTP_ADDR",
 			def:  ":8000",
@@ -538,6 +545,11 @@ func databaseConfig(cfg *hub.Config, v, src map[string]string, set map[string]bo
 	}
 	cfg.Database = db
 	cfg.ReplicaURL = v["replica-url"]
+	ttl, err := time.ParseDuration(v["lease-ttl"])
+	if err != nil || ttl < 2*time.Second || ttl > 5*time.Minute {
+		return fmt.Errorf("%s: %q must be a duration from 2s to 5m, e.g. 10s", src["lease-ttl"], v["lease-ttl"])
+	}
+	cfg.LeaseTTL = ttl
 	if file := v["database-password-file"]; file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/tlscert/tlscerttest"
 )
 
@@ -135,6 +137,30 @@ func TestExternalBrokerFlags(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		} else if strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: the error shows the password: %v", name, err)
+		}
+	}
+}
+
+// --lease-ttl sets the replicas' jobs lease within its bounds.
+func TestLeaseTTLFlag(t *testing.T) {
+	parse := func(ttl string) (time.Duration, error) {
+		t.Helper()
+		var cfg hub.Config
+		v := map[string]string{"database": "postgres://kaiser@db.lan/kaiser", "lease-ttl": ttl}
+		src := map[string]string{"database": "--database", "lease-ttl": "--lease-ttl",
+			"database-password-file": "--database-password-file"}
+		err := databaseConfig(&cfg, v, src, map[string]bool{})
+		return cfg.LeaseTTL, err
+	}
+	if d, err := parse("10s"); err != nil || d != 10*time.Second {
+		t.Fatalf("the default: %v %v", d, err)
+	}
+	if d, err := parse("4s"); err != nil || d != 4*time.Second {
+		t.Fatalf("4s: %v %v", d, err)
+	}
+	for _, bad := range []string{"1s", "6m", "ten", ""} {
+		if _, err := parse(bad); err == nil || !strings.Contains(err.Error(), "--lease-ttl") {
+			t.Errorf("%q: %v", bad, err)
 		}
 	}
 }
