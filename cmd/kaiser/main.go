@@ -436,6 +436,11 @@ func buildConfig(flags []*envFlag, set map[string]bool) (hub.Config, error) {
 	if err := databaseConfig(&cfg, v, src, set); err != nil {
 		return cfg, err
 	}
+	ttl, err := leaseTTL(v, src)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.LeaseTTL = ttl
 	for _, name := range []string{"http-addr", "mqtt-addr"} {
 		if _, port, err := net.SplitHostPort(v[name]); err != nil || port == "" {
 			return cfg, fmt.Errorf("%s: %q is not a host:port address", src[name], v[name])
@@ -518,6 +523,16 @@ func buildConfig(flags []*envFlag, set map[string]bool) (hub.Config, error) {
 	return cfg, nil
 }
 
+// leaseTTL is --lease-ttl, checked whatever the store, so that a typo
+// shows before a site moves to replicas.
+func leaseTTL(v, src map[string]string) (time.Duration, error) {
+	ttl, err := time.ParseDuration(v["lease-ttl"])
+	if err != nil || ttl < 2*time.Second || ttl > 5*time.Minute {
+		return 0, fmt.Errorf("%s: %q must be a duration from 2s to 5m, e.g. 10s", src["lease-ttl"], v["lease-ttl"])
+	}
+	return ttl, nil
+}
+
 // databaseConfig reads the store (docs/decisions/0026-hub-on-postgres.md):
 // SQLite unless --database names PostgreSQL. A password in a --database
 // given on the command line is refused, since every user of the machine can
@@ -545,11 +560,6 @@ func databaseConfig(cfg *hub.Config, v, src map[string]string, set map[string]bo
 	}
 	cfg.Database = db
 	cfg.ReplicaURL = v["replica-url"]
-	ttl, err := time.ParseDuration(v["lease-ttl"])
-	if err != nil || ttl < 2*time.Second || ttl > 5*time.Minute {
-		return fmt.Errorf("%s: %q must be a duration from 2s to 5m, e.g. 10s", src["lease-ttl"], v["lease-ttl"])
-	}
-	cfg.LeaseTTL = ttl
 	if file := v["database-password-file"]; file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/tlscert/tlscerttest"
 )
 
@@ -141,19 +140,16 @@ func TestExternalBrokerFlags(t *testing.T) {
 	}
 }
 
-// --lease-ttl sets the replicas' jobs lease within its bounds.
+// --lease-ttl sets the replicas' jobs lease within its bounds, whatever
+// the store.
 func TestLeaseTTLFlag(t *testing.T) {
+	src := map[string]string{"lease-ttl": "--lease-ttl"}
 	parse := func(ttl string) (time.Duration, error) {
 		t.Helper()
-		var cfg hub.Config
-		v := map[string]string{"database": "postgres://kaiser@db.lan/kaiser", "lease-ttl": ttl}
-		src := map[string]string{"database": "--database", "lease-ttl": "--lease-ttl",
-			"database-password-file": "--database-password-file"}
-		err := databaseConfig(&cfg, v, src, map[string]bool{})
-		return cfg.LeaseTTL, err
+		return leaseTTL(map[string]string{"lease-ttl": ttl}, src)
 	}
 	if d, err := parse("10s"); err != nil || d != 10*time.Second {
-		t.Fatalf("the default: %v %v", d, err)
+		t.Fatalf("10s: %v %v", d, err)
 	}
 	if d, err := parse("4s"); err != nil || d != 4*time.Second {
 		t.Fatalf("4s: %v %v", d, err)

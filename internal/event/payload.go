@@ -26,10 +26,11 @@ type SensorData struct {
 	ZoneID         string   `json:"zone_id"`
 	SubzoneID      string   `json:"subzone_id"`
 	Timestamp      int64    `json:"timestamp"` // reading time, unix seconds
-	// The bus address of a sensor that shares its pin with others, as its
-	// config names it (docs/decisions/0030-sensor-event-address.md): present
-	// for I2C and OneWire sensors only, the one exception to "every key is
-	// always present".
+	// The bus address of a sensor that can share its pin with others, as
+	// the reading gave it, the OneWire ROM code upper-cased; at most one of
+	// the two (docs/decisions/0030-sensor-event-address.md): present for I2C
+	// and OneWire sensors only, the one exception to "every key is always
+	// present".
 	I2CAddress     *int   `json:"i2c_address,omitempty"`
 	OneWireAddress string `json:"onewire_address,omitempty"`
 }

@@ -49,6 +49,34 @@ func TestPayloadJSON(t *testing.T) {
 				"timestamp":0}`,
 		},
 		{
+			name: "sensor_data of a OneWire sensor",
+			payload: SensorData{
+				EspID:          "E",
+				GPIO:           4,
+				SensorType:     "ds18b20",
+				Value:          2048,
+				RawValue:       2048,
+				OneWireAddress: "28FF641E8016043C",
+			},
+			want: `{"esp_id":"E","gpio":4,"sensor_type":"ds18b20","value":2048,"raw_value":2048,
+				"processed_value":null,"unit":"","quality":"","processing_mode":"","zone_id":"","subzone_id":"",
+				"timestamp":0,"onewire_address":"28FF641E8016043C"}`,
+		},
+		{
+			name: "sensor_data of an I2C sensor",
+			payload: SensorData{
+				EspID:      "E",
+				GPIO:       21,
+				SensorType: "sht31",
+				Value:      21.5,
+				RawValue:   21.5,
+				I2CAddress: ptr(68),
+			},
+			want: `{"esp_id":"E","gpio":21,"sensor_type":"sht31","value":21.5,"raw_value":21.5,
+				"processed_value":null,"unit":"","quality":"","processing_mode":"","zone_id":"","subzone_id":"",
+				"timestamp":0,"i2c_address":68}`,
+		},
+		{
 			name: "sensor_health stale",
 			payload: SensorHealth{
 				EspID:          "E",

@@ -97,7 +97,7 @@ func openReplicaLink(ctx context.Context, cfg Config) (*replicaLink, error) {
 	}
 	if ttl := cfg.LeaseTTL; ttl > 0 {
 		// The defaults' proportions (10 s, renewed every 3 s, retried
-		// every second), for a shorter lease in tests.
+		// every second) for --lease-ttl.
 		lc.TTL, lc.RenewEvery, lc.RetryEvery, lc.Margin = ttl, ttl*3/10, ttl/10, ttl/10
 	}
 	l.leases, err = lease.New(pool, lc)

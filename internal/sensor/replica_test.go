@@ -116,50 +116,67 @@ func TestApplyRemoteLatest(t *testing.T) {
 // event of each names its address, and a relayed one updates the series of
 // that address alone; one without an address matches neither.
 func TestApplyRemoteFindsBusSensorsByAddress(t *testing.T) {
-	f := newFixture(t)
-	f.addDevice(esp, device.StatusOnline, "")
-	data := f.subscribe(t, "sensor_data")
-	for i, addr := range []string{"28aa", "28bb"} {
-		if err := f.send(esp, 4, reading("ds18b20", 400, t0.Add(time.Duration(i)*time.Second),
-			"onewire_address", addr)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	evs := data()
-	if len(evs) != 2 {
-		t.Fatalf("%d sensor_data events, want 2", len(evs))
-	}
-	relayed := evs[1].Data.(event.SensorData)
-	if relayed.OneWireAddress != "28BB" || relayed.I2CAddress != nil {
-		t.Fatalf("the event of sensor 28bb names %q / %v", relayed.OneWireAddress, relayed.I2CAddress)
-	}
-
-	latestOf := func(addr string) float64 {
-		t.Helper()
-		for _, l := range f.svc.Latest(esp, 4, "") {
-			if l.Key.Address == addr {
-				return *l.Reading.Processed
+	for _, bus := range []struct {
+		name, sensorType, field string
+		gpio                    int
+		addrs                   [2]any
+		keys                    [2]string
+		named                   func(event.SensorData) bool // the event names the second address
+	}{
+		{"onewire", "ds18b20", "onewire_address", 4, [2]any{"28aa", "28bb"}, [2]string{"ow:28AA", "ow:28BB"},
+			func(d event.SensorData) bool { return d.OneWireAddress == "28BB" && d.I2CAddress == nil }},
+		{"i2c", "sht31", "i2c_address", 21, [2]any{68, 69}, [2]string{"i2c:68", "i2c:69"},
+			func(d event.SensorData) bool {
+				return d.I2CAddress != nil && *d.I2CAddress == 69 && d.OneWireAddress == ""
+			}},
+	} {
+		t.Run(bus.name, func(t *testing.T) {
+			f := newFixture(t)
+			f.addDevice(esp, device.StatusOnline, "")
+			data := f.subscribe(t, "sensor_data")
+			for i, addr := range bus.addrs {
+				if err := f.send(esp, bus.gpio, reading(bus.sensorType, 400, t0.Add(time.Duration(i)*time.Second),
+					bus.field, addr)); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		t.Fatalf("no series of %s", addr)
-		return 0
-	}
-	before := latestOf("ow:28AA")
+			evs := data()
+			if len(evs) != 2 {
+				t.Fatalf("%d sensor_data events, want 2", len(evs))
+			}
+			relayed := evs[1].Data.(event.SensorData)
+			if !bus.named(relayed) {
+				t.Fatalf("the event of the second sensor names %q / %v", relayed.OneWireAddress, relayed.I2CAddress)
+			}
 
-	relayed.Value, relayed.ProcessedValue, relayed.Timestamp = 30, ptr(30.0), t0.Add(time.Minute).Unix()
-	f.svc.ApplyRemote(relayed)
-	if v := latestOf("ow:28BB"); v != 30 {
-		t.Fatalf("latest of 28BB %v after the relayed 30", v)
-	}
-	if v := latestOf("ow:28AA"); v != before {
-		t.Fatalf("latest of 28AA %v, was %v: the relayed reading of 28BB landed there", v, before)
-	}
+			latestOf := func(addr string) float64 {
+				t.Helper()
+				for _, l := range f.svc.Latest(esp, bus.gpio, "") {
+					if l.Key.Address == addr {
+						return *l.Reading.Processed
+					}
+				}
+				t.Fatalf("no series of %s", addr)
+				return 0
+			}
+			before := latestOf(bus.keys[0])
 
-	f.svc.ApplyRemote(remote(4, "ds18b20", 40, t0.Add(2*time.Minute))) // no address
-	for _, addr := range []string{"ow:28AA", "ow:28BB"} {
-		if v := latestOf(addr); v == 40 {
-			t.Fatalf("a relayed reading without an address landed on %s", addr)
-		}
+			relayed.Value, relayed.ProcessedValue, relayed.Timestamp = 30, ptr(30.0), t0.Add(time.Minute).Unix()
+			f.svc.ApplyRemote(relayed)
+			if v := latestOf(bus.keys[1]); v != 30 {
+				t.Fatalf("latest of %s %v after the relayed 30", bus.keys[1], v)
+			}
+			if v := latestOf(bus.keys[0]); v != before {
+				t.Fatalf("latest of %s %v, was %v: the relayed reading of %s landed there", bus.keys[0], v, before, bus.keys[1])
+			}
+
+			f.svc.ApplyRemote(remote(bus.gpio, bus.sensorType, 40, t0.Add(2*time.Minute))) // no address
+			for _, addr := range bus.keys {
+				if v := latestOf(addr); v == 40 {
+					t.Fatalf("a relayed reading without an address landed on %s", addr)
+				}
+			}
+		})
 	}
 }
 

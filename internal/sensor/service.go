@@ -919,7 +919,7 @@ func (s *Service) publishData(d contract.SensorData, key string, r store.Reading
 	if !s.events.Wants(event.TypeSensorData) {
 		return
 	}
-	s.events.Publish(event.Event{Time: now, Data: event.SensorData{
+	data := event.SensorData{
 		EspID:          d.EspID,
 		GPIO:           d.GPIO,
 		SensorType:     key,
@@ -932,17 +932,15 @@ func (s *Service) publishData(d contract.SensorData, key string, r store.Reading
 		ZoneID:         d.ZoneID,
 		SubzoneID:      d.SubzoneID,
 		Timestamp:      ts / 1000,
-		I2CAddress:     eventI2C(d.I2CAddress),
-		OneWireAddress: strings.ToUpper(d.OneWireAddr),
-	}})
-}
-
-func eventI2C(a *int64) *int {
-	if a == nil {
-		return nil
 	}
-	v := int(*a)
-	return &v
+	// The address the series key holds (busAddress): I2C first.
+	if d.I2CAddress != nil {
+		a := int(*d.I2CAddress)
+		data.I2CAddress = &a
+	} else {
+		data.OneWireAddress = strings.ToUpper(d.OneWireAddr)
+	}
+	s.events.Publish(event.Event{Time: now, Data: data})
 }
 
 func valueOf(r store.Reading) float64 {
