@@ -399,14 +399,15 @@ func startSite(t *testing.T) *site {
 	return s
 }
 
-// replica starts one `kaiser serve` of the site on a data directory of its own.
-func (s *site) replica(t *testing.T) *hub {
+// replica starts one `kaiser serve` of the site on a data directory of
+// its own, with extra flags.
+func (s *site) replica(t *testing.T, flags ...string) *hub {
 	t.Helper()
-	return startHub(t, t.TempDir(),
+	return startHub(t, t.TempDir(), append([]string{
 		"--database", s.dbURL,
 		"--mqtt-broker", s.broker.URL(false),
 		"--jwt-secret-file", s.secret,
-	)
+	}, flags...)...)
 }
 
 // storedReadings are the device times (unix seconds) of the stored pH

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/kaiserhub/kaiser/internal/actuator"
 	"github.com/kaiserhub/kaiser/internal/api/healthapi"
 	"github.com/kaiserhub/kaiser/internal/lease"
 	"github.com/kaiserhub/kaiser/internal/observe"
@@ -257,6 +258,7 @@ func lead(ctx context.Context, cfg Config, t *lease.Term) error {
 	}
 	cause, err := h.serve(ctx, t.Lost())
 	if cause == stoppedUntil {
+		h.failSafe(t)
 		h.Log.Error("jobs lease lost: stopping at once so that no singleton work runs twice; "+
 			"restart this replica and it stands by", "epoch", t.Epoch)
 		_ = h.Bus.Close()
@@ -288,6 +290,40 @@ func (b termBus) Publish(ctx context.Context, topic string, payload []byte, qos 
 		return ErrLeaseLost
 	}
 	return b.MessageBus.Publish(ctx, topic, payload, qos, retain)
+}
+
+// failSafe switches off every output the primary may have left running
+// when its term ended because it could not renew the lease
+// (docs/decisions/0031-lease-fail-safe.md): no replica is primary while
+// the database is out of reach, so nothing else would bound them. It
+// publishes only during the term's grace, before any other replica can
+// hold the lease, so no OFF of it can overtake the next primary's commands.
+func (h *Hub) failSafe(t *lease.Term) {
+	until, ok := t.Grace()
+	if !ok || h.Actuators == nil || h.External == nil {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), until)
+	defer cancel()
+	sent, err := h.Actuators.FailSafe(ctx, graceBus{bus: h.External, until: until})
+	if err != nil {
+		h.Log.Error("jobs lease not renewed: fail-safe OFFs not all sent", "sent", sent, "error", err)
+		return
+	}
+	h.Log.Error("jobs lease not renewed: fail-safe OFF sent to every output that may run", "sent", sent)
+}
+
+// graceBus publishes only until the grace of a term ends.
+type graceBus struct {
+	bus   actuator.Publisher
+	until time.Time
+}
+
+func (b graceBus) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	if !time.Now().Before(b.until) {
+		return ErrLeaseLost
+	}
+	return b.bus.Publish(ctx, topic, payload, qos, retain)
 }
 
 // httpFailure is a listener's error worth reporting: not the one of a

@@ -119,11 +119,31 @@ type Term struct {
 	// every earlier term of the lease, whoever held it.
 	Epoch int64
 	lost  chan struct{}
+	// grace is set, before lost is closed, when the term ended because it
+	// could not be renewed in time: the row's expiry is no earlier.
+	grace time.Time
 }
 
 // Lost is closed when the term ends: the lease was taken over, could not
 // be renewed in time, or the Manager stopped.
 func (t *Term) Lost() <-chan struct{} { return t.lost }
+
+// Grace tells, once the term is over, whether it ended because it could
+// not be renewed in time (the database unreachable, not another holder),
+// and until when no other replica can hold the lease: the instant, on the
+// local monotonic clock, at which the row expires at the earliest. Between
+// the term's end (a Margin before that) and until, the last holder is
+// still the only one; docs/decisions/0031-lease-fail-safe.md has what a
+// primary does with it. ok is false while the term lasts and when it
+// ended otherwise: taken over, or the Manager stopped.
+func (t *Term) Grace() (until time.Time, ok bool) {
+	select {
+	case <-t.lost:
+	default:
+		return time.Time{}, false
+	}
+	return t.grace, !t.grace.IsZero()
+}
 
 // Manager takes and renews the leases of one replica.
 type Manager struct {
@@ -200,7 +220,7 @@ func (m *Manager) current(st *state) (*Term, bool) {
 	}
 	if !time.Now().Before(st.deadline) {
 		// The expiry timer is late; the term is over all the same.
-		m.end(st, "not renewed in time")
+		m.endUnrenewed(st)
 		return nil, false
 	}
 	return st.term, true
@@ -402,8 +422,16 @@ func (m *Manager) expire(st *state, t *Term) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if st.term == t && !time.Now().Before(st.deadline) {
-		m.end(st, "not renewed in time")
+		m.endUnrenewed(st)
 	}
+}
+
+// endUnrenewed ends a term whose deadline passed without a renewal; m.mu
+// is held. The deadline is the last renewal's start + TTL - Margin, and
+// that renewal set the row's expiry later, on the database's clock.
+func (m *Manager) endUnrenewed(st *state) {
+	st.term.grace = st.deadline.Add(m.cfg.Margin)
+	m.end(st, "not renewed in time")
 }
 
 func (m *Manager) lose(st *state, t *Term, reason string) {

@@ -338,6 +338,68 @@ func TestCutOffHolderStopsFirst(t *testing.T) {
 	}
 }
 
+// A holder cut off from the database learns, as its term ends, until when
+// it is still the only holder (Term.Grace): the lease's row is still its
+// own until then, and another replica gains it only after.
+func TestUnrenewedTermHasGrace(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	a := s.start(t, fast)
+	ta := a.await(t, lease.Jobs, 10*time.Second)
+	if _, ok := ta.Grace(); ok {
+		t.Fatal("a lasting term reports a grace")
+	}
+	b := s.start(t, fast)
+	a.partition(t)
+	awaitLost(t, ta, fast.TTL+5*time.Second)
+
+	until, ok := ta.Grace()
+	if !ok {
+		t.Fatal("a term that could not be renewed reports no grace")
+	}
+	if left := time.Until(until); left > fast.Margin {
+		t.Fatalf("grace ends %v after the term, more than the margin %v", left, fast.Margin)
+	}
+	// Halfway through the grace the row is still A's term: nobody else
+	// can have taken the lease.
+	time.Sleep(time.Until(until.Add(-fast.Margin / 2)))
+	if h, e := s.row(t, lease.Jobs); h != a.Holder() || e != ta.Epoch {
+		t.Fatalf("during A's grace the row is %s epoch %d, want A's epoch %d", h, e, ta.Epoch)
+	}
+	tb := b.await(t, lease.Jobs, fast.TTL+5*time.Second)
+	if tb.Epoch <= ta.Epoch {
+		t.Fatalf("epoch %d after %d", tb.Epoch, ta.Epoch)
+	}
+}
+
+// A term taken over, or ended by a stop, has no grace: someone else may
+// hold the lease at once.
+func TestNoGraceWhenTakenOverOrStopped(t *testing.T) {
+	t.Parallel()
+	s := newSite(t)
+	a := s.start(t, fast)
+	ta := a.await(t, lease.Jobs, 10*time.Second)
+	// Another holder's row, as a takeover leaves it.
+	if _, err := s.pool.Exec(context.Background(),
+		`UPDATE leases SET holder = 'someone-else', epoch = epoch + 1 WHERE name = $1`, lease.Jobs); err != nil {
+		t.Fatal(err)
+	}
+	awaitLost(t, ta, fast.TTL)
+	if until, ok := ta.Grace(); ok {
+		t.Fatalf("a term taken over reports a grace until %v", until)
+	}
+
+	c := newSite(t).start(t, fast)
+	tc := c.await(t, lease.Jobs, 10*time.Second)
+	c.stop()
+	if !lost(tc) {
+		t.Fatal("a stopped manager's term is still open")
+	}
+	if until, ok := tc.Grace(); ok {
+		t.Fatalf("a stopped manager's term reports a grace until %v", until)
+	}
+}
+
 // A clean stop releases the lease: the next replica takes it at its next
 // try, long before the lease would have expired.
 func TestReleaseHandsOver(t *testing.T) {
