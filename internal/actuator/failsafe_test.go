@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -30,14 +31,14 @@ func TestFailSafe(t *testing.T) {
 	records := len(f.store.all())
 
 	bus := &fakeBus{}
-	sent, err := f.svc.FailSafe(context.Background(), bus)
-	if err != nil || sent != 2 {
-		t.Fatalf("FailSafe: %d sent, %v; want 2, nil", sent, err)
+	if res := f.svc.FailSafe(context.Background(), bus); res.Sent != 2 || res.Failed != 0 || res.Err != nil {
+		t.Fatalf("FailSafe: %+v; want 2 sent", res)
 	}
 	got := bus.take()
 	var topics, corrs []string
 	for _, p := range got {
-		if p.cmd.Command != "OFF" || p.cmd.Duration != 0 || p.cmd.CorrelationID == "" {
+		if p.cmd.Command != "OFF" || p.cmd.Duration != 0 || !strings.HasPrefix(p.cmd.CorrelationID, "failsafe-") ||
+			len(p.cmd.CorrelationID) > 40 {
 			t.Fatalf("fail-safe publication %+v", p)
 		}
 		topics = append(topics, p.topic)
@@ -62,8 +63,57 @@ func TestFailSafe(t *testing.T) {
 	}
 
 	refused := errors.New("broker gone")
-	sent, err = f.svc.FailSafe(context.Background(), &fakeBus{err: refused})
-	if sent != 0 || !errors.Is(err, refused) {
-		t.Fatalf("FailSafe on a refusing broker: %d sent, %v", sent, err)
+	if res := f.svc.FailSafe(context.Background(), &fakeBus{err: refused}); res.Sent != 0 || res.Failed != 2 ||
+		!errors.Is(res.Err, refused) {
+		t.Fatalf("FailSafe on a refusing broker: %+v", res)
+	}
+
+	over, cancel := context.WithCancel(context.Background())
+	cancel()
+	late := &fakeBus{}
+	if res := f.svc.FailSafe(over, late); res.Sent != 0 || res.Failed != 2 || !errors.Is(res.Err, context.Canceled) {
+		t.Fatalf("FailSafe after its grace: %+v", res)
+	}
+	if n := len(late.take()); n != 0 {
+		t.Fatalf("FailSafe published %d OFFs after its grace", n)
+	}
+}
+
+// An ON already on its way when the fail-safe begins cannot overtake its
+// OFF: the output gets a second OFF once that publish is done.
+func TestFailSafeComesAfterAnOnUnderWay(t *testing.T) {
+	f := newFixture(t)
+	f.pump(600)
+	f.status(pump, false)
+
+	inPublish, release := make(chan struct{}), make(chan struct{})
+	f.bus.onPublish = func(string) {
+		close(inPublish)
+		<-release
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.mustCommand("on", nil, dur(300))
+	}()
+	<-inPublish
+
+	bus := &fakeBus{}
+	var sentBeforeRelease int
+	bus.onPublish = func(string) {
+		if sentBeforeRelease++; sentBeforeRelease == 1 {
+			close(release) // the ON leaves after the first OFF
+		}
+	}
+	res := f.svc.FailSafe(context.Background(), bus)
+	<-done
+	if res.Sent != 1 || res.Err != nil {
+		t.Fatalf("FailSafe: %+v", res)
+	}
+	if offs := offs(bus.take()); len(offs) != 2 {
+		t.Fatalf("%d fail-safe OFFs for an output whose ON was under way, want 2 (before and after it)", len(offs))
+	}
+	if on := f.bus.take(); len(on) != 1 || on[0].cmd.Command != "ON" {
+		t.Fatalf("the service's own publications: %+v", on)
 	}
 }

@@ -264,6 +264,7 @@ func lead(ctx context.Context, cfg Config, t *lease.Term) error {
 		_ = h.Bus.Close()
 		return ErrLeaseLost
 	}
+	h.failSafeOnStop()
 	return errors.Join(err, h.Stop(context.Background()))
 }
 
@@ -297,21 +298,47 @@ func (b termBus) Publish(ctx context.Context, topic string, payload []byte, qos 
 // (docs/decisions/0031-lease-fail-safe.md): no replica is primary while
 // the database is out of reach, so nothing else would bound them. It
 // publishes only during the term's grace, before any other replica can
-// hold the lease, so no OFF of it can overtake the next primary's commands.
+// hold the lease, and closes the broker connection when the grace ends,
+// so that a write stuck on it cannot leave later.
 func (h *Hub) failSafe(t *lease.Term) {
 	until, ok := t.Grace()
 	if !ok || h.Actuators == nil || h.External == nil {
 		return
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), until)
-	defer cancel()
-	sent, err := h.Actuators.FailSafe(ctx, graceBus{bus: h.External, until: until})
-	if err != nil {
-		h.Log.Error("jobs lease not renewed: fail-safe OFFs not all sent", "sent", sent, "error", err)
+	cut := time.AfterFunc(time.Until(until), func() { _ = h.External.Close() })
+	defer cut.Stop()
+	h.switchOff(until, graceBus{bus: h.External, until: until}, "jobs lease not renewed")
+}
+
+// failSafeOnStop is failSafe for a primary stopped (SIGTERM) while it
+// cannot renew its lease: no replica would be primary after it either. It
+// publishes within its term, which still lasts.
+func (h *Hub) failSafeOnStop() {
+	l := h.cfg.link
+	if l == nil || h.Actuators == nil {
 		return
 	}
-	h.Log.Error("jobs lease not renewed: fail-safe OFF sent to every output that may run", "sent", sent)
+	if deadline, ok := l.leases.Unrenewed(lease.Jobs); ok {
+		h.switchOff(deadline, h.Bus, "stopping while the jobs lease cannot be renewed")
+	}
 }
+
+// switchOff sends the actuators' fail-safe OFFs through pub until the
+// deadline, and logs what it did.
+func (h *Hub) switchOff(deadline time.Time, pub actuator.Publisher, why string) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	res := h.Actuators.FailSafe(ctx, pub)
+	if res.Failed > 0 {
+		h.Log.Error(why+": fail-safe OFFs not all sent",
+			"sent", res.Sent, "failed", res.Failed, "first_error", res.Err)
+		return
+	}
+	h.Log.Error(why+": fail-safe OFF sent to every output that may run", "sent", res.Sent)
+}
+
+// errGraceOver refuses a fail-safe publish after the term's grace.
+var errGraceOver = errors.New("the lease's grace is over: another replica may be primary")
 
 // graceBus publishes only until the grace of a term ends.
 type graceBus struct {
@@ -321,7 +348,7 @@ type graceBus struct {
 
 func (b graceBus) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
 	if !time.Now().Before(b.until) {
-		return ErrLeaseLost
+		return errGraceOver
 	}
 	return b.bus.Publish(ctx, topic, payload, qos, retain)
 }

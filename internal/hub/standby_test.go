@@ -148,3 +148,18 @@ func TestTermBusStopsWithTheTerm(t *testing.T) {
 		t.Fatalf("after the term: %v, %d published", err, inner.published)
 	}
 }
+
+// A fail-safe publish goes out during the term's grace and not after it.
+func TestGraceBusPublishesOnlyDuringTheGrace(t *testing.T) {
+	inner := &recordingBus{}
+	during := graceBus{bus: inner, until: time.Now().Add(time.Hour)}
+	if err := during.Publish(t.Context(), "kaiser/god/esp/ESP_1/actuator/5/command", nil, 1, false); err != nil ||
+		inner.published != 1 {
+		t.Fatalf("during the grace: %v, %d published", err, inner.published)
+	}
+	after := graceBus{bus: inner, until: time.Now()}
+	if err := after.Publish(t.Context(), "kaiser/god/esp/ESP_1/actuator/5/command", nil, 1, false); !errors.Is(err, errGraceOver) ||
+		inner.published != 1 {
+		t.Fatalf("after the grace: %v, %d published", err, inner.published)
+	}
+}

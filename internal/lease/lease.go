@@ -130,12 +130,12 @@ func (t *Term) Lost() <-chan struct{} { return t.lost }
 
 // Grace tells, once the term is over, whether it ended because it could
 // not be renewed in time (the database unreachable, not another holder),
-// and until when no other replica can hold the lease: the instant, on the
-// local monotonic clock, at which the row expires at the earliest. Between
-// the term's end (a Margin before that) and until, the last holder is
-// still the only one; docs/decisions/0031-lease-fail-safe.md has what a
-// primary does with it. ok is false while the term lasts and when it
-// ended otherwise: taken over, or the Manager stopped.
+// and until when no other replica can hold the lease: half a Margin past
+// the term's end, on the local monotonic clock, which leaves the other
+// half before the row can expire. Until then the last holder is still the
+// only one; docs/decisions/0031-lease-fail-safe.md has what a primary does
+// with it. ok is false while the term lasts and when it ended otherwise:
+// taken over, or the Manager stopped.
 func (t *Term) Grace() (until time.Time, ok bool) {
 	select {
 	case <-t.lost:
@@ -211,6 +211,22 @@ func (m *Manager) Held(name string) (*Term, bool) {
 		return nil, false
 	}
 	return m.current(st)
+}
+
+// Unrenewed reports whether this replica holds the lease while its last
+// call for it failed (the database out of reach), and when the term ends
+// unless a renewal succeeds before then.
+func (m *Manager) Unrenewed(name string) (deadline time.Time, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.leases[name]
+	if st == nil || !st.failing {
+		return time.Time{}, false
+	}
+	if _, held := m.current(st); !held {
+		return time.Time{}, false
+	}
+	return st.deadline, true
 }
 
 // current is the lease's term if it lasts; m.mu is held.
@@ -428,9 +444,11 @@ func (m *Manager) expire(st *state, t *Term) {
 
 // endUnrenewed ends a term whose deadline passed without a renewal; m.mu
 // is held. The deadline is the last renewal's start + TTL - Margin, and
-// that renewal set the row's expiry later, on the database's clock.
+// that renewal set the row's expiry later, on the database's clock, to at
+// least start + TTL. The grace takes half the margin: the other half still
+// covers a difference in the two clocks' rates.
 func (m *Manager) endUnrenewed(st *state) {
-	st.term.grace = st.deadline.Add(m.cfg.Margin)
+	st.term.grace = st.deadline.Add(m.cfg.Margin / 2)
 	m.end(st, "not renewed in time")
 }
 

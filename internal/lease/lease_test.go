@@ -357,13 +357,14 @@ func TestUnrenewedTermHasGrace(t *testing.T) {
 	if !ok {
 		t.Fatal("a term that could not be renewed reports no grace")
 	}
-	if left := time.Until(until); left > fast.Margin {
-		t.Fatalf("grace ends %v after the term, more than the margin %v", left, fast.Margin)
+	if left := time.Until(until); left > fast.Margin/2 {
+		t.Fatalf("grace ends %v after the term, more than half the margin %v", left, fast.Margin/2)
 	}
-	// Halfway through the grace the row is still A's term: nobody else
-	// can have taken the lease.
-	time.Sleep(time.Until(until.Add(-fast.Margin / 2)))
-	if h, e := s.row(t, lease.Jobs); h != a.Holder() || e != ta.Epoch {
+	// Up to the end of the grace the row is still A's term: nobody else
+	// can have taken the lease. (A look that returns after the grace, on a
+	// loaded machine, proves nothing either way.)
+	h, e := s.row(t, lease.Jobs)
+	if time.Now().Before(until) && (h != a.Holder() || e != ta.Epoch) {
 		t.Fatalf("during A's grace the row is %s epoch %d, want A's epoch %d", h, e, ta.Epoch)
 	}
 	tb := b.await(t, lease.Jobs, fast.TTL+5*time.Second)

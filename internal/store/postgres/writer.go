@@ -54,6 +54,12 @@ type writer struct {
 	metrics  *store.WriterMetrics // nil: none
 	// fence runs first in every transaction (Options.Fence); nil: none.
 	fence func(ctx context.Context, tx pgx.Tx) error
+	// base is the parent of every transaction's context; abort ends it
+	// when a close runs out of time, so that a database that does not
+	// answer cannot hold the close (and the pool's) up for a timeout per
+	// queued batch.
+	base  context.Context
+	abort context.CancelFunc
 }
 
 func newWriter(
@@ -70,6 +76,7 @@ func newWriter(
 		log:      log,
 		metrics:  m,
 	}
+	w.base, w.abort = context.WithCancel(context.Background())
 	if m != nil {
 		m.SetQueueDepth(func() float64 { return float64(len(w.queue) + len(w.urgent)) })
 	}
@@ -142,7 +149,13 @@ func (w *writer) send(ctx context.Context, lane chan request, r request) error {
 
 func (w *writer) depth() int { return len(w.queue) + len(w.urgent) }
 
-// close commits what is queued and stops the writer.
+// abortWait bounds the wait for a writer whose transactions were aborted:
+// long enough for the driver to cancel a query, short enough for a stop.
+const abortWait = 5 * time.Second
+
+// close commits what is queued and stops the writer. When ctx ends first
+// it aborts the transaction under way and fails the rest of the queue, so
+// that nothing still uses the pool once it returns.
 func (w *writer) close(ctx context.Context) error {
 	w.mu.Lock()
 	if !w.closed {
@@ -155,12 +168,21 @@ func (w *writer) close(ctx context.Context) error {
 	case <-w.stopped:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%s writer did not drain: %w", w.name, ctx.Err())
 	}
+
+	w.abort()
+	err := fmt.Errorf("%s writer did not drain: %w", w.name, ctx.Err())
+	select {
+	case <-w.stopped:
+	case <-time.After(abortWait):
+		err = fmt.Errorf("%w; its aborted transaction is still open", err)
+	}
+	return err
 }
 
 func (w *writer) run() {
 	defer close(w.stopped)
+	defer w.abort()
 	urgent, normal := w.urgent, w.queue
 	for urgent != nil || normal != nil {
 		var first request
@@ -289,7 +311,7 @@ func finish(r request, err error, log *slog.Logger) {
 }
 
 func (w *writer) runTx(batch []request) error {
-	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
+	ctx, cancel := context.WithTimeout(w.base, w.timeout)
 	defer cancel()
 	tx, err := w.pool.Begin(ctx)
 	if err != nil {

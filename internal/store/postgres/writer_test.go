@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -117,4 +118,78 @@ func TestFencedWritesStopAtTakeover(t *testing.T) {
 	if err := db.QueryRow(ctx, `SELECT count(*) FROM users WHERE username = 'after-takeover'`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("fenced user stored: %d %v", n, err)
 	}
+}
+
+// A close that runs out of time while the database does not answer (a
+// lock that never ends) aborts the writers' transactions: Close returns
+// soon after its deadline with the drain error, rather than after a
+// transaction timeout per queued write.
+func TestCloseAbortsWritesTheDatabaseHoldsUp(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE users IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+
+	written := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			u := store.User{Username: fmt.Sprintf("held-%d", i), Email: fmt.Sprintf("held-%d@example.org", i),
+				Role: "viewer", IsActive: true, PasswordHash: "x", CreatedAt: time.Now(), UpdatedAt: time.Now()}
+			_, err := s.CreateUser(ctx, u)
+			written <- err
+		}()
+	}
+	awaitLockWaiter(t, db)
+
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(cctx) }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("Close reported a clean drain of writes the database held up")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waits 30 s after its deadline for the held-up writes")
+	}
+	for range 3 {
+		if err := <-written; err == nil {
+			t.Fatal("a write the database held up reported success")
+		}
+	}
+}
+
+// awaitLockWaiter waits until a session of the database waits for a lock.
+func awaitLockWaiter(t *testing.T, db *pgx.Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		if err := db.QueryRow(context.Background(),
+			`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).
+			Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no write waits for the lock")
 }
