@@ -27,9 +27,9 @@ func newListener(r *Relay) *listener { return &listener{r: r, next: map[string]u
 
 // batch is a notification as the sender builds it.
 type batch struct {
-	Origin string            `json:"origin"`
-	Seq    uint64            `json:"seq"`
-	Events []json.RawMessage `json:"events"`
+	Origin string      `json:"origin"`
+	Seq    uint64      `json:"seq"`
+	Events []event.Raw `json:"events"`
 }
 
 func (l *listener) run(ctx context.Context) {
@@ -123,7 +123,7 @@ func (l *listener) handle(payload string) {
 	}
 	l.next[b.Origin] = b.Seq + uint64(len(b.Events))
 	for _, raw := range b.Events {
-		e, err := event.Decode(raw)
+		e, err := raw.Event()
 		if err != nil {
 			l.undecodable(1, b.Origin, err)
 			continue

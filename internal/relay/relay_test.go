@@ -400,3 +400,25 @@ func TestOneWayRelays(t *testing.T) {
 		t.Fatalf("the send-only standby received: %+v", st)
 	}
 }
+
+// A batch from a newer replica may hold an event type this one does not
+// know: that event is counted as undecodable, the others of the batch
+// arrive.
+func TestUnknownEventTypeDropsOnlyThatEvent(t *testing.T) {
+	_, b, admin := pair(t)
+	sub := b.bus.SubscribeWithRemote(16, event.TypeSensorData)
+	known, err := event.Encode(event.Event{Data: reading("ESP_KNOWN", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := fmt.Sprintf(`{"origin":"replica-newer","seq":0,"events":[{"type":"from_the_future","data":{"x":1}},%s]}`, known)
+	if _, err := admin.Exec(context.Background(), `SELECT pg_notify($1, $2)`, relay.DefaultChannel, batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := await(t, sub, 5*time.Second); got.Data.(event.SensorData).EspID != "ESP_KNOWN" || !got.Remote {
+		t.Fatalf("B received %+v, want the known event of the batch, remote", got)
+	}
+	if d := b.relay.Stats().Dropped["decode"]; d != 1 {
+		t.Fatalf("B counted %d undecodable events, want the one of unknown type", d)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/contract"
+	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
@@ -169,13 +170,9 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 	}
 	// The standbys leave thresholds to the primary (Options.NoThresholds),
 	// so one replica holds every alert's state.
-	dev, err := s.devices.Get(d.EspID)
-	if err != nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s.evaluate(ctx, k, cfg, *r.Processed, r.Unit, dev)
+	s.evaluate(ctx, k, cfg, *r.Processed, r.Unit, func() (device.Device, error) { return s.devices.Get(d.EspID) })
 }
 
 // applyRemote makes d the latest of its series if it is newer and returns

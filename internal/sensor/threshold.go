@@ -90,8 +90,11 @@ func suppressed(ac map[string]any, now time.Time) bool {
 }
 
 // evaluate checks a usable reading against the bands (docs/domain.md §3.2–3.3).
+// dev gives the reading's device, whose alert_config may suppress the
+// alert; it is asked only for an alert to raise, since a relayed reading's
+// device is a copy made for it (its metadata included).
 func (s *Service) evaluate(
-	ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev device.Device,
+	ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev func() (device.Device, error),
 ) {
 	if s.alerts == nil {
 		return
@@ -109,11 +112,15 @@ func (s *Service) evaluate(
 		sev = o
 	}
 
+	d, err := dev()
+	if err != nil {
+		return // deleted meanwhile: nothing to alert on
+	}
 	name := c.Name
 	if name == "" {
 		name = fmt.Sprintf("%s GPIO %d", k.SensorType, k.GPIO)
 	}
-	err := s.alerts.Raise(ctx, notify.Spec{
+	err = s.alerts.Raise(ctx, notify.Spec{
 		Key:      key,
 		Severity: sev,
 		Category: "data_quality",
@@ -132,7 +139,7 @@ func (s *Service) evaluate(
 				"warning_max":  bands.WarningMax,
 			},
 		},
-		Suppressed: alertsSuppressed(c, dev, s.now()),
+		Suppressed: alertsSuppressed(c, d, s.now()),
 	})
 	if err != nil {
 		s.log.Error("raising threshold alert failed", "key", key, "error", err)
