@@ -2,142 +2,9 @@ package contract
 
 import (
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/kaiserhub/kaiser/internal/flatjson"
 )
-
-// scanFlat walks a flat JSON object of strings without escapes, numbers,
-// booleans and null, calling fn for each member. It reports false for
-// anything else (nesting, escapes, bad syntax), so the caller can fall back
-// to the full decoder: the fast path never decides a drop reason.
-func scanFlat(b []byte, fn func(key []byte, kind byte, val []byte) bool) bool {
-	i := skipWS(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return false
-	}
-	i = skipWS(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		return skipWS(b, i+1) == len(b)
-	}
-	for {
-		key, j, ok := scanString(b, i)
-		if !ok {
-			return false
-		}
-		i = skipWS(b, j)
-		if i >= len(b) || b[i] != ':' {
-			return false
-		}
-		i = skipWS(b, i+1)
-		if i >= len(b) {
-			return false
-		}
-		var kind byte
-		var val []byte
-		switch c := b[i]; {
-		case c == '"':
-			val, i, ok = scanString(b, i)
-			kind = 's'
-		case c == 't' && hasLit(b, i, "true"):
-			kind, val, i, ok = 'b', b[i:i+4], i+4, true
-		case c == 'f' && hasLit(b, i, "false"):
-			kind, val, i, ok = 'b', b[i:i+5], i+5, true
-		case c == 'n' && hasLit(b, i, "null"):
-			kind, val, i, ok = 'z', nil, i+4, true
-		case c == '-' || c >= '0' && c <= '9':
-			j := scanNumber(b, i)
-			kind, val, ok = 'n', b[i:j], j > i
-			i = j
-		default:
-			return false
-		}
-		if !ok || !fn(key, kind, val) {
-			return false
-		}
-		i = skipWS(b, i)
-		if i >= len(b) {
-			return false
-		}
-		switch b[i] {
-		case ',':
-			i = skipWS(b, i+1)
-		case '}':
-			return skipWS(b, i+1) == len(b)
-		default:
-			return false
-		}
-	}
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-func hasLit(b []byte, i int, lit string) bool {
-	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
-}
-
-// scanString reads a string without escapes or control characters.
-func scanString(b []byte, i int) ([]byte, int, bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, i, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			s := b[i+1 : j]
-			return s, j + 1, utf8.Valid(s)
-		case c == '\\' || c < 0x20:
-			return nil, j, false
-		}
-	}
-	return nil, len(b), false
-}
-
-// scanNumber returns the end of a number with JSON's grammar, or i when invalid.
-func scanNumber(b []byte, i int) int {
-	j := i
-	if j < len(b) && b[j] == '-' {
-		j++
-	}
-	switch {
-	case j < len(b) && b[j] == '0':
-		j++
-	case j < len(b) && b[j] >= '1' && b[j] <= '9':
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-	default:
-		return i
-	}
-	if j < len(b) && b[j] == '.' {
-		k := j + 1
-		for k < len(b) && b[k] >= '0' && b[k] <= '9' {
-			k++
-		}
-		if k == j+1 {
-			return i
-		}
-		j = k
-	}
-	if j < len(b) && (b[j] == 'e' || b[j] == 'E') {
-		k := j + 1
-		if k < len(b) && (b[k] == '+' || b[k] == '-') {
-			k++
-		}
-		m := k
-		for m < len(b) && b[m] >= '0' && b[m] <= '9' {
-			m++
-		}
-		if m == k {
-			return i
-		}
-		j = m
-	}
-	return j
-}
 
 // scanSensorWire fills a sensorWire from a flat payload; false = use the
 // full decoder.
@@ -149,8 +16,8 @@ func scanSensorWire(payload []byte, w *sensorWire) bool {
 		}
 		return &f, true
 	}
-	return scanFlat(payload, func(key []byte, kind byte, v []byte) bool {
-		if kind == 'z' {
+	return flatjson.Scan(payload, func(key []byte, kind flatjson.Kind, v []byte) bool {
+		if kind == flatjson.Null {
 			return true // null: as absent
 		}
 		var sp **string
@@ -199,16 +66,16 @@ func scanSensorWire(payload []byte, w *sensorWire) bool {
 			return true // unknown fields are ignored
 		}
 		switch {
-		case sp != nil && kind == 's':
+		case sp != nil && kind == flatjson.String:
 			s := string(v)
 			*sp = &s
-		case fp != nil && kind == 'n':
+		case fp != nil && kind == flatjson.Number:
 			f, ok := num(v)
 			if !ok {
 				return false
 			}
 			*fp = f
-		case bp != nil && kind == 'b':
+		case bp != nil && kind == flatjson.Bool:
 			b := v[0] == 't'
 			*bp = &b
 		default:

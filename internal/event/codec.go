@@ -18,7 +18,7 @@ var ErrUnknownType = errors.New("unknown event type")
 // lives in a field the JSON leaves out (DeviceDiscovered.Rediscovered)
 // comes back with it.
 var decoders = map[Type]func([]byte) (Payload, error){
-	TypeSensorData:         decodeAs(SensorData{}),
+	TypeSensorData:         decodeSensorData,
 	TypeSensorHealth:       decodeAs(SensorHealth{}),
 	TypeEspHealth:          decodeAs(EspHealth{}),
 	TypeDeviceStatus:       decodeAs(DeviceStatus{}),
@@ -83,6 +83,11 @@ func Encode(e Event) ([]byte, error) {
 	w := wire[Payload]{Type: t, Data: e.Data}
 	if !e.Time.IsZero() {
 		w.Time = e.Time.UnixNano()
+	}
+	if d, ok := e.Data.(SensorData); ok {
+		if b, ok := appendSensorEvent(make([]byte, 0, 320), w.Time, d); ok {
+			return b, nil
+		}
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
