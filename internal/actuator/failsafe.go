@@ -33,6 +33,18 @@ type FailSafeResult struct {
 	Err    error // the first failure
 }
 
+// count adds one output's outcome.
+func (r *FailSafeResult) count(err error) {
+	if err == nil {
+		r.Sent++
+		return
+	}
+	r.Failed++
+	if r.Err == nil {
+		r.Err = err
+	}
+}
+
 // FailSafe sends one OFF to every output that may be running: confirmed
 // on, switched on by its configuration's default state, an ON in flight or
 // not yet acknowledged, a pending auto-off, or a hub OFF not yet
@@ -54,14 +66,7 @@ func (s *Service) FailSafe(ctx context.Context, pub Publisher) FailSafeResult {
 	note := func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if err == nil {
-			res.Sent++
-			return
-		}
-		res.Failed++
-		if res.Err == nil {
-			res.Err = err
-		}
+		res.count(err)
 	}
 	for i, o := range offs {
 		if !takeSlot(ctx, slot) {
@@ -123,10 +128,7 @@ func (s *Service) failSafeOffs() ([]failSafeOff, FailSafeResult) {
 		// uses (docs/protocol.md A2); empty is a valid root.
 		d, err := s.devices.Get(r.k.esp)
 		if err != nil {
-			res.Failed++
-			if res.Err == nil {
-				res.Err = fmt.Errorf("fail-safe OFF %s/%d: %w", r.k.esp, r.k.gpio, err)
-			}
+			res.count(fmt.Errorf("fail-safe OFF %s/%d: %w", r.k.esp, r.k.gpio, err))
 			continue
 		}
 		offs = append(offs, failSafeOff{

@@ -120,7 +120,8 @@ type Term struct {
 	Epoch int64
 	lost  chan struct{}
 	// grace is set, before lost is closed, when the term ended because it
-	// could not be renewed in time: the row's expiry is no earlier.
+	// could not be renewed in time: the row expires half a margin later at
+	// the earliest (endUnrenewed).
 	grace time.Time
 }
 
