@@ -65,19 +65,23 @@ func (e Event) Type() Type {
 	return e.Data.EventType()
 }
 
-// Bus fans events out to subscribers.
+// Bus fans events out to subscribers. The subscriber list is copied on
+// every change and read without a lock, so Publish never waits for a
+// Subscribe, and a tap may subscribe or unsubscribe from inside its
+// function.
 type Bus struct {
-	mu   sync.RWMutex
-	subs map[*Subscription]struct{}
+	mu   sync.Mutex // serialises changes of subs
+	subs atomic.Pointer[[]*Subscription]
 }
 
 // NewBus returns an empty bus.
-func NewBus() *Bus { return &Bus{subs: map[*Subscription]struct{}{}} }
+func NewBus() *Bus { return &Bus{} }
 
-// Subscription is one consumer's bounded inbox.
+// Subscription is one consumer's bounded inbox, or its tap.
 type Subscription struct {
 	C       <-chan Event
 	ch      chan Event
+	tap     func(Event)   // set for Tap: called by Publish instead of ch
 	types   map[Type]bool // nil = every type
 	remote  bool          // takes remote events too
 	dropped atomic.Int64
@@ -92,19 +96,30 @@ func (s *Subscription) takes(t Type) bool { return s.types == nil || s.types[t] 
 // types it receives only those event types. It receives the events of this
 // process only, never remote ones.
 func (b *Bus) Subscribe(buffer int, types ...Type) *Subscription {
-	return b.subscribe(buffer, false, types)
+	ch := make(chan Event, buffer)
+	return b.add(&Subscription{C: ch, ch: ch}, types)
 }
 
 // SubscribeWithRemote is Subscribe for a consumer that also takes the
 // remote events relayed from other replicas (Event.Remote), such as the
 // WebSocket live feed, whose clients may be connected to any replica.
 func (b *Bus) SubscribeWithRemote(buffer int, types ...Type) *Subscription {
-	return b.subscribe(buffer, true, types)
+	ch := make(chan Event, buffer)
+	return b.add(&Subscription{C: ch, ch: ch, remote: true}, types)
 }
 
-func (b *Bus) subscribe(buffer int, remote bool, types []Type) *Subscription {
-	ch := make(chan Event, buffer)
-	s := &Subscription{C: ch, ch: ch, remote: remote}
+// TapWithRemote subscribes fn, local and remote events of types (every
+// type without any). Publish calls fn on the publisher's goroutine, so fn
+// must return at once and never block: it is for consumers that only
+// sort an event into queues of their own, and spares every event the
+// wake-up of a goroutine that would do just that
+// (docs/decisions/0032-fewer-hand-offs.md). fn may run concurrently, and
+// once more after Unsubscribe by a Publish already under way.
+func (b *Bus) TapWithRemote(fn func(Event), types ...Type) *Subscription {
+	return b.add(&Subscription{tap: fn, remote: true}, types)
+}
+
+func (b *Bus) add(s *Subscription, types []Type) *Subscription {
 	if len(types) > 0 {
 		s.types = map[Type]bool{}
 		for _, t := range types {
@@ -113,24 +128,38 @@ func (b *Bus) subscribe(buffer int, remote bool, types []Type) *Subscription {
 	}
 
 	b.mu.Lock()
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	old := b.list()
+	subs := append(old[:len(old):len(old)], s) // a new array: readers hold the old one
+	b.subs.Store(&subs)
 	return s
 }
 
 // Unsubscribe removes s; its channel is not closed, so pending receives simply stop.
 func (b *Bus) Unsubscribe(s *Subscription) {
 	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	var subs []*Subscription
+	for _, other := range b.list() {
+		if other != s {
+			subs = append(subs, other)
+		}
+	}
+	b.subs.Store(&subs)
+}
+
+// list is the current subscribers; the slice is never modified.
+func (b *Bus) list() []*Subscription {
+	if p := b.subs.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Wants reports whether any subscriber takes local events of type t, so
 // hot paths can skip building events nobody receives.
 func (b *Bus) Wants(t Type) bool {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for s := range b.subs {
+	for _, s := range b.list() {
 		if s.takes(t) {
 			return true
 		}
@@ -145,10 +174,12 @@ func (b *Bus) Publish(e Event) {
 	}
 	t := e.Type()
 
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	for s := range b.subs {
+	for _, s := range b.list() {
 		if !s.takes(t) || e.Remote && !s.remote {
+			continue
+		}
+		if s.tap != nil {
+			s.tap(e)
 			continue
 		}
 		select {

@@ -222,3 +222,72 @@ func TestRemoteEventsReachOnlyOptedInSubscriptions(t *testing.T) {
 		}
 	}
 }
+
+func TestTapRunsOnThePublishersGoroutine(t *testing.T) {
+	b := NewBus()
+	var got []Event
+	tap := b.TapWithRemote(func(e Event) { got = append(got, e) }, TypeSystemEvent)
+
+	b.Publish(systemEvent("local"))
+	b.Publish(Event{Data: SystemEvent{Event: "relayed"}, Remote: true})
+	b.Publish(Event{Data: SensorData{EspID: "ESP_1"}})
+
+	// No goroutine in between: the events are there when Publish returns,
+	// in order, and only the tapped type.
+	if len(got) != 2 || got[0].Data != (SystemEvent{Event: "local"}) || !got[1].Remote {
+		t.Fatalf("tap received %+v", got)
+	}
+	if !b.Wants(TypeSystemEvent) || b.Wants(TypeSensorData) {
+		t.Fatal("Wants does not follow the tap's types")
+	}
+
+	b.Unsubscribe(tap)
+	b.Publish(systemEvent("after"))
+	if len(got) != 2 {
+		t.Fatalf("unsubscribed tap received %+v", got[2:])
+	}
+}
+
+func TestTapMayUnsubscribeFromInside(t *testing.T) {
+	b := NewBus()
+	var calls int
+	var tap *Subscription
+	tap = b.TapWithRemote(func(Event) {
+		calls++
+		b.Unsubscribe(tap) // the live feed does this when its last connection goes
+	})
+	other := b.Subscribe(4)
+
+	b.Publish(systemEvent("one"))
+	b.Publish(systemEvent("two"))
+
+	if calls != 1 {
+		t.Fatalf("tap called %d times, want 1", calls)
+	}
+	for _, want := range []string{"one", "two"} {
+		if e, ok := receive(other); !ok || e.Data != (SystemEvent{Event: want}) {
+			t.Fatalf("other subscriber: %+v, %v; want %s", e, ok, want)
+		}
+	}
+}
+
+func TestSubscribeWhilePublishing(t *testing.T) {
+	b := NewBus()
+	stay := b.Subscribe(10000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			b.Unsubscribe(b.Subscribe(1))
+		}
+	}()
+	for i := 0; i < 1000; i++ {
+		b.Publish(systemEvent("e"))
+	}
+	<-done
+
+	// The changes around it never hid the subscriber that stayed.
+	if n := len(stay.C); n != 1000 || stay.Dropped() != 0 {
+		t.Fatalf("steady subscriber got %d events, dropped %d", n, stay.Dropped())
+	}
+}

@@ -30,7 +30,6 @@ type Config struct {
 	PongTimeout   time.Duration // default 60 s
 	MaxTotal      int           // connections in total (default 100)
 	MaxPerUser    int           // connections per user (default 20)
-	EventBuffer   int           // inbox of the fan-out from the event bus (default 8192)
 	FloodPerSec   int           // client messages per second tolerated (default 20)
 	FloodDuration time.Duration // sustained this long → 1008 (default 5 s)
 }
@@ -56,9 +55,6 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPerUser <= 0 {
 		c.MaxPerUser = 20
-	}
-	if c.EventBuffer <= 0 {
-		c.EventBuffer = 8192
 	}
 	if c.FloodPerSec <= 0 {
 		c.FloodPerSec = 20
@@ -111,10 +107,11 @@ type connKey struct {
 
 // Feed fans events out to WebSocket connections.
 type Feed struct {
-	cfg     Config
-	events  *event.Bus
-	sub     *event.Subscription
-	subDone chan struct{} // closed when sub is detached
+	cfg    Config
+	events *event.Bus
+	// tap hands events to the connections on the publisher's goroutine
+	// while any connection is open (docs/decisions/0032-fewer-hand-offs.md).
+	tap *event.Subscription
 
 	mu     sync.Mutex
 	conns  map[connKey]*conn
@@ -273,45 +270,29 @@ func (f *Feed) admit(key connKey, tokenID string) (c, old *conn, err error) {
 	return c, old, nil
 }
 
-// attach subscribes to the event stream when the first connection opens;
-// with no connection the feed costs the producers nothing. f.mu is held.
+// attach taps the event stream when the first connection opens; with no
+// connection the feed costs the producers nothing. f.mu is held.
 func (f *Feed) attach() {
-	if f.sub != nil || f.events == nil {
+	if f.tap != nil || f.events == nil {
 		return
 	}
 	// Remote events too: a replica's clients see what other replicas
 	// ingested (docs/decisions/0029-replicas.md).
-	f.sub = f.events.SubscribeWithRemote(f.cfg.EventBuffer)
-	f.subDone = make(chan struct{})
-	f.wg.Add(1)
-	go f.fanout(f.sub, f.subDone)
+	f.tap = f.events.TapWithRemote(f.deliver)
 }
 
 // detach unsubscribes when the last connection closes. f.mu is held.
 func (f *Feed) detach() {
-	if f.sub == nil || len(f.conns) > 0 {
+	if f.tap == nil || len(f.conns) > 0 {
 		return
 	}
-	f.events.Unsubscribe(f.sub)
-	close(f.subDone) // its fan-out goroutine ends with it
-	f.sub, f.subDone = nil, nil
+	f.events.Unsubscribe(f.tap)
+	f.tap = nil
 }
 
-func (f *Feed) fanout(sub *event.Subscription, done <-chan struct{}) {
-	defer f.wg.Done()
-	for {
-		select {
-		case <-f.stop:
-			return
-		case <-done:
-			return
-		case e := <-sub.C:
-			f.deliver(e)
-		}
-	}
-}
-
-// deliver encodes e once and offers it to every entitled connection.
+// deliver encodes e once and offers it to every entitled connection. It
+// runs on the publisher's goroutine and never blocks: offering only
+// queues, and the connection's writer does the rest.
 func (f *Feed) deliver(e event.Event) {
 	conns := f.connections()
 	if len(conns) == 0 {
@@ -377,9 +358,9 @@ func (f *Feed) Close() {
 	for _, c := range f.conns {
 		all = append(all, c)
 	}
-	if f.sub != nil {
-		f.events.Unsubscribe(f.sub)
-		f.sub, f.subDone = nil, nil
+	if f.tap != nil {
+		f.events.Unsubscribe(f.tap)
+		f.tap = nil
 	}
 	f.mu.Unlock()
 

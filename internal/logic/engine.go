@@ -18,11 +18,10 @@ type job func(ctx context.Context)
 // slow rule delays neither ingest (the queue is never waited on) nor the
 // rules of other devices.
 const (
-	workerQueue    = 256
-	timerWorker    = "\x00timer"
-	controlWorker  = "\x00control"
-	readingsBuffer = 4096
-	controlBuffer  = 4096
+	workerQueue   = 256
+	timerWorker   = "\x00timer"
+	controlWorker = "\x00control"
+	controlBuffer = 4096
 )
 
 // Start subscribes to the triggers (docs/domain.md §6.6): stored readings,
@@ -32,24 +31,17 @@ func (s *Service) Start() {
 	// Readings stored by standby replicas trigger rules too
 	// (docs/decisions/0029-replicas.md); every other trigger is the
 	// primary's own.
-	readings := s.d.Events.SubscribeWithRemote(readingsBuffer, event.TypeSensorData)
+	// A reading only looks up its rules and queues a batch for its
+	// device's worker, never waiting: a tap does that on the publisher's
+	// goroutine (docs/decisions/0032-fewer-hand-offs.md).
+	s.readings = s.d.Events.TapWithRemote(func(e event.Event) {
+		if d, ok := e.Data.(event.SensorData); ok {
+			s.onReading(d)
+		}
+	}, event.TypeSensorData)
 	control := s.d.Events.Subscribe(controlBuffer, event.TypeDeviceStatus, event.TypeCommandStatus,
 		event.TypeEmergency)
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		defer s.d.Events.Unsubscribe(readings)
-		for {
-			select {
-			case <-s.stop:
-				return
-			case e := <-readings.C:
-				if d, ok := e.Data.(event.SensorData); ok {
-					s.onReading(d)
-				}
-			}
-		}
-	}()
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.d.Events.Unsubscribe(control)
@@ -74,6 +66,9 @@ func (s *Service) Stop() {
 		return
 	}
 	s.stopped = true
+	if s.readings != nil {
+		s.d.Events.Unsubscribe(s.readings)
+	}
 	close(s.stop)
 	s.cancel()
 	for _, t := range s.pending {

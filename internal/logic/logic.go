@@ -164,7 +164,8 @@ type Service struct {
 	hooks     *webhooks
 	metrics   *metrics
 
-	stop chan struct{}
+	readings *event.Subscription // the tap of stored readings, set by Start
+	stop     chan struct{}
 	// ctx ends at Stop: deliveries off the rule path stop with the engine.
 	ctx    context.Context
 	cancel context.CancelFunc
