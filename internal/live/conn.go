@@ -220,7 +220,7 @@ func (c *conn) writer() {
 // consumer (4002).
 func (c *conn) write(m *outMsg) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), c.feed.cfg.WriteTimeout)
-	err := c.ws.Write(ctx, websocket.MessageText, m.data)
+	err := c.ws.Write(ctx, websocket.MessageText, m.bytes())
 	cancel()
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

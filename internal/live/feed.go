@@ -95,9 +95,40 @@ type addressed interface {
 }
 
 type outMsg struct {
-	typ  event.Type
-	key  string // coalescing key of a state message, "" otherwise
-	data []byte
+	typ   event.Type
+	key   string // coalescing key of a state message, "" otherwise
+	data  []byte // a control message's frame
+	frame *lazyFrame
+}
+
+// bytes is the message's frame.
+func (m *outMsg) bytes() []byte {
+	if m.frame != nil {
+		return m.frame.bytes()
+	}
+	return m.data
+}
+
+// lazyFrame is an event's frame, encoded once by the first writer that
+// sends it and shared by every connection. The publisher only queues it
+// (docs/decisions/0032-fewer-hand-offs.md), and an event that no
+// connection's filters take is never encoded.
+type lazyFrame struct {
+	once sync.Once
+	e    event.Event
+	b    []byte
+}
+
+func (f *lazyFrame) bytes() []byte {
+	f.once.Do(func() {
+		var data any = f.e.Data
+		if f.e.Data == nil {
+			data = struct{}{}
+		}
+		f.b = envelope(string(f.e.Type()), f.e.Time, data)
+		f.e = event.Event{}
+	})
+	return f.b
 }
 
 type connKey struct {
@@ -290,20 +321,16 @@ func (f *Feed) detach() {
 	f.tap = nil
 }
 
-// deliver encodes e once and offers it to every entitled connection. It
-// runs on the publisher's goroutine and never blocks: offering only
-// queues, and the connection's writer does the rest.
+// deliver offers e to every entitled connection. It runs on the
+// publisher's goroutine and never blocks: offering only queues, and the
+// connections' writers encode and send.
 func (f *Feed) deliver(e event.Event) {
 	conns := f.connections()
 	if len(conns) == 0 {
-		return // nobody listens: do not pay for the encoding
+		return
 	}
 
-	var data any = e.Data
-	if e.Data == nil {
-		data = struct{}{}
-	}
-	msg := &outMsg{typ: e.Type(), data: envelope(string(e.Type()), e.Time, data)}
+	msg := &outMsg{typ: e.Type(), frame: &lazyFrame{e: e}}
 	if st, ok := e.Data.(stateful); ok {
 		msg.key = string(e.Type()) + ":" + st.Subject()
 	}

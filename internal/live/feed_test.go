@@ -30,7 +30,7 @@ func drain(c *conn) []string {
 		if m == nil {
 			return got
 		}
-		got = append(got, string(m.data))
+		got = append(got, string(m.bytes()))
 	}
 }
 

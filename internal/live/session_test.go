@@ -111,7 +111,7 @@ func (h *harness) queued(user int64, clientID string) []received {
 	defer c.mu.Unlock()
 	out := make([]received, 0, len(c.queue))
 	for _, m := range c.queue {
-		out = append(out, decode(h.t, m.data))
+		out = append(out, decode(h.t, m.bytes()))
 	}
 	return out
 }
