@@ -108,6 +108,12 @@ func (b *Bus) SubscribeWithRemote(buffer int, types ...Type) *Subscription {
 	return b.add(&Subscription{C: ch, ch: ch, remote: true}, types)
 }
 
+// Tap subscribes fn to the local events of types (every type without
+// any); see TapWithRemote.
+func (b *Bus) Tap(fn func(Event), types ...Type) *Subscription {
+	return b.add(&Subscription{tap: fn}, types)
+}
+
 // TapWithRemote subscribes fn, local and remote events of types (every
 // type without any). Publish calls fn on the publisher's goroutine, so fn
 // must return at once and never block: it is for consumers that only

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,9 +19,13 @@ import (
 //	{"origin":"<Origin>","seq":<number of the first event>,"events":[<event.Encode>,...]}
 //
 // The events of one origin are numbered without gaps, so a listener can
-// count what it missed. One goroutine owns all of it.
+// count what it missed. The bus's publishers encode the events and leave
+// them in the inbox (a tap, docs/decisions/0032-fewer-hand-offs.md); one
+// goroutine owns the rest, and wakes once per notification rather than
+// once per event.
 type sender struct {
-	r *Relay
+	r  *Relay
+	in *inbox
 
 	conn    *pgx.Conn // nil while disconnected
 	retryAt time.Time // no reconnect before
@@ -31,69 +37,49 @@ type sender struct {
 	batch   [][]byte // encoded events waiting
 	size    int      // their bytes with the commas between them
 	payload []byte   // reused for every notification
+	taken   [][]byte // reused for what the inbox hands over
 
-	queueFull      int64 // the subscription's drops already counted
-	warnedOversize bool
+	warnedOversize atomic.Bool
 }
 
-func newSender(r *Relay) *sender { return &sender{r: r} }
+func newSender(r *Relay) *sender {
+	return &sender{r: r, in: newInbox(r.cfg.QueueSize, maxPayload-r.overhead)}
+}
 
 func (s *sender) run(ctx context.Context) {
-	// A plain subscription: remote events never reach it, so nothing is
+	// Local events only: remote events never reach it, so nothing is
 	// sent on and no event goes round in circles.
-	sub := s.r.cfg.Bus.Subscribe(s.r.cfg.QueueSize, s.r.cfg.Types...)
-	defer s.r.cfg.Bus.Unsubscribe(sub)
+	tap := s.r.cfg.Bus.Tap(s.offer, s.r.cfg.Types...)
 	timer := time.NewTimer(s.r.cfg.MaxDelay)
 	timer.Stop()
 	defer timer.Stop()
+	armed := false
 
 	for {
 		select {
 		case <-ctx.Done():
-			s.shutdown(ctx, sub)
+			s.r.cfg.Bus.Unsubscribe(tap)
+			s.shutdown(ctx)
 			return
-		case e := <-sub.C:
-			s.add(ctx, e)
-			if len(s.batch) == 1 {
+		case <-s.in.wake:
+			switch {
+			case s.in.full():
+				// A notification's worth: no reason to wait for more.
+				s.sendInbox(ctx)
+			case !armed && s.in.len() > 0:
 				timer.Reset(s.r.cfg.MaxDelay)
+				armed = true
 			}
 		case <-timer.C:
-			s.flush(ctx)
-		}
-		s.countQueueFull(sub)
-	}
-}
-
-// shutdown sends what is queued on the connection still open, within one
-// call timeout, and closes it.
-func (s *sender) shutdown(ctx context.Context, sub *event.Subscription) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.r.cfg.CallTimeout)
-	defer cancel()
-	s.closing = true
-	for done := false; !done; {
-		select {
-		case e := <-sub.C:
-			s.add(ctx, e)
-		default:
-			done = true
+			armed = false
+			s.sendInbox(ctx)
 		}
 	}
-	s.flush(ctx)
-	s.countQueueFull(sub)
-	if s.conn != nil {
-		s.r.close(s.conn)
-	}
 }
 
-func (s *sender) countQueueFull(sub *event.Subscription) {
-	if d := sub.Dropped(); d != s.queueFull {
-		s.r.dropped[dropQueueFull].Add(d - s.queueFull)
-		s.queueFull = d
-	}
-}
-
-// add puts e in the batch, sending the batch first when e does not fit.
-func (s *sender) add(ctx context.Context, e event.Event) {
+// offer encodes a local event into the inbox. It is the bus's tap and
+// runs on the publisher's goroutine: it never waits.
+func (s *sender) offer(e event.Event) {
 	b, err := event.Encode(e)
 	if err != nil {
 		s.r.dropped[dropEncode].Add(1)
@@ -103,13 +89,44 @@ func (s *sender) add(ctx context.Context, e event.Event) {
 	if s.r.overhead+len(b) > maxPayload {
 		s.r.dropped[dropOversize].Add(1)
 		level := s.r.log.Debug
-		if !s.warnedOversize {
-			level, s.warnedOversize = s.r.log.Warn, true
+		if s.warnedOversize.CompareAndSwap(false, true) {
+			level = s.r.log.Warn
 		}
 		level("relay: event too large for a notification, not relayed (later ones at debug level)",
 			"type", e.Type(), "bytes", len(b), "limit", maxPayload-s.r.overhead)
 		return
 	}
+	if !s.in.put(b) {
+		s.r.dropped[dropQueueFull].Add(1)
+	}
+}
+
+// sendInbox sends everything the inbox holds, in as few notifications as
+// fit.
+func (s *sender) sendInbox(ctx context.Context) {
+	s.taken = s.in.take(s.taken[:0])
+	for _, b := range s.taken {
+		s.add(ctx, b)
+	}
+	clear(s.taken)
+	s.flush(ctx)
+}
+
+// shutdown sends what is queued on the connection still open, within one
+// call timeout, and closes it.
+func (s *sender) shutdown(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.r.cfg.CallTimeout)
+	defer cancel()
+	s.closing = true
+	s.sendInbox(ctx)
+	if s.conn != nil {
+		s.r.close(s.conn)
+	}
+}
+
+// add puts an encoded event in the batch, sending the batch first when
+// it does not fit.
+func (s *sender) add(ctx context.Context, b []byte) {
 	if len(s.batch) > 0 && s.r.overhead+s.size+1+len(b) > maxPayload {
 		s.flush(ctx)
 	}
@@ -118,6 +135,68 @@ func (s *sender) add(ctx context.Context, e event.Event) {
 	}
 	s.batch = append(s.batch, b)
 	s.size += len(b)
+}
+
+// inbox holds the encoded events that wait for the sender. put signals
+// wake when the inbox stops being empty (the sender starts its MaxDelay
+// wait) and when it holds a notification's worth (the sender sends at
+// once); between the two, events are added without waking anyone.
+type inbox struct {
+	wake chan struct{}
+
+	mu       sync.Mutex
+	events   [][]byte
+	bytes    int // of the events, with a comma each
+	maxCount int // events held at most; beyond, put refuses (Config.QueueSize)
+	fullAt   int // bytes that fill a notification
+}
+
+func newInbox(maxCount, fullAt int) *inbox {
+	return &inbox{wake: make(chan struct{}, 1), maxCount: maxCount, fullAt: fullAt}
+}
+
+// put adds b; false when the inbox is full.
+func (in *inbox) put(b []byte) bool {
+	in.mu.Lock()
+	if len(in.events) >= in.maxCount {
+		in.mu.Unlock()
+		return false
+	}
+	wasFull := in.bytes >= in.fullAt
+	in.events = append(in.events, b)
+	in.bytes += len(b) + 1
+	signal := len(in.events) == 1 || !wasFull && in.bytes >= in.fullAt
+	in.mu.Unlock()
+
+	if signal {
+		select {
+		case in.wake <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+	}
+	return true
+}
+
+// take appends the held events to dst and empties the inbox.
+func (in *inbox) take(dst [][]byte) [][]byte {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	dst = append(dst, in.events...)
+	clear(in.events)
+	in.events, in.bytes = in.events[:0], 0
+	return dst
+}
+
+func (in *inbox) len() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.events)
+}
+
+func (in *inbox) full() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.bytes >= in.fullAt
 }
 
 // flush sends the batch as one notification.
