@@ -1,14 +1,17 @@
 // Package event is the hub's internal live-event stream: domain packages
 // publish typed device, sensor and system events, consumers (the WebSocket
-// live feed, the audit log, tests) subscribe. Publishing never blocks; a
-// subscriber that falls behind loses events, and the loss is counted.
+// live feed, the audit log, tests) subscribe. Publishing never waits for a
+// subscriber: an inbox that is full loses the event, and the loss is
+// counted; a tap runs on the publisher's goroutine and must itself return
+// at once.
 //
 // Every event type is a Type constant with one payload struct whose JSON is
 // the `data` object of the WebSocket envelope (docs/api.md §17.5).
 //
 // Replicas of one site relay their events to each other (internal/relay):
 // such a remote event, already acted on by the replica it happened on,
-// reaches only the subscriptions made with SubscribeWithRemote, so the
+// reaches only the subscriptions made with SubscribeWithRemote or
+// TapWithRemote, so the
 // watchers that act on events (audit, zones, actuators, emergencies) never
 // act twice. Encode and Decode carry an event across processes.
 package event

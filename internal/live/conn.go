@@ -120,6 +120,7 @@ func (c *conn) shut(code websocket.StatusCode, reason string) {
 		c.closeCode, c.closeReason = code, reason
 		if f.conns[c.key] == c {
 			delete(f.conns, c.key)
+			f.connsChanged()
 		}
 		f.detach()
 		ws := c.ws

@@ -144,8 +144,12 @@ type Feed struct {
 	// while any connection is open (docs/decisions/0032-fewer-hand-offs.md).
 	tap *event.Subscription
 
-	mu     sync.Mutex
-	conns  map[connKey]*conn
+	mu    sync.Mutex
+	conns map[connKey]*conn
+	// open is a copy of conns' values for deliver, which runs on every
+	// publisher's goroutine: replaced under mu on every change, read
+	// without a lock.
+	open   atomic.Pointer[[]*conn]
 	closed bool
 	wg     sync.WaitGroup
 	stop   chan struct{}
@@ -297,8 +301,18 @@ func (f *Feed) admit(key connKey, tokenID string) (c, old *conn, err error) {
 	}
 	c.readCtx, c.stopRead = context.WithCancel(context.Background())
 	f.conns[key] = c
+	f.connsChanged()
 	f.attach()
 	return c, old, nil
+}
+
+// connsChanged renews the copy deliver reads. f.mu is held.
+func (f *Feed) connsChanged() {
+	open := make([]*conn, 0, len(f.conns))
+	for _, c := range f.conns {
+		open = append(open, c)
+	}
+	f.open.Store(&open)
 }
 
 // attach taps the event stream when the first connection opens; with no
@@ -325,7 +339,10 @@ func (f *Feed) detach() {
 // publisher's goroutine and never blocks: offering only queues, and the
 // connections' writers encode and send.
 func (f *Feed) deliver(e event.Event) {
-	conns := f.connections()
+	var conns []*conn
+	if p := f.open.Load(); p != nil {
+		conns = *p
+	}
 	if len(conns) == 0 {
 		return
 	}
@@ -343,16 +360,6 @@ func (f *Feed) deliver(e event.Event) {
 		}
 		c.offer(msg, e.Data)
 	}
-}
-
-func (f *Feed) connections() []*conn {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	conns := make([]*conn, 0, len(f.conns))
-	for _, c := range f.conns {
-		conns = append(conns, c)
-	}
-	return conns
 }
 
 // Revoke closes the connections of a user (all, or those opened with the

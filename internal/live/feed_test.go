@@ -260,22 +260,28 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
-// The feed subscribes to the event stream only while connections exist;
-// each detach must end its fan-out goroutine, or goroutines grow with every
-// connect/disconnect cycle.
-func TestAttachDetachLeavesNoGoroutine(t *testing.T) {
+// The feed taps the event stream only while connections exist: each
+// detach must remove its tap, or the producers would pay for a feed nobody
+// watches, and nothing it started may outlive it.
+func TestAttachDetachLeavesNoTapOrGoroutine(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
-	f := New(Config{}, event.NewBus(), nil)
+	bus := event.NewBus()
+	f := New(Config{}, bus, nil)
 	defer f.Close()
 
 	for range 100 {
 		f.mu.Lock()
 		f.attach()
+		if !bus.Wants(event.TypeSystemEvent) {
+			t.Fatal("attached feed does not tap the bus")
+		}
 		f.detach()
 		f.mu.Unlock()
 	}
 
-	// While the feed keeps running, the detached fan-outs must be gone.
+	if bus.Wants(event.TypeSystemEvent) {
+		t.Fatal("a detached feed still taps the bus")
+	}
 	if err := goleak.Find(ignore); err != nil {
 		t.Fatalf("after 100 attach/detach cycles: %v", err)
 	}

@@ -222,7 +222,7 @@ func TestEmergencyJumpsTheQueueAndStateMessagesCoalesce(t *testing.T) {
 	if m := c.next(); m.Type != "emergency" || m.Data["reason"] != "test" {
 		t.Fatalf("after the bucket ran dry got %+v, want the emergency", m)
 	}
-	// One fan-out offers in publish order: everything before the emergency is queued.
+	// The tap offers on the publishing goroutine, in publish order: everything before the emergency is queued.
 	q := h.queued(1, "tab")
 	if len(q) != 2 || q[0].Type != "sensor_data" || q[0].Data["value"] != 6.2 || q[1].Data["event"] != "queued" {
 		t.Fatalf("queue %+v, want the newer reading in the older one's place, then the system event", q)

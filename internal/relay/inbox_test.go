@@ -1,8 +1,14 @@
 package relay
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/kaiserhub/kaiser/internal/event"
 )
@@ -67,4 +73,114 @@ func TestFullInboxDropsAndCounts(t *testing.T) {
 	if got := r.dropped[dropQueueFull].Load(); got != 1 {
 		t.Fatalf("queue_full drops %d, want 1", got)
 	}
+}
+
+// notification is what the sender's loop handed to notify.
+type notification struct {
+	Seq    uint64            `json:"seq"`
+	Events []json.RawMessage `json:"events"`
+}
+
+// recorded are the notifications a sender handed over.
+type recorded struct {
+	mu   sync.Mutex
+	sent []notification
+}
+
+func (r *recorded) all() []notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]notification(nil), r.sent...)
+}
+
+// loopSender is a sender whose notifications are recorded instead of sent.
+func loopSender(t *testing.T, bus *event.Bus) (*sender, *recorded) {
+	t.Helper()
+	r, err := New(Config{DSN: "postgres://relay@127.0.0.1:1/kaiser", Bus: bus, Origin: "a", MaxDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(r)
+	rec := &recorded{}
+	s.notify = func(_ context.Context, p []byte) error {
+		var n notification
+		if err := json.Unmarshal(p, &n); err != nil {
+			t.Errorf("notification %q: %v", p, err)
+		}
+		rec.mu.Lock()
+		rec.sent = append(rec.sent, n)
+		rec.mu.Unlock()
+		return nil
+	}
+	return s, rec
+}
+
+func counts(sent []notification) []int {
+	var out []int
+	for _, n := range sent {
+		out = append(out, len(n.Events))
+	}
+	return out
+}
+
+// The sender waits MaxDelay for events to share a notification, sends at
+// once what fills one, and numbers them without gaps.
+func TestSenderBatchesByDelayAndSize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus := event.NewBus()
+		s, rec := loopSender(t, bus)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); s.run(ctx) }()
+		synctest.Wait()
+
+		for i := 0; i < 3; i++ {
+			bus.Publish(event.Event{Time: time.Unix(1, 0), Data: event.SystemEvent{Event: "small"}})
+		}
+		synctest.Wait()
+		if len(rec.all()) != 0 {
+			t.Fatalf("sent %v before MaxDelay", counts(rec.all()))
+		}
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		if got := counts(rec.all()); len(got) != 1 || got[0] != 3 {
+			t.Fatalf("after MaxDelay: notifications of %v events, want [3]", got)
+		}
+
+		// More than a notification holds: the full ones go at once, the
+		// rest after MaxDelay.
+		big := event.SystemEvent{Event: strings.Repeat("x", 1000)}
+		for i := 0; i < 10; i++ {
+			bus.Publish(event.Event{Time: time.Unix(1, 0), Data: big})
+		}
+		synctest.Wait()
+		full := len(rec.all()) - 1
+		if full < 1 {
+			t.Fatal("a full inbox was not sent before MaxDelay")
+		}
+		time.Sleep(20 * time.Millisecond)
+		synctest.Wait()
+		total := 0
+		for i, n := range rec.all() {
+			if n.Seq != uint64(total) {
+				t.Fatalf("notification %d numbered %d, want %d", i, n.Seq, total)
+			}
+			total += len(n.Events)
+		}
+		if total != 13 || len(rec.all()) != full+2 {
+			t.Fatalf("notifications of %v events; want 13 in all, the rest of the burst in one", counts(rec.all()))
+		}
+
+		// Stopping sends what waits, and counts what comes after.
+		bus.Publish(event.Event{Time: time.Unix(1, 0), Data: event.SystemEvent{Event: "last"}})
+		cancel()
+		<-done
+		if got := counts(rec.all()); got[len(got)-1] != 1 {
+			t.Fatalf("the event before the stop was not sent: %v", got)
+		}
+		s.offer(event.Event{Time: time.Unix(1, 0), Data: event.SystemEvent{Event: "late"}})
+		if got := s.r.dropped[dropSendFailed].Load(); got != 1 {
+			t.Fatalf("an event after the stop counted %d times as send_failed, want 1", got)
+		}
+	})
 }

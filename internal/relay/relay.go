@@ -6,7 +6,8 @@
 // A Relay sends its bus's local events, batched into NOTIFY payloads, and
 // publishes the batches of the other replicas on its bus as remote events
 // (event.Event.Remote), which only the subscriptions made with
-// event.Bus.SubscribeWithRemote receive: the watchers that act on events
+// event.Bus.SubscribeWithRemote or TapWithRemote receive: the watchers
+// that act on events
 // never act on another replica's, and a remote event is never sent on.
 // Like the bus itself, the relay is best-effort: a full queue, an event
 // too large for one notification and an outage of the database lose
@@ -78,7 +79,7 @@ type Config struct {
 	// notification (default 20 ms).
 	MaxDelay time.Duration
 	// QueueSize is the inbox of local events waiting to be sent (default
-	// 4096); when it is full the bus drops, never waits.
+	// 4096); when it is full the relay drops the event, never waits.
 	QueueSize int
 	// CallTimeout bounds each database call (default 5 s).
 	CallTimeout time.Duration
@@ -89,7 +90,7 @@ type Config struct {
 
 // The reasons an event is lost (kaiser_relay_events_dropped_total{reason}).
 const (
-	dropQueueFull  = iota // local: the relay's inbox on the bus was full
+	dropQueueFull  = iota // local: the relay's inbox was full
 	dropOversize          // local: alone larger than one notification
 	dropEncode            // local: a payload the codec does not know
 	dropSendFailed        // local: the NOTIFY failed or had no connection

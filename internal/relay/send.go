@@ -38,12 +38,16 @@ type sender struct {
 	size    int      // their bytes with the commas between them
 	payload []byte   // reused for every notification
 	taken   [][]byte // reused for what the inbox hands over
+	// notify sends one notification (send; a test's recorder).
+	notify func(ctx context.Context, payload []byte) error
 
 	warnedOversize atomic.Bool
 }
 
 func newSender(r *Relay) *sender {
-	return &sender{r: r, in: newInbox(r.cfg.QueueSize, maxPayload-r.overhead)}
+	s := &sender{r: r, in: newInbox(r.cfg.QueueSize, maxPayload-r.overhead)}
+	s.notify = s.send
+	return s
 }
 
 func (s *sender) run(ctx context.Context) {
@@ -62,17 +66,18 @@ func (s *sender) run(ctx context.Context) {
 			s.shutdown(ctx)
 			return
 		case <-s.in.wake:
-			switch {
-			case s.in.full():
-				// A notification's worth: no reason to wait for more.
-				s.sendInbox(ctx)
-			case !armed && s.in.len() > 0:
+			if s.in.full() {
+				// A notification's worth: no reason to wait for more. What
+				// does not fill one waits in the batch for the timer.
+				s.sendFull(ctx, s.in.take(s.taken[:0]))
+			}
+			if !armed && (len(s.batch) > 0 || s.in.len() > 0) {
 				timer.Reset(s.r.cfg.MaxDelay)
 				armed = true
 			}
 		case <-timer.C:
 			armed = false
-			s.sendInbox(ctx)
+			s.sendAll(ctx, s.in.take(s.taken[:0]))
 		}
 	}
 }
@@ -96,19 +101,29 @@ func (s *sender) offer(e event.Event) {
 			"type", e.Type(), "bytes", len(b), "limit", maxPayload-s.r.overhead)
 		return
 	}
-	if !s.in.put(b) {
+	switch s.in.put(b) {
+	case putFull:
 		s.r.dropped[dropQueueFull].Add(1)
+	case putClosed:
+		// The sender has stopped: a Publish under way when the relay
+		// ended has no connection left to go out on.
+		s.r.dropped[dropSendFailed].Add(1)
 	}
 }
 
-// sendInbox sends everything the inbox holds, in as few notifications as
-// fit.
-func (s *sender) sendInbox(ctx context.Context) {
-	s.taken = s.in.take(s.taken[:0])
-	for _, b := range s.taken {
+// sendFull adds events to the batch, sending every notification they
+// fill; the rest stays in the batch.
+func (s *sender) sendFull(ctx context.Context, events [][]byte) {
+	for _, b := range events {
 		s.add(ctx, b)
 	}
-	clear(s.taken)
+	clear(events)
+	s.taken = events[:0]
+}
+
+// sendAll is sendFull, then sends the rest too.
+func (s *sender) sendAll(ctx context.Context, events [][]byte) {
+	s.sendFull(ctx, events)
 	s.flush(ctx)
 }
 
@@ -118,7 +133,7 @@ func (s *sender) shutdown(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.r.cfg.CallTimeout)
 	defer cancel()
 	s.closing = true
-	s.sendInbox(ctx)
+	s.sendAll(ctx, s.in.close(s.taken[:0]))
 	if s.conn != nil {
 		s.r.close(s.conn)
 	}
@@ -139,8 +154,9 @@ func (s *sender) add(ctx context.Context, b []byte) {
 
 // inbox holds the encoded events that wait for the sender. put signals
 // wake when the inbox stops being empty (the sender starts its MaxDelay
-// wait) and when it holds a notification's worth (the sender sends at
-// once); between the two, events are added without waking anyone.
+// wait) and when it becomes full: a notification's worth of bytes, or
+// its count bound (the sender sends at once). Between the two, events are
+// added without waking anyone.
 type inbox struct {
 	wake chan struct{}
 
@@ -149,23 +165,37 @@ type inbox struct {
 	bytes    int // of the events, with a comma each
 	maxCount int // events held at most; beyond, put refuses (Config.QueueSize)
 	fullAt   int // bytes that fill a notification
+	closed   bool
 }
 
 func newInbox(maxCount, fullAt int) *inbox {
 	return &inbox{wake: make(chan struct{}, 1), maxCount: maxCount, fullAt: fullAt}
 }
 
-// put adds b; false when the inbox is full.
-func (in *inbox) put(b []byte) bool {
+// What put did with an event.
+type putResult int
+
+const (
+	putOK     putResult = iota
+	putFull             // refused: the inbox holds maxCount events
+	putClosed           // refused: the sender has stopped
+)
+
+// put adds b unless the inbox is full or closed.
+func (in *inbox) put(b []byte) putResult {
 	in.mu.Lock()
-	if len(in.events) >= in.maxCount {
+	switch {
+	case in.closed:
 		in.mu.Unlock()
-		return false
+		return putClosed
+	case len(in.events) >= in.maxCount:
+		in.mu.Unlock()
+		return putFull
 	}
-	wasFull := in.bytes >= in.fullAt
+	wasFull := in.fullLocked()
 	in.events = append(in.events, b)
 	in.bytes += len(b) + 1
-	signal := len(in.events) == 1 || !wasFull && in.bytes >= in.fullAt
+	signal := len(in.events) == 1 || !wasFull && in.fullLocked()
 	in.mu.Unlock()
 
 	if signal {
@@ -174,7 +204,7 @@ func (in *inbox) put(b []byte) bool {
 		default: // a wake-up is pending already
 		}
 	}
-	return true
+	return putOK
 }
 
 // take appends the held events to dst and empties the inbox.
@@ -187,6 +217,15 @@ func (in *inbox) take(dst [][]byte) [][]byte {
 	return dst
 }
 
+// close is take, after which put refuses: nothing is left behind unsent
+// and uncounted.
+func (in *inbox) close(dst [][]byte) [][]byte {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
+	return in.take(dst)
+}
+
 func (in *inbox) len() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -196,8 +235,10 @@ func (in *inbox) len() int {
 func (in *inbox) full() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.bytes >= in.fullAt
+	return in.fullLocked()
 }
+
+func (in *inbox) fullLocked() bool { return in.bytes >= in.fullAt || len(in.events) >= in.maxCount }
 
 // flush sends the batch as one notification.
 func (s *sender) flush(ctx context.Context) {
@@ -222,7 +263,7 @@ func (s *sender) flush(ctx context.Context) {
 	clear(s.batch)
 	s.batch, s.size = s.batch[:0], 0
 
-	if err := s.send(ctx, p); err != nil {
+	if err := s.notify(ctx, p); err != nil {
 		s.r.dropped[dropSendFailed].Add(int64(n))
 		return
 	}
