@@ -161,16 +161,23 @@ func (s *Service) onReading(d event.SensorData) {
 	if !usableReading(d) {
 		return
 	}
+	// Every stored reading passes here, on its ingest worker: most read by
+	// no rule, they cost a shared lock and a map lookup, nothing more.
+	s.mu.RLock()
+	onPin := s.bySensor[rule.Target{EspID: d.EspID, GPIO: d.GPIO}]
+	if len(onPin) == 0 {
+		s.mu.RUnlock()
+		return
+	}
 	key, _ := processor.NormaliseType(d.SensorType)
 	trig := rule.SensorTrigger(d.EspID, d.GPIO, key, d.Value, time.Unix(d.Timestamp, 0).UTC())
-	s.mu.Lock()
 	var matched []*entry
-	for _, e := range s.bySensor[rule.Target{EspID: d.EspID, GPIO: d.GPIO}] {
+	for _, e := range onPin {
 		if readsTrigger(e.idx.sensors, trig) {
 			matched = append(matched, e)
 		}
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	if len(matched) > 0 {
 		s.enqueue(d.EspID, func(ctx context.Context) { s.runBatch(ctx, trig, matched) }, false)
 	}

@@ -149,7 +149,7 @@ type Service struct {
 	now func() time.Time
 	seq Sequencer
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	rules    map[string]*entry
 	bySensor map[rule.Target][]*entry
 	timed    []*entry
