@@ -544,3 +544,43 @@ func TestStalledClientDoesNotHoldClose(t *testing.T) {
 		t.Fatalf("Close took %s with a stalled client", took)
 	}
 }
+
+// The feed is a tap: events arrive on every publisher's goroutine at once.
+// Every connection gets every event, and each publisher's events in the
+// order it published them.
+func TestConcurrentPublishersReachEveryConnectionInTheirOrder(t *testing.T) {
+	h := start(t, Config{Rate: -1})
+	clients := []*client{h.dial(1, "a", ""), h.dial(2, "b", "")}
+
+	const publishers, each = 4, 50
+	done := make(chan struct{})
+	for p := range publishers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range each {
+				// A pin per event: readings of one sensor would coalesce.
+				h.publish(reading(fmt.Sprintf("D%d", p), i, "ph", float64(i)))
+			}
+		}()
+	}
+	for range publishers {
+		<-done
+	}
+
+	for _, c := range clients {
+		next := map[string]int{}
+		for range publishers * each {
+			m := c.next()
+			dev, gpio := m.Data["esp_id"].(string), int(m.Data["gpio"].(float64))
+			if gpio != next[dev] {
+				t.Fatalf("%s: pin %d after %d", dev, gpio, next[dev]-1)
+			}
+			next[dev]++
+		}
+		for p := range publishers {
+			if n := next[fmt.Sprintf("D%d", p)]; n != each {
+				t.Fatalf("D%d: %d events, want %d", p, n, each)
+			}
+		}
+	}
+}
