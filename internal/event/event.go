@@ -11,9 +11,9 @@
 // Replicas of one site relay their events to each other (internal/relay):
 // such a remote event, already acted on by the replica it happened on,
 // reaches only the subscriptions made with SubscribeWithRemote or
-// TapWithRemote, so the
-// watchers that act on events (audit, zones, actuators, emergencies) never
-// act twice. Encode and Decode carry an event across processes.
+// TapWithRemote, so the watchers that act on events (audit, zones,
+// actuators, emergencies) never act twice. Encode and Decode carry an
+// event across processes.
 package event
 
 import (

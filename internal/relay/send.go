@@ -69,7 +69,7 @@ func (s *sender) run(ctx context.Context) {
 			if s.in.full() {
 				// A notification's worth: no reason to wait for more. What
 				// does not fill one waits in the batch for the timer.
-				s.sendFull(ctx, s.in.take(s.taken[:0]))
+				s.fill(ctx, s.in.take(s.taken[:0]))
 			}
 			if !armed && (len(s.batch) > 0 || s.in.len() > 0) {
 				timer.Reset(s.r.cfg.MaxDelay)
@@ -77,7 +77,8 @@ func (s *sender) run(ctx context.Context) {
 			}
 		case <-timer.C:
 			armed = false
-			s.sendAll(ctx, s.in.take(s.taken[:0]))
+			s.fill(ctx, s.in.take(s.taken[:0]))
+			s.flush(ctx)
 		}
 	}
 }
@@ -111,20 +112,15 @@ func (s *sender) offer(e event.Event) {
 	}
 }
 
-// sendFull adds events to the batch, sending every notification they
-// fill; the rest stays in the batch.
-func (s *sender) sendFull(ctx context.Context, events [][]byte) {
+// fill adds events taken from the inbox to the batch, sending every
+// notification they fill; the rest stays in the batch. events is kept
+// for the next take.
+func (s *sender) fill(ctx context.Context, events [][]byte) {
 	for _, b := range events {
 		s.add(ctx, b)
 	}
 	clear(events)
 	s.taken = events[:0]
-}
-
-// sendAll is sendFull, then sends the rest too.
-func (s *sender) sendAll(ctx context.Context, events [][]byte) {
-	s.sendFull(ctx, events)
-	s.flush(ctx)
 }
 
 // shutdown sends what is queued on the connection still open, within one
@@ -133,7 +129,8 @@ func (s *sender) shutdown(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.r.cfg.CallTimeout)
 	defer cancel()
 	s.closing = true
-	s.sendAll(ctx, s.in.close(s.taken[:0]))
+	s.fill(ctx, s.in.close(s.taken[:0]))
+	s.flush(ctx)
 	if s.conn != nil {
 		s.r.close(s.conn)
 	}
