@@ -120,13 +120,15 @@ func mustDial(t *testing.T, addr, id string) *client {
 	return c
 }
 
+// subscribe waits for the SUBACK as long as publish waits for a PUBACK: a
+// loaded CI machine held one up for more than 5 s.
 func (c *client) subscribe(t *testing.T, filters ...string) {
 	t.Helper()
 	var subs []paho.SubscribeOptions
 	for _, f := range filters {
 		subs = append(subs, paho.SubscribeOptions{Topic: f, QoS: 1})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,9 @@ func tlsHub(t *testing.T) (Config, tlscerttest.Cert) {
 		MQTTTLSAddr: "127.0.0.1:0",
 		TLSCertFile: certFile,
 		TLSKeyFile:  keyFile,
+		// The default cost makes the start's dummy hash take seconds
+		// under -race, CPU that a loaded CI machine lends the other tests.
+		BcryptCost: 4,
 	}, cert
 }
 
@@ -127,7 +130,7 @@ func TestTLSListenersServeBesideThePlainOnes(t *testing.T) {
 
 // Without TLS, nothing listens for it and the auth status says so.
 func TestTLSIsOffByDefault(t *testing.T) {
-	h := startHub(t, Config{})
+	h := startHub(t, Config{BcryptCost: 4})
 	defer stopHub(t, h)
 	if h.HTTPSAddr() != "" || h.MQTTTLSAddr() != "" || h.TLS != nil {
 		t.Fatalf("TLS listeners without TLS configured: %q %q", h.HTTPSAddr(), h.MQTTTLSAddr())
