@@ -25,6 +25,7 @@ import (
 	"github.com/kaiserhub/kaiser/internal/hub"
 	"github.com/kaiserhub/kaiser/internal/logic"
 	"github.com/kaiserhub/kaiser/internal/observe"
+	"github.com/kaiserhub/kaiser/internal/procs"
 )
 
 // Set by the build (-ldflags "-X main.version=... -X main.commit=...").
@@ -389,6 +390,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if _, ok := os.LookupEnv("GOMAXPROCS"); !ok {
+		// One processor while the hub is quiet, all while it is busy
+		// (docs/decisions/0033-procs.md). GOMAXPROCS still decides when set.
+		go procs.New(procs.Config{}).Run(ctx)
+	}
 	// SIGHUP reads the TLS certificate again; it never ends the hub
 	// (docs/decisions/0019-tls.md).
 	hup := make(chan os.Signal, 1)
