@@ -66,9 +66,14 @@ func (l *load) history() []int {
 
 // govern runs a four-processor governor on l until the returned stop.
 func govern(t *testing.T, l *load) (stop func()) {
+	return governMax(t, l, 4)
+}
+
+// governMax runs a governor of max processors on l until the returned stop.
+func governMax(t *testing.T, l *load, max int) (stop func()) {
 	t.Helper()
 	g := New(Config{
-		Max:    4,
+		Max:    max,
 		CPU:    l.cpu,
 		Set:    l.set,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -186,21 +191,9 @@ func TestStopGivesEveryProcessorBack(t *testing.T) {
 func TestOneCoreHasNothingToGovern(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newLoad(0.0)
-		g := New(Config{
-			Max:    1,
-			CPU:    l.cpu,
-			Set:    l.set,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			g.Run(ctx)
-		}()
+		stop := governMax(t, l, 1)
 		after(3 * DefaultHold)
-		cancel()
-		<-done
+		stop()
 		if got := l.history(); len(got) != 0 {
 			t.Fatalf("one core: set %v, want nothing", got)
 		}
