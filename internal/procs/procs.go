@@ -60,7 +60,6 @@ type Config struct {
 // Governor raises and lowers the processor count; Run drives it.
 type Governor struct {
 	cfg Config
-	log *slog.Logger
 
 	procs int
 
@@ -96,7 +95,7 @@ func New(cfg Config) *Governor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Governor{cfg: cfg, log: cfg.Logger, procs: cfg.Max}
+	return &Governor{cfg: cfg, procs: cfg.Max}
 }
 
 // Run adjusts the processor count until ctx ends, then gives every
@@ -160,11 +159,13 @@ func (g *Governor) set(n int) {
 		return
 	}
 	g.cfg.Set(n)
-	g.log.Debug("processors", "from", g.procs, "to", n)
+	g.cfg.Logger.Debug("processors", "from", g.procs, "to", n)
 	g.procs = n
 }
 
-// processCPU is the user and system time of this process.
+// processCPU is the user and system time of this process. getrusage of
+// the calling process fails only with bad arguments; should it fail, the
+// governor sees no CPU used and lowers, which costs speed, never data.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
