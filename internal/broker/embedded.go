@@ -81,6 +81,11 @@ type Embedded struct {
 	// disconnects every session tracked here instead.
 	sessions sessionSet
 
+	// attached maps each network connection to a channel closed when
+	// mochi has finished with it, its session's cleanup included; a
+	// reconnecting client id waits for it (predecessor.go).
+	attached sync.Map // net.Conn → chan struct{}
+
 	// The door (docs/decisions/0012-mqtt-door.md): connect rate, retained
 	// store bound, and the clock and wait the connect rate uses (tests
 	// replace them).

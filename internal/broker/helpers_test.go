@@ -136,11 +136,8 @@ func dialRaw(t *testing.T, addr, clientID string) (*rawClient, byte) {
 func connectRaw(t *testing.T, conn net.Conn, clientID string) (*rawClient, byte) {
 	t.Helper()
 	t.Cleanup(func() { conn.Close() })
-	body := mqttString(nil, "MQTT")
-	body = append(body, 4, 0x02, 0, 60)
-	body = mqttString(body, clientID)
 	rc := &rawClient{conn: conn, r: bufio.NewReader(conn)}
-	rc.send(t, append(mqttLength([]byte{0x10}, len(body)), body...))
+	rc.send(t, connectPacket(clientID))
 	_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
 	ack := make([]byte, 4)
 	if _, err := io.ReadFull(rc.r, ack); err != nil {
@@ -148,6 +145,14 @@ func connectRaw(t *testing.T, conn net.Conn, clientID string) (*rawClient, byte)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	return rc, ack[3]
+}
+
+// connectPacket is an MQTT 3.1.1 clean-session CONNECT with a 60 s keepalive.
+func connectPacket(clientID string) []byte {
+	body := mqttString(nil, "MQTT")
+	body = append(body, 4, 0x02, 0, 60)
+	body = mqttString(body, clientID)
+	return append(mqttLength([]byte{0x10}, len(body)), body...)
 }
 
 func (rc *rawClient) send(t *testing.T, b []byte) {

@@ -51,11 +51,17 @@ func (h *hook) Provides(b byte) bool {
 }
 
 // OnSessionEstablish records the connection's client id for the listener's
-// log line; the session set took the client at authentication.
+// log line (the session set took the client at authentication), then lets
+// the id's previous connection end completely before mochi hands the
+// session on (predecessor.go).
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	if !cl.Net.Inline && h.e.listener != nil {
+	if cl.Net.Inline {
+		return
+	}
+	if h.e.listener != nil {
 		h.e.listener.established(cl.Net.Conn, cl.ID)
 	}
+	h.e.awaitPredecessor(cl)
 }
 
 // OnDisconnect forgets the client.

@@ -52,7 +52,11 @@ func (l *doorListener) Serve(establish listeners.EstablishFn) {
 			c = tc
 		}
 		_ = c.SetReadDeadline(deadline)
+		done := make(chan struct{})
+		l.e.attached.Store(c, done)
 		err := establish(id, c)
+		l.e.attached.Delete(c)
+		close(done)
 		clientID, _ := l.conns.LoadAndDelete(c)
 		l.ended(c, clientID, err)
 		return nil // logged here; mochi's listener would log it again
