@@ -844,12 +844,36 @@ func (s *Service) Gate(_ context.Context, m ingest.Message) (Device, error) {
 func (s *Service) Admit(m ingest.Message) (Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.devices[m.Topic.EspID]
-	if err := s.gateLocked(e, m); err != nil {
+	e, err := s.admitLocked(m)
+	if err != nil {
 		return Device{}, err
 	}
-	e.rec.KaiserID = m.Topic.KaiserID
 	return s.snapshot(e), nil
+}
+
+// AdmitType is Admit without the copy of the device record, for the
+// reading path, which needs only the device's hardware type: at 1,000
+// readings/s the copy (its metadata maps) was most of what a reading
+// allocated in the hub's own code.
+func (s *Service) AdmitType(m ingest.Message) (hardwareType string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := s.admitLocked(m)
+	if err != nil {
+		return "", err
+	}
+	return e.rec.HardwareType, nil
+}
+
+// admitLocked applies the registration check and records the message's
+// kaiser root; s.mu is held.
+func (s *Service) admitLocked(m ingest.Message) (*entry, error) {
+	e := s.devices[m.Topic.EspID]
+	if err := s.gateLocked(e, m); err != nil {
+		return nil, err
+	}
+	e.rec.KaiserID = m.Topic.KaiserID
+	return e, nil
 }
 
 // gateLocked applies the registration check; s.mu is held.

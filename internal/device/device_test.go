@@ -635,7 +635,16 @@ func TestGate(t *testing.T) {
 		t.Errorf("unknown ids %v", got)
 	}
 
-	h.beat(10)
+	if err := h.svc.HandleHeartbeat(ctx, h.message(testID, "system/heartbeat", map[string]any{
+		"esp_id":        testID,
+		"ts":            0,
+		"uptime":        10,
+		"heap_free":     120000,
+		"wifi_rssi":     -60,
+		"hardware_type": "ESP32_WROOM",
+	})); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := h.svc.Gate(ctx, data(testID, "god")); dropReason(err) != contract.ReasonNotApproved {
 		t.Errorf("pending device: %v", err)
 	}
@@ -652,6 +661,18 @@ func TestGate(t *testing.T) {
 	}
 	if root, ok := h.svc.Root(testID); !ok || root != "other" {
 		t.Errorf("root %q %v, want the root of the last live message", root, ok)
+	}
+
+	// The reading path's admission: the same check, the hardware type
+	// instead of a copy of the device.
+	if _, err := h.svc.AdmitType(data("ESP_Y", "god")); dropReason(err) != contract.ReasonUnknownDevice {
+		t.Errorf("AdmitType, unknown device: %v", err)
+	}
+	if hw, err := h.svc.AdmitType(data(testID, "third")); err != nil || hw != "ESP32_WROOM" {
+		t.Errorf("AdmitType, approved device: %q %v, want ESP32_WROOM", hw, err)
+	}
+	if root, _ := h.svc.Root(testID); root != "third" {
+		t.Errorf("root %q after AdmitType, want third", root)
 	}
 
 	replay := data(testID, "god")

@@ -258,7 +258,7 @@ func (f *fakeSource) set(espID string, items ...contract.SensorConfigItem) {
 
 // harness is one service with fakes around it.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *Service
 	store  *fakeStore
 	bus    *fakeBus
@@ -271,12 +271,12 @@ type harness struct {
 const testID = "ESP_T1"
 
 // newHarness builds a loaded service with config push enabled.
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	return newHarnessWith(t, cfg, newFakeStore())
 }
 
-func newHarnessWith(t *testing.T, cfg Config, st *fakeStore) *harness {
+func newHarnessWith(t testing.TB, cfg Config, st *fakeStore) *harness {
 	t.Helper()
 	events := event.NewBus()
 	h := &harness{
@@ -305,7 +305,7 @@ func newHarnessWith(t *testing.T, cfg Config, st *fakeStore) *harness {
 	return h
 }
 
-func topic(t *testing.T, kaiser, id, suffix string) contract.Topic {
+func topic(t testing.TB, kaiser, id, suffix string) contract.Topic {
 	t.Helper()
 	tp, err := contract.ParseTopic("kaiser/" + kaiser + "/esp/" + id + "/" + suffix)
 	if err != nil {

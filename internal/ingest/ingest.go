@@ -123,13 +123,22 @@ type deviceQueue struct {
 	limit     int
 	head, n   int
 	scheduled bool          // in the ready queue or being processed
-	space     chan struct{} // signalled when a full queue frees a slot
+	space     chan struct{} // signalled when a full queue frees a slot; made by the first waiter
 }
 
 // minQueueSlots is the ring a queue starts with.
 const minQueueSlots = 4
 
 func (q *deviceQueue) full() bool { return q.n >= q.limit }
+
+// waitForSpace is the channel a publisher waits on for a slot of the full
+// queue; d.mu is held. Most queues never fill, so it is made here.
+func (q *deviceQueue) waitForSpace() chan struct{} {
+	if q.space == nil {
+		q.space = make(chan struct{}, 1)
+	}
+	return q.space
+}
 
 func (q *deviceQueue) push(m Message) {
 	if q.n == len(q.buf) {
@@ -195,14 +204,19 @@ type Dispatcher struct {
 	metrics  *Metrics
 	handlers map[contract.Kind]Handler
 
-	mu       sync.Mutex
-	devices  map[string]*deviceQueue
-	pending  int // queued + in flight
-	closing  bool
-	stopped  bool
-	drained  chan struct{}
-	ready    chan *deviceQueue
-	counters *deviceCounters
+	mu      sync.Mutex
+	devices map[string]*deviceQueue
+	// spareRings are the smallest rings of queues that emptied, for the
+	// next queue: a device reporting once a second empties its queue after
+	// every message, and a fresh ring per message was a tenth of what the
+	// hub's own code allocated per reading.
+	spareRings [][]Message
+	pending    int // queued + in flight
+	closing    bool
+	stopped    bool
+	drained    chan struct{}
+	ready      chan *deviceQueue
+	counters   *deviceCounters
 
 	slotsMu sync.Mutex
 	slots   map[*slot]struct{}
@@ -420,7 +434,7 @@ func (d *Dispatcher) enqueue(m Message) string {
 			d.drop(old, contract.ReasonQueueOverflow, errors.New("device queue full, oldest telemetry dropped"))
 			return ""
 		}
-		space := q.space
+		space := q.waitForSpace()
 		d.mu.Unlock()
 		if deadline == nil {
 			deadline = time.NewTimer(d.cfg.BlockingWait)
@@ -458,7 +472,7 @@ func (d *Dispatcher) enqueueSettled(ctx context.Context, m Message) (string, err
 			d.mu.Unlock()
 			return "", nil
 		}
-		space := q.space
+		space := q.waitForSpace()
 		d.mu.Unlock()
 		select {
 		case <-space:
@@ -481,10 +495,29 @@ func (d *Dispatcher) queueLocked(espID string) (*deviceQueue, error) {
 		if len(d.devices) >= d.cfg.MaxDevices {
 			return nil, errors.New("too many devices with queued work")
 		}
-		q = &deviceQueue{id: espID, limit: d.cfg.QueueCapacity, space: make(chan struct{}, 1)}
+		q = &deviceQueue{id: espID, limit: d.cfg.QueueCapacity}
+		if n := len(d.spareRings); n > 0 {
+			q.buf = d.spareRings[n-1]
+			d.spareRings = d.spareRings[:n-1]
+		}
 		d.devices[q.id] = q
 	}
 	return q, nil
+}
+
+// maxSpareRings bounds the spare rings: as many as queues empty between
+// two arrivals in a busy fleet, a few tens of KB.
+const maxSpareRings = 64
+
+// spareLocked keeps the ring of q, which emptied and left the map, for the
+// next queue; grown rings go with their queue (a queue that grew was busy,
+// and a spare of that size would be held for nothing). pop cleared every
+// slot. d.mu is held.
+func (d *Dispatcher) spareLocked(q *deviceQueue) {
+	if len(q.buf) == minQueueSlots && len(d.spareRings) < maxSpareRings {
+		d.spareRings = append(d.spareRings, q.buf)
+	}
+	q.buf = nil
 }
 
 // pushLocked queues m on q and schedules q; d.mu is held.
@@ -520,11 +553,12 @@ func (d *Dispatcher) worker(s *slot) {
 func (d *Dispatcher) process(s *slot, q *deviceQueue) {
 	d.mu.Lock()
 	wasFull := q.full()
+	space := q.space
 	m := q.pop()
 	d.mu.Unlock()
-	if wasFull {
+	if wasFull && space != nil {
 		select {
-		case q.space <- struct{}{}:
+		case space <- struct{}{}:
 		default:
 		}
 	}
@@ -540,6 +574,7 @@ func (d *Dispatcher) process(s *slot, q *deviceQueue) {
 	} else {
 		q.scheduled = false
 		delete(d.devices, q.id)
+		d.spareLocked(q)
 	}
 	if d.closing && d.pending == 0 {
 		d.signalDrained()

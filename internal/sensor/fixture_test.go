@@ -134,15 +134,15 @@ func (m *memDevices) Get(espID string) (device.Device, error) {
 	return d, nil
 }
 
-func (m *memDevices) Admit(msg ingest.Message) (device.Device, error) {
+func (m *memDevices) AdmitType(msg ingest.Message) (string, error) {
 	d, err := m.Get(msg.Topic.EspID)
 	if err != nil {
-		return d, ingest.Drop(contract.ReasonUnknownDevice, "unknown device")
+		return "", ingest.Drop(contract.ReasonUnknownDevice, "unknown device")
 	}
 	if d.Status != device.StatusApproved && d.Status != device.StatusOnline {
-		return d, ingest.Drop(contract.ReasonNotApproved, "not approved")
+		return "", ingest.Drop(contract.ReasonNotApproved, "not approved")
 	}
-	return d, nil
+	return d.HardwareType, nil
 }
 
 // memAlerts records raised specs and cleared keys; tests read them once

@@ -68,9 +68,9 @@ type audienceTeller interface {
 // Devices is what the sensor domain asks of the device registry.
 type Devices interface {
 	Get(espID string) (device.Device, error)
-	// Admit returns the device of an inbound message, or the drop error
-	// when the device may not send data.
-	Admit(m ingest.Message) (device.Device, error)
+	// AdmitType returns the hardware type of an inbound message's device,
+	// or the drop error when the device may not send data.
+	AdmitType(m ingest.Message) (hardwareType string, err error)
 }
 
 // Alerts opens and resolves the alerts of thresholds and stale sensors.
@@ -674,15 +674,15 @@ func (s *Service) HandleData(ctx context.Context, m ingest.Message) error {
 
 // incoming is one reading on its way through HandleData.
 type incoming struct {
-	data    contract.SensorData
-	dev     device.Device
-	now     time.Time // received
-	at      time.Time // measured: device time, or the hub's
-	src     contract.TimeSource
-	procKey string // processor key, or the lower-cased type
-	hasProc bool
-	key     store.SeriesKey
-	cfg     *Config // a copy; nil for a sensor without a config
+	data     contract.SensorData
+	hardware string    // the device's hardware type
+	now      time.Time // received
+	at       time.Time // measured: device time, or the hub's
+	src      contract.TimeSource
+	procKey  string // processor key, or the lower-cased type
+	hasProc  bool
+	key      store.SeriesKey
+	cfg      *Config // a copy; nil for a sensor without a config
 }
 
 // receive decodes a reading from an admitted device and dates it; replays
@@ -695,7 +695,7 @@ func (s *Service) receive(m ingest.Message) (incoming, error) {
 	if m.Replay {
 		return incoming{}, ingest.Drop(contract.ReasonReplay, "retained reading")
 	}
-	dev, err := s.devices.Admit(m)
+	hardware, err := s.devices.AdmitType(m)
 	if err != nil {
 		return incoming{}, err
 	}
@@ -711,14 +711,14 @@ func (s *Service) receive(m ingest.Message) (incoming, error) {
 
 	procKey, hasProc := processor.NormaliseType(d.SensorType)
 	return incoming{
-		data:    d,
-		dev:     dev,
-		now:     now,
-		at:      at,
-		src:     src,
-		procKey: procKey,
-		hasProc: hasProc,
-		key:     readingKey(d, procKey),
+		data:     d,
+		hardware: hardware,
+		now:      now,
+		at:       at,
+		src:      src,
+		procKey:  procKey,
+		hasProc:  hasProc,
+		key:      readingKey(d, procKey),
 	}, nil
 }
 
@@ -802,7 +802,7 @@ func (in incoming) reading(series int64) store.Reading {
 	return store.Reading{
 		SeriesID:    series,
 		Raw:         float64(in.data.Raw),
-		Source:      dataSource(in.data, in.dev.HardwareType),
+		Source:      dataSource(in.data, in.hardware),
 		ZoneID:      in.data.ZoneID,
 		SubzoneID:   in.data.SubzoneID,
 		ReceivedAt:  in.now.UnixMilli(),
@@ -905,7 +905,7 @@ func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Read
 		s.recovered(ctx, in.key, in.cfg, in.now)
 	}
 	if usable(r) {
-		s.evaluate(ctx, in.key, in.cfg, *r.Processed, r.Unit, func() (device.Device, error) { return in.dev, nil })
+		s.evaluate(ctx, in.key, in.cfg, *r.Processed, r.Unit, func() (device.Device, error) { return s.devices.Get(in.key.EspID) })
 	}
 }
 
