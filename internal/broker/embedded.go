@@ -85,6 +85,8 @@ type Embedded struct {
 	// mochi has finished with it, its session's cleanup included; a
 	// reconnecting client id waits for it (predecessor.go).
 	attached sync.Map // net.Conn → chan struct{}
+	// turns lets the connections of one client id start one at a time.
+	turns idTurns
 
 	// The door (docs/decisions/0012-mqtt-door.md): connect rate, retained
 	// store bound, and the clock and wait the connect rate uses (tests

@@ -51,9 +51,9 @@ func (h *hook) Provides(b byte) bool {
 }
 
 // OnSessionEstablish records the connection's client id for the listener's
-// log line (the session set took the client at authentication), then lets
-// the id's previous connection end completely before mochi hands the
-// session on (predecessor.go).
+// log line (the session set took the client at authentication), then
+// waits for its id's turn and for the id's previous connection to end
+// completely before mochi hands the session on (predecessor.go).
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if cl.Net.Inline {
 		return
@@ -61,7 +61,7 @@ func (h *hook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if h.e.listener != nil {
 		h.e.listener.established(cl.Net.Conn, cl.ID)
 	}
-	h.e.awaitPredecessor(cl)
+	h.e.orderReconnect(cl)
 }
 
 // OnDisconnect forgets the client.
@@ -208,7 +208,12 @@ func (h *hook) OnRetainedExpired(topic string) {
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	// A resumed session brings its subscriptions back.
 	defer h.e.audience.changed()
-	if h.e.cfg.Roots == nil || cl.Net.Inline {
+	if cl.Net.Inline {
+		return
+	}
+	// The session is in mochi's list: the id's next connection may go on.
+	h.e.turns.end(cl.Net.Conn)
+	if h.e.cfg.Roots == nil {
 		return
 	}
 	// In devices mode only an authenticated device hears its hub topics.

@@ -55,6 +55,7 @@ func (l *doorListener) Serve(establish listeners.EstablishFn) {
 		done := make(chan struct{})
 		l.e.attached.Store(c, done)
 		err := establish(id, c)
+		l.e.turns.end(c)
 		l.e.attached.Delete(c)
 		close(done)
 		clientID, _ := l.conns.LoadAndDelete(c)

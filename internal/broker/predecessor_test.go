@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +26,7 @@ type holdCleanup struct {
 	clientID string
 	held     chan struct{} // closed once the cleanup is paused
 	release  chan struct{}
+	free     func() // closes release, once
 	once     atomic.Bool
 }
 
@@ -41,15 +45,15 @@ func (h *holdCleanup) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
-// A node that reconnects while mochi is still cleaning its previous
-// connection up hears its topics on the new one: the old cleanup, which
-// deletes by client id, removes neither the new subscription nor the new
-// client (it did before: the heartbeat ack of a node that reconnected
-// after a credential rotation never arrived).
-func TestReconnectDuringTheOldCleanupStillHearsItsTopics(t *testing.T) {
-	const id = "ESP_A1B2C3"
-	topic := "kaiser/god/esp/" + id + "/system/heartbeat/ack"
+// pausedCleanup starts a broker whose cleanup of id's first closed
+// connection pauses (holdCleanup) and returns it once that connection,
+// subscribed to topic, has closed and its cleanup is paused.
+func pausedCleanup(t *testing.T, id, topic string) (*Embedded, *logSink, *holdCleanup) {
+	t.Helper()
 	hold := &holdCleanup{clientID: id, held: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	hold.free = func() { once.Do(func() { close(hold.release) }) }
+	t.Cleanup(hold.free)
 	e, sink := startBroker(t, Config{}, func(e *Embedded) {
 		if err := e.server.AddHook(hold, nil); err != nil {
 			t.Fatal(err)
@@ -64,38 +68,71 @@ func TestReconnectDuringTheOldCleanupStillHearsItsTopics(t *testing.T) {
 	old.awaitSuback(t)
 	old.conn.Close()
 	awaitClosedChan(t, hold.held, "the old connection's cleanup")
+	return e, sink, hold
+}
 
-	// The new CONNECT goes out while the old cleanup is paused. Before the
-	// fix mochi answered it at once; now it waits for the old connection.
-	conn, err := net.DialTimeout("tcp", e.Addr(), waitLimit)
+// connecting is a raw client whose CONNECT went out and whose CONNACK is
+// read in the background.
+type connecting struct {
+	*rawClient
+	connack chan error
+}
+
+func startConnect(t *testing.T, addr, id string) *connecting {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, waitLimit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fresh := &rawClient{conn: conn, r: bufio.NewReader(conn)}
-	fresh.send(t, connectPacket(id))
-	connack := make(chan error, 1)
+	c := &connecting{rawClient: &rawClient{conn: conn, r: bufio.NewReader(conn)}, connack: make(chan error, 1)}
+	c.send(t, connectPacket(id))
 	go func() {
 		_ = conn.SetReadDeadline(time.Now().Add(waitLimit))
 		ack := make([]byte, 4)
-		_, err := io.ReadFull(fresh.r, ack)
-		connack <- err
+		_, err := io.ReadFull(c.r, ack)
+		if err == nil && (ack[0] != 0x20 || ack[3] != 0) {
+			err = fmt.Errorf("connack %x", ack)
+		}
+		_ = conn.SetReadDeadline(time.Time{})
+		c.connack <- err
 	}()
+	return c
+}
+
+func (c *connecting) awaitConnack(t *testing.T) {
+	t.Helper()
+	if err := <-c.connack; err != nil {
+		t.Fatalf("connack: %v", err)
+	}
+}
+
+// A node that reconnects while mochi is still cleaning its previous
+// connection up hears its topics on the new one: the old cleanup, which
+// deletes by client id, removes neither the new subscription nor the new
+// client (it did before: the heartbeat ack of a node that reconnected
+// after a credential rotation never arrived).
+func TestReconnectDuringTheOldCleanupStillHearsItsTopics(t *testing.T) {
+	const id = "ESP_A1B2C3"
+	topic := "kaiser/god/esp/" + id + "/system/heartbeat/ack"
+	e, sink, hold := pausedCleanup(t, id, topic)
+
+	// The new CONNECT goes out while the old cleanup is paused. Without
+	// the fix mochi answers it at once; with it, it waits for the old end.
+	fresh := startConnect(t, e.Addr(), id)
 	stopWaiting := make(chan struct{})
 	select {
-	case err := <-connack:
+	case err := <-fresh.connack:
 		// The race: subscribe in the window, then let the old cleanup go on.
 		if err != nil {
 			t.Fatalf("connack: %v", err)
 		}
 		fresh.send(t, subscribePacket(topic, 0))
 		fresh.awaitSuback(t)
-		close(hold.release)
+		hold.free()
 	case <-awaitLine(sink, "reconnected before its previous connection ended", stopWaiting):
-		close(hold.release)
-		if err := <-connack; err != nil {
-			t.Fatalf("connack: %v", err)
-		}
+		hold.free()
+		fresh.awaitConnack(t)
 		fresh.send(t, subscribePacket(topic, 0))
 		fresh.awaitSuback(t)
 	}
@@ -106,6 +143,58 @@ func TestReconnectDuringTheOldCleanupStillHearsItsTopics(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := fresh.awaitPublish(t); got != topic {
+		t.Fatalf("delivered %q, want %q", got, topic)
+	}
+}
+
+// Two CONNECTs of one id that wait for the same old connection go on one
+// after the other: the later takes the earlier's session over, and exactly
+// one session of the id is left, listed and hearing its topics.
+func TestTwoReconnectsOfOneIDLeaveOneSession(t *testing.T) {
+	const id = "ESP_A1B2C3"
+	topic := "kaiser/god/esp/" + id + "/system/heartbeat/ack"
+	e, sink, hold := pausedCleanup(t, id, topic)
+
+	first, second := startConnect(t, e.Addr(), id), startConnect(t, e.Addr(), id)
+	sink.await(t, "reconnected before its previous connection ended")
+	hold.free()
+	first.awaitConnack(t)
+	second.awaitConnack(t)
+
+	// The later one ended the earlier one: the second such line names both.
+	var survivor, loser *connecting
+	for survivor == nil {
+		lines := sink.with("reconnected before its previous connection ended")
+		if len(lines) < 2 {
+			select {
+			case <-sink.notify:
+			case <-time.After(waitLimit):
+				t.Fatalf("the second connection did not end the first: %q", lines)
+			}
+			continue
+		}
+		var l struct {
+			Remote string `json:"remote"`
+		}
+		if err := json.Unmarshal([]byte(lines[1]), &l); err != nil {
+			t.Fatal(err)
+		}
+		survivor, loser = first, second
+		if l.Remote == second.conn.LocalAddr().String() {
+			survivor, loser = second, first
+		}
+	}
+	loser.awaitClosed(t)
+
+	survivor.send(t, subscribePacket(topic, 0))
+	survivor.awaitSuback(t)
+	if cl, ok := e.server.Clients.Get(id); !ok || cl.Closed() {
+		t.Fatalf("the surviving session is not in mochi's list: %v", ok)
+	}
+	if err := e.Publish(context.Background(), topic, []byte(`{"status":"online"}`), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := survivor.awaitPublish(t); got != topic {
 		t.Fatalf("delivered %q, want %q", got, topic)
 	}
 }
