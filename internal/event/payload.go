@@ -45,6 +45,11 @@ type SensorHealth struct {
 	LastReadingAt  *string `json:"last_reading_at"`
 	TimeoutSeconds int     `json:"timeout_seconds"`
 	Timestamp      int64   `json:"timestamp"`
+	// The bus address of a sensor that can share its pin, as in
+	// SensorData (docs/decisions/0035-sensor-health-address.md): left out
+	// for a sensor alone on its pin.
+	I2CAddress     *int   `json:"i2c_address,omitempty"`
+	OneWireAddress string `json:"onewire_address,omitempty"`
 }
 
 // EspHealth is a device's vital figures, sent with every heartbeat of an
@@ -188,22 +193,29 @@ func (p SensorHealth) Sensor() string { return p.SensorType }
 // Subject identifies what a state event reports on; a newer event of the
 // same type and subject supersedes an older one.
 func (p SensorData) Subject() string {
-	s := sensorSubject(p.EspID, p.GPIO, p.SensorType)
-	switch {
-	case p.I2CAddress != nil:
-		s += "|i2c:" + strconv.Itoa(*p.I2CAddress)
-	case p.OneWireAddress != "":
-		s += "|ow:" + p.OneWireAddress
-	}
-	return s
+	return busSubject(sensorSubject(p.EspID, p.GPIO, p.SensorType), p.I2CAddress, p.OneWireAddress)
 }
 
-func (p SensorHealth) Subject() string { return sensorSubject(p.EspID, p.GPIO, p.SensorType) }
+func (p SensorHealth) Subject() string {
+	return busSubject(sensorSubject(p.EspID, p.GPIO, p.SensorType), p.I2CAddress, p.OneWireAddress)
+}
 func (p EspHealth) Subject() string    { return p.EspID }
 func (p DeviceStatus) Subject() string { return p.EspID }
 
 func sensorSubject(espID string, gpio int, sensorType string) string {
 	return espID + "|" + strconv.Itoa(gpio) + "|" + sensorType
+}
+
+// busSubject adds a bus sensor's address to its subject, so that the
+// sensors sharing a pin are each their own state.
+func busSubject(s string, i2c *int, oneWire string) string {
+	switch {
+	case i2c != nil:
+		return s + "|i2c:" + strconv.Itoa(*i2c)
+	case oneWire != "":
+		return s + "|ow:" + oneWire
+	}
+	return s
 }
 
 // Recipient is the only user the notification is for.

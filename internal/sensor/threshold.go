@@ -3,6 +3,7 @@ package sensor
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,37 @@ func (b Bands) Severity(v float64) string {
 		return "warning"
 	}
 	return ""
+}
+
+// eventAddress splits a series key's bus address (busAddress) into the
+// fields the sensor events carry.
+func eventAddress(addr string) (i2c *int, oneWire string) {
+	switch {
+	case strings.HasPrefix(addr, "i2c:"):
+		if n, err := strconv.Atoi(addr[len("i2c:"):]); err == nil {
+			return &n, ""
+		}
+	case strings.HasPrefix(addr, "ow:"):
+		return nil, addr[len("ow:"):]
+	}
+	return nil, ""
+}
+
+// atAddress names a bus sensor's address in an alert's text, "" for a
+// sensor alone on its pin.
+func atAddress(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return " at " + addr
+}
+
+// withAddress adds a bus sensor's address to an alert's metadata.
+func withAddress(md map[string]any, addr string) map[string]any {
+	if addr != "" {
+		md["address"] = addr
+	}
+	return md
 }
 
 func alertKey(prefix string, k store.SeriesKey) string {
@@ -118,7 +150,7 @@ func (s *Service) evaluate(
 	}
 	name := c.Name
 	if name == "" {
-		name = fmt.Sprintf("%s GPIO %d", k.SensorType, k.GPIO)
+		name = fmt.Sprintf("%s GPIO %d%s", k.SensorType, k.GPIO, atAddress(k.Address))
 	}
 	err = s.alerts.Raise(ctx, notify.Spec{
 		Key:      key,
@@ -127,7 +159,7 @@ func (s *Service) evaluate(
 		Source:   "sensor_threshold",
 		Title:    fmt.Sprintf("%s %s threshold exceeded", strings.ToUpper(sev[:1])+sev[1:], name),
 		Body:     fmt.Sprintf("%s on %s reads %g %s, outside its %s band", name, k.EspID, v, unit, sev),
-		Metadata: map[string]any{
+		Metadata: withAddress(map[string]any{
 			"esp_id":      k.EspID,
 			"gpio":        k.GPIO,
 			"sensor_type": k.SensorType,
@@ -138,7 +170,7 @@ func (s *Service) evaluate(
 				"warning_min":  bands.WarningMin,
 				"warning_max":  bands.WarningMax,
 			},
-		},
+		}, k.Address),
 		Suppressed: alertsSuppressed(c, d, s.now()),
 	})
 	if err != nil {
@@ -172,7 +204,7 @@ func (s *Service) CheckStale(ctx context.Context) error {
 			at := h.last.UTC().Format(time.RFC3339)
 			lastAt = &at
 		}
-		s.events.Publish(event.Event{Time: now, Data: event.SensorHealth{
+		health := event.SensorHealth{
 			EspID:          h.k.EspID,
 			GPIO:           h.k.GPIO,
 			SensorType:     h.k.SensorType,
@@ -181,7 +213,9 @@ func (s *Service) CheckStale(ctx context.Context) error {
 			LastReadingAt:  lastAt,
 			TimeoutSeconds: h.c.TimeoutSeconds,
 			Timestamp:      now.Unix(),
-		}})
+		}
+		health.I2CAddress, health.OneWireAddress = eventAddress(h.k.Address)
+		s.events.Publish(event.Event{Time: now, Data: health})
 		s.raiseStale(ctx, h)
 	}
 	return nil
@@ -281,14 +315,14 @@ func (s *Service) raiseStale(ctx context.Context, h staleHit) {
 		Category: "data_quality",
 		Source:   "sensor_threshold",
 		Title:    "Sensor stale",
-		Body: fmt.Sprintf("no reading from %s GPIO %d (%s) for more than %d s",
-			h.k.EspID, h.k.GPIO, h.k.SensorType, h.c.TimeoutSeconds),
-		Metadata: map[string]any{
+		Body: fmt.Sprintf("no reading from %s GPIO %d (%s%s) for more than %d s",
+			h.k.EspID, h.k.GPIO, h.k.SensorType, atAddress(h.k.Address), h.c.TimeoutSeconds),
+		Metadata: withAddress(map[string]any{
 			"esp_id":      h.k.EspID,
 			"gpio":        h.k.GPIO,
 			"sensor_type": h.k.SensorType,
 			"reason":      h.reason,
-		},
+		}, h.k.Address),
 	})
 	if err != nil {
 		s.log.Error("raising stale alert failed", "error", err)
@@ -298,7 +332,7 @@ func (s *Service) raiseStale(ctx context.Context, h staleHit) {
 // recovered clears the stale mark when a reading arrives.
 func (s *Service) recovered(ctx context.Context, k store.SeriesKey, c *Config, now time.Time) {
 	lastAt := now.UTC().Format(time.RFC3339)
-	s.events.Publish(event.Event{Time: now, Data: event.SensorHealth{
+	health := event.SensorHealth{
 		EspID:          k.EspID,
 		GPIO:           k.GPIO,
 		SensorType:     k.SensorType,
@@ -306,7 +340,9 @@ func (s *Service) recovered(ctx context.Context, k store.SeriesKey, c *Config, n
 		LastReadingAt:  &lastAt,
 		TimeoutSeconds: c.TimeoutSeconds,
 		Timestamp:      now.Unix(),
-	}})
+	}
+	health.I2CAddress, health.OneWireAddress = eventAddress(k.Address)
+	s.events.Publish(event.Event{Time: now, Data: health})
 	if s.alerts != nil {
 		if err := s.alerts.Clear(ctx, alertKey("stale", k)); err != nil {
 			s.log.Error("resolving stale alert failed", "error", err)

@@ -3,10 +3,12 @@ package sensor
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/device"
+	"github.com/kaiserhub/kaiser/internal/event"
 )
 
 // Severity bounds are exclusive (a value equal to a bound is inside), and
@@ -288,5 +290,72 @@ func TestCheckStaleWithoutReadings(t *testing.T) {
 	}
 	if len(f.alerts.raised) != 1 || f.alerts.raised[0].Metadata["reason"] != "no_data" {
 		t.Fatalf("alerts %+v", f.alerts.raised)
+	}
+}
+
+// Of two light sensors on the I2C bus at different addresses, the one
+// that falls silent is named: its sensor_health events carry its address
+// and are their own state on the live feed, and its stale alert names the
+// address; the one still reporting stays fresh.
+func TestStaleSensorOnASharedBusIsNamed(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addDevice(esp, device.StatusOnline, "")
+	for _, addr := range []int{0x23, 0x5C} {
+		f.configure(t, Config{
+			EspID:          esp,
+			GPIO:           21,
+			SensorType:     "light",
+			I2CAddress:     ptr(addr),
+			Enabled:        true,
+			TimeoutSeconds: 60,
+		})
+	}
+	health := f.subscribe(t, "sensor_health")
+
+	for _, addr := range []int{0x23, 0x5C} {
+		if err := f.send(esp, 21, reading("light", 523, t0, "i2c_address", addr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.now = t0.Add(50 * time.Second)
+	if err := f.send(esp, 21, reading("light", 523, f.now, "i2c_address", 0x23)); err != nil {
+		t.Fatal(err)
+	}
+	f.now = t0.Add(61 * time.Second)
+	if err := f.svc.CheckStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	events := health()
+	if len(events) != 1 {
+		t.Fatalf("%d sensor_health events, want 1", len(events))
+	}
+	h := events[0].Data.(event.SensorHealth)
+	if h.Status != "stale" || h.I2CAddress == nil || *h.I2CAddress != 0x5C || h.OneWireAddress != "" {
+		t.Fatalf("sensor_health %+v, want 0x5C stale", h)
+	}
+	other := h
+	other.I2CAddress = ptr(0x23)
+	if h.Subject() == other.Subject() {
+		t.Fatalf("the sensors of one bus share the subject %q", h.Subject())
+	}
+	if len(f.alerts.raised) != 1 {
+		t.Fatalf("alerts %+v", f.alerts.raised)
+	}
+	a := f.alerts.raised[0]
+	if a.Key != "stale_"+esp+"_21_light_i2c:92" || a.Metadata["address"] != "i2c:92" || !strings.Contains(a.Body, "i2c:92") {
+		t.Fatalf("stale alert %+v", a)
+	}
+
+	if err := f.send(esp, 21, reading("light", 523, f.now, "i2c_address", 0x5C)); err != nil {
+		t.Fatal(err)
+	}
+	events = health()
+	if len(events) != 1 {
+		t.Fatalf("recovery: %d events", len(events))
+	}
+	if r := events[0].Data.(event.SensorHealth); r.Status != "ok" || r.I2CAddress == nil || *r.I2CAddress != 0x5C {
+		t.Fatalf("recovery event %+v", r)
 	}
 }
