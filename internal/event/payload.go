@@ -29,8 +29,8 @@ type SensorData struct {
 	// The bus address of a sensor that can share its pin with others, as
 	// the reading gave it, the OneWire ROM code upper-cased; at most one of
 	// the two (docs/decisions/0030-sensor-event-address.md): present for I2C
-	// and OneWire sensors only, the one exception to "every key is always
-	// present".
+	// and OneWire sensors only, an exception to "every key is always
+	// present" that SensorHealth shares.
 	I2CAddress     *int   `json:"i2c_address,omitempty"`
 	OneWireAddress string `json:"onewire_address,omitempty"`
 }

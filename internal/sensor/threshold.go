@@ -75,13 +75,17 @@ func eventAddress(addr string) (i2c *int, oneWire string) {
 	return nil, ""
 }
 
-// atAddress names a bus sensor's address in an alert's text, "" for a
-// sensor alone on its pin.
+// atAddress names a bus sensor's address in an alert's text as a grower
+// knows it (I2C in hex, as on the sensor's board), "" for a sensor alone on
+// its pin.
 func atAddress(addr string) string {
-	if addr == "" {
-		return ""
+	switch i2c, rom := eventAddress(addr); {
+	case i2c != nil:
+		return fmt.Sprintf(" at I2C 0x%02X", *i2c)
+	case rom != "":
+		return " at OneWire " + rom
 	}
-	return " at " + addr
+	return ""
 }
 
 // withAddress adds a bus sensor's address to an alert's metadata.

@@ -344,7 +344,7 @@ func TestStaleSensorOnASharedBusIsNamed(t *testing.T) {
 		t.Fatalf("alerts %+v", f.alerts.raised)
 	}
 	a := f.alerts.raised[0]
-	if a.Key != "stale_"+esp+"_21_light_i2c:92" || a.Metadata["address"] != "i2c:92" || !strings.Contains(a.Body, "i2c:92") {
+	if a.Key != "stale_"+esp+"_21_light_i2c:92" || a.Metadata["address"] != "i2c:92" || !strings.Contains(a.Body, "light at I2C 0x5C") {
 		t.Fatalf("stale alert %+v", a)
 	}
 
