@@ -401,10 +401,12 @@ func (d *Dispatcher) accept(rawTopic string, payload []byte, retain, replay bool
 func (d *Dispatcher) enqueue(m Message) string {
 	policy := PolicyFor(m.Topic.Kind)
 	var deadline *time.Timer
+	var woken chan struct{}
 	defer func() {
 		if deadline != nil {
 			deadline.Stop()
 		}
+		passWakeOn(woken)
 	}()
 	d.mu.Lock()
 	for {
@@ -441,6 +443,7 @@ func (d *Dispatcher) enqueue(m Message) string {
 		}
 		select {
 		case <-space:
+			woken = space
 		case <-deadline.C:
 			d.log.Warn("device queue full, message dropped", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind)
 			d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full for 1 s"))
@@ -450,11 +453,30 @@ func (d *Dispatcher) enqueue(m Message) string {
 	}
 }
 
+// passWakeOn hands the wake-up a waiting publisher received to the next
+// one waiting on the same channel, once the first is done (in, or dropped).
+// Only a pop from a full queue signals space; a second pop before the
+// first waiter got back in signals nothing, and a queue the worker emptied
+// and dropped meanwhile never signals its channel again: without the
+// hand-on the other waiters slept out their wait with room in the queue.
+// A waiter woken for nothing finds the queue full and waits again.
+func passWakeOn(woken chan struct{}) {
+	if woken == nil {
+		return
+	}
+	select {
+	case woken <- struct{}{}:
+	default:
+	}
+}
+
 // enqueueSettled queues a message whose publisher waits: a full queue
 // makes it wait for space until ctx ends, whatever its kind's policy. It
 // returns a counted drop reason when the message cannot be queued at all,
 // or an ErrUnsettled error when ctx ended first.
 func (d *Dispatcher) enqueueSettled(ctx context.Context, m Message) (string, error) {
+	var woken chan struct{}
+	defer func() { passWakeOn(woken) }()
 	d.mu.Lock()
 	for {
 		q, err := d.queueLocked(m.Topic.EspID)
@@ -476,6 +498,7 @@ func (d *Dispatcher) enqueueSettled(ctx context.Context, m Message) (string, err
 		d.mu.Unlock()
 		select {
 		case <-space:
+			woken = space
 		case <-ctx.Done():
 			d.log.Warn("device queue full; acknowledgement withheld", "esp_id", m.Topic.EspID, "kind", m.Topic.Kind)
 			d.drop(m, contract.ReasonQueueOverflow, errors.New("device queue full until the acknowledgement deadline"))
