@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/kaiserhub/kaiser/internal/contract"
-	"github.com/kaiserhub/kaiser/internal/device"
 	"github.com/kaiserhub/kaiser/internal/event"
 	"github.com/kaiserhub/kaiser/internal/sensor/processor"
 	"github.com/kaiserhub/kaiser/internal/store"
@@ -172,7 +171,7 @@ func (s *Service) ApplyRemote(d event.SensorData) {
 	// so one replica holds every alert's state.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s.evaluate(ctx, k, cfg, *r.Processed, r.Unit, func() (device.Device, error) { return s.devices.Get(d.EspID) })
+	s.evaluate(ctx, k, cfg, *r.Processed, r.Unit)
 }
 
 // applyRemote makes d the latest of its series if it is newer and returns

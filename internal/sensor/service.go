@@ -905,7 +905,7 @@ func (s *Service) checkThresholds(ctx context.Context, in incoming, r store.Read
 		s.recovered(ctx, in.key, in.cfg, in.now)
 	}
 	if usable(r) {
-		s.evaluate(ctx, in.key, in.cfg, *r.Processed, r.Unit, func() (device.Device, error) { return s.devices.Get(in.key.EspID) })
+		s.evaluate(ctx, in.key, in.cfg, *r.Processed, r.Unit)
 	}
 }
 

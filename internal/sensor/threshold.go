@@ -126,12 +126,10 @@ func suppressed(ac map[string]any, now time.Time) bool {
 }
 
 // evaluate checks a usable reading against the bands (docs/domain.md §3.2–3.3).
-// dev gives the reading's device, whose alert_config may suppress the
-// alert; it is asked only for an alert to raise, since a relayed reading's
-// device is a copy made for it (its metadata included).
-func (s *Service) evaluate(
-	ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string, dev func() (device.Device, error),
-) {
+// The reading's device, whose alert_config may suppress the alert, is
+// looked up only for an alert to raise: a copy per reading cost more than
+// everything else the hub's own code allocated for it.
+func (s *Service) evaluate(ctx context.Context, k store.SeriesKey, c *Config, v float64, unit string) {
 	if s.alerts == nil {
 		return
 	}
@@ -148,7 +146,7 @@ func (s *Service) evaluate(
 		sev = o
 	}
 
-	d, err := dev()
+	d, err := s.devices.Get(k.EspID)
 	if err != nil {
 		return // deleted meanwhile: nothing to alert on
 	}
